@@ -1,0 +1,100 @@
+//! `idm.v1.AuditService`.
+
+use idm_proto::filter::AttrPath;
+use idm_proto::v1::audit_service_server::AuditService;
+use idm_proto::v1::{AuditEntry, QueryAuditRequest, QueryAuditResponse, Scope};
+use tonic::{Request, Response, Status};
+
+use super::auth::caller;
+use super::timestamp;
+use crate::managed::{
+    compile_filter, decode_page_token, encode_page_token, fingerprint, page_size, parse_order_by,
+};
+use crate::store::{AuditQuery, FieldResolver, ResolvedField, Store};
+
+pub struct AuditApi {
+    pub store: Store,
+}
+
+/// The audit entry's attributes, as the filter language names them.
+struct AuditFields;
+
+impl FieldResolver for AuditFields {
+    fn resolve(&self, path: &AttrPath) -> Result<ResolvedField, String> {
+        let name = match (path.attr.as_str(), &path.sub_attr) {
+            ("actor", None) => "actor",
+            ("operation", None) => "operation",
+            ("object", None) => "object",
+            ("time", None) => "time",
+            ("revisionBefore", None) => "rev_before",
+            ("revisionAfter", None) => "rev_after",
+            ("changedProperties", None) => "changed",
+            _ => {
+                return Err(format!(
+                    "unknown audit attribute \"{path}\" (actor, operation, object, time, revisionBefore, revisionAfter, changedProperties)"
+                ));
+            }
+        };
+        Ok(ResolvedField::Column {
+            name,
+            case_exact: true,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl AuditService for AuditApi {
+    async fn query_audit(
+        &self,
+        request: Request<QueryAuditRequest>,
+    ) -> Result<Response<QueryAuditResponse>, Status> {
+        caller(&request)?.require(Scope::Read)?;
+        let request = request.into_inner();
+        let order_by = if request.order_by.trim().is_empty() {
+            "time desc".to_string()
+        } else {
+            request.order_by
+        };
+        let limit = page_size(
+            usize::try_from(request.page_size)
+                .map_err(|_| Status::invalid_argument("page_size must not be negative"))?,
+        )?;
+        let print = fingerprint(&["audit", &request.filter, &order_by]);
+        let offset = if request.page_token.is_empty() {
+            0
+        } else {
+            decode_page_token(&request.page_token, &print)?
+        };
+        let query = AuditQuery {
+            filter: compile_filter(&request.filter, &AuditFields)?,
+            sort: parse_order_by(&order_by, &AuditFields)?,
+            offset,
+            limit,
+        };
+        let (records, total) = self.store.query_audit(&query).await?;
+        let next = offset + records.len();
+        let next_page_token = if (next as u64) < total && !records.is_empty() {
+            encode_page_token(next, &print)
+        } else {
+            String::new()
+        };
+        let entries = records
+            .into_iter()
+            .map(|r| AuditEntry {
+                name: format!("audit/{}", r.aid),
+                time: timestamp(&r.time),
+                actor: r.actor,
+                operation: r.operation,
+                object: r.object,
+                revision_before: r.rev_before,
+                revision_after: r.rev_after,
+                changed_properties: r.changed,
+            })
+            .collect();
+        Ok(Response::new(QueryAuditResponse {
+            entries,
+            next_page_token,
+            total_size: i64::try_from(total).unwrap_or(i64::MAX),
+        }))
+    }
+}

@@ -1,0 +1,253 @@
+//! Bearer-token authentication. Tokens live in the store (hashed); a copy is
+//! kept in memory so the interceptor checks a request without a store round
+//! trip, refreshed from the store every few seconds for other nodes' changes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use idm_proto::v1::Scope;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tonic::{Request, Status};
+
+use crate::store::{Store, StoreError, TokenRecord, now_timestamp};
+
+/// The actor name of the bootstrap token from `IDM_ADMIN_TOKEN`.
+pub const BOOTSTRAP_ACTOR: &str = "bootstrap";
+const REFRESH_EVERY: Duration = Duration::from_secs(5);
+
+/// Who is calling, put into the request's extensions by the interceptor.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub token_id: String,
+    pub scope: Scope,
+}
+
+impl Caller {
+    /// PERMISSION_DENIED unless the caller's scope covers `needed`.
+    pub fn require(&self, needed: Scope) -> Result<(), Status> {
+        if rank(self.scope) >= rank(needed) {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(format!(
+                "this needs {} scope; the token has {}",
+                scope_name(needed),
+                scope_name(self.scope)
+            )))
+        }
+    }
+}
+
+fn rank(scope: Scope) -> u8 {
+    match scope {
+        Scope::Unspecified => 0,
+        Scope::Read => 1,
+        Scope::Scim => 2,
+        Scope::Admin => 3,
+    }
+}
+
+pub fn scope_name(scope: Scope) -> &'static str {
+    match scope {
+        Scope::Unspecified => "no",
+        Scope::Read => "read",
+        Scope::Scim => "scim",
+        Scope::Admin => "admin",
+    }
+}
+
+pub fn parse_scope(name: &str) -> Option<Scope> {
+    match name {
+        "read" => Some(Scope::Read),
+        "scim" => Some(Scope::Scim),
+        "admin" => Some(Scope::Admin),
+        _ => None,
+    }
+}
+
+/// The caller the interceptor attached to a request.
+pub fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
+    request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("missing bearer token"))
+}
+
+pub struct TokenRegistry {
+    store: Store,
+    bootstrap_hash: Option<[u8; 32]>,
+    tokens: RwLock<HashMap<String, TokenRecord>>,
+}
+
+impl TokenRegistry {
+    pub async fn load(
+        store: Store,
+        bootstrap_token: Option<&str>,
+    ) -> Result<Arc<Self>, StoreError> {
+        let registry = Arc::new(TokenRegistry {
+            store,
+            bootstrap_hash: bootstrap_token.filter(|t| !t.is_empty()).map(sha256),
+            tokens: RwLock::new(HashMap::new()),
+        });
+        registry.refresh().await?;
+        Ok(registry)
+    }
+
+    async fn refresh(&self) -> Result<(), StoreError> {
+        let tokens = self.store.list_tokens().await?;
+        let map = tokens.into_iter().map(|t| (t.tid.clone(), t)).collect();
+        if let Ok(mut guard) = self.tokens.write() {
+            *guard = map;
+        }
+        Ok(())
+    }
+
+    /// Keeps the in-memory copy in step with the store.
+    pub fn spawn_refresh(self: &Arc<Self>) {
+        let registry = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(REFRESH_EVERY).await;
+                if let Err(e) = registry.refresh().await {
+                    tracing::warn!(error = %e, "refreshing API tokens failed");
+                }
+            }
+        });
+    }
+
+    pub fn has_bootstrap(&self) -> bool {
+        self.bootstrap_hash.is_some()
+    }
+
+    /// The caller a bearer secret stands for.
+    pub fn authenticate(&self, secret: &str) -> Result<Caller, Status> {
+        let presented = sha256(secret);
+        if let Some(bootstrap) = &self.bootstrap_hash
+            && bool::from(presented.ct_eq(bootstrap))
+        {
+            return Ok(Caller {
+                token_id: BOOTSTRAP_ACTOR.into(),
+                scope: Scope::Admin,
+            });
+        }
+        let unknown = || Status::unauthenticated("invalid bearer token");
+        let tid = token_id(secret).ok_or_else(unknown)?;
+        let guard = self
+            .tokens
+            .read()
+            .map_err(|_| Status::internal("token registry unavailable"))?;
+        let record = guard.get(tid).ok_or_else(unknown)?;
+        let stored = hex_decode(&record.hash).ok_or_else(unknown)?;
+        if !bool::from(presented.as_slice().ct_eq(stored.as_slice())) {
+            return Err(unknown());
+        }
+        if record.revoked {
+            return Err(Status::unauthenticated("the token was revoked"));
+        }
+        if record
+            .expires
+            .as_deref()
+            .is_some_and(|e| e <= now_timestamp().as_str())
+        {
+            return Err(Status::unauthenticated("the token has expired"));
+        }
+        let scope = parse_scope(&record.scope).ok_or_else(unknown)?;
+        Ok(Caller {
+            token_id: record.tid.clone(),
+            scope,
+        })
+    }
+
+    /// Creates a token; returns its record and the secret, shown once.
+    pub async fn create(
+        &self,
+        scope: Scope,
+        description: String,
+        expires: Option<String>,
+    ) -> Result<(TokenRecord, String), StoreError> {
+        let tid = hex(&rand::random::<[u8; 8]>());
+        let secret = format!(
+            "idm_{tid}_{}",
+            URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
+        );
+        let record = TokenRecord {
+            tid: tid.clone(),
+            scope: scope_name(scope).into(),
+            description,
+            hash: hex(&sha256(&secret)),
+            created: now_timestamp(),
+            expires,
+            revoked: false,
+        };
+        self.store.insert_token(&record).await?;
+        if let Ok(mut guard) = self.tokens.write() {
+            guard.insert(tid, record.clone());
+        }
+        Ok((record, secret))
+    }
+
+    pub async fn revoke(&self, tid: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let revoked = self.store.revoke_token(tid).await?;
+        if let (Some(record), Ok(mut guard)) = (&revoked, self.tokens.write()) {
+            guard.insert(tid.to_string(), record.clone());
+        }
+        Ok(revoked)
+    }
+
+    pub async fn list(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.store.list_tokens().await
+    }
+}
+
+/// `idm_<id>_<secret>` → `<id>`.
+fn token_id(secret: &str) -> Option<&str> {
+    secret
+        .strip_prefix("idm_")?
+        .split_once('_')
+        .map(|(id, _)| id)
+}
+
+fn sha256(text: &str) -> [u8; 32] {
+    Sha256::digest(text.as_bytes()).into()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn hex_decode(text: &str) -> Option<Vec<u8>> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect()
+}
+
+/// The tonic interceptor: every call but health carries a valid bearer token.
+#[derive(Clone)]
+pub struct Authenticate(pub Arc<TokenRegistry>);
+
+impl tonic::service::Interceptor for Authenticate {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .ok_or_else(|| Status::unauthenticated("missing authorization: Bearer <token>"))?;
+        let value = header
+            .to_str()
+            .map_err(|_| Status::unauthenticated("malformed authorization header"))?;
+        let secret = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .ok_or_else(|| Status::unauthenticated("authorization must be \"Bearer <token>\""))?;
+        let caller = self.0.authenticate(secret.trim())?;
+        request.extensions_mut().insert(caller);
+        Ok(request)
+    }
+}

@@ -1,0 +1,65 @@
+//! Domain errors become gRPC statuses here, and only here.
+
+use std::collections::HashMap;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::managed::ManagedError;
+use crate::store::StoreError;
+
+const DOMAIN: &str = "idm.v1";
+
+impl From<ManagedError> for Status {
+    fn from(error: ManagedError) -> Self {
+        let message = error.to_string();
+        match error {
+            ManagedError::UnknownType(_) | ManagedError::NotFound(_) => Status::not_found(message),
+            ManagedError::Invalid {
+                property,
+                message: description,
+            } => Status::with_error_details(
+                Code::InvalidArgument,
+                message,
+                ErrorDetails::with_bad_request_violation(property, description),
+            ),
+            ManagedError::Filter { position, .. } => Status::with_error_details(
+                Code::InvalidArgument,
+                message,
+                ErrorDetails::with_error_info(
+                    "FILTER_SYNTAX",
+                    DOMAIN,
+                    HashMap::from([("position".to_string(), position.to_string())]),
+                ),
+            ),
+            ManagedError::RevisionMismatch { .. } => Status::failed_precondition(message),
+            ManagedError::AlreadyExists(_) => Status::already_exists(message),
+            ManagedError::NotUnique { property } => Status::with_error_details(
+                Code::AlreadyExists,
+                message,
+                ErrorDetails::with_bad_request_violation(property, "must be unique"),
+            ),
+            ManagedError::Store(e) => e.into(),
+            ManagedError::Secret(e) => {
+                tracing::error!(error = %e, "secret handling failed");
+                Status::internal("secret handling failed; see the server log")
+            }
+        }
+    }
+}
+
+impl From<StoreError> for Status {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Contention => Status::aborted(error.to_string()),
+            StoreError::AlreadyExists(_) | StoreError::NotUnique { .. } => {
+                Status::already_exists(error.to_string())
+            }
+            StoreError::MissingReference(_) => Status::invalid_argument(error.to_string()),
+            other => {
+                tracing::error!(error = %other, "store failure");
+                Status::internal("store failure; see the server log")
+            }
+        }
+    }
+}

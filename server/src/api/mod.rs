@@ -1,0 +1,93 @@
+//! The gRPC front: tonic services, the auth interceptor, health and reflection.
+//! Handlers only translate; the domain lives in `managed/` and `store/`.
+
+mod audit;
+pub mod auth;
+mod config;
+mod error;
+mod objects;
+mod tokens;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use idm_proto::v1::audit_service_server::AuditServiceServer;
+use idm_proto::v1::config_service_server::ConfigServiceServer;
+use idm_proto::v1::object_service_server::ObjectServiceServer;
+use idm_proto::v1::token_service_server::TokenServiceServer;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Server;
+
+use crate::managed::ManagedObjects;
+use crate::store::Store;
+use auth::{Authenticate, TokenRegistry};
+
+/// Everything the services need.
+pub struct Core {
+    pub store: Store,
+    pub objects: ManagedObjects,
+    pub tokens: Arc<TokenRegistry>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("reflection descriptors: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC server on {addr}: {source}")]
+    Transport {
+        addr: SocketAddr,
+        source: tonic::transport::Error,
+    },
+}
+
+/// Serves until `shutdown` resolves, then drains in-flight calls.
+pub async fn serve(
+    core: Core,
+    addr: SocketAddr,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let auth = Authenticate(Arc::clone(&core.tokens));
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<ObjectServiceServer<objects::ObjectApi>>()
+        .await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(idm_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(idm_proto::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let objects = ObjectServiceServer::new(objects::ObjectApi {
+        objects: core.objects.clone(),
+    });
+    let audit = AuditServiceServer::new(audit::AuditApi {
+        store: core.store.clone(),
+    });
+    let token_api = TokenServiceServer::new(tokens::TokenApi {
+        registry: Arc::clone(&core.tokens),
+    });
+    let config = ConfigServiceServer::new(config::ConfigApi {
+        store: core.store.clone(),
+    });
+
+    tracing::info!(%addr, "idmd serving gRPC");
+    Server::builder()
+        .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
+        .add_service(health_service)
+        .add_service(InterceptedService::new(reflection_v1, auth.clone()))
+        .add_service(InterceptedService::new(reflection_v1alpha, auth.clone()))
+        .add_service(InterceptedService::new(objects, auth.clone()))
+        .add_service(InterceptedService::new(audit, auth.clone()))
+        .add_service(InterceptedService::new(token_api, auth.clone()))
+        .add_service(InterceptedService::new(config, auth))
+        .serve_with_shutdown(addr, shutdown)
+        .await
+        .map_err(|source| ServeError::Transport { addr, source })
+}
+
+/// A stored RFC 3339 timestamp as a protobuf `Timestamp`.
+pub fn timestamp(text: &str) -> Option<prost_types::Timestamp> {
+    text.parse().ok()
+}

@@ -1,0 +1,244 @@
+//! `idm.v1.ObjectService`: transport only — decode, call the domain, encode.
+
+use idm_proto::json::{from_proto_struct, from_proto_value, to_proto_struct};
+use idm_proto::v1::object_service_server::ObjectService;
+use idm_proto::v1::{
+    CountObjectsRequest, CountObjectsResponse, CreateObjectRequest, DeleteObjectRequest,
+    DeleteObjectResponse, GetObjectRequest, ListObjectTypesRequest, ListObjectTypesResponse,
+    ManagedObject, ObjectType, PatchObjectRequest, QueryObjectsRequest, QueryObjectsResponse,
+    ReplaceObjectRequest, Scope, VerifyPasswordRequest, VerifyPasswordResponse,
+};
+use tonic::{Request, Response, Status};
+
+use super::auth::caller;
+use super::timestamp;
+use crate::managed::{ManagedObjects, ObjectView, PatchOp, Query};
+
+pub struct ObjectApi {
+    pub objects: ManagedObjects,
+}
+
+/// `managed/<type>` → type.
+fn parse_parent(parent: &str) -> Result<&str, Status> {
+    parent
+        .strip_prefix("managed/")
+        .filter(|t| !t.is_empty() && !t.contains('/'))
+        .ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "\"{parent}\" is not a collection such as managed/user"
+            ))
+        })
+}
+
+/// `managed/<type>/<id>` → (type, id).
+fn parse_name(name: &str) -> Result<(&str, &str), Status> {
+    name.strip_prefix("managed/")
+        .and_then(|rest| rest.split_once('/'))
+        .filter(|(t, id)| !t.is_empty() && !id.is_empty())
+        .ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "\"{name}\" is not an object name such as managed/user/123"
+            ))
+        })
+}
+
+fn to_proto(view: ObjectView) -> ManagedObject {
+    ManagedObject {
+        name: view.name(),
+        r#type: view.type_name,
+        id: view.id,
+        revision: view.rev,
+        attributes: Some(to_proto_struct(&view.attributes)),
+        create_time: timestamp(&view.created),
+        update_time: timestamp(&view.modified),
+    }
+}
+
+fn usize_of(value: i32, field: &str) -> Result<usize, Status> {
+    usize::try_from(value)
+        .map_err(|_| Status::invalid_argument(format!("{field} must not be negative")))
+}
+
+#[tonic::async_trait]
+impl ObjectService for ObjectApi {
+    async fn create_object(
+        &self,
+        request: Request<CreateObjectRequest>,
+    ) -> Result<Response<ManagedObject>, Status> {
+        let caller = caller(&request)?;
+        caller.require(Scope::Scim)?;
+        let request = request.into_inner();
+        let type_name = parse_parent(&request.parent)?;
+        let attributes = request
+            .attributes
+            .as_ref()
+            .map(from_proto_struct)
+            .unwrap_or_default();
+        let id = Some(request.object_id).filter(|id| !id.is_empty());
+        let view = self
+            .objects
+            .create(&caller.token_id, type_name, id, attributes)
+            .await?;
+        Ok(Response::new(to_proto(view)))
+    }
+
+    async fn get_object(
+        &self,
+        request: Request<GetObjectRequest>,
+    ) -> Result<Response<ManagedObject>, Status> {
+        caller(&request)?.require(Scope::Read)?;
+        let request = request.into_inner();
+        let (type_name, id) = parse_name(&request.name)?;
+        let fields = request.read_mask.map(|m| m.paths).unwrap_or_default();
+        let view = self.objects.get(type_name, id, &fields).await?;
+        Ok(Response::new(to_proto(view)))
+    }
+
+    async fn replace_object(
+        &self,
+        request: Request<ReplaceObjectRequest>,
+    ) -> Result<Response<ManagedObject>, Status> {
+        let caller = caller(&request)?;
+        caller.require(Scope::Scim)?;
+        let request = request.into_inner();
+        let (type_name, id) = parse_name(&request.name)?;
+        let attributes = request
+            .attributes
+            .as_ref()
+            .map(from_proto_struct)
+            .unwrap_or_default();
+        let view = self
+            .objects
+            .replace(
+                &caller.token_id,
+                type_name,
+                id,
+                attributes,
+                request.expected_revision,
+            )
+            .await?;
+        Ok(Response::new(to_proto(view)))
+    }
+
+    async fn patch_object(
+        &self,
+        request: Request<PatchObjectRequest>,
+    ) -> Result<Response<ManagedObject>, Status> {
+        let caller = caller(&request)?;
+        caller.require(Scope::Scim)?;
+        let request = request.into_inner();
+        let (type_name, id) = parse_name(&request.name)?;
+        let ops = request
+            .operations
+            .iter()
+            .map(|op| {
+                PatchOp::new(
+                    &op.operation,
+                    &op.field,
+                    op.value.as_ref().map(from_proto_value),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let view = self
+            .objects
+            .patch(
+                &caller.token_id,
+                type_name,
+                id,
+                ops,
+                request.expected_revision,
+            )
+            .await?;
+        Ok(Response::new(to_proto(view)))
+    }
+
+    async fn delete_object(
+        &self,
+        request: Request<DeleteObjectRequest>,
+    ) -> Result<Response<DeleteObjectResponse>, Status> {
+        let caller = caller(&request)?;
+        caller.require(Scope::Scim)?;
+        let request = request.into_inner();
+        let (type_name, id) = parse_name(&request.name)?;
+        let deleted = self
+            .objects
+            .delete(&caller.token_id, type_name, id, request.expected_revision)
+            .await?;
+        Ok(Response::new(DeleteObjectResponse {
+            existed: deleted.is_some(),
+            object: deleted.map(to_proto),
+        }))
+    }
+
+    async fn query_objects(
+        &self,
+        request: Request<QueryObjectsRequest>,
+    ) -> Result<Response<QueryObjectsResponse>, Status> {
+        caller(&request)?.require(Scope::Read)?;
+        let request = request.into_inner();
+        let type_name = parse_parent(&request.parent)?;
+        let query = Query {
+            filter: request.filter,
+            order_by: request.order_by,
+            page_size: usize_of(request.page_size, "page_size")?,
+            page_token: request.page_token,
+            offset: usize_of(request.offset, "offset")?,
+            fields: request.read_mask.map(|m| m.paths).unwrap_or_default(),
+        };
+        let page = self.objects.query(type_name, &query).await?;
+        Ok(Response::new(QueryObjectsResponse {
+            objects: page.objects.into_iter().map(to_proto).collect(),
+            next_page_token: page.next_page_token,
+            total_size: i64::try_from(page.total).unwrap_or(i64::MAX),
+        }))
+    }
+
+    async fn count_objects(
+        &self,
+        request: Request<CountObjectsRequest>,
+    ) -> Result<Response<CountObjectsResponse>, Status> {
+        caller(&request)?.require(Scope::Read)?;
+        let request = request.into_inner();
+        let type_name = parse_parent(&request.parent)?;
+        let count = self.objects.count(type_name, &request.filter).await?;
+        Ok(Response::new(CountObjectsResponse {
+            count: i64::try_from(count).unwrap_or(i64::MAX),
+        }))
+    }
+
+    async fn verify_password(
+        &self,
+        request: Request<VerifyPasswordRequest>,
+    ) -> Result<Response<VerifyPasswordResponse>, Status> {
+        caller(&request)?.require(Scope::Scim)?;
+        let request = request.into_inner();
+        let (type_name, id) = parse_name(&request.name)?;
+        let property = if request.property.is_empty() {
+            "password"
+        } else {
+            &request.property
+        };
+        let valid = self
+            .objects
+            .verify_password(type_name, id, property, &request.password)
+            .await?;
+        Ok(Response::new(VerifyPasswordResponse { valid }))
+    }
+
+    async fn list_object_types(
+        &self,
+        request: Request<ListObjectTypesRequest>,
+    ) -> Result<Response<ListObjectTypesResponse>, Status> {
+        caller(&request)?.require(Scope::Read)?;
+        let types = self
+            .objects
+            .schema()
+            .types()
+            .map(|t| ObjectType {
+                name: format!("managed/{}", t.name),
+                schema: Some(to_proto_struct(&t.declaration)),
+            })
+            .collect();
+        Ok(Response::new(ListObjectTypesResponse { types }))
+    }
+}

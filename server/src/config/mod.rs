@@ -1,0 +1,258 @@
+//! Loading a conf directory: `managed.json` (object types), `connector-*.json`,
+//! `sync.json` (mappings) and `schedule-*.json`. Loading is idempotent: an
+//! unchanged file writes nothing, and documents whose file is gone are removed.
+//! A bad file stops start-up with an error naming the file and the field.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use crate::managed::ManagedSchema;
+use crate::store::{ConfigDocument, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfError {
+    #[error("{file}: {field}: {message}")]
+    Invalid {
+        file: String,
+        field: String,
+        message: String,
+    },
+    #[error("{file}: {message}")]
+    Read { file: String, message: String },
+    #[error("loading conf into the store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// What the conf directory declares.
+pub struct Conf {
+    pub schema: ManagedSchema,
+    /// `(kind, name, file, body)` for connectors, mappings and schedules.
+    pub documents: Vec<ConfigDocument>,
+}
+
+fn invalid(file: &Path, field: impl Into<String>, message: impl Into<String>) -> ConfError {
+    ConfError::Invalid {
+        file: file.display().to_string(),
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// Reads and checks a conf directory; `None` gives the built-in types only.
+pub fn read(dir: Option<&Path>) -> Result<Conf, ConfError> {
+    let Some(dir) = dir else {
+        let schema = ManagedSchema::builtin()
+            .map_err(|e| invalid(Path::new("<built-in managed.json>"), e.field, e.message))?;
+        return Ok(Conf {
+            schema,
+            documents: Vec::new(),
+        });
+    };
+    if !dir.is_dir() {
+        return Err(ConfError::Read {
+            file: dir.display().to_string(),
+            message: "not a directory".into(),
+        });
+    }
+    let managed_file = dir.join("managed.json");
+    let schema = if managed_file.exists() {
+        let text = read_text(&managed_file)?;
+        ManagedSchema::from_json(&text).map_err(|e| invalid(&managed_file, e.field, e.message))?
+    } else {
+        ManagedSchema::builtin().map_err(|e| invalid(&managed_file, e.field, e.message))?
+    };
+    let mut documents = Vec::new();
+    for file in files(dir)? {
+        let Some(file_name) = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        if let Some(name) = file_name
+            .strip_prefix("connector-")
+            .and_then(|n| n.strip_suffix(".json"))
+        {
+            let body = read_object(&file)?;
+            documents.push(document("connector", name, &file, body));
+        } else if let Some(name) = file_name
+            .strip_prefix("schedule-")
+            .and_then(|n| n.strip_suffix(".json"))
+        {
+            let body = read_object(&file)?;
+            require_string(&file, &body, "schedule")?;
+            require_string(&file, &body, "invokeService")?;
+            documents.push(document("schedule", name, &file, body));
+        } else if file_name == "sync.json" {
+            let body = read_object(&file)?;
+            let mappings = body
+                .get("mappings")
+                .and_then(Value::as_array)
+                .ok_or_else(|| invalid(&file, "mappings", "expected an array of mappings"))?;
+            for (index, mapping) in mappings.iter().enumerate() {
+                let field = format!("mappings[{index}]");
+                let mapping = mapping
+                    .as_object()
+                    .ok_or_else(|| invalid(&file, &field, "expected an object"))?;
+                for key in ["name", "source", "target"] {
+                    if !mapping.get(key).is_some_and(Value::is_string) {
+                        return Err(invalid(
+                            &file,
+                            format!("{field}.{key}"),
+                            "required, a string",
+                        ));
+                    }
+                }
+                let name = mapping
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                if documents
+                    .iter()
+                    .any(|d: &ConfigDocument| d.kind == "mapping" && d.name == name)
+                {
+                    return Err(invalid(
+                        &file,
+                        format!("{field}.name"),
+                        format!("mapping \"{name}\" is declared twice"),
+                    ));
+                }
+                documents.push(document("mapping", name, &file, mapping.clone()));
+            }
+        }
+    }
+    for doc in &documents {
+        check_env_references(Path::new(&doc.source), "", &Value::Object(doc.body.clone()))?;
+    }
+    Ok(Conf { schema, documents })
+}
+
+/// Writes the conf documents into the store, removing file-sourced documents
+/// whose file no longer declares them.
+pub async fn apply(store: &Store, conf: &Conf) -> Result<usize, ConfError> {
+    let mut changed = 0;
+    for doc in &conf.documents {
+        if store.put_config(doc).await? {
+            changed += 1;
+        }
+    }
+    for kind in ["connector", "mapping", "schedule"] {
+        for stale in store.list_config(kind).await? {
+            let declared = conf
+                .documents
+                .iter()
+                .any(|d| d.kind == stale.kind && d.name == stale.name);
+            if !declared && stale.source != "api" {
+                store.delete_config(&stale.kind, &stale.name).await?;
+                changed += 1;
+            }
+        }
+    }
+    Ok(changed)
+}
+
+/// Resolves `{"$env": "NAME", "default": "…"}` values, recursively.
+pub fn resolve_env(value: &Value) -> Value {
+    match value {
+        Value::Object(map) if map.contains_key("$env") => {
+            let name = map.get("$env").and_then(Value::as_str).unwrap_or_default();
+            std::env::var(name)
+                .ok()
+                .map(Value::String)
+                .or_else(|| map.get("default").cloned())
+                .unwrap_or(Value::Null)
+        }
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), resolve_env(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(resolve_env).collect()),
+        other => other.clone(),
+    }
+}
+
+fn check_env_references(file: &Path, at: &str, value: &Value) -> Result<(), ConfError> {
+    match value {
+        Value::Object(map) if map.contains_key("$env") => {
+            if !map.get("$env").is_some_and(Value::is_string)
+                || map.keys().any(|k| k != "$env" && k != "default")
+            {
+                return Err(invalid(
+                    file,
+                    at,
+                    "an environment reference is {\"$env\": \"NAME\", \"default\": \"…\"}",
+                ));
+            }
+            Ok(())
+        }
+        Value::Object(map) => map
+            .iter()
+            .try_for_each(|(k, v)| check_env_references(file, &join(at, k), v)),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, v)| check_env_references(file, &format!("{at}[{i}]"), v)),
+        _ => Ok(()),
+    }
+}
+
+fn join(at: &str, key: &str) -> String {
+    if at.is_empty() {
+        key.to_string()
+    } else {
+        format!("{at}.{key}")
+    }
+}
+
+fn document(kind: &str, name: &str, file: &Path, body: Map<String, Value>) -> ConfigDocument {
+    ConfigDocument {
+        kind: kind.into(),
+        name: name.into(),
+        body,
+        source: file.display().to_string(),
+    }
+}
+
+fn files(dir: &Path) -> Result<Vec<PathBuf>, ConfError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| ConfError::Read {
+        file: dir.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn read_text(file: &Path) -> Result<String, ConfError> {
+    std::fs::read_to_string(file).map_err(|e| ConfError::Read {
+        file: file.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+fn read_object(file: &Path) -> Result<Map<String, Value>, ConfError> {
+    let text = read_text(file)?;
+    match serde_json::from_str(&text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(invalid(file, "(top level)", "expected a JSON object")),
+        Err(e) => Err(invalid(
+            file,
+            format!("line {} column {}", e.line(), e.column()),
+            e.to_string(),
+        )),
+    }
+}
+
+fn require_string(file: &Path, body: &Map<String, Value>, key: &str) -> Result<(), ConfError> {
+    match body.get(key) {
+        Some(Value::String(_)) => Ok(()),
+        Some(Value::Object(map)) if map.contains_key("$env") => Ok(()),
+        _ => Err(invalid(file, key, "required, a string")),
+    }
+}

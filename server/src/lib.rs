@@ -1,0 +1,74 @@
+//! idmd, the idm core: managed identities in SurrealDB behind a gRPC API.
+//! See ARCHITECTURE.md at the repository root for the map of rooms.
+
+pub mod api;
+pub mod config;
+pub mod managed;
+pub mod secrets;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use api::auth::TokenRegistry;
+use managed::ManagedObjects;
+use secrets::SecretBox;
+use store::Store;
+
+/// How idmd was asked to run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub conf: Option<PathBuf>,
+    pub store_url: String,
+    pub grpc: SocketAddr,
+    pub key_file: PathBuf,
+    pub encryption_key: Option<String>,
+    pub admin_token: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("conf: {0}")]
+    Conf(#[from] config::ConfError),
+    #[error("{0}")]
+    Store(#[from] store::StoreError),
+    #[error("{0}")]
+    Secret(#[from] secrets::SecretError),
+    #[error("{0}")]
+    Serve(#[from] api::ServeError),
+}
+
+/// Starts idmd and serves until `shutdown` resolves.
+pub async fn run(
+    settings: Settings,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), StartError> {
+    let conf = config::read(settings.conf.as_deref())?;
+    let store = Store::open(&settings.store_url).await?;
+    let changed = config::apply(&store, &conf).await?;
+    tracing::info!(
+        types = conf.schema.types().count(),
+        documents = conf.documents.len(),
+        changed,
+        "conf loaded"
+    );
+    let secrets = Arc::new(SecretBox::load_or_create(
+        &settings.key_file,
+        settings.encryption_key.as_deref(),
+    )?);
+    let tokens = TokenRegistry::load(store.clone(), settings.admin_token.as_deref()).await?;
+    if !tokens.has_bootstrap() {
+        tracing::warn!("IDM_ADMIN_TOKEN is not set: only tokens created earlier can call idmd");
+    }
+    tokens.spawn_refresh();
+    let objects = ManagedObjects::new(Arc::new(conf.schema), store.clone(), secrets);
+    let core = api::Core {
+        store,
+        objects,
+        tokens,
+    };
+    api::serve(core, settings.grpc, shutdown).await?;
+    tracing::info!("idmd stopped");
+    Ok(())
+}

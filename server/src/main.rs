@@ -1,0 +1,99 @@
+//! `idmd`: the idm core server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, ValueEnum};
+use idm_server::{Settings, run};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "idmd",
+    version,
+    about = "idm core: managed identities over gRPC, stored in SurrealDB"
+)]
+struct Args {
+    /// Conf directory: managed.json, connector-*.json, sync.json, schedule-*.json.
+    /// Without it, the built-in managed/user and managed/group types are used.
+    #[arg(long, env = "IDM_CONF")]
+    conf: Option<PathBuf>,
+    /// surrealkv://PATH (embedded), mem:// (tests) or ws://HOST:PORT (a SurrealDB server).
+    #[arg(long, env = "IDM_STORE", default_value = "surrealkv://data/idm")]
+    store: String,
+    /// gRPC listen address.
+    #[arg(long, env = "IDM_GRPC", default_value = "127.0.0.1:50051")]
+    grpc: SocketAddr,
+    /// Encryption key file for private properties; created on first start.
+    /// IDM_ENCRYPTION_KEY (base64, 32 bytes) takes precedence.
+    #[arg(long, env = "IDM_KEY_FILE", default_value = "data/idm.key")]
+    key_file: PathBuf,
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,surrealdb=warn,surrealdb_core=warn"));
+    match args.log_format {
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init(),
+    }
+    let settings = Settings {
+        conf: args.conf,
+        store_url: args.store,
+        grpc: args.grpc,
+        key_file: args.key_file,
+        encryption_key: std::env::var(idm_server::secrets::KEY_ENV).ok(),
+        admin_token: std::env::var("IDM_ADMIN_TOKEN").ok(),
+    };
+    match run(settings, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("idmd cannot start: {e}");
+            eprintln!("idmd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down");
+}

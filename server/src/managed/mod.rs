@@ -1,0 +1,887 @@
+//! Managed objects: the domain rules between the API and the store — schema
+//! checks, private properties, revisions, relationships, queries.
+
+mod patch;
+mod schema;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use idm_proto::filter::{self, AttrPath};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+pub use patch::PatchOp;
+pub use schema::{
+    DEFAULT_MANAGED_JSON, ManagedSchema, ObjectType, Property, PropertyKind, SchemaError,
+};
+
+use crate::secrets::{self, SecretBox, SecretError};
+use crate::store::{
+    AsRetryable, CompileError, FieldResolver, NewObject, ObjectChange, Outcome, QueryPlan,
+    RelationRef, ResolvedField, SortKey, Store, StoreError, StoredObject, StoredSecret, Write,
+    compile, object_ref, split_ref,
+};
+
+pub const DEFAULT_PAGE_SIZE: usize = 50;
+pub const MAX_PAGE_SIZE: usize = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManagedError {
+    #[error("managed/{0} is not a declared object type")]
+    UnknownType(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{property}: {message}")]
+    Invalid { property: String, message: String },
+    #[error("invalid filter at position {position}: {message}")]
+    Filter { position: usize, message: String },
+    #[error("{name} is at revision {actual}, not {expected}")]
+    RevisionMismatch {
+        name: String,
+        expected: i64,
+        actual: i64,
+    },
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    #[error("{property}: the value is already taken by another object of this type")]
+    NotUnique { property: String },
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Secret(#[from] SecretError),
+}
+
+impl ManagedError {
+    pub fn invalid(property: impl Into<String>, message: impl Into<String>) -> Self {
+        ManagedError::Invalid {
+            property: property.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl AsRetryable for ManagedError {
+    fn is_retryable(&self) -> bool {
+        matches!(self, ManagedError::Store(e) if e.is_retryable())
+    }
+}
+
+fn from_store(error: StoreError) -> ManagedError {
+    match error {
+        StoreError::AlreadyExists(name) => ManagedError::AlreadyExists(name),
+        StoreError::NotUnique { property, .. } => ManagedError::NotUnique { property },
+        StoreError::MissingReference(target) => {
+            ManagedError::invalid("_ref", format!("{target} does not exist"))
+        }
+        other => ManagedError::Store(other),
+    }
+}
+
+/// A managed object as the API shows it: private properties left out, reverse
+/// relationships filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectView {
+    pub type_name: String,
+    pub id: String,
+    pub rev: i64,
+    pub created: String,
+    pub modified: String,
+    pub attributes: Map<String, Value>,
+}
+
+impl ObjectView {
+    pub fn name(&self) -> String {
+        object_ref(&self.type_name, &self.id)
+    }
+}
+
+/// One query over a collection.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    pub filter: String,
+    pub order_by: String,
+    pub page_size: usize,
+    pub page_token: String,
+    pub offset: usize,
+    pub fields: Vec<String>,
+}
+
+pub struct Page {
+    pub objects: Vec<ObjectView>,
+    pub next_page_token: String,
+    pub total: u64,
+}
+
+/// The managed-object service shared by every front end (gRPC, recon, SCIM).
+#[derive(Clone)]
+pub struct ManagedObjects {
+    schema: Arc<ManagedSchema>,
+    store: Store,
+    secrets: Arc<SecretBox>,
+}
+
+/// A validated object, before its passwords are hashed.
+struct Prepared {
+    data: Map<String, Value>,
+    unique: Vec<(String, String)>,
+    relations: Vec<RelationRef>,
+    passwords: BTreeMap<String, String>,
+}
+
+impl ManagedObjects {
+    pub fn new(schema: Arc<ManagedSchema>, store: Store, secrets: Arc<SecretBox>) -> Self {
+        ManagedObjects {
+            schema,
+            store,
+            secrets,
+        }
+    }
+
+    pub fn schema(&self) -> &ManagedSchema {
+        &self.schema
+    }
+
+    #[tracing::instrument(skip_all, fields(type_name, actor))]
+    pub async fn create(
+        &self,
+        actor: &str,
+        type_name: &str,
+        id: Option<String>,
+        attributes: Map<String, Value>,
+    ) -> Result<ObjectView, ManagedError> {
+        let created = self
+            .create_many(actor, type_name, vec![(id, attributes)])
+            .await?;
+        created
+            .into_iter()
+            .next()
+            .ok_or_else(|| ManagedError::NotFound(format!("managed/{type_name}")))
+    }
+
+    /// Creates many objects of one type in one transaction: all or none.
+    pub async fn create_many(
+        &self,
+        actor: &str,
+        type_name: &str,
+        objects: Vec<(Option<String>, Map<String, Value>)>,
+    ) -> Result<Vec<ObjectView>, ManagedError> {
+        let object_type = self.schema.get(type_name)?;
+        let mut new_objects = Vec::with_capacity(objects.len());
+        for (id, mut attributes) in objects {
+            let id = match id.or_else(|| {
+                attributes
+                    .get("_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            }) {
+                Some(id) => {
+                    check_id(&id)?;
+                    id
+                }
+                None => uuid::Uuid::new_v4().to_string(),
+            };
+            attributes.remove("_id");
+            let prepared = prepare(object_type, attributes)?;
+            let mut changed: Vec<String> = prepared.data.keys().cloned().collect();
+            changed.extend(prepared.passwords.keys().cloned());
+            changed.sort();
+            let secrets = self.seal_all(&prepared.passwords).await?;
+            new_objects.push(NewObject {
+                oid: id,
+                write: Write {
+                    data: prepared.data,
+                    unique: prepared.unique,
+                    relations: prepared.relations,
+                    secrets: secrets.into_iter().map(|(k, v)| (k, Some(v))).collect(),
+                    changed,
+                },
+            });
+        }
+        let stored = self
+            .store
+            .create_objects(actor, type_name, &new_objects)
+            .await
+            .map_err(from_store)?;
+        self.views(object_type, stored, &[]).await
+    }
+
+    pub async fn get(
+        &self,
+        type_name: &str,
+        id: &str,
+        fields: &[String],
+    ) -> Result<ObjectView, ManagedError> {
+        let object_type = self.schema.get(type_name)?;
+        let stored = self
+            .store
+            .get_object(type_name, id)
+            .await?
+            .ok_or_else(|| ManagedError::NotFound(object_ref(type_name, id)))?;
+        let mut views = self.views(object_type, vec![stored], fields).await?;
+        views
+            .pop()
+            .ok_or_else(|| ManagedError::NotFound(object_ref(type_name, id)))
+    }
+
+    /// Replaces all attributes; private properties absent from `attributes` keep their value.
+    #[tracing::instrument(skip_all, fields(type_name, id, actor))]
+    pub async fn replace(
+        &self,
+        actor: &str,
+        type_name: &str,
+        id: &str,
+        mut attributes: Map<String, Value>,
+        expected_rev: Option<i64>,
+    ) -> Result<ObjectView, ManagedError> {
+        let object_type = self.schema.get(type_name)?;
+        attributes.remove("_id");
+        let prepared = prepare(object_type, attributes)?;
+        let sealed = self.seal_all(&prepared.passwords).await?;
+        self.write(
+            actor,
+            "replace",
+            object_type,
+            id,
+            expected_rev,
+            |_current| Ok((prepared_clone(&prepared), sealed.clone(), Vec::new())),
+        )
+        .await
+    }
+
+    /// Applies patch operations atomically.
+    #[tracing::instrument(skip_all, fields(type_name, id, actor))]
+    pub async fn patch(
+        &self,
+        actor: &str,
+        type_name: &str,
+        id: &str,
+        ops: Vec<PatchOp>,
+        expected_rev: Option<i64>,
+    ) -> Result<ObjectView, ManagedError> {
+        let object_type = self.schema.get(type_name)?;
+        // Private properties are set or cleared by top-level operations only.
+        let mut password_ops = BTreeMap::new();
+        let mut data_ops = Vec::new();
+        for op in ops {
+            match object_type.properties.get(op.property()) {
+                Some(p) if p.private => {
+                    if op.field.matches('/').count() != 1 {
+                        return Err(ManagedError::invalid(
+                            op.property(),
+                            "private properties are replaced whole",
+                        ));
+                    }
+                    let value = match &op.value {
+                        Some(Value::String(s)) if op.operation != patch::Operation::Remove => {
+                            Some(s.clone())
+                        }
+                        None | Some(Value::Null) => None,
+                        _ if op.operation == patch::Operation::Remove => None,
+                        Some(other) => {
+                            return Err(ManagedError::invalid(
+                                op.property(),
+                                format!("expected a string, got {}", schema::describe(other)),
+                            ));
+                        }
+                    };
+                    password_ops.insert(op.property().to_string(), value);
+                }
+                _ => data_ops.push(op),
+            }
+        }
+        let passwords: BTreeMap<String, String> = password_ops
+            .iter()
+            .filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v)))
+            .collect();
+        let sealed = self.seal_all(&passwords).await?;
+        let cleared: Vec<String> = password_ops
+            .iter()
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| k.clone())
+            .collect();
+        self.write(actor, "patch", object_type, id, expected_rev, |current| {
+            let mut data = current.data.clone();
+            for op in &data_ops {
+                op.apply(&mut data)?;
+            }
+            let mut prepared = prepare(object_type, data)?;
+            prepared.passwords = passwords.clone();
+            Ok((prepared, sealed.clone(), cleared.clone()))
+        })
+        .await
+    }
+
+    /// Shared update path: `build` turns the current object into the wanted
+    /// state; the revision is bumped only if something changed.
+    async fn write(
+        &self,
+        actor: &str,
+        operation: &str,
+        object_type: &ObjectType,
+        id: &str,
+        expected_rev: Option<i64>,
+        build: impl Fn(
+            &StoredObject,
+        )
+            -> Result<(Prepared, BTreeMap<String, StoredSecret>, Vec<String>), ManagedError>,
+    ) -> Result<ObjectView, ManagedError> {
+        let private = private_properties(object_type);
+        let name = object_ref(&object_type.name, id);
+        let outcome = self
+            .store
+            .update_object(
+                actor,
+                operation,
+                &object_type.name,
+                id,
+                &private,
+                |current, current_secrets| {
+                    if let Some(expected) = expected_rev.filter(|e| *e != current.rev) {
+                        return Err(ManagedError::RevisionMismatch {
+                            name: name.clone(),
+                            expected,
+                            actual: current.rev,
+                        });
+                    }
+                    let (prepared, sealed, cleared) = build(current)?;
+                    let mut changed: Vec<String> =
+                        changed_properties(&current.data, &prepared.data);
+                    let mut secrets = BTreeMap::new();
+                    for (property, plain) in &prepared.passwords {
+                        let same = current_secrets
+                            .get(property)
+                            .and_then(|s| self.secrets.open(&s.sealed).ok())
+                            .is_some_and(|old| &old == plain);
+                        if !same && let Some(secret) = sealed.get(property) {
+                            secrets.insert(property.clone(), Some(secret.clone()));
+                            changed.push(property.clone());
+                        }
+                    }
+                    for property in cleared.iter().filter(|p| current_secrets.contains_key(*p)) {
+                        secrets.insert(property.clone(), None);
+                        changed.push(property.clone());
+                    }
+                    if changed.is_empty() {
+                        return Ok(ObjectChange::Unchanged);
+                    }
+                    changed.sort();
+                    Ok(ObjectChange::Write(Write {
+                        data: prepared.data,
+                        unique: prepared.unique,
+                        relations: prepared.relations,
+                        secrets,
+                        changed,
+                    }))
+                },
+            )
+            .await
+            .map_err(|e| match e {
+                ManagedError::Store(s) => from_store(s),
+                other => other,
+            })?;
+        let stored = match outcome {
+            Outcome::NotFound => return Err(ManagedError::NotFound(name)),
+            Outcome::Unchanged(stored) | Outcome::Written(stored) => stored,
+        };
+        let mut views = self.views(object_type, vec![stored], &[]).await?;
+        views.pop().ok_or(ManagedError::NotFound(name))
+    }
+
+    /// Deletes an object; `None` if it did not exist.
+    #[tracing::instrument(skip_all, fields(type_name, id, actor))]
+    pub async fn delete(
+        &self,
+        actor: &str,
+        type_name: &str,
+        id: &str,
+        expected_rev: Option<i64>,
+    ) -> Result<Option<ObjectView>, ManagedError> {
+        let object_type = self.schema.get(type_name)?;
+        let private = private_properties(object_type);
+        let name = object_ref(type_name, id);
+        let deleted = self
+            .store
+            .delete_object(
+                actor,
+                type_name,
+                id,
+                &private,
+                |current| match expected_rev {
+                    Some(expected) if expected != current.rev => {
+                        Err(ManagedError::RevisionMismatch {
+                            name: name.clone(),
+                            expected,
+                            actual: current.rev,
+                        })
+                    }
+                    _ => Ok(()),
+                },
+            )
+            .await?;
+        match deleted {
+            Some(stored) => Ok(self.views(object_type, vec![stored], &[]).await?.pop()),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn query(&self, type_name: &str, query: &Query) -> Result<Page, ManagedError> {
+        let object_type = self.schema.get(type_name)?;
+        let limit = page_size(query.page_size)?;
+        let fingerprint = fingerprint(&[type_name, &query.filter, &query.order_by]);
+        let offset = if query.page_token.is_empty() {
+            query.offset
+        } else {
+            decode_page_token(&query.page_token, &fingerprint)?
+        };
+        let plan = QueryPlan {
+            filter: compile_filter(&query.filter, &ObjectResolver(object_type))?,
+            sort: parse_order_by(&query.order_by, &ObjectResolver(object_type))?,
+            offset,
+            limit,
+        };
+        let (stored, total) = self.store.query_objects(type_name, &plan).await?;
+        let next = offset + stored.len();
+        let next_page_token = if (next as u64) < total && !stored.is_empty() {
+            encode_page_token(next, &fingerprint)
+        } else {
+            String::new()
+        };
+        let objects = self.views(object_type, stored, &query.fields).await?;
+        Ok(Page {
+            objects,
+            next_page_token,
+            total,
+        })
+    }
+
+    pub async fn count(&self, type_name: &str, filter_text: &str) -> Result<u64, ManagedError> {
+        let object_type = self.schema.get(type_name)?;
+        let plan = QueryPlan {
+            filter: compile_filter(filter_text, &ObjectResolver(object_type))?,
+            ..QueryPlan::default()
+        };
+        Ok(self.store.count_objects(type_name, &plan).await?)
+    }
+
+    pub async fn verify_password(
+        &self,
+        type_name: &str,
+        id: &str,
+        property: &str,
+        password: &str,
+    ) -> Result<bool, ManagedError> {
+        let object_type = self.schema.get(type_name)?;
+        if !object_type
+            .properties
+            .get(property)
+            .is_some_and(|p| p.private)
+        {
+            return Err(ManagedError::invalid(
+                property,
+                "not a private property of this type",
+            ));
+        }
+        if self.store.get_object(type_name, id).await?.is_none() {
+            return Err(ManagedError::NotFound(object_ref(type_name, id)));
+        }
+        let Some(secret) = self.store.get_secret(type_name, id, property).await? else {
+            return Ok(false);
+        };
+        let password = password.to_string();
+        Ok(
+            tokio::task::spawn_blocking(move || secrets::verify_password(&password, &secret.hash))
+                .await
+                .unwrap_or(false),
+        )
+    }
+
+    /// Hashes and seals passwords off the async workers (argon2 is slow on purpose).
+    async fn seal_all(
+        &self,
+        passwords: &BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, StoredSecret>, ManagedError> {
+        let mut out = BTreeMap::new();
+        for (property, plain) in passwords {
+            let plain_for_hash = plain.clone();
+            let hash = tokio::task::spawn_blocking(move || secrets::hash_password(&plain_for_hash))
+                .await
+                .map_err(|e| SecretError::Hash(e.to_string()))??;
+            let sealed = self.secrets.seal(plain)?;
+            out.insert(property.clone(), StoredSecret { hash, sealed });
+        }
+        Ok(out)
+    }
+
+    async fn views(
+        &self,
+        object_type: &ObjectType,
+        stored: Vec<StoredObject>,
+        fields: &[String],
+    ) -> Result<Vec<ObjectView>, ManagedError> {
+        let mut reverse: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+        if !object_type.reverse.is_empty() && !stored.is_empty() {
+            let refs: Vec<String> = stored.iter().map(StoredObject::reference).collect();
+            for row in self.store.relations_to(&refs).await? {
+                let Some((source_type, _)) = split_ref(&row.source) else {
+                    continue;
+                };
+                for relation in &object_type.reverse {
+                    if relation.source_type == source_type
+                        && relation.source_property == row.property
+                    {
+                        let entry = reverse.entry(row.target.clone()).or_default();
+                        if let Value::Array(items) = entry
+                            .entry(relation.name.clone())
+                            .or_insert_with(|| json!([]))
+                        {
+                            items.push(json!({ "_ref": row.source }));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(stored
+            .into_iter()
+            .map(|object| {
+                let mut attributes = object.data;
+                for relation in &object_type.reverse {
+                    attributes.insert(relation.name.clone(), json!([]));
+                }
+                if let Some(extra) = reverse.remove(&object_ref(&object.type_name, &object.oid)) {
+                    attributes.extend(extra);
+                }
+                if !fields.is_empty() {
+                    attributes.retain(|name, _| {
+                        fields
+                            .iter()
+                            .any(|f| f.split('.').next() == Some(name.as_str()))
+                    });
+                }
+                ObjectView {
+                    type_name: object.type_name,
+                    id: object.oid,
+                    rev: object.rev,
+                    created: object.created,
+                    modified: object.modified,
+                    attributes,
+                }
+            })
+            .collect())
+    }
+}
+
+fn prepared_clone(p: &Prepared) -> Prepared {
+    Prepared {
+        data: p.data.clone(),
+        unique: p.unique.clone(),
+        relations: p.relations.clone(),
+        passwords: p.passwords.clone(),
+    }
+}
+
+fn private_properties(object_type: &ObjectType) -> Vec<String> {
+    object_type
+        .properties
+        .iter()
+        .filter(|(_, p)| p.private)
+        .map(|(n, _)| n.clone())
+        .collect()
+}
+
+fn check_id(id: &str) -> Result<(), ManagedError> {
+    if id.is_empty() || id.len() > 255 || id.contains('/') || id.chars().any(char::is_control) {
+        return Err(ManagedError::invalid(
+            "_id",
+            "ids are 1 to 255 characters, without '/' or control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Validates attributes against the type and splits out what the store keeps apart.
+fn prepare(
+    object_type: &ObjectType,
+    attributes: Map<String, Value>,
+) -> Result<Prepared, ManagedError> {
+    let mut data = Map::new();
+    let mut passwords = BTreeMap::new();
+    let mut relations = Vec::new();
+    let mut unique = Vec::new();
+    for (name, value) in attributes {
+        if name == "_rev" || name == "_meta" || object_type.reverse.iter().any(|r| r.name == name) {
+            continue; // read-only
+        }
+        if name.starts_with('_') || name.is_empty() {
+            return Err(ManagedError::invalid(
+                &name,
+                "names starting with _ are reserved",
+            ));
+        }
+        if value.is_null() {
+            continue;
+        }
+        let Some(property) = object_type.properties.get(&name) else {
+            data.insert(name, value);
+            continue;
+        };
+        property.check(&name, &value)?;
+        if property.private {
+            if let Value::String(plain) = value {
+                passwords.insert(name, plain);
+            }
+            continue;
+        }
+        let value = if property.kind == schema::PropertyKind::Relationship {
+            normalize_references(&name, property, value, &mut relations)?
+        } else {
+            value
+        };
+        if property.unique {
+            let key = match &value {
+                Value::String(s) if !property.case_exact => s.to_lowercase(),
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            unique.push((name.clone(), key));
+        }
+        data.insert(name, value);
+    }
+    for (name, property) in &object_type.properties {
+        if property.required && !data.contains_key(name) && !passwords.contains_key(name) {
+            return Err(ManagedError::invalid(name, "is required"));
+        }
+    }
+    Ok(Prepared {
+        data,
+        unique,
+        relations,
+        passwords,
+    })
+}
+
+/// Accepts `"id"`, `"managed/user/id"` or `{"_ref": "managed/user/id"}` and
+/// stores `{"_ref": "managed/user/id"}`.
+fn normalize_references(
+    name: &str,
+    property: &Property,
+    value: Value,
+    relations: &mut Vec<RelationRef>,
+) -> Result<Value, ManagedError> {
+    let collection = property.resource_collection.clone().unwrap_or_default();
+    let target_type = collection
+        .strip_prefix("managed/")
+        .unwrap_or_default()
+        .to_string();
+    let mut one = |item: Value| -> Result<Value, ManagedError> {
+        let reference = match &item {
+            Value::String(s) => s.clone(),
+            Value::Object(map) => map
+                .get("_ref")
+                .or_else(|| map.get("value"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    ManagedError::invalid(
+                        name,
+                        "a reference is {\"_ref\": \"managed/<type>/<id>\"}",
+                    )
+                })?,
+            other => {
+                return Err(ManagedError::invalid(
+                    name,
+                    format!("expected a reference, got {}", schema::describe(other)),
+                ));
+            }
+        };
+        let id = match reference.strip_prefix(&format!("{collection}/")) {
+            Some(id) => id.to_string(),
+            None if !reference.contains('/') => reference.clone(),
+            None => {
+                return Err(ManagedError::invalid(
+                    name,
+                    format!("{reference} is not in {collection}"),
+                ));
+            }
+        };
+        check_id(&id)
+            .map_err(|_| ManagedError::invalid(name, format!("\"{id}\" is not an object id")))?;
+        let relation = RelationRef {
+            property: name.to_string(),
+            target_type: target_type.clone(),
+            target_id: id.clone(),
+        };
+        if relations.contains(&relation) {
+            return Ok(Value::Null);
+        }
+        relations.push(relation);
+        Ok(json!({ "_ref": object_ref(&target_type, &id) }))
+    };
+    if property.multiple {
+        let Value::Array(items) = value else {
+            return Err(ManagedError::invalid(
+                name,
+                "expected an array of references",
+            ));
+        };
+        let refs: Result<Vec<Value>, ManagedError> = items.into_iter().map(&mut one).collect();
+        Ok(Value::Array(
+            refs?.into_iter().filter(|v| !v.is_null()).collect(),
+        ))
+    } else {
+        one(value)
+    }
+}
+
+fn changed_properties(before: &Map<String, Value>, after: &Map<String, Value>) -> Vec<String> {
+    let mut names: Vec<String> = before
+        .keys()
+        .chain(after.keys())
+        .filter(|k| before.get(*k) != after.get(*k))
+        .cloned()
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Maps filter attributes of a managed type onto its records.
+struct ObjectResolver<'a>(&'a ObjectType);
+
+impl FieldResolver for ObjectResolver<'_> {
+    fn resolve(&self, path: &AttrPath) -> Result<ResolvedField, String> {
+        if path.urn.is_some() {
+            return Err(format!("{path}: managed objects have no schema URNs"));
+        }
+        let column = |name| {
+            Ok(ResolvedField::Column {
+                name,
+                case_exact: true,
+            })
+        };
+        match path.attr.as_str() {
+            "_id" => return column("oid"),
+            "_rev" => return column("rev"),
+            "_created" => return column("created"),
+            "_lastModified" => return column("modified"),
+            _ => {}
+        }
+        if self.0.reverse.iter().any(|r| r.name == path.attr) {
+            return Err(format!(
+                "{} is computed from another type's relationships and cannot be filtered",
+                path.attr
+            ));
+        }
+        let property = self.0.properties.get(&path.attr);
+        if property.is_some_and(|p| p.private) {
+            return Err(format!("{} is private", path.attr));
+        }
+        let mut segments = vec![path.attr.clone()];
+        segments.extend(path.sub_attr.clone());
+        Ok(ResolvedField::Data {
+            segments,
+            case_exact: property.is_none_or(|p| p.case_exact),
+        })
+    }
+}
+
+/// Parses and compiles a filter; positions point into the caller's text.
+pub fn compile_filter(
+    text: &str,
+    resolver: &dyn FieldResolver,
+) -> Result<crate::store::CompiledFilter, ManagedError> {
+    if text.trim().is_empty() {
+        return Ok(crate::store::CompiledFilter::default());
+    }
+    let parsed = filter::parse(text).map_err(|e| ManagedError::Filter {
+        position: e.position,
+        message: e.message,
+    })?;
+    compile(&parsed, resolver).map_err(|CompileError(message)| ManagedError::Filter {
+        position: 0,
+        message,
+    })
+}
+
+/// `sn asc, givenName desc` → sort keys.
+pub fn parse_order_by(
+    text: &str,
+    resolver: &dyn FieldResolver,
+) -> Result<Vec<SortKey>, ManagedError> {
+    let mut keys = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let mut words = part.split_whitespace();
+        let attr = words.next().unwrap_or_default();
+        let descending = match words.next().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("asc") => false,
+            Some("desc") => true,
+            Some(other) => {
+                return Err(ManagedError::invalid(
+                    "order_by",
+                    format!("\"{other}\" is not asc or desc"),
+                ));
+            }
+        };
+        if words.next().is_some() {
+            return Err(ManagedError::invalid(
+                "order_by",
+                format!("\"{part}\": expected ATTRIBUTE [asc|desc]"),
+            ));
+        }
+        let path = match filter::parse(&format!("{attr} pr")) {
+            Ok(filter::Filter::Present(path)) => path,
+            _ => {
+                return Err(ManagedError::invalid(
+                    "order_by",
+                    format!("\"{attr}\" is not an attribute name"),
+                ));
+            }
+        };
+        let field = resolver
+            .resolve(&path)
+            .map_err(|m| ManagedError::invalid("order_by", m))?;
+        keys.push(SortKey { field, descending });
+    }
+    Ok(keys)
+}
+
+pub fn page_size(requested: usize) -> Result<usize, ManagedError> {
+    match requested {
+        0 => Ok(DEFAULT_PAGE_SIZE),
+        n => Ok(n.min(MAX_PAGE_SIZE)),
+    }
+}
+
+pub fn fingerprint(parts: &[&str]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part.as_bytes());
+        hasher.update([0]);
+    }
+    hasher
+        .finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+pub fn encode_page_token(offset: usize, fingerprint: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{offset}:{fingerprint}"))
+}
+
+pub fn decode_page_token(token: &str, fingerprint: &str) -> Result<usize, ManagedError> {
+    let bad = || ManagedError::invalid("page_token", "not a page token of this query");
+    let text = URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(bad)?;
+    let (offset, print) = text.split_once(':').ok_or_else(bad)?;
+    if print != fingerprint {
+        return Err(bad());
+    }
+    offset.parse().map_err(|_| bad())
+}

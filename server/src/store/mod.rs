@@ -1,0 +1,243 @@
+//! The SurrealDB store: the only code in idm that writes SurrealQL.
+//!
+//! Every statement binds its values as parameters; the only identifiers spliced
+//! into query text are fixed column names chosen here. Concurrent write
+//! conflicts are retried with backoff, so callers never see them.
+
+mod audit;
+mod config;
+mod objects;
+mod query;
+mod tokens;
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use surrealdb::Surreal;
+use surrealdb::engine::any::{self, Any};
+
+pub use audit::{AuditQuery, AuditRecord};
+pub use config::ConfigDocument;
+pub use objects::{
+    NewObject, ObjectChange, Outcome, RelationRef, RelationRow, StoredObject, StoredSecret, Write,
+    object_ref, split_ref,
+};
+pub use query::{
+    CompileError, CompiledFilter, FieldResolver, QueryPlan, ResolvedField, SortKey, compile,
+};
+pub use tokens::TokenRecord;
+
+/// Bumped whenever `schema.surql` changes shape; `migrate` takes older stores forward.
+pub const SCHEMA_VERSION: i64 = 1;
+const SCHEMA: &str = include_str!("schema.surql");
+const WRITE_ATTEMPTS: u32 = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the store at {url}: {reason}")]
+    Open { url: String, reason: String },
+    #[error(
+        "the store holds schema version {found}, newer than this idmd ({supported}); upgrade idmd"
+    )]
+    SchemaTooNew { found: i64, supported: i64 },
+    #[error("store query failed: {0}")]
+    Query(String),
+    #[error("stored data has an unexpected shape: {0}")]
+    Decode(String),
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    #[error("{property} value is already taken by another {type_name}")]
+    NotUnique { type_name: String, property: String },
+    #[error("{0} does not exist")]
+    MissingReference(String),
+    #[error("write conflict persisted after {WRITE_ATTEMPTS} attempts")]
+    Contention,
+}
+
+impl From<surrealdb::Error> for StoreError {
+    fn from(e: surrealdb::Error) -> Self {
+        StoreError::Query(e.to_string())
+    }
+}
+
+/// A handle on the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Surreal<Any>,
+}
+
+impl Store {
+    /// Opens `mem://`, `surrealkv://PATH` or `ws://HOST:PORT` and applies the schema.
+    #[tracing::instrument(skip_all, fields(url = %url))]
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let open_error = |e: surrealdb::Error| StoreError::Open {
+            url: url.to_string(),
+            reason: e.to_string(),
+        };
+        if let Some(path) = url.strip_prefix("surrealkv://") {
+            if let Some(parent) = std::path::Path::new(path)
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+            {
+                std::fs::create_dir_all(parent).map_err(|e| StoreError::Open {
+                    url: url.to_string(),
+                    reason: e.to_string(),
+                })?;
+            }
+        }
+        let db = any::connect(url).await.map_err(open_error)?;
+        db.use_ns("idm").use_db("idm").await.map_err(open_error)?;
+        let store = Store { db };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        self.execute("DEFINE TABLE IF NOT EXISTS meta SCHEMALESS", Value::Null)
+            .await?;
+        let found: Option<i64> = self
+            .query_one("SELECT VALUE version FROM ONLY meta:schema", Value::Null)
+            .await?;
+        if let Some(found) = found.filter(|v| *v > SCHEMA_VERSION) {
+            return Err(StoreError::SchemaTooNew {
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        self.db.query(SCHEMA).await?.check()?;
+        self.db
+            .query("UPSERT meta:schema SET version = $version")
+            .bind(("version", SCHEMA_VERSION))
+            .await?
+            .check()?;
+        tracing::debug!(version = SCHEMA_VERSION, "store schema applied");
+        Ok(())
+    }
+
+    /// Runs one statement with named parameters (a JSON object) and decodes its
+    /// result; `None` for NONE / no row.
+    async fn query_one<T: DeserializeOwned>(
+        &self,
+        sql: &str,
+        params: Value,
+    ) -> Result<Option<T>, StoreError> {
+        let mut response = bind_all(self.db.query(sql), params).await?;
+        let value: surrealdb::types::Value = response.take(0)?;
+        decode_optional(value.into_json_value())
+    }
+
+    async fn query_all<T: DeserializeOwned>(
+        &self,
+        sql: &str,
+        params: Value,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut response = bind_all(self.db.query(sql), params).await?;
+        let value: surrealdb::types::Value = response.take(0)?;
+        decode_rows(value.into_json_value())
+    }
+
+    async fn execute(&self, sql: &str, params: Value) -> Result<(), StoreError> {
+        bind_all(self.db.query(sql), params).await?.check()?;
+        Ok(())
+    }
+}
+
+fn bind_all<'a, C: surrealdb::Connection>(
+    mut query: surrealdb::method::Query<'a, C>,
+    params: Value,
+) -> surrealdb::method::Query<'a, C> {
+    if let Value::Object(map) = params {
+        for (name, value) in map {
+            query = query.bind((name, value));
+        }
+    }
+    query
+}
+
+fn decode_optional<T: DeserializeOwned>(value: Value) -> Result<Option<T>, StoreError> {
+    let value = match value {
+        Value::Array(mut rows) if rows.len() <= 1 => rows.pop().unwrap_or(Value::Null),
+        other => other,
+    };
+    if value.is_null() {
+        return Ok(None);
+    }
+    serde_json::from_value(value)
+        .map(Some)
+        .map_err(|e| StoreError::Decode(e.to_string()))
+}
+
+fn decode_rows<T: DeserializeOwned>(value: Value) -> Result<Vec<T>, StoreError> {
+    match value {
+        Value::Null => Ok(Vec::new()),
+        Value::Array(rows) => rows
+            .into_iter()
+            .map(|row| serde_json::from_value(row).map_err(|e| StoreError::Decode(e.to_string())))
+            .collect(),
+        other => Err(StoreError::Decode(format!("expected rows, got {other}"))),
+    }
+}
+
+/// SurrealDB's optimistic transactions fail with a retryable conflict when two
+/// writers touch the same keys; the message is the only signal the SDK gives.
+fn is_retryable(error: &StoreError) -> bool {
+    matches!(error, StoreError::Query(message)
+        if message.contains("can be retried") || message.contains("conflict"))
+}
+
+/// Runs a transactional unit of work, retrying write conflicts with jittered
+/// exponential backoff.
+async fn with_retry<T, E, F, Fut>(mut attempt: F) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: From<StoreError> + AsRetryable,
+{
+    let mut delay = Duration::from_millis(2);
+    for _ in 1..WRITE_ATTEMPTS {
+        match attempt().await {
+            Err(e) if e.is_retryable() => {
+                let jitter = rand::random_range(0..=delay.as_micros() as u64);
+                tokio::time::sleep(delay + Duration::from_micros(jitter)).await;
+                delay = (delay * 2).min(Duration::from_millis(200));
+            }
+            other => return other,
+        }
+    }
+    match attempt().await {
+        Err(e) if e.is_retryable() => Err(StoreError::Contention.into()),
+        other => other,
+    }
+}
+
+/// Errors that may wrap a retryable store conflict.
+pub trait AsRetryable {
+    fn is_retryable(&self) -> bool;
+}
+
+impl AsRetryable for StoreError {
+    fn is_retryable(&self) -> bool {
+        is_retryable(self)
+    }
+}
+
+/// Now as a fixed-width RFC 3339 UTC string (microseconds), which sorts as text.
+pub fn now_timestamp() -> String {
+    format_timestamp(time::OffsetDateTime::now_utc())
+}
+
+pub fn format_timestamp(t: time::OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.microsecond()
+    )
+}

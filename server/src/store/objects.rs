@@ -1,0 +1,724 @@
+//! Managed objects in the store. Every write is one transaction holding the
+//! object, its unique keys, its relations, its credentials and its audit entry.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use surrealdb::engine::any::Any;
+use surrealdb::method::Transaction;
+
+use super::query::{QueryPlan, sort_clauses};
+use super::{
+    AsRetryable, Store, StoreError, bind_all, decode_optional, decode_rows, now_timestamp,
+    with_retry,
+};
+
+const OBJECT_COLUMNS: &str = "type, oid, rev, created, modified, data, keys";
+
+/// An object as stored: `data` never holds private property values.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct StoredObject {
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub oid: String,
+    pub rev: i64,
+    pub created: String,
+    pub modified: String,
+    pub data: Map<String, Value>,
+    /// `[property, normalized value]` pairs this object holds as unique keys.
+    #[serde(default)]
+    pub keys: Vec<(String, String)>,
+}
+
+impl StoredObject {
+    /// `managed/<type>/<id>`.
+    pub fn reference(&self) -> String {
+        object_ref(&self.type_name, &self.oid)
+    }
+}
+
+pub fn object_ref(type_name: &str, oid: &str) -> String {
+    format!("managed/{type_name}/{oid}")
+}
+
+/// The argon2 hash and the sealed copy of one private property value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredSecret {
+    pub hash: String,
+    pub sealed: String,
+}
+
+/// A reference from a property of this object to another managed object.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RelationRef {
+    pub property: String,
+    /// `managed/<type>/<id>`.
+    pub target_type: String,
+    pub target_id: String,
+}
+
+/// The new state of an object, computed by the domain.
+#[derive(Debug, Clone, Default)]
+pub struct Write {
+    pub data: Map<String, Value>,
+    /// `(property, normalized value)` for every unique property the object has.
+    pub unique: Vec<(String, String)>,
+    pub relations: Vec<RelationRef>,
+    /// Private properties to set (`Some`) or clear (`None`); others stay.
+    pub secrets: BTreeMap<String, Option<StoredSecret>>,
+    /// Property names for the audit entry.
+    pub changed: Vec<String>,
+}
+
+pub struct NewObject {
+    pub oid: String,
+    pub write: Write,
+}
+
+/// What an update decided after seeing the current object.
+pub enum ObjectChange {
+    Write(Write),
+    Unchanged,
+}
+
+/// The result of a write that may turn out to be a no-op.
+pub enum Outcome {
+    NotFound,
+    Unchanged(StoredObject),
+    Written(StoredObject),
+}
+
+/// A row of the relation table: `source` (`managed/group/g1`) refers to
+/// `target` through `property`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RelationRow {
+    pub source: String,
+    pub property: String,
+    pub target: String,
+}
+
+type Tx = Transaction<Any>;
+
+impl Store {
+    pub async fn get_object(
+        &self,
+        type_name: &str,
+        oid: &str,
+    ) -> Result<Option<StoredObject>, StoreError> {
+        self.query_one(
+            "SELECT type, oid, rev, created, modified, data, keys FROM ONLY type::record('object', [$type, $oid])",
+            json!({ "type": type_name, "oid": oid }),
+        )
+        .await
+    }
+
+    pub async fn get_secret(
+        &self,
+        type_name: &str,
+        oid: &str,
+        property: &str,
+    ) -> Result<Option<StoredSecret>, StoreError> {
+        self.query_one(
+            "SELECT hash, sealed FROM ONLY type::record('credential', [$type, $oid, $property])",
+            json!({ "type": type_name, "oid": oid, "property": property }),
+        )
+        .await
+    }
+
+    /// Relations pointing at any of `targets` (`managed/<type>/<id>`).
+    pub async fn relations_to(&self, targets: &[String]) -> Result<Vec<RelationRow>, StoreError> {
+        if targets.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.query_all(
+            "SELECT source, property, target FROM relation WHERE target IN $targets",
+            json!({ "targets": targets }),
+        )
+        .await
+    }
+
+    /// One page of objects of a type, and the total number of matches.
+    pub async fn query_objects(
+        &self,
+        type_name: &str,
+        plan: &QueryPlan,
+    ) -> Result<(Vec<StoredObject>, u64), StoreError> {
+        let mut params = plan.filter.params.clone();
+        let (projection, order) = sort_clauses(&plan.sort, &mut params, "oid");
+        let condition = plan.filter.condition();
+        params.insert("type".into(), json!(type_name));
+        params.insert("limit".into(), json!(plan.limit));
+        params.insert("start".into(), json!(plan.offset));
+        let select = format!(
+            "SELECT {OBJECT_COLUMNS}{projection} FROM object WHERE type = $type AND {condition} \
+             ORDER BY {order} LIMIT $limit START $start"
+        );
+        let count =
+            format!("SELECT count() AS n FROM object WHERE type = $type AND {condition} GROUP ALL");
+        let mut response =
+            bind_all(self.db.query(select).query(count), Value::Object(params)).await?;
+        let rows = decode_rows(take_json(&mut response, 0)?)?;
+        let total = take_count(&mut response, 1)?;
+        Ok((rows, total))
+    }
+
+    pub async fn count_objects(
+        &self,
+        type_name: &str,
+        plan: &QueryPlan,
+    ) -> Result<u64, StoreError> {
+        let mut params = plan.filter.params.clone();
+        params.insert("type".into(), json!(type_name));
+        let count = format!(
+            "SELECT count() AS n FROM object WHERE type = $type AND {} GROUP ALL",
+            plan.filter.condition()
+        );
+        let mut response = bind_all(self.db.query(count), Value::Object(params)).await?;
+        take_count(&mut response, 0)
+    }
+
+    /// Creates objects of one type in one transaction: all or none.
+    #[tracing::instrument(skip_all, fields(type_name, count = objects.len()))]
+    pub async fn create_objects(
+        &self,
+        actor: &str,
+        type_name: &str,
+        objects: &[NewObject],
+    ) -> Result<Vec<StoredObject>, StoreError> {
+        with_retry(|| async {
+            let tx = self.db.clone().begin().await?;
+            match create_in(&tx, actor, type_name, objects).await {
+                Ok(created) => {
+                    tx.commit().await?;
+                    Ok(created)
+                }
+                Err(e) => {
+                    cancel(tx).await;
+                    Err(e)
+                }
+            }
+        })
+        .await
+    }
+
+    /// Reads the object, lets `decide` compute its new state, and writes it,
+    /// all in one transaction (re-run from the read on a write conflict).
+    #[tracing::instrument(skip_all, fields(type_name, oid))]
+    pub async fn update_object<E>(
+        &self,
+        actor: &str,
+        operation: &str,
+        type_name: &str,
+        oid: &str,
+        private: &[String],
+        decide: impl Fn(&StoredObject, &BTreeMap<String, StoredSecret>) -> Result<ObjectChange, E>,
+    ) -> Result<Outcome, E>
+    where
+        E: From<StoreError> + AsRetryable,
+    {
+        with_retry(|| async {
+            let tx = self.db.clone().begin().await.map_err(StoreError::from)?;
+            let result = update_in(&tx, actor, operation, type_name, oid, private, &decide).await;
+            match result {
+                Ok(Outcome::Written(object)) => {
+                    tx.commit().await.map_err(StoreError::from)?;
+                    Ok(Outcome::Written(object))
+                }
+                other => {
+                    cancel(tx).await;
+                    other
+                }
+            }
+        })
+        .await
+    }
+
+    /// Deletes an object after `check` accepted it, removing references to it
+    /// from other objects in the same transaction.
+    #[tracing::instrument(skip_all, fields(type_name, oid))]
+    pub async fn delete_object<E>(
+        &self,
+        actor: &str,
+        type_name: &str,
+        oid: &str,
+        private: &[String],
+        check: impl Fn(&StoredObject) -> Result<(), E>,
+    ) -> Result<Option<StoredObject>, E>
+    where
+        E: From<StoreError> + AsRetryable,
+    {
+        with_retry(|| async {
+            let tx = self.db.clone().begin().await.map_err(StoreError::from)?;
+            let result = delete_in(&tx, actor, type_name, oid, private, &check).await;
+            match result {
+                Ok(Some(object)) => {
+                    tx.commit().await.map_err(StoreError::from)?;
+                    Ok(Some(object))
+                }
+                other => {
+                    cancel(tx).await;
+                    other
+                }
+            }
+        })
+        .await
+    }
+}
+
+async fn cancel(tx: Tx) {
+    if let Err(e) = tx.cancel().await {
+        tracing::warn!(error = %e, "cancelling a store transaction failed");
+    }
+}
+
+fn take_json(response: &mut surrealdb::IndexedResults, index: usize) -> Result<Value, StoreError> {
+    let value: surrealdb::types::Value = response.take(index)?;
+    Ok(value.into_json_value())
+}
+
+fn take_count(response: &mut surrealdb::IndexedResults, index: usize) -> Result<u64, StoreError> {
+    #[derive(Deserialize)]
+    struct Count {
+        n: u64,
+    }
+    let count: Option<Count> = decode_optional(take_json(response, index)?)?;
+    Ok(count.map_or(0, |c| c.n))
+}
+
+async fn tx_query(tx: &Tx, sql: &str, params: Value) -> Result<Value, StoreError> {
+    let mut response = bind_all(tx.query(sql), params).await?.check()?;
+    take_json(&mut response, 0)
+}
+
+async fn create_in(
+    tx: &Tx,
+    actor: &str,
+    type_name: &str,
+    objects: &[NewObject],
+) -> Result<Vec<StoredObject>, StoreError> {
+    let now = now_timestamp();
+    let ids: Vec<Value> = objects.iter().map(|o| json!([type_name, o.oid])).collect();
+    let taken: Vec<(String, String)> = decode_rows(
+        tx_query(
+            tx,
+            "array::filter($ids, |$k| record::exists(type::record('object', $k)))",
+            json!({ "ids": ids }),
+        )
+        .await?,
+    )?;
+    if let Some((_, oid)) = taken.first() {
+        return Err(StoreError::AlreadyExists(object_ref(type_name, oid)));
+    }
+    let mut stored = Vec::with_capacity(objects.len());
+    let mut rows = Vec::with_capacity(objects.len());
+    let mut audits = Vec::with_capacity(objects.len());
+    let mut keys = Vec::new();
+    let mut relations = Vec::new();
+    let mut credentials = Vec::new();
+    for object in objects {
+        let write = &object.write;
+        let record = StoredObject {
+            type_name: type_name.to_string(),
+            oid: object.oid.clone(),
+            rev: 1,
+            created: now.clone(),
+            modified: now.clone(),
+            data: write.data.clone(),
+            keys: write.unique.clone(),
+        };
+        rows.push(object_row(&record));
+        keys.extend(unique_rows(type_name, &object.oid, &write.unique));
+        relations.extend(relation_rows(&record.reference(), &write.relations));
+        credentials.extend(write.secrets.iter().filter_map(|(property, secret)| {
+            secret.as_ref().map(|s| json!({ "id": [type_name, object.oid, property], "hash": s.hash, "sealed": s.sealed }))
+        }));
+        audits.push(audit_row(
+            actor,
+            "create",
+            &record.reference(),
+            0,
+            1,
+            &write.changed,
+            &now,
+        ));
+        stored.push(record);
+    }
+    check_unique(tx, type_name, &keys).await?;
+    check_targets(tx, &relations).await?;
+    tx_query(
+        tx,
+        "INSERT INTO object $rows RETURN NONE; INSERT INTO unique_key $keys RETURN NONE; \
+         INSERT INTO relation $relations RETURN NONE; INSERT INTO credential $credentials RETURN NONE; \
+         INSERT INTO audit $audits RETURN NONE;",
+        json!({ "rows": rows, "keys": keys, "relations": relations, "credentials": credentials, "audits": audits }),
+    )
+    .await?;
+    Ok(stored)
+}
+
+async fn update_in<E>(
+    tx: &Tx,
+    actor: &str,
+    operation: &str,
+    type_name: &str,
+    oid: &str,
+    private: &[String],
+    decide: &impl Fn(&StoredObject, &BTreeMap<String, StoredSecret>) -> Result<ObjectChange, E>,
+) -> Result<Outcome, E>
+where
+    E: From<StoreError>,
+{
+    let params = json!({ "type": type_name, "oid": oid });
+    let current: Option<StoredObject> = decode_optional(
+        tx_query(tx, "SELECT type, oid, rev, created, modified, data, keys FROM ONLY type::record('object', [$type, $oid])", params)
+            .await?,
+    )?;
+    let Some(current) = current else {
+        return Ok(Outcome::NotFound);
+    };
+    let mut secrets = BTreeMap::new();
+    for property in private {
+        let secret: Option<StoredSecret> = decode_optional(
+            tx_query(
+                tx,
+                "SELECT hash, sealed FROM ONLY type::record('credential', [$type, $oid, $property])",
+                json!({ "type": type_name, "oid": oid, "property": property }),
+            )
+            .await?,
+        )?;
+        if let Some(secret) = secret {
+            secrets.insert(property.clone(), secret);
+        }
+    }
+    let write = match decide(&current, &secrets)? {
+        ObjectChange::Unchanged => return Ok(Outcome::Unchanged(current)),
+        ObjectChange::Write(write) => write,
+    };
+    let now = now_timestamp();
+    let updated = StoredObject {
+        rev: current.rev + 1,
+        modified: now.clone(),
+        data: write.data.clone(),
+        keys: write.unique.clone(),
+        ..current.clone()
+    };
+    apply_write(tx, actor, operation, &current, &updated, &write, &now).await?;
+    Ok(Outcome::Written(updated))
+}
+
+/// Writes `updated` over `current`: object, unique keys, relations, secrets, audit.
+async fn apply_write(
+    tx: &Tx,
+    actor: &str,
+    operation: &str,
+    current: &StoredObject,
+    updated: &StoredObject,
+    write: &Write,
+    now: &str,
+) -> Result<(), StoreError> {
+    let type_name = &current.type_name;
+    let oid = &current.oid;
+    let released: Vec<(String, String)> = current
+        .keys
+        .iter()
+        .filter(|k| !write.unique.contains(k))
+        .cloned()
+        .collect();
+    let claimed: Vec<(String, String)> = write
+        .unique
+        .iter()
+        .filter(|k| !current.keys.contains(k))
+        .cloned()
+        .collect();
+    let claimed_rows = unique_rows(type_name, oid, &claimed);
+    check_unique(tx, type_name, &claimed_rows).await?;
+    let reference = current.reference();
+    let relations = relation_rows(&reference, &write.relations);
+    check_targets(tx, &relations).await?;
+    let released_ids: Vec<Value> = released
+        .iter()
+        .map(|(p, v)| json!([type_name, p, v]))
+        .collect();
+    let set_secrets: Vec<Value> = write
+        .secrets
+        .iter()
+        .filter_map(|(p, s)| {
+            s.as_ref()
+                .map(|s| json!({ "id": [type_name, oid, p], "hash": s.hash, "sealed": s.sealed }))
+        })
+        .collect();
+    let cleared_secrets: Vec<Value> = write
+        .secrets
+        .iter()
+        .filter(|(_, s)| s.is_none())
+        .map(|(p, _)| json!([type_name, oid, p]))
+        .collect();
+    let audit = audit_row(
+        actor,
+        operation,
+        &reference,
+        current.rev,
+        updated.rev,
+        &write.changed,
+        now,
+    );
+    tx_query(
+        tx,
+        "UPSERT type::record('object', [$type, $oid]) CONTENT $row RETURN NONE;
+         FOR $k IN $released { DELETE type::record('unique_key', $k) RETURN NONE; };
+         INSERT INTO unique_key $claimed RETURN NONE;
+         DELETE relation WHERE source = $source RETURN NONE;
+         INSERT INTO relation $relations RETURN NONE;
+         FOR $k IN $cleared { DELETE type::record('credential', $k) RETURN NONE; };
+         FOR $c IN $secrets { UPSERT type::record('credential', $c.id) CONTENT { hash: $c.hash, sealed: $c.sealed } RETURN NONE; };
+         INSERT INTO audit [$audit] RETURN NONE;",
+        json!({
+            "type": type_name, "oid": oid, "row": object_content(updated),
+            "released": released_ids, "claimed": claimed_rows,
+            "source": reference, "relations": relations,
+            "cleared": cleared_secrets, "secrets": set_secrets, "audit": audit,
+        }),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn delete_in<E>(
+    tx: &Tx,
+    actor: &str,
+    type_name: &str,
+    oid: &str,
+    private: &[String],
+    check: &impl Fn(&StoredObject) -> Result<(), E>,
+) -> Result<Option<StoredObject>, E>
+where
+    E: From<StoreError>,
+{
+    let params = json!({ "type": type_name, "oid": oid });
+    let current: Option<StoredObject> = decode_optional(
+        tx_query(tx, "SELECT type, oid, rev, created, modified, data, keys FROM ONLY type::record('object', [$type, $oid])", params)
+            .await?,
+    )?;
+    let Some(current) = current else {
+        return Ok(None);
+    };
+    check(&current)?;
+    let now = now_timestamp();
+    let reference = current.reference();
+    // Objects that refer to this one lose the reference, as a recorded change.
+    let incoming: Vec<RelationRow> = decode_rows(
+        tx_query(
+            tx,
+            "SELECT source, property, target FROM relation WHERE target = $target",
+            json!({ "target": reference }),
+        )
+        .await?,
+    )?;
+    let mut by_source: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for row in incoming {
+        by_source.entry(row.source).or_default().push(row.property);
+    }
+    for (source, properties) in by_source {
+        let Some((source_type, source_id)) = split_ref(&source) else {
+            continue;
+        };
+        let holder: Option<StoredObject> = decode_optional(
+            tx_query(
+                tx,
+                "SELECT type, oid, rev, created, modified, data, keys FROM ONLY type::record('object', [$type, $oid])",
+                json!({ "type": source_type, "oid": source_id }),
+            )
+            .await?,
+        )?;
+        let Some(holder) = holder else { continue };
+        let mut data = holder.data.clone();
+        for property in &properties {
+            remove_reference(&mut data, property, &reference);
+        }
+        let write = Write {
+            relations: current_relations(&data, &reference),
+            unique: holder.keys.clone(),
+            data,
+            secrets: BTreeMap::new(),
+            changed: properties,
+        };
+        let updated = StoredObject {
+            rev: holder.rev + 1,
+            modified: now.clone(),
+            data: write.data.clone(),
+            ..holder.clone()
+        };
+        apply_write(tx, actor, "patch", &holder, &updated, &write, &now).await?;
+    }
+    let key_ids: Vec<Value> = current
+        .keys
+        .iter()
+        .map(|(p, v)| json!([type_name, p, v]))
+        .collect();
+    let credential_ids: Vec<Value> = private.iter().map(|p| json!([type_name, oid, p])).collect();
+    let audit = audit_row(actor, "delete", &reference, current.rev, 0, &[], &now);
+    tx_query(
+        tx,
+        "DELETE type::record('object', [$type, $oid]) RETURN NONE;
+         FOR $k IN $keys { DELETE type::record('unique_key', $k) RETURN NONE; };
+         FOR $k IN $credentials { DELETE type::record('credential', $k) RETURN NONE; };
+         DELETE relation WHERE source = $source OR target = $source RETURN NONE;
+         INSERT INTO audit [$audit] RETURN NONE;",
+        json!({
+            "type": type_name, "oid": oid, "keys": key_ids, "credentials": credential_ids,
+            "source": reference, "audit": audit,
+        }),
+    )
+    .await?;
+    Ok(Some(current))
+}
+
+/// The relations a holder keeps after losing `removed`: read back from its rows.
+fn current_relations(data: &Map<String, Value>, removed: &str) -> Vec<RelationRef> {
+    let mut relations = Vec::new();
+    for (property, value) in data {
+        let values: Vec<&Value> = match value {
+            Value::Array(items) => items.iter().collect(),
+            other => vec![other],
+        };
+        for value in values {
+            if let Some(target) = value.get("_ref").and_then(Value::as_str)
+                && target != removed
+                && let Some((target_type, target_id)) = split_ref(target)
+            {
+                relations.push(RelationRef {
+                    property: property.clone(),
+                    target_type: target_type.to_string(),
+                    target_id: target_id.to_string(),
+                });
+            }
+        }
+    }
+    relations
+}
+
+fn remove_reference(data: &mut Map<String, Value>, property: &str, reference: &str) {
+    let is_ref = |v: &Value| v.get("_ref").and_then(Value::as_str) == Some(reference);
+    match data.get_mut(property) {
+        Some(Value::Array(items)) => items.retain(|v| !is_ref(v)),
+        Some(v) if is_ref(v) => {
+            data.remove(property);
+        }
+        _ => {}
+    }
+}
+
+/// `managed/<type>/<id>` → `(type, id)`; ids may contain `/`.
+pub fn split_ref(reference: &str) -> Option<(&str, &str)> {
+    reference.strip_prefix("managed/")?.split_once('/')
+}
+
+fn object_content(object: &StoredObject) -> Value {
+    json!({
+        "type": object.type_name, "oid": object.oid, "rev": object.rev,
+        "created": object.created, "modified": object.modified,
+        "data": object.data, "keys": object.keys,
+    })
+}
+
+fn object_row(object: &StoredObject) -> Value {
+    let mut row = object_content(object);
+    row["id"] = json!([object.type_name, object.oid]);
+    row
+}
+
+fn unique_rows(type_name: &str, oid: &str, keys: &[(String, String)]) -> Vec<Value> {
+    keys.iter()
+        .map(|(property, value)| json!({ "id": [type_name, property, value], "oid": oid }))
+        .collect()
+}
+
+fn relation_rows(source: &str, relations: &[RelationRef]) -> Vec<Value> {
+    relations
+        .iter()
+        .map(|r| {
+            let target = object_ref(&r.target_type, &r.target_id);
+            json!({ "id": [source, r.property, target], "source": source, "property": r.property, "target": target })
+        })
+        .collect()
+}
+
+pub(super) fn audit_row(
+    actor: &str,
+    operation: &str,
+    object: &str,
+    before: i64,
+    after: i64,
+    changed: &[String],
+    now: &str,
+) -> Value {
+    let aid = uuid::Uuid::now_v7().to_string();
+    json!({
+        "id": aid, "aid": aid, "time": now, "actor": actor, "operation": operation, "object": object,
+        "rev_before": before, "rev_after": after, "changed": changed,
+    })
+}
+
+/// NotUnique naming the property if any of `rows` (unique_key rows) is taken.
+async fn check_unique(tx: &Tx, type_name: &str, rows: &[Value]) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&Value> = rows.iter().filter_map(|r| r.get("id")).collect();
+    let taken: Vec<(String, String, String)> = decode_rows(
+        tx_query(
+            tx,
+            "array::filter($ids, |$k| record::exists(type::record('unique_key', $k)))",
+            json!({ "ids": ids }),
+        )
+        .await?,
+    )?;
+    if let Some((_, property, _)) = taken.first() {
+        return Err(StoreError::NotUnique {
+            type_name: type_name.to_string(),
+            property: property.clone(),
+        });
+    }
+    // Two objects of one batch claiming the same value.
+    let mut seen = std::collections::BTreeSet::new();
+    for id in &ids {
+        if !seen.insert(id.to_string()) {
+            let property = id
+                .get(1)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            return Err(StoreError::NotUnique {
+                type_name: type_name.to_string(),
+                property,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Every relation target must exist when the write commits.
+async fn check_targets(tx: &Tx, relations: &[Value]) -> Result<(), StoreError> {
+    let targets: Vec<Value> = relations
+        .iter()
+        .filter_map(|r| r.get("target").and_then(Value::as_str))
+        .filter_map(split_ref)
+        .map(|(t, id)| json!([t, id]))
+        .collect();
+    if targets.is_empty() {
+        return Ok(());
+    }
+    let missing: Vec<(String, String)> = decode_rows(
+        tx_query(
+            tx,
+            "array::filter($ids, |$k| !record::exists(type::record('object', $k)))",
+            json!({ "ids": targets }),
+        )
+        .await?,
+    )?;
+    match missing.first() {
+        Some((t, id)) => Err(StoreError::MissingReference(object_ref(t, id))),
+        None => Ok(()),
+    }
+}
