@@ -10,6 +10,9 @@ pub mod store;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
 
 use api::auth::TokenRegistry;
 use managed::ManagedObjects;
@@ -39,10 +42,14 @@ pub enum StartError {
     Serve(#[from] api::ServeError),
 }
 
+/// How long in-flight calls get to finish after a shutdown signal; idle
+/// client connections do not hold idmd up beyond it.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// Starts idmd and serves until `shutdown` resolves.
 pub async fn run(
     settings: Settings,
-    shutdown: impl std::future::Future<Output = ()>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let conf = config::read(settings.conf.as_deref())?;
     let store = Store::open(&settings.store_url).await?;
@@ -68,7 +75,24 @@ pub async fn run(
         objects,
         tokens,
     };
-    api::serve(core, settings.grpc, shutdown).await?;
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let drain = wait_for_stop(stopped.clone());
+    let deadline = async move {
+        wait_for_stop(stopped).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        served = api::serve(core, settings.grpc, drain) => served?,
+        () = deadline => tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; stopping anyway"),
+    }
     tracing::info!("idmd stopped");
     Ok(())
+}
+
+async fn wait_for_stop(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
 }

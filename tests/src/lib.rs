@@ -1,1 +1,301 @@
+//! The end-to-end test harness: starts real `idmd` processes (built by
+//! `cargo build --workspace --bins`) on free loopback ports, and gives typed
+//! gRPC clients and the `idmctl` binary pointed at them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use idm_proto::v1::audit_service_client::AuditServiceClient;
+use idm_proto::v1::config_service_client::ConfigServiceClient;
+use idm_proto::v1::object_service_client::ObjectServiceClient;
+use idm_proto::v1::token_service_client::TokenServiceClient;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic::{Request, Status};
+
+/// The directory holding the workspace's binaries (`target/debug`).
+pub fn bin_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("IDM_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    // target/debug/deps/e2e-<hash> → target/debug
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target directory")
+        .to_path_buf()
+}
+
+pub fn binary(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A scratch directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "idm-test-{label}-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// How to start an idmd.
+#[derive(Clone, Default)]
+pub struct IdmdOptions {
+    pub conf: Option<PathBuf>,
+    /// Default: `mem://`.
+    pub store: Option<String>,
+    pub extra_args: Vec<String>,
+}
+
+/// A running idmd; killed on drop.
+pub struct Idmd {
+    child: Child,
+    pub endpoint: String,
+    pub admin_token: String,
+    pub encryption_key: String,
+    pub dir: TempDir,
+    pub log_path: PathBuf,
+}
+
+pub type Authed = InterceptedService<Channel, Bearer>;
+
+#[derive(Clone)]
+pub struct Bearer(pub Option<String>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(token) = &self.0 {
+            request.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {token}").parse().expect("ascii token"),
+            );
+        }
+        Ok(request)
+    }
+}
+
+impl Idmd {
+    pub async fn start() -> Self {
+        Self::start_with(IdmdOptions::default()).await
+    }
+
+    pub async fn start_with(options: IdmdOptions) -> Self {
+        let dir = TempDir::new("idmd");
+        let key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
+        let admin_token = format!("admin-{}", rand::random::<u64>());
+        Self::spawn(options, dir, admin_token, key)
+            .await
+            .unwrap_or_else(|log| panic!("idmd did not start:\n{log}"))
+    }
+
+    /// Starts idmd and waits until it serves; `Err` carries its log.
+    pub async fn spawn(
+        options: IdmdOptions,
+        dir: TempDir,
+        admin_token: String,
+        key: String,
+    ) -> Result<Self, String> {
+        let port = free_port();
+        let log_path = dir.path().join(format!("idmd-{port}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut command = Command::new(binary("idmd"));
+        command
+            .arg("--store")
+            .arg(options.store.clone().unwrap_or_else(|| "mem://".into()))
+            .arg("--grpc")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--key-file")
+            .arg(dir.path().join("idm.key"))
+            .args(&options.extra_args)
+            .env("IDM_ADMIN_TOKEN", &admin_token)
+            .env("IDM_ENCRYPTION_KEY", &key)
+            .env("RUST_LOG", "info,idm_server=debug")
+            .env_remove("IDM_CONF")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        if let Some(conf) = &options.conf {
+            command.arg("--conf").arg(conf);
+        }
+        let child = command.spawn().unwrap();
+        let mut idmd = Idmd {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            admin_token,
+            encryption_key: key,
+            dir,
+            log_path,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(_)) = idmd.child.try_wait() {
+                return Err(idmd.log());
+            }
+            if idmd.health().await.is_ok() {
+                return Ok(idmd);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("timed out\n{}", idmd.log()));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub async fn health(&self) -> Result<i32, String> {
+        let channel = Channel::from_shared(self.endpoint.clone())
+            .unwrap()
+            .connect()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+        let response = client
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(response.into_inner().status)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.endpoint.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    pub async fn clients(&self) -> Clients {
+        self.clients_with(Some(self.admin_token.clone())).await
+    }
+
+    pub async fn clients_with(&self, token: Option<String>) -> Clients {
+        let channel = self.channel().await;
+        let bearer = Bearer(token);
+        Clients {
+            objects: ObjectServiceClient::with_interceptor(channel.clone(), bearer.clone()),
+            audit: AuditServiceClient::with_interceptor(channel.clone(), bearer.clone()),
+            tokens: TokenServiceClient::with_interceptor(channel.clone(), bearer.clone()),
+            config: ConfigServiceClient::with_interceptor(channel, bearer),
+        }
+    }
+
+    /// Runs `idmctl` against this server with the admin token.
+    pub fn idmctl(&self, args: &[&str]) -> Output {
+        self.idmctl_with(&self.admin_token, args, None)
+    }
+
+    pub fn idmctl_with(&self, token: &str, args: &[&str], stdin: Option<&str>) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(binary("idmctl"))
+            .arg("--endpoint")
+            .arg(&self.endpoint)
+            .args(args)
+            .env("IDM_TOKEN", token)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+        }
+        drop(child.stdin.take());
+        child.wait_with_output().unwrap()
+    }
+
+    /// Stops the process the hard way (as a crash would).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "idmd did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Idmd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct Clients {
+    pub objects: ObjectServiceClient<Authed>,
+    pub audit: AuditServiceClient<Authed>,
+    pub tokens: TokenServiceClient<Authed>,
+    pub config: ConfigServiceClient<Authed>,
+}
+
+/// A JSON object literal as a protobuf `Struct`.
+pub fn attrs(value: serde_json::Value) -> Option<prost_types::Struct> {
+    Some(idm_proto::json::to_proto_struct(
+        value.as_object().expect("a JSON object"),
+    ))
+}
+
+/// A managed object's attributes as JSON.
+pub fn json_of(object: &idm_proto::v1::ManagedObject) -> serde_json::Value {
+    serde_json::Value::Object(
+        object
+            .attributes
+            .as_ref()
+            .map(idm_proto::json::from_proto_struct)
+            .unwrap_or_default(),
+    )
+}

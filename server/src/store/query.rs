@@ -181,8 +181,11 @@ impl Compiler {
             Filter::Not(inner) => format!("!({})", self.filter(inner, resolver, element)?),
             Filter::Present(path) => {
                 let field = resolve(resolver, path, element)?;
-                let (expr, _) = self.field(&field, element);
-                format!("({expr} != NONE AND {expr} != NULL AND {expr} != '' AND {expr} != [])")
+                self.any_element(&field, element, |x| {
+                    Ok(format!(
+                        "({x} != NONE AND {x} != NULL AND {x} != '' AND {x} != [])"
+                    ))
+                })?
             }
             Filter::Compare(path, op, value) => {
                 let field = resolve(resolver, path, element)?;
@@ -215,7 +218,11 @@ impl Compiler {
             let equal = self.compare(path, field, CompareOp::Eq, value, element)?;
             return Ok(format!("!({equal})"));
         }
-        let (expr, case_exact) = self.field(field, element);
+        let case_exact = match field {
+            ResolvedField::Column { case_exact, .. } | ResolvedField::Data { case_exact, .. } => {
+                *case_exact
+            }
+        };
         let value = value.to_json();
         let fold = !case_exact && value.is_string();
         let bound = self.bind(match (&value, fold) {
@@ -269,12 +276,53 @@ impl Compiler {
                 }
             })
         };
-        // A multi-valued attribute matches if any of its elements does.
+        self.any_element(field, element, test)
+    }
+
+    /// `test` applied with SCIM's multi-valued semantics: an array matches if
+    /// any element does, and `emails.value` tests the `value` of every element
+    /// of `emails`.
+    fn any_element(
+        &mut self,
+        field: &ResolvedField,
+        element: Option<&str>,
+        test: impl Fn(&str) -> Result<String, CompileError>,
+    ) -> Result<String, CompileError> {
+        match field {
+            ResolvedField::Data {
+                segments,
+                case_exact,
+            } if segments.len() == 2 => {
+                let parent = ResolvedField::Data {
+                    segments: vec![segments[0].clone()],
+                    case_exact: *case_exact,
+                };
+                let (parent_expr, _) = self.field(&parent, element);
+                let key = self.bind(Value::String(segments[1].clone()));
+                let outer = self.closure_var();
+                let on_element = self.any_of(&format!("{outer}[{key}]"), &test)?;
+                let on_parent = self.any_of(&format!("{parent_expr}[{key}]"), &test)?;
+                Ok(format!(
+                    "(IF type::is_array({parent_expr}) {{ array::any({parent_expr}, |{outer}| {on_element}) }} ELSE {{ {on_parent} }})"
+                ))
+            }
+            _ => {
+                let (expr, _) = self.field(field, element);
+                self.any_of(&expr, &test)
+            }
+        }
+    }
+
+    fn any_of(
+        &mut self,
+        expr: &str,
+        test: &impl Fn(&str) -> Result<String, CompileError>,
+    ) -> Result<String, CompileError> {
         let var = self.closure_var();
         Ok(format!(
             "(IF type::is_array({expr}) {{ array::any({expr}, |{var}| {}) }} ELSE {{ {} }})",
             test(&var)?,
-            test(&expr)?
+            test(expr)?
         ))
     }
 }

@@ -13,6 +13,7 @@ pub struct TokenRecord {
     /// Hex SHA-256 of the secret.
     pub hash: String,
     pub created: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<String>,
     pub revoked: bool,
 }
@@ -20,8 +21,8 @@ pub struct TokenRecord {
 impl Store {
     pub async fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
         self.execute(
-            "CREATE type::record('token', $token.tid) CONTENT $token RETURN NONE",
-            json!({ "token": token }),
+            "CREATE type::record('token', $record.tid) CONTENT $record RETURN NONE",
+            json!({ "record": token }),
         )
         .await
     }

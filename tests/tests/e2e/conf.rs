@@ -1,0 +1,228 @@
+use idm_proto::v1::{
+    CreateObjectRequest, GetMappingRequest, GetObjectRequest, ListMappingsRequest,
+};
+use idm_tests::{Bearer, Idmd, IdmdOptions, TempDir, attrs, json_of};
+use serde_json::json;
+use tonic::Code;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+use crate::{create_user, expect_code};
+
+fn write(dir: &TempDir, file: &str, body: &str) {
+    std::fs::write(dir.path().join(file), body).unwrap();
+}
+
+async fn start_failure(conf: &TempDir) -> String {
+    let options = IdmdOptions {
+        conf: Some(conf.path().to_path_buf()),
+        ..Default::default()
+    };
+    match Idmd::spawn(options, TempDir::new("fail"), "t".into(), base64_key()).await {
+        Ok(_) => panic!("idmd started with a bad conf"),
+        Err(log) => log,
+    }
+}
+
+fn base64_key() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode([7u8; 32])
+}
+
+#[tokio::test]
+async fn a_bad_conf_file_stops_start_up_naming_the_file_and_field() {
+    let conf = TempDir::new("badconf");
+    write(
+        &conf,
+        "managed.json",
+        r#"{"objects": [{"name": "user", "schema": {"properties": {"userName": {"type": "strng"}}}}]}"#,
+    );
+    let log = start_failure(&conf).await;
+    assert!(
+        log.contains("managed.json") && log.contains("objects[0].schema.properties.userName.type"),
+        "{log}"
+    );
+
+    let conf = TempDir::new("badsync");
+    write(
+        &conf,
+        "sync.json",
+        r#"{"mappings": [{"name": "csvEmployee_managedUser", "target": "managed/user"}]}"#,
+    );
+    let log = start_failure(&conf).await;
+    assert!(
+        log.contains("sync.json") && log.contains("mappings[0].source"),
+        "{log}"
+    );
+
+    let conf = TempDir::new("badjson");
+    write(&conf, "schedule-recon.json", "{\"enabled\": true,");
+    let log = start_failure(&conf).await;
+    assert!(
+        log.contains("schedule-recon.json") && log.contains("line"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn conf_declares_types_and_mappings_and_reloads_idempotently_over_a_persistent_store() {
+    let conf = TempDir::new("conf");
+    write(
+        &conf,
+        "managed.json",
+        r#"{"objects": [
+        {"name": "user", "schema": {"required": ["userName"], "properties": {"userName": {"type": "string", "unique": true, "caseExact": false}, "password": {"type": "string", "private": true}}}},
+        {"name": "device", "schema": {"properties": {"serial": {"type": "string", "required": true, "unique": true}, "owner": {"type": "relationship", "resourceCollection": "managed/user", "reverseProperty": "devices"}}}}
+    ]}"#,
+    );
+    write(
+        &conf,
+        "sync.json",
+        r#"{"mappings": [{"name": "csvEmployee_managedUser", "source": "system/csv/employee", "target": "managed/user",
+        "properties": [{"source": "uid", "target": "_id"}], "bindPassword": {"$env": "NOT_SET_ANYWHERE", "default": "x"}}]}"#,
+    );
+    let data = TempDir::new("data");
+    let store = format!("surrealkv://{}", data.path().join("idm").display());
+    let options = IdmdOptions {
+        conf: Some(conf.path().to_path_buf()),
+        store: Some(store),
+        ..Default::default()
+    };
+    let mut idmd = Idmd::start_with(options.clone()).await;
+    let mut c = idmd.clients().await;
+    create_user(&mut c, "snow123", json!({"userName": "snow123"})).await;
+    let device = c
+        .objects
+        .create_object(CreateObjectRequest {
+            parent: "managed/device".into(),
+            object_id: "laptop-1".into(),
+            attributes: attrs(json!({"serial": "SN1", "owner": "snow123"})),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        json_of(&device)["owner"],
+        json!({"_ref": "managed/user/snow123"})
+    );
+    let missing_serial = c
+        .objects
+        .create_object(CreateObjectRequest {
+            parent: "managed/device".into(),
+            object_id: String::new(),
+            attributes: attrs(json!({})),
+        })
+        .await;
+    expect_code(missing_serial, Code::InvalidArgument);
+    expect_code(
+        c.objects
+            .create_object(CreateObjectRequest {
+                parent: "managed/group".into(),
+                object_id: String::new(),
+                attributes: attrs(json!({"name": "g"})),
+            })
+            .await,
+        Code::NotFound,
+    );
+    let mapping = c
+        .config
+        .get_mapping(GetMappingRequest {
+            name: "mappings/csvEmployee_managedUser".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (mapping.source.as_str(), mapping.target.as_str()),
+        ("system/csv/employee", "managed/user")
+    );
+    assert_eq!(
+        idmd.terminate().code(),
+        Some(0),
+        "SIGTERM stops idmd cleanly"
+    );
+
+    // Same conf, same store: the data is there and the conf load changes nothing.
+    let idmd = Idmd::spawn(
+        options,
+        TempDir::new("again"),
+        idmd.admin_token.clone(),
+        idmd.encryption_key.clone(),
+    )
+    .await
+    .unwrap();
+    assert!(idmd.log().contains("changed=0"), "{}", idmd.log());
+    let mut c = idmd.clients().await;
+    let user = c
+        .objects
+        .get_object(GetObjectRequest {
+            name: "managed/user/snow123".into(),
+            read_mask: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        json_of(&user)["devices"],
+        json!([{"_ref": "managed/device/laptop-1"}])
+    );
+    let mappings = c
+        .config
+        .list_mappings(ListMappingsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(mappings.mappings.len(), 1);
+}
+
+#[tokio::test]
+async fn a_stock_reflection_client_lists_the_idm_services() {
+    let idmd = Idmd::start().await;
+    let mut client = ServerReflectionClient::with_interceptor(
+        idmd.channel().await,
+        Bearer(Some(idmd.admin_token.clone())),
+    );
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = client
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection answer {response:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for service in [
+        "idm.v1.ObjectService",
+        "idm.v1.AuditService",
+        "idm.v1.TokenService",
+        "idm.v1.ReconService",
+        "idm.v1.ScheduleService",
+        "idm.v1.SyncService",
+    ] {
+        assert!(
+            names.contains(&service.to_string()),
+            "{service} missing from {names:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn json_log_format_writes_one_json_object_per_line() {
+    let options = IdmdOptions {
+        extra_args: vec!["--log-format".into(), "json".into()],
+        ..Default::default()
+    };
+    let idmd = Idmd::start_with(options).await;
+    let log = idmd.log();
+    let first = log.lines().next().expect("a log line");
+    let parsed: serde_json::Value =
+        serde_json::from_str(first).unwrap_or_else(|e| panic!("{e}: {first}"));
+    assert!(parsed.get("level").is_some(), "{parsed}");
+}

@@ -1,0 +1,59 @@
+//! End-to-end tests: one binary, a module per capability. Each test starts its
+//! own idmd (real process, real gRPC over loopback, real embedded SurrealDB).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod audit;
+mod auth;
+mod cli;
+mod conf;
+mod filters;
+mod objects;
+mod paging;
+mod secrets;
+
+use idm_proto::v1::{CreateObjectRequest, ManagedObject};
+use idm_tests::{Clients, attrs};
+use serde_json::Value;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+/// Creates `managed/user/<id>` with the given attributes.
+pub async fn create_user(clients: &mut Clients, id: &str, attributes: Value) -> ManagedObject {
+    clients
+        .objects
+        .create_object(CreateObjectRequest {
+            parent: "managed/user".into(),
+            object_id: id.into(),
+            attributes: attrs(attributes),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("create {id}: {e}"))
+        .into_inner()
+}
+
+/// Asserts the call failed with `code`, and returns the status.
+pub fn expect_code<T: std::fmt::Debug>(
+    result: Result<T, tonic::Status>,
+    code: Code,
+) -> tonic::Status {
+    match result {
+        Ok(value) => panic!("expected {code:?}, got {value:?}"),
+        Err(status) => {
+            assert_eq!(status.code(), code, "{status:?}");
+            status
+        }
+    }
+}
+
+/// The field named by the status's BadRequest violation.
+pub fn violated_field(status: &tonic::Status) -> String {
+    let details = status.get_error_details();
+    let violations = details
+        .bad_request()
+        .map(|b| b.field_violations.clone())
+        .unwrap_or_default();
+    violations
+        .first()
+        .map(|v| v.field.clone())
+        .unwrap_or_else(|| panic!("no field violation in {status:?}"))
+}
