@@ -1,1 +1,145 @@
-fn main() {}
+//! idmctl: the command line of idm. Arguments and dispatch; each command group
+//! lives in its own module.
+
+mod audit;
+mod config;
+mod connect;
+mod input;
+mod objects;
+mod output;
+mod tokens;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
+use tonic::Code;
+
+use connect::Context;
+use output::{CliError, Format, print_error};
+
+/// idmctl talks to idmd over gRPC: managed objects, the audit trail, API
+/// tokens, connectors and mappings.
+#[derive(Debug, Parser)]
+#[command(name = "idmctl", version, max_term_width = 100)]
+#[command(after_help = "\
+Single objects print as pretty Wren:IDM JSON; lists print as tables (or JSON with --output json).
+Errors go to stderr as `idmctl: <CODE>: <message>`; the exit code is 1 for server and
+connection errors and 2 for usage errors.")]
+struct Cli {
+    /// The idmd gRPC endpoint.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "IDM_ENDPOINT",
+        default_value = "http://127.0.0.1:50051",
+        value_name = "URL"
+    )]
+    endpoint: String,
+
+    /// The bearer token (an API token, or the server's IDM_ADMIN_TOKEN). Prefer the
+    /// environment variable: arguments show in the process list.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "IDM_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    token: Option<String>,
+
+    /// How to print lists.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_enum,
+        default_value_t = Format::Table
+    )]
+    output: Format,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create, read, change, delete and query managed objects (`managed/user`, …).
+    #[command(subcommand)]
+    Objects(objects::ObjectsCommand),
+    /// Read the audit trail of managed writes.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+    /// Create, list and revoke API tokens; show the current caller.
+    #[command(subcommand)]
+    Tokens(tokens::TokensCommand),
+    /// Manage connectors: how idm reaches external systems (`system/<connector>/<type>`).
+    #[command(subcommand)]
+    Connectors(config::ConfigCommand),
+    /// Manage mappings: how objects of a source become objects of a target.
+    #[command(subcommand)]
+    Mappings(config::ConfigCommand),
+    /// Print a shell completion script, e.g. `idmctl completions bash > /etc/bash_completion.d/idmctl`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let ctx = Context::new(cli.endpoint, cli.token, cli.output);
+    match run(&ctx, cli.command).await {
+        Ok(code) => code,
+        // `idmctl … | head`: the reader left; nothing to report.
+        Err(CliError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(error) => {
+            print_error(&error, hint(&ctx, &error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(ctx: &Context, command: Command) -> Result<ExitCode, CliError> {
+    match command {
+        Command::Objects(command) => return objects::run(ctx, command).await,
+        Command::Audit(command) => audit::run(ctx, command).await?,
+        Command::Tokens(command) => tokens::run(ctx, command).await?,
+        Command::Connectors(command) => config::connectors(ctx, command).await?,
+        Command::Mappings(command) => config::mappings(ctx, command).await?,
+        Command::Completions { shell } => {
+            // Into a buffer first: `generate` panics if its writer fails.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "idmctl", &mut script);
+            let mut out = std::io::stdout().lock();
+            out.write_all(&script)?;
+            out.flush()?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A line of advice for errors with an obvious local cause.
+fn hint(ctx: &Context, error: &CliError) -> Option<&'static str> {
+    match error {
+        CliError::Status(s) if s.code() == Code::Unauthenticated && !ctx.has_token() => {
+            Some("no token given: pass --token or set IDM_TOKEN")
+        }
+        CliError::Connect { .. } => Some("is idmd running there? Set --endpoint or IDM_ENDPOINT"),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

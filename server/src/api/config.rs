@@ -45,6 +45,34 @@ fn redact(value: &Value) -> Value {
     }
 }
 
+/// Puts stored values back where a client sent `{"$redacted": true}` (it read
+/// a redacted document and writes it back); `Err` names a marker with no
+/// stored value behind it.
+fn restore_redacted(
+    body: &mut Map<String, Value>,
+    stored: Option<&Map<String, Value>>,
+    at: &str,
+) -> Result<(), Status> {
+    for (key, value) in body.iter_mut() {
+        let path = if at.is_empty() {
+            key.clone()
+        } else {
+            format!("{at}.{key}")
+        };
+        let old = stored.and_then(|s| s.get(key));
+        if value.get("$redacted") == Some(&Value::Bool(true)) {
+            *value = old.cloned().ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "{path}: {{\"$redacted\": true}} stands for a stored value, and none is stored"
+                ))
+            })?;
+        } else if let Value::Object(inner) = value {
+            restore_redacted(inner, old.and_then(Value::as_object), &path)?;
+        }
+    }
+    Ok(())
+}
+
 fn connector(doc: ConfigDocument) -> Connector {
     let body = redact(&Value::Object(doc.body));
     let body = body.as_object().cloned().unwrap_or_default();
@@ -102,8 +130,11 @@ impl ConfigApi {
         &self,
         kind: &str,
         name: &str,
-        body: Map<String, Value>,
+        mut body: Map<String, Value>,
     ) -> Result<ConfigDocument, Status> {
+        // A client that read a redacted document and writes it back keeps the secrets.
+        let current = self.store.get_config(kind, name).await?;
+        restore_redacted(&mut body, current.as_ref().map(|c| &c.body), "")?;
         let doc = ConfigDocument {
             kind: kind.into(),
             name: name.into(),

@@ -87,6 +87,11 @@ impl TokenService for TokenApi {
         caller(&request)?.require(Scope::Admin)?;
         let name = &request.get_ref().name;
         let tid = name.strip_prefix("tokens/").unwrap_or(name);
+        if tid.is_empty() || !tid.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(Status::invalid_argument(format!(
+                "\"{name}\" is not a token name such as tokens/<id>"
+            )));
+        }
         let token = match self.registry.revoke(tid).await? {
             Some(record) => {
                 tracing::info!(token = %record.tid, "token revoked");

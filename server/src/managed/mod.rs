@@ -171,19 +171,29 @@ impl ManagedObjects {
         let object_type = self.schema.get(type_name)?;
         let mut new_objects = Vec::with_capacity(objects.len());
         for (id, mut attributes) in objects {
-            let id = match id.or_else(|| {
-                attributes
-                    .get("_id")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-            }) {
+            let body_id = attributes
+                .remove("_id")
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| ManagedError::invalid("_id", "must be a string"))
+                })
+                .transpose()?;
+            if let (Some(given), Some(in_body)) = (&id, &body_id)
+                && given != in_body
+            {
+                return Err(ManagedError::invalid(
+                    "_id",
+                    format!("the body says \"{in_body}\" but the request names \"{given}\""),
+                ));
+            }
+            let id = match id.or(body_id) {
                 Some(id) => {
                     check_id(&id)?;
                     id
                 }
                 None => uuid::Uuid::new_v4().to_string(),
             };
-            attributes.remove("_id");
             let prepared = prepare(object_type, attributes)?;
             let mut changed: Vec<String> = prepared.data.keys().cloned().collect();
             changed.extend(prepared.passwords.keys().cloned());
@@ -237,7 +247,12 @@ impl ManagedObjects {
         expected_rev: Option<i64>,
     ) -> Result<ObjectView, ManagedError> {
         let object_type = self.schema.get(type_name)?;
-        attributes.remove("_id");
+        if let Some(in_body) = attributes.remove("_id").filter(|v| v.as_str() != Some(id)) {
+            return Err(ManagedError::invalid(
+                "_id",
+                format!("the body says {in_body} but the request names \"{id}\""),
+            ));
+        }
         let prepared = prepare(object_type, attributes)?;
         let sealed = self.seal_all(&prepared.passwords).await?;
         self.write(
@@ -438,6 +453,7 @@ impl ManagedObjects {
         };
         let plan = QueryPlan {
             filter: compile_filter(&query.filter, &ObjectResolver(object_type))?,
+            only: self.candidates(object_type, &query.filter).await?,
             sort: parse_order_by(&query.order_by, &ObjectResolver(object_type))?,
             offset,
             limit,
@@ -461,9 +477,55 @@ impl ManagedObjects {
         let object_type = self.schema.get(type_name)?;
         let plan = QueryPlan {
             filter: compile_filter(filter_text, &ObjectResolver(object_type))?,
+            only: self.candidates(object_type, filter_text).await?,
             ..QueryPlan::default()
         };
         Ok(self.store.count_objects(type_name, &plan).await?)
+    }
+
+    /// The only ids a filter can match when it pins `_id` or a unique string
+    /// property with `eq` at its top level (the shape of every correlation
+    /// and SCIM lookup), so such queries read records instead of scanning.
+    async fn candidates(
+        &self,
+        object_type: &ObjectType,
+        filter_text: &str,
+    ) -> Result<Option<Vec<String>>, ManagedError> {
+        let Ok(parsed) = filter::parse(filter_text) else {
+            return Ok(None);
+        };
+        let mut conjuncts = vec![&parsed];
+        while let Some(filter) = conjuncts.pop() {
+            match filter {
+                filter::Filter::And(a, b) => conjuncts.extend([a.as_ref(), b.as_ref()]),
+                filter::Filter::Compare(
+                    path,
+                    filter::CompareOp::Eq,
+                    filter::Value::String(value),
+                ) if path.urn.is_none() && path.sub_attr.is_none() => {
+                    if path.attr == "_id" {
+                        return Ok(Some(vec![value.clone()]));
+                    }
+                    let Some(property) = object_type.properties.get(&path.attr) else {
+                        continue;
+                    };
+                    if property.unique && property.kind == PropertyKind::String {
+                        let key = if property.case_exact {
+                            value.clone()
+                        } else {
+                            value.to_lowercase()
+                        };
+                        let found = self
+                            .store
+                            .lookup_unique(&object_type.name, &path.attr, &key)
+                            .await?;
+                        return Ok(Some(found.into_iter().collect()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(None)
     }
 
     pub async fn verify_password(

@@ -76,16 +76,15 @@ impl Store {
             url: url.to_string(),
             reason: e.to_string(),
         };
-        if let Some(path) = url.strip_prefix("surrealkv://") {
-            if let Some(parent) = std::path::Path::new(path)
+        if let Some(path) = url.strip_prefix("surrealkv://")
+            && let Some(parent) = std::path::Path::new(path)
                 .parent()
                 .filter(|p| !p.as_os_str().is_empty())
-            {
-                std::fs::create_dir_all(parent).map_err(|e| StoreError::Open {
-                    url: url.to_string(),
-                    reason: e.to_string(),
-                })?;
-            }
+        {
+            std::fs::create_dir_all(parent).map_err(|e| StoreError::Open {
+                url: url.to_string(),
+                reason: e.to_string(),
+            })?;
         }
         let db = any::connect(url).await.map_err(open_error)?;
         db.use_ns("idm").use_db("idm").await.map_err(open_error)?;

@@ -147,19 +147,17 @@ impl Store {
         let mut params = plan.filter.params.clone();
         let (projection, order) = sort_clauses(&plan.sort, &mut params, "oid");
         let condition = plan.filter.condition();
-        params.insert("type".into(), json!(type_name));
+        let (prelude, source, first) = source_of(type_name, plan, &mut params);
         params.insert("limit".into(), json!(plan.limit));
         params.insert("start".into(), json!(plan.offset));
         let select = format!(
-            "SELECT {OBJECT_COLUMNS}{projection} FROM object WHERE type = $type AND {condition} \
-             ORDER BY {order} LIMIT $limit START $start"
+            "{prelude}SELECT {OBJECT_COLUMNS}{projection} FROM {source} WHERE type = $type AND {condition} \
+             ORDER BY {order} LIMIT $limit START $start;\
+             SELECT count() AS n FROM {source} WHERE type = $type AND {condition} GROUP ALL;"
         );
-        let count =
-            format!("SELECT count() AS n FROM object WHERE type = $type AND {condition} GROUP ALL");
-        let mut response =
-            bind_all(self.db.query(select).query(count), Value::Object(params)).await?;
-        let rows = decode_rows(take_json(&mut response, 0)?)?;
-        let total = take_count(&mut response, 1)?;
+        let mut response = bind_all(self.db.query(select), Value::Object(params)).await?;
+        let rows = decode_rows(take_json(&mut response, first)?)?;
+        let total = take_count(&mut response, first + 1)?;
         Ok((rows, total))
     }
 
@@ -169,13 +167,27 @@ impl Store {
         plan: &QueryPlan,
     ) -> Result<u64, StoreError> {
         let mut params = plan.filter.params.clone();
-        params.insert("type".into(), json!(type_name));
+        let (prelude, source, first) = source_of(type_name, plan, &mut params);
         let count = format!(
-            "SELECT count() AS n FROM object WHERE type = $type AND {} GROUP ALL",
+            "{prelude}SELECT count() AS n FROM {source} WHERE type = $type AND {} GROUP ALL",
             plan.filter.condition()
         );
         let mut response = bind_all(self.db.query(count), Value::Object(params)).await?;
-        take_count(&mut response, 0)
+        take_count(&mut response, first)
+    }
+
+    /// The object id holding a unique value, if any.
+    pub async fn lookup_unique(
+        &self,
+        type_name: &str,
+        property: &str,
+        normalized: &str,
+    ) -> Result<Option<String>, StoreError> {
+        self.query_one(
+            "SELECT VALUE oid FROM ONLY type::record('unique_key', [$type, $property, $value])",
+            json!({ "type": type_name, "property": property, "value": normalized }),
+        )
+        .await
     }
 
     /// Creates objects of one type in one transaction: all or none.
@@ -263,6 +275,28 @@ impl Store {
             }
         })
         .await
+    }
+}
+
+/// What a query reads: the whole type, or only the candidate records.
+/// Returns the statement prelude, the FROM source and the index of the first
+/// result after the prelude.
+fn source_of(
+    type_name: &str,
+    plan: &QueryPlan,
+    params: &mut Map<String, Value>,
+) -> (&'static str, &'static str, usize) {
+    params.insert("type".into(), json!(type_name));
+    match &plan.only {
+        None => ("", "object", 0),
+        Some(ids) => {
+            params.insert("only".into(), json!(ids));
+            (
+                "LET $candidates = array::map($only, |$o| type::record('object', [$type, $o]));",
+                "$candidates",
+                1,
+            )
+        }
     }
 }
 

@@ -49,6 +49,9 @@ pub struct SortKey {
 #[derive(Debug, Clone, Default)]
 pub struct QueryPlan {
     pub filter: CompiledFilter,
+    /// Only these object ids can match (the filter pins `_id` or a unique
+    /// property): read them directly instead of scanning the type.
+    pub only: Option<Vec<String>>,
     pub sort: Vec<SortKey>,
     pub offset: usize,
     pub limit: usize,

@@ -1,5 +1,6 @@
 use idm_proto::v1::{
-    CreateObjectRequest, GetMappingRequest, GetObjectRequest, ListMappingsRequest,
+    Connector, CreateObjectRequest, GetConnectorRequest, GetMappingRequest, GetObjectRequest,
+    ListMappingsRequest, PutConnectorRequest,
 };
 use idm_tests::{Bearer, Idmd, IdmdOptions, TempDir, attrs, json_of};
 use serde_json::json;
@@ -225,4 +226,98 @@ async fn json_log_format_writes_one_json_object_per_line() {
     let parsed: serde_json::Value =
         serde_json::from_str(first).unwrap_or_else(|e| panic!("{e}: {first}"));
     assert!(parsed.get("level").is_some(), "{parsed}");
+}
+
+#[tokio::test]
+async fn connector_secrets_are_redacted_and_survive_a_read_modify_write() {
+    let conf = TempDir::new("conn");
+    write(
+        &conf,
+        "connector-ldap.json",
+        r#"{"connectorType": "ldap", "url": "ldap://127.0.0.1:3389",
+        "bindPassword": "admin", "bindPasswordFromEnv": {"$env": "IDM_LDAP_BIND_PASSWORD", "default": "admin"}}"#,
+    );
+    let idmd = Idmd::start_with(IdmdOptions {
+        conf: Some(conf.path().to_path_buf()),
+        ..Default::default()
+    })
+    .await;
+    let mut c = idmd.clients().await;
+    let fetched = c
+        .config
+        .get_connector(GetConnectorRequest {
+            name: "connectors/ldap".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let body = serde_json::Value::Object(
+        fetched
+            .configuration
+            .as_ref()
+            .map(idm_proto::json::from_proto_struct)
+            .unwrap_or_default(),
+    );
+    assert_eq!(body["bindPassword"], json!({"$redacted": true}));
+    assert_eq!(
+        body["bindPasswordFromEnv"]["$env"], "IDM_LDAP_BIND_PASSWORD",
+        "env references are not secrets"
+    );
+    let mut edited = body.as_object().unwrap().clone();
+    edited.insert("url".into(), json!("ldap://127.0.0.1:4389"));
+    let put = Connector {
+        name: "connectors/ldap".into(),
+        connector_type: String::new(),
+        configuration: Some(idm_proto::json::to_proto_struct(&edited)),
+    };
+    c.config
+        .put_connector(PutConnectorRequest {
+            connector: Some(put),
+        })
+        .await
+        .unwrap();
+    let after = c
+        .config
+        .get_connector(GetConnectorRequest {
+            name: "connectors/ldap".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let after_body = serde_json::Value::Object(
+        after
+            .configuration
+            .as_ref()
+            .map(idm_proto::json::from_proto_struct)
+            .unwrap_or_default(),
+    );
+    assert_eq!(
+        (after.connector_type.as_str(), after_body["url"].as_str()),
+        ("ldap", Some("ldap://127.0.0.1:4389"))
+    );
+    assert_eq!(
+        after_body["bindPassword"],
+        json!({"$redacted": true}),
+        "still hidden, and still stored"
+    );
+
+    // The marker stands for a stored value; where nothing is stored it is refused
+    // rather than saved as the password.
+    let fresh = Connector {
+        name: "connectors/other".into(),
+        connector_type: "ldap".into(),
+        configuration: Some(idm_proto::json::to_proto_struct(
+            json!({"bindPassword": {"$redacted": true}})
+                .as_object()
+                .unwrap(),
+        )),
+    };
+    let refused = c
+        .config
+        .put_connector(PutConnectorRequest {
+            connector: Some(fresh),
+        })
+        .await;
+    let status = expect_code(refused, Code::InvalidArgument);
+    assert!(status.message().contains("bindPassword"), "{status:?}");
 }

@@ -66,6 +66,12 @@ async fn every_operator_matches_scim_semantics() {
         (r#"_id eq "doe456""#, &["doe456"]),
         ("_rev ge 1", &["snow123", "doe456", "doe789"]),
         (r#"nothing eq "x""#, &[]),
+        // Pinned by a unique value or the id: read directly, still filtered whole.
+        (r#"userName eq "Doe456" and sn eq "Doe""#, &["doe456"]),
+        (r#"userName eq "doe456" and sn eq "Snow""#, &[]),
+        (r#"userName eq "nobody""#, &[]),
+        (r#"_id eq "doe789" and loginCount gt 1"#, &["doe789"]),
+        (r#"_id eq "nobody" or sn eq "Snow""#, &["snow123"]),
     ];
     for (filter, expected) in cases {
         assert_eq!(ids(&mut c, filter).await, set(expected), "{filter}");

@@ -125,6 +125,27 @@ async fn ids_are_generated_when_not_given_and_taken_ids_are_refused() {
         })
         .await;
     expect_code(taken, Code::AlreadyExists);
+    let contradictory = c
+        .objects
+        .create_object(CreateObjectRequest {
+            parent: "managed/user".into(),
+            object_id: "a1".into(),
+            attributes: attrs(json!({"_id": "b1", "userName": "ab"})),
+        })
+        .await;
+    assert_eq!(
+        violated_field(&expect_code(contradictory, Code::InvalidArgument)),
+        "_id"
+    );
+    let moved = c
+        .objects
+        .replace_object(ReplaceObjectRequest {
+            name: "managed/user/doe456".into(),
+            attributes: attrs(json!({"_id": "elsewhere", "userName": "doe456"})),
+            expected_revision: None,
+        })
+        .await;
+    expect_code(moved, Code::InvalidArgument);
 }
 
 #[tokio::test]

@@ -1,0 +1,181 @@
+//! The gRPC channel to idmd and the interceptor that puts the bearer token on
+//! every call.
+
+use std::error::Error as _;
+use std::time::Duration;
+
+use idm_proto::v1::audit_service_client::AuditServiceClient;
+use idm_proto::v1::config_service_client::ConfigServiceClient;
+use idm_proto::v1::object_service_client::ObjectServiceClient;
+use idm_proto::v1::token_service_client::TokenServiceClient;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+
+use crate::output::{CliError, Format};
+
+/// Replies can be large (a page of 1000 objects); tonic's default is 4 MiB.
+const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every command needs: where idmd is, who we are, how to print.
+pub struct Context {
+    pub endpoint: String,
+    token: Option<String>,
+    pub format: Format,
+}
+
+impl Context {
+    pub fn new(endpoint: String, token: Option<String>, format: Format) -> Self {
+        Self {
+            endpoint,
+            token: token.filter(|t| !t.is_empty()),
+            format,
+        }
+    }
+
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
+    /// Dials idmd. Commands read their local input first, so a bad `--data`
+    /// fails before any network traffic.
+    pub async fn connect(&self) -> Result<Connection, CliError> {
+        let auth = BearerAuth::new(self.token.as_deref())?;
+        let channel = endpoint(&self.endpoint)?
+            .connect()
+            .await
+            .map_err(|e| CliError::Connect {
+                endpoint: self.endpoint.clone(),
+                reason: reason(&e),
+            })?;
+        Ok(Connection { channel, auth })
+    }
+}
+
+/// Parses the endpoint URL; `host:port` alone means `http://host:port`.
+fn endpoint(url: &str) -> Result<Endpoint, CliError> {
+    let url = if url.contains("://") {
+        url.to_string()
+    } else {
+        format!("http://{url}")
+    };
+    if !url.starts_with("http://") {
+        return Err(CliError::input(format!(
+            "endpoint {url}: only http:// endpoints are supported (this idmctl has no TLS)"
+        )));
+    }
+    Endpoint::from_shared(url.clone())
+        .map(|e| e.connect_timeout(CONNECT_TIMEOUT))
+        .map_err(|e| CliError::input(format!("endpoint {url}: {e}")))
+}
+
+/// The innermost causes of a transport error ("transport error" alone says
+/// nothing): `tcp connect error: Connection refused (os error 111)`.
+fn reason(error: &tonic::transport::Error) -> String {
+    let mut causes = Vec::new();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !causes.contains(&text) {
+            causes.push(text);
+        }
+        source = cause.source();
+    }
+    if causes.is_empty() {
+        error.to_string()
+    } else {
+        causes.join(": ")
+    }
+}
+
+/// Adds `authorization: Bearer <token>` to every request when there is a token.
+/// Without one the call still goes out: the server decides.
+#[derive(Clone)]
+pub struct BearerAuth(Option<MetadataValue<Ascii>>);
+
+impl BearerAuth {
+    fn new(token: Option<&str>) -> Result<Self, CliError> {
+        let value = match token {
+            None => None,
+            Some(token) => {
+                // The error would quote the value; say what is wrong without it.
+                let mut value =
+                    MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| {
+                        CliError::input("the token has characters a header cannot carry")
+                    })?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+        };
+        Ok(Self(value))
+    }
+}
+
+impl Interceptor for BearerAuth {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+pub type AuthChannel = InterceptedService<Channel, BearerAuth>;
+
+/// An open channel; hands out authenticated clients.
+pub struct Connection {
+    channel: Channel,
+    auth: BearerAuth,
+}
+
+impl Connection {
+    pub fn objects(&self) -> ObjectServiceClient<AuthChannel> {
+        ObjectServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
+            .max_decoding_message_size(MAX_REPLY_BYTES)
+    }
+
+    pub fn audit(&self) -> AuditServiceClient<AuthChannel> {
+        AuditServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
+            .max_decoding_message_size(MAX_REPLY_BYTES)
+    }
+
+    pub fn tokens(&self) -> TokenServiceClient<AuthChannel> {
+        TokenServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
+    }
+
+    pub fn config(&self) -> ConfigServiceClient<AuthChannel> {
+        ConfigServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
+            .max_decoding_message_size(MAX_REPLY_BYTES)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_header_is_added_only_with_a_token() {
+        let mut auth = BearerAuth::new(Some("s3cret")).unwrap();
+        let request = auth.call(Request::new(())).unwrap();
+        assert_eq!(
+            request.metadata().get("authorization").unwrap(),
+            "Bearer s3cret"
+        );
+        let mut none = BearerAuth::new(None).unwrap();
+        let request = none.call(Request::new(())).unwrap();
+        assert!(request.metadata().get("authorization").is_none());
+    }
+
+    #[test]
+    fn endpoints_default_to_http() {
+        assert!(endpoint("127.0.0.1:50051").is_ok());
+        assert!(endpoint("http://idm.example:50051").is_ok());
+        assert!(endpoint("https://idm.example").is_err());
+    }
+}
