@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures::{StreamExt, TryStreamExt};
 use idm_proto::filter::{self, AttrPath};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -169,7 +170,7 @@ impl ManagedObjects {
         objects: Vec<(Option<String>, Map<String, Value>)>,
     ) -> Result<Vec<ObjectView>, ManagedError> {
         let object_type = self.schema.get(type_name)?;
-        let mut new_objects = Vec::with_capacity(objects.len());
+        let mut prepared_objects = Vec::with_capacity(objects.len());
         for (id, mut attributes) in objects {
             let body_id = attributes
                 .remove("_id")
@@ -194,28 +195,48 @@ impl ManagedObjects {
                 }
                 None => uuid::Uuid::new_v4().to_string(),
             };
-            let prepared = prepare(object_type, attributes)?;
-            let mut changed: Vec<String> = prepared.data.keys().cloned().collect();
-            changed.extend(prepared.passwords.keys().cloned());
-            changed.sort();
-            let secrets = self.seal_all(&prepared.passwords).await?;
-            new_objects.push(NewObject {
-                oid: id,
-                write: Write {
-                    data: prepared.data,
-                    unique: prepared.unique,
-                    relations: prepared.relations,
-                    secrets: secrets.into_iter().map(|(k, v)| (k, Some(v))).collect(),
-                    changed,
-                },
-            });
+            prepared_objects.push((id, prepare(object_type, attributes)?));
         }
+        // Hashing is the slow part of a create: one per core at a time (each
+        // argon2id call holds ~19 MiB, so unbounded fan-out would exhaust memory).
+        let passwords: Vec<BTreeMap<String, String>> = prepared_objects
+            .iter()
+            .map(|(_, prepared)| prepared.passwords.clone())
+            .collect();
+        let sealed: Vec<BTreeMap<String, StoredSecret>> = futures::stream::iter(passwords)
+            .map(|passwords| {
+                let this = self.clone();
+                async move { this.seal_all(&passwords).await }
+            })
+            .buffered(hashing_parallelism())
+            .try_collect()
+            .await?;
+        let new_objects: Vec<NewObject> = prepared_objects
+            .into_iter()
+            .zip(sealed)
+            .map(|((oid, prepared), secrets)| {
+                let mut changed: Vec<String> = prepared.data.keys().cloned().collect();
+                changed.extend(prepared.passwords.keys().cloned());
+                changed.sort();
+                NewObject {
+                    oid,
+                    write: Write {
+                        data: prepared.data,
+                        unique: prepared.unique,
+                        relations: prepared.relations,
+                        secrets: secrets.into_iter().map(|(k, v)| (k, Some(v))).collect(),
+                        changed,
+                    },
+                }
+            })
+            .collect();
         let stored = self
             .store
             .create_objects(actor, type_name, &new_objects)
             .await
             .map_err(from_store)?;
-        self.views(object_type, stored, &[]).await
+        // Nothing can refer to an object that did not exist: no reverse lookup.
+        Ok(assemble_views(object_type, stored, &[], BTreeMap::new()))
     }
 
     pub async fn get(
@@ -605,34 +626,45 @@ impl ManagedObjects {
                 }
             }
         }
-        Ok(stored
-            .into_iter()
-            .map(|object| {
-                let mut attributes = object.data;
-                for relation in &object_type.reverse {
-                    attributes.insert(relation.name.clone(), json!([]));
-                }
-                if let Some(extra) = reverse.remove(&object_ref(&object.type_name, &object.oid)) {
-                    attributes.extend(extra);
-                }
-                if !fields.is_empty() {
-                    attributes.retain(|name, _| {
-                        fields
-                            .iter()
-                            .any(|f| f.split('.').next() == Some(name.as_str()))
-                    });
-                }
-                ObjectView {
-                    type_name: object.type_name,
-                    id: object.oid,
-                    rev: object.rev,
-                    created: object.created,
-                    modified: object.modified,
-                    attributes,
-                }
-            })
-            .collect())
+        Ok(assemble_views(object_type, stored, fields, reverse))
     }
+}
+
+/// Stored objects as the API shows them, with reverse relationships (`reverse`:
+/// object ref → computed properties) filled in and `fields` applied.
+fn assemble_views(
+    object_type: &ObjectType,
+    stored: Vec<StoredObject>,
+    fields: &[String],
+    mut reverse: BTreeMap<String, Map<String, Value>>,
+) -> Vec<ObjectView> {
+    stored
+        .into_iter()
+        .map(|object| {
+            let mut attributes = object.data;
+            for relation in &object_type.reverse {
+                attributes.insert(relation.name.clone(), json!([]));
+            }
+            if let Some(extra) = reverse.remove(&object_ref(&object.type_name, &object.oid)) {
+                attributes.extend(extra);
+            }
+            if !fields.is_empty() {
+                attributes.retain(|name, _| {
+                    fields
+                        .iter()
+                        .any(|f| f.split('.').next() == Some(name.as_str()))
+                });
+            }
+            ObjectView {
+                type_name: object.type_name,
+                id: object.oid,
+                rev: object.rev,
+                created: object.created,
+                modified: object.modified,
+                attributes,
+            }
+        })
+        .collect()
 }
 
 fn prepared_clone(p: &Prepared) -> Prepared {
@@ -642,6 +674,10 @@ fn prepared_clone(p: &Prepared) -> Prepared {
         relations: p.relations.clone(),
         passwords: p.passwords.clone(),
     }
+}
+
+fn hashing_parallelism() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
 }
 
 fn private_properties(object_type: &ObjectType) -> Vec<String> {

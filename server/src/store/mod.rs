@@ -33,6 +33,9 @@ pub use tokens::TokenRecord;
 pub const SCHEMA_VERSION: i64 = 1;
 const SCHEMA: &str = include_str!("schema.surql");
 const WRITE_ATTEMPTS: u32 = 8;
+/// Root credentials for a `ws://` SurrealDB server.
+pub const STORE_USER_ENV: &str = "IDM_STORE_USERNAME";
+pub const STORE_PASSWORD_ENV: &str = "IDM_STORE_PASSWORD";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -87,6 +90,15 @@ impl Store {
             })?;
         }
         let db = any::connect(url).await.map_err(open_error)?;
+        // A SurrealDB server wants a sign-in; the embedded engines do not.
+        if let (Ok(username), Ok(password)) = (
+            std::env::var(STORE_USER_ENV),
+            std::env::var(STORE_PASSWORD_ENV),
+        ) {
+            db.signin(surrealdb::opt::auth::Root { username, password })
+                .await
+                .map_err(open_error)?;
+        }
         db.use_ns("idm").use_db("idm").await.map_err(open_error)?;
         let store = Store { db };
         store.migrate().await?;

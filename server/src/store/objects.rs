@@ -15,6 +15,8 @@ use super::{
 };
 
 const OBJECT_COLUMNS: &str = "type, oid, rev, created, modified, data, keys";
+const SELECT_ONE: &str = "SELECT type, oid, rev, created, modified, data, keys \
+     FROM ONLY type::record('object', [$type, $oid])";
 
 /// An object as stored: `data` never holds private property values.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -106,11 +108,8 @@ impl Store {
         type_name: &str,
         oid: &str,
     ) -> Result<Option<StoredObject>, StoreError> {
-        self.query_one(
-            "SELECT type, oid, rev, created, modified, data, keys FROM ONLY type::record('object', [$type, $oid])",
-            json!({ "type": type_name, "oid": oid }),
-        )
-        .await
+        self.query_one(SELECT_ONE, json!({ "type": type_name, "oid": oid }))
+            .await
     }
 
     pub async fn get_secret(
@@ -198,7 +197,7 @@ impl Store {
         type_name: &str,
         objects: &[NewObject],
     ) -> Result<Vec<StoredObject>, StoreError> {
-        with_retry(|| async {
+        let result = with_retry(|| async {
             let tx = self.db.clone().begin().await?;
             match create_in(&tx, actor, type_name, objects).await {
                 Ok(created) => {
@@ -211,7 +210,64 @@ impl Store {
                 }
             }
         })
-        .await
+        .await;
+        match result {
+            Err(StoreError::Query(message)) if message.contains("already exists") => Err(self
+                .why_taken(type_name, objects)
+                .await?
+                .unwrap_or(StoreError::Query(message))),
+            other => other,
+        }
+    }
+
+    /// After a create collided: the id or unique value that was taken.
+    async fn why_taken(
+        &self,
+        type_name: &str,
+        objects: &[NewObject],
+    ) -> Result<Option<StoreError>, StoreError> {
+        let mut ids = std::collections::BTreeSet::new();
+        for object in objects {
+            if !ids.insert(&object.oid) {
+                return Ok(Some(StoreError::AlreadyExists(object_ref(
+                    type_name,
+                    &object.oid,
+                ))));
+            }
+        }
+        let ids: Vec<Value> = objects.iter().map(|o| json!([type_name, o.oid])).collect();
+        let taken: Vec<(String, String)> = self
+            .query_all(
+                "array::filter($ids, |$k| record::exists(type::record('object', $k)))",
+                json!({ "ids": ids }),
+            )
+            .await?;
+        if let Some((_, oid)) = taken.first() {
+            return Ok(Some(StoreError::AlreadyExists(object_ref(type_name, oid))));
+        }
+        let mut keys = std::collections::BTreeSet::new();
+        for (property, value) in objects.iter().flat_map(|o| &o.write.unique) {
+            if !keys.insert((property, value)) {
+                return Ok(Some(StoreError::NotUnique {
+                    type_name: type_name.to_string(),
+                    property: property.clone(),
+                }));
+            }
+        }
+        let keys: Vec<Value> = keys.iter().map(|(p, v)| json!([type_name, p, v])).collect();
+        let taken: Vec<(String, String, String)> = self
+            .query_all(
+                "array::filter($ids, |$k| record::exists(type::record('unique_key', $k)))",
+                json!({ "ids": keys }),
+            )
+            .await?;
+        Ok(taken
+            .into_iter()
+            .next()
+            .map(|(_, property, _)| StoreError::NotUnique {
+                type_name: type_name.to_string(),
+                property,
+            }))
     }
 
     /// Reads the object, lets `decide` compute its new state, and writes it,
@@ -332,18 +388,6 @@ async fn create_in(
     objects: &[NewObject],
 ) -> Result<Vec<StoredObject>, StoreError> {
     let now = now_timestamp();
-    let ids: Vec<Value> = objects.iter().map(|o| json!([type_name, o.oid])).collect();
-    let taken: Vec<(String, String)> = decode_rows(
-        tx_query(
-            tx,
-            "array::filter($ids, |$k| record::exists(type::record('object', $k)))",
-            json!({ "ids": ids }),
-        )
-        .await?,
-    )?;
-    if let Some((_, oid)) = taken.first() {
-        return Err(StoreError::AlreadyExists(object_ref(type_name, oid)));
-    }
     let mut stored = Vec::with_capacity(objects.len());
     let mut rows = Vec::with_capacity(objects.len());
     let mut audits = Vec::with_capacity(objects.len());
@@ -378,17 +422,35 @@ async fn create_in(
         ));
         stored.push(record);
     }
-    check_unique(tx, type_name, &keys).await?;
     check_targets(tx, &relations).await?;
+    // Taken ids and unique values make these inserts fail (record ids collide);
+    // `create_objects` then works out which one it was.
+    let mut sql = String::from(
+        "INSERT INTO object $rows RETURN NONE; INSERT INTO audit $audits RETURN NONE;",
+    );
+    for (rows_of, statement) in [
+        (&keys, "INSERT INTO unique_key $keys RETURN NONE;"),
+        (&relations, "INSERT INTO relation $relations RETURN NONE;"),
+        (
+            &credentials,
+            "INSERT INTO credential $credentials RETURN NONE;",
+        ),
+    ] {
+        if !rows_of.is_empty() {
+            sql.push_str(statement);
+        }
+    }
     tx_query(
         tx,
-        "INSERT INTO object $rows RETURN NONE; INSERT INTO unique_key $keys RETURN NONE; \
-         INSERT INTO relation $relations RETURN NONE; INSERT INTO credential $credentials RETURN NONE; \
-         INSERT INTO audit $audits RETURN NONE;",
+        &sql,
         json!({ "rows": rows, "keys": keys, "relations": relations, "credentials": credentials, "audits": audits }),
     )
     .await?;
     Ok(stored)
+}
+
+async fn read_in(tx: &Tx, type_name: &str, oid: &str) -> Result<Option<StoredObject>, StoreError> {
+    decode_optional(tx_query(tx, SELECT_ONE, json!({ "type": type_name, "oid": oid })).await?)
 }
 
 async fn update_in<E>(
@@ -403,11 +465,7 @@ async fn update_in<E>(
 where
     E: From<StoreError>,
 {
-    let params = json!({ "type": type_name, "oid": oid });
-    let current: Option<StoredObject> = decode_optional(
-        tx_query(tx, "SELECT type, oid, rev, created, modified, data, keys FROM ONLY type::record('object', [$type, $oid])", params)
-            .await?,
-    )?;
+    let current = read_in(tx, type_name, oid).await?;
     let Some(current) = current else {
         return Ok(Outcome::NotFound);
     };
@@ -529,11 +587,7 @@ async fn delete_in<E>(
 where
     E: From<StoreError>,
 {
-    let params = json!({ "type": type_name, "oid": oid });
-    let current: Option<StoredObject> = decode_optional(
-        tx_query(tx, "SELECT type, oid, rev, created, modified, data, keys FROM ONLY type::record('object', [$type, $oid])", params)
-            .await?,
-    )?;
+    let current = read_in(tx, type_name, oid).await?;
     let Some(current) = current else {
         return Ok(None);
     };
@@ -557,14 +611,7 @@ where
         let Some((source_type, source_id)) = split_ref(&source) else {
             continue;
         };
-        let holder: Option<StoredObject> = decode_optional(
-            tx_query(
-                tx,
-                "SELECT type, oid, rev, created, modified, data, keys FROM ONLY type::record('object', [$type, $oid])",
-                json!({ "type": source_type, "oid": source_id }),
-            )
-            .await?,
-        )?;
+        let holder = read_in(tx, source_type, source_id).await?;
         let Some(holder) = holder else { continue };
         let mut data = holder.data.clone();
         for property in &properties {

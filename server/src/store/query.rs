@@ -356,3 +356,55 @@ impl FieldResolver for ElementResolver {
         })
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use idm_proto::filter::parse;
+
+    /// Every attribute lives in `data`, case-insensitively.
+    struct AnyData;
+
+    impl FieldResolver for AnyData {
+        fn resolve(&self, path: &AttrPath) -> Result<ResolvedField, String> {
+            let mut segments = vec![path.attr.clone()];
+            segments.extend(path.sub_attr.clone());
+            Ok(ResolvedField::Data {
+                segments,
+                case_exact: false,
+            })
+        }
+    }
+
+    #[test]
+    fn request_text_reaches_the_query_only_as_parameters() {
+        let filter = parse(
+            r#"x-DELETE eq "'; REMOVE TABLE object; --" or (a.b co "⟩ OR true" and not (c[d sw "$type"])) or e pr"#,
+        )
+        .unwrap();
+        let compiled = compile(&filter, &AnyData).unwrap();
+        for hostile in ["x-DELETE", "REMOVE", "⟩", "$type", "\"", "'; "] {
+            assert!(
+                !compiled.sql.contains(hostile),
+                "{hostile} spliced into {}",
+                compiled.sql
+            );
+        }
+        let bound: Vec<String> = compiled.params.values().map(Value::to_string).collect();
+        assert!(
+            bound.iter().any(|v| v.contains("remove table object")),
+            "values are bound (lower-cased): {bound:?}"
+        );
+        assert!(
+            bound.iter().any(|v| v.contains("x-DELETE")),
+            "names are bound too: {bound:?}"
+        );
+    }
+
+    #[test]
+    fn operators_that_need_a_string_or_number_refuse_other_values() {
+        assert!(compile(&parse("a co 5").unwrap(), &AnyData).is_err());
+        assert!(compile(&parse("a gt true").unwrap(), &AnyData).is_err());
+    }
+}
