@@ -21,9 +21,9 @@ pub use schema::{
 
 use crate::secrets::{self, SecretBox, SecretError};
 use crate::store::{
-    AsRetryable, CompileError, FieldResolver, NewObject, ObjectChange, Outcome, QueryPlan,
-    RelationRef, ResolvedField, SortKey, Store, StoreError, StoredObject, StoredSecret, Write,
-    compile, object_ref, split_ref,
+    AsRetryable, CompileError, FieldResolver, Identifier, NewObject, ObjectChange, Outcome,
+    QueryPlan, RelationRef, ResolvedField, SortKey, Store, StoreError, StoredObject, StoredSecret,
+    Write, compile, object_ref, split_ref,
 };
 
 pub const DEFAULT_PAGE_SIZE: usize = 50;
@@ -876,11 +876,29 @@ impl FieldResolver for ObjectResolver<'_> {
         if property.is_some_and(|p| p.private) {
             return Err(format!("{} is private", path.attr));
         }
+        let case_exact = property.is_none_or(|p| p.case_exact);
+        let single_valued = property.is_some_and(|p| {
+            matches!(
+                p.kind,
+                PropertyKind::String
+                    | PropertyKind::Number
+                    | PropertyKind::Integer
+                    | PropertyKind::Boolean
+            )
+        });
+        if single_valued
+            && path.sub_attr.is_none()
+            && let Some((declared, _)) = self.0.properties.get_key_value(&path.attr)
+            && let Some(name) = Identifier::new(declared)
+        {
+            // The schema's copy of the name goes into the query, not the request's.
+            return Ok(ResolvedField::Property { name, case_exact });
+        }
         let mut segments = vec![path.attr.clone()];
         segments.extend(path.sub_attr.clone());
         Ok(ResolvedField::Data {
             segments,
-            case_exact: property.is_none_or(|p| p.case_exact),
+            case_exact,
         })
     }
 }

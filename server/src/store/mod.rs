@@ -1,7 +1,9 @@
 //! The SurrealDB store: the only code in idm that writes SurrealQL.
 //!
-//! Every statement binds its values as parameters; the only identifiers spliced
-//! into query text are fixed column names chosen here. Concurrent write
+//! Every statement binds its values as parameters. The only names written into
+//! query text are fixed columns chosen here and schema-declared property names
+//! (validated plain identifiers from `managed.json`, never request text); any
+//! other attribute name is bound too (`data[$p0]`). Concurrent write
 //! conflicts are retried with backoff, so callers never see them.
 
 mod audit;
@@ -25,7 +27,8 @@ pub use objects::{
     object_ref, split_ref,
 };
 pub use query::{
-    CompileError, CompiledFilter, FieldResolver, QueryPlan, ResolvedField, SortKey, compile,
+    CompileError, CompiledFilter, FieldResolver, Identifier, QueryPlan, ResolvedField, SortKey,
+    compile,
 };
 pub use tokens::TokenRecord;
 

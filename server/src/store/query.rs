@@ -11,6 +11,23 @@
 use idm_proto::filter::{AttrPath, CompareOp, Filter, Value as FilterValue};
 use serde_json::{Map, Value};
 
+/// A plain identifier (`[A-Za-z][A-Za-z0-9_]*`, at most 64 characters): the
+/// only kind of name, besides fixed columns, that may be written into query
+/// text. Resolvers build it from schema-declared property names, never from a
+/// request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identifier(String);
+
+impl Identifier {
+    pub fn new(name: &str) -> Option<Self> {
+        let mut chars = name.chars();
+        let plain = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && name.len() <= 64;
+        plain.then(|| Identifier(name.to_string()))
+    }
+}
+
 /// Where an attribute of the filter lives in a record.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ResolvedField {
@@ -19,6 +36,9 @@ pub enum ResolvedField {
         name: &'static str,
         case_exact: bool,
     },
+    /// A declared single-valued property: `data.<name>`, written as an idiom
+    /// because SurrealDB evaluates it ~5x faster than a bound `data[$p]`.
+    Property { name: Identifier, case_exact: bool },
     /// A path inside the record's `data` object, bound segment by segment.
     Data {
         segments: Vec<String>,
@@ -150,6 +170,9 @@ impl Compiler {
                 },
                 *case_exact,
             ),
+            ResolvedField::Property { name, case_exact } => {
+                (format!("data.{}", name.0), *case_exact)
+            }
             ResolvedField::Data {
                 segments,
                 case_exact,
@@ -222,9 +245,9 @@ impl Compiler {
             return Ok(format!("!({equal})"));
         }
         let case_exact = match field {
-            ResolvedField::Column { case_exact, .. } | ResolvedField::Data { case_exact, .. } => {
-                *case_exact
-            }
+            ResolvedField::Column { case_exact, .. }
+            | ResolvedField::Property { case_exact, .. }
+            | ResolvedField::Data { case_exact, .. } => *case_exact,
         };
         let value = value.to_json();
         let fold = !case_exact && value.is_string();
@@ -308,6 +331,11 @@ impl Compiler {
                 Ok(format!(
                     "(IF type::is_array({parent_expr}) {{ array::any({parent_expr}, |{outer}| {on_element}) }} ELSE {{ {on_parent} }})"
                 ))
+            }
+            // Declared single-valued: the schema guarantees it is never an array.
+            ResolvedField::Property { .. } => {
+                let (expr, _) = self.field(field, element);
+                test(&expr)
             }
             _ => {
                 let (expr, _) = self.field(field, element);
@@ -400,6 +428,22 @@ mod tests {
             bound.iter().any(|v| v.contains("x-DELETE")),
             "names are bound too: {bound:?}"
         );
+    }
+
+    #[test]
+    fn only_plain_identifiers_can_be_written_as_idioms() {
+        for hostile in ["sn;", "a b", "data`x", "⟨x⟩", "x-y", "1a", "", "sn.x", "$p0"] {
+            assert!(Identifier::new(hostile).is_none(), "{hostile}");
+        }
+        struct Declared;
+        impl FieldResolver for Declared {
+            fn resolve(&self, path: &AttrPath) -> Result<ResolvedField, String> {
+                let name = Identifier::new(&path.attr).ok_or("not declared")?;
+                Ok(ResolvedField::Property { name, case_exact: true })
+            }
+        }
+        let compiled = compile(&parse(r#"sn eq "Doe""#).unwrap(), &Declared).unwrap();
+        assert_eq!(compiled.sql, "data.sn = $p0");
     }
 
     #[test]
