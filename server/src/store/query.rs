@@ -432,14 +432,19 @@ mod tests {
 
     #[test]
     fn only_plain_identifiers_can_be_written_as_idioms() {
-        for hostile in ["sn;", "a b", "data`x", "⟨x⟩", "x-y", "1a", "", "sn.x", "$p0"] {
+        for hostile in [
+            "sn;", "a b", "data`x", "⟨x⟩", "x-y", "1a", "", "sn.x", "$p0",
+        ] {
             assert!(Identifier::new(hostile).is_none(), "{hostile}");
         }
         struct Declared;
         impl FieldResolver for Declared {
             fn resolve(&self, path: &AttrPath) -> Result<ResolvedField, String> {
                 let name = Identifier::new(&path.attr).ok_or("not declared")?;
-                Ok(ResolvedField::Property { name, case_exact: true })
+                Ok(ResolvedField::Property {
+                    name,
+                    case_exact: true,
+                })
             }
         }
         let compiled = compile(&parse(r#"sn eq "Doe""#).unwrap(), &Declared).unwrap();
