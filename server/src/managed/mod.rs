@@ -1001,3 +1001,70 @@ pub fn decode_page_token(token: &str, fingerprint: &str) -> Result<usize, Manage
     }
     offset.parse().map_err(|_| bad())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    async fn objects() -> ManagedObjects {
+        let dir = std::env::temp_dir().join(format!("idm-managed-{}", uuid::Uuid::new_v4()));
+        let secrets = SecretBox::load_or_create(&dir.join("idm.key"), None).unwrap();
+        let store = Store::open("mem://").await.unwrap();
+        ManagedObjects::new(
+            Arc::new(ManagedSchema::builtin().unwrap()),
+            store,
+            Arc::new(secrets),
+        )
+    }
+
+    fn user(name: &str) -> Map<String, Value> {
+        json!({ "userName": name }).as_object().cloned().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_all_or_nothing_and_names_what_collided() {
+        let objects = objects().await;
+        let clash_inside = vec![
+            (Some("a".into()), user("Snow")),
+            (Some("b".into()), user("snow")),
+        ];
+        let err = objects
+            .create_many("test", "user", clash_inside)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ManagedError::NotUnique { property } if property == "userName"),
+            "{err}"
+        );
+        assert_eq!(
+            objects.count("user", "").await.unwrap(),
+            0,
+            "nothing of the failed batch stays"
+        );
+
+        objects
+            .create_many("test", "user", vec![(Some("a".into()), user("a"))])
+            .await
+            .unwrap();
+        let taken_id = vec![
+            (Some("c".into()), user("c")),
+            (Some("a".into()), user("other")),
+        ];
+        let err = objects
+            .create_many("test", "user", taken_id)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ManagedError::AlreadyExists(name) if name == "managed/user/a"),
+            "{err}"
+        );
+        let taken_name = vec![(Some("d".into()), user("A"))];
+        let err = objects
+            .create_many("test", "user", taken_name)
+            .await
+            .unwrap_err();
+        assert!(matches!(&err, ManagedError::NotUnique { .. }), "{err}");
+        assert_eq!(objects.count("user", "").await.unwrap(), 1);
+    }
+}
