@@ -3,7 +3,9 @@
 
 pub mod api;
 pub mod config;
+pub mod connector;
 pub mod managed;
+pub mod script;
 pub mod secrets;
 pub mod store;
 

@@ -1,0 +1,179 @@
+//! Connectors: how idm reaches external systems. One [`Connector`] per
+//! `conf/connector-<name>.json`; its objects are addressed
+//! `system/<connector>/<objectType>`. Calls are async and time-limited, and
+//! every error names the connector and the object it was about.
+
+mod csv;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use serde_json::{Map, Value};
+
+pub use self::csv::CsvConnector;
+
+/// How long one connector call may take before it fails as a timeout.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An object of an external system.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectorObject {
+    /// The object's id in its system (a CSV row's uid column, an LDAP DN or uid).
+    pub uid: String,
+    pub attributes: Map<String, Value>,
+    /// Where it was read from, for messages: the line of a CSV file.
+    pub line: Option<u64>,
+}
+
+/// A record a source could not turn into an object. A reconciliation reports
+/// it as a failure with its line and goes on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BadRecord {
+    pub line: u64,
+    pub uid: Option<String>,
+    pub reason: String,
+}
+
+/// One item of a streaming read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceItem {
+    Object(ConnectorObject),
+    Bad(BadRecord),
+}
+
+/// What a connector can do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    pub read: bool,
+    pub create: bool,
+    pub update: bool,
+    pub delete: bool,
+}
+
+/// An object type a connector offers and the attributes it knows of.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectTypeInfo {
+    pub name: String,
+    pub uid_attribute: String,
+    pub attributes: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    #[error("connector {connector}: {field}: {message}")]
+    Config {
+        connector: String,
+        field: String,
+        message: String,
+    },
+    #[error("connector {connector} has no object type \"{object_type}\"")]
+    UnknownObjectType {
+        connector: String,
+        object_type: String,
+    },
+    #[error("connector {connector} cannot {operation} ({object})")]
+    Unsupported {
+        connector: String,
+        operation: &'static str,
+        object: String,
+    },
+    #[error("connector {connector}, {object}: {message}")]
+    Io {
+        connector: String,
+        object: String,
+        message: String,
+    },
+    #[error("connector {connector}, {object}: no answer within {after:?}")]
+    Timeout {
+        connector: String,
+        object: String,
+        after: Duration,
+    },
+}
+
+/// The one interface reconciliation and provisioning use for every system.
+pub trait Connector: Send + Sync {
+    fn name(&self) -> &str;
+    fn capabilities(&self) -> Capabilities;
+    fn object_types(&self) -> Vec<ObjectTypeInfo>;
+
+    /// The object with this uid, if any.
+    fn get<'a>(
+        &'a self,
+        object_type: &'a str,
+        uid: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ConnectorObject>, ConnectorError>>;
+
+    /// Every object of a type, streamed: memory stays bounded whatever the size
+    /// of the source, and dropping the stream stops the read.
+    fn query<'a>(
+        &'a self,
+        object_type: &'a str,
+    ) -> BoxStream<'a, Result<SourceItem, ConnectorError>>;
+
+    /// Creates an object; returns its uid.
+    fn create<'a>(
+        &'a self,
+        object_type: &'a str,
+        attributes: &'a Map<String, Value>,
+    ) -> BoxFuture<'a, Result<String, ConnectorError>>;
+
+    /// Changes the given attributes of an object.
+    fn update<'a>(
+        &'a self,
+        object_type: &'a str,
+        uid: &'a str,
+        changes: &'a Map<String, Value>,
+    ) -> BoxFuture<'a, Result<(), ConnectorError>>;
+
+    /// Deletes an object; deleting what is gone succeeds.
+    fn delete<'a>(
+        &'a self,
+        object_type: &'a str,
+        uid: &'a str,
+    ) -> BoxFuture<'a, Result<(), ConnectorError>>;
+}
+
+/// Builds the connector a `connector-<name>.json` document declares; relative
+/// paths in it are relative to `conf_dir`.
+pub fn build(
+    name: &str,
+    body: &Map<String, Value>,
+    conf_dir: &Path,
+) -> Result<Arc<dyn Connector>, ConnectorError> {
+    let resolved = crate::config::resolve_env(&Value::Object(body.clone()));
+    let body = resolved.as_object().cloned().unwrap_or_default();
+    match body.get("connectorType").and_then(Value::as_str) {
+        Some("csv") => Ok(Arc::new(CsvConnector::from_config(name, &body, conf_dir)?)),
+        Some(other) => Err(ConnectorError::Config {
+            connector: name.to_string(),
+            field: "connectorType".into(),
+            message: format!("unknown connector type \"{other}\" (csv)"),
+        }),
+        None => Err(ConnectorError::Config {
+            connector: name.to_string(),
+            field: "connectorType".into(),
+            message: "required".into(),
+        }),
+    }
+}
+
+/// Runs a connector call under a time limit; the timeout names the connector
+/// and the object.
+pub async fn time_limited<T>(
+    connector: &str,
+    object: &str,
+    limit: Duration,
+    call: impl std::future::Future<Output = Result<T, ConnectorError>>,
+) -> Result<T, ConnectorError> {
+    tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+        Err(ConnectorError::Timeout {
+            connector: connector.to_string(),
+            object: object.to_string(),
+            after: limit,
+        })
+    })
+}
