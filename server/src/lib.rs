@@ -8,6 +8,7 @@ pub mod managed;
 pub mod script;
 pub mod secrets;
 pub mod store;
+pub mod sync;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -72,10 +73,12 @@ pub async fn run(
     }
     tokens.spawn_refresh();
     let objects = ManagedObjects::new(Arc::new(conf.schema), store.clone(), secrets);
+    let conf_dir = settings.conf.clone().unwrap_or_else(|| PathBuf::from("."));
     let core = api::Core {
         store,
         objects,
         tokens,
+        conf_dir,
     };
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(async move {

@@ -14,10 +14,18 @@ use serde_json::{Map, Value, json};
 use tonic::{Request, Response, Status};
 
 use super::auth::caller;
+use crate::managed::ManagedObjects;
 use crate::store::{ConfigDocument, Store};
+use crate::sync::Mapping as SyncMapping;
+use std::path::PathBuf;
+use tonic_types::StatusExt;
 
 pub struct ConfigApi {
     pub store: Store,
+    /// For schema checks of mappings (managed types must be declared).
+    pub objects: ManagedObjects,
+    /// Script files in mappings are relative to it.
+    pub conf_dir: PathBuf,
 }
 
 /// Secret-looking values never leave the server; `$env` references may.
@@ -255,13 +263,15 @@ impl ConfigService for ConfigApi {
             .map(from_proto_struct)
             .unwrap_or_default();
         body.insert("name".into(), Value::String(name.clone()));
-        for key in ["source", "target"] {
-            if !body.get(key).is_some_and(Value::is_string) {
-                return Err(Status::invalid_argument(format!(
-                    "definition.{key}: required, a string"
-                )));
-            }
-        }
+        // The same checks as a sync.json entry at start-up, scripts compiled.
+        SyncMapping::from_json("definition", &body, &self.conf_dir, self.objects.schema())
+            .map_err(|e| {
+                Status::with_error_details(
+                    tonic::Code::InvalidArgument,
+                    e.to_string(),
+                    tonic_types::ErrorDetails::with_bad_request_violation(e.field, e.message),
+                )
+            })?;
         Ok(Response::new(mapping(
             self.put("mapping", &name, body).await?,
         )))

@@ -28,6 +28,8 @@ pub struct Core {
     pub store: Store,
     pub objects: ManagedObjects,
     pub tokens: Arc<TokenRegistry>,
+    /// The conf directory (relative paths in conf documents start here).
+    pub conf_dir: std::path::PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +71,8 @@ pub async fn serve(
         registry: Arc::clone(&core.tokens),
     });
     let config = ConfigServiceServer::new(config::ConfigApi {
+        objects: core.objects.clone(),
+        conf_dir: core.conf_dir.clone(),
         store: core.store.clone(),
     });
 

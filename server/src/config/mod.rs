@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::managed::ManagedSchema;
 use crate::store::{ConfigDocument, Store, StoreError};
+use crate::sync::Mapping;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfError {
@@ -96,19 +97,9 @@ pub fn read(dir: Option<&Path>) -> Result<Conf, ConfError> {
                 let mapping = mapping
                     .as_object()
                     .ok_or_else(|| invalid(&file, &field, "expected an object"))?;
-                for key in ["name", "source", "target"] {
-                    if !mapping.get(key).is_some_and(Value::is_string) {
-                        return Err(invalid(
-                            &file,
-                            format!("{field}.{key}"),
-                            "required, a string",
-                        ));
-                    }
-                }
-                let name = mapping
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
+                let checked = Mapping::from_json(&field, mapping, dir, &schema)
+                    .map_err(|e| invalid(&file, e.field, e.message))?;
+                let name = checked.name.as_str();
                 if documents
                     .iter()
                     .any(|d: &ConfigDocument| d.kind == "mapping" && d.name == name)

@@ -321,3 +321,87 @@ async fn connector_secrets_are_redacted_and_survive_a_read_modify_write() {
     let status = expect_code(refused, Code::InvalidArgument);
     assert!(status.message().contains("bindPassword"), "{status:?}");
 }
+
+#[tokio::test]
+async fn mappings_are_checked_whole_at_start_up_and_over_grpc() {
+    let conf = TempDir::new("badscript");
+    write(
+        &conf,
+        "sync.json",
+        r#"{"mappings": [{"name": "csvEmployee_managedUser", "source": "system/csv/employee", "target": "managed/user",
+        "properties": [{"source": "", "target": "userName", "transform": {"type": "text/javascript", "source": "source.lastName.toLowerCase( + source.uid;"}}]}]}"#,
+    );
+    let log = start_failure(&conf).await;
+    assert!(
+        log.contains("sync.json")
+            && log.contains("properties[0].transform (userName)")
+            && log.contains("compile"),
+        "{log}"
+    );
+
+    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/sync");
+    let idmd = Idmd::start_with(IdmdOptions {
+        conf: Some(sample),
+        ..Default::default()
+    })
+    .await;
+    let mut c = idmd.clients().await;
+    let cookbook = c
+        .config
+        .get_mapping(GetMappingRequest {
+            name: "mappings/csvEmployee_managedUser".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(properties_len(&cookbook), 7);
+    for (change, field) in [
+        (
+            json!({"policies": [{"situation": "SOURCE_GONE", "action": "DELETE"}]}),
+            "definition.policies[0].situation",
+        ),
+        (
+            json!({"validSource": {"type": "groovy", "source": "true"}}),
+            "definition.validSource",
+        ),
+        (json!({"target": "managed/widget"}), "definition.target"),
+    ] {
+        let mut definition = serde_json::Value::Object(
+            cookbook
+                .definition
+                .as_ref()
+                .map(idm_proto::json::from_proto_struct)
+                .unwrap_or_default(),
+        );
+        for (key, value) in change.as_object().unwrap() {
+            definition[key] = value.clone();
+        }
+        let put = idm_proto::v1::Mapping {
+            name: "mappings/csvEmployee_managedUser".into(),
+            definition: Some(idm_proto::json::to_proto_struct(
+                definition.as_object().unwrap(),
+            )),
+            ..Default::default()
+        };
+        let refused = c
+            .config
+            .put_mapping(idm_proto::v1::PutMappingRequest { mapping: Some(put) })
+            .await;
+        assert_eq!(
+            crate::violated_field(&expect_code(refused, Code::InvalidArgument)),
+            field
+        );
+    }
+}
+
+fn properties_len(mapping: &idm_proto::v1::Mapping) -> usize {
+    let definition = mapping
+        .definition
+        .as_ref()
+        .map(idm_proto::json::from_proto_struct)
+        .unwrap_or_default();
+    definition
+        .get("properties")
+        .and_then(serde_json::Value::as_array)
+        .map_or(0, Vec::len)
+}
