@@ -57,6 +57,15 @@ pub async fn run(
     let conf = config::read(settings.conf.as_deref())?;
     let store = Store::open(&settings.store_url).await?;
     let changed = config::apply(&store, &conf).await?;
+    let interrupted = store
+        .fail_unfinished_runs("idmd stopped during the run")
+        .await?;
+    if interrupted > 0 {
+        tracing::warn!(
+            runs = interrupted,
+            "reconciliations cut short by the last stop are marked FAILED"
+        );
+    }
     tracing::info!(
         types = conf.schema.types().count(),
         documents = conf.documents.len(),

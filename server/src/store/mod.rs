@@ -8,8 +8,10 @@
 
 mod audit;
 mod config;
+mod links;
 mod objects;
 mod query;
+mod recon;
 mod tokens;
 
 use std::future::Future;
@@ -22,6 +24,7 @@ use surrealdb::engine::any::{self, Any};
 
 pub use audit::{AuditQuery, AuditRecord};
 pub use config::ConfigDocument;
+pub use links::Link;
 pub use objects::{
     NewObject, ObjectChange, Outcome, RelationRef, RelationRow, StoredObject, StoredSecret, Write,
     object_ref, split_ref,
@@ -30,6 +33,7 @@ pub use query::{
     CompileError, CompiledFilter, FieldResolver, Identifier, QueryPlan, ResolvedField, SortKey,
     compile,
 };
+pub use recon::{MAX_KEPT_FAILURES, Progress, ReconFailureRecord, ReconRunRecord};
 pub use tokens::TokenRecord;
 
 /// Bumped whenever `schema.surql` changes shape; `migrate` takes older stores forward.
