@@ -3,6 +3,8 @@
 
 mod mapping;
 mod situation;
+mod transform;
 
 pub use mapping::{DEFAULT_TASK_THREADS, Endpoint, Mapping, MappingError, Policy, PropertyMapping};
 pub use situation::{Action, Situation};
+pub use transform::{PropertyError, PropertyMapper};
