@@ -125,6 +125,7 @@ pub struct ManagedObjects {
 }
 
 /// A validated object, before its passwords are hashed.
+#[derive(Clone)]
 struct Prepared {
     data: Map<String, Value>,
     unique: Vec<(String, String)>,
@@ -282,7 +283,7 @@ impl ManagedObjects {
             object_type,
             id,
             expected_rev,
-            |_current| Ok((prepared_clone(&prepared), sealed.clone(), Vec::new())),
+            |_current| Ok((prepared.clone(), sealed.clone(), Vec::new())),
         )
         .await
     }
@@ -472,9 +473,10 @@ impl ManagedObjects {
         } else {
             decode_page_token(&query.page_token, &fingerprint)?
         };
+        let parsed = parse_filter(&query.filter)?;
         let plan = QueryPlan {
-            filter: compile_filter(&query.filter, &ObjectResolver(object_type))?,
-            only: self.candidates(object_type, &query.filter).await?,
+            filter: compile_parsed(parsed.as_ref(), &ObjectResolver(object_type))?,
+            only: self.candidates(object_type, parsed.as_ref()).await?,
             sort: parse_order_by(&query.order_by, &ObjectResolver(object_type))?,
             offset,
             limit,
@@ -496,9 +498,10 @@ impl ManagedObjects {
 
     pub async fn count(&self, type_name: &str, filter_text: &str) -> Result<u64, ManagedError> {
         let object_type = self.schema.get(type_name)?;
+        let parsed = parse_filter(filter_text)?;
         let plan = QueryPlan {
-            filter: compile_filter(filter_text, &ObjectResolver(object_type))?,
-            only: self.candidates(object_type, filter_text).await?,
+            filter: compile_parsed(parsed.as_ref(), &ObjectResolver(object_type))?,
+            only: self.candidates(object_type, parsed.as_ref()).await?,
             ..QueryPlan::default()
         };
         Ok(self.store.count_objects(type_name, &plan).await?)
@@ -510,12 +513,12 @@ impl ManagedObjects {
     async fn candidates(
         &self,
         object_type: &ObjectType,
-        filter_text: &str,
+        parsed: Option<&filter::Filter>,
     ) -> Result<Option<Vec<String>>, ManagedError> {
-        let Ok(parsed) = filter::parse(filter_text) else {
+        let Some(parsed) = parsed else {
             return Ok(None);
         };
-        let mut conjuncts = vec![&parsed];
+        let mut conjuncts = vec![parsed];
         while let Some(filter) = conjuncts.pop() {
             match filter {
                 filter::Filter::And(a, b) => conjuncts.extend([a.as_ref(), b.as_ref()]),
@@ -665,15 +668,6 @@ fn assemble_views(
             }
         })
         .collect()
-}
-
-fn prepared_clone(p: &Prepared) -> Prepared {
-    Prepared {
-        data: p.data.clone(),
-        unique: p.unique.clone(),
-        relations: p.relations.clone(),
-        passwords: p.passwords.clone(),
-    }
 }
 
 fn hashing_parallelism() -> usize {
@@ -908,14 +902,30 @@ pub fn compile_filter(
     text: &str,
     resolver: &dyn FieldResolver,
 ) -> Result<crate::store::CompiledFilter, ManagedError> {
+    compile_parsed(parse_filter(text)?.as_ref(), resolver)
+}
+
+/// A filter's AST; `None` for an empty filter (everything matches).
+fn parse_filter(text: &str) -> Result<Option<filter::Filter>, ManagedError> {
     if text.trim().is_empty() {
-        return Ok(crate::store::CompiledFilter::default());
+        return Ok(None);
     }
-    let parsed = filter::parse(text).map_err(|e| ManagedError::Filter {
-        position: e.position,
-        message: e.message,
-    })?;
-    compile(&parsed, resolver).map_err(|CompileError(message)| ManagedError::Filter {
+    filter::parse(text)
+        .map(Some)
+        .map_err(|e| ManagedError::Filter {
+            position: e.position,
+            message: e.message,
+        })
+}
+
+fn compile_parsed(
+    parsed: Option<&filter::Filter>,
+    resolver: &dyn FieldResolver,
+) -> Result<crate::store::CompiledFilter, ManagedError> {
+    let Some(parsed) = parsed else {
+        return Ok(crate::store::CompiledFilter::default());
+    };
+    compile(parsed, resolver).map_err(|CompileError(message)| ManagedError::Filter {
         position: 0,
         message,
     })

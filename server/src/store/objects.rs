@@ -741,7 +741,8 @@ pub(super) fn audit_row(
     })
 }
 
-/// NotUnique naming the property if any of `rows` (unique_key rows) is taken.
+/// NotUnique naming the property if any of `rows` (unique_key rows that one
+/// object's update claims) is taken by another object.
 async fn check_unique(tx: &Tx, type_name: &str, rows: &[Value]) -> Result<(), StoreError> {
     if rows.is_empty() {
         return Ok(());
@@ -760,21 +761,6 @@ async fn check_unique(tx: &Tx, type_name: &str, rows: &[Value]) -> Result<(), St
             type_name: type_name.to_string(),
             property: property.clone(),
         });
-    }
-    // Two objects of one batch claiming the same value.
-    let mut seen = std::collections::BTreeSet::new();
-    for id in &ids {
-        if !seen.insert(id.to_string()) {
-            let property = id
-                .get(1)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            return Err(StoreError::NotUnique {
-                type_name: type_name.to_string(),
-                property,
-            });
-        }
     }
     Ok(())
 }
