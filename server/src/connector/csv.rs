@@ -192,6 +192,46 @@ impl Connector for CsvConnector {
         ReceiverStream::new(receiver).boxed()
     }
 
+    /// Records after the header, counted in one quick pass (no decoding).
+    fn count<'a>(
+        &'a self,
+        object_type: &'a str,
+    ) -> BoxFuture<'a, Result<Option<u64>, ConnectorError>> {
+        async move {
+            let csv_type = self.csv_type(object_type)?.clone();
+            let object = format!("system/{}/{object_type}", self.name);
+            let counted = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
+                let (mut reader, _) = open(&csv_type)?;
+                let mut record = ByteRecord::new();
+                let mut records = 0u64;
+                // A record the parser rejects still counts: it is reported, not skipped.
+                loop {
+                    match reader.read_byte_record(&mut record) {
+                        Ok(false) => break,
+                        Err(e) if e.is_io_error() => return Err(std::io::Error::other(e)),
+                        Ok(true) | Err(_) => records += 1,
+                    }
+                }
+                Ok(records.saturating_sub(1))
+            })
+            .await;
+            match counted {
+                Ok(Ok(records)) => Ok(Some(records)),
+                Ok(Err(e)) => Err(ConnectorError::Io {
+                    connector: self.name.clone(),
+                    object,
+                    message: e.to_string(),
+                }),
+                Err(e) => Err(ConnectorError::Io {
+                    connector: self.name.clone(),
+                    object,
+                    message: e.to_string(),
+                }),
+            }
+        }
+        .boxed()
+    }
+
     fn create<'a>(
         &'a self,
         object_type: &'a str,
@@ -425,21 +465,32 @@ impl RowReader {
 }
 
 fn row_item(header: &[String], uid_index: usize, record: &ByteRecord, line: u64) -> SourceItem {
-    let bad =
-        |uid: Option<String>, reason: String| SourceItem::Bad(BadRecord { line, uid, reason });
+    // A bad row still names its uid when it can: a reconciliation then knows
+    // the source exists and must not treat its target as orphaned.
+    let readable_uid = record
+        .get(uid_index)
+        .and_then(|f| std::str::from_utf8(f).ok())
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_string);
+    let bad = |reason: String| {
+        SourceItem::Bad(BadRecord {
+            line,
+            uid: readable_uid.clone(),
+            reason,
+        })
+    };
     if record.len() != header.len() {
-        return bad(
-            None,
-            format!("expected {} fields, got {}", header.len(), record.len()),
-        );
+        return bad(format!(
+            "expected {} fields, got {}",
+            header.len(),
+            record.len()
+        ));
     }
     let mut attributes = Map::with_capacity(header.len());
     for (index, (name, field)) in header.iter().zip(record.iter()).enumerate() {
         let Ok(text) = std::str::from_utf8(field) else {
-            return bad(
-                None,
-                format!("field {} ({name}) is not valid UTF-8", index + 1),
-            );
+            return bad(format!("field {} ({name}) is not valid UTF-8", index + 1));
         };
         attributes.insert(name.clone(), Value::String(text.to_string()));
     }
@@ -450,7 +501,7 @@ fn row_item(header: &[String], uid_index: usize, record: &ByteRecord, line: u64)
         .trim()
         .to_string();
     if uid.is_empty() {
-        return bad(None, format!("empty uid (column {})", header[uid_index]));
+        return bad(format!("empty uid (column {})", header[uid_index]));
     }
     SourceItem::Object(ConnectorObject {
         uid,

@@ -114,6 +114,15 @@ pub trait Connector: Send + Sync {
         object_type: &'a str,
     ) -> BoxStream<'a, Result<SourceItem, ConnectorError>>;
 
+    /// How many objects a type holds, if the connector can tell cheaply; a
+    /// reconciliation uses it as the total of its progress.
+    fn count<'a>(
+        &'a self,
+        _object_type: &'a str,
+    ) -> BoxFuture<'a, Result<Option<u64>, ConnectorError>> {
+        Box::pin(async { Ok(None) })
+    }
+
     /// Creates an object; returns its uid.
     fn create<'a>(
         &'a self,

@@ -21,7 +21,7 @@ pub use schema::{
 
 use crate::secrets::{self, SecretBox, SecretError};
 use crate::store::{
-    AsRetryable, CompileError, FieldResolver, Identifier, NewObject, ObjectChange, Outcome,
+    AsRetryable, CompileError, FieldResolver, Identifier, Link, NewObject, ObjectChange, Outcome,
     QueryPlan, RelationRef, ResolvedField, SortKey, Store, StoreError, StoredObject, StoredSecret,
     Write, compile, object_ref, split_ref,
 };
@@ -170,6 +170,18 @@ impl ManagedObjects {
         type_name: &str,
         objects: Vec<(Option<String>, Map<String, Value>)>,
     ) -> Result<Vec<ObjectView>, ManagedError> {
+        self.create_linked(actor, type_name, objects, &[]).await
+    }
+
+    /// [`Self::create_many`], writing a reconciliation's links for the new
+    /// objects in the same transaction.
+    pub async fn create_linked(
+        &self,
+        actor: &str,
+        type_name: &str,
+        objects: Vec<(Option<String>, Map<String, Value>)>,
+        links: &[Link],
+    ) -> Result<Vec<ObjectView>, ManagedError> {
         let object_type = self.schema.get(type_name)?;
         let mut prepared_objects = Vec::with_capacity(objects.len());
         for (id, mut attributes) in objects {
@@ -233,7 +245,7 @@ impl ManagedObjects {
             .collect();
         let stored = self
             .store
-            .create_objects(actor, type_name, &new_objects)
+            .create_objects(actor, type_name, &new_objects, links)
             .await
             .map_err(from_store)?;
         // Nothing can refer to an object that did not exist: no reverse lookup.
@@ -582,6 +594,28 @@ impl ManagedObjects {
                 .await
                 .unwrap_or(false),
         )
+    }
+
+    /// For each `(id, value)`: whether the object's private `property` holds
+    /// exactly `value`. Opening sealed copies is cheap, so a reconciliation
+    /// can skip unchanged passwords without hashing them.
+    pub async fn private_values_match(
+        &self,
+        type_name: &str,
+        property: &str,
+        candidates: &[(String, String)],
+    ) -> Result<Vec<bool>, ManagedError> {
+        let ids: Vec<String> = candidates.iter().map(|(id, _)| id.clone()).collect();
+        let sealed = self.store.sealed_secrets(type_name, property, &ids).await?;
+        Ok(candidates
+            .iter()
+            .zip(sealed)
+            .map(|((_, wanted), sealed)| {
+                sealed
+                    .and_then(|s| self.secrets.open(&s).ok())
+                    .is_some_and(|current| &current == wanted)
+            })
+            .collect())
     }
 
     /// Hashes and seals passwords off the async workers (argon2 is slow on purpose).

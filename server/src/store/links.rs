@@ -1,17 +1,45 @@
 //! Links: which source object a mapping tied to which target object. A
 //! reconciliation reads them in batches and writes them with its changes.
+//!
+//! `link:[mapping, source]` holds the target and is the truth. Finding the
+//! source of a target goes through `link_target:[mapping, target]` (the
+//! source), a record-id lookup rather than an index: an index on the link
+//! table cost a reconciliation's create transactions more than the objects
+//! themselves. A reverse record can go stale when a link moves; readers
+//! check it against the forward link, so a stale one is simply ignored.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{Store, StoreError};
 
-/// `link:[mapping, source id]`; indexed by `[mapping, target]` for the target phase.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Link {
     pub mapping: String,
     pub source: String,
     pub target: String,
+}
+
+/// Writes the rows bound as `$links` and `$reverse` (see [`link_rows`]).
+pub(super) const PUT_LINKS: &str = "INSERT INTO link $links ON DUPLICATE KEY UPDATE target = $input.target RETURN NONE; \
+     INSERT INTO link_target $reverse ON DUPLICATE KEY UPDATE source = $input.source RETURN NONE;";
+
+/// Writes new links (none of their sources may be linked yet): plain inserts
+/// cost a third of the upserts inside a large create transaction.
+pub(super) const INSERT_LINKS: &str =
+    "INSERT INTO link $links RETURN NONE; INSERT INTO link_target $reverse RETURN NONE;";
+
+/// `(links, reverse)` rows for [`PUT_LINKS`] and [`INSERT_LINKS`].
+pub(super) fn link_rows(links: &[Link]) -> (Vec<Value>, Vec<Value>) {
+    links
+        .iter()
+        .map(|l| {
+            (
+                json!({ "id": [l.mapping, l.source], "mapping": l.mapping, "source": l.source, "target": l.target }),
+                json!({ "id": [l.mapping, l.target], "source": l.source }),
+            )
+        })
+        .unzip()
 }
 
 impl Store {
@@ -20,13 +48,10 @@ impl Store {
         if links.is_empty() {
             return Ok(());
         }
-        let rows: Vec<Value> = links
-            .iter()
-            .map(|l| json!({ "id": [l.mapping, l.source], "mapping": l.mapping, "source": l.source, "target": l.target }))
-            .collect();
+        let (links, reverse) = link_rows(links);
         self.execute(
-            "BEGIN; FOR $row IN $rows { UPSERT type::record('link', $row.id) CONTENT { mapping: $row.mapping, source: $row.source, target: $row.target } RETURN NONE; }; COMMIT;",
-            json!({ "rows": rows }),
+            &format!("BEGIN; {PUT_LINKS} COMMIT;"),
+            json!({ "links": links, "reverse": reverse }),
         )
         .await
     }
@@ -36,10 +61,14 @@ impl Store {
         if sources.is_empty() {
             return Ok(());
         }
-        let ids: Vec<Value> = sources.iter().map(|s| json!([mapping, s])).collect();
         self.execute(
-            "BEGIN; FOR $id IN $ids { DELETE type::record('link', $id) RETURN NONE; }; COMMIT;",
-            json!({ "ids": ids }),
+            "BEGIN; FOR $source IN $sources { \
+               LET $link = type::record('link', [$mapping, $source]); \
+               LET $reverse = type::record('link_target', [$mapping, $link.target]); \
+               IF $link.target != NONE AND $reverse.source == $source { DELETE $reverse RETURN NONE; }; \
+               DELETE $link RETURN NONE; \
+             }; COMMIT;",
+            json!({ "mapping": mapping, "sources": sources }),
         )
         .await
     }
@@ -61,37 +90,41 @@ impl Store {
         .await
     }
 
-    /// The links pointing at a target (more than one means two sources claim it).
-    pub async fn links_to_target(
+    /// The links pointing at any of these targets.
+    pub async fn links_to_targets(
         &self,
         mapping: &str,
-        target: &str,
+        targets: &[String],
     ) -> Result<Vec<Link>, StoreError> {
+        if targets.is_empty() {
+            return Ok(Vec::new());
+        }
         self.query_all(
-            "SELECT mapping, source, target FROM link WHERE mapping = $mapping AND target = $target",
-            json!({ "mapping": mapping, "target": target }),
+            "RETURN array::filter(
+                 array::map($targets, |$t| { mapping: $mapping, target: $t,
+                     source: type::record('link_target', [$mapping, $t]).source }),
+                 |$l| $l.source != NONE
+                     AND type::record('link', [$mapping, $l.source]).target == $l.target)",
+            json!({ "mapping": mapping, "targets": targets }),
         )
         .await
     }
 
     /// One page of a mapping's links in source order, after `after` (exclusive):
-    /// keyset paging, so a long walk neither skips nor repeats.
+    /// a record-id range scan, so a long walk neither skips, repeats nor rescans.
     pub async fn links_page(
         &self,
         mapping: &str,
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Link>, StoreError> {
-        let after_clause = if after.is_some() {
-            "AND source > $after"
+        let sql = if after.is_some() {
+            "SELECT mapping, source, target FROM link:[$mapping, $after]>..[$mapping, ..] LIMIT $limit"
         } else {
-            ""
+            "SELECT mapping, source, target FROM link:[$mapping, NONE]..[$mapping, ..] LIMIT $limit"
         };
         self.query_all(
-            &format!(
-                "SELECT mapping, source, target FROM link WHERE mapping = $mapping {after_clause} \
-                 ORDER BY source LIMIT $limit"
-            ),
+            sql,
             json!({ "mapping": mapping, "after": after, "limit": limit }),
         )
         .await
@@ -104,7 +137,7 @@ impl Store {
         }
         let count: Option<Count> = self
             .query_one(
-                "SELECT count() AS n FROM link WHERE mapping = $mapping GROUP ALL",
+                "SELECT count() AS n FROM link:[$mapping, NONE]..[$mapping, ..] GROUP ALL",
                 json!({ "mapping": mapping }),
             )
             .await?;
@@ -153,18 +186,28 @@ mod tests {
             .unwrap();
         assert_eq!(found, [link("456", "doe456")]);
         assert_eq!(
-            store.links_to_target(mapping, "snow123").await.unwrap(),
+            store
+                .links_to_targets(mapping, &["snow123".into(), "nobody".into()])
+                .await
+                .unwrap(),
             [link("123", "snow123")]
         );
 
         store.put_links(&[link("123", "stark123")]).await.unwrap();
         assert!(
             store
-                .links_to_target(mapping, "snow123")
+                .links_to_targets(mapping, &["snow123".into()])
                 .await
                 .unwrap()
                 .is_empty(),
             "a link moves, it does not duplicate"
+        );
+        assert_eq!(
+            store
+                .links_to_targets(mapping, &["stark123".into()])
+                .await
+                .unwrap(),
+            [link("123", "stark123")]
         );
 
         let first = store.links_page(mapping, None, 2).await.unwrap();
@@ -180,6 +223,13 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(store.count_links(mapping).await.unwrap(), 2);
+        assert!(
+            store
+                .links_to_targets(mapping, &["doe456".into()])
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(store.count_links("other").await.unwrap(), 1);
     }
 }

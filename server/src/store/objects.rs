@@ -8,6 +8,7 @@ use serde_json::{Map, Value, json};
 use surrealdb::engine::any::Any;
 use surrealdb::method::Transaction;
 
+use super::links::{INSERT_LINKS, Link, link_rows};
 use super::query::{QueryPlan, sort_clauses};
 use super::{
     AsRetryable, Store, StoreError, bind_all, decode_optional, decode_rows, now_timestamp,
@@ -112,6 +113,61 @@ impl Store {
             .await
     }
 
+    /// The objects of a type with these ids (those that exist), in no order.
+    pub async fn get_objects(
+        &self,
+        type_name: &str,
+        oids: &[String],
+    ) -> Result<Vec<StoredObject>, StoreError> {
+        if oids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.query_all(
+            &format!(
+                "SELECT {OBJECT_COLUMNS} FROM array::map($oids, |$o| type::record('object', [$type, $o]))"
+            ),
+            json!({ "type": type_name, "oids": oids }),
+        )
+        .await
+    }
+
+    /// One page of a type's object ids in id order, after `after` (exclusive):
+    /// a record-id range scan, so walking a million objects stays linear.
+    pub async fn object_ids_page(
+        &self,
+        type_name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let sql = if after.is_some() {
+            "SELECT VALUE oid FROM object:[$type, $after]>..[$type, ..] LIMIT $limit"
+        } else {
+            "SELECT VALUE oid FROM object:[$type, NONE]..[$type, ..] LIMIT $limit"
+        };
+        self.query_all(
+            sql,
+            json!({ "type": type_name, "after": after, "limit": limit }),
+        )
+        .await
+    }
+
+    /// The sealed copies of one private property of many objects, by id.
+    pub async fn sealed_secrets(
+        &self,
+        type_name: &str,
+        property: &str,
+        oids: &[String],
+    ) -> Result<Vec<Option<String>>, StoreError> {
+        if oids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.query_all(
+            "RETURN array::map($oids, |$o| type::record('credential', [$type, $o, $property]).sealed)",
+            json!({ "type": type_name, "property": property, "oids": oids }),
+        )
+        .await
+    }
+
     pub async fn get_secret(
         &self,
         type_name: &str,
@@ -189,17 +245,41 @@ impl Store {
         .await
     }
 
+    /// The ids holding each of these unique values (normalized), in order.
+    pub async fn lookup_unique_many(
+        &self,
+        type_name: &str,
+        property: &str,
+        normalized: &[String],
+    ) -> Result<Vec<Option<String>>, StoreError> {
+        if normalized.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<Value> = normalized
+            .iter()
+            .map(|v| json!([type_name, property, v]))
+            .collect();
+        self.query_all(
+            "RETURN array::map($keys, |$k| type::record('unique_key', $k).oid)",
+            json!({ "keys": keys }),
+        )
+        .await
+    }
+
     /// Creates objects of one type in one transaction: all or none.
     #[tracing::instrument(skip_all, fields(type_name, count = objects.len()))]
+    /// `links` (a reconciliation's, for sources not linked yet) are written
+    /// in the same transaction.
     pub async fn create_objects(
         &self,
         actor: &str,
         type_name: &str,
         objects: &[NewObject],
+        links: &[Link],
     ) -> Result<Vec<StoredObject>, StoreError> {
         let result = with_retry(|| async {
             let tx = self.db.clone().begin().await?;
-            match create_in(&tx, actor, type_name, objects).await {
+            match create_in(&tx, actor, type_name, objects, links).await {
                 Ok(created) => {
                     tx.commit().await?;
                     Ok(created)
@@ -386,6 +466,7 @@ async fn create_in(
     actor: &str,
     type_name: &str,
     objects: &[NewObject],
+    links: &[Link],
 ) -> Result<Vec<StoredObject>, StoreError> {
     let now = now_timestamp();
     let mut stored = Vec::with_capacity(objects.len());
@@ -440,10 +521,14 @@ async fn create_in(
             sql.push_str(statement);
         }
     }
+    let (links, reverse) = link_rows(links);
+    if !links.is_empty() {
+        sql.push_str(INSERT_LINKS);
+    }
     tx_query(
         tx,
         &sql,
-        json!({ "rows": rows, "keys": keys, "relations": relations, "credentials": credentials, "audits": audits }),
+        json!({ "rows": rows, "keys": keys, "relations": relations, "credentials": credentials, "audits": audits, "links": links, "reverse": reverse }),
     )
     .await?;
     Ok(stored)

@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 
+use super::query::CompiledFilter;
 use super::{Store, StoreError, now_timestamp};
 
 /// Failures kept per run record (all are counted in `failure_count`).
@@ -79,6 +80,38 @@ impl Store {
             json!({ "rid": rid }),
         )
         .await
+    }
+
+    /// Runs matching a compiled filter, newest first, and how many match.
+    pub async fn query_runs(
+        &self,
+        filter: &CompiledFilter,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<ReconRunRecord>, u64), StoreError> {
+        let mut params = filter.params.clone();
+        params.insert("limit".into(), json!(limit));
+        params.insert("start".into(), json!(offset));
+        let condition = filter.condition();
+        let runs = self
+            .query_all(
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM recon_run WHERE {condition} ORDER BY rid DESC LIMIT $limit START $start"
+                ),
+                Value::Object(params.clone()),
+            )
+            .await?;
+        #[derive(Deserialize)]
+        struct Count {
+            n: u64,
+        }
+        let count: Option<Count> = self
+            .query_one(
+                &format!("SELECT count() AS n FROM recon_run WHERE {condition} GROUP ALL"),
+                Value::Object(params),
+            )
+            .await?;
+        Ok((runs, count.map_or(0, |c| c.n)))
     }
 
     /// Runs, newest first, optionally of one mapping.
