@@ -83,10 +83,12 @@ pub async fn run(
     tokens.spawn_refresh();
     let objects = ManagedObjects::new(Arc::new(conf.schema), store.clone(), secrets);
     let conf_dir = settings.conf.clone().unwrap_or_else(|| PathBuf::from("."));
+    let reconciler = sync::recon::Reconciler::new(store.clone(), objects.clone(), conf_dir.clone());
     let core = api::Core {
         store,
         objects,
         tokens,
+        reconciler: reconciler.clone(),
         conf_dir,
     };
     let (stop, stopped) = watch::channel(false);
@@ -103,6 +105,8 @@ pub async fn run(
         served = api::serve(core, settings.grpc, drain) => served?,
         () = deadline => tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; stopping anyway"),
     }
+    // Runs still going end CANCELED rather than be cut off mid-batch.
+    reconciler.shutdown(SHUTDOWN_GRACE).await;
     tracing::info!("idmd stopped");
     Ok(())
 }

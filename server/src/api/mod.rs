@@ -6,6 +6,7 @@ pub mod auth;
 mod config;
 mod error;
 mod objects;
+mod recon;
 mod tokens;
 
 use std::future::Future;
@@ -15,12 +16,14 @@ use std::sync::Arc;
 use idm_proto::v1::audit_service_server::AuditServiceServer;
 use idm_proto::v1::config_service_server::ConfigServiceServer;
 use idm_proto::v1::object_service_server::ObjectServiceServer;
+use idm_proto::v1::recon_service_server::ReconServiceServer;
 use idm_proto::v1::token_service_server::TokenServiceServer;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 
 use crate::managed::ManagedObjects;
 use crate::store::Store;
+use crate::sync::recon::Reconciler;
 use auth::{Authenticate, TokenRegistry};
 
 /// Everything the services need.
@@ -28,6 +31,7 @@ pub struct Core {
     pub store: Store,
     pub objects: ManagedObjects,
     pub tokens: Arc<TokenRegistry>,
+    pub reconciler: Reconciler,
     /// The conf directory (relative paths in conf documents start here).
     pub conf_dir: std::path::PathBuf,
 }
@@ -75,6 +79,9 @@ pub async fn serve(
         conf_dir: core.conf_dir.clone(),
         store: core.store.clone(),
     });
+    let recon = ReconServiceServer::new(recon::ReconApi {
+        reconciler: core.reconciler.clone(),
+    });
 
     tracing::info!(%addr, "idmd serving gRPC");
     Server::builder()
@@ -85,7 +92,8 @@ pub async fn serve(
         .add_service(InterceptedService::new(objects, auth.clone()))
         .add_service(InterceptedService::new(audit, auth.clone()))
         .add_service(InterceptedService::new(token_api, auth.clone()))
-        .add_service(InterceptedService::new(config, auth))
+        .add_service(InterceptedService::new(config, auth.clone()))
+        .add_service(InterceptedService::new(recon, auth))
         .serve_with_shutdown(addr, shutdown)
         .await
         .map_err(|source| ServeError::Transport { addr, source })

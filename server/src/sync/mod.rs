@@ -1,7 +1,8 @@
 //! Synchronization: the mapping model and Wren's situations and policies.
-//! The reconciliation engine and implicit sync build on these.
+//! `recon` reconciles a mapping's source into its target.
 
 mod mapping;
+pub mod recon;
 mod situation;
 mod transform;
 

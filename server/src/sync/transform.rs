@@ -59,6 +59,12 @@ impl PropertyMapper {
         Ok(PropertyMapper { engine, properties })
     }
 
+    /// The engine the property scripts live in, for the mapping's other
+    /// scripts (correlation, policies, hooks) on the same worker.
+    pub fn engine(&mut self) -> &mut ScriptEngine {
+        &mut self.engine
+    }
+
     /// The target attributes a source object maps to. Properties whose value
     /// comes out null or absent (and have no default) are left out.
     pub fn target_values(
@@ -109,7 +115,7 @@ impl PropertyMapper {
 }
 
 /// JavaScript truthiness of a script's result.
-fn truthy(value: &Value) -> bool {
+pub(super) fn truthy(value: &Value) -> bool {
     match value {
         Value::Null => false,
         Value::Bool(b) => *b,

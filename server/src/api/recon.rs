@@ -1,0 +1,336 @@
+//! `idm.v1.ReconService`: reconciliation runs over gRPC.
+
+use std::pin::Pin;
+
+use futures::Stream;
+use idm_proto::filter::AttrPath;
+use idm_proto::json::to_proto_value;
+use idm_proto::v1::recon_run::State;
+use idm_proto::v1::recon_service_server::ReconService;
+use idm_proto::v1::{
+    CancelReconRequest, GetReconRequest, ListReconsRequest, ListReconsResponse, PlanReconRequest,
+    PlanReconResponse, PlannedChange, PropertyChange, ReconByIdRequest, ReconFailure,
+    ReconProgress, ReconRun, Scope, StartReconRequest, WatchReconRequest,
+};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::WatchStream;
+use tonic::{Request, Response, Status};
+
+use super::auth::caller;
+use super::timestamp;
+use crate::managed::{
+    compile_filter, decode_page_token, encode_page_token, fingerprint, page_size,
+};
+use crate::store::{FieldResolver, Progress, ReconFailureRecord, ReconRunRecord, ResolvedField};
+use crate::sync::recon::{ReconError, Reconciler, is_finished};
+
+pub struct ReconApi {
+    pub reconciler: Reconciler,
+}
+
+/// Changes listed by a plan when the request does not say.
+const DEFAULT_PLAN_CHANGES: usize = 100;
+const MAX_PLAN_CHANGES: usize = 10_000;
+
+impl From<ReconError> for Status {
+    fn from(error: ReconError) -> Self {
+        let message = error.to_string();
+        match error {
+            ReconError::UnknownMapping(_) | ReconError::UnknownRun(_) => Status::not_found(message),
+            ReconError::UnknownConnector { .. }
+            | ReconError::AlreadyRunning { .. }
+            | ReconError::Ended { .. }
+            | ReconError::Mapping { .. }
+            | ReconError::Connector(_) => Status::failed_precondition(message),
+            ReconError::Unsupported(_) => Status::unimplemented(message),
+            ReconError::Store(e) => e.into(),
+            ReconError::Managed(e) => e.into(),
+            ReconError::Internal(_) => {
+                tracing::error!(error = %message, "reconciliation failed");
+                Status::internal(message)
+            }
+        }
+    }
+}
+
+/// The run record's attributes, as the filter language names them.
+struct RunFields;
+
+impl FieldResolver for RunFields {
+    fn resolve(&self, path: &AttrPath) -> Result<ResolvedField, String> {
+        let name = match (path.attr.as_str(), &path.sub_attr) {
+            ("mapping", None) => "mapping",
+            ("state", None) => "state",
+            ("startTime", None) => "started",
+            ("endTime", None) => "ended",
+            ("startedBy", None) => "started_by",
+            _ => {
+                return Err(format!(
+                    "unknown recon attribute \"{path}\" (mapping, state, startTime, endTime, startedBy)"
+                ));
+            }
+        };
+        Ok(ResolvedField::Column {
+            name,
+            case_exact: true,
+        })
+    }
+}
+
+fn run_id(name: &str) -> Result<&str, Status> {
+    name.strip_prefix("recon/")
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| Status::invalid_argument(format!("name: expected recon/<id>, got {name:?}")))
+}
+
+fn progress(p: &Progress) -> Option<ReconProgress> {
+    Some(ReconProgress {
+        existing: p.existing,
+        processed: p.processed,
+        total: p.total,
+    })
+}
+
+fn failure(f: &ReconFailureRecord) -> ReconFailure {
+    ReconFailure {
+        source_id: f.source_id.clone().unwrap_or_default(),
+        target_id: f.target_id.clone().unwrap_or_default(),
+        line: f
+            .line
+            .and_then(|l| i64::try_from(l).ok())
+            .unwrap_or_default(),
+        situation: f.situation.clone().unwrap_or_default(),
+        action: f.action.clone().unwrap_or_default(),
+        reason: f.reason.clone(),
+    }
+}
+
+pub fn run_to_proto(run: &ReconRunRecord) -> ReconRun {
+    let state = match run.state.as_str() {
+        "PENDING" => State::Pending,
+        "ACTIVE" => State::Active,
+        "SUCCESS" => State::Success,
+        "FAILED" => State::Failed,
+        "CANCELED" => State::Canceled,
+        _ => State::Unspecified,
+    };
+    let parse = |text: &str| OffsetDateTime::parse(text, &Rfc3339).ok();
+    let end = run
+        .ended
+        .as_deref()
+        .and_then(parse)
+        .unwrap_or_else(OffsetDateTime::now_utc);
+    let duration = parse(&run.started)
+        .and_then(|start| std::time::Duration::try_from(end - start).ok())
+        .and_then(|d| prost_types::Duration::try_from(d).ok());
+    ReconRun {
+        name: format!("recon/{}", run.rid),
+        id: run.rid.clone(),
+        mapping: run.mapping.clone(),
+        state: state as i32,
+        stage: run.stage.clone(),
+        source: progress(&run.source),
+        target: progress(&run.target),
+        links: progress(&run.links),
+        situation_counts: run.situations.clone().into_iter().collect(),
+        action_counts: run.actions.clone().into_iter().collect(),
+        failures: run.failures.iter().map(failure).collect(),
+        failure_count: run.failure_count,
+        start_time: timestamp(&run.started),
+        end_time: run.ended.as_deref().and_then(timestamp),
+        duration,
+        started_by: run.started_by.clone(),
+        error: run.error.clone().unwrap_or_default(),
+    }
+}
+
+fn source_ids(ids: Vec<String>) -> Result<Vec<String>, Status> {
+    if ids.is_empty() || ids.iter().any(String::is_empty) {
+        return Err(Status::invalid_argument(
+            "source_ids: give one or more non-empty source ids",
+        ));
+    }
+    Ok(ids)
+}
+
+type WatchResponse = Pin<Box<dyn Stream<Item = Result<ReconRun, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ReconService for ReconApi {
+    async fn start_recon(
+        &self,
+        request: Request<StartReconRequest>,
+    ) -> Result<Response<ReconRun>, Status> {
+        let who = caller(&request)?;
+        who.require(Scope::Admin)?;
+        let request = request.into_inner();
+        let run = self
+            .reconciler
+            .start(&request.mapping, None, &who.token_id)
+            .await?;
+        let run = if request.wait {
+            self.reconciler.wait(&run.rid).await?
+        } else {
+            run
+        };
+        Ok(Response::new(run_to_proto(&run)))
+    }
+
+    async fn recon_by_id(
+        &self,
+        request: Request<ReconByIdRequest>,
+    ) -> Result<Response<ReconRun>, Status> {
+        let who = caller(&request)?;
+        who.require(Scope::Admin)?;
+        let request = request.into_inner();
+        let ids = source_ids(request.source_ids)?;
+        let run = self
+            .reconciler
+            .start(&request.mapping, Some(ids), &who.token_id)
+            .await?;
+        let run = if request.wait {
+            self.reconciler.wait(&run.rid).await?
+        } else {
+            run
+        };
+        Ok(Response::new(run_to_proto(&run)))
+    }
+
+    async fn get_recon(
+        &self,
+        request: Request<GetReconRequest>,
+    ) -> Result<Response<ReconRun>, Status> {
+        caller(&request)?.require(Scope::Read)?;
+        let rid = run_id(&request.get_ref().name)?;
+        let run = self.reconciler.get(rid).await?;
+        Ok(Response::new(run_to_proto(&run)))
+    }
+
+    async fn list_recons(
+        &self,
+        request: Request<ListReconsRequest>,
+    ) -> Result<Response<ListReconsResponse>, Status> {
+        caller(&request)?.require(Scope::Read)?;
+        let request = request.into_inner();
+        let limit = page_size(
+            usize::try_from(request.page_size)
+                .map_err(|_| Status::invalid_argument("page_size must not be negative"))?,
+        )?;
+        let print = fingerprint(&["recon", &request.filter]);
+        let offset = if request.page_token.is_empty() {
+            0
+        } else {
+            decode_page_token(&request.page_token, &print)?
+        };
+        let filter = compile_filter(&request.filter, &RunFields)?;
+        let (runs, total) = self
+            .reconciler
+            .store()
+            .query_runs(&filter, offset, limit)
+            .await?;
+        let next = offset + runs.len();
+        let next_page_token = if (next as u64) < total && !runs.is_empty() {
+            encode_page_token(next, &print)
+        } else {
+            String::new()
+        };
+        let mut listed = Vec::with_capacity(runs.len());
+        for run in runs {
+            // An active run's stored copy lags; show the live one.
+            let run = match self.reconciler.watch(&run.rid) {
+                Some(updates) => updates.borrow().clone(),
+                None => run,
+            };
+            listed.push(run_to_proto(&run));
+        }
+        Ok(Response::new(ListReconsResponse {
+            runs: listed,
+            next_page_token,
+        }))
+    }
+
+    async fn cancel_recon(
+        &self,
+        request: Request<CancelReconRequest>,
+    ) -> Result<Response<ReconRun>, Status> {
+        caller(&request)?.require(Scope::Admin)?;
+        let rid = run_id(&request.get_ref().name)?;
+        let run = self.reconciler.cancel(rid).await?;
+        Ok(Response::new(run_to_proto(&run)))
+    }
+
+    type WatchReconStream = WatchResponse;
+
+    async fn watch_recon(
+        &self,
+        request: Request<WatchReconRequest>,
+    ) -> Result<Response<Self::WatchReconStream>, Status> {
+        caller(&request)?.require(Scope::Read)?;
+        let rid = run_id(&request.get_ref().name)?.to_string();
+        let Some(updates) = self.reconciler.watch(&rid) else {
+            // Ended (or unknown): one snapshot, then the stream closes.
+            let run = self.reconciler.get(&rid).await?;
+            let once = futures::stream::once(async move { Ok(run_to_proto(&run)) });
+            return Ok(Response::new(Box::pin(once)));
+        };
+        // Snapshots until the final one, inclusive.
+        let mut finished = false;
+        let stream = WatchStream::new(updates)
+            .take_while(move |run| {
+                let more = !finished;
+                finished = is_finished(&run.state);
+                more
+            })
+            .map(|run| Ok(run_to_proto(&run)));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn plan_recon(
+        &self,
+        request: Request<PlanReconRequest>,
+    ) -> Result<Response<PlanReconResponse>, Status> {
+        caller(&request)?.require(Scope::Admin)?;
+        let request = request.into_inner();
+        let only = if request.source_ids.is_empty() {
+            None
+        } else {
+            Some(source_ids(request.source_ids)?)
+        };
+        let limit = match usize::try_from(request.page_size) {
+            Ok(0) => DEFAULT_PLAN_CHANGES,
+            Ok(n) if n <= MAX_PLAN_CHANGES => n,
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "page_size must be from 0 to {MAX_PLAN_CHANGES}"
+                )));
+            }
+        };
+        let outcome = self.reconciler.plan(&request.mapping, only, limit).await?;
+        let changes = outcome
+            .changes
+            .into_iter()
+            .map(|c| PlannedChange {
+                source_id: c.source_id.unwrap_or_default(),
+                target_id: c.target_id.unwrap_or_default(),
+                situation: c.situation.name().to_string(),
+                action: c.action.name().to_string(),
+                properties: c
+                    .properties
+                    .into_iter()
+                    .map(|p| PropertyChange {
+                        property: p.property,
+                        before: Some(to_proto_value(&p.before)),
+                        after: Some(to_proto_value(&p.after)),
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(PlanReconResponse {
+            changes,
+            situation_counts: outcome.situations.into_iter().collect(),
+            action_counts: outcome.actions.into_iter().collect(),
+        }))
+    }
+}

@@ -1,0 +1,356 @@
+//! One reconciliation run: the shared tally, the source phase pipeline (a
+//! reader streaming the connector into batches, `taskThreads` workers taking
+//! them) and the target phase.
+
+use std::collections::{BTreeMap, HashSet};
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use futures::StreamExt;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::ReconError;
+use super::worker::Worker;
+use crate::connector::{Connector, ConnectorObject, SourceItem};
+use crate::managed::ManagedObjects;
+use crate::store::{ReconFailureRecord, ReconRunRecord, Store};
+use crate::sync::{Action, Mapping, Situation};
+
+/// Source records per batch: one links read, one targets read and at most
+/// one create transaction per batch.
+pub(super) const BATCH: usize = 500;
+
+/// A change a dry run would make.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedChange {
+    pub source_id: Option<String>,
+    pub target_id: Option<String>,
+    pub situation: Situation,
+    pub action: Action,
+    pub properties: Vec<PropertyChange>,
+}
+
+/// One property's value before and after (private values are masked).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PropertyChange {
+    pub property: String,
+    pub before: Value,
+    pub after: Value,
+}
+
+/// What a dry run found.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOutcome {
+    pub changes: Vec<PlannedChange>,
+    pub situations: BTreeMap<String, i64>,
+    pub actions: BTreeMap<String, i64>,
+    pub failures: Vec<ReconFailureRecord>,
+    pub failure_count: i64,
+}
+
+/// Everything the workers of one run share.
+pub(super) struct Recon {
+    pub mapping: Arc<Mapping>,
+    pub target_type: String,
+    pub objects: ManagedObjects,
+    pub store: Store,
+    /// The audit actor of the run's writes: `recon/<id>`.
+    pub actor: String,
+    /// `Some(limit)`: a dry run listing at most `limit` changes.
+    pub plan: Option<usize>,
+    pub cancelled: AtomicBool,
+    /// Source records that failed without a uid: their sources' absence
+    /// from the read is then no proof that they are gone.
+    pub unread_sources: AtomicU64,
+    state: Mutex<RunState>,
+    // Ids by 64-bit hash: 16 bytes per id however long, so a million-row run
+    // stays small. A collision can only make the target phase skip an object
+    // (never act on one wrongly), at odds of about 1 in 10^7 per million ids.
+    seen_sources: Mutex<HashSet<u64>>,
+    seen_targets: Mutex<HashSet<u64>>,
+}
+
+struct RunState {
+    record: ReconRunRecord,
+    planned: Vec<PlannedChange>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn id_key(id: &str) -> u64 {
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(id)
+}
+
+impl Recon {
+    pub fn new(
+        mapping: Arc<Mapping>,
+        target_type: String,
+        objects: ManagedObjects,
+        store: Store,
+        record: ReconRunRecord,
+        plan: Option<usize>,
+    ) -> Self {
+        Recon {
+            actor: format!("recon/{}", record.rid),
+            mapping,
+            target_type,
+            objects,
+            store,
+            plan,
+            cancelled: AtomicBool::new(false),
+            unread_sources: AtomicU64::new(0),
+            state: Mutex::new(RunState {
+                record,
+                planned: Vec::new(),
+            }),
+            seen_sources: Mutex::new(HashSet::new()),
+            seen_targets: Mutex::new(HashSet::new()),
+        }
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+
+    pub fn snapshot(&self) -> ReconRunRecord {
+        lock(&self.state).record.clone()
+    }
+
+    pub fn update(&self, change: impl FnOnce(&mut ReconRunRecord)) {
+        change(&mut lock(&self.state).record);
+    }
+
+    pub fn count_situation(&self, situation: Situation) {
+        *lock(&self.state)
+            .record
+            .situations
+            .entry(situation.name().to_string())
+            .or_default() += 1;
+    }
+
+    pub fn count_action(&self, action: Action) {
+        *lock(&self.state)
+            .record
+            .actions
+            .entry(action.name().to_string())
+            .or_default() += 1;
+    }
+
+    pub fn fail(&self, failure: ReconFailureRecord) {
+        lock(&self.state).record.record_failure(failure);
+    }
+
+    /// Keeps a dry run's change while under its limit.
+    pub fn planned(&self, change: PlannedChange) {
+        let mut state = lock(&self.state);
+        if self.plan.is_some_and(|limit| state.planned.len() < limit) {
+            state.planned.push(change);
+        }
+    }
+
+    pub fn mark_sources<'a>(&self, ids: impl IntoIterator<Item = &'a String>) {
+        lock(&self.seen_sources).extend(ids.into_iter().map(|id| id_key(id)));
+    }
+
+    pub fn mark_targets<'a>(&self, ids: impl IntoIterator<Item = &'a String>) {
+        lock(&self.seen_targets).extend(ids.into_iter().map(|id| id_key(id)));
+    }
+
+    pub fn source_seen(&self, id: &str) -> bool {
+        lock(&self.seen_sources).contains(&id_key(id))
+    }
+
+    pub fn target_seen(&self, id: &str) -> bool {
+        lock(&self.seen_targets).contains(&id_key(id))
+    }
+
+    pub fn outcome(&self) -> PlanOutcome {
+        let state = lock(&self.state);
+        PlanOutcome {
+            changes: state.planned.clone(),
+            situations: state.record.situations.clone(),
+            actions: state.record.actions.clone(),
+            failures: state.record.failures.clone(),
+            failure_count: state.record.failure_count,
+        }
+    }
+}
+
+/// Reads the source: `only` restricts the run to these source ids (reconById).
+pub(super) async fn reconcile(
+    recon: Arc<Recon>,
+    connector: Arc<dyn Connector>,
+    object_type: String,
+    only: Option<HashSet<String>>,
+) -> Result<(), ReconError> {
+    recon.update(|r| r.stage = "ACTIVE_RECONCILING_SOURCE".into());
+    let totals = tokio::spawn(count_existing(
+        Arc::clone(&recon),
+        Arc::clone(&connector),
+        object_type.clone(),
+        only.as_ref().map(HashSet::len),
+    ));
+
+    let threads = recon.mapping.task_threads;
+    let (batches, receiver) = mpsc::channel::<Vec<ConnectorObject>>(threads);
+    let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
+    let mut workers = Vec::with_capacity(threads);
+    for _ in 0..threads {
+        let recon = Arc::clone(&recon);
+        let receiver = Arc::clone(&receiver);
+        workers.push(on_worker_thread(recon, move |mut worker| async move {
+            loop {
+                let batch = receiver.lock().await.recv().await;
+                let Some(batch) = batch else { return Ok(()) };
+                if worker.recon().is_cancelled() {
+                    continue;
+                }
+                let result = worker.source_batch(batch).await;
+                if result.is_err() {
+                    // Stop the reader; the run fails with this error.
+                    worker.recon().cancelled.store(true, Ordering::Relaxed);
+                    return result;
+                }
+            }
+        }));
+    }
+
+    // Only the workers hold the receiver: if they all stop, the reader's
+    // sends fail instead of waiting forever.
+    drop(receiver);
+    let read = read_source(&recon, &connector, &object_type, only.as_ref(), batches).await;
+    let mut outcome = read;
+    for worker in workers {
+        let result = worker.await;
+        if outcome.is_ok() {
+            outcome = result;
+        }
+    }
+    totals.abort();
+    outcome?;
+    if recon.is_cancelled() {
+        return Ok(());
+    }
+    recon.update(|r| {
+        r.source.total = r.source.processed;
+        r.source.existing = r.source.processed;
+    });
+    if only.is_none() && recon.mapping.run_target_phase {
+        recon.update(|r| r.stage = "ACTIVE_RECONCILING_TARGET".into());
+        on_worker_thread(Arc::clone(&recon), |mut worker| async move {
+            worker.target_phase().await
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// Streams the connector into batches for the workers.
+async fn read_source(
+    recon: &Recon,
+    connector: &Arc<dyn Connector>,
+    object_type: &str,
+    only: Option<&HashSet<String>>,
+    batches: mpsc::Sender<Vec<ConnectorObject>>,
+) -> Result<(), ReconError> {
+    let wanted = |uid: &str| only.is_none_or(|ids| ids.contains(uid));
+    let mut items = connector.query(object_type);
+    let mut batch = Vec::with_capacity(BATCH);
+    while let Some(item) = items.next().await {
+        if recon.is_cancelled() {
+            return Ok(());
+        }
+        match item? {
+            SourceItem::Object(object) if wanted(&object.uid) => {
+                batch.push(object);
+                if batch.len() == BATCH
+                    && batches
+                        .send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
+                        .await
+                        .is_err()
+                {
+                    return Ok(());
+                }
+            }
+            SourceItem::Object(_) => {}
+            SourceItem::Bad(bad) => {
+                if !bad.uid.as_deref().is_none_or(wanted) {
+                    continue;
+                }
+                match &bad.uid {
+                    Some(uid) => recon.mark_sources([uid]),
+                    None => {
+                        recon.unread_sources.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                recon.update(|r| r.source.processed += 1);
+                recon.fail(ReconFailureRecord {
+                    source_id: bad.uid,
+                    line: Some(bad.line),
+                    reason: bad.reason,
+                    ..ReconFailureRecord::default()
+                });
+            }
+        }
+    }
+    if !batch.is_empty() {
+        let _ = batches.send(batch).await;
+    }
+    Ok(())
+}
+
+/// Fills in the run's totals while it goes: the source's size (when the
+/// connector can count), the target's and the links'.
+async fn count_existing(
+    recon: Arc<Recon>,
+    connector: Arc<dyn Connector>,
+    object_type: String,
+    only: Option<usize>,
+) {
+    let links = recon.store.count_links(&recon.mapping.name).await;
+    let targets = recon.objects.count(&recon.target_type, "").await;
+    recon.update(|r| {
+        r.links.existing = links.map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        r.target.existing = targets.map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        r.target.total = r.target.existing;
+        r.links.total = r.links.existing;
+    });
+    let sources = match only {
+        Some(n) => Some(n as u64),
+        None => connector.count(&object_type).await.ok().flatten(),
+    };
+    if let Some(n) = sources {
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        recon.update(|r| {
+            r.source.existing = n;
+            r.source.total = n;
+        });
+    }
+}
+
+/// Starts `work` with a fresh [`Worker`] on a thread of its own (at once,
+/// not when awaited): the script engine is single-threaded, so a worker and
+/// its engine stay on one thread, driving store calls with the runtime's handle.
+fn on_worker_thread<F, Fut>(
+    recon: Arc<Recon>,
+    work: F,
+) -> impl std::future::Future<Output = Result<(), ReconError>>
+where
+    F: FnOnce(Worker) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), ReconError>>,
+{
+    let handle = tokio::runtime::Handle::current();
+    let thread = tokio::task::spawn_blocking(move || {
+        let worker = Worker::new(recon)?;
+        handle.block_on(work(worker))
+    });
+    async move {
+        thread
+            .await
+            .map_err(|e| ReconError::Internal(format!("a reconciliation worker stopped: {e}")))?
+    }
+}
