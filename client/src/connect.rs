@@ -7,6 +7,7 @@ use std::time::Duration;
 use idm_proto::v1::audit_service_client::AuditServiceClient;
 use idm_proto::v1::config_service_client::ConfigServiceClient;
 use idm_proto::v1::object_service_client::ObjectServiceClient;
+use idm_proto::v1::recon_service_client::ReconServiceClient;
 use idm_proto::v1::token_service_client::TokenServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
@@ -146,6 +147,11 @@ impl Connection {
 
     pub fn tokens(&self) -> TokenServiceClient<AuthChannel> {
         TokenServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
+    }
+
+    pub fn recon(&self) -> ReconServiceClient<AuthChannel> {
+        ReconServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
+            .max_decoding_message_size(MAX_REPLY_BYTES)
     }
 
     pub fn config(&self) -> ConfigServiceClient<AuthChannel> {

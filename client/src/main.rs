@@ -7,6 +7,7 @@ mod connect;
 mod input;
 mod objects;
 mod output;
+mod recon;
 mod tokens;
 
 use std::io::Write;
@@ -19,7 +20,7 @@ use connect::Context;
 use output::{CliError, Format, print_error};
 
 /// idmctl talks to idmd over gRPC: managed objects, the audit trail, API
-/// tokens, connectors and mappings.
+/// tokens, connectors, mappings and reconciliations.
 #[derive(Debug, Parser)]
 #[command(name = "idmctl", version, max_term_width = 100)]
 #[command(after_help = "\
@@ -81,6 +82,9 @@ enum Command {
     /// Manage mappings: how objects of a source become objects of a target.
     #[command(subcommand)]
     Mappings(config::ConfigCommand),
+    /// Reconcile mappings: start (and follow), plan, list, show and cancel runs.
+    #[command(subcommand)]
+    Recon(recon::ReconCommand),
     /// Print a shell completion script, e.g. `idmctl completions bash > /etc/bash_completion.d/idmctl`.
     Completions {
         /// The shell.
@@ -107,6 +111,7 @@ async fn main() -> ExitCode {
 async fn run(ctx: &Context, command: Command) -> Result<ExitCode, CliError> {
     match command {
         Command::Objects(command) => return objects::run(ctx, command).await,
+        Command::Recon(command) => return recon::run(ctx, command).await,
         Command::Audit(command) => audit::run(ctx, command).await?,
         Command::Tokens(command) => tokens::run(ctx, command).await?,
         Command::Connectors(command) => config::connectors(ctx, command).await?,

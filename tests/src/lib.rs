@@ -12,6 +12,7 @@ use base64::Engine;
 use idm_proto::v1::audit_service_client::AuditServiceClient;
 use idm_proto::v1::config_service_client::ConfigServiceClient;
 use idm_proto::v1::object_service_client::ObjectServiceClient;
+use idm_proto::v1::recon_service_client::ReconServiceClient;
 use idm_proto::v1::token_service_client::TokenServiceClient;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -46,6 +47,28 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A copy of `samples/<name>` in a scratch directory, for tests that edit it.
+pub fn sample_conf(name: &str) -> TempDir {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                copy(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), target).unwrap();
+            }
+        }
+    }
+    let dir = TempDir::new(name);
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../samples")
+        .join(name);
+    copy(&samples, dir.path());
+    dir
 }
 
 /// A scratch directory removed when dropped.
@@ -213,7 +236,8 @@ impl Idmd {
             objects: ObjectServiceClient::with_interceptor(channel.clone(), bearer.clone()),
             audit: AuditServiceClient::with_interceptor(channel.clone(), bearer.clone()),
             tokens: TokenServiceClient::with_interceptor(channel.clone(), bearer.clone()),
-            config: ConfigServiceClient::with_interceptor(channel, bearer),
+            config: ConfigServiceClient::with_interceptor(channel.clone(), bearer.clone()),
+            recon: ReconServiceClient::with_interceptor(channel, bearer),
         }
     }
 
@@ -280,6 +304,7 @@ pub struct Clients {
     pub audit: AuditServiceClient<Authed>,
     pub tokens: TokenServiceClient<Authed>,
     pub config: ConfigServiceClient<Authed>,
+    pub recon: ReconServiceClient<Authed>,
 }
 
 /// A JSON object literal as a protobuf `Struct`.

@@ -9,6 +9,7 @@ mod conf;
 mod filters;
 mod objects;
 mod paging;
+mod recon;
 mod secrets;
 
 use idm_proto::v1::{CreateObjectRequest, ManagedObject};
