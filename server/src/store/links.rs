@@ -110,22 +110,13 @@ impl Store {
         .await
     }
 
-    /// One page of a mapping's links in source order, after `after` (exclusive):
-    /// a record-id range scan, so a long walk neither skips, repeats nor rescans.
-    pub async fn links_page(
-        &self,
-        mapping: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<Link>, StoreError> {
-        let sql = if after.is_some() {
-            "SELECT mapping, source, target FROM link:[$mapping, $after]>..[$mapping, ..] LIMIT $limit"
-        } else {
-            "SELECT mapping, source, target FROM link:[$mapping, NONE]..[$mapping, ..] LIMIT $limit"
-        };
+    /// Every link of a mapping as `(source, target)`, in one read. SurrealDB
+    /// reads a whole record-id range before applying a LIMIT, so paging
+    /// through links would cost O(n²); one range read is O(n).
+    pub async fn all_links(&self, mapping: &str) -> Result<Vec<(String, String)>, StoreError> {
         self.query_all(
-            sql,
-            json!({ "mapping": mapping, "after": after, "limit": limit }),
+            "SELECT VALUE [source, target] FROM link:[$mapping, NONE]..[$mapping, ..]",
+            json!({ "mapping": mapping }),
         )
         .await
     }
@@ -210,13 +201,14 @@ mod tests {
             [link("123", "stark123")]
         );
 
-        let first = store.links_page(mapping, None, 2).await.unwrap();
         assert_eq!(
-            first.iter().map(|l| l.source.as_str()).collect::<Vec<_>>(),
-            ["123", "456"]
+            store.all_links(mapping).await.unwrap(),
+            [
+                ("123".to_string(), "stark123".to_string()),
+                ("456".to_string(), "doe456".to_string()),
+                ("789".to_string(), "doe789".to_string())
+            ]
         );
-        let rest = store.links_page(mapping, Some("456"), 2).await.unwrap();
-        assert_eq!(rest, [link("789", "doe789")]);
 
         store
             .delete_links(mapping, &["456".into(), "nope".into()])
@@ -233,3 +225,4 @@ mod tests {
         assert_eq!(store.count_links("other").await.unwrap(), 1);
     }
 }
+

@@ -131,24 +131,29 @@ impl Store {
         .await
     }
 
-    /// One page of a type's object ids in id order, after `after` (exclusive):
-    /// a record-id range scan, so walking a million objects stays linear.
-    pub async fn object_ids_page(
-        &self,
-        type_name: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<String>, StoreError> {
-        let sql = if after.is_some() {
-            "SELECT VALUE oid FROM object:[$type, $after]>..[$type, ..] LIMIT $limit"
-        } else {
-            "SELECT VALUE oid FROM object:[$type, NONE]..[$type, ..] LIMIT $limit"
-        };
+    /// Every id of a type, in one record-id range read (see `all_links`
+    /// for why not pages).
+    pub async fn all_object_ids(&self, type_name: &str) -> Result<Vec<String>, StoreError> {
         self.query_all(
-            sql,
-            json!({ "type": type_name, "after": after, "limit": limit }),
+            "SELECT VALUE oid FROM object:[$type, NONE]..[$type, ..]",
+            json!({ "type": type_name }),
         )
         .await
+    }
+
+    /// How many objects a type has: a range count, without decoding them.
+    pub async fn count_of_type(&self, type_name: &str) -> Result<u64, StoreError> {
+        #[derive(Deserialize)]
+        struct Count {
+            n: u64,
+        }
+        let count: Option<Count> = self
+            .query_one(
+                "SELECT count() AS n FROM object:[$type, NONE]..[$type, ..] GROUP ALL",
+                json!({ "type": type_name }),
+            )
+            .await?;
+        Ok(count.map_or(0, |c| c.n))
     }
 
     /// The sealed copies of one private property of many objects, by id.

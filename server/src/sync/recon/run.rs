@@ -312,7 +312,7 @@ async fn count_existing(
     only: Option<usize>,
 ) {
     let links = recon.store.count_links(&recon.mapping.name).await;
-    let targets = recon.objects.count(&recon.target_type, "").await;
+    let targets = recon.store.count_of_type(&recon.target_type).await;
     recon.update(|r| {
         r.links.existing = links.map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX));
         r.target.existing = targets.map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX));

@@ -345,35 +345,31 @@ impl Worker {
     }
 
     /// The target phase: links whose source is gone, then targets no source
-    /// reached.
+    /// reached. Ids are read whole (O(n) once; see `Store::all_links`) and
+    /// only the unseen ones are looked at in batches.
     pub async fn target_phase(&mut self) -> Result<(), ReconError> {
         let recon = Arc::clone(&self.recon);
         let mapping = recon.mapping.name.clone();
-        let mut after: Option<String> = None;
-        loop {
+        let links = recon.store.all_links(&mapping).await?;
+        recon.update(|r| r.links.total = i64::try_from(links.len()).unwrap_or(i64::MAX));
+        let orphans: Vec<(String, String)> = links
+            .into_iter()
+            .filter(|(source, _)| !recon.source_seen(source))
+            .collect();
+        recon.update(|r| r.links.processed = r.links.total - i64::try_from(orphans.len()).unwrap_or(0));
+        for chunk in orphans.chunks(BATCH) {
             if recon.is_cancelled() {
                 return Ok(());
             }
-            let page = recon
-                .store
-                .links_page(&mapping, after.as_deref(), BATCH)
-                .await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.source.clone());
-            let walked = i64::try_from(page.len()).unwrap_or(i64::MAX);
-            let orphans: Vec<Link> = page
-                .into_iter()
-                .filter(|l| !recon.source_seen(&l.source))
-                .collect();
-            let ids: Vec<String> = orphans.iter().map(|l| l.target.clone()).collect();
+            let ids: Vec<String> = chunk.iter().map(|(_, target)| target.clone()).collect();
             recon.mark_targets(&ids);
             let mut targets = self.targets(&ids).await?;
-            for link in orphans {
-                let target = targets.remove(&link.target);
+            for (source, target_id) in chunk {
+                let target = targets.remove(target_id);
                 let (situation, detail) = if target.is_some() {
                     (
                         Situation::SourceMissing,
-                        format!("source {} is gone; its target is kept", link.source),
+                        format!("source {source} is gone; its target is kept"),
                     )
                 } else {
                     (
@@ -382,45 +378,42 @@ impl Worker {
                     )
                 };
                 let mut decision =
-                    self.decide(None, situation, target, Some(link.target), &detail)?;
-                decision.source_id = Some(link.source);
+                    self.decide(None, situation, target, Some(target_id.clone()), &detail)?;
+                decision.source_id = Some(source.clone());
                 decision.linked = true;
                 self.act(decision).await?;
             }
-            recon.update(|r| r.links.processed += walked);
+            let done = i64::try_from(chunk.len()).unwrap_or(i64::MAX);
+            recon.update(|r| r.links.processed += done);
         }
 
-        let mut after: Option<String> = None;
-        loop {
+        let ids = recon.store.all_object_ids(&recon.target_type).await?;
+        recon.update(|r| r.target.total = i64::try_from(ids.len()).unwrap_or(i64::MAX));
+        let unseen: Vec<String> = ids
+            .into_iter()
+            .filter(|id| !recon.target_seen(id))
+            .collect();
+        recon.update(|r| r.target.processed = r.target.total - i64::try_from(unseen.len()).unwrap_or(0));
+        for chunk in unseen.chunks(BATCH) {
             if recon.is_cancelled() {
                 return Ok(());
             }
-            let page = recon
-                .store
-                .object_ids_page(&recon.target_type, after.as_deref(), BATCH)
-                .await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.clone());
-            let walked = i64::try_from(page.len()).unwrap_or(i64::MAX);
-            let unseen: Vec<String> = page
-                .into_iter()
-                .filter(|id| !recon.target_seen(id))
-                .collect();
             let linked: HashSet<String> = recon
                 .store
-                .links_to_targets(&mapping, &unseen)
+                .links_to_targets(&mapping, chunk)
                 .await?
                 .into_iter()
                 .map(|l| l.target)
                 .collect();
-            let unassigned: Vec<String> = unseen
-                .into_iter()
-                .filter(|id| !linked.contains(id))
+            let unassigned: Vec<String> = chunk
+                .iter()
+                .filter(|id| !linked.contains(*id))
+                .cloned()
                 .collect();
             let mut targets = self.targets(&unassigned).await?;
             for id in unassigned {
                 let Some(target) = targets.remove(&id) else {
-                    continue; // deleted since the page was read
+                    continue; // deleted since the ids were read
                 };
                 let valid = match self.scripts.valid_target {
                     Some(script) => {
@@ -447,7 +440,8 @@ impl Worker {
                 let decision = self.decide(None, situation, Some(target), Some(id), detail)?;
                 self.act(decision).await?;
             }
-            recon.update(|r| r.target.processed += walked);
+            let done = i64::try_from(chunk.len()).unwrap_or(i64::MAX);
+            recon.update(|r| r.target.processed += done);
         }
         Ok(())
     }
