@@ -225,4 +225,3 @@ mod tests {
         assert_eq!(store.count_links("other").await.unwrap(), 1);
     }
 }
-

@@ -214,9 +214,10 @@ where
     E: From<StoreError> + AsRetryable,
 {
     let mut delay = Duration::from_millis(2);
-    for _ in 1..WRITE_ATTEMPTS {
+    for retry in 1..WRITE_ATTEMPTS {
         match attempt().await {
             Err(e) if e.is_retryable() => {
+                tracing::debug!(retry, "store write conflict; retrying the transaction");
                 let jitter = rand::random_range(0..=delay.as_micros() as u64);
                 tokio::time::sleep(delay + Duration::from_micros(jitter)).await;
                 delay = (delay * 2).min(Duration::from_millis(200));

@@ -521,13 +521,17 @@ async fn runs_are_records_watched_listed_and_errors_are_clear() {
         .recon
         .recon_by_id(ReconByIdRequest {
             mapping: MAPPING.into(),
-            source_ids: vec!["456".into()],
+            source_ids: vec!["456".into(), "999".into()],
             wait: true,
         })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(counts(&by_id.situation_counts), pairs(&[("CONFIRMED", 1)]));
+    assert_eq!(
+        counts(&by_id.situation_counts),
+        pairs(&[("CONFIRMED", 1), ("ALL_GONE", 1)]),
+        "an id the source lacks, with no link, is ALL_GONE"
+    );
 
     let listed = clients
         .recon
@@ -693,4 +697,75 @@ async fn cancelling_a_large_run_stops_it_promptly_and_leaves_the_store_consisten
         .unwrap()
         .into_inner();
     assert_eq!(check.total_size, 1);
+}
+
+#[tokio::test]
+async fn idmctl_runs_plans_lists_and_shows_reconciliations() {
+    let conf = sample_conf("sync");
+    let idmd = start(&conf).await;
+    let text = |output: &std::process::Output| {
+        (
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+
+    let plan = idmd.idmctl(&["recon", "plan", MAPPING]);
+    let (out, err) = text(&plan);
+    assert!(plan.status.success(), "{err}");
+    assert!(
+        out.contains("ABSENT") && out.contains("snow123") && out.contains("********"),
+        "{out}"
+    );
+    assert!(err.contains("CREATE 3"), "{err}");
+
+    let started = idmd.idmctl(&["recon", "start", MAPPING, "--wait"]);
+    let (out, err) = text(&started);
+    assert!(started.status.success(), "{err}");
+    assert!(
+        out.contains("SUCCESS") && out.contains("CREATE") && out.contains("3/3 rows"),
+        "{out}"
+    );
+
+    let listed = idmd.idmctl(&["--output", "json", "recon", "list", "--mapping", MAPPING]);
+    let (out, err) = text(&listed);
+    assert!(listed.status.success(), "{err}");
+    let runs: Value = serde_json::from_str(&out).unwrap();
+    let id = runs["result"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(runs["result"][0]["actionSummary"]["CREATE"], 3);
+
+    let shown = idmd.idmctl(&["--output", "json", "recon", "show", &id]);
+    let (out, _) = text(&shown);
+    let run: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (
+            run["state"].as_str(),
+            run["progress"]["source"]["processed"].as_i64()
+        ),
+        (Some("SUCCESS"), Some(3))
+    );
+
+    write_hr(
+        &conf,
+        "uid,firstName,lastName,telephoneNumber\n123,Jon,Snow,5551234\n456,John,Doe,x\n789,Jane,Doe,5558901\n",
+    );
+    let plan = idmd.idmctl(&["recon", "plan", MAPPING]);
+    let (out, _) = text(&plan);
+    assert!(out.contains("5554567 → x"), "{out}");
+    let by_id = idmd.idmctl(&["recon", "by-id", MAPPING, "456", "--wait"]);
+    assert!(by_id.status.success(), "{}", text(&by_id).1);
+    let plan = idmd.idmctl(&["recon", "plan", MAPPING]);
+    assert!(
+        text(&plan).0.contains("nothing would change"),
+        "{}",
+        text(&plan).0
+    );
+
+    let missing = idmd.idmctl(&["recon", "cancel", &id]);
+    assert!(!missing.status.success());
+    assert!(
+        text(&missing).1.contains("FAILED_PRECONDITION"),
+        "{}",
+        text(&missing).1
+    );
 }

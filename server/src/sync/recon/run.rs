@@ -239,7 +239,21 @@ pub(super) async fn reconcile(
         r.source.total = r.source.processed;
         r.source.existing = r.source.processed;
     });
-    if only.is_none() && recon.mapping.run_target_phase {
+    if let Some(ids) = only {
+        // Asked-for ids the source no longer has: their link decides.
+        let missing: Vec<String> = ids
+            .into_iter()
+            .filter(|id| !recon.source_seen(id))
+            .collect();
+        if !missing.is_empty() {
+            on_worker_thread(Arc::clone(&recon), |mut worker| async move {
+                worker.absent_sources(missing).await
+            })
+            .await?;
+        }
+        return Ok(());
+    }
+    if recon.mapping.run_target_phase {
         recon.update(|r| r.stage = "ACTIVE_RECONCILING_TARGET".into());
         on_worker_thread(Arc::clone(&recon), |mut worker| async move {
             worker.target_phase().await

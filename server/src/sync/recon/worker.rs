@@ -356,7 +356,9 @@ impl Worker {
             .into_iter()
             .filter(|(source, _)| !recon.source_seen(source))
             .collect();
-        recon.update(|r| r.links.processed = r.links.total - i64::try_from(orphans.len()).unwrap_or(0));
+        recon.update(|r| {
+            r.links.processed = r.links.total - i64::try_from(orphans.len()).unwrap_or(0)
+        });
         for chunk in orphans.chunks(BATCH) {
             if recon.is_cancelled() {
                 return Ok(());
@@ -393,7 +395,9 @@ impl Worker {
             .into_iter()
             .filter(|id| !recon.target_seen(id))
             .collect();
-        recon.update(|r| r.target.processed = r.target.total - i64::try_from(unseen.len()).unwrap_or(0));
+        recon.update(|r| {
+            r.target.processed = r.target.total - i64::try_from(unseen.len()).unwrap_or(0)
+        });
         for chunk in unseen.chunks(BATCH) {
             if recon.is_cancelled() {
                 return Ok(());
@@ -442,6 +446,57 @@ impl Worker {
             }
             let done = i64::try_from(chunk.len()).unwrap_or(i64::MAX);
             recon.update(|r| r.target.processed += done);
+        }
+        Ok(())
+    }
+
+    /// reconById of ids the source does not have: SOURCE_MISSING when the
+    /// linked target exists, LINK_ONLY when it does not, ALL_GONE without a link.
+    pub async fn absent_sources(&mut self, ids: Vec<String>) -> Result<(), ReconError> {
+        let recon = Arc::clone(&self.recon);
+        let links: HashMap<String, String> = recon
+            .store
+            .links_of_sources(&recon.mapping.name, &ids)
+            .await?
+            .into_iter()
+            .map(|l| (l.source, l.target))
+            .collect();
+        let linked: Vec<String> = links.values().cloned().collect();
+        let mut targets = self.targets(&linked).await?;
+        for id in ids {
+            let decision = match links.get(&id) {
+                Some(target_id) => {
+                    let target = targets.remove(target_id);
+                    let (situation, detail) = if target.is_some() {
+                        (
+                            Situation::SourceMissing,
+                            format!("source {id} is gone; its target is kept"),
+                        )
+                    } else {
+                        (
+                            Situation::LinkOnly,
+                            "neither the source nor the target of this link exists".to_string(),
+                        )
+                    };
+                    let mut decision =
+                        self.decide(None, situation, target, Some(target_id.clone()), &detail)?;
+                    decision.linked = true;
+                    decision
+                }
+                None => self.decide(
+                    None,
+                    Situation::AllGone,
+                    None,
+                    None,
+                    "no source, link or target",
+                )?,
+            };
+            let decision = Decision {
+                source_id: Some(id),
+                ..decision
+            };
+            self.act(decision).await?;
+            recon.update(|r| r.source.processed += 1);
         }
         Ok(())
     }
