@@ -289,7 +289,11 @@ async fn run_phase(name: &str, rows: usize, writers: usize, root: &Path) {
             } else {
                 "CONFIRMED"
             };
-            recon(&reconciler, rows, expect).await
+            let measured = recon(&reconciler, rows, expect).await;
+            let store = reconciler.store().clone();
+            drop(reconciler);
+            store.close(Duration::from_secs(60)).await;
+            measured
         }
         other => panic!("unknown phase {other}"),
     };

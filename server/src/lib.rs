@@ -80,12 +80,12 @@ pub async fn run(
     if !tokens.has_bootstrap() {
         tracing::warn!("IDM_ADMIN_TOKEN is not set: only tokens created earlier can call idmd");
     }
-    tokens.spawn_refresh();
+    let refresh = tokens.spawn_refresh();
     let objects = ManagedObjects::new(Arc::new(conf.schema), store.clone(), secrets);
     let conf_dir = settings.conf.clone().unwrap_or_else(|| PathBuf::from("."));
     let reconciler = sync::recon::Reconciler::new(store.clone(), objects.clone(), conf_dir.clone());
     let core = api::Core {
-        store,
+        store: store.clone(),
         objects,
         tokens,
         reconciler: reconciler.clone(),
@@ -107,6 +107,11 @@ pub async fn run(
     }
     // Runs still going end CANCELED rather than be cut off mid-batch.
     reconciler.shutdown(SHUTDOWN_GRACE).await;
+    // Every store handle goes before the store closes (it closes with the last).
+    drop(reconciler);
+    refresh.abort();
+    let _ = refresh.await;
+    store.close(SHUTDOWN_GRACE).await;
     tracing::info!("idmd stopped");
     Ok(())
 }

@@ -107,7 +107,8 @@ impl TokenRegistry {
     }
 
     /// Keeps the in-memory copy in step with the store.
-    pub fn spawn_refresh(self: &Arc<Self>) {
+    /// Re-reads the token table every few seconds until the handle is aborted.
+    pub fn spawn_refresh(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let registry = Arc::clone(self);
         tokio::spawn(async move {
             loop {
@@ -116,7 +117,7 @@ impl TokenRegistry {
                     tracing::warn!(error = %e, "refreshing API tokens failed");
                 }
             }
-        });
+        })
     }
 
     pub fn has_bootstrap(&self) -> bool {
