@@ -155,6 +155,18 @@ fn source_ids(ids: Vec<String>) -> Result<Vec<String>, Status> {
     Ok(ids)
 }
 
+impl ReconApi {
+    /// A started run: as it is now, or as it ended when the caller waits.
+    async fn answer(&self, run: ReconRunRecord, wait: bool) -> Result<Response<ReconRun>, Status> {
+        let run = if wait {
+            self.reconciler.wait(&run.rid).await?
+        } else {
+            run
+        };
+        Ok(Response::new(run_to_proto(&run)))
+    }
+}
+
 type WatchResponse = Pin<Box<dyn Stream<Item = Result<ReconRun, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -170,12 +182,7 @@ impl ReconService for ReconApi {
             .reconciler
             .start(&request.mapping, None, &who.token_id)
             .await?;
-        let run = if request.wait {
-            self.reconciler.wait(&run.rid).await?
-        } else {
-            run
-        };
-        Ok(Response::new(run_to_proto(&run)))
+        self.answer(run, request.wait).await
     }
 
     async fn recon_by_id(
@@ -190,12 +197,7 @@ impl ReconService for ReconApi {
             .reconciler
             .start(&request.mapping, Some(ids), &who.token_id)
             .await?;
-        let run = if request.wait {
-            self.reconciler.wait(&run.rid).await?
-        } else {
-            run
-        };
-        Ok(Response::new(run_to_proto(&run)))
+        self.answer(run, request.wait).await
     }
 
     async fn get_recon(

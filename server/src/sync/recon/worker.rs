@@ -368,21 +368,7 @@ impl Worker {
             let mut targets = self.targets(&ids).await?;
             for (source, target_id) in chunk {
                 let target = targets.remove(target_id);
-                let (situation, detail) = if target.is_some() {
-                    (
-                        Situation::SourceMissing,
-                        format!("source {source} is gone; its target is kept"),
-                    )
-                } else {
-                    (
-                        Situation::LinkOnly,
-                        "neither the source nor the target of this link exists".to_string(),
-                    )
-                };
-                let mut decision =
-                    self.decide(None, situation, target, Some(target_id.clone()), &detail)?;
-                decision.source_id = Some(source.clone());
-                decision.linked = true;
+                let decision = self.orphaned_link(source, target_id, target)?;
                 self.act(decision).await?;
             }
             let done = i64::try_from(chunk.len()).unwrap_or(i64::MAX);
@@ -467,38 +453,55 @@ impl Worker {
             let decision = match links.get(&id) {
                 Some(target_id) => {
                     let target = targets.remove(target_id);
-                    let (situation, detail) = if target.is_some() {
-                        (
-                            Situation::SourceMissing,
-                            format!("source {id} is gone; its target is kept"),
-                        )
-                    } else {
-                        (
-                            Situation::LinkOnly,
-                            "neither the source nor the target of this link exists".to_string(),
-                        )
-                    };
-                    let mut decision =
-                        self.decide(None, situation, target, Some(target_id.clone()), &detail)?;
-                    decision.linked = true;
+                    self.orphaned_link(&id, target_id, target)?
+                }
+                None => {
+                    let mut decision = self.decide(
+                        None,
+                        Situation::AllGone,
+                        None,
+                        None,
+                        "no source, link or target",
+                    )?;
+                    decision.source_id = Some(id);
                     decision
                 }
-                None => self.decide(
-                    None,
-                    Situation::AllGone,
-                    None,
-                    None,
-                    "no source, link or target",
-                )?,
-            };
-            let decision = Decision {
-                source_id: Some(id),
-                ..decision
             };
             self.act(decision).await?;
             recon.update(|r| r.source.processed += 1);
         }
         Ok(())
+    }
+
+    /// A link whose source is gone: SOURCE_MISSING while its target exists,
+    /// LINK_ONLY when that is gone too.
+    fn orphaned_link(
+        &mut self,
+        source: &str,
+        target_id: &str,
+        target: Option<StoredObject>,
+    ) -> Result<Decision, ReconError> {
+        let (situation, detail) = if target.is_some() {
+            (
+                Situation::SourceMissing,
+                format!("source {source} is gone; its target is kept"),
+            )
+        } else {
+            (
+                Situation::LinkOnly,
+                "neither the source nor the target of this link exists".to_string(),
+            )
+        };
+        let mut decision = self.decide(
+            None,
+            situation,
+            target,
+            Some(target_id.to_string()),
+            &detail,
+        )?;
+        decision.source_id = Some(source.to_string());
+        decision.linked = true;
+        Ok(decision)
     }
 
     /// Existing targets by id.
