@@ -293,3 +293,30 @@ pub fn format_timestamp(t: time::OffsetDateTime) -> String {
         t.microsecond()
     )
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_closed_embedded_store_can_be_opened_again_with_its_data() {
+        let dir = std::env::temp_dir().join(format!("idm-close-{}", rand::random::<u64>()));
+        let url = format!("surrealkv://{}", dir.join("db").display());
+        let store = Store::open(&url).await.unwrap();
+        store
+            .execute("CREATE meta:probe SET written = true", Value::Null)
+            .await
+            .unwrap();
+        store.close(Duration::from_secs(10)).await;
+
+        let again = Store::open(&url).await.unwrap();
+        let written: Option<bool> = again
+            .query_one("SELECT VALUE written FROM ONLY meta:probe", Value::Null)
+            .await
+            .unwrap();
+        assert_eq!(written, Some(true));
+        again.close(Duration::from_secs(10)).await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
