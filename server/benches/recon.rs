@@ -28,29 +28,13 @@ use idm_server::secrets::SecretBox;
 use idm_server::store::{ConfigDocument, Store};
 use idm_server::sync::recon::Reconciler;
 use serde_json::{Value, json};
-use surrealdb::engine::any::connect;
+
+mod common;
+use common::{peak_rss_mib, rate};
 
 const RAW_BATCH: usize = 1000;
 /// The recon's batch (`sync::recon` reads and creates 500 rows at a time).
 const RECON_BATCH: usize = 500;
-
-fn rate(count: usize, elapsed: Duration) -> f64 {
-    count as f64 / elapsed.as_secs_f64()
-}
-
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-/// Resets the peak-RSS mark, so each phase reports its own.
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
 
 fn row(n: usize) -> [String; 4] {
     [
@@ -70,67 +54,27 @@ fn write_csv(path: &Path, rows: usize) {
     out.flush().unwrap();
 }
 
+/// One plain record per row, `uid` unique.
 async fn raw_insert(dir: &Path, writers: usize, total: usize) -> f64 {
-    let db = connect(format!("surrealkv://{}", dir.display()))
-        .await
-        .unwrap();
-    db.use_ns("bench").use_db("bench").await.unwrap();
-    db.query(
-        "DEFINE TABLE person SCHEMALESS; DEFINE INDEX person_uid ON person FIELDS uid UNIQUE;",
-    )
+    common::raw_insert(dir, writers, total, RAW_BATCH, "uid", |n| {
+        let [uid, first, last, phone] = row(n);
+        json!({"uid": uid, "firstName": first, "lastName": last, "telephoneNumber": phone})
+    })
     .await
-    .unwrap()
-    .check()
-    .unwrap();
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for writer in 0..writers {
-        let db = db.clone();
-        tasks.push(tokio::spawn(async move {
-            let batches = (0..total.div_ceil(RAW_BATCH)).filter(|b| b % writers == writer);
-            for batch in batches {
-                let rows: Vec<Value> = (batch * RAW_BATCH..((batch + 1) * RAW_BATCH).min(total))
-                    .map(|n| {
-                        let [uid, first, last, phone] = row(n);
-                        json!({"uid": uid, "firstName": first, "lastName": last, "telephoneNumber": phone})
-                    })
-                    .collect();
-                loop {
-                    let result = db
-                        .query("INSERT INTO person $rows RETURN NONE")
-                        .bind(("rows", rows.clone()))
-                        .await;
-                    match result.and_then(|r| r.check()) {
-                        Ok(_) => break,
-                        Err(e) if e.to_string().contains("can be retried") => continue,
-                        Err(e) => panic!("raw insert: {e}"),
-                    }
-                }
-            }
-        }));
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
-    rate(total, start.elapsed())
 }
 
 /// The records a reconciled row becomes, as plain SurrealQL inserts.
 async fn raw_model_insert(dir: &Path, writers: usize, total: usize, batch: usize) -> f64 {
-    let db = connect(format!("surrealkv://{}", dir.display()))
-        .await
-        .unwrap();
-    db.use_ns("bench").use_db("bench").await.unwrap();
+    let db = common::open_raw(dir).await;
     let start = Instant::now();
     let mut tasks = Vec::new();
     for writer in 0..writers {
         let db = db.clone();
         tasks.push(tokio::spawn(async move {
-            let batches = (0..total.div_ceil(batch)).filter(|b| b % writers == writer);
-            for b in batches {
+            for range in common::batches(writer, writers, total, batch) {
                 let (mut objects, mut keys, mut audits, mut links, mut reverse) =
                     (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-                for n in b * batch..((b + 1) * batch).min(total) {
+                for n in range {
                     let [uid, first, last, phone] = row(n);
                     let user_name = format!("{}{uid}", last.to_lowercase());
                     objects.push(json!({"id": ["user", uid], "type": "user", "oid": uid, "rev": 1,
@@ -148,31 +92,21 @@ async fn raw_model_insert(dir: &Path, writers: usize, total: usize, batch: usize
                 let sql = "BEGIN; INSERT INTO object $objects RETURN NONE; INSERT INTO audit $audits RETURN NONE; \
                            INSERT INTO unique_key $keys RETURN NONE; INSERT INTO link $links RETURN NONE; \
                            INSERT INTO link_target $reverse RETURN NONE; COMMIT;";
-                loop {
-                    let result = db
-                        .query(sql)
-                        .bind(("objects", objects.clone()))
-                        .bind(("audits", audits.clone()))
-                        .bind(("keys", keys.clone()))
-                        .bind(("links", links.clone()))
-                        .bind(("reverse", reverse.clone()))
-                        .await;
-                    let errors: Vec<String> = match result {
-                        Ok(mut response) => response
-                            .take_errors()
-                            .into_values()
-                            .map(|e| e.to_string())
-                            .collect(),
-                        Err(e) => vec![e.to_string()],
-                    };
-                    if errors.is_empty() {
-                        break;
-                    }
-                    if errors.iter().any(|e| e.contains("can be retried")) {
-                        continue;
-                    }
-                    panic!("raw model insert: {errors:?}");
-                }
+                let (objects, audits, keys, links, reverse) = (
+                    Value::Array(objects),
+                    Value::Array(audits),
+                    Value::Array(keys),
+                    Value::Array(links),
+                    Value::Array(reverse),
+                );
+                let bindings = [
+                    ("objects", &objects),
+                    ("audits", &audits),
+                    ("keys", &keys),
+                    ("links", &links),
+                    ("reverse", &reverse),
+                ];
+                common::execute_retrying(&db, sql, &bindings).await;
             }
         }));
     }
@@ -224,7 +158,6 @@ async fn reconciler(dir: &Path, csv: &Path, writers: usize) -> Reconciler {
 
 /// One recon to its end: rows per second and the phase's peak RSS.
 async fn recon(reconciler: &Reconciler, rows: usize, expect: &str) -> (f64, f64) {
-    reset_peak_rss();
     let start = Instant::now();
     let run = reconciler
         .start("csvEmployee_managedUser", None, "bench")

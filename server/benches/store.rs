@@ -11,13 +11,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use idm_server::managed::{ManagedObjects, ManagedSchema, Query};
 use idm_server::secrets::SecretBox;
 use idm_server::store::Store;
 use serde_json::{Map, Value, json};
-use surrealdb::engine::any::connect;
+
+mod common;
+use common::{peak_rss_mib, rate};
 
 const BATCH: usize = 1000;
 
@@ -35,71 +37,22 @@ fn user(n: usize) -> Map<String, Value> {
     .unwrap()
 }
 
-fn rate(count: usize, elapsed: Duration) -> f64 {
-    count as f64 / elapsed.as_secs_f64()
-}
-
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-/// Splits 0..total into `writers` interleaved runs of whole batches.
-fn batches_for(writer: usize, writers: usize, total: usize) -> Vec<std::ops::Range<usize>> {
-    (0..total.div_ceil(BATCH))
-        .filter(|b| b % writers == writer)
-        .map(|b| b * BATCH..((b + 1) * BATCH).min(total))
-        .collect()
-}
-
+/// The raw limit: one `person` record a user, `userName` unique.
 async fn raw_insert(dir: &std::path::Path, writers: usize, total: usize) -> f64 {
-    let db = connect(format!("surrealkv://{}", dir.display()))
-        .await
-        .unwrap();
-    db.use_ns("bench").use_db("bench").await.unwrap();
-    db.query("DEFINE TABLE person SCHEMALESS; DEFINE INDEX person_user ON person FIELDS userName UNIQUE;")
-        .await
-        .unwrap()
-        .check()
-        .unwrap();
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for writer in 0..writers {
-        let db = db.clone();
-        tasks.push(tokio::spawn(async move {
-            for range in batches_for(writer, writers, total) {
-                let rows: Vec<Value> = range.map(|n| Value::Object(user(n))).collect();
-                loop {
-                    let result = db
-                        .query("INSERT INTO person $rows RETURN NONE")
-                        .bind(("rows", rows.clone()))
-                        .await;
-                    match result.and_then(|r| r.check()) {
-                        Ok(_) => break,
-                        Err(e) if e.to_string().contains("can be retried") => continue,
-                        Err(e) => panic!("raw insert: {e}"),
-                    }
-                }
-            }
-        }));
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
-    rate(total, start.elapsed())
+    common::raw_insert(dir, writers, total, BATCH, "userName", |n| {
+        Value::Object(user(n))
+    })
+    .await
+}
+
+fn batches_for(writer: usize, writers: usize, total: usize) -> Vec<std::ops::Range<usize>> {
+    common::batches(writer, writers, total, BATCH)
 }
 
 /// The same writes idm makes for a user, as plain SurrealQL: the object
 /// record, its unique-key record and its audit record, a batch per statement.
 async fn raw_model_insert(dir: &std::path::Path, total: usize) -> f64 {
-    let db = connect(format!("surrealkv://{}", dir.display()))
-        .await
-        .unwrap();
-    db.use_ns("bench").use_db("bench").await.unwrap();
+    let db = common::open_raw(dir).await;
     let start = Instant::now();
     for range in batches_for(0, 1, total) {
         let mut objects = Vec::new();

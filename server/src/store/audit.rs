@@ -43,16 +43,12 @@ impl Store {
         let rows = self
             .query_all(&select, Value::Object(params.clone()))
             .await?;
-        #[derive(Deserialize)]
-        struct Count {
-            n: u64,
-        }
-        let count: Option<Count> = self
-            .query_one(
+        let total = self
+            .count(
                 &format!("SELECT count() AS n FROM audit WHERE {condition} GROUP ALL"),
                 Value::Object(params),
             )
             .await?;
-        Ok((rows, count.map_or(0, |c| c.n)))
+        Ok((rows, total))
     }
 }

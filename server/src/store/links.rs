@@ -122,17 +122,11 @@ impl Store {
     }
 
     pub async fn count_links(&self, mapping: &str) -> Result<u64, StoreError> {
-        #[derive(Deserialize)]
-        struct Count {
-            n: u64,
-        }
-        let count: Option<Count> = self
-            .query_one(
-                "SELECT count() AS n FROM link:[$mapping, NONE]..[$mapping, ..] GROUP ALL",
-                json!({ "mapping": mapping }),
-            )
-            .await?;
-        Ok(count.map_or(0, |c| c.n))
+        self.count(
+            "SELECT count() AS n FROM link:[$mapping, NONE]..[$mapping, ..] GROUP ALL",
+            json!({ "mapping": mapping }),
+        )
+        .await
     }
 }
 

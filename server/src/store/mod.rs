@@ -189,10 +189,22 @@ impl Store {
         decode_rows(value.into_json_value())
     }
 
+    /// The `n` of a `SELECT count() AS n … GROUP ALL`; 0 when nothing matched.
+    async fn count(&self, sql: &str, params: Value) -> Result<u64, StoreError> {
+        let count: Option<Count> = self.query_one(sql, params).await?;
+        Ok(count.map_or(0, |c| c.n))
+    }
+
     async fn execute(&self, sql: &str, params: Value) -> Result<(), StoreError> {
         bind_all(self.db.query(sql), params).await?.check()?;
         Ok(())
     }
+}
+
+/// The row of a `SELECT count() AS n … GROUP ALL`.
+#[derive(serde::Deserialize)]
+struct Count {
+    n: u64,
 }
 
 fn bind_all<'a, C: surrealdb::Connection>(

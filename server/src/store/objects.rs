@@ -11,7 +11,7 @@ use surrealdb::method::Transaction;
 use super::links::{INSERT_LINKS, Link, link_rows};
 use super::query::{QueryPlan, sort_clauses};
 use super::{
-    AsRetryable, Store, StoreError, bind_all, decode_optional, decode_rows, now_timestamp,
+    AsRetryable, Count, Store, StoreError, bind_all, decode_optional, decode_rows, now_timestamp,
     with_retry,
 };
 
@@ -143,17 +143,11 @@ impl Store {
 
     /// How many objects a type has: a range count, without decoding them.
     pub async fn count_of_type(&self, type_name: &str) -> Result<u64, StoreError> {
-        #[derive(Deserialize)]
-        struct Count {
-            n: u64,
-        }
-        let count: Option<Count> = self
-            .query_one(
-                "SELECT count() AS n FROM object:[$type, NONE]..[$type, ..] GROUP ALL",
-                json!({ "type": type_name }),
-            )
-            .await?;
-        Ok(count.map_or(0, |c| c.n))
+        self.count(
+            "SELECT count() AS n FROM object:[$type, NONE]..[$type, ..] GROUP ALL",
+            json!({ "type": type_name }),
+        )
+        .await
     }
 
     /// The sealed copies of one private property of many objects, by id.
@@ -453,10 +447,6 @@ fn take_json(response: &mut surrealdb::IndexedResults, index: usize) -> Result<V
 }
 
 fn take_count(response: &mut surrealdb::IndexedResults, index: usize) -> Result<u64, StoreError> {
-    #[derive(Deserialize)]
-    struct Count {
-        n: u64,
-    }
     let count: Option<Count> = decode_optional(take_json(response, index)?)?;
     Ok(count.map_or(0, |c| c.n))
 }

@@ -101,36 +101,13 @@ impl Store {
                 Value::Object(params.clone()),
             )
             .await?;
-        #[derive(Deserialize)]
-        struct Count {
-            n: u64,
-        }
-        let count: Option<Count> = self
-            .query_one(
+        let total = self
+            .count(
                 &format!("SELECT count() AS n FROM recon_run WHERE {condition} GROUP ALL"),
                 Value::Object(params),
             )
             .await?;
-        Ok((runs, count.map_or(0, |c| c.n)))
-    }
-
-    /// Runs, newest first, optionally of one mapping.
-    pub async fn list_runs(
-        &self,
-        mapping: Option<&str>,
-        offset: usize,
-        limit: usize,
-    ) -> Result<Vec<ReconRunRecord>, StoreError> {
-        let only = if mapping.is_some() {
-            "WHERE mapping = $mapping"
-        } else {
-            ""
-        };
-        self.query_all(
-            &format!("SELECT {RUN_COLUMNS} FROM recon_run {only} ORDER BY rid DESC LIMIT $limit START $offset"),
-            json!({ "mapping": mapping, "limit": limit, "offset": offset }),
-        )
-        .await
+        Ok((runs, total))
     }
 
     /// Marks runs that were PENDING or ACTIVE when idmd stopped as FAILED, so
@@ -194,22 +171,22 @@ mod tests {
 
         assert_eq!(store.get_run("0001").await.unwrap().unwrap(), first);
         assert!(store.get_run("nope").await.unwrap().is_none());
-        let all: Vec<String> = store
-            .list_runs(None, 0, 10)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| r.rid)
-            .collect();
-        assert_eq!(all, ["0003", "0002", "0001"]);
-        let csv: Vec<String> = store
-            .list_runs(Some("csvEmployee_managedUser"), 0, 10)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| r.rid)
-            .collect();
-        assert_eq!(csv, ["0003", "0001"]);
+        let rids = |(runs, _): (Vec<ReconRunRecord>, u64)| -> Vec<String> {
+            runs.into_iter().map(|r| r.rid).collect()
+        };
+        let everything = CompiledFilter::default();
+        let all = store.query_runs(&everything, 0, 10).await.unwrap();
+        assert_eq!(all.1, 3);
+        assert_eq!(rids(all), ["0003", "0002", "0001"]);
+        let of_csv = CompiledFilter {
+            sql: "mapping = $m".into(),
+            params: json!({ "m": "csvEmployee_managedUser" })
+                .as_object()
+                .cloned()
+                .unwrap(),
+        };
+        let csv = store.query_runs(&of_csv, 0, 10).await.unwrap();
+        assert_eq!(rids(csv), ["0003", "0001"]);
 
         assert_eq!(
             store

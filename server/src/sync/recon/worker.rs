@@ -102,6 +102,14 @@ fn returning_target(script: &ScriptSource) -> ScriptSource {
     }
 }
 
+/// The `source` and `target` bindings of a policy or hook script (null when absent).
+fn script_objects(source: Option<&SourceRecord>, target: Option<&StoredObject>) -> (Value, Value) {
+    (
+        source.map_or(Value::Null, |s| s.object.clone()),
+        target.map_or(Value::Null, |t| with_id(&t.data, &t.oid)),
+    )
+}
+
 fn with_id(attributes: &Map<String, Value>, id: &str) -> Value {
     let mut object = attributes.clone();
     object.insert("_id".into(), json!(id));
@@ -263,7 +271,8 @@ impl Worker {
         }
 
         // Correlation, in bulk where the query pins an id or a unique value.
-        let candidates = self.correlate(&correlating).await?;
+        let (candidates, fetched) = self.correlate(&correlating).await?;
+        targets.extend(fetched);
         let found: Vec<String> = candidates
             .iter()
             .filter_map(|c| c.as_ref().ok())
@@ -272,7 +281,12 @@ impl Worker {
             .cloned()
             .collect();
         recon.mark_targets(&found);
-        targets.extend(self.targets(&found).await?);
+        let unread: Vec<String> = found
+            .iter()
+            .filter(|id| !targets.contains_key(*id))
+            .cloned()
+            .collect();
+        targets.extend(self.targets(&unread).await?);
         let claimed: HashMap<String, String> = recon
             .store
             .links_to_targets(mapping, &found)
@@ -574,11 +588,18 @@ impl Worker {
         Ok(Lookup::Query(text))
     }
 
-    /// The target ids each correlation finds, in order.
+    /// The target ids each correlation finds, in order, and the targets it
+    /// read on the way (those found by `_id`).
     async fn correlate(
         &self,
         correlating: &[(SourceRecord, Lookup)],
-    ) -> Result<Vec<Result<Vec<String>, String>>, ReconError> {
+    ) -> Result<
+        (
+            Vec<Result<Vec<String>, String>>,
+            HashMap<String, StoredObject>,
+        ),
+        ReconError,
+    > {
         let recon = &self.recon;
         let mut results: Vec<Result<Vec<String>, String>> = Vec::with_capacity(correlating.len());
         let ids: Vec<String> = correlating
@@ -588,7 +609,7 @@ impl Worker {
                 _ => None,
             })
             .collect();
-        let existing: HashSet<String> = self.targets(&ids).await?.into_keys().collect();
+        let existing = self.targets(&ids).await?;
         let mut by_property: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for (_, lookup) in correlating {
             if let Lookup::Unique { property, key } = lookup {
@@ -609,7 +630,11 @@ impl Worker {
         }
         for (_, lookup) in correlating {
             let result = match lookup {
-                Lookup::Id(id) => Ok(existing.get(id).cloned().into_iter().collect()),
+                Lookup::Id(id) => Ok(existing
+                    .contains_key(id)
+                    .then(|| id.clone())
+                    .into_iter()
+                    .collect()),
                 Lookup::Unique { property, key } => Ok(holders
                     .get(&(property.clone(), key.clone()))
                     .cloned()
@@ -640,7 +665,7 @@ impl Worker {
             };
             results.push(result);
         }
-        Ok(results)
+        Ok((results, existing))
     }
 
     /// Counts the situation and picks the action: the policy's, unless its
@@ -656,10 +681,7 @@ impl Worker {
         self.recon.count_situation(situation);
         let mut action = self.recon.mapping.action_for(situation);
         if let Some(condition) = self.scripts.conditions.get(&situation).copied() {
-            let source_object = source.as_ref().map_or(Value::Null, |s| s.object.clone());
-            let target_object = target
-                .as_ref()
-                .map_or(Value::Null, |t| with_id(&t.data, &t.oid));
+            let (source_object, target_object) = script_objects(source.as_ref(), target.as_ref());
             match self.eval(
                 condition,
                 &[
@@ -1173,14 +1195,7 @@ impl Worker {
         let Some(script) = self.scripts.on_link else {
             return;
         };
-        let source = decision
-            .source
-            .as_ref()
-            .map_or(Value::Null, |s| s.object.clone());
-        let target = decision
-            .target
-            .as_ref()
-            .map_or(Value::Null, |t| with_id(&t.data, &t.oid));
+        let (source, target) = script_objects(decision.source.as_ref(), decision.target.as_ref());
         if let Err(reason) = self.eval(script, &[("source", &source), ("target", &target)]) {
             self.recon
                 .fail(failure(decision, format!("onLink: {reason}")));
@@ -1191,14 +1206,7 @@ impl Worker {
         let Some(script) = self.scripts.post_actions.get(&decision.situation).copied() else {
             return;
         };
-        let source = decision
-            .source
-            .as_ref()
-            .map_or(Value::Null, |s| s.object.clone());
-        let target = decision
-            .target
-            .as_ref()
-            .map_or(Value::Null, |t| with_id(&t.data, &t.oid));
+        let (source, target) = script_objects(decision.source.as_ref(), decision.target.as_ref());
         if let Err(reason) = self.eval(
             script,
             &[
