@@ -245,7 +245,7 @@ impl Connector for CsvConnector {
         object_type: &'a str,
         uid: &'a str,
         _: &'a Map<String, Value>,
-    ) -> BoxFuture<'a, Result<(), ConnectorError>> {
+    ) -> BoxFuture<'a, Result<String, ConnectorError>> {
         async move {
             self.refuse(
                 "update",

@@ -92,6 +92,35 @@ pub enum ConnectorError {
         object: String,
         after: Duration,
     },
+    #[error("connector {connector}: {object} already exists")]
+    AlreadyExists { connector: String, object: String },
+    #[error("connector {connector}: {object} does not exist")]
+    NotFound { connector: String, object: String },
+    /// The system refused the operation (a schema or constraint violation,
+    /// insufficient access, bad credentials): retrying alone will not help.
+    #[error("connector {connector}, {object}: refused: {message}")]
+    Rejected {
+        connector: String,
+        object: String,
+        message: String,
+    },
+    /// The system cannot be reached (refused connection, dropped connection,
+    /// server busy or unavailable): the same call may succeed later.
+    #[error("connector {connector} is unavailable: {message}")]
+    Unavailable { connector: String, message: String },
+}
+
+impl ConnectorError {
+    /// Whether the same call may succeed later without anyone changing
+    /// anything: the system was down, busy or slow.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ConnectorError::Unavailable { .. }
+                | ConnectorError::Timeout { .. }
+                | ConnectorError::Io { .. }
+        )
+    }
 }
 
 /// The one interface reconciliation and provisioning use for every system.
@@ -123,6 +152,46 @@ pub trait Connector: Send + Sync {
         Box::pin(async { Ok(None) })
     }
 
+    /// Objects of a type matching a SCIM filter (attribute names are the
+    /// system's own), streamed like [`Connector::query`].
+    fn search<'a>(
+        &'a self,
+        object_type: &'a str,
+        _filter: &'a idm_proto::filter::Filter,
+    ) -> BoxStream<'a, Result<SourceItem, ConnectorError>> {
+        let refused = ConnectorError::Unsupported {
+            connector: self.name().to_string(),
+            operation: "search",
+            object: format!("system/{}/{object_type}", self.name()),
+        };
+        Box::pin(futures::stream::once(async move { Err(refused) }))
+    }
+
+    /// The uid an object with these attributes would be created under, if
+    /// the connector derives it from them (an LDAP DN from the naming
+    /// attribute); provisioning uses it to find a target nobody linked yet.
+    fn uid_for(&self, _object_type: &str, _attributes: &Map<String, Value>) -> Option<String> {
+        None
+    }
+
+    /// Whether a value read from the system already is the value a mapping
+    /// wants (`current` is `None` when the attribute is absent). Systems that
+    /// store values differently from how they are written (a hashed
+    /// password, case-insensitive attributes) answer here, so an unchanged
+    /// object is not rewritten.
+    fn same_value(
+        &self,
+        _object_type: &str,
+        _attribute: &str,
+        current: Option<&Value>,
+        wanted: &Value,
+    ) -> bool {
+        match current {
+            None => wanted.is_null(),
+            Some(current) => current == wanted,
+        }
+    }
+
     /// Creates an object; returns its uid.
     fn create<'a>(
         &'a self,
@@ -130,13 +199,14 @@ pub trait Connector: Send + Sync {
         attributes: &'a Map<String, Value>,
     ) -> BoxFuture<'a, Result<String, ConnectorError>>;
 
-    /// Changes the given attributes of an object.
+    /// Changes the given attributes of an object (`null` removes one);
+    /// returns its uid afterwards, which differs when the change renamed it.
     fn update<'a>(
         &'a self,
         object_type: &'a str,
         uid: &'a str,
         changes: &'a Map<String, Value>,
-    ) -> BoxFuture<'a, Result<(), ConnectorError>>;
+    ) -> BoxFuture<'a, Result<String, ConnectorError>>;
 
     /// Deletes an object; deleting what is gone succeeds.
     fn delete<'a>(
