@@ -10,6 +10,7 @@ mod audit;
 mod config;
 mod links;
 mod objects;
+mod outbox;
 mod query;
 mod recon;
 mod tokens;
@@ -25,6 +26,7 @@ use surrealdb::engine::any::{self, Any};
 pub use audit::{AuditQuery, AuditRecord};
 pub use config::ConfigDocument;
 pub use links::Link;
+pub use outbox::{FAILED, OutboxEntry, PENDING, QueueSummary, Reschedule, SyncSubscriptions};
 pub use objects::{
     NewObject, ObjectChange, Outcome, RelationRef, RelationRow, StoredObject, StoredSecret, Write,
     object_ref, split_ref,
@@ -78,6 +80,10 @@ pub struct Store {
     db: Surreal<Any>,
     /// The SurrealKV directory of an embedded store, to know when it closed.
     embedded_dir: Option<std::path::PathBuf>,
+    /// Which mappings' outboxes each managed type's writes feed.
+    sync: SyncSubscriptions,
+    /// Wakes outbox delivery after a write added entries.
+    outbox_signal: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Store {
@@ -112,7 +118,12 @@ impl Store {
         let embedded_dir = url
             .strip_prefix("surrealkv://")
             .map(|p| std::path::PathBuf::from(p.split('?').next().unwrap_or(p)));
-        let store = Store { db, embedded_dir };
+        let store = Store {
+            db,
+            embedded_dir,
+            sync: SyncSubscriptions::default(),
+            outbox_signal: std::sync::Arc::default(),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -123,7 +134,9 @@ impl Store {
     /// before the process exits: the bench lost the last committed batch of
     /// a million-row run when a process exited without this.
     pub async fn close(self, grace: Duration) {
-        let Store { db, embedded_dir } = self;
+        let Store {
+            db, embedded_dir, ..
+        } = self;
         drop(db);
         let Some(dir) = embedded_dir else { return };
         // SurrealKV holds an OS lock on `LOCK` while open: taking it proves the close.

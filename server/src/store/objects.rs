@@ -9,6 +9,7 @@ use surrealdb::engine::any::Any;
 use surrealdb::method::Transaction;
 
 use super::links::{INSERT_LINKS, Link, link_rows};
+use super::outbox::outbox_rows;
 use super::query::{QueryPlan, sort_clauses};
 use super::{
     AsRetryable, Count, Store, StoreError, bind_all, decode_optional, decode_rows, now_timestamp,
@@ -276,11 +277,16 @@ impl Store {
         objects: &[NewObject],
         links: &[Link],
     ) -> Result<Vec<StoredObject>, StoreError> {
+        let subscriptions = self.sync.snapshot();
+        let outbox = subscriptions.get(type_name).map_or(&[][..], Vec::as_slice);
         let result = with_retry(|| async {
             let tx = self.db.clone().begin().await?;
-            match create_in(&tx, actor, type_name, objects, links).await {
+            match create_in(&tx, actor, type_name, objects, links, outbox).await {
                 Ok(created) => {
                     tx.commit().await?;
+                    if !outbox.is_empty() {
+                        self.announce_outbox();
+                    }
                     Ok(created)
                 }
                 Err(e) => {
@@ -364,12 +370,19 @@ impl Store {
     where
         E: From<StoreError> + AsRetryable,
     {
+        let outbox = self.sync.snapshot();
         with_retry(|| async {
             let tx = self.db.clone().begin().await.map_err(StoreError::from)?;
-            let result = update_in(&tx, actor, operation, type_name, oid, private, &decide).await;
+            let result = update_in(
+                &tx, actor, operation, type_name, oid, private, &decide, &outbox,
+            )
+            .await;
             match result {
                 Ok(Outcome::Written(object)) => {
                     tx.commit().await.map_err(StoreError::from)?;
+                    if !outbox.is_empty() {
+                        self.announce_outbox();
+                    }
                     Ok(Outcome::Written(object))
                 }
                 other => {
@@ -395,12 +408,16 @@ impl Store {
     where
         E: From<StoreError> + AsRetryable,
     {
+        let outbox = self.sync.snapshot();
         with_retry(|| async {
             let tx = self.db.clone().begin().await.map_err(StoreError::from)?;
-            let result = delete_in(&tx, actor, type_name, oid, private, &check).await;
+            let result = delete_in(&tx, actor, type_name, oid, private, &check, &outbox).await;
             match result {
                 Ok(Some(object)) => {
                     tx.commit().await.map_err(StoreError::from)?;
+                    if !outbox.is_empty() {
+                        self.announce_outbox();
+                    }
                     Ok(Some(object))
                 }
                 other => {
@@ -441,7 +458,7 @@ async fn cancel(tx: Tx) {
     }
 }
 
-fn take_json(response: &mut surrealdb::IndexedResults, index: usize) -> Result<Value, StoreError> {
+pub(super) fn take_json(response: &mut surrealdb::IndexedResults, index: usize) -> Result<Value, StoreError> {
     let value: surrealdb::types::Value = response.take(index)?;
     Ok(value.into_json_value())
 }
@@ -462,8 +479,10 @@ async fn create_in(
     type_name: &str,
     objects: &[NewObject],
     links: &[Link],
+    outbox: &[String],
 ) -> Result<Vec<StoredObject>, StoreError> {
     let now = now_timestamp();
+    let mut entries = Vec::new();
     let mut stored = Vec::with_capacity(objects.len());
     let mut rows = Vec::with_capacity(objects.len());
     let mut audits = Vec::with_capacity(objects.len());
@@ -487,6 +506,15 @@ async fn create_in(
         credentials.extend(write.secrets.iter().filter_map(|(property, secret)| {
             secret.as_ref().map(|s| json!({ "id": [type_name, object.oid, property], "hash": s.hash, "sealed": s.sealed }))
         }));
+        entries.extend(outbox_rows(
+            outbox,
+            type_name,
+            &object.oid,
+            "create",
+            1,
+            None,
+            &now,
+        ));
         audits.push(audit_row(
             actor,
             "create",
@@ -511,6 +539,7 @@ async fn create_in(
             &credentials,
             "INSERT INTO credential $credentials RETURN NONE;",
         ),
+        (&entries, "INSERT INTO outbox $outbox RETURN NONE;"),
     ] {
         if !rows_of.is_empty() {
             sql.push_str(statement);
@@ -523,7 +552,7 @@ async fn create_in(
     tx_query(
         tx,
         &sql,
-        json!({ "rows": rows, "keys": keys, "relations": relations, "credentials": credentials, "audits": audits, "links": links, "reverse": reverse }),
+        json!({ "rows": rows, "keys": keys, "relations": relations, "credentials": credentials, "audits": audits, "links": links, "reverse": reverse, "outbox": entries }),
     )
     .await?;
     Ok(stored)
@@ -541,6 +570,7 @@ async fn update_in<E>(
     oid: &str,
     private: &[String],
     decide: &impl Fn(&StoredObject, &BTreeMap<String, StoredSecret>) -> Result<ObjectChange, E>,
+    outbox: &Subscribed,
 ) -> Result<Outcome, E>
 where
     E: From<StoreError>,
@@ -575,11 +605,13 @@ where
         keys: write.unique.clone(),
         ..current.clone()
     };
-    apply_write(tx, actor, operation, &current, &updated, &write, &now).await?;
+    apply_write(tx, actor, operation, &current, &updated, &write, &now, outbox).await?;
     Ok(Outcome::Written(updated))
 }
 
-/// Writes `updated` over `current`: object, unique keys, relations, secrets, audit.
+/// Writes `updated` over `current`: object, unique keys, relations, secrets,
+/// audit, outbox entries.
+#[allow(clippy::too_many_arguments)]
 async fn apply_write(
     tx: &Tx,
     actor: &str,
@@ -588,6 +620,7 @@ async fn apply_write(
     updated: &StoredObject,
     write: &Write,
     now: &str,
+    outbox: &Subscribed,
 ) -> Result<(), StoreError> {
     let type_name = &current.type_name;
     let oid = &current.oid;
@@ -644,12 +677,14 @@ async fn apply_write(
          INSERT INTO relation $relations RETURN NONE;
          FOR $k IN $cleared { DELETE type::record('credential', $k) RETURN NONE; };
          FOR $c IN $secrets { UPSERT type::record('credential', $c.id) CONTENT { hash: $c.hash, sealed: $c.sealed } RETURN NONE; };
-         INSERT INTO audit [$audit] RETURN NONE;",
+         INSERT INTO audit [$audit] RETURN NONE;
+         INSERT INTO outbox $outbox RETURN NONE;",
         json!({
             "type": type_name, "oid": oid, "row": object_content(updated),
             "released": released_ids, "claimed": claimed_rows,
             "source": reference, "relations": relations,
             "cleared": cleared_secrets, "secrets": set_secrets, "audit": audit,
+            "outbox": outbox_rows(subscribed(outbox, type_name), type_name, oid, "update", updated.rev, None, now),
         }),
     )
     .await?;
@@ -663,6 +698,7 @@ async fn delete_in<E>(
     oid: &str,
     private: &[String],
     check: &impl Fn(&StoredObject) -> Result<(), E>,
+    outbox: &Subscribed,
 ) -> Result<Option<StoredObject>, E>
 where
     E: From<StoreError>,
@@ -710,7 +746,7 @@ where
             data: write.data.clone(),
             ..holder.clone()
         };
-        apply_write(tx, actor, "patch", &holder, &updated, &write, &now).await?;
+        apply_write(tx, actor, "patch", &holder, &updated, &write, &now, outbox).await?;
     }
     let key_ids: Vec<Value> = current
         .keys
@@ -725,14 +761,23 @@ where
          FOR $k IN $keys { DELETE type::record('unique_key', $k) RETURN NONE; };
          FOR $k IN $credentials { DELETE type::record('credential', $k) RETURN NONE; };
          DELETE relation WHERE source = $source OR target = $source RETURN NONE;
-         INSERT INTO audit [$audit] RETURN NONE;",
+         INSERT INTO audit [$audit] RETURN NONE;
+         INSERT INTO outbox $outbox RETURN NONE;",
         json!({
             "type": type_name, "oid": oid, "keys": key_ids, "credentials": credential_ids,
             "source": reference, "audit": audit,
+            "outbox": outbox_rows(subscribed(outbox, type_name), type_name, oid, "delete", 0, Some(&current.data), &now),
         }),
     )
     .await?;
     Ok(Some(current))
+}
+
+/// The `enableSync` mappings per managed type, as of the write's start.
+type Subscribed = std::sync::Arc<BTreeMap<String, Vec<String>>>;
+
+fn subscribed<'a>(outbox: &'a Subscribed, type_name: &str) -> &'a [String] {
+    outbox.get(type_name).map_or(&[], Vec::as_slice)
 }
 
 /// The relations a holder keeps after losing `removed`: read back from its rows.

@@ -1,0 +1,514 @@
+//! The implicit-sync outbox. A managed write commits, in its own
+//! transaction, one entry per `enableSync` mapping whose source is the
+//! written type ([`SyncSubscriptions`]); delivery workers (`sync/outbox.rs`)
+//! read due entries, bring the target in line and only then delete them.
+//!
+//! Record id: `outbox:[mapping, type, oid, seq]` with `seq` a UUIDv7, so an
+//! object's entries sit together in seq order: once a delivery brought the
+//! target in line with the object, one range delete drops every entry of that
+//! object up to the last one the delivery saw (failed ones included). Entries
+//! written meanwhile stay and are delivered next.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use super::objects::take_json;
+use super::query::CompiledFilter;
+use super::{Store, StoreError, bind_all, decode_rows, now_timestamp};
+
+pub const PENDING: &str = "pending";
+pub const FAILED: &str = "failed";
+
+/// Which `enableSync` mappings take each managed type's writes:
+/// type → mapping names. Shared by every clone of a [`Store`].
+#[derive(Clone, Default)]
+pub struct SyncSubscriptions(Arc<RwLock<Arc<BTreeMap<String, Vec<String>>>>>);
+
+impl SyncSubscriptions {
+    pub fn set(&self, by_type: BTreeMap<String, Vec<String>>) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(by_type);
+    }
+
+    pub(super) fn snapshot(&self) -> Arc<BTreeMap<String, Vec<String>>> {
+        Arc::clone(&self.0.read().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// One change of one object waiting to reach one mapping's target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    pub seq: String,
+    pub mapping: String,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub oid: String,
+    /// `create`, `update` or `delete`.
+    pub operation: String,
+    /// The object's revision after the write (0 after a delete).
+    pub rev: i64,
+    /// The attributes of a deleted object, for mappings that need them to
+    /// find its target.
+    #[serde(default)]
+    pub snapshot: Option<Map<String, Value>>,
+    pub created: String,
+    pub due: String,
+    pub attempts: u32,
+    pub state: String,
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+impl OutboxEntry {
+    /// `managed/<type>/<id>`.
+    pub fn object(&self) -> String {
+        super::object_ref(&self.type_name, &self.oid)
+    }
+
+    fn key(&self) -> Value {
+        json!([self.mapping, self.type_name, self.oid, self.seq])
+    }
+}
+
+/// A delivery that did not succeed: when to try again, or that it gave up.
+#[derive(Debug, Clone)]
+pub struct Reschedule {
+    pub entry: OutboxEntry,
+    pub attempts: u32,
+    pub due: String,
+    pub failed: bool,
+    pub error: String,
+}
+
+/// Pending and failed entries of one mapping.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueSummary {
+    pub mapping: String,
+    pub pending: u64,
+    pub failed: u64,
+    pub oldest_pending: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// The outbox rows a write of one object adds, one per subscribed mapping.
+pub(super) fn outbox_rows(
+    mappings: &[String],
+    type_name: &str,
+    oid: &str,
+    operation: &str,
+    rev: i64,
+    snapshot: Option<&Map<String, Value>>,
+    now: &str,
+) -> Vec<Value> {
+    mappings
+        .iter()
+        .map(|mapping| {
+            let seq = uuid::Uuid::now_v7().to_string();
+            json!({
+                "id": [mapping, type_name, oid, seq], "seq": seq, "mapping": mapping,
+                "type": type_name, "oid": oid, "operation": operation, "rev": rev,
+                "snapshot": snapshot, "created": now, "due": now, "attempts": 0,
+                "state": PENDING,
+            })
+        })
+        .collect()
+}
+
+const ENTRY_COLUMNS: &str =
+    "seq, mapping, type, oid, operation, rev, snapshot, created, due, attempts, state, last_error";
+
+impl Store {
+    /// Sets which mappings receive which types' writes; writes from now on follow it.
+    pub fn set_sync_subscriptions(&self, by_type: BTreeMap<String, Vec<String>>) {
+        self.sync.set(by_type);
+    }
+
+    /// Woken after a write committed outbox entries.
+    pub fn outbox_signal(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.outbox_signal)
+    }
+
+    pub(super) fn announce_outbox(&self) {
+        self.outbox_signal.notify_one();
+    }
+
+    /// Adds entries outside a managed write (a target rename that other
+    /// objects' targets refer to), and wakes the workers.
+    pub async fn enqueue(
+        &self,
+        mapping: &str,
+        type_name: &str,
+        oids: &[String],
+        operation: &str,
+    ) -> Result<(), StoreError> {
+        if oids.is_empty() {
+            return Ok(());
+        }
+        let now = now_timestamp();
+        let rows: Vec<Value> = oids
+            .iter()
+            .flat_map(|oid| {
+                outbox_rows(
+                    &[mapping.to_string()],
+                    type_name,
+                    oid,
+                    operation,
+                    0,
+                    None,
+                    &now,
+                )
+            })
+            .collect();
+        self.execute(
+            "INSERT INTO outbox $rows RETURN NONE",
+            json!({ "rows": rows }),
+        )
+        .await?;
+        self.announce_outbox();
+        Ok(())
+    }
+
+    /// Pending entries due by `now`, oldest first.
+    pub async fn due_entries(
+        &self,
+        now: &str,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.query_all(
+            &format!(
+                "SELECT {ENTRY_COLUMNS} FROM outbox WHERE state = $pending AND due <= $now \
+                 ORDER BY seq LIMIT $limit"
+            ),
+            json!({ "pending": PENDING, "now": now, "limit": limit }),
+        )
+        .await
+    }
+
+    /// When the next pending entry falls due, if any is waiting.
+    pub async fn next_due(&self) -> Result<Option<String>, StoreError> {
+        let due: Vec<String> = self
+            .query_all(
+                "SELECT VALUE due FROM outbox WHERE state = $pending ORDER BY due LIMIT 1",
+                json!({ "pending": PENDING }),
+            )
+            .await?;
+        Ok(due.into_iter().next())
+    }
+
+    /// Drops every entry of each object up to `through` (its newest entry a
+    /// delivery saw): the target now matches the object as of that entry.
+    pub async fn settle_entries(&self, delivered: &[&OutboxEntry]) -> Result<(), StoreError> {
+        if delivered.is_empty() {
+            return Ok(());
+        }
+        let ranges: Vec<Value> = delivered
+            .iter()
+            .map(|e| json!({ "m": e.mapping, "t": e.type_name, "o": e.oid, "s": e.seq }))
+            .collect();
+        self.execute(
+            "BEGIN; FOR $r IN $ranges { \
+               LET $m = $r.m; LET $t = $r.t; LET $o = $r.o; LET $s = $r.s; \
+               DELETE outbox:[$m, $t, $o, NONE]..=[$m, $t, $o, $s] RETURN NONE; \
+             }; COMMIT;",
+            json!({ "ranges": ranges }),
+        )
+        .await
+    }
+
+    /// Records failed deliveries: their attempt count, next due time and
+    /// error, or that they gave up (`failed`).
+    pub async fn reschedule_entries(&self, failures: &[Reschedule]) -> Result<(), StoreError> {
+        if failures.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<Value> = failures
+            .iter()
+            .map(|f| {
+                json!({
+                    "id": f.entry.key(), "attempts": f.attempts, "due": f.due,
+                    "state": if f.failed { FAILED } else { PENDING }, "error": f.error,
+                })
+            })
+            .collect();
+        self.execute(
+            "BEGIN; FOR $r IN $rows { \
+               UPDATE type::record('outbox', $r.id) SET attempts = $r.attempts, due = $r.due, \
+                 state = $r.state, last_error = $r.error RETURN NONE; \
+             }; COMMIT;",
+            json!({ "rows": rows }),
+        )
+        .await
+    }
+
+    /// Pending and failed entries per mapping, with the oldest pending
+    /// entry's time and the latest error.
+    pub async fn queue_summary(&self) -> Result<Vec<QueueSummary>, StoreError> {
+        #[derive(Deserialize)]
+        struct Group {
+            mapping: String,
+            state: String,
+            n: u64,
+            oldest: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct LastError {
+            mapping: String,
+            last_error: String,
+        }
+        let mut response = bind_all(
+            self.db.query(
+                "SELECT mapping, state, count() AS n, array::min(array::group(created)) AS oldest FROM outbox \
+                 GROUP BY mapping, state; \
+                 SELECT mapping, last_error, due FROM outbox WHERE last_error != NONE \
+                 ORDER BY due DESC;",
+            ),
+            Value::Null,
+        )
+        .await?;
+        let groups: Vec<Group> = decode_rows(take_json(&mut response, 0)?)?;
+        let errors: Vec<LastError> = decode_rows(take_json(&mut response, 1)?)?;
+        let mut by_mapping: BTreeMap<String, QueueSummary> = BTreeMap::new();
+        for group in groups {
+            let summary = by_mapping
+                .entry(group.mapping.clone())
+                .or_insert_with(|| QueueSummary {
+                    mapping: group.mapping.clone(),
+                    ..QueueSummary::default()
+                });
+            if group.state == FAILED {
+                summary.failed += group.n;
+            } else {
+                summary.pending += group.n;
+                summary.oldest_pending = group.oldest;
+            }
+        }
+        for error in errors {
+            if let Some(summary) = by_mapping.get_mut(&error.mapping)
+                && summary.last_error.is_none()
+            {
+                summary.last_error = Some(error.last_error);
+            }
+        }
+        Ok(by_mapping.into_values().collect())
+    }
+
+    /// One page of entries matching a compiled filter, oldest first.
+    pub async fn list_entries(
+        &self,
+        filter: &CompiledFilter,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let mut params = filter.params.clone();
+        params.insert("limit".into(), json!(limit));
+        params.insert("start".into(), json!(offset));
+        self.query_all(
+            &format!(
+                "SELECT {ENTRY_COLUMNS} FROM outbox WHERE {} ORDER BY seq LIMIT $limit START $start",
+                filter.condition()
+            ),
+            Value::Object(params),
+        )
+        .await
+    }
+
+    /// Makes failed entries of a mapping (all, or those with these seqs) due now.
+    pub async fn retry_entries(&self, mapping: &str, seqs: &[String]) -> Result<u64, StoreError> {
+        let retried: Option<u64> = self
+            .query_one(
+                "RETURN array::len((UPDATE outbox SET state = $pending, attempts = 0, due = $now \
+                   WHERE mapping = $mapping AND state = $failed AND ($all OR seq IN $seqs) \
+                   RETURN VALUE seq))",
+                json!({
+                    "pending": PENDING, "failed": FAILED, "now": now_timestamp(),
+                    "mapping": mapping, "all": seqs.is_empty(), "seqs": seqs,
+                }),
+            )
+            .await?;
+        let retried = retried.unwrap_or(0);
+        if retried > 0 {
+            self.announce_outbox();
+        }
+        Ok(retried)
+    }
+
+    /// Deletes entries of a mapping: every failed one, or those with these seqs.
+    pub async fn discard_entries(&self, mapping: &str, seqs: &[String]) -> Result<u64, StoreError> {
+        let discarded: Option<u64> = self
+            .query_one(
+                "RETURN array::len((DELETE outbox WHERE mapping = $mapping \
+                   AND (($all AND state = $failed) OR seq IN $seqs) RETURN BEFORE))",
+                json!({ "mapping": mapping, "all": seqs.is_empty(), "seqs": seqs, "failed": FAILED }),
+            )
+            .await?;
+        Ok(discarded.unwrap_or(0))
+    }
+}
+
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::store::{NewObject, ObjectChange, Write};
+
+    fn user(oid: &str, name: &str) -> NewObject {
+        NewObject {
+            oid: oid.into(),
+            write: Write {
+                data: json!({ "userName": name }).as_object().cloned().unwrap(),
+                changed: vec!["userName".into()],
+                ..Write::default()
+            },
+        }
+    }
+
+    async fn rename(store: &Store, oid: &str, name: &str) {
+        store
+            .update_object("test", "patch", "user", oid, &[], |current, _| {
+                let mut data = current.data.clone();
+                data.insert("userName".into(), json!(name));
+                Ok::<_, StoreError>(ObjectChange::Write(Write {
+                    data,
+                    changed: vec!["userName".into()],
+                    ..Write::default()
+                }))
+            })
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn managed_writes_feed_the_outbox_of_subscribed_mappings_only() {
+        let store = Store::open("mem://").await.unwrap();
+        store
+            .create_objects("test", "user", &[user("before", "b")], &[])
+            .await
+            .unwrap();
+        assert!(store.due_entries(&now_timestamp(), 10).await.unwrap().is_empty());
+
+        store.set_sync_subscriptions(BTreeMap::from([(
+            "user".to_string(),
+            vec!["toLdap".to_string(), "toApp".to_string()],
+        )]));
+        store
+            .create_objects("test", "user", &[user("a", "a"), user("b", "bb")], &[])
+            .await
+            .unwrap();
+        rename(&store, "a", "a2").await;
+        store
+            .delete_object("test", "user", "b", &[], |_| Ok::<_, StoreError>(()))
+            .await
+            .unwrap();
+        store
+            .create_objects("test", "group", &[user("g", "g")], &[])
+            .await
+            .unwrap();
+
+        let due = store.due_entries(&now_timestamp(), 100).await.unwrap();
+        let seen: Vec<(&str, &str, &str)> = due
+            .iter()
+            .filter(|e| e.mapping == "toLdap")
+            .map(|e| (e.oid.as_str(), e.operation.as_str(), e.state.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("a", "create", PENDING),
+                ("b", "create", PENDING),
+                ("a", "update", PENDING),
+                ("b", "delete", PENDING)
+            ]
+        );
+        assert_eq!(due.len(), 8, "one entry per mapping per write");
+        let deleted = due.iter().find(|e| e.operation == "delete").unwrap();
+        assert_eq!(deleted.snapshot.as_ref().unwrap()["userName"], "bb");
+
+        // Delivering a's newest entry settles all of a's entries up to it.
+        let a_latest = due
+            .iter()
+            .filter(|e| e.mapping == "toLdap" && e.oid == "a")
+            .next_back()
+            .unwrap();
+        store.settle_entries(&[a_latest]).await.unwrap();
+        rename(&store, "a", "a3").await;
+        let left: Vec<(String, String, String)> = store
+            .due_entries(&now_timestamp(), 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.mapping == "toLdap")
+            .map(|e| (e.oid, e.operation, e.state))
+            .collect();
+        assert_eq!(
+            left,
+            [
+                ("b".into(), "create".into(), PENDING.into()),
+                ("b".into(), "delete".into(), PENDING.into()),
+                ("a".into(), "update".into(), PENDING.into())
+            ],
+            "a write after the delivery stays"
+        );
+    }
+
+    #[tokio::test]
+    async fn failures_wait_give_up_and_can_be_retried_or_discarded() {
+        let store = Store::open("mem://").await.unwrap();
+        store.set_sync_subscriptions(BTreeMap::from([(
+            "user".to_string(),
+            vec!["toLdap".to_string()],
+        )]));
+        store
+            .create_objects("test", "user", &[user("a", "a"), user("b", "b")], &[])
+            .await
+            .unwrap();
+        let due = store.due_entries(&now_timestamp(), 10).await.unwrap();
+        let later = "9999-01-01T00:00:00.000000Z".to_string();
+        store
+            .reschedule_entries(&[
+                Reschedule {
+                    entry: due[0].clone(),
+                    attempts: 1,
+                    due: later.clone(),
+                    failed: false,
+                    error: "connection refused".into(),
+                },
+                Reschedule {
+                    entry: due[1].clone(),
+                    attempts: 8,
+                    due: later,
+                    failed: true,
+                    error: "objectClassViolation".into(),
+                },
+            ])
+            .await
+            .unwrap();
+        assert!(store.due_entries(&now_timestamp(), 10).await.unwrap().is_empty());
+        assert_eq!(
+            store.next_due().await.unwrap().as_deref(),
+            Some("9999-01-01T00:00:00.000000Z")
+        );
+        let summary = store.queue_summary().await.unwrap();
+        assert_eq!(summary.len(), 1);
+        assert_eq!((summary[0].pending, summary[0].failed), (1, 1));
+        assert!(summary[0].oldest_pending.is_some());
+        assert!(summary[0].last_error.is_some());
+
+        assert_eq!(store.retry_entries("other", &[]).await.unwrap(), 0);
+        assert_eq!(store.retry_entries("toLdap", &[]).await.unwrap(), 1);
+        let due_again = store.due_entries(&now_timestamp(), 10).await.unwrap();
+        assert_eq!(due_again.len(), 1);
+        assert_eq!((due_again[0].oid.as_str(), due_again[0].attempts), ("b", 0));
+
+        assert_eq!(
+            store
+                .discard_entries("toLdap", &[due[0].seq.clone()])
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(store.queue_summary().await.unwrap()[0].pending, 1);
+    }
+}
