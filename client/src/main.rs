@@ -8,6 +8,7 @@ mod input;
 mod objects;
 mod output;
 mod recon;
+mod sync;
 mod tokens;
 
 use std::io::Write;
@@ -85,6 +86,9 @@ enum Command {
     /// Reconcile mappings: start (and follow), plan, list, show and cancel runs.
     #[command(subcommand)]
     Recon(recon::ReconCommand),
+    /// Implicit sync: changes waiting to reach targets; retry or discard them.
+    #[command(subcommand)]
+    Sync(sync::SyncCommand),
     /// Print a shell completion script, e.g. `idmctl completions bash > /etc/bash_completion.d/idmctl`.
     Completions {
         /// The shell.
@@ -113,6 +117,7 @@ async fn run(ctx: &Context, command: Command) -> Result<ExitCode, CliError> {
         Command::Objects(command) => return objects::run(ctx, command).await,
         Command::Recon(command) => return recon::run(ctx, command).await,
         Command::Audit(command) => audit::run(ctx, command).await?,
+        Command::Sync(command) => sync::run(ctx, command).await?,
         Command::Tokens(command) => tokens::run(ctx, command).await?,
         Command::Connectors(command) => config::connectors(ctx, command).await?,
         Command::Mappings(command) => config::mappings(ctx, command).await?,

@@ -84,11 +84,15 @@ pub async fn run(
     let objects = ManagedObjects::new(Arc::new(conf.schema), store.clone(), secrets);
     let conf_dir = settings.conf.clone().unwrap_or_else(|| PathBuf::from("."));
     let reconciler = sync::recon::Reconciler::new(store.clone(), objects.clone(), conf_dir.clone());
+    let implicit = Arc::new(
+        sync::outbox::ImplicitSync::start(store.clone(), objects.clone(), conf_dir.clone()).await?,
+    );
     let core = api::Core {
         store: store.clone(),
         objects,
         tokens,
         reconciler: reconciler.clone(),
+        implicit: Arc::clone(&implicit),
         conf_dir,
     };
     let (stop, stopped) = watch::channel(false);
@@ -107,8 +111,11 @@ pub async fn run(
     }
     // Runs still going end CANCELED rather than be cut off mid-batch.
     reconciler.shutdown(SHUTDOWN_GRACE).await;
+    // Deliveries in hand finish; the rest wait in the outbox for the next start.
+    implicit.shutdown(SHUTDOWN_GRACE).await;
     // Every store handle goes before the store closes (it closes with the last).
     drop(reconciler);
+    drop(implicit);
     refresh.abort();
     let _ = refresh.await;
     store.close(SHUTDOWN_GRACE).await;

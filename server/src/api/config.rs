@@ -18,6 +18,9 @@ use crate::managed::ManagedObjects;
 use crate::store::{ConfigDocument, Store};
 use crate::sync::Mapping as SyncMapping;
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::sync::outbox::ImplicitSync;
 use tonic_types::StatusExt;
 
 pub struct ConfigApi {
@@ -26,6 +29,8 @@ pub struct ConfigApi {
     pub objects: ManagedObjects,
     /// Script files in mappings are relative to it.
     pub conf_dir: PathBuf,
+    /// Told when mappings or connectors change, so writes feed the right outboxes.
+    pub implicit: Arc<ImplicitSync>,
 }
 
 /// Secret-looking values never leave the server; `$env` references may.
@@ -198,9 +203,9 @@ impl ConfigService for ConfigApi {
         if !given.connector_type.is_empty() {
             body.insert("connectorType".into(), Value::String(given.connector_type));
         }
-        Ok(Response::new(connector(
-            self.put("connector", name, body).await?,
-        )))
+        let stored = self.put("connector", name, body).await?;
+        self.implicit.reload().await?;
+        Ok(Response::new(connector(stored)))
     }
 
     async fn delete_connector(
@@ -210,6 +215,7 @@ impl ConfigService for ConfigApi {
         caller(&request)?.require(Scope::Admin)?;
         let name = short_name(&request.get_ref().name, "connectors/")?;
         let existed = self.store.delete_config("connector", name).await?;
+        self.implicit.reload().await?;
         Ok(Response::new(DeleteConnectorResponse { existed }))
     }
 
@@ -272,9 +278,9 @@ impl ConfigService for ConfigApi {
                     tonic_types::ErrorDetails::with_bad_request_violation(e.field, e.message),
                 )
             })?;
-        Ok(Response::new(mapping(
-            self.put("mapping", &name, body).await?,
-        )))
+        let stored = self.put("mapping", &name, body).await?;
+        self.implicit.reload().await?;
+        Ok(Response::new(mapping(stored)))
     }
 
     async fn delete_mapping(
@@ -284,6 +290,7 @@ impl ConfigService for ConfigApi {
         caller(&request)?.require(Scope::Admin)?;
         let name = short_name(&request.get_ref().name, "mappings/")?;
         let existed = self.store.delete_config("mapping", name).await?;
+        self.implicit.reload().await?;
         Ok(Response::new(DeleteMappingResponse { existed }))
     }
 }

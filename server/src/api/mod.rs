@@ -7,6 +7,7 @@ mod config;
 mod error;
 mod objects;
 mod recon;
+mod sync;
 mod tokens;
 
 use std::future::Future;
@@ -17,12 +18,14 @@ use idm_proto::v1::audit_service_server::AuditServiceServer;
 use idm_proto::v1::config_service_server::ConfigServiceServer;
 use idm_proto::v1::object_service_server::ObjectServiceServer;
 use idm_proto::v1::recon_service_server::ReconServiceServer;
+use idm_proto::v1::sync_service_server::SyncServiceServer;
 use idm_proto::v1::token_service_server::TokenServiceServer;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 
 use crate::managed::ManagedObjects;
 use crate::store::Store;
+use crate::sync::outbox::ImplicitSync;
 use crate::sync::recon::Reconciler;
 use auth::{Authenticate, TokenRegistry};
 
@@ -32,6 +35,8 @@ pub struct Core {
     pub objects: ManagedObjects,
     pub tokens: Arc<TokenRegistry>,
     pub reconciler: Reconciler,
+    /// Implicit sync, told when mappings change.
+    pub implicit: Arc<ImplicitSync>,
     /// The conf directory (relative paths in conf documents start here).
     pub conf_dir: std::path::PathBuf,
 }
@@ -78,9 +83,14 @@ pub async fn serve(
         objects: core.objects.clone(),
         conf_dir: core.conf_dir.clone(),
         store: core.store.clone(),
+        implicit: Arc::clone(&core.implicit),
     });
     let recon = ReconServiceServer::new(recon::ReconApi {
         reconciler: core.reconciler.clone(),
+    });
+
+    let sync = SyncServiceServer::new(sync::SyncApi {
+        store: core.store.clone(),
     });
 
     tracing::info!(%addr, "idmd serving gRPC");
@@ -93,7 +103,8 @@ pub async fn serve(
         .add_service(InterceptedService::new(audit, auth.clone()))
         .add_service(InterceptedService::new(token_api, auth.clone()))
         .add_service(InterceptedService::new(config, auth.clone()))
-        .add_service(InterceptedService::new(recon, auth))
+        .add_service(InterceptedService::new(recon, auth.clone()))
+        .add_service(InterceptedService::new(sync, auth))
         .serve_with_shutdown(addr, shutdown)
         .await
         .map_err(|source| ServeError::Transport { addr, source })

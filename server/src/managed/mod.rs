@@ -618,6 +618,23 @@ impl ManagedObjects {
             .collect())
     }
 
+    /// The plain values of one private property of many objects, in order
+    /// (`None` where an object has none): provisioning hands them to targets
+    /// that keep their own copy, such as a directory's `userPassword`.
+    pub async fn private_values(
+        &self,
+        type_name: &str,
+        property: &str,
+        oids: &[String],
+    ) -> Result<Vec<Option<String>>, ManagedError> {
+        let sealed = self.store.sealed_secrets(type_name, property, oids).await?;
+        sealed
+            .into_iter()
+            .map(|s| s.map(|s| self.secrets.open(&s)).transpose())
+            .collect::<Result<_, _>>()
+            .map_err(ManagedError::from)
+    }
+
     /// Hashes and seals passwords off the async workers (argon2 is slow on purpose).
     async fn seal_all(
         &self,

@@ -108,7 +108,8 @@ pub(super) fn outbox_rows(
             let seq = uuid::Uuid::now_v7().to_string();
             json!({
                 "id": [mapping, type_name, oid, seq], "seq": seq, "mapping": mapping,
-                "type": type_name, "oid": oid, "operation": operation, "rev": rev,
+                "type": type_name, "oid": oid, "object": super::object_ref(type_name, oid),
+                "operation": operation, "rev": rev,
                 "snapshot": snapshot, "created": now, "due": now, "attempts": 0,
                 "state": PENDING,
             })
@@ -347,7 +348,6 @@ impl Store {
     }
 }
 
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -387,7 +387,13 @@ mod tests {
             .create_objects("test", "user", &[user("before", "b")], &[])
             .await
             .unwrap();
-        assert!(store.due_entries(&now_timestamp(), 10).await.unwrap().is_empty());
+        assert!(
+            store
+                .due_entries(&now_timestamp(), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
 
         store.set_sync_subscriptions(BTreeMap::from([(
             "user".to_string(),
@@ -485,7 +491,13 @@ mod tests {
             ])
             .await
             .unwrap();
-        assert!(store.due_entries(&now_timestamp(), 10).await.unwrap().is_empty());
+        assert!(
+            store
+                .due_entries(&now_timestamp(), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(
             store.next_due().await.unwrap().as_deref(),
             Some("9999-01-01T00:00:00.000000Z")

@@ -58,6 +58,11 @@ pub struct PropertyMapping {
     pub condition: Option<ScriptSource>,
     /// Used when the source has no value (or there is no source attribute).
     pub default: Option<Value>,
+    /// The value holds references to managed objects (`{"_ref": …}`) that
+    /// this other mapping links to targets: the target gets their linked
+    /// target ids instead (a group's `members` → member DNs). References not
+    /// linked yet are left out until they are.
+    pub reference_mapping: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -195,6 +200,16 @@ impl Mapping {
                 let transform = property_script("transform")?;
                 let condition = property_script("condition")?;
                 let default = property.get("default").cloned();
+                let reference_mapping = match property.get("referenceMapping") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+                    Some(_) => {
+                        return Err(error(
+                            format!("{field}.referenceMapping"),
+                            "expected a mapping name",
+                        ));
+                    }
+                };
                 if source.is_none() && transform.is_none() && default.is_none() {
                     return Err(error(&field, "needs a source, a transform or a default"));
                 }
@@ -204,6 +219,7 @@ impl Mapping {
                     transform,
                     condition,
                     default,
+                    reference_mapping,
                 });
             }
         }

@@ -2,6 +2,8 @@
 //! `recon` reconciles a mapping's source into its target.
 
 mod mapping;
+pub mod outbox;
+pub mod provision;
 pub mod recon;
 mod situation;
 mod transform;

@@ -3,6 +3,7 @@
 //! [`Reconciler`] starts, watches, cancels and plans runs; `run.rs` drives
 //! one, `worker.rs` decides and applies per record.
 
+mod outbound;
 mod run;
 mod worker;
 
@@ -20,6 +21,7 @@ pub use run::{PlanOutcome, PlannedChange, PropertyChange};
 use crate::connector::{self, Connector, ConnectorError};
 use crate::managed::{ManagedError, ManagedObjects};
 use crate::store::{ReconRunRecord, Store, StoreError, now_timestamp};
+use crate::sync::provision::Provisioner;
 use crate::sync::{Endpoint, Mapping, MappingError};
 use run::Recon;
 
@@ -56,12 +58,16 @@ pub enum ReconError {
     Internal(String),
 }
 
-/// A mapping ready to run: its source connector and target type.
+/// A mapping ready to run: its connector, the connector's object type and
+/// the managed type on the other side.
 struct Prepared {
     mapping: Arc<Mapping>,
     connector: Arc<dyn Connector>,
     object_type: String,
+    /// The managed type (the target; the source of an outbound mapping).
     target_type: String,
+    /// Managed objects into the connector (provisioning), not the reverse.
+    outbound: bool,
 }
 
 struct ActiveRun {
@@ -109,21 +115,39 @@ impl Reconciler {
                     mapping: name.to_string(),
                     source,
                 })?;
-        let (connector_name, object_type, target_type) = match (&mapping.source, &mapping.target) {
-            (
-                Endpoint::System {
-                    connector,
-                    object_type,
-                },
-                Endpoint::Managed { type_name },
-            ) => (connector.clone(), object_type.clone(), type_name.clone()),
-            (source, target) => {
-                return Err(ReconError::Unsupported(format!(
-                    "mapping {name}: reconciling {source} into {target} is not supported yet \
-                     (sources are connectors, targets are managed objects)"
-                )));
-            }
-        };
+        let (connector_name, object_type, target_type, outbound) =
+            match (&mapping.source, &mapping.target) {
+                (
+                    Endpoint::System {
+                        connector,
+                        object_type,
+                    },
+                    Endpoint::Managed { type_name },
+                ) => (
+                    connector.clone(),
+                    object_type.clone(),
+                    type_name.clone(),
+                    false,
+                ),
+                (
+                    Endpoint::Managed { type_name },
+                    Endpoint::System {
+                        connector,
+                        object_type,
+                    },
+                ) => (
+                    connector.clone(),
+                    object_type.clone(),
+                    type_name.clone(),
+                    true,
+                ),
+                (source, target) => {
+                    return Err(ReconError::Unsupported(format!(
+                        "mapping {name}: reconciling {source} into {target} is not supported \
+                         (one side must be a connector, the other managed objects)"
+                    )));
+                }
+            };
         let connector_doc = self
             .store
             .get_config("connector", &connector_name)
@@ -138,6 +162,7 @@ impl Reconciler {
             connector,
             object_type,
             target_type,
+            outbound,
         })
     }
 
@@ -219,12 +244,7 @@ impl Reconciler {
         publish: watch::Sender<ReconRunRecord>,
     ) {
         tracing::info!("reconciliation started");
-        let work = run::reconcile(
-            Arc::clone(&recon),
-            prepared.connector,
-            prepared.object_type,
-            only,
-        );
+        let work = self.run(Arc::clone(&recon), prepared, only);
         tokio::pin!(work);
         let mut report = tokio::time::interval(REPORT_EVERY);
         let mut last_save = tokio::time::Instant::now();
@@ -269,6 +289,38 @@ impl Reconciler {
             "reconciliation ended"
         );
         publish.send_replace(last);
+    }
+
+    /// The run itself: connector → managed, or managed → connector.
+    async fn run(
+        &self,
+        recon: Arc<Recon>,
+        prepared: Prepared,
+        only: Option<HashSet<String>>,
+    ) -> Result<(), ReconError> {
+        if !prepared.outbound {
+            return run::reconcile(recon, prepared.connector, prepared.object_type, only).await;
+        }
+        let mappings =
+            crate::sync::outbox::load_sync_mappings(&self.store, &self.objects, &self.conf_dir)
+                .await?;
+        let referrers = crate::sync::outbox::referrers(&mappings, &prepared.mapping.name);
+        let (store, objects) = (self.store.clone(), self.objects.clone());
+        let handle = tokio::runtime::Handle::current();
+        // The provisioner's script engine stays on this one thread.
+        tokio::task::spawn_blocking(move || {
+            let provisioner = Provisioner::new(
+                prepared.mapping,
+                prepared.connector,
+                store,
+                objects,
+                referrers,
+            )
+            .map_err(|e| ReconError::Internal(e.to_string()))?;
+            handle.block_on(outbound::reconcile(recon, provisioner, only))
+        })
+        .await
+        .map_err(|e| ReconError::Internal(format!("the reconciliation thread stopped: {e}")))?
     }
 
     /// Progress of a run while it is active.
@@ -345,6 +397,11 @@ impl Reconciler {
         limit: usize,
     ) -> Result<PlanOutcome, ReconError> {
         let prepared = self.prepare(mapping).await?;
+        if prepared.outbound {
+            return Err(ReconError::Unsupported(format!(
+                "mapping {mapping}: a plan of managed objects into a connector is not supported yet"
+            )));
+        }
         let record = ReconRunRecord {
             rid: format!("plan-{}", uuid::Uuid::now_v7()),
             mapping: mapping.to_string(),

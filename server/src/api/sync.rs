@@ -1,0 +1,178 @@
+//! `idm.v1.SyncService`: the implicit-sync outbox, for operators.
+
+use idm_proto::filter::AttrPath;
+use idm_proto::v1::sync_entry::State;
+use idm_proto::v1::sync_service_server::SyncService;
+use idm_proto::v1::{
+    DiscardSyncEntriesRequest, DiscardSyncEntriesResponse, GetSyncQueueRequest,
+    GetSyncQueueResponse, ListSyncEntriesRequest, ListSyncEntriesResponse, RetrySyncEntriesRequest,
+    RetrySyncEntriesResponse, Scope, SyncEntry, SyncQueueSummary,
+};
+use tonic::{Request, Response, Status};
+
+use super::auth::caller;
+use super::timestamp;
+use crate::managed::{
+    compile_filter, decode_page_token, encode_page_token, fingerprint, page_size,
+};
+use crate::store::{FAILED, FieldResolver, OutboxEntry, ResolvedField, Store};
+
+pub struct SyncApi {
+    pub store: Store,
+}
+
+/// An entry's attributes, as the filter language names them.
+struct EntryFields;
+
+impl FieldResolver for EntryFields {
+    fn resolve(&self, path: &AttrPath) -> Result<ResolvedField, String> {
+        let name = match (path.attr.as_str(), &path.sub_attr) {
+            ("mapping", None) => "mapping",
+            ("object", None) => "object",
+            ("state", None) => "state",
+            ("operation", None) => "operation",
+            _ => {
+                return Err(format!(
+                    "unknown sync entry attribute \"{path}\" (mapping, object, state, operation)"
+                ));
+            }
+        };
+        Ok(ResolvedField::Column {
+            name,
+            case_exact: true,
+        })
+    }
+}
+
+fn entry_to_proto(entry: &OutboxEntry) -> SyncEntry {
+    SyncEntry {
+        name: format!("sync/{}", entry.seq),
+        mapping: entry.mapping.clone(),
+        object: entry.object(),
+        operation: entry.operation.clone(),
+        state: if entry.state == FAILED {
+            State::Failed
+        } else {
+            State::Pending
+        } as i32,
+        attempts: i32::try_from(entry.attempts).unwrap_or(i32::MAX),
+        last_error: entry.last_error.clone().unwrap_or_default(),
+        create_time: timestamp(&entry.created),
+        next_attempt_time: timestamp(&entry.due),
+    }
+}
+
+/// `sync/<seq>` names → seqs.
+fn seqs(names: &[String]) -> Result<Vec<String>, Status> {
+    names
+        .iter()
+        .map(|name| {
+            name.strip_prefix("sync/")
+                .filter(|seq| !seq.is_empty())
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    Status::invalid_argument(format!("names: expected sync/<id>, got {name:?}"))
+                })
+        })
+        .collect()
+}
+
+fn required_mapping(mapping: &str) -> Result<&str, Status> {
+    if mapping.is_empty() {
+        return Err(Status::invalid_argument("mapping: required"));
+    }
+    Ok(mapping)
+}
+
+#[tonic::async_trait]
+impl SyncService for SyncApi {
+    async fn get_sync_queue(
+        &self,
+        request: Request<GetSyncQueueRequest>,
+    ) -> Result<Response<GetSyncQueueResponse>, Status> {
+        caller(&request)?.require(Scope::Read)?;
+        let mappings = self
+            .store
+            .queue_summary()
+            .await?
+            .into_iter()
+            .map(|s| SyncQueueSummary {
+                mapping: s.mapping,
+                pending: i64::try_from(s.pending).unwrap_or(i64::MAX),
+                failed: i64::try_from(s.failed).unwrap_or(i64::MAX),
+                oldest_pending_time: s.oldest_pending.as_deref().and_then(timestamp),
+                last_error: s.last_error.unwrap_or_default(),
+            })
+            .collect();
+        Ok(Response::new(GetSyncQueueResponse { mappings }))
+    }
+
+    async fn list_sync_entries(
+        &self,
+        request: Request<ListSyncEntriesRequest>,
+    ) -> Result<Response<ListSyncEntriesResponse>, Status> {
+        caller(&request)?.require(Scope::Read)?;
+        let request = request.into_inner();
+        let limit = page_size(
+            usize::try_from(request.page_size)
+                .map_err(|_| Status::invalid_argument("page_size must not be negative"))?,
+        )?;
+        let print = fingerprint(&["sync", &request.filter]);
+        let offset = if request.page_token.is_empty() {
+            0
+        } else {
+            decode_page_token(&request.page_token, &print)?
+        };
+        let filter = compile_filter(&request.filter, &EntryFields)?;
+        // One more than asked tells whether another page follows.
+        let mut entries = self.store.list_entries(&filter, limit + 1, offset).await?;
+        let next_page_token = if entries.len() > limit {
+            entries.truncate(limit);
+            encode_page_token(offset + limit, &print)
+        } else {
+            String::new()
+        };
+        Ok(Response::new(ListSyncEntriesResponse {
+            entries: entries.iter().map(entry_to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn retry_sync_entries(
+        &self,
+        request: Request<RetrySyncEntriesRequest>,
+    ) -> Result<Response<RetrySyncEntriesResponse>, Status> {
+        let caller = caller(&request)?;
+        caller.require(Scope::Admin)?;
+        let actor = caller.token_id;
+        let request = request.into_inner();
+        let mapping = required_mapping(&request.mapping)?;
+        let count = self
+            .store
+            .retry_entries(mapping, &seqs(&request.names)?)
+            .await?;
+        tracing::info!(%actor, %mapping, count, "sync entries retried");
+        Ok(Response::new(RetrySyncEntriesResponse {
+            count: i64::try_from(count).unwrap_or(i64::MAX),
+        }))
+    }
+
+    async fn discard_sync_entries(
+        &self,
+        request: Request<DiscardSyncEntriesRequest>,
+    ) -> Result<Response<DiscardSyncEntriesResponse>, Status> {
+        let caller = caller(&request)?;
+        caller.require(Scope::Admin)?;
+        let actor = caller.token_id;
+        let request = request.into_inner();
+        let mapping = required_mapping(&request.mapping)?;
+        let count = self
+            .store
+            .discard_entries(mapping, &seqs(&request.names)?)
+            .await?;
+        tracing::warn!(%actor, %mapping, count, "sync entries discarded; their changes wait for the next recon");
+        Ok(Response::new(DiscardSyncEntriesResponse {
+            count: i64::try_from(count).unwrap_or(i64::MAX),
+        }))
+    }
+}

@@ -1,0 +1,380 @@
+//! Implicit sync: delivering the outbox. Managed writes commit outbox entries
+//! (store/outbox.rs); this dispatcher reads due entries oldest first, hands
+//! each mapping's objects to its [`Provisioner`], and settles an object's
+//! entries only after the target confirmed. A failed delivery is tried again
+//! with exponential backoff: without limit while the target is unreachable
+//! (an outage delays changes, never drops them), and up to
+//! [`MAX_ATTEMPTS`] when the target refuses, after which the entries wait as
+//! `failed` for an operator's retry or discard.
+//!
+//! Delivery is state-based (see `provision.rs`), so an object's entries are
+//! delivered together and in order, and delivering one again after a crash
+//! changes nothing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::mapping::{Endpoint, Mapping};
+use super::provision::{Change, Provisioner, Referrer};
+use crate::connector;
+use crate::managed::ManagedObjects;
+use crate::store::{OutboxEntry, Reschedule, Store, StoreError, format_timestamp, now_timestamp};
+
+/// Entries read per round.
+const BATCH: usize = 500;
+/// Deliveries the target refused are given up after this many attempts.
+pub const MAX_ATTEMPTS: u32 = 6;
+/// The longest wait between two attempts while a target is unreachable.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How often the dispatcher looks for entries when nothing wakes it
+/// (another node's writes, entries falling due).
+const IDLE_POLL: Duration = Duration::from_secs(2);
+
+/// The enableSync mappings that provision managed objects into a connector,
+/// by source type, from the stored mapping documents.
+pub async fn load_sync_mappings(
+    store: &Store,
+    objects: &ManagedObjects,
+    conf_dir: &std::path::Path,
+) -> Result<Vec<Mapping>, StoreError> {
+    let mut mappings = Vec::new();
+    for document in store.list_config("mapping").await? {
+        match Mapping::from_json(&document.name, &document.body, conf_dir, objects.schema()) {
+            Ok(mapping) if is_implicit(&mapping) => mappings.push(mapping),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(mapping = %document.name, error = %e, "mapping not usable for implicit sync")
+            }
+        }
+    }
+    Ok(mappings)
+}
+
+fn is_implicit(mapping: &Mapping) -> bool {
+    mapping.enable_sync
+        && matches!(mapping.source, Endpoint::Managed { .. })
+        && matches!(mapping.target, Endpoint::System { .. })
+}
+
+/// Type → mapping names, for [`Store::set_sync_subscriptions`].
+pub fn subscriptions(mappings: &[Mapping]) -> BTreeMap<String, Vec<String>> {
+    let mut by_type: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for mapping in mappings {
+        if let Endpoint::Managed { type_name } = &mapping.source {
+            by_type
+                .entry(type_name.clone())
+                .or_default()
+                .push(mapping.name.clone());
+        }
+    }
+    by_type
+}
+
+/// The mappings whose properties translate references through `mapping`'s links.
+pub fn referrers(mappings: &[Mapping], mapping: &str) -> Vec<Referrer> {
+    let mut found = Vec::new();
+    for other in mappings {
+        let Endpoint::Managed { type_name } = &other.source else {
+            continue;
+        };
+        for property in &other.properties {
+            if property.reference_mapping.as_deref() == Some(mapping)
+                && let Some(source) = &property.source
+            {
+                found.push(Referrer {
+                    mapping: other.name.clone(),
+                    source_type: type_name.clone(),
+                    property: source.clone(),
+                });
+            }
+        }
+    }
+    found
+}
+
+/// The running dispatcher.
+pub struct ImplicitSync {
+    store: Store,
+    objects: ManagedObjects,
+    conf_dir: PathBuf,
+    reload: watch::Sender<u64>,
+    stop: watch::Sender<bool>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl ImplicitSync {
+    /// Subscribes the enableSync mappings' source types to the outbox and
+    /// starts delivering (entries left by an earlier run included).
+    pub async fn start(
+        store: Store,
+        objects: ManagedObjects,
+        conf_dir: PathBuf,
+    ) -> Result<Self, StoreError> {
+        let mappings = load_sync_mappings(&store, &objects, &conf_dir).await?;
+        store.set_sync_subscriptions(subscriptions(&mappings));
+        let (reload, reloads) = watch::channel(0);
+        let (stop, stopped) = watch::channel(false);
+        let handle = tokio::runtime::Handle::current();
+        let (for_store, for_objects, for_dir) = (store.clone(), objects.clone(), conf_dir.clone());
+        // Provisioners own script engines (single-threaded): one thread for all.
+        let task = tokio::task::spawn_blocking(move || {
+            let dispatcher = Dispatcher {
+                store: for_store,
+                objects: for_objects,
+                conf_dir: for_dir,
+                mappings,
+                provisioners: HashMap::new(),
+            };
+            handle.block_on(dispatcher.run(reloads, stopped));
+        });
+        Ok(ImplicitSync {
+            store,
+            objects,
+            conf_dir,
+            reload,
+            stop,
+            task: std::sync::Mutex::new(Some(task)),
+        })
+    }
+
+    /// Re-reads the mappings after a conf change: writes from now on feed
+    /// the new set of outboxes, and deliveries use the new mappings.
+    pub async fn reload(&self) -> Result<(), StoreError> {
+        let mappings = load_sync_mappings(&self.store, &self.objects, &self.conf_dir).await?;
+        self.store.set_sync_subscriptions(subscriptions(&mappings));
+        self.reload.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
+    /// Stops after the batch in hand (waiting at most `grace`); undelivered
+    /// entries stay in the store for the next start.
+    pub async fn shutdown(&self, grace: Duration) {
+        let _ = self.stop.send(true);
+        let task = self
+            .task
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(task) = task
+            && tokio::time::timeout(grace, task).await.is_err()
+        {
+            tracing::warn!("implicit sync still delivering after {grace:?}; stopping anyway");
+        }
+    }
+}
+
+struct Dispatcher {
+    store: Store,
+    objects: ManagedObjects,
+    conf_dir: PathBuf,
+    mappings: Vec<Mapping>,
+    provisioners: HashMap<String, Provisioner>,
+}
+
+impl Dispatcher {
+    async fn run(mut self, mut reloads: watch::Receiver<u64>, mut stopped: watch::Receiver<bool>) {
+        let signal = self.store.outbox_signal();
+        loop {
+            if *stopped.borrow() {
+                return;
+            }
+            if reloads.has_changed().unwrap_or(false) {
+                reloads.borrow_and_update();
+                self.reload().await;
+            }
+            let wait = match self.round().await {
+                Ok(true) => continue,
+                Ok(false) => self.idle_wait().await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "implicit sync could not read or settle the outbox; retrying");
+                    Duration::from_secs(1)
+                }
+            };
+            tokio::select! {
+                () = signal.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+                _ = stopped.changed() => {}
+                _ = reloads.changed() => {}
+            }
+        }
+    }
+
+    async fn reload(&mut self) {
+        match load_sync_mappings(&self.store, &self.objects, &self.conf_dir).await {
+            Ok(mappings) => {
+                self.mappings = mappings;
+                self.provisioners.clear();
+            }
+            Err(e) => tracing::warn!(error = %e, "implicit sync could not reload the mappings"),
+        }
+    }
+
+    /// How long to sleep when nothing is due: until the next entry is, at most [`IDLE_POLL`].
+    async fn idle_wait(&self) -> Duration {
+        let Ok(Some(next)) = self.store.next_due().await else {
+            return IDLE_POLL;
+        };
+        let next =
+            time::OffsetDateTime::parse(&next, &time::format_description::well_known::Rfc3339);
+        match next {
+            Ok(next) => {
+                let until = next - time::OffsetDateTime::now_utc();
+                Duration::try_from(until)
+                    .unwrap_or(Duration::ZERO)
+                    .min(IDLE_POLL)
+            }
+            Err(_) => IDLE_POLL,
+        }
+    }
+
+    /// Delivers one batch of due entries; `true` if there was any.
+    async fn round(&mut self) -> Result<bool, StoreError> {
+        let due = self.store.due_entries(&now_timestamp(), BATCH).await?;
+        if due.is_empty() {
+            return Ok(false);
+        }
+        let mut by_mapping: BTreeMap<String, Vec<OutboxEntry>> = BTreeMap::new();
+        for entry in due {
+            by_mapping
+                .entry(entry.mapping.clone())
+                .or_default()
+                .push(entry);
+        }
+        for (mapping, entries) in by_mapping {
+            self.deliver(&mapping, entries).await?;
+        }
+        Ok(true)
+    }
+
+    #[tracing::instrument(skip_all, fields(mapping = %mapping, entries = entries.len()))]
+    async fn deliver(
+        &mut self,
+        mapping: &str,
+        entries: Vec<OutboxEntry>,
+    ) -> Result<(), StoreError> {
+        // An object's entries, in order; its newest one says how far a delivery reaches.
+        let mut objects: Vec<(String, Vec<OutboxEntry>)> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for entry in entries {
+            match index.get(&entry.oid) {
+                Some(&i) => objects[i].1.push(entry),
+                None => {
+                    index.insert(entry.oid.clone(), objects.len());
+                    objects.push((entry.oid.clone(), vec![entry]));
+                }
+            }
+        }
+        let provisioner = match self.provisioner(mapping).await {
+            Ok(provisioner) => provisioner,
+            Err(message) => {
+                let failures = objects
+                    .iter()
+                    .flat_map(|(_, entries)| entries)
+                    .map(|entry| reschedule(entry, &message, false))
+                    .collect::<Vec<_>>();
+                return self.store.reschedule_entries(&failures).await;
+            }
+        };
+        let changes = objects
+            .iter()
+            .map(|(oid, entries)| Change {
+                oid: oid.clone(),
+                snapshot: entries.iter().rev().find_map(|e| e.snapshot.clone()),
+            })
+            .collect();
+        let results = match provisioner.provision(changes).await {
+            Ok(results) => results,
+            Err(e) => {
+                tracing::warn!(error = %e, "implicit sync batch failed; it will be delivered again");
+                let message = e.to_string();
+                let failures = objects
+                    .iter()
+                    .flat_map(|(_, entries)| entries)
+                    .map(|entry| reschedule(entry, &message, true))
+                    .collect::<Vec<_>>();
+                return self.store.reschedule_entries(&failures).await;
+            }
+        };
+        let mut settled = Vec::new();
+        let mut failures = Vec::new();
+        for ((oid, entries), result) in objects.iter().zip(&results) {
+            match &result.result {
+                Ok(()) => settled.extend(entries.last()),
+                Err(failure) => {
+                    tracing::info!(object = %oid, situation = %result.situation, error = %failure.message,
+                        transient = failure.transient, "delivery failed; will retry");
+                    failures.extend(
+                        entries
+                            .iter()
+                            .map(|e| reschedule(e, &failure.message, failure.transient)),
+                    );
+                }
+            }
+        }
+        tracing::debug!(
+            delivered = settled.len(),
+            failed = failures.len(),
+            "implicit sync batch"
+        );
+        self.store.settle_entries(&settled).await?;
+        self.store.reschedule_entries(&failures).await
+    }
+
+    /// The mapping's provisioner, built on first use.
+    async fn provisioner(&mut self, name: &str) -> Result<&mut Provisioner, String> {
+        if !self.provisioners.contains_key(name) {
+            let mapping = self
+                .mappings
+                .iter()
+                .find(|m| m.name == name)
+                .cloned()
+                .ok_or_else(|| format!("mapping {name} no longer exists or has no enableSync"))?;
+            let Endpoint::System { connector, .. } = &mapping.target else {
+                return Err(format!("mapping {name} does not target a connector"));
+            };
+            let document = self
+                .store
+                .get_config("connector", connector)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| {
+                    format!("mapping {name}: connector {connector} is not configured")
+                })?;
+            let built = connector::build(connector, &document.body, &self.conf_dir)
+                .map_err(|e| e.to_string())?;
+            let referrers = referrers(&self.mappings, name);
+            let provisioner = Provisioner::new(
+                Arc::new(mapping),
+                built,
+                self.store.clone(),
+                self.objects.clone(),
+                referrers,
+            )
+            .map_err(|e| e.to_string())?;
+            self.provisioners.insert(name.to_string(), provisioner);
+        }
+        self.provisioners
+            .get_mut(name)
+            .ok_or_else(|| format!("mapping {name} has no provisioner"))
+    }
+}
+
+/// The next attempt of a failed entry: exponential backoff from one second,
+/// capped; refused deliveries give up after [`MAX_ATTEMPTS`].
+fn reschedule(entry: &OutboxEntry, error: &str, transient: bool) -> Reschedule {
+    let attempts = entry.attempts.saturating_add(1);
+    let backoff = Duration::from_secs(1u64 << attempts.min(16).saturating_sub(1)).min(MAX_BACKOFF);
+    let jitter = Duration::from_millis(rand::random_range(0..=backoff.as_millis() as u64 / 4));
+    let due = time::OffsetDateTime::now_utc() + backoff + jitter;
+    Reschedule {
+        entry: entry.clone(),
+        attempts,
+        due: format_timestamp(due),
+        failed: !transient && attempts >= MAX_ATTEMPTS,
+        error: error.to_string(),
+    }
+}
