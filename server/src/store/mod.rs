@@ -26,11 +26,11 @@ use surrealdb::engine::any::{self, Any};
 pub use audit::{AuditQuery, AuditRecord};
 pub use config::ConfigDocument;
 pub use links::Link;
-pub use outbox::{FAILED, OutboxEntry, PENDING, QueueSummary, Reschedule, SyncSubscriptions};
 pub use objects::{
     NewObject, ObjectChange, Outcome, RelationRef, RelationRow, StoredObject, StoredSecret, Write,
     object_ref, split_ref,
 };
+pub use outbox::{FAILED, OutboxEntry, PENDING, QueueSummary, Reschedule, SyncSubscriptions};
 pub use query::{
     CompileError, CompiledFilter, FieldResolver, Identifier, QueryPlan, ResolvedField, SortKey,
     compile,

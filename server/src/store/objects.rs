@@ -458,7 +458,10 @@ async fn cancel(tx: Tx) {
     }
 }
 
-pub(super) fn take_json(response: &mut surrealdb::IndexedResults, index: usize) -> Result<Value, StoreError> {
+pub(super) fn take_json(
+    response: &mut surrealdb::IndexedResults,
+    index: usize,
+) -> Result<Value, StoreError> {
     let value: surrealdb::types::Value = response.take(index)?;
     Ok(value.into_json_value())
 }
@@ -605,7 +608,10 @@ where
         keys: write.unique.clone(),
         ..current.clone()
     };
-    apply_write(tx, actor, operation, &current, &updated, &write, &now, outbox).await?;
+    apply_write(
+        tx, actor, operation, &current, &updated, &write, &now, outbox,
+    )
+    .await?;
     Ok(Outcome::Written(updated))
 }
 
