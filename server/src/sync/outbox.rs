@@ -27,7 +27,7 @@ use crate::store::{OutboxEntry, Reschedule, Store, StoreError, format_timestamp,
 /// Entries read per round.
 const BATCH: usize = 500;
 /// Deliveries the target refused are given up after this many attempts.
-pub const MAX_ATTEMPTS: u32 = 6;
+pub const MAX_ATTEMPTS: u32 = 3;
 /// The longest wait between two attempts while a target is unreachable.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How often the dispatcher looks for entries when nothing wakes it
