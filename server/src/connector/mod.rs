@@ -4,6 +4,7 @@
 //! every error names the connector and the object it was about.
 
 mod csv;
+mod ldap;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use futures::stream::BoxStream;
 use serde_json::{Map, Value};
 
 pub use self::csv::CsvConnector;
+pub use self::ldap::LdapConnector;
 
 /// How long one connector call may take before it fails as a timeout.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -227,10 +229,11 @@ pub fn build(
     let body = resolved.as_object().cloned().unwrap_or_default();
     match body.get("connectorType").and_then(Value::as_str) {
         Some("csv") => Ok(Arc::new(CsvConnector::from_config(name, &body, conf_dir)?)),
+        Some("ldap") => Ok(Arc::new(LdapConnector::from_config(name, &body, conf_dir)?)),
         Some(other) => Err(ConnectorError::Config {
             connector: name.to_string(),
             field: "connectorType".into(),
-            message: format!("unknown connector type \"{other}\" (csv)"),
+            message: format!("unknown connector type \"{other}\" (csv, ldap)"),
         }),
         None => Err(ConnectorError::Config {
             connector: name.to_string(),
