@@ -1,7 +1,10 @@
 //! The end-to-end test harness: starts real `idmd` processes (built by
 //! `cargo build --workspace --bins`) on free loopback ports, and gives typed
 //! gRPC clients and the `idmctl` binary pointed at them.
+
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod directory;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -13,6 +16,7 @@ use idm_proto::v1::audit_service_client::AuditServiceClient;
 use idm_proto::v1::config_service_client::ConfigServiceClient;
 use idm_proto::v1::object_service_client::ObjectServiceClient;
 use idm_proto::v1::recon_service_client::ReconServiceClient;
+use idm_proto::v1::sync_service_client::SyncServiceClient;
 use idm_proto::v1::token_service_client::TokenServiceClient;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -102,6 +106,8 @@ pub struct IdmdOptions {
     /// Default: `mem://`.
     pub store: Option<String>,
     pub extra_args: Vec<String>,
+    /// Extra environment (`IDM_LDAP_URL`, …) for this idmd only.
+    pub env: Vec<(String, String)>,
 }
 
 /// A running idmd; killed on drop.
@@ -168,6 +174,7 @@ impl Idmd {
             .env("IDM_ENCRYPTION_KEY", &key)
             .env("RUST_LOG", "info,idm_server=debug")
             .env_remove("IDM_CONF")
+            .envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         if let Some(conf) = &options.conf {
@@ -237,7 +244,8 @@ impl Idmd {
             audit: AuditServiceClient::with_interceptor(channel.clone(), bearer.clone()),
             tokens: TokenServiceClient::with_interceptor(channel.clone(), bearer.clone()),
             config: ConfigServiceClient::with_interceptor(channel.clone(), bearer.clone()),
-            recon: ReconServiceClient::with_interceptor(channel, bearer),
+            recon: ReconServiceClient::with_interceptor(channel.clone(), bearer.clone()),
+            sync: SyncServiceClient::with_interceptor(channel, bearer),
         }
     }
 
@@ -305,6 +313,7 @@ pub struct Clients {
     pub tokens: TokenServiceClient<Authed>,
     pub config: ConfigServiceClient<Authed>,
     pub recon: ReconServiceClient<Authed>,
+    pub sync: SyncServiceClient<Authed>,
 }
 
 /// A JSON object literal as a protobuf `Struct`.

@@ -378,3 +378,51 @@ fn reschedule(entry: &OutboxEntry, error: &str, transient: bool) -> Reschedule {
         error: error.to_string(),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn entry(attempts: u32) -> OutboxEntry {
+        OutboxEntry {
+            seq: "s".into(),
+            mapping: "m".into(),
+            type_name: "user".into(),
+            oid: "u".into(),
+            operation: "update".into(),
+            rev: 2,
+            snapshot: None,
+            created: now_timestamp(),
+            due: now_timestamp(),
+            attempts,
+            state: crate::store::PENDING.into(),
+            last_error: None,
+        }
+    }
+
+    fn wait_of(r: &Reschedule) -> Duration {
+        let due =
+            time::OffsetDateTime::parse(&r.due, &time::format_description::well_known::Rfc3339)
+                .unwrap();
+        Duration::try_from(due - time::OffsetDateTime::now_utc()).unwrap_or(Duration::ZERO)
+    }
+
+    #[test]
+    fn outages_back_off_without_giving_up_and_refusals_give_up() {
+        let first = reschedule(&entry(0), "down", true);
+        assert_eq!(first.attempts, 1);
+        assert!(wait_of(&first) <= Duration::from_millis(1300), "{first:?}");
+        let later = reschedule(&entry(4), "down", true);
+        assert!(wait_of(&later) >= Duration::from_secs(15), "{later:?}");
+        let capped = reschedule(&entry(40), "down", true);
+        assert!(!capped.failed, "an outage never gives up");
+        assert!(wait_of(&capped) <= MAX_BACKOFF + MAX_BACKOFF / 4 + Duration::from_secs(1));
+
+        let refused = reschedule(&entry(MAX_ATTEMPTS - 2), "objectClassViolation", false);
+        assert!(!refused.failed);
+        let given_up = reschedule(&entry(MAX_ATTEMPTS - 1), "objectClassViolation", false);
+        assert!(given_up.failed);
+        assert_eq!(given_up.error, "objectClassViolation");
+    }
+}

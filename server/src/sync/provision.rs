@@ -881,3 +881,42 @@ fn linked_targets(value: &Value, via: &str, links: &HashMap<(String, String), St
             .map_or(Value::Null, Value::String),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_become_the_linked_targets_and_unlinked_ones_wait() {
+        let links = HashMap::from([
+            (
+                ("users".to_string(), "a".to_string()),
+                "uid=a,dc=x".to_string(),
+            ),
+            (
+                ("users".to_string(), "b".to_string()),
+                "uid=b,dc=x".to_string(),
+            ),
+            (
+                ("other".to_string(), "c".to_string()),
+                "uid=c,dc=x".to_string(),
+            ),
+        ]);
+        let members =
+            json!([{"_ref": "managed/user/a"}, "managed/user/c", {"_ref": "managed/user/b"}]);
+        assert_eq!(
+            linked_targets(&members, "users", &links),
+            json!(["uid=a,dc=x", "uid=b,dc=x"])
+        );
+        assert_eq!(
+            linked_targets(&json!({"_ref": "managed/user/b"}), "users", &links),
+            json!("uid=b,dc=x")
+        );
+        assert_eq!(
+            linked_targets(&json!({"_ref": "managed/user/zz"}), "users", &links),
+            Value::Null
+        );
+        assert_eq!(linked_targets(&json!([]), "users", &links), json!([]));
+    }
+}

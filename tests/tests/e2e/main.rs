@@ -7,6 +7,7 @@ mod auth;
 mod cli;
 mod conf;
 mod filters;
+mod ldap;
 mod objects;
 mod paging;
 mod recon;

@@ -1,0 +1,641 @@
+//! The cookbook's sync scenario, part 2, end to end with a real slapd: managed
+//! users reach the directory through implicit sync (create, modify, rename,
+//! delete, groups), an outage or a crash delays changes without losing one,
+//! a reconciliation repairs hand-made drift, and the directory can be a
+//! reconciliation source too.
+
+use std::time::{Duration, Instant};
+
+use idm_proto::json::to_proto_struct;
+use idm_proto::v1::{
+    CreateObjectRequest, DeleteObjectRequest, GetSyncQueueRequest, Mapping, PatchObjectRequest,
+    PatchOperation, PutMappingRequest, QueryObjectsRequest, ReconRun, StartReconRequest,
+    SyncQueueSummary,
+};
+use idm_tests::directory::{self, Slapd};
+use idm_tests::{Clients, Idmd, IdmdOptions, TempDir, attrs, json_of, sample_conf};
+use serde_json::{Value, json};
+
+use crate::create_user;
+
+const USERS: &str = "managedUser_ldapAccount";
+/// Long enough for a retry after backoff on a loaded CI machine.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn slapd() -> Slapd {
+    Slapd::start().unwrap_or_else(|e| panic!("a real slapd is needed for these tests: {e}"))
+}
+
+fn ldap_env(slapd: &Slapd) -> Vec<(String, String)> {
+    vec![
+        ("IDM_LDAP_URL".into(), slapd.url()),
+        ("IDM_LDAP_BASE_DN".into(), slapd.base_dn().into()),
+        ("IDM_LDAP_BIND_DN".into(), slapd.admin_dn().into()),
+        (
+            "IDM_LDAP_BIND_PASSWORD".into(),
+            slapd.admin_password().into(),
+        ),
+    ]
+}
+
+async fn idmd(slapd: &Slapd, conf: &TempDir) -> Idmd {
+    Idmd::start_with(IdmdOptions {
+        conf: Some(conf.path().to_path_buf()),
+        env: ldap_env(slapd),
+        ..Default::default()
+    })
+    .await
+}
+
+fn dn(slapd: &Slapd, uid: &str) -> String {
+    format!("uid={uid},{}", slapd.base_dn())
+}
+
+/// Polls `check` until it returns `Some`, or fails naming `what`.
+async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn queue(clients: &mut Clients) -> Vec<SyncQueueSummary> {
+    clients
+        .sync
+        .get_sync_queue(GetSyncQueueRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .mappings
+}
+
+/// Waits until no entry of any mapping is pending or failed.
+async fn drained(clients: &mut Clients) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let left = queue(clients).await;
+        if left.iter().all(|s| s.pending == 0 && s.failed == 0) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the outbox did not drain: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn recon(clients: &mut Clients, mapping: &str) -> ReconRun {
+    clients
+        .recon
+        .start_recon(StartReconRequest {
+            mapping: mapping.into(),
+            wait: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+fn op(operation: &str, field: &str, value: Value) -> PatchOperation {
+    PatchOperation {
+        operation: operation.into(),
+        field: field.into(),
+        value: Some(idm_proto::json::to_proto_value(&value)),
+    }
+}
+
+async fn patch(clients: &mut Clients, name: &str, operations: Vec<PatchOperation>) {
+    clients
+        .objects
+        .patch_object(PatchObjectRequest {
+            name: name.into(),
+            operations,
+            expected_revision: None,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("patch {name}: {e}"));
+}
+
+async fn delete(clients: &mut Clients, name: &str) {
+    clients
+        .objects
+        .delete_object(DeleteObjectRequest {
+            name: name.into(),
+            expected_revision: None,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("delete {name}: {e}"));
+}
+
+fn count(run: &ReconRun, situation: &str) -> i64 {
+    run.situation_counts.get(situation).copied().unwrap_or(0)
+}
+
+#[tokio::test]
+async fn cookbook_users_reach_the_directory_and_follow_every_change() {
+    let slapd = slapd();
+    let conf = sample_conf("sync");
+    let idmd = idmd(&slapd, &conf).await;
+    let mut c = idmd.clients().await;
+
+    let run = recon(&mut c, "csvEmployee_managedUser").await;
+    assert_eq!(count(&run, "ABSENT"), 3, "{run:?}");
+    let snow = eventually("snow123 in the directory", || {
+        directory::account(&slapd, "snow123")
+    })
+    .await;
+    eventually("all three accounts", || {
+        (directory::search(&slapd, "(objectClass=inetOrgPerson)").len() == 3).then_some(())
+    })
+    .await;
+    assert_eq!(snow.dn, dn(&slapd, "snow123"));
+    assert_eq!(snow.get("cn"), Some("snow123"));
+    assert_eq!(snow.get("givenName"), Some("Jon"));
+    assert_eq!(snow.get("sn"), Some("Snow"));
+    assert_eq!(snow.get("mail"), Some("jon.snow@example.com"));
+    assert_eq!(snow.get("telephoneNumber"), Some("5551234"));
+    let mut classes = snow.values("objectClass");
+    classes.sort();
+    assert_eq!(
+        classes,
+        ["inetOrgPerson", "organizationalPerson", "person", "top"]
+    );
+    let stored = snow.get("userPassword").unwrap_or_default();
+    assert!(stored.starts_with("{SSHA}"), "hashed by idm: {stored}");
+    assert!(directory::can_bind(&slapd, &snow.dn, "FooBar123"));
+    assert!(!directory::can_bind(&slapd, &snow.dn, "wrong"));
+    drained(&mut c).await;
+
+    // A change of one attribute is a modify of that attribute.
+    let csn_before = snow.get("entryCSN").unwrap_or_default().to_string();
+    patch(
+        &mut c,
+        "managed/user/123",
+        vec![op("replace", "/telephoneNumber", json!("5550000"))],
+    )
+    .await;
+    let changed = eventually("the new phone number", || {
+        directory::account(&slapd, "snow123")
+            .filter(|e| e.get("telephoneNumber") == Some("5550000"))
+    })
+    .await;
+    assert_eq!(changed.get("mail"), Some("jon.snow@example.com"));
+    assert_ne!(changed.get("entryCSN").unwrap_or_default(), csn_before);
+    // The unchanged password was not rewritten: the same hash, still valid.
+    assert_eq!(changed.get("userPassword"), snow.get("userPassword"));
+
+    // A new password reaches the directory and replaces the old one.
+    patch(
+        &mut c,
+        "managed/user/456",
+        vec![op("replace", "/password", json!("Winter1s-coming"))],
+    )
+    .await;
+    eventually("doe456's new password", || {
+        directory::can_bind(&slapd, &dn(&slapd, "doe456"), "Winter1s-coming").then_some(())
+    })
+    .await;
+    assert!(!directory::can_bind(
+        &slapd,
+        &dn(&slapd, "doe456"),
+        "FooBar123"
+    ));
+
+    // A new userName renames the entry (modrdn); the account keeps its password.
+    patch(
+        &mut c,
+        "managed/user/123",
+        vec![op("replace", "/userName", json!("stark123"))],
+    )
+    .await;
+    let renamed = eventually("uid=stark123", || directory::account(&slapd, "stark123")).await;
+    assert_eq!(renamed.dn, dn(&slapd, "stark123"));
+    assert_eq!(renamed.get("cn"), Some("stark123"));
+    assert!(directory::account(&slapd, "snow123").is_none());
+    assert!(directory::can_bind(&slapd, &renamed.dn, "FooBar123"));
+
+    // A delete is a delete.
+    delete(&mut c, "managed/user/789").await;
+    eventually("doe789 gone", || {
+        directory::account(&slapd, "doe789").is_none().then_some(())
+    })
+    .await;
+    drained(&mut c).await;
+    assert_eq!(
+        directory::search(&slapd, "(objectClass=inetOrgPerson)").len(),
+        2
+    );
+    // Nothing was applied twice: no delivery ever met an entry it had already made.
+    assert!(!idmd.log().contains("already exists"), "{}", idmd.log());
+}
+
+#[tokio::test]
+async fn groups_follow_membership_renames_and_deletes() {
+    let slapd = slapd();
+    let conf = sample_conf("sync");
+    let idmd = idmd(&slapd, &conf).await;
+    let mut c = idmd.clients().await;
+    recon(&mut c, "csvEmployee_managedUser").await;
+    drained(&mut c).await;
+
+    c.objects
+        .create_object(CreateObjectRequest {
+            parent: "managed/group".into(),
+            object_id: "admins".into(),
+            attributes: attrs(json!({
+                "name": "admins",
+                "description": "People who can break things",
+                "members": ["managed/user/456", "managed/user/789"],
+            })),
+        })
+        .await
+        .unwrap();
+    let group_dn = format!("cn=admins,{}", slapd.base_dn());
+    let members = |slapd: &Slapd| -> Vec<String> {
+        let mut found = directory::search(slapd, "(&(objectClass=groupOfNames)(cn=admins))");
+        let Some(group) = found.pop() else {
+            return vec!["(no group)".into()];
+        };
+        assert_eq!(group.dn, group_dn);
+        let mut members = group.values("member");
+        members.sort();
+        members
+    };
+    let want = |uids: &[&str]| -> Vec<String> {
+        let mut dns: Vec<String> = uids.iter().map(|u| dn(&slapd, u)).collect();
+        dns.sort();
+        dns
+    };
+    let both = want(&["doe456", "doe789"]);
+    eventually("the group with two members", || {
+        (members(&slapd) == both).then_some(())
+    })
+    .await;
+
+    // A member added in idm is a member in the directory.
+    patch(
+        &mut c,
+        "managed/group/admins",
+        vec![op("add", "/members/-", json!("managed/user/123"))],
+    )
+    .await;
+    let three = want(&["doe456", "doe789", "snow123"]);
+    eventually("a third member", || {
+        (members(&slapd) == three).then_some(())
+    })
+    .await;
+
+    // A renamed member is renamed in the group too.
+    patch(
+        &mut c,
+        "managed/user/456",
+        vec![op("replace", "/userName", json!("roe456"))],
+    )
+    .await;
+    let renamed = want(&["doe789", "roe456", "snow123"]);
+    eventually("the renamed member's new DN", || {
+        (members(&slapd) == renamed).then_some(())
+    })
+    .await;
+
+    // A deleted user leaves the group.
+    delete(&mut c, "managed/user/789").await;
+    let two = want(&["roe456", "snow123"]);
+    eventually("the deleted member gone", || {
+        (members(&slapd) == two).then_some(())
+    })
+    .await;
+
+    // An emptied group stays valid in the directory (groupOfNames needs a member).
+    patch(
+        &mut c,
+        "managed/group/admins",
+        vec![op("replace", "/members", json!([]))],
+    )
+    .await;
+    // groupOfNames must have a member: the directory keeps the empty DN as placeholder.
+    eventually("an empty group", || {
+        let left = members(&slapd);
+        assert!(left.len() <= 3, "{left:?}");
+        (left == [""]).then_some(())
+    })
+    .await;
+
+    delete(&mut c, "managed/group/admins").await;
+    eventually("the group gone", || {
+        (members(&slapd) == ["(no group)"]).then_some(())
+    })
+    .await;
+    drained(&mut c).await;
+}
+
+#[tokio::test]
+async fn an_outage_delays_changes_and_loses_none() {
+    let mut slapd = slapd();
+    let conf = sample_conf("sync");
+    let idmd = idmd(&slapd, &conf).await;
+    let mut c = idmd.clients().await;
+
+    slapd.stop();
+    for n in 0..100 {
+        create_user(
+            &mut c,
+            &format!("u{n}"),
+            json!({ "userName": format!("user{n}"), "sn": format!("Number {n}"), "password": "Outage-2026" }),
+        )
+        .await;
+    }
+    // While the directory is down the changes wait, counted and explained.
+    let deadline = Instant::now() + PATIENCE;
+    let summary = loop {
+        let summary = queue(&mut c).await;
+        let users = summary.into_iter().find(|s| s.mapping == USERS);
+        if let Some(users) = users.filter(|s| !s.last_error.is_empty()) {
+            break users;
+        }
+        assert!(Instant::now() < deadline, "no delivery attempt recorded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(summary.pending, 100, "{summary:?}");
+    assert_eq!(summary.failed, 0, "an outage never gives up: {summary:?}");
+    assert!(summary.oldest_pending_time.is_some());
+    assert!(
+        summary.last_error.contains("unavailable"),
+        "{}",
+        summary.last_error
+    );
+    let listed = idmd.idmctl(&["sync", "queue"]);
+    assert!(listed.status.success());
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(text.contains(USERS) && text.contains("100"), "{text}");
+
+    slapd.restart().unwrap();
+    eventually("all 100 accounts", || {
+        (directory::search(&slapd, "(objectClass=inetOrgPerson)").len() == 100).then_some(())
+    })
+    .await;
+    drained(&mut c).await;
+    assert!(directory::can_bind(
+        &slapd,
+        &dn(&slapd, "user42"),
+        "Outage-2026"
+    ));
+    assert!(!idmd.log().contains("already exists"), "none applied twice");
+}
+
+#[tokio::test]
+async fn pending_changes_survive_an_idmd_crash() {
+    let mut slapd = slapd();
+    let conf = sample_conf("sync");
+    let store_dir = TempDir::new("store");
+    let store = format!("surrealkv://{}", store_dir.path().join("db").display());
+    let options = IdmdOptions {
+        conf: Some(conf.path().to_path_buf()),
+        store: Some(store),
+        env: ldap_env(&slapd),
+        ..Default::default()
+    };
+    let mut first = Idmd::start_with(options.clone()).await;
+    let mut c = first.clients().await;
+    slapd.stop();
+    for uid in ["crash1", "crash2", "crash3"] {
+        create_user(
+            &mut c,
+            uid,
+            json!({ "userName": uid, "sn": "Crash", "password": "Survived-1" }),
+        )
+        .await;
+    }
+    let pending = queue(&mut c).await;
+    assert_eq!(
+        pending
+            .iter()
+            .find(|s| s.mapping == USERS)
+            .map(|s| s.pending),
+        Some(3)
+    );
+    let (token, key) = (first.admin_token.clone(), first.encryption_key.clone());
+    first.kill();
+    drop(c);
+    drop(first);
+
+    slapd.restart().unwrap();
+    let second = Idmd::spawn(options, TempDir::new("idmd"), token, key)
+        .await
+        .unwrap_or_else(|log| panic!("idmd did not start again:\n{log}"));
+    let mut c = second.clients().await;
+    for uid in ["crash1", "crash2", "crash3"] {
+        let entry = eventually(uid, || directory::account(&slapd, uid)).await;
+        assert!(directory::can_bind(&slapd, &entry.dn, "Survived-1"));
+    }
+    drained(&mut c).await;
+}
+
+#[tokio::test]
+async fn recon_repairs_drift_and_reports_unassigned() {
+    let slapd = slapd();
+    let conf = sample_conf("sync");
+    let idmd = idmd(&slapd, &conf).await;
+    let mut c = idmd.clients().await;
+    recon(&mut c, "csvEmployee_managedUser").await;
+    eventually("three accounts", || {
+        (directory::search(&slapd, "(objectClass=inetOrgPerson)").len() == 3).then_some(())
+    })
+    .await;
+    drained(&mut c).await;
+
+    // Hands in the directory: one entry deleted, one edited, one added.
+    directory::delete(&slapd, &dn(&slapd, "snow123"));
+    directory::modify(
+        &slapd,
+        &format!(
+            "dn: {}\nchangetype: modify\nreplace: mail\nmail: hacked@example.com\n-\ndelete: telephoneNumber\n",
+            dn(&slapd, "doe456")
+        ),
+    );
+    directory::modify(
+        &slapd,
+        &format!(
+            "dn: {}\nchangetype: add\nobjectClass: inetOrgPerson\nuid: stray\ncn: stray\nsn: Stray\n",
+            dn(&slapd, "stray")
+        ),
+    );
+
+    let run = recon(&mut c, USERS).await;
+    assert_eq!(run.state, 3, "SUCCESS: {run:?}");
+    assert_eq!(count(&run, "MISSING"), 1, "{run:?}");
+    assert_eq!(count(&run, "CONFIRMED"), 2, "{run:?}");
+    assert_eq!(count(&run, "UNASSIGNED"), 1, "{run:?}");
+    assert_eq!(run.action_counts.get("CREATE"), Some(&1));
+    assert_eq!(run.action_counts.get("UPDATE"), Some(&2));
+
+    let back = directory::account(&slapd, "snow123").expect("put back");
+    assert_eq!(back.get("mail"), Some("jon.snow@example.com"));
+    assert!(directory::can_bind(&slapd, &back.dn, "FooBar123"));
+    let repaired = directory::account(&slapd, "doe456").unwrap();
+    assert_eq!(repaired.get("mail"), Some("john.doe@example.com"));
+    assert_eq!(repaired.get("telephoneNumber"), Some("5554567"));
+    assert!(
+        directory::account(&slapd, "stray").is_some(),
+        "REPORT leaves it"
+    );
+
+    // Nothing drifted since: a second run changes nothing.
+    let csn = repaired.get("entryCSN").unwrap_or_default().to_string();
+    let again = recon(&mut c, USERS).await;
+    assert_eq!(count(&again, "CONFIRMED"), 3, "{again:?}");
+    assert_eq!(
+        directory::account(&slapd, "doe456")
+            .unwrap()
+            .get("entryCSN")
+            .unwrap_or_default(),
+        csn,
+        "an entry in line is not rewritten"
+    );
+}
+
+#[tokio::test]
+async fn the_directory_can_be_a_recon_source() {
+    let slapd = slapd();
+    // Twelve people already in the directory.
+    for n in 0..12 {
+        directory::modify(
+            &slapd,
+            &format!(
+                "dn: uid=p{n},{}\nchangetype: add\nobjectClass: inetOrgPerson\nuid: p{n}\ncn: Person {n}\nsn: Person\ngivenName: P{n}\nmail: p{n}@example.org\n",
+                slapd.base_dn()
+            ),
+        );
+    }
+    let conf = sample_conf("sync");
+    let idmd = idmd(&slapd, &conf).await;
+    let mut c = idmd.clients().await;
+    let mapping = json!({
+        "source": "system/ldap/account",
+        "target": "managed/user",
+        "properties": [
+            { "source": "uid", "target": "userName" },
+            { "source": "givenName", "target": "givenName" },
+            { "source": "sn", "target": "sn" },
+            { "source": "mail", "target": "mail" }
+        ],
+        "correlationQuery": { "type": "text/javascript", "source": "({ _queryFilter: 'userName eq \"' + source.uid + '\"' })" }
+    });
+    c.config
+        .put_mapping(PutMappingRequest {
+            mapping: Some(Mapping {
+                name: "mappings/ldapAccount_managedUser".into(),
+                definition: Some(to_proto_struct(mapping.as_object().unwrap())),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    // Read in pages (the connector's page size is 500; the directory's
+    // default size limit is 500 as well, so this goes through paging code).
+    let run = recon(&mut c, "ldapAccount_managedUser").await;
+    assert_eq!(run.state, 3, "{run:?}");
+    assert_eq!(count(&run, "ABSENT"), 12, "{run:?}");
+    let users = c
+        .objects
+        .query_objects(QueryObjectsRequest {
+            parent: "managed/user".into(),
+            filter: "userName sw \"p\"".into(),
+            page_size: 50,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(users.objects.len(), 12);
+    let p3 = users
+        .objects
+        .iter()
+        .map(json_of)
+        .find(|u| u["userName"] == "p3")
+        .unwrap();
+    assert_eq!(p3["mail"], "p3@example.org");
+    assert_eq!(p3["givenName"], "P3");
+    // Their implicit sync back finds the very same entries (FOUND → linked), adds nothing.
+    drained(&mut c).await;
+    assert_eq!(
+        directory::search(&slapd, "(objectClass=inetOrgPerson)").len(),
+        12
+    );
+}
+
+#[tokio::test]
+async fn refused_changes_fail_visibly_and_operators_retry_or_discard_them() {
+    let slapd = slapd();
+    let conf = sample_conf("sync");
+    let idmd = idmd(&slapd, &conf).await;
+    let mut c = idmd.clients().await;
+
+    // inetOrgPerson needs sn: the directory refuses, whatever the retries.
+    create_user(&mut c, "nosn", json!({ "userName": "nosn" })).await;
+    let deadline = Instant::now() + PATIENCE;
+    let summary = loop {
+        let summary = queue(&mut c).await;
+        if let Some(users) = summary
+            .into_iter()
+            .find(|s| s.mapping == USERS && s.failed == 1)
+        {
+            break users;
+        }
+        assert!(Instant::now() < deadline, "the refused change never failed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        summary.last_error.to_lowercase().contains("objectclass"),
+        "{summary:?}"
+    );
+    let entries = idmd.idmctl(&["sync", "entries", "--failed", "--output", "json"]);
+    assert!(entries.status.success());
+    let listed: Value = serde_json::from_slice(&entries.stdout).unwrap();
+    assert_eq!(listed["result"][0]["object"], "managed/user/nosn");
+    assert_eq!(listed["result"][0]["state"], "failed");
+
+    // Retried as it is, it fails again; fixed in idm, the next change carries it through.
+    let retried = idmd.idmctl(&["sync", "retry", USERS]);
+    assert!(retried.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&retried.stdout).trim(),
+        "1 entries retried"
+    );
+    patch(
+        &mut c,
+        "managed/user/nosn",
+        vec![op("add", "/sn", json!("Now"))],
+    )
+    .await;
+    eventually("nosn in the directory", || {
+        directory::account(&slapd, "nosn")
+    })
+    .await;
+    drained(&mut c).await;
+
+    // Discarded, a change never reaches the target.
+    create_user(&mut c, "nosn2", json!({ "userName": "nosn2" })).await;
+    let deadline = Instant::now() + PATIENCE;
+    while !queue(&mut c)
+        .await
+        .iter()
+        .any(|s| s.mapping == USERS && s.failed == 1)
+    {
+        assert!(Instant::now() < deadline, "nosn2 never failed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let discarded = idmd.idmctl(&["sync", "discard", USERS]);
+    assert!(discarded.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&discarded.stdout).trim(),
+        "1 entries discarded"
+    );
+    drained(&mut c).await;
+    assert!(directory::account(&slapd, "nosn2").is_none());
+}
