@@ -174,6 +174,9 @@ impl Idmd {
             .env("IDM_ENCRYPTION_KEY", &key)
             .env("RUST_LOG", "info,idm_server=debug")
             .env_remove("IDM_CONF")
+            // A conf with LDAP mappings must never reach a directory the test
+            // did not start (the sample's own slapd on 3389, say): port 9 refuses.
+            .env("IDM_LDAP_URL", "ldap://127.0.0.1:9")
             .envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(log.try_clone().unwrap())
             .stderr(log);
