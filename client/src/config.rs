@@ -6,7 +6,7 @@ use idm_proto::json::{from_proto_struct, to_proto_struct};
 use idm_proto::v1::{
     Connector, DeleteConnectorRequest, DeleteMappingRequest, GetConnectorRequest,
     GetMappingRequest, ListConnectorsRequest, ListMappingsRequest, Mapping, PutConnectorRequest,
-    PutMappingRequest,
+    PutMappingRequest, TestConnectorRequest,
 };
 use serde_json::{Value as Json, json};
 
@@ -38,6 +38,12 @@ pub enum ConfigCommand {
     /// Delete one (admin scope); says whether it existed.
     Delete {
         /// Its name (with or without the `connectors/` or `mappings/` prefix).
+        name: String,
+    },
+    /// Connectors only: open it and read from each of its object types, which
+    /// proves the address, the credentials and the read rights (admin scope).
+    Test {
+        /// Its name (with or without the `connectors/` prefix).
         name: String,
     },
 }
@@ -121,6 +127,25 @@ pub async fn connectors(ctx: &Context, command: ConfigCommand) -> Result<(), Cli
             let existed = client.delete_connector(request).await?.into_inner().existed;
             print_existed(ctx, &name, existed)
         }
+        ConfigCommand::Test { name } => {
+            let name = full_name(PREFIX, &name);
+            let tested = client
+                .test_connector(TestConnectorRequest { name: name.clone() })
+                .await?
+                .into_inner();
+            if let Format::Json = ctx.format {
+                print_json(&json!({
+                    "ok": tested.ok, "message": tested.message, "objectTypes": tested.object_types,
+                }))?;
+            } else if tested.ok {
+                print_line(&format!("ok: {}", tested.message))?;
+            }
+            if tested.ok {
+                Ok(())
+            } else {
+                Err(CliError::Failed(format!("{name}: {}", tested.message)))
+            }
+        }
     }
 }
 
@@ -182,6 +207,9 @@ pub async fn mappings(ctx: &Context, command: ConfigCommand) -> Result<(), CliEr
             let existed = client.delete_mapping(request).await?.into_inner().existed;
             print_existed(ctx, &name, existed)
         }
+        ConfigCommand::Test { .. } => Err(CliError::input(
+            "test applies to connectors: idmctl connectors test <name>",
+        )),
     }
 }
 

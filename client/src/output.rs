@@ -33,6 +33,10 @@ pub enum CliError {
     /// Writing the output failed.
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),
+    /// The server did what was asked and the answer is a failure (a
+    /// connector that cannot reach its system).
+    #[error("{0}")]
+    Failed(String),
 }
 
 impl CliError {

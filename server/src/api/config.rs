@@ -14,9 +14,11 @@ use serde_json::{Map, Value, json};
 use tonic::{Request, Response, Status};
 
 use super::auth::caller;
+use crate::connector;
 use crate::managed::ManagedObjects;
 use crate::store::{ConfigDocument, Store};
 use crate::sync::Mapping as SyncMapping;
+use futures::StreamExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -224,9 +226,42 @@ impl ConfigService for ConfigApi {
         request: Request<TestConnectorRequest>,
     ) -> Result<Response<TestConnectorResponse>, Status> {
         caller(&request)?.require(Scope::Admin)?;
-        Err(Status::unimplemented(
-            "connectors are not opened by this idmd yet (the connector framework is not built)",
-        ))
+        let name = short_name(&request.get_ref().name, "connectors/")?;
+        let document = self.get("connector", name).await?;
+        let built = match connector::build(name, &document.body, &self.conf_dir) {
+            Ok(built) => built,
+            Err(e) => {
+                return Ok(Response::new(TestConnectorResponse {
+                    ok: false,
+                    message: e.to_string(),
+                    object_types: Vec::new(),
+                }));
+            }
+        };
+        let object_types: Vec<String> = built.object_types().into_iter().map(|t| t.name).collect();
+        // Reading the first object of each type proves the address, the
+        // credentials and the read rights.
+        for object_type in &object_types {
+            let first = connector::time_limited(
+                name,
+                object_type,
+                connector::DEFAULT_CALL_TIMEOUT,
+                async { built.query(object_type).next().await.transpose() },
+            )
+            .await;
+            if let Err(e) = first {
+                return Ok(Response::new(TestConnectorResponse {
+                    ok: false,
+                    message: e.to_string(),
+                    object_types,
+                }));
+            }
+        }
+        Ok(Response::new(TestConnectorResponse {
+            ok: true,
+            message: format!("{name} answered for {}", object_types.join(", ")),
+            object_types,
+        }))
     }
 
     async fn list_mappings(

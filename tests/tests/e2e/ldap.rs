@@ -341,7 +341,19 @@ async fn an_outage_delays_changes_and_loses_none() {
     let idmd = idmd(&slapd, &conf).await;
     let mut c = idmd.clients().await;
 
+    let tested = idmd.idmctl(&["connectors", "test", "ldap"]);
+    assert!(tested.status.success(), "{tested:?}");
+    assert!(
+        String::from_utf8_lossy(&tested.stdout).starts_with("ok: ldap answered for account, group")
+    );
+
     slapd.stop();
+    let tested = idmd.idmctl(&["connectors", "test", "ldap"]);
+    assert_eq!(tested.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&tested.stderr).contains("unavailable"),
+        "{tested:?}"
+    );
     for n in 0..100 {
         create_user(
             &mut c,
