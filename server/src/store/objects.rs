@@ -9,7 +9,7 @@ use surrealdb::engine::any::Any;
 use surrealdb::method::Transaction;
 
 use super::links::{INSERT_LINKS, Link, link_rows};
-use super::outbox::outbox_rows;
+use super::outbox::{Subscribed, outbox_rows};
 use super::query::{QueryPlan, sort_clauses};
 use super::{
     AsRetryable, Count, Store, StoreError, bind_all, decode_optional, decode_rows, now_timestamp,
@@ -565,6 +565,7 @@ async fn read_in(tx: &Tx, type_name: &str, oid: &str) -> Result<Option<StoredObj
     decode_optional(tx_query(tx, SELECT_ONE, json!({ "type": type_name, "oid": oid })).await?)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn update_in<E>(
     tx: &Tx,
     actor: &str,
@@ -778,9 +779,6 @@ where
     .await?;
     Ok(Some(current))
 }
-
-/// The `enableSync` mappings per managed type, as of the write's start.
-type Subscribed = std::sync::Arc<BTreeMap<String, Vec<String>>>;
 
 fn subscribed<'a>(outbox: &'a Subscribed, type_name: &str) -> &'a [String] {
     outbox.get(type_name).map_or(&[], Vec::as_slice)

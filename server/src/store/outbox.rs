@@ -25,14 +25,17 @@ pub const FAILED: &str = "failed";
 /// Which `enableSync` mappings take each managed type's writes:
 /// type → mapping names. Shared by every clone of a [`Store`].
 #[derive(Clone, Default)]
-pub struct SyncSubscriptions(Arc<RwLock<Arc<BTreeMap<String, Vec<String>>>>>);
+pub struct SyncSubscriptions(Arc<RwLock<Subscribed>>);
+
+/// Type → mapping names; swapped whole, so a write sees one consistent set.
+pub(super) type Subscribed = Arc<BTreeMap<String, Vec<String>>>;
 
 impl SyncSubscriptions {
     pub fn set(&self, by_type: BTreeMap<String, Vec<String>>) {
         *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(by_type);
     }
 
-    pub(super) fn snapshot(&self) -> Arc<BTreeMap<String, Vec<String>>> {
+    pub(super) fn snapshot(&self) -> Subscribed {
         Arc::clone(&self.0.read().unwrap_or_else(PoisonError::into_inner))
     }
 }
@@ -435,8 +438,7 @@ mod tests {
         // Delivering a's newest entry settles all of a's entries up to it.
         let a_latest = due
             .iter()
-            .filter(|e| e.mapping == "toLdap" && e.oid == "a")
-            .next_back()
+            .rfind(|e| e.mapping == "toLdap" && e.oid == "a")
             .unwrap();
         store.settle_entries(&[a_latest]).await.unwrap();
         rename(&store, "a", "a3").await;
