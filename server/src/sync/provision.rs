@@ -170,6 +170,12 @@ pub struct Provisioner {
     scripts: Scripts,
     /// Mapped source attributes that are private (passwords).
     private_sources: Vec<String>,
+    /// An unlinked object is created without reading first: the target is
+    /// found by the uid the connector derives (no correlation script), the
+    /// policy creates ABSENT and updates FOUND without conditions or
+    /// `onUpdate`, so a collision (the entry was there) can turn into that
+    /// update. Halves the directory round trips of a first provisioning.
+    optimistic_create: bool,
 }
 
 fn returning_target(script: &ScriptSource) -> ScriptSource {
@@ -234,7 +240,14 @@ impl Provisioner {
                     .is_some_and(|p| p.private)
             })
             .collect();
+        let optimistic_create = mapping.correlation_query.is_none()
+            && mapping.on_update.is_none()
+            && mapping.action_for(Situation::Absent) == Action::Create
+            && mapping.action_for(Situation::Found) == Action::Update
+            && !scripts.conditions.contains_key(&Situation::Absent)
+            && !scripts.conditions.contains_key(&Situation::Found);
         Ok(Provisioner {
+            optimistic_create,
             mapping,
             source_type,
             object_type,
@@ -508,6 +521,9 @@ impl Provisioner {
         if !mapped.exists {
             return found(mapped, None, Situation::AllGone, None);
         }
+        if self.optimistic_create && mapped.valid {
+            return found(mapped, None, Situation::Absent, None);
+        }
         let candidates = match self.correlate(&mapped).await {
             Ok(candidates) => candidates,
             Err(e) => return found(mapped, None, Situation::Absent, Some(e.into())),
@@ -720,14 +736,23 @@ impl Provisioner {
     async fn apply_one(&self, planned: Planned) -> (Provisioned, LinkChange) {
         let connector = &self.connector;
         let object_type = self.object_type.as_str();
+        let mut situation = planned.situation;
+        let mut action = planned.action;
         let outcome: Result<(Option<String>, LinkChange), Failure> =
             match (planned.failure, planned.operation) {
                 (Some(failure), _) => Err(failure),
-                (None, Operation::Create(attributes)) => connector
-                    .create(object_type, &attributes)
-                    .await
-                    .map(|uid| (Some(uid.clone()), LinkChange::Put(uid)))
-                    .map_err(Failure::from),
+                (None, Operation::Create(attributes)) => {
+                    match connector.create(object_type, &attributes).await {
+                        Ok(uid) => Ok((Some(uid.clone()), LinkChange::Put(uid))),
+                        Err(ConnectorError::AlreadyExists { .. }) if self.optimistic_create => {
+                            // Created unread (see `optimistic_create`): it was there after all.
+                            situation = Situation::Found;
+                            action = Action::Update;
+                            self.update_found(&planned.oid, &attributes).await
+                        }
+                        Err(e) => Err(e.into()),
+                    }
+                }
                 (None, Operation::Update { uid, changes }) => {
                     let after = if changes.is_empty() {
                         Ok(uid)
@@ -761,13 +786,51 @@ impl Provisioner {
         (
             Provisioned {
                 oid: planned.oid,
-                situation: planned.situation,
-                action: planned.action,
+                situation,
+                action,
                 target,
                 result,
             },
             link,
         )
+    }
+
+    /// FOUND after an optimistic create collided: the entry that exists is
+    /// brought in line and linked, unless another object is linked to it.
+    async fn update_found(
+        &self,
+        oid: &str,
+        attributes: &Map<String, Value>,
+    ) -> Result<(Option<String>, LinkChange), Failure> {
+        let object_type = self.object_type.as_str();
+        let uid = self.connector.uid_for(object_type, attributes);
+        let target = match uid {
+            Some(uid) => self.connector.get(object_type, &uid).await?,
+            None => None,
+        }
+        .ok_or_else(|| Failure::permanent("the target exists but cannot be read back"))?;
+        let linked = self
+            .store
+            .links_to_targets(&self.mapping.name, std::slice::from_ref(&target.uid))
+            .await
+            .map_err(|e| Failure::permanent(e.to_string()))?;
+        if linked.iter().any(|l| l.source != oid) {
+            return Err(Failure::permanent(format!(
+                "{}: {} is linked to another object",
+                Situation::FoundAlreadyLinked,
+                target.uid
+            )));
+        }
+        tracing::debug!(object = %oid, target = %target.uid, "the target existed already: FOUND, updating and linking it");
+        let changes = self.changes(&target, attributes);
+        let after = if changes.is_empty() {
+            target.uid
+        } else {
+            self.connector
+                .update(object_type, &target.uid, &changes)
+                .await?
+        };
+        Ok((Some(after.clone()), LinkChange::Put(after)))
     }
 
     /// Step 5: links, then the objects that refer to moved links.
