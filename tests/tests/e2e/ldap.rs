@@ -624,6 +624,10 @@ async fn refused_changes_fail_visibly_and_operators_retry_or_discard_them() {
     let listed: Value = serde_json::from_slice(&entries.stdout).unwrap();
     assert_eq!(listed["result"][0]["object"], "managed/user/nosn");
     assert_eq!(listed["result"][0]["state"], "failed");
+    let bad = idmd.idmctl(&["sync", "entries", "--filter", "colour eq \"red\""]);
+    assert_eq!(bad.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&bad.stderr);
+    assert!(said.contains("INVALID_ARGUMENT") && said.contains("colour"), "{said}");
 
     // Retried as it is, it fails again; fixed in idm, the next change carries it through.
     let retried = idmd.idmctl(&["sync", "retry", USERS]);
