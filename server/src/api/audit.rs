@@ -1,6 +1,5 @@
 //! `idm.v1.AuditService`.
 
-use idm_proto::filter::AttrPath;
 use idm_proto::v1::audit_service_server::AuditService;
 use idm_proto::v1::{AuditEntry, QueryAuditRequest, QueryAuditResponse, Scope};
 use tonic::{Request, Response, Status};
@@ -10,37 +9,25 @@ use super::timestamp;
 use crate::managed::{
     compile_filter, decode_page_token, encode_page_token, fingerprint, page_size, parse_order_by,
 };
-use crate::store::{AuditQuery, FieldResolver, ResolvedField, Store};
+use crate::store::{AuditQuery, Columns, Store};
 
 pub struct AuditApi {
     pub store: Store,
 }
 
 /// The audit entry's attributes, as the filter language names them.
-struct AuditFields;
-
-impl FieldResolver for AuditFields {
-    fn resolve(&self, path: &AttrPath) -> Result<ResolvedField, String> {
-        let name = match (path.attr.as_str(), &path.sub_attr) {
-            ("actor", None) => "actor",
-            ("operation", None) => "operation",
-            ("object", None) => "object",
-            ("time", None) => "time",
-            ("revisionBefore", None) => "rev_before",
-            ("revisionAfter", None) => "rev_after",
-            ("changedProperties", None) => "changed",
-            _ => {
-                return Err(format!(
-                    "unknown audit attribute \"{path}\" (actor, operation, object, time, revisionBefore, revisionAfter, changedProperties)"
-                ));
-            }
-        };
-        Ok(ResolvedField::Column {
-            name,
-            case_exact: true,
-        })
-    }
-}
+const AUDIT_FIELDS: Columns = Columns {
+    kind: "audit",
+    columns: &[
+        ("actor", "actor"),
+        ("operation", "operation"),
+        ("object", "object"),
+        ("time", "time"),
+        ("revisionBefore", "rev_before"),
+        ("revisionAfter", "rev_after"),
+        ("changedProperties", "changed"),
+    ],
+};
 
 #[tonic::async_trait]
 impl AuditService for AuditApi {
@@ -66,8 +53,8 @@ impl AuditService for AuditApi {
             decode_page_token(&request.page_token, &print)?
         };
         let query = AuditQuery {
-            filter: compile_filter(&request.filter, &AuditFields)?,
-            sort: parse_order_by(&order_by, &AuditFields)?,
+            filter: compile_filter(&request.filter, &AUDIT_FIELDS)?,
+            sort: parse_order_by(&order_by, &AUDIT_FIELDS)?,
             offset,
             limit,
         };

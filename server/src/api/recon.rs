@@ -3,7 +3,6 @@
 use std::pin::Pin;
 
 use futures::Stream;
-use idm_proto::filter::AttrPath;
 use idm_proto::json::to_proto_value;
 use idm_proto::v1::recon_run::State;
 use idm_proto::v1::recon_service_server::ReconService;
@@ -23,7 +22,7 @@ use super::timestamp;
 use crate::managed::{
     compile_filter, decode_page_token, encode_page_token, fingerprint, page_size,
 };
-use crate::store::{FieldResolver, Progress, ReconFailureRecord, ReconRunRecord, ResolvedField};
+use crate::store::{Columns, Progress, ReconFailureRecord, ReconRunRecord};
 use crate::sync::recon::{ReconError, Reconciler, is_finished};
 
 pub struct ReconApi {
@@ -56,28 +55,16 @@ impl From<ReconError> for Status {
 }
 
 /// The run record's attributes, as the filter language names them.
-struct RunFields;
-
-impl FieldResolver for RunFields {
-    fn resolve(&self, path: &AttrPath) -> Result<ResolvedField, String> {
-        let name = match (path.attr.as_str(), &path.sub_attr) {
-            ("mapping", None) => "mapping",
-            ("state", None) => "state",
-            ("startTime", None) => "started",
-            ("endTime", None) => "ended",
-            ("startedBy", None) => "started_by",
-            _ => {
-                return Err(format!(
-                    "unknown recon attribute \"{path}\" (mapping, state, startTime, endTime, startedBy)"
-                ));
-            }
-        };
-        Ok(ResolvedField::Column {
-            name,
-            case_exact: true,
-        })
-    }
-}
+const RUN_FIELDS: Columns = Columns {
+    kind: "recon",
+    columns: &[
+        ("mapping", "mapping"),
+        ("state", "state"),
+        ("startTime", "started"),
+        ("endTime", "ended"),
+        ("startedBy", "started_by"),
+    ],
+};
 
 fn run_id(name: &str) -> Result<&str, Status> {
     name.strip_prefix("recon/")
@@ -226,7 +213,7 @@ impl ReconService for ReconApi {
         } else {
             decode_page_token(&request.page_token, &print)?
         };
-        let filter = compile_filter(&request.filter, &RunFields)?;
+        let filter = compile_filter(&request.filter, &RUN_FIELDS)?;
         let (runs, total) = self
             .reconciler
             .store()

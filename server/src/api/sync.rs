@@ -1,6 +1,5 @@
 //! `idm.v1.SyncService`: the implicit-sync outbox, for operators.
 
-use idm_proto::filter::AttrPath;
 use idm_proto::v1::sync_entry::State;
 use idm_proto::v1::sync_service_server::SyncService;
 use idm_proto::v1::{
@@ -15,34 +14,22 @@ use super::timestamp;
 use crate::managed::{
     compile_filter, decode_page_token, encode_page_token, fingerprint, page_size,
 };
-use crate::store::{FAILED, FieldResolver, OutboxEntry, ResolvedField, Store};
+use crate::store::{Columns, FAILED, OutboxEntry, Store};
 
 pub struct SyncApi {
     pub store: Store,
 }
 
 /// An entry's attributes, as the filter language names them.
-struct EntryFields;
-
-impl FieldResolver for EntryFields {
-    fn resolve(&self, path: &AttrPath) -> Result<ResolvedField, String> {
-        let name = match (path.attr.as_str(), &path.sub_attr) {
-            ("mapping", None) => "mapping",
-            ("object", None) => "object",
-            ("state", None) => "state",
-            ("operation", None) => "operation",
-            _ => {
-                return Err(format!(
-                    "unknown sync entry attribute \"{path}\" (mapping, object, state, operation)"
-                ));
-            }
-        };
-        Ok(ResolvedField::Column {
-            name,
-            case_exact: true,
-        })
-    }
-}
+const ENTRY_FIELDS: Columns = Columns {
+    kind: "sync entry",
+    columns: &[
+        ("mapping", "mapping"),
+        ("object", "object"),
+        ("state", "state"),
+        ("operation", "operation"),
+    ],
+};
 
 fn entry_to_proto(entry: &OutboxEntry) -> SyncEntry {
     SyncEntry {
@@ -77,11 +64,23 @@ fn seqs(names: &[String]) -> Result<Vec<String>, Status> {
         .collect()
 }
 
-fn required_mapping(mapping: &str) -> Result<&str, Status> {
+/// A retry's or discard's caller (admin scope) and entries: every failed one
+/// of the mapping, or the named ones.
+fn chosen<T>(
+    request: &Request<T>,
+    mapping: &str,
+    names: &[String],
+) -> Result<(String, Vec<String>), Status> {
+    let caller = caller(request)?;
+    caller.require(Scope::Admin)?;
     if mapping.is_empty() {
         return Err(Status::invalid_argument("mapping: required"));
     }
-    Ok(mapping)
+    Ok((caller.token_id, seqs(names)?))
+}
+
+fn as_count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 #[tonic::async_trait]
@@ -98,8 +97,8 @@ impl SyncService for SyncApi {
             .into_iter()
             .map(|s| SyncQueueSummary {
                 mapping: s.mapping,
-                pending: i64::try_from(s.pending).unwrap_or(i64::MAX),
-                failed: i64::try_from(s.failed).unwrap_or(i64::MAX),
+                pending: as_count(s.pending),
+                failed: as_count(s.failed),
                 oldest_pending_time: s.oldest_pending.as_deref().and_then(timestamp),
                 last_error: s.last_error.unwrap_or_default(),
             })
@@ -123,7 +122,7 @@ impl SyncService for SyncApi {
         } else {
             decode_page_token(&request.page_token, &print)?
         };
-        let filter = compile_filter(&request.filter, &EntryFields)?;
+        let filter = compile_filter(&request.filter, &ENTRY_FIELDS)?;
         // One more than asked tells whether another page follows.
         let mut entries = self.store.list_entries(&filter, limit + 1, offset).await?;
         let next_page_token = if entries.len() > limit {
@@ -142,18 +141,16 @@ impl SyncService for SyncApi {
         &self,
         request: Request<RetrySyncEntriesRequest>,
     ) -> Result<Response<RetrySyncEntriesResponse>, Status> {
-        let caller = caller(&request)?;
-        caller.require(Scope::Admin)?;
-        let actor = caller.token_id;
-        let request = request.into_inner();
-        let mapping = required_mapping(&request.mapping)?;
-        let count = self
-            .store
-            .retry_entries(mapping, &seqs(&request.names)?)
-            .await?;
+        let (actor, seqs) = chosen(
+            &request,
+            &request.get_ref().mapping,
+            &request.get_ref().names,
+        )?;
+        let mapping = &request.get_ref().mapping;
+        let count = self.store.retry_entries(mapping, &seqs).await?;
         tracing::info!(%actor, %mapping, count, "sync entries retried");
         Ok(Response::new(RetrySyncEntriesResponse {
-            count: i64::try_from(count).unwrap_or(i64::MAX),
+            count: as_count(count),
         }))
     }
 
@@ -161,18 +158,16 @@ impl SyncService for SyncApi {
         &self,
         request: Request<DiscardSyncEntriesRequest>,
     ) -> Result<Response<DiscardSyncEntriesResponse>, Status> {
-        let caller = caller(&request)?;
-        caller.require(Scope::Admin)?;
-        let actor = caller.token_id;
-        let request = request.into_inner();
-        let mapping = required_mapping(&request.mapping)?;
-        let count = self
-            .store
-            .discard_entries(mapping, &seqs(&request.names)?)
-            .await?;
+        let (actor, seqs) = chosen(
+            &request,
+            &request.get_ref().mapping,
+            &request.get_ref().names,
+        )?;
+        let mapping = &request.get_ref().mapping;
+        let count = self.store.discard_entries(mapping, &seqs).await?;
         tracing::warn!(%actor, %mapping, count, "sync entries discarded; their changes wait for the next recon");
         Ok(Response::new(DiscardSyncEntriesResponse {
-            count: i64::try_from(count).unwrap_or(i64::MAX),
+            count: as_count(count),
         }))
     }
 }

@@ -32,8 +32,8 @@ pub use objects::{
 };
 pub use outbox::{FAILED, OutboxEntry, PENDING, QueueSummary, Reschedule, SyncSubscriptions};
 pub use query::{
-    CompileError, CompiledFilter, FieldResolver, Identifier, QueryPlan, ResolvedField, SortKey,
-    compile,
+    Columns, CompileError, CompiledFilter, FieldResolver, Identifier, QueryPlan, ResolvedField,
+    SortKey, compile,
 };
 pub use recon::{MAX_KEPT_FAILURES, Progress, ReconFailureRecord, ReconRunRecord};
 pub use tokens::TokenRecord;

@@ -52,6 +52,36 @@ pub trait FieldResolver {
     fn resolve(&self, path: &AttrPath) -> Result<ResolvedField, String>;
 }
 
+/// A record's fixed columns as the filter language names them, for lists
+/// of runs, audit entries and the like: `(attribute, column)` pairs.
+pub struct Columns {
+    /// What the records are, for the unknown-attribute message.
+    pub kind: &'static str,
+    pub columns: &'static [(&'static str, &'static str)],
+}
+
+impl FieldResolver for Columns {
+    fn resolve(&self, path: &AttrPath) -> Result<ResolvedField, String> {
+        let column = self.columns.iter().find(|(attribute, _)| {
+            path.sub_attr.is_none() && path.urn.is_none() && *attribute == path.attr
+        });
+        match column {
+            Some((_, name)) => Ok(ResolvedField::Column {
+                name,
+                case_exact: true,
+            }),
+            None => {
+                let known: Vec<&str> = self.columns.iter().map(|(a, _)| *a).collect();
+                Err(format!(
+                    "unknown {} attribute \"{path}\" ({})",
+                    self.kind,
+                    known.join(", ")
+                ))
+            }
+        }
+    }
+}
+
 /// A condition and its parameters.
 #[derive(Debug, Clone, Default)]
 pub struct CompiledFilter {

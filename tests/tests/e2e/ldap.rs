@@ -9,14 +9,13 @@ use std::time::{Duration, Instant};
 use idm_proto::json::to_proto_struct;
 use idm_proto::v1::{
     CreateObjectRequest, DeleteObjectRequest, GetSyncQueueRequest, Mapping, PatchObjectRequest,
-    PatchOperation, PutMappingRequest, QueryObjectsRequest, ReconRun, StartReconRequest,
-    SyncQueueSummary,
+    PatchOperation, PutMappingRequest, QueryObjectsRequest, ReconRun, SyncQueueSummary,
 };
 use idm_tests::directory::{self, Slapd};
 use idm_tests::{Clients, Idmd, IdmdOptions, TempDir, attrs, json_of, sample_conf};
 use serde_json::{Value, json};
 
-use crate::create_user;
+use crate::{create_user, recon};
 
 const USERS: &str = "managedUser_ldapAccount";
 /// Long enough for a retry after backoff on a loaded CI machine.
@@ -87,18 +86,6 @@ async fn drained(clients: &mut Clients) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-async fn recon(clients: &mut Clients, mapping: &str) -> ReconRun {
-    clients
-        .recon
-        .start_recon(StartReconRequest {
-            mapping: mapping.into(),
-            wait: true,
-        })
-        .await
-        .unwrap()
-        .into_inner()
 }
 
 fn op(operation: &str, field: &str, value: Value) -> PatchOperation {
@@ -627,7 +614,10 @@ async fn refused_changes_fail_visibly_and_operators_retry_or_discard_them() {
     let bad = idmd.idmctl(&["sync", "entries", "--filter", "colour eq \"red\""]);
     assert_eq!(bad.status.code(), Some(1));
     let said = String::from_utf8_lossy(&bad.stderr);
-    assert!(said.contains("INVALID_ARGUMENT") && said.contains("colour"), "{said}");
+    assert!(
+        said.contains("INVALID_ARGUMENT") && said.contains("colour"),
+        "{said}"
+    );
 
     // Retried as it is, it fails again; fixed in idm, the next change carries it through.
     let retried = idmd.idmctl(&["sync", "retry", USERS]);

@@ -13,7 +13,7 @@ mod paging;
 mod recon;
 mod secrets;
 
-use idm_proto::v1::{CreateObjectRequest, ManagedObject};
+use idm_proto::v1::{CreateObjectRequest, ManagedObject, ReconRun, StartReconRequest};
 use idm_tests::{Clients, attrs};
 use serde_json::Value;
 use tonic::Code;
@@ -30,6 +30,19 @@ pub async fn create_user(clients: &mut Clients, id: &str, attributes: Value) -> 
         })
         .await
         .unwrap_or_else(|e| panic!("create {id}: {e}"))
+        .into_inner()
+}
+
+/// Runs a reconciliation of `mapping` to its end.
+pub async fn recon(clients: &mut Clients, mapping: &str) -> ReconRun {
+    clients
+        .recon
+        .start_recon(StartReconRequest {
+            mapping: mapping.into(),
+            wait: true,
+        })
+        .await
+        .unwrap()
         .into_inner()
 }
 

@@ -10,13 +10,13 @@ use idm_proto::v1::recon_run::State;
 use idm_proto::v1::{
     CancelReconRequest, CountObjectsRequest, GetObjectRequest, GetReconRequest, ListReconsRequest,
     Mapping, PlanReconRequest, PutMappingRequest, QueryAuditRequest, QueryObjectsRequest,
-    ReconByIdRequest, ReconRun, StartReconRequest, VerifyPasswordRequest, WatchReconRequest,
+    ReconByIdRequest, StartReconRequest, VerifyPasswordRequest, WatchReconRequest,
 };
 use idm_tests::{Clients, Idmd, IdmdOptions, TempDir, json_of, sample_conf};
 use serde_json::{Value, json};
 use tonic::Code;
 
-use crate::{create_user, expect_code};
+use crate::{create_user, expect_code, recon};
 
 const MAPPING: &str = "csvEmployee_managedUser";
 
@@ -30,18 +30,6 @@ async fn start(conf: &TempDir) -> Idmd {
 
 fn write_hr(conf: &TempDir, text: &str) {
     std::fs::write(conf.path().join("data/hr.csv"), text).unwrap();
-}
-
-async fn recon(clients: &mut Clients, mapping: &str) -> ReconRun {
-    clients
-        .recon
-        .start_recon(StartReconRequest {
-            mapping: mapping.into(),
-            wait: true,
-        })
-        .await
-        .unwrap()
-        .into_inner()
 }
 
 fn counts(map: &HashMap<String, i64>) -> Vec<(String, i64)> {
