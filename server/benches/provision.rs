@@ -97,6 +97,19 @@ async fn raw_adds(slapd: &Slapd, users: usize, in_flight: usize) -> f64 {
     rate(users, elapsed)
 }
 
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
 fn count_entries(slapd: &Slapd) -> usize {
     let output = std::process::Command::new("ldapsearch")
         .args(["-x", "-LLL", "-H", &slapd.url(), "-D", slapd.admin_dn()])
@@ -128,8 +141,9 @@ async fn put(store: &Store, kind: &str, name: &str, body: Value) {
 }
 
 /// Creates the users with their outbox entries, then times implicit sync
-/// from its start until the outbox is empty.
-async fn implicit_sync(slapd: &Slapd, dir: &Path, users: usize) -> (f64, f64) {
+/// from its start until the outbox is empty: users/s, seconds, and the CPU
+/// seconds this process spent meanwhile (idm's, and the bench's polling).
+async fn implicit_sync(slapd: &Slapd, dir: &Path, users: usize) -> (f64, f64, f64) {
     std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{e}"));
     let store = Store::open(&format!("surrealkv://{}", dir.join("idm").display()))
         .await
@@ -170,6 +184,7 @@ async fn implicit_sync(slapd: &Slapd, dir: &Path, users: usize) -> (f64, f64) {
             .unwrap_or_else(|e| panic!("create: {e}"));
     }
 
+    let cpu = cpu_seconds();
     let start = Instant::now();
     let sync = ImplicitSync::start(store.clone(), objects, PathBuf::from("."))
         .await
@@ -188,8 +203,33 @@ async fn implicit_sync(slapd: &Slapd, dir: &Path, users: usize) -> (f64, f64) {
         }
     }
     let elapsed = start.elapsed();
+    let cpu = cpu_seconds() - cpu;
     sync.shutdown(Duration::from_secs(10)).await;
-    (rate(users, elapsed), elapsed.as_secs_f64())
+    (rate(users, elapsed), elapsed.as_secs_f64(), cpu)
+}
+
+/// The three measurements against one kind of directory.
+async fn measure(users: usize, durable: bool, root: &Path) -> [f64; 5] {
+    let directory = || {
+        let builder = Slapd::builder();
+        let builder = if durable { builder.durable() } else { builder };
+        builder.start().unwrap()
+    };
+    let slapd = directory();
+    let raw_one = raw_adds(&slapd, users, 1).await;
+    drop(slapd);
+    let slapd = directory();
+    let raw_pipelined = raw_adds(&slapd, users, IN_FLIGHT).await;
+    drop(slapd);
+    let slapd = directory();
+    let (idm, seconds, cpu) = implicit_sync(&slapd, root, users).await;
+    assert_eq!(
+        count_entries(&slapd),
+        users,
+        "every user reached the directory"
+    );
+    let _ = std::fs::remove_dir_all(root);
+    [raw_one, raw_pipelined, idm, seconds, cpu]
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -199,27 +239,33 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
     let root = std::env::temp_dir().join(format!("idm-bench-provision-{}", std::process::id()));
-
-    let slapd = Slapd::start().unwrap_or_else(|e| panic!("{e}"));
-    let raw_one = raw_adds(&slapd, users, 1).await;
-    drop(slapd);
-    let slapd = Slapd::start().unwrap_or_else(|e| panic!("{e}"));
-    let raw_pipelined = raw_adds(&slapd, users, IN_FLIGHT).await;
-    drop(slapd);
-
-    let slapd = Slapd::start().unwrap_or_else(|e| panic!("{e}"));
-    let (idm, seconds) = implicit_sync(&slapd, &root, users).await;
-    let in_directory = count_entries(&slapd);
-    assert_eq!(in_directory, users, "every user reached the directory");
-    let _ = std::fs::remove_dir_all(&root);
-
-    println!("provision {users} users into slapd (2 tokio workers)");
-    println!("  raw ldap3 add, one at a time:     {raw_one:>8.0} adds/s");
     println!(
-        "  raw ldap3 add, {IN_FLIGHT} in flight:      {raw_pipelined:>8.0} adds/s   (the limit)"
+        "provision {users} users into slapd (2 tokio workers; idm, slapd and the bench share the machine)"
     );
-    println!(
-        "  idm implicit sync (outbox):       {idm:>8.0} users/s  ({seconds:.1} s, {:.2}x the limit)",
-        idm / raw_pipelined
-    );
+    let only_durable = std::env::var("IDM_BENCH_DURABLE_ONLY").is_ok();
+    for (durable, label) in [
+        (
+            true,
+            "durable slapd (back-mdb syncs every write: a production directory)",
+        ),
+        (false, "no-sync slapd (olcDbNoSync: idm's own ceiling)"),
+    ] {
+        if only_durable && !durable {
+            continue;
+        }
+        let [raw_one, raw_pipelined, idm, seconds, cpu] = measure(users, durable, &root).await;
+        println!("{label}");
+        println!("  raw ldap3 add, one at a time:  {raw_one:>8.0} adds/s");
+        println!(
+            "  raw ldap3 add, {IN_FLIGHT} in flight:   {raw_pipelined:>8.0} adds/s   (the limit)"
+        );
+        println!(
+            "  idm implicit sync (outbox):    {idm:>8.0} users/s  ({seconds:.1} s, {:.2}x the limit)",
+            idm / raw_pipelined
+        );
+        println!(
+            "  idm CPU:                       {:>8.2} ms a user ({cpu:.1} s in {seconds:.1} s; 2 cores shared with slapd)",
+            cpu * 1000.0 / users as f64
+        );
+    }
 }

@@ -24,10 +24,23 @@ pub struct Link {
 pub(super) const PUT_LINKS: &str = "INSERT INTO link $links ON DUPLICATE KEY UPDATE target = $input.target RETURN NONE; \
      INSERT INTO link_target $reverse ON DUPLICATE KEY UPDATE source = $input.source RETURN NONE;";
 
+/// [`PUT_LINKS`] for rows bound as `$moved` and `$moved_reverse`.
+pub(super) const MOVE_LINKS: &str = "INSERT INTO link $moved ON DUPLICATE KEY UPDATE target = $input.target RETURN NONE; \
+     INSERT INTO link_target $moved_reverse ON DUPLICATE KEY UPDATE source = $input.source RETURN NONE;";
+
 /// Writes new links (none of their sources may be linked yet): plain inserts
 /// cost a third of the upserts inside a large create transaction.
 pub(super) const INSERT_LINKS: &str =
     "INSERT INTO link $links RETURN NONE; INSERT INTO link_target $reverse RETURN NONE;";
+
+/// Removes the links of `$mapping` from the sources bound as `$sources`
+/// (and their reverse records, unless they moved on).
+pub(super) const DELETE_LINKS: &str = "FOR $source IN $sources { \
+       LET $link = type::record('link', [$mapping, $source]); \
+       LET $reverse = type::record('link_target', [$mapping, $link.target]); \
+       IF $link.target != NONE AND $reverse.source == $source { DELETE $reverse RETURN NONE; }; \
+       DELETE $link RETURN NONE; \
+     };";
 
 /// `(links, reverse)` rows for [`PUT_LINKS`] and [`INSERT_LINKS`].
 pub(super) fn link_rows(links: &[Link]) -> (Vec<Value>, Vec<Value>) {
@@ -62,12 +75,7 @@ impl Store {
             return Ok(());
         }
         self.execute(
-            "BEGIN; FOR $source IN $sources { \
-               LET $link = type::record('link', [$mapping, $source]); \
-               LET $reverse = type::record('link_target', [$mapping, $link.target]); \
-               IF $link.target != NONE AND $reverse.source == $source { DELETE $reverse RETURN NONE; }; \
-               DELETE $link RETURN NONE; \
-             }; COMMIT;",
+            &format!("BEGIN; {DELETE_LINKS} COMMIT;"),
             json!({ "mapping": mapping, "sources": sources }),
         )
         .await

@@ -15,6 +15,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use super::links::{DELETE_LINKS, INSERT_LINKS, Link, MOVE_LINKS, link_rows};
 use super::objects::take_json;
 use super::query::CompiledFilter;
 use super::{Store, StoreError, bind_all, decode_rows, now_timestamp};
@@ -120,6 +121,36 @@ pub(super) fn outbox_rows(
         .collect()
 }
 
+/// Deletes, per range bound as `$ranges`, an object's entries up to a seq.
+/// Deletes the delivered entries bound as `$settled` (record keys) and, for
+/// objects with parked (failed) entries, every entry up to the newest
+/// delivered one (`$newest`): the delivery superseded them.
+const SETTLE: &str = "DELETE array::map($settled, |$k| type::record('outbox', $k)) RETURN NONE; \
+     FOR $r IN array::filter($newest, |$r| record::exists(type::record('outbox_parked', [$r.m, $r.t, $r.o]))) { \
+       DELETE outbox:[$r.m, $r.t, $r.o, NONE]..=[$r.m, $r.t, $r.o, $r.s] RETURN NONE; \
+       DELETE type::record('outbox_parked', [$r.m, $r.t, $r.o]) RETURN NONE; \
+     };";
+
+/// `$settled` and `$newest` for [`SETTLE`].
+fn settle_params(delivered: &[&OutboxEntry]) -> (Vec<Value>, Vec<Value>) {
+    let mut newest: BTreeMap<(&str, &str, &str), &str> = BTreeMap::new();
+    for e in delivered {
+        let seq = newest
+            .entry((&e.mapping, &e.type_name, &e.oid))
+            .or_insert(&e.seq);
+        if *seq < e.seq.as_str() {
+            *seq = &e.seq;
+        }
+    }
+    (
+        delivered.iter().map(|e| e.key()).collect(),
+        newest
+            .into_iter()
+            .map(|((m, t, o), s)| json!({ "m": m, "t": t, "o": o, "s": s }))
+            .collect(),
+    )
+}
+
 const ENTRY_COLUMNS: &str =
     "seq, mapping, type, oid, operation, rev, snapshot, created, due, attempts, state, last_error";
 
@@ -201,22 +232,58 @@ impl Store {
         Ok(due.into_iter().next())
     }
 
-    /// Drops every entry of each object up to `through` (its newest entry a
-    /// delivery saw): the target now matches the object as of that entry.
+    /// Drops delivered entries (every entry a delivery of their object
+    /// read): the target now matches the object as of the newest of them.
+    /// Parked (failed) entries of those objects up to it go too.
     pub async fn settle_entries(&self, delivered: &[&OutboxEntry]) -> Result<(), StoreError> {
         if delivered.is_empty() {
             return Ok(());
         }
-        let ranges: Vec<Value> = delivered
-            .iter()
-            .map(|e| json!({ "m": e.mapping, "t": e.type_name, "o": e.oid, "s": e.seq }))
-            .collect();
+        let (settled, newest) = settle_params(delivered);
         self.execute(
-            "BEGIN; FOR $r IN $ranges { \
-               LET $m = $r.m; LET $t = $r.t; LET $o = $r.o; LET $s = $r.s; \
-               DELETE outbox:[$m, $t, $o, NONE]..=[$m, $t, $o, $s] RETURN NONE; \
-             }; COMMIT;",
-            json!({ "ranges": ranges }),
+            &format!("BEGIN; {SETTLE} COMMIT;"),
+            json!({ "settled": settled, "newest": newest }),
+        )
+        .await
+    }
+
+    /// Records a delivery in one transaction: the links it made (`new`:
+    /// their sources had none, so plain inserts) or moved, the links it
+    /// removed, and the outbox entries it settled.
+    pub async fn record_delivery(
+        &self,
+        mapping: &str,
+        new: &[Link],
+        moved: &[Link],
+        removed: &[String],
+        settled: &[&OutboxEntry],
+    ) -> Result<(), StoreError> {
+        let mut sql = String::from("BEGIN;");
+        if !new.is_empty() {
+            sql.push_str(INSERT_LINKS);
+        }
+        if !moved.is_empty() {
+            sql.push_str(MOVE_LINKS);
+        }
+        if !removed.is_empty() {
+            sql.push_str(DELETE_LINKS);
+        }
+        if !settled.is_empty() {
+            sql.push_str(SETTLE);
+        }
+        if sql.len() == "BEGIN;".len() {
+            return Ok(());
+        }
+        sql.push_str("COMMIT;");
+        let (links, reverse) = link_rows(new);
+        let (moved, moved_reverse) = link_rows(moved);
+        let (settled, newest) = settle_params(settled);
+        self.execute(
+            &sql,
+            json!({
+                "links": links, "reverse": reverse, "moved": moved, "moved_reverse": moved_reverse,
+                "mapping": mapping, "sources": removed, "settled": settled, "newest": newest,
+            }),
         )
         .await
     }
@@ -233,6 +300,7 @@ impl Store {
                 json!({
                     "id": f.entry.key(), "attempts": f.attempts, "due": f.due,
                     "state": if f.failed { FAILED } else { PENDING }, "error": f.error,
+                    "parked": [f.entry.mapping, f.entry.type_name, f.entry.oid],
                 })
             })
             .collect();
@@ -240,8 +308,9 @@ impl Store {
             "BEGIN; FOR $r IN $rows { \
                UPDATE type::record('outbox', $r.id) SET attempts = $r.attempts, due = $r.due, \
                  state = $r.state, last_error = $r.error RETURN NONE; \
+               IF $r.state = $failed { UPSERT type::record('outbox_parked', $r.parked) RETURN NONE; }; \
              }; COMMIT;",
-            json!({ "rows": rows }),
+            json!({ "rows": rows, "failed": FAILED }),
         )
         .await
     }
@@ -435,12 +504,12 @@ mod tests {
         let deleted = due.iter().find(|e| e.operation == "delete").unwrap();
         assert_eq!(deleted.snapshot.as_ref().unwrap()["userName"], "bb");
 
-        // Delivering a's newest entry settles all of a's entries up to it.
-        let a_latest = due
+        // Delivering a settles the entries the delivery read.
+        let of_a: Vec<&OutboxEntry> = due
             .iter()
-            .rfind(|e| e.mapping == "toLdap" && e.oid == "a")
-            .unwrap();
-        store.settle_entries(&[a_latest]).await.unwrap();
+            .filter(|e| e.mapping == "toLdap" && e.oid == "a")
+            .collect();
+        store.settle_entries(&of_a).await.unwrap();
         rename(&store, "a", "a3").await;
         let left: Vec<(String, String, String)> = store
             .due_entries(&now_timestamp(), 100)
@@ -524,5 +593,41 @@ mod tests {
             1
         );
         assert_eq!(store.queue_summary().await.unwrap()[0].pending, 1);
+    }
+
+    #[tokio::test]
+    async fn a_later_delivery_settles_the_objects_failed_entries() {
+        let store = Store::open("mem://").await.unwrap();
+        store.set_sync_subscriptions(BTreeMap::from([(
+            "user".to_string(),
+            vec!["toLdap".to_string()],
+        )]));
+        store
+            .create_objects("test", "user", &[user("a", "a"), user("b", "b")], &[])
+            .await
+            .unwrap();
+        let first = store.due_entries(&now_timestamp(), 10).await.unwrap();
+        let failed = first.iter().map(|e| Reschedule {
+            entry: e.clone(),
+            attempts: 3,
+            due: now_timestamp(),
+            failed: true,
+            error: "objectClassViolation".into(),
+        });
+        store
+            .reschedule_entries(&failed.collect::<Vec<_>>())
+            .await
+            .unwrap();
+        rename(&store, "a", "a2").await;
+        let second = store.due_entries(&now_timestamp(), 10).await.unwrap();
+        assert_eq!(second.len(), 1);
+        store.settle_entries(&[&second[0]]).await.unwrap();
+
+        let left = store.queue_summary().await.unwrap();
+        assert_eq!(
+            (left[0].pending, left[0].failed),
+            (0, 1),
+            "a's parked create went with its update; b's stays"
+        );
     }
 }

@@ -11,11 +11,12 @@
 //! delivered together and in order, and delivering one again after a crash
 //! changes nothing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::LocalBoxFuture;
 use tokio::sync::watch;
 
 use super::mapping::{Endpoint, Mapping};
@@ -24,8 +25,10 @@ use crate::connector;
 use crate::managed::ManagedObjects;
 use crate::store::{OutboxEntry, Reschedule, Store, StoreError, format_timestamp, now_timestamp};
 
-/// Entries read per round.
+/// Objects per batch.
 const BATCH: usize = 500;
+/// Batches' worth of due entries read at once.
+const READ_AHEAD: usize = 8;
 /// Deliveries the target refused are given up after this many attempts.
 pub const MAX_ATTEMPTS: u32 = 3;
 /// The longest wait between two attempts while a target is unreachable.
@@ -128,6 +131,7 @@ impl ImplicitSync {
                 conf_dir: for_dir,
                 mappings,
                 provisioners: HashMap::new(),
+                queued: VecDeque::new(),
             };
             handle.block_on(dispatcher.run(reloads, stopped));
         });
@@ -173,33 +177,92 @@ struct Dispatcher {
     conf_dir: PathBuf,
     mappings: Vec<Mapping>,
     provisioners: HashMap<String, Provisioner>,
+    /// Batches read ahead, waiting for their turn.
+    queued: VecDeque<Batch>,
 }
 
+/// One mapping's objects and their entries, in order.
+type Batch = (String, Vec<(String, Vec<OutboxEntry>)>);
+
+/// A batch on its way through a stage: its objects, which are not handed
+/// out again until it is done, and the work left.
+struct InFlight<T> {
+    objects: HashSet<(String, String)>,
+    work: LocalBoxFuture<'static, T>,
+}
+
+/// A batch whose targets are being written; it turns into its recording.
+type Applying = InFlight<Recording>;
+/// A batch whose links and outbox entries are being written.
+type Recording = InFlight<()>;
+
 impl Dispatcher {
+    /// Three batches move at once: one is prepared (store reads, scripts),
+    /// one applied (the target's round trips), one recorded (links, settled
+    /// entries), so neither the target nor the store waits for the other.
     async fn run(mut self, mut reloads: watch::Receiver<u64>, mut stopped: watch::Receiver<bool>) {
         let signal = self.store.outbox_signal();
+        let mut applying: Option<Applying> = None;
+        let mut recording: Option<Recording> = None;
         loop {
-            if *stopped.borrow() {
-                return;
-            }
-            if reloads.has_changed().unwrap_or(false) {
+            if *stopped.borrow() || reloads.has_changed().unwrap_or(false) {
+                if let Some(batch) = applying.take() {
+                    batch.work.await.work.await;
+                }
+                if let Some(batch) = recording.take() {
+                    batch.work.await;
+                }
+                if *stopped.borrow() {
+                    return;
+                }
                 reloads.borrow_and_update();
+                self.queued.clear();
                 self.reload().await;
             }
-            let wait = match self.round().await {
-                Ok(true) => continue,
-                Ok(false) => self.idle_wait().await,
+            let busy = [
+                &applying.as_ref().map(|a| &a.objects),
+                &recording.as_ref().map(|r| &r.objects),
+            ];
+            let next = match self.next_batch(&busy).await {
+                Ok(next) => next,
                 Err(e) => {
-                    tracing::warn!(error = %e, "implicit sync could not read or settle the outbox; retrying");
-                    Duration::from_secs(1)
+                    tracing::warn!(error = %e, "implicit sync could not read the outbox; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
                 }
             };
-            tokio::select! {
-                () = signal.notified() => {}
-                () = tokio::time::sleep(wait) => {}
-                _ = stopped.changed() => {}
-                _ = reloads.changed() => {}
+            if next.is_none() && applying.is_none() && recording.is_none() {
+                let wait = self.idle_wait().await;
+                tokio::select! {
+                    () = signal.notified() => {}
+                    () = tokio::time::sleep(wait) => {}
+                    _ = stopped.changed() => {}
+                    _ = reloads.changed() => {}
+                }
+                continue;
             }
+            let (to_apply, to_record) = (applying.take(), recording.take());
+            let (prepared, applied, ()) = futures::join!(
+                async {
+                    match next {
+                        Some((mapping, objects)) => Some(self.prepare(&mapping, objects).await),
+                        None => None,
+                    }
+                },
+                async {
+                    match to_apply {
+                        Some(batch) => Some(batch.work.await),
+                        None => None,
+                    }
+                },
+                async {
+                    if let Some(batch) = to_record {
+                        batch.work.await;
+                    }
+                },
+            );
+            applying = prepared;
+            recording = applied;
         }
     }
 
@@ -231,53 +294,77 @@ impl Dispatcher {
         }
     }
 
-    /// Delivers one batch of due entries; `true` if there was any.
-    async fn round(&mut self) -> Result<bool, StoreError> {
-        let due = self.store.due_entries(&now_timestamp(), BATCH).await?;
-        if due.is_empty() {
-            return Ok(false);
+    /// The next batch: due entries of one mapping, oldest first, grouped by
+    /// object. Due entries are read [`READ_AHEAD`] batches at a time (one
+    /// scan of the outbox instead of one per batch), leaving out objects
+    /// still in flight in a later stage; a batch holds one mapping's objects.
+    async fn next_batch(
+        &mut self,
+        busy: &[&Option<&HashSet<(String, String)>>],
+    ) -> Result<Option<Batch>, StoreError> {
+        if self.queued.is_empty() {
+            let due = self
+                .store
+                .due_entries(&now_timestamp(), READ_AHEAD * BATCH)
+                .await?;
+            let mut batches: Vec<Batch> = Vec::new();
+            let mut placed: HashMap<(String, String), (usize, usize)> = HashMap::new();
+            for entry in due {
+                let key = (entry.mapping.clone(), entry.oid.clone());
+                if busy.iter().any(|b| b.is_some_and(|b| b.contains(&key))) {
+                    continue;
+                }
+                if let Some(&(b, o)) = placed.get(&key) {
+                    batches[b].1[o].1.push(entry);
+                    continue;
+                }
+                let open = batches
+                    .iter()
+                    .rposition(|(m, objects)| *m == entry.mapping && objects.len() < BATCH);
+                let b = open.unwrap_or_else(|| {
+                    batches.push((entry.mapping.clone(), Vec::new()));
+                    batches.len() - 1
+                });
+                placed.insert(key, (b, batches[b].1.len()));
+                batches[b].1.push((entry.oid.clone(), vec![entry]));
+            }
+            self.queued = batches.into();
         }
-        let mut by_mapping: BTreeMap<String, Vec<OutboxEntry>> = BTreeMap::new();
-        for entry in due {
-            by_mapping
-                .entry(entry.mapping.clone())
-                .or_default()
-                .push(entry);
-        }
-        for (mapping, entries) in by_mapping {
-            self.deliver(&mapping, entries).await?;
-        }
-        Ok(true)
+        Ok(self.queued.pop_front())
     }
 
-    #[tracing::instrument(skip_all, fields(mapping = %mapping, entries = entries.len()))]
-    async fn deliver(
+    /// Prepares one batch (steps 1 to 3, on this thread's script engine) and
+    /// returns the rest of its way: its target writes, then its recording.
+    #[tracing::instrument(skip_all, fields(mapping = %mapping, objects = objects.len()))]
+    async fn prepare(
         &mut self,
         mapping: &str,
-        entries: Vec<OutboxEntry>,
-    ) -> Result<(), StoreError> {
-        // An object's entries, in order; its newest one says how far a delivery reaches.
-        let mut objects: Vec<(String, Vec<OutboxEntry>)> = Vec::new();
-        let mut index: HashMap<String, usize> = HashMap::new();
-        for entry in entries {
-            match index.get(&entry.oid) {
-                Some(&i) => objects[i].1.push(entry),
-                None => {
-                    index.insert(entry.oid.clone(), objects.len());
-                    objects.push((entry.oid.clone(), vec![entry]));
-                }
+        objects: Vec<(String, Vec<OutboxEntry>)>,
+    ) -> Applying {
+        let store = self.store.clone();
+        let keys: HashSet<(String, String)> = objects
+            .iter()
+            .map(|(oid, _)| (mapping.to_string(), oid.clone()))
+            .collect();
+        let failed = |keys: HashSet<(String, String)>, message: String, transient: bool| {
+            let store = store.clone();
+            let failures: Vec<Reschedule> = objects
+                .iter()
+                .flat_map(|(_, entries)| entries)
+                .map(|entry| reschedule(entry, &message, transient))
+                .collect();
+            let recording = Recording {
+                objects: keys.clone(),
+                work: Box::pin(async move { reschedule_all(&store, &failures).await }),
+            };
+            Applying {
+                objects: keys,
+                work: Box::pin(async move { recording }),
             }
-        }
+        };
         let provisioner = match self.provisioner(mapping).await {
             Ok(provisioner) => provisioner,
-            Err(message) => {
-                let failures = objects
-                    .iter()
-                    .flat_map(|(_, entries)| entries)
-                    .map(|entry| reschedule(entry, &message, false))
-                    .collect::<Vec<_>>();
-                return self.store.reschedule_entries(&failures).await;
-            }
+            Err(message) => return failed(keys, message, false),
         };
         let changes = objects
             .iter()
@@ -286,42 +373,52 @@ impl Dispatcher {
                 snapshot: entries.iter().rev().find_map(|e| e.snapshot.clone()),
             })
             .collect();
-        let results = match provisioner.provision(changes).await {
-            Ok(results) => results,
+        let prepared = match provisioner.prepare(changes).await {
+            Ok(prepared) => prepared,
             Err(e) => {
                 tracing::warn!(error = %e, "implicit sync batch failed; it will be delivered again");
-                let message = e.to_string();
-                let failures = objects
-                    .iter()
-                    .flat_map(|(_, entries)| entries)
-                    .map(|entry| reschedule(entry, &message, true))
-                    .collect::<Vec<_>>();
-                return self.store.reschedule_entries(&failures).await;
+                return failed(keys, e.to_string(), true);
             }
         };
-        let mut settled = Vec::new();
-        let mut failures = Vec::new();
-        for ((oid, entries), result) in objects.iter().zip(&results) {
-            match &result.result {
-                Ok(()) => settled.extend(entries.last()),
-                Err(failure) => {
-                    tracing::info!(object = %oid, situation = %result.situation, error = %failure.message,
-                        transient = failure.transient, "delivery failed; will retry");
-                    failures.extend(
-                        entries
-                            .iter()
-                            .map(|e| reschedule(e, &failure.message, failure.transient)),
-                    );
+        let (applier, recorder) = (provisioner.applier(), provisioner.recorder());
+        Applying {
+            objects: keys.clone(),
+            work: Box::pin(async move {
+                let delivery = applier.apply(prepared).await;
+                let mut settled = Vec::new();
+                let mut failures = Vec::new();
+                for ((oid, mut entries), result) in objects.into_iter().zip(&delivery.provisioned) {
+                    match &result.result {
+                        Ok(()) => settled.append(&mut entries),
+                        Err(failure) => {
+                            tracing::info!(object = %oid, situation = %result.situation, error = %failure.message,
+                                transient = failure.transient, "delivery failed; will retry");
+                            failures.extend(
+                                entries
+                                    .iter()
+                                    .map(|e| reschedule(e, &failure.message, failure.transient)),
+                            );
+                        }
+                    }
                 }
-            }
+                tracing::debug!(
+                    delivered = settled.len(),
+                    failed = failures.len(),
+                    "implicit sync batch"
+                );
+                Recording {
+                    objects: keys,
+                    work: Box::pin(async move {
+                        let settled: Vec<&OutboxEntry> = settled.iter().collect();
+                        if let Err(e) = recorder.record(&delivery, &settled).await {
+                            // The targets are written; the next delivery finds and links them.
+                            tracing::warn!(error = %e, "recording an implicit sync batch failed; it will be delivered again");
+                        }
+                        reschedule_all(&store, &failures).await;
+                    }),
+                }
+            }),
         }
-        tracing::debug!(
-            delivered = settled.len(),
-            failed = failures.len(),
-            "implicit sync batch"
-        );
-        self.store.settle_entries(&settled).await?;
-        self.store.reschedule_entries(&failures).await
     }
 
     /// The mapping's provisioner, built on first use.
@@ -360,6 +457,12 @@ impl Dispatcher {
         self.provisioners
             .get_mut(name)
             .ok_or_else(|| format!("mapping {name} has no provisioner"))
+    }
+}
+
+async fn reschedule_all(store: &Store, failures: &[Reschedule]) {
+    if let Err(e) = store.reschedule_entries(failures).await {
+        tracing::warn!(error = %e, "recording failed deliveries failed; they will be tried again at once");
     }
 }
 

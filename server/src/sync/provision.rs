@@ -30,7 +30,7 @@ use super::transform::{PropertyMapper, truthy};
 use crate::connector::{Connector, ConnectorError, ConnectorObject, SourceItem};
 use crate::managed::{ManagedError, ManagedObjects};
 use crate::script::{CompiledId, Limits, ScriptSource};
-use crate::store::{Link, Store, StoreError, StoredObject, split_ref};
+use crate::store::{Link, OutboxEntry, Store, StoreError, StoredObject, split_ref};
 
 /// Connector calls in flight at once: ldap3 pipelines them on one connection.
 pub const IN_FLIGHT: usize = 32;
@@ -281,20 +281,45 @@ impl Provisioner {
     /// Brings the targets of these managed objects in line with them. A
     /// store error fails the whole batch (nothing is lost: the caller
     /// delivers it again); anything else fails one object.
+    ///
+    /// The targets are written when this returns; the links that changed are
+    /// not, until [`Recorder::record`] (which the outbox joins with
+    /// settling its entries, in one transaction). A crash in between loses
+    /// nothing: the next delivery finds the targets by their uids.
+    pub async fn provision(&mut self, changes: Vec<Change>) -> Result<Delivery, ProvisionError> {
+        let prepared = self.prepare(changes).await?;
+        Ok(self.applier().apply(prepared).await)
+    }
+
+    /// Steps 1 to 3: everything up to the target writes. The outbox runs
+    /// them for the next batch while [`Applier::apply`] writes this one.
     #[tracing::instrument(skip_all, fields(mapping = %self.mapping.name, count = changes.len()))]
-    pub async fn provision(
-        &mut self,
-        changes: Vec<Change>,
-    ) -> Result<Vec<Provisioned>, ProvisionError> {
+    pub async fn prepare(&mut self, changes: Vec<Change>) -> Result<Prepared, ProvisionError> {
         let mapped = self.map_sources(changes).await?;
         let found = self.find_targets(mapped).await;
-        let planned: Vec<Planned> = found.into_iter().map(|f| self.plan(f)).collect();
-        let done = self.apply(planned).await;
-        self.write_links(&done).await?;
-        Ok(done
-            .into_iter()
-            .map(|(provisioned, _)| provisioned)
-            .collect())
+        Ok(Prepared(found.into_iter().map(|f| self.plan(f)).collect()))
+    }
+
+    /// What writes this provisioner's targets (step 4); it owns what it needs.
+    pub fn applier(&self) -> Applier {
+        Applier {
+            connector: Arc::clone(&self.connector),
+            object_type: self.object_type.clone(),
+            store: self.store.clone(),
+            mapping: self.mapping.name.clone(),
+            optimistic_create: self.optimistic_create,
+        }
+    }
+
+    /// What records this provisioner's deliveries; it owns what it needs, so
+    /// a recording can run while the next batch is provisioned.
+    pub fn recorder(&self) -> Recorder {
+        Recorder {
+            store: self.store.clone(),
+            mapping: self.mapping.name.clone(),
+            source_type: self.source_type.clone(),
+            referrers: self.referrers.clone(),
+        }
     }
 
     fn eval(&mut self, id: CompiledId, bindings: &[(&str, &Value)]) -> Result<Value, Failure> {
@@ -307,20 +332,14 @@ impl Provisioner {
     /// Step 1: bulk reads and property mapping.
     async fn map_sources(&mut self, changes: Vec<Change>) -> Result<Vec<Mapped>, ProvisionError> {
         let oids: Vec<String> = changes.iter().map(|c| c.oid.clone()).collect();
-        let mut objects: HashMap<String, StoredObject> = self
-            .store
-            .get_objects(&self.source_type, &oids)
-            .await?
-            .into_iter()
-            .map(|o| (o.oid.clone(), o))
-            .collect();
-        let mut links: HashMap<String, String> = self
-            .store
-            .links_of_sources(&self.mapping.name, &oids)
-            .await?
-            .into_iter()
-            .map(|l| (l.source, l.target))
-            .collect();
+        let (objects, links) = futures::try_join!(
+            self.store.get_objects(&self.source_type, &oids),
+            self.store.links_of_sources(&self.mapping.name, &oids),
+        )?;
+        let mut objects: HashMap<String, StoredObject> =
+            objects.into_iter().map(|o| (o.oid.clone(), o)).collect();
+        let mut links: HashMap<String, String> =
+            links.into_iter().map(|l| (l.source, l.target)).collect();
         let mut private: Vec<(String, Vec<Option<String>>)> = Vec::new();
         for property in &self.private_sources {
             let values = self
@@ -654,7 +673,7 @@ impl Provisioner {
                 )
                 .map(|wanted| Operation::Update {
                     uid: target.uid.clone(),
-                    changes: self.changes(target, &wanted),
+                    changes: changes(self.connector.as_ref(), &self.object_type, target, &wanted),
                 }),
             (Action::Delete, Some(target)) => Ok(Operation::Delete(target.uid.clone())),
             (Action::Link, Some(target)) if mapped.exists => {
@@ -703,34 +722,58 @@ impl Provisioner {
         }
     }
 
+    /// Every target object of the mapping's type, streamed (for a
+    /// reconciliation's target phase).
+    pub fn targets(&self) -> futures::stream::BoxStream<'_, Result<SourceItem, ConnectorError>> {
+        self.connector.query(&self.object_type)
+    }
+}
+
+/// A batch planned by [`Provisioner::prepare`], for [`Applier::apply`].
+pub struct Prepared(Vec<Planned>);
+
+/// Step 4, apart from the provisioner: the target writes of a batch.
+#[derive(Clone)]
+pub struct Applier {
+    connector: Arc<dyn Connector>,
+    object_type: String,
+    store: Store,
+    mapping: String,
+    optimistic_create: bool,
+}
+
+impl Applier {
     /// The attributes whose value differs from what the target holds.
     fn changes(&self, target: &ConnectorObject, wanted: &Map<String, Value>) -> Map<String, Value> {
-        wanted
-            .iter()
-            .filter(|(attribute, value)| {
-                if attribute.as_str() == "dn" {
-                    return value
-                        .as_str()
-                        .is_some_and(|dn| !dn.eq_ignore_ascii_case(&target.uid));
-                }
-                !self.connector.same_value(
-                    &self.object_type,
-                    attribute,
-                    target.attributes.get(attribute.as_str()),
-                    value,
-                )
-            })
-            .map(|(a, v)| (a.clone(), v.clone()))
-            .collect()
+        changes(self.connector.as_ref(), &self.object_type, target, wanted)
     }
 
     /// Step 4: the connector calls, concurrently.
-    async fn apply(&self, planned: Vec<Planned>) -> Vec<(Provisioned, LinkChange)> {
-        futures::stream::iter(planned)
+    pub async fn apply(self, prepared: Prepared) -> Delivery {
+        let done: Vec<(Provisioned, LinkChange)> = futures::stream::iter(prepared.0)
             .map(|p| self.apply_one(p))
             .buffered(IN_FLIGHT)
             .collect()
-            .await
+            .await;
+        let mut delivery = Delivery::default();
+        for (provisioned, change) in done {
+            match change {
+                LinkChange::Put(target) => delivery.put.push(self.link(&provisioned, target)),
+                LinkChange::Move(target) => delivery.moved.push(self.link(&provisioned, target)),
+                LinkChange::Remove => delivery.removed.push(provisioned.oid.clone()),
+                LinkChange::Keep => {}
+            }
+            delivery.provisioned.push(provisioned);
+        }
+        delivery
+    }
+
+    fn link(&self, provisioned: &Provisioned, target: String) -> Link {
+        Link {
+            mapping: self.mapping.clone(),
+            source: provisioned.oid.clone(),
+            target,
+        }
     }
 
     async fn apply_one(&self, planned: Planned) -> (Provisioned, LinkChange) {
@@ -783,6 +826,10 @@ impl Provisioner {
             Ok((target, link)) => (target, link, Ok(())),
             Err(failure) => (planned.target, LinkChange::Keep, Err(failure)),
         };
+        let link = match (link, &planned.linked) {
+            (LinkChange::Put(target), Some(_)) => LinkChange::Move(target),
+            (link, _) => link,
+        };
         (
             Provisioned {
                 oid: planned.oid,
@@ -811,7 +858,7 @@ impl Provisioner {
         .ok_or_else(|| Failure::permanent("the target exists but cannot be read back"))?;
         let linked = self
             .store
-            .links_to_targets(&self.mapping.name, std::slice::from_ref(&target.uid))
+            .links_to_targets(&self.mapping, std::slice::from_ref(&target.uid))
             .await
             .map_err(|e| Failure::permanent(e.to_string()))?;
         if linked.iter().any(|l| l.source != oid) {
@@ -832,31 +879,67 @@ impl Provisioner {
         };
         Ok((Some(after.clone()), LinkChange::Put(after)))
     }
+}
 
-    /// Step 5: links, then the objects that refer to moved links.
-    async fn write_links(&self, done: &[(Provisioned, LinkChange)]) -> Result<(), ProvisionError> {
-        let mut put = Vec::new();
-        let mut removed = Vec::new();
-        for (provisioned, change) in done {
-            match change {
-                LinkChange::Put(target) => put.push(Link {
-                    mapping: self.mapping.name.clone(),
-                    source: provisioned.oid.clone(),
-                    target: target.clone(),
-                }),
-                LinkChange::Remove => removed.push(provisioned.oid.clone()),
-                LinkChange::Keep => {}
+/// The attributes whose value differs from what the target holds.
+fn changes(
+    connector: &dyn Connector,
+    object_type: &str,
+    target: &ConnectorObject,
+    wanted: &Map<String, Value>,
+) -> Map<String, Value> {
+    wanted
+        .iter()
+        .filter(|(attribute, value)| {
+            if attribute.as_str() == "dn" {
+                return value
+                    .as_str()
+                    .is_some_and(|dn| !dn.eq_ignore_ascii_case(&target.uid));
             }
-        }
-        self.store.put_links(&put).await?;
+            !connector.same_value(
+                object_type,
+                attribute,
+                target.attributes.get(attribute.as_str()),
+                value,
+            )
+        })
+        .map(|(a, v)| (a.clone(), v.clone()))
+        .collect()
+}
+
+/// Step 5, apart from the provisioner: writes a delivery's link changes.
+#[derive(Clone)]
+pub struct Recorder {
+    store: Store,
+    mapping: String,
+    source_type: String,
+    referrers: Vec<Referrer>,
+}
+
+impl Recorder {
+    /// Writes a delivery's link changes, settling `settled` outbox entries in
+    /// the same transaction, then queues the objects that refer to moved links.
+    pub async fn record(
+        &self,
+        delivery: &Delivery,
+        settled: &[&OutboxEntry],
+    ) -> Result<(), ProvisionError> {
         self.store
-            .delete_links(&self.mapping.name, &removed)
+            .record_delivery(
+                &self.mapping,
+                &delivery.put,
+                &delivery.moved,
+                &delivery.removed,
+                settled,
+            )
             .await?;
-        let moved: Vec<String> = put
+        let moved: Vec<String> = delivery
+            .put
             .iter()
-            .map(|l| l.source.clone())
-            .chain(removed)
-            .map(|oid| crate::store::object_ref(&self.source_type, &oid))
+            .chain(&delivery.moved)
+            .map(|l| &l.source)
+            .chain(&delivery.removed)
+            .map(|oid| crate::store::object_ref(&self.source_type, oid))
             .collect();
         self.notify_referrers(&moved).await
     }
@@ -884,19 +967,27 @@ impl Provisioner {
         }
         Ok(())
     }
+}
 
-    /// Every target object of the mapping's type, streamed (for a
-    /// reconciliation's target phase).
-    pub fn targets(&self) -> futures::stream::BoxStream<'_, Result<SourceItem, ConnectorError>> {
-        self.connector.query(&self.object_type)
-    }
+/// What a batch did: per object, and the link changes still to record.
+#[derive(Debug, Default)]
+pub struct Delivery {
+    pub provisioned: Vec<Provisioned>,
+    /// Links of objects that had none.
+    put: Vec<Link>,
+    /// Links that now point elsewhere (a renamed or re-created target).
+    moved: Vec<Link>,
+    removed: Vec<String>,
 }
 
 /// How a provisioned object's link changes.
 #[derive(Debug, Clone, PartialEq)]
 enum LinkChange {
     Keep,
+    /// A link where there was none.
     Put(String),
+    /// The link points to another target now.
+    Move(String),
     Remove,
 }
 

@@ -61,11 +61,16 @@ pub(super) async fn reconcile(
                 snapshot: None,
             })
             .collect();
-        let results = provisioner
+        let delivery = provisioner
             .provision(changes)
             .await
             .map_err(|e| ReconError::Internal(e.to_string()))?;
-        for result in &results {
+        provisioner
+            .recorder()
+            .record(&delivery, &[])
+            .await
+            .map_err(|e| ReconError::Internal(e.to_string()))?;
+        for result in &delivery.provisioned {
             recon.count_situation(result.situation);
             recon.count_action(result.action);
             recon.mark_sources([&result.oid]);
