@@ -5,6 +5,7 @@ pub mod api;
 pub mod config;
 pub mod connector;
 pub mod managed;
+pub mod scheduler;
 pub mod script;
 pub mod secrets;
 pub mod store;
