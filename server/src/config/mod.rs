@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use crate::managed::ManagedSchema;
+use crate::scheduler::Schedule;
 use crate::store::{ConfigDocument, Store, StoreError};
 use crate::sync::Mapping;
 
@@ -83,8 +84,10 @@ pub fn read(dir: Option<&Path>) -> Result<Conf, ConfError> {
             .and_then(|n| n.strip_suffix(".json"))
         {
             let body = read_object(&file)?;
-            require_string(&file, &body, "schedule")?;
-            require_string(&file, &body, "invokeService")?;
+            let resolved = resolve_env(&Value::Object(body.clone()));
+            let resolved = resolved.as_object().cloned().unwrap_or_default();
+            Schedule::from_json(name, &resolved, dir)
+                .map_err(|e| invalid(&file, e.field, e.message))?;
             documents.push(document("schedule", name, &file, body));
         } else if file_name == "sync.json" {
             let body = read_object(&file)?;
@@ -237,13 +240,5 @@ fn read_object(file: &Path) -> Result<Map<String, Value>, ConfError> {
             format!("line {} column {}", e.line(), e.column()),
             e.to_string(),
         )),
-    }
-}
-
-fn require_string(file: &Path, body: &Map<String, Value>, key: &str) -> Result<(), ConfError> {
-    match body.get(key) {
-        Some(Value::String(_)) => Ok(()),
-        Some(Value::Object(map)) if map.contains_key("$env") => Ok(()),
-        _ => Err(invalid(file, key, "required, a string")),
     }
 }

@@ -65,6 +65,22 @@ async fn a_bad_conf_file_stops_start_up_naming_the_file_and_field() {
         log.contains("schedule-recon.json") && log.contains("line"),
         "{log}"
     );
+
+    // A Quartz expression with an hour 25 names the file, the field and the value.
+    let conf = TempDir::new("badcron");
+    write(
+        &conf,
+        "schedule-recon.json",
+        r#"{"type": "cron", "schedule": "0 0 25 * * ?", "invokeService": "sync",
+            "invokeContext": {"action": "reconcile", "mapping": "csvEmployee_managedUser"}}"#,
+    );
+    let log = start_failure(&conf).await;
+    assert!(
+        log.contains("schedule-recon.json")
+            && log.contains("schedule.hours")
+            && log.contains("25"),
+        "{log}"
+    );
 }
 
 #[tokio::test]
