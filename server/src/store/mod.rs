@@ -13,6 +13,7 @@ mod objects;
 mod outbox;
 mod query;
 mod recon;
+mod schedules;
 mod tokens;
 
 use std::future::Future;
@@ -36,6 +37,7 @@ pub use query::{
     SortKey, compile,
 };
 pub use recon::{MAX_KEPT_FAILURES, Progress, ReconFailureRecord, ReconRunRecord};
+pub use schedules::{ExecutionRecord, ScheduleState};
 pub use tokens::TokenRecord;
 
 /// Bumped whenever `schema.surql` changes shape; `migrate` takes older stores forward.

@@ -1,0 +1,346 @@
+//! What the scheduler keeps besides the schedule documents themselves (those
+//! are conf documents of kind `schedule`): per-schedule state, the execution
+//! history, and the two guards that make several nodes on one store behave
+//! as one scheduler.
+//!
+//! - `schedule_tick:[schedule, fire time]`: created by the node that fires
+//!   that tick. A second node's create collides on the record id, so a tick
+//!   runs once however many nodes see it.
+//! - `schedule_lease:[schedule]`: held (node, expiry) by the node running a
+//!   schedule whose `concurrentExecution` is false; taken only when free or
+//!   expired (compare-and-set), renewed while the run goes on.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{Store, StoreError, with_retry};
+
+/// A schedule's runtime state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleState {
+    pub paused: bool,
+    /// The last tick fired (by any node).
+    pub last_fire: Option<String>,
+}
+
+/// One firing of a schedule.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionRecord {
+    /// UUIDv7.
+    pub eid: String,
+    pub schedule: String,
+    pub fire_time: String,
+    pub start: String,
+    pub end: Option<String>,
+    /// RUNNING, SUCCESS, FAILED, SKIPPED_CONCURRENT or SKIPPED_MISFIRE.
+    pub outcome: String,
+    pub message: String,
+    /// `recon/<id>` for sync schedules.
+    pub recon_run: Option<String>,
+    pub node: String,
+}
+
+impl Store {
+    pub async fn schedule_state(&self, schedule: &str) -> Result<ScheduleState, StoreError> {
+        let state: Option<ScheduleState> = self
+            .query_one(
+                "SELECT paused ?? false AS paused, last_fire FROM ONLY type::record('schedule_state', $schedule)",
+                json!({ "schedule": schedule }),
+            )
+            .await?;
+        Ok(state.unwrap_or_default())
+    }
+
+    pub async fn set_paused(&self, schedule: &str, paused: bool) -> Result<(), StoreError> {
+        self.execute(
+            "UPSERT type::record('schedule_state', $schedule) MERGE { paused: $paused } RETURN NONE",
+            json!({ "schedule": schedule, "paused": paused }),
+        )
+        .await
+    }
+
+    /// Claims a tick for this node; `false` if another node claimed it first.
+    pub async fn claim_tick(
+        &self,
+        schedule: &str,
+        fire_time: &str,
+        node: &str,
+    ) -> Result<bool, StoreError> {
+        // A write conflict is retried: then the create either collides (the
+        // other node's claim committed) or goes through.
+        let params = json!({ "schedule": schedule, "fire": fire_time, "node": node });
+        let claimed = with_retry(|| {
+            self.execute(
+                "CREATE type::record('schedule_tick', [$schedule, $fire]) SET node = $node RETURN NONE",
+                params.clone(),
+            )
+        })
+        .await;
+        match claimed {
+            Ok(()) => {}
+            Err(StoreError::Query(message)) if message.contains("already exists") => {
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        }
+        // Only the claimant writes it, so ticks of one schedule never race here.
+        with_retry(|| {
+            self.execute(
+                "UPSERT type::record('schedule_state', $schedule) MERGE { last_fire: $fire } RETURN NONE",
+                params.clone(),
+            )
+        })
+        .await?;
+        Ok(true)
+    }
+
+    /// Takes or renews the run lease of a schedule until `until`; `false`
+    /// while another node holds an unexpired one. Compare-and-set: the
+    /// write applies only if the lease is still what was read.
+    pub async fn take_lease(
+        &self,
+        schedule: &str,
+        node: &str,
+        now: &str,
+        until: &str,
+    ) -> Result<bool, StoreError> {
+        #[derive(Deserialize)]
+        struct Lease {
+            node: String,
+            until: String,
+        }
+        let params = json!({ "schedule": schedule, "node": node, "until": until });
+        let current: Option<Lease> = self
+            .query_one(
+                "SELECT node, until FROM ONLY type::record('schedule_lease', $schedule)",
+                params.clone(),
+            )
+            .await?;
+        let taken = match current {
+            None => {
+                self.execute(
+                    "CREATE type::record('schedule_lease', $schedule) CONTENT { node: $node, until: $until } RETURN NONE",
+                    params,
+                )
+                .await
+                .map(|()| true)
+            }
+            Some(lease) if lease.node != node && lease.until.as_str() >= now => Ok(false),
+            Some(lease) => {
+                let holder: Option<String> = self
+                    .query_one(
+                        "UPDATE type::record('schedule_lease', $schedule) SET node = $node, until = $until \
+                         WHERE node = $old_node AND until = $old_until RETURN VALUE node",
+                        json!({
+                            "schedule": schedule, "node": node, "until": until,
+                            "old_node": lease.node, "old_until": lease.until,
+                        }),
+                    )
+                    .await?;
+                Ok(holder.as_deref() == Some(node))
+            }
+        };
+        match taken {
+            // Another node won the race (a collision or a write conflict).
+            Err(StoreError::Query(message))
+                if message.contains("already exists") || message.contains("can be retried") =>
+            {
+                Ok(false)
+            }
+            other => other,
+        }
+    }
+
+    /// Gives a lease back (only if this node holds it).
+    pub async fn release_lease(&self, schedule: &str, node: &str) -> Result<(), StoreError> {
+        self.execute(
+            "LET $lease = type::record('schedule_lease', $schedule); \
+             IF $lease.node == $node { DELETE $lease RETURN NONE; };",
+            json!({ "schedule": schedule, "node": node }),
+        )
+        .await
+    }
+
+    pub async fn save_execution(&self, execution: &ExecutionRecord) -> Result<(), StoreError> {
+        let mut row =
+            serde_json::to_value(execution).map_err(|e| StoreError::Decode(e.to_string()))?;
+        row["id"] = json!(execution.eid);
+        self.execute(
+            "UPSERT type::record('execution', $row.id) CONTENT $row RETURN NONE",
+            json!({ "row": row }),
+        )
+        .await
+    }
+
+    /// Executions, newest first: of one schedule, or of all when `schedule` is empty.
+    pub async fn list_executions(
+        &self,
+        schedule: &str,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Vec<ExecutionRecord>, StoreError> {
+        self.query_all(
+            "SELECT eid, schedule, fire_time, start, end, outcome, message, recon_run, node \
+             FROM execution WHERE $schedule = '' OR schedule = $schedule \
+             ORDER BY eid DESC LIMIT $limit START $start",
+            json!({ "schedule": schedule, "limit": limit, "start": offset }),
+        )
+        .await
+    }
+
+    /// Forgets a deleted schedule's state, lease and claimed ticks (its
+    /// execution history stays).
+    pub async fn forget_schedule(&self, schedule: &str) -> Result<(), StoreError> {
+        self.execute(
+            "DELETE type::record('schedule_state', $schedule) RETURN NONE; \
+             DELETE type::record('schedule_lease', $schedule) RETURN NONE; \
+             DELETE schedule_tick:[$schedule, NONE]..[$schedule, ..] RETURN NONE;",
+            json!({ "schedule": schedule }),
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_tick_is_claimed_once_however_many_nodes_try() {
+        let store = Store::open("mem://").await.unwrap();
+        let fire = "2026-11-23T10:00:15.000000Z";
+        assert!(store.claim_tick("recon", fire, "node-a").await.unwrap());
+        assert!(!store.claim_tick("recon", fire, "node-b").await.unwrap());
+        assert!(!store.claim_tick("recon", fire, "node-a").await.unwrap());
+        assert!(
+            store
+                .claim_tick("recon", "2026-11-23T10:00:30.000000Z", "node-b")
+                .await
+                .unwrap()
+        );
+        assert!(
+            store.claim_tick("greeting", fire, "node-b").await.unwrap(),
+            "ticks are per schedule"
+        );
+        let state = store.schedule_state("recon").await.unwrap();
+        assert_eq!(
+            state.last_fire.as_deref(),
+            Some("2026-11-23T10:00:30.000000Z")
+        );
+        assert!(!state.paused);
+
+        store.forget_schedule("recon").await.unwrap();
+        assert!(store.claim_tick("recon", fire, "node-b").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_run_lease_is_held_by_one_node_until_it_expires_or_is_released() {
+        let store = Store::open("mem://").await.unwrap();
+        let (t0, t1, t2) = (
+            "2026-11-23T10:00:00.000000Z",
+            "2026-11-23T10:00:30.000000Z",
+            "2026-11-23T10:01:00.000000Z",
+        );
+        assert!(store.take_lease("recon", "a", t0, t1).await.unwrap());
+        assert!(!store.take_lease("recon", "b", t0, t1).await.unwrap());
+        assert!(
+            store.take_lease("recon", "a", t0, t2).await.unwrap(),
+            "renewed"
+        );
+        assert!(
+            store
+                .take_lease(
+                    "recon",
+                    "b",
+                    "2026-11-23T10:02:00.000000Z",
+                    "2026-11-23T10:03:00.000000Z"
+                )
+                .await
+                .unwrap(),
+            "expired leases are taken over"
+        );
+        store.release_lease("recon", "a").await.unwrap();
+        assert!(
+            !store.take_lease("recon", "a", t2, t2).await.unwrap(),
+            "not a's to release"
+        );
+        store.release_lease("recon", "b").await.unwrap();
+        assert!(store.take_lease("recon", "a", t2, t2).await.unwrap());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn racing_nodes_get_one_tick_and_one_lease() {
+        let store = Store::open("mem://").await.unwrap();
+        let race = |f: fn(Store, String) -> futures::future::BoxFuture<'static, bool>| {
+            let store = store.clone();
+            async move {
+                let tries = (0..8).map(|n| tokio::spawn(f(store.clone(), format!("node-{n}"))));
+                futures::future::join_all(tries)
+                    .await
+                    .into_iter()
+                    .filter(|won| *won.as_ref().unwrap())
+                    .count()
+            }
+        };
+        let ticks = race(|store, node| {
+            Box::pin(async move {
+                store
+                    .claim_tick("recon", "2026-11-23T10:00:15.000000Z", &node)
+                    .await
+                    .unwrap()
+            })
+        })
+        .await;
+        assert_eq!(ticks, 1);
+        let leases = race(|store, node| {
+            Box::pin(async move {
+                store
+                    .take_lease(
+                        "recon",
+                        &node,
+                        "2026-11-23T10:00:00.000000Z",
+                        "2026-11-23T10:01:00.000000Z",
+                    )
+                    .await
+                    .unwrap()
+            })
+        })
+        .await;
+        assert_eq!(leases, 1);
+    }
+
+    #[tokio::test]
+    async fn pause_state_and_execution_history() {
+        let store = Store::open("mem://").await.unwrap();
+        store.set_paused("recon", true).await.unwrap();
+        assert!(store.schedule_state("recon").await.unwrap().paused);
+        store.set_paused("recon", false).await.unwrap();
+        assert!(!store.schedule_state("recon").await.unwrap().paused);
+
+        for (schedule, outcome) in [
+            ("recon", "SUCCESS"),
+            ("greeting", "FAILED"),
+            ("recon", "SKIPPED_CONCURRENT"),
+        ] {
+            store
+                .save_execution(&ExecutionRecord {
+                    eid: uuid::Uuid::now_v7().to_string(),
+                    schedule: schedule.into(),
+                    outcome: outcome.into(),
+                    node: "a".into(),
+                    ..ExecutionRecord::default()
+                })
+                .await
+                .unwrap();
+        }
+        let recon = store.list_executions("recon", 10, 0).await.unwrap();
+        let outcomes: Vec<&str> = recon.iter().map(|e| e.outcome.as_str()).collect();
+        assert_eq!(outcomes, ["SKIPPED_CONCURRENT", "SUCCESS"], "newest first");
+        assert_eq!(store.list_executions("", 10, 0).await.unwrap().len(), 3);
+        assert_eq!(
+            store.list_executions("", 1, 1).await.unwrap()[0].outcome,
+            "FAILED"
+        );
+    }
+}
