@@ -1,0 +1,575 @@
+//! Running the schedules: one task per schedule sleeps until its next fire
+//! time (computed by croner in the schedule's own time zone), then fires:
+//!
+//! 1. paused → nothing; outside `startTime`/`endTime` → nothing;
+//! 2. claims the tick in the store: on a store shared by several nodes, the
+//!    one whose claim lands runs it, the others skip it silently;
+//! 3. `concurrentExecution: false` and the last run still going (here or on
+//!    another node: the run lease) → an execution recorded SKIPPED_CONCURRENT;
+//! 4. otherwise the invoker runs on its own task (the next tick is not held
+//!    up), its execution recorded RUNNING, then SUCCESS or FAILED.
+//!
+//! At start, a tick missed while idmd was down (the next tick after the
+//! recorded last fire is already past) fires once under `fireAndProceed`,
+//! and is recorded SKIPPED_MISFIRE under `doNothing`.
+//!
+//! Not on tokio-cron-scheduler (yet): its jobs take a time zone as the fixed
+//! offset of the moment they are made, so a 02:00 Europe/Paris job would
+//! fire at 01:00 or 03:00 after a daylight-saving change. croner, which it
+//! runs on, computes zoned fire times correctly; this loop uses it directly.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+
+use super::schedule::{Invoke, MisfirePolicy, Schedule};
+use crate::script::{Limits, ScriptEngine};
+use crate::store::{ExecutionRecord, Store, StoreError, format_timestamp, now_timestamp};
+use crate::sync::recon::Reconciler;
+
+/// How long a run lease lasts before it must be renewed.
+const LEASE: Duration = Duration::from_secs(60);
+/// A scheduled script may take longer than a transform (1 s): it is a job.
+const SCRIPT_LIMITS: Limits = Limits {
+    time: Duration::from_secs(300),
+    memory_bytes: 64 * 1024 * 1024,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("schedules/{name}: {message}")]
+    Invalid { name: String, message: String },
+}
+
+/// The running scheduler; cheap to clone.
+#[derive(Clone)]
+pub struct Scheduler {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    reconciler: Reconciler,
+    conf_dir: PathBuf,
+    /// Who claims ticks and leases: unique per process.
+    node: String,
+    tasks: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    /// Schedules with a run going on this node (the lease covers other nodes).
+    running: Mutex<HashSet<String>>,
+    stop: watch::Sender<bool>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn stamp(t: DateTime<Utc>) -> String {
+    format_timestamp(
+        time::OffsetDateTime::from_unix_timestamp_nanos(
+            i128::from(t.timestamp()) * 1_000_000_000 + i128::from(t.timestamp_subsec_nanos()),
+        )
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+    )
+}
+
+impl Scheduler {
+    /// Starts every enabled schedule of the store's conf documents.
+    pub async fn start(
+        store: Store,
+        reconciler: Reconciler,
+        conf_dir: PathBuf,
+        node: String,
+    ) -> Result<Self, SchedulerError> {
+        let (stop, _) = watch::channel(false);
+        let scheduler = Scheduler {
+            inner: Arc::new(Inner {
+                store,
+                reconciler,
+                conf_dir,
+                node,
+                tasks: Mutex::new(HashMap::new()),
+                running: Mutex::new(HashSet::new()),
+                stop,
+            }),
+        };
+        scheduler.reload().await?;
+        Ok(scheduler)
+    }
+
+    /// Rebuilds the running set from the stored schedule documents.
+    pub async fn reload(&self) -> Result<(), SchedulerError> {
+        let documents = self.inner.store.list_config("schedule").await?;
+        let mut tasks = lock(&self.inner.tasks);
+        for (_, task) in tasks.drain() {
+            task.abort();
+        }
+        for document in documents {
+            let schedule = match Schedule::from_json(
+                &document.name,
+                &document.body,
+                &self.inner.conf_dir,
+            ) {
+                Ok(schedule) if schedule.enabled => schedule,
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(schedule = %document.name, error = %e, "schedule not started");
+                    continue;
+                }
+            };
+            let this = self.clone();
+            let name = document.name.clone();
+            let span = tracing::info_span!("schedule", name = %name);
+            let task = tokio::spawn(tracing::Instrument::instrument(
+                async move { this.drive(name, Arc::new(schedule)).await },
+                span,
+            ));
+            tasks.insert(document.name, task);
+        }
+        Ok(())
+    }
+
+    /// Stops firing; runs in progress are left to end.
+    pub fn shutdown(&self) {
+        let _ = self.inner.stop.send(true);
+        for (_, task) in lock(&self.inner.tasks).drain() {
+            task.abort();
+        }
+    }
+
+    async fn drive(self, name: String, schedule: Arc<Schedule>) {
+        let mut stop = self.inner.stop.subscribe();
+        if let Err(e) = self.catch_up(&name, &schedule).await {
+            tracing::warn!(error = %e, "checking for missed ticks failed");
+        }
+        let mut after = Utc::now();
+        while let Some(tick) = schedule.next_fire_after(after) {
+            let wait = (tick - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => return,
+            }
+            if let Err(e) = self.fire(&name, &schedule, tick, false).await {
+                tracing::warn!(error = %e, tick = %tick, "a tick could not be fired");
+            }
+            after = tick;
+        }
+        tracing::info!("schedule has no fire time left (past its endTime)");
+    }
+
+    /// A tick missed while idmd was down fires now (fireAndProceed) or is
+    /// recorded as skipped (doNothing).
+    async fn catch_up(&self, name: &str, schedule: &Arc<Schedule>) -> Result<(), SchedulerError> {
+        let state = self.inner.store.schedule_state(name).await?;
+        let Some(last) = state
+            .last_fire
+            .as_deref()
+            .and_then(|t| t.parse::<DateTime<Utc>>().ok())
+        else {
+            return Ok(());
+        };
+        let now = Utc::now();
+        let Some(missed) = schedule.next_fire_after(last).filter(|t| *t < now) else {
+            return Ok(());
+        };
+        // The latest missed tick stands for them all.
+        let mut latest = missed;
+        while let Some(t) = schedule.next_fire_after(latest).filter(|t| *t < now) {
+            latest = t;
+        }
+        match schedule.misfire_policy {
+            MisfirePolicy::FireAndProceed => {
+                tracing::info!(tick = %latest, "firing a tick missed while idmd was down");
+                self.fire(name, schedule, latest, false).await.map(|_| ())
+            }
+            MisfirePolicy::DoNothing => {
+                if self
+                    .inner
+                    .store
+                    .claim_tick(name, &stamp(latest), &self.inner.node)
+                    .await?
+                {
+                    self.record(
+                        name,
+                        latest,
+                        "SKIPPED_MISFIRE",
+                        "missed while idmd was down (misfirePolicy doNothing)",
+                    )
+                    .await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Fires one tick (see the module docs); `manual` for run-now, which
+    /// claims no tick.
+    async fn fire(
+        &self,
+        name: &str,
+        schedule: &Arc<Schedule>,
+        tick: DateTime<Utc>,
+        manual: bool,
+    ) -> Result<Option<ExecutionRecord>, SchedulerError> {
+        let store = &self.inner.store;
+        if !manual {
+            if store.schedule_state(name).await?.paused {
+                return Ok(None);
+            }
+            if !store
+                .claim_tick(name, &stamp(tick), &self.inner.node)
+                .await?
+            {
+                return Ok(None);
+            }
+        }
+        if !schedule.concurrent_execution {
+            let until = Utc::now() + chrono::Duration::from_std(LEASE).unwrap_or_default();
+            let free_here = lock(&self.inner.running).insert(name.to_string());
+            let free = free_here
+                && store
+                    .take_lease(name, &self.inner.node, &now_timestamp(), &stamp(until))
+                    .await
+                    .inspect_err(|_| {
+                        lock(&self.inner.running).remove(name);
+                    })?;
+            if !free {
+                if free_here {
+                    lock(&self.inner.running).remove(name);
+                }
+                let skipped = self
+                    .record(
+                        name,
+                        tick,
+                        "SKIPPED_CONCURRENT",
+                        "the previous run is still going (concurrentExecution is false)",
+                    )
+                    .await?;
+                return Ok(Some(skipped));
+            }
+        }
+        let running = match self.record(name, tick, "RUNNING", "").await {
+            Ok(running) => running,
+            Err(e) => {
+                if !schedule.concurrent_execution {
+                    lock(&self.inner.running).remove(name);
+                    let _ = store.release_lease(name, &self.inner.node).await;
+                }
+                return Err(e);
+            }
+        };
+        let this = self.clone();
+        let (schedule, started) = (Arc::clone(schedule), running.clone());
+        let name = name.to_string();
+        tokio::spawn(async move {
+            let mut execution = started;
+            let keep_lease = (!schedule.concurrent_execution).then(|| this.keep_lease(&name));
+            let outcome = this.invoke(&name, &schedule, &mut execution).await;
+            if let Some(keeper) = keep_lease {
+                keeper.abort();
+                if let Err(e) = this
+                    .inner
+                    .store
+                    .release_lease(&name, &this.inner.node)
+                    .await
+                {
+                    tracing::warn!(error = %e, "releasing the run lease failed; it expires by itself");
+                }
+                lock(&this.inner.running).remove(&name);
+            }
+            execution.end = Some(now_timestamp());
+            match outcome {
+                Ok(message) => {
+                    execution.outcome = "SUCCESS".into();
+                    execution.message = message;
+                }
+                Err(message) => {
+                    tracing::warn!(error = %message, "scheduled run failed");
+                    execution.outcome = "FAILED".into();
+                    execution.message = message;
+                }
+            }
+            if let Err(e) = this.inner.store.save_execution(&execution).await {
+                tracing::error!(error = %e, "recording the end of a scheduled run failed");
+            }
+        });
+        Ok(Some(running))
+    }
+
+    /// Renews the run lease while a run goes on.
+    fn keep_lease(&self, name: &str) -> tokio::task::JoinHandle<()> {
+        let (this, name) = (self.clone(), name.to_string());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(LEASE / 3).await;
+                let until = Utc::now() + chrono::Duration::from_std(LEASE).unwrap_or_default();
+                let renewed = this
+                    .inner
+                    .store
+                    .take_lease(&name, &this.inner.node, &now_timestamp(), &stamp(until))
+                    .await;
+                if !matches!(renewed, Ok(true)) {
+                    tracing::warn!(schedule = %name, "the run lease could not be renewed");
+                }
+            }
+        })
+    }
+
+    async fn record(
+        &self,
+        name: &str,
+        tick: DateTime<Utc>,
+        outcome: &str,
+        message: &str,
+    ) -> Result<ExecutionRecord, SchedulerError> {
+        let now = now_timestamp();
+        let execution = ExecutionRecord {
+            eid: uuid::Uuid::now_v7().to_string(),
+            schedule: name.to_string(),
+            fire_time: stamp(tick),
+            end: (outcome != "RUNNING").then(|| now.clone()),
+            start: now,
+            outcome: outcome.to_string(),
+            message: message.to_string(),
+            recon_run: None,
+            node: self.inner.node.clone(),
+        };
+        self.inner.store.save_execution(&execution).await?;
+        Ok(execution)
+    }
+
+    /// Runs what the schedule invokes; `Ok` carries a message for the record.
+    async fn invoke(
+        &self,
+        name: &str,
+        schedule: &Schedule,
+        execution: &mut ExecutionRecord,
+    ) -> Result<String, String> {
+        match &schedule.invoke {
+            Invoke::Sync { mapping } => {
+                let reconciler = &self.inner.reconciler;
+                let run = reconciler
+                    .start(mapping, None, &format!("schedules/{name}"))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                execution.recon_run = Some(format!("recon/{}", run.rid));
+                if let Err(e) = self.inner.store.save_execution(execution).await {
+                    tracing::warn!(error = %e, "recording the recon run of an execution failed");
+                }
+                let done = reconciler.wait(&run.rid).await.map_err(|e| e.to_string())?;
+                match done.state.as_str() {
+                    "SUCCESS" => Ok(format!(
+                        "recon/{} {}: {} processed",
+                        done.rid, done.state, done.source.processed
+                    )),
+                    state => Err(format!(
+                        "recon/{} ended {state}{}",
+                        done.rid,
+                        done.error.map(|e| format!(": {e}")).unwrap_or_default()
+                    )),
+                }
+            }
+            Invoke::Script(script) => {
+                let script = script.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut engine = ScriptEngine::new(SCRIPT_LIMITS).map_err(|e| e.to_string())?;
+                    let id = engine.compile(&script).map_err(|e| e.to_string())?;
+                    engine
+                        .eval(id, &[])
+                        .map(|value| {
+                            if value.is_null() {
+                                String::new()
+                            } else {
+                                value.to_string()
+                            }
+                        })
+                        .map_err(|e| e.to_string())
+                })
+                .await
+                .map_err(|e| format!("the script's thread stopped: {e}"))?
+            }
+            Invoke::LiveSync { mapping } => Err(format!(
+                "liveSync of {mapping} is not available yet: schedule a sync (reconcile) instead"
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::managed::{ManagedObjects, ManagedSchema};
+    use crate::secrets::SecretBox;
+    use crate::store::ConfigDocument;
+    use serde_json::{Value, json};
+
+    async fn store_and_reconciler() -> (Store, Reconciler) {
+        let store = Store::open("mem://").await.unwrap();
+        let dir = std::env::temp_dir().join(format!("idm-sched-{}", uuid::Uuid::new_v4()));
+        let secrets = SecretBox::load_or_create(&dir.join("idm.key"), None).unwrap();
+        let objects = ManagedObjects::new(
+            Arc::new(ManagedSchema::builtin().unwrap()),
+            store.clone(),
+            Arc::new(secrets),
+        );
+        let reconciler = Reconciler::new(store.clone(), objects, PathBuf::from("."));
+        (store, reconciler)
+    }
+
+    async fn put(store: &Store, name: &str, body: Value) {
+        store
+            .put_config(&ConfigDocument {
+                kind: "schedule".into(),
+                name: name.into(),
+                body: body.as_object().cloned().unwrap(),
+                source: "test".into(),
+            })
+            .await
+            .unwrap();
+    }
+
+    fn script(schedule: &str, code: &str, concurrent: bool) -> Value {
+        json!({"type": "cron", "schedule": schedule, "concurrentExecution": concurrent,
+               "invokeService": "script",
+               "invokeContext": {"script": {"type": "text/javascript", "source": code}}})
+    }
+
+    async fn start(store: &Store, reconciler: &Reconciler, node: &str) -> Scheduler {
+        Scheduler::start(
+            store.clone(),
+            reconciler.clone(),
+            PathBuf::from("."),
+            node.into(),
+        )
+        .await
+        .unwrap()
+    }
+
+    async fn outcomes(store: &Store, name: &str) -> Vec<(String, String)> {
+        let mut list: Vec<(String, String)> = store
+            .list_executions(name, 1000, 0)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.fire_time, e.outcome))
+            .collect();
+        list.sort();
+        list
+    }
+
+    #[tokio::test]
+    async fn a_schedule_every_second_fires_every_second() {
+        let (store, reconciler) = store_and_reconciler().await;
+        put(
+            &store,
+            "tick",
+            script(
+                "* * * * * ?",
+                "console.log('tick ' + new Date().toISOString()); 42",
+                true,
+            ),
+        )
+        .await;
+        let scheduler = start(&store, &reconciler, "a").await;
+        tokio::time::sleep(Duration::from_millis(4000)).await;
+        scheduler.shutdown();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let seen = outcomes(&store, "tick").await;
+        let done: Vec<&(String, String)> = seen.iter().filter(|(_, o)| o == "SUCCESS").collect();
+        assert!(done.len() >= 3, "{seen:?}");
+        let result = store.list_executions("tick", 1, 0).await.unwrap();
+        assert_eq!(result[0].message, "42");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_schedulers_on_one_store_fire_each_tick_once() {
+        let (store, reconciler) = store_and_reconciler().await;
+        put(&store, "tick", script("* * * * * ?", "1", true)).await;
+        let a = start(&store, &reconciler, "a").await;
+        let b = start(&store, &reconciler, "b").await;
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        a.shutdown();
+        b.shutdown();
+        let executions = store.list_executions("tick", 1000, 0).await.unwrap();
+        let mut ticks: Vec<&str> = executions.iter().map(|e| e.fire_time.as_str()).collect();
+        let all = ticks.len();
+        ticks.sort_unstable();
+        ticks.dedup();
+        assert!(all >= 3, "{executions:?}");
+        assert_eq!(ticks.len(), all, "a tick ran twice: {executions:?}");
+    }
+
+    #[tokio::test]
+    async fn a_slow_run_is_not_overlapped_and_the_skip_is_recorded() {
+        let (store, reconciler) = store_and_reconciler().await;
+        let busy = "const end = Date.now() + 2500; while (Date.now() < end) {} 'slow'";
+        put(&store, "slow", script("* * * * * ?", busy, false)).await;
+        let scheduler = start(&store, &reconciler, "a").await;
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        scheduler.shutdown();
+        let seen = outcomes(&store, "slow").await;
+        assert!(
+            seen.iter().any(|(_, o)| o == "SKIPPED_CONCURRENT"),
+            "{seen:?}"
+        );
+        // Runs never overlap: each starts after the one before it ended.
+        let mut runs: Vec<ExecutionRecord> = store
+            .list_executions("slow", 100, 0)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.outcome == "RUNNING" || e.outcome == "SUCCESS")
+            .collect();
+        runs.sort_by(|a, b| a.start.cmp(&b.start));
+        for pair in runs.windows(2) {
+            let ended = pair[0].end.as_deref().unwrap_or("9999");
+            assert!(pair[1].start.as_str() >= ended, "overlap: {runs:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn pause_stops_fires_and_resume_restarts_them() {
+        let (store, reconciler) = store_and_reconciler().await;
+        put(&store, "tick", script("* * * * * ?", "1", true)).await;
+        store.set_paused("tick", true).await.unwrap();
+        let scheduler = start(&store, &reconciler, "a").await;
+        tokio::time::sleep(Duration::from_millis(2200)).await;
+        assert!(outcomes(&store, "tick").await.is_empty());
+        store.set_paused("tick", false).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2200)).await;
+        scheduler.shutdown();
+        assert!(!outcomes(&store, "tick").await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn missed_ticks_follow_the_misfire_policy() {
+        let (store, reconciler) = store_and_reconciler().await;
+        // Both last fired an hour ago, then idmd was down.
+        let hour_ago = stamp(Utc::now() - chrono::Duration::hours(1));
+        for (name, policy) in [("proceed", "fireAndProceed"), ("nothing", "doNothing")] {
+            let mut body = script("0 0/10 * * * ?", "'ran'", true);
+            body["misfirePolicy"] = json!(policy);
+            put(&store, name, body).await;
+            assert!(store.claim_tick(name, &hour_ago, "earlier").await.unwrap());
+        }
+        let scheduler = start(&store, &reconciler, "a").await;
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        scheduler.shutdown();
+        let proceed = outcomes(&store, "proceed").await;
+        assert_eq!(proceed.len(), 1, "{proceed:?}");
+        assert_eq!(proceed[0].1, "SUCCESS");
+        assert!(
+            proceed[0].0 < now_timestamp(),
+            "the missed tick, in the past"
+        );
+        let nothing = outcomes(&store, "nothing").await;
+        assert_eq!(nothing.len(), 1, "{nothing:?}");
+        assert_eq!(nothing[0].1, "SKIPPED_MISFIRE");
+    }
+}
