@@ -44,6 +44,8 @@ pub enum StartError {
     Secret(#[from] secrets::SecretError),
     #[error("{0}")]
     Serve(#[from] api::ServeError),
+    #[error("scheduler: {0}")]
+    Scheduler(#[from] scheduler::SchedulerError),
 }
 
 /// How long in-flight calls get to finish after a shutdown signal; idle
@@ -88,6 +90,15 @@ pub async fn run(
     let implicit = Arc::new(
         sync::outbox::ImplicitSync::start(store.clone(), objects.clone(), conf_dir.clone()).await?,
     );
+    // Unique per process: ticks and run leases are claimed in its name.
+    let node = format!(
+        "idmd-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let scheduler =
+        scheduler::Scheduler::start(store.clone(), reconciler.clone(), conf_dir.clone(), node)
+            .await?;
     let core = api::Core {
         store: store.clone(),
         objects,
@@ -110,13 +121,16 @@ pub async fn run(
         served = api::serve(core, settings.grpc, drain) => served?,
         () = deadline => tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; stopping anyway"),
     }
-    // Runs still going end CANCELED rather than be cut off mid-batch.
+    // No new ticks; then runs still going end CANCELED rather than be cut
+    // off mid-batch.
+    scheduler.shutdown();
     reconciler.shutdown(SHUTDOWN_GRACE).await;
     // Deliveries in hand finish; the rest wait in the outbox for the next start.
     implicit.shutdown(SHUTDOWN_GRACE).await;
     // Every store handle goes before the store closes (it closes with the last).
     drop(reconciler);
     drop(implicit);
+    drop(scheduler);
     refresh.abort();
     let _ = refresh.await;
     store.close(SHUTDOWN_GRACE).await;

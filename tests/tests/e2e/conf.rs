@@ -76,9 +76,7 @@ async fn a_bad_conf_file_stops_start_up_naming_the_file_and_field() {
     );
     let log = start_failure(&conf).await;
     assert!(
-        log.contains("schedule-recon.json")
-            && log.contains("schedule.hours")
-            && log.contains("25"),
+        log.contains("schedule-recon.json") && log.contains("schedule.hours") && log.contains("25"),
         "{log}"
     );
 }

@@ -11,6 +11,7 @@ mod ldap;
 mod objects;
 mod paging;
 mod recon;
+mod scheduler;
 mod secrets;
 
 use idm_proto::v1::{CreateObjectRequest, ManagedObject, ReconRun, StartReconRequest};

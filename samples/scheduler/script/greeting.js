@@ -1,0 +1,1 @@
+console.log('Timestamp: "' + new Date().toISOString() + '" – Hi, this is automatically triggered script!');
