@@ -105,6 +105,7 @@ pub async fn run(
         tokens,
         reconciler: reconciler.clone(),
         implicit: Arc::clone(&implicit),
+        scheduler: scheduler.clone(),
         conf_dir,
     };
     let (stop, stopped) = watch::channel(false);

@@ -16,6 +16,7 @@ use idm_proto::v1::audit_service_client::AuditServiceClient;
 use idm_proto::v1::config_service_client::ConfigServiceClient;
 use idm_proto::v1::object_service_client::ObjectServiceClient;
 use idm_proto::v1::recon_service_client::ReconServiceClient;
+use idm_proto::v1::schedule_service_client::ScheduleServiceClient;
 use idm_proto::v1::sync_service_client::SyncServiceClient;
 use idm_proto::v1::token_service_client::TokenServiceClient;
 use tonic::service::interceptor::InterceptedService;
@@ -248,7 +249,8 @@ impl Idmd {
             tokens: TokenServiceClient::with_interceptor(channel.clone(), bearer.clone()),
             config: ConfigServiceClient::with_interceptor(channel.clone(), bearer.clone()),
             recon: ReconServiceClient::with_interceptor(channel.clone(), bearer.clone()),
-            sync: SyncServiceClient::with_interceptor(channel, bearer),
+            sync: SyncServiceClient::with_interceptor(channel.clone(), bearer.clone()),
+            schedules: ScheduleServiceClient::with_interceptor(channel, bearer),
         }
     }
 
@@ -317,6 +319,7 @@ pub struct Clients {
     pub config: ConfigServiceClient<Authed>,
     pub recon: ReconServiceClient<Authed>,
     pub sync: SyncServiceClient<Authed>,
+    pub schedules: ScheduleServiceClient<Authed>,
 }
 
 /// A JSON object literal as a protobuf `Struct`.

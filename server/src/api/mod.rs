@@ -7,6 +7,7 @@ mod config;
 mod error;
 mod objects;
 mod recon;
+mod schedules;
 mod sync;
 mod tokens;
 
@@ -18,12 +19,14 @@ use idm_proto::v1::audit_service_server::AuditServiceServer;
 use idm_proto::v1::config_service_server::ConfigServiceServer;
 use idm_proto::v1::object_service_server::ObjectServiceServer;
 use idm_proto::v1::recon_service_server::ReconServiceServer;
+use idm_proto::v1::schedule_service_server::ScheduleServiceServer;
 use idm_proto::v1::sync_service_server::SyncServiceServer;
 use idm_proto::v1::token_service_server::TokenServiceServer;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 
 use crate::managed::ManagedObjects;
+use crate::scheduler::Scheduler;
 use crate::store::Store;
 use crate::sync::outbox::ImplicitSync;
 use crate::sync::recon::Reconciler;
@@ -37,6 +40,7 @@ pub struct Core {
     pub reconciler: Reconciler,
     /// Implicit sync, told when mappings change.
     pub implicit: Arc<ImplicitSync>,
+    pub scheduler: Scheduler,
     /// The conf directory (relative paths in conf documents start here).
     pub conf_dir: std::path::PathBuf,
 }
@@ -93,6 +97,10 @@ pub async fn serve(
         store: core.store.clone(),
     });
 
+    let schedules = ScheduleServiceServer::new(schedules::ScheduleApi {
+        scheduler: core.scheduler.clone(),
+    });
+
     tracing::info!(%addr, "idmd serving gRPC");
     Server::builder()
         .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
@@ -104,7 +112,8 @@ pub async fn serve(
         .add_service(InterceptedService::new(token_api, auth.clone()))
         .add_service(InterceptedService::new(config, auth.clone()))
         .add_service(InterceptedService::new(recon, auth.clone()))
-        .add_service(InterceptedService::new(sync, auth))
+        .add_service(InterceptedService::new(sync, auth.clone()))
+        .add_service(InterceptedService::new(schedules, auth))
         .serve_with_shutdown(addr, shutdown)
         .await
         .map_err(|source| ServeError::Transport { addr, source })

@@ -11,5 +11,5 @@ pub mod runtime;
 pub mod schedule;
 
 pub use quartz::{QuartzCron, QuartzError};
-pub use runtime::{Scheduler, SchedulerError};
+pub use runtime::{ScheduleView, Scheduler, SchedulerError};
 pub use schedule::{Invoke, MisfirePolicy, Schedule, ScheduleError, Timing};

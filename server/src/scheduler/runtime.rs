@@ -24,11 +24,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
 use tokio::sync::watch;
 
 use super::schedule::{Invoke, MisfirePolicy, Schedule};
 use crate::script::{Limits, ScriptEngine};
-use crate::store::{ExecutionRecord, Store, StoreError, format_timestamp, now_timestamp};
+use crate::store::{
+    ConfigDocument, ExecutionRecord, Store, StoreError, format_timestamp, now_timestamp,
+};
 use crate::sync::recon::Reconciler;
 
 /// How long a run lease lasts before it must be renewed.
@@ -43,8 +46,25 @@ const SCRIPT_LIMITS: Limits = Limits {
 pub enum SchedulerError {
     #[error("{0}")]
     Store(#[from] StoreError),
-    #[error("schedules/{name}: {message}")]
-    Invalid { name: String, message: String },
+    #[error("schedules/{name}: {field}: {message}")]
+    Invalid {
+        name: String,
+        field: String,
+        message: String,
+    },
+    #[error("schedules/{0} not found")]
+    NotFound(String),
+}
+
+/// A schedule as the API shows it: its document and its state.
+#[derive(Debug, Clone)]
+pub struct ScheduleView {
+    pub name: String,
+    /// Wren's JSON, as stored.
+    pub body: Map<String, Value>,
+    pub paused: bool,
+    pub next_fire: Option<String>,
+    pub last_fire: Option<String>,
 }
 
 /// The running scheduler; cheap to clone.
@@ -110,11 +130,7 @@ impl Scheduler {
             task.abort();
         }
         for document in documents {
-            let schedule = match Schedule::from_json(
-                &document.name,
-                &document.body,
-                &self.inner.conf_dir,
-            ) {
+            let schedule = match self.parse(&document.name, &document.body) {
                 Ok(schedule) if schedule.enabled => schedule,
                 Ok(_) => continue,
                 Err(e) => {
@@ -132,6 +148,122 @@ impl Scheduler {
             tasks.insert(document.name, task);
         }
         Ok(())
+    }
+
+    fn parse(&self, name: &str, body: &Map<String, Value>) -> Result<Schedule, SchedulerError> {
+        let resolved = crate::config::resolve_env(&Value::Object(body.clone()));
+        let resolved = resolved.as_object().cloned().unwrap_or_default();
+        Schedule::from_json(name, &resolved, &self.inner.conf_dir).map_err(|e| {
+            SchedulerError::Invalid {
+                name: name.to_string(),
+                field: e.field,
+                message: e.message,
+            }
+        })
+    }
+
+    async fn view(&self, document: ConfigDocument) -> Result<ScheduleView, SchedulerError> {
+        let state = self.inner.store.schedule_state(&document.name).await?;
+        let next_fire = self
+            .parse(&document.name, &document.body)
+            .ok()
+            .filter(|s| s.enabled && !state.paused)
+            .and_then(|s| s.next_fire_after(Utc::now()))
+            .map(stamp);
+        Ok(ScheduleView {
+            name: document.name,
+            body: document.body,
+            paused: state.paused,
+            next_fire,
+            last_fire: state.last_fire,
+        })
+    }
+
+    pub async fn list(&self) -> Result<Vec<ScheduleView>, SchedulerError> {
+        let mut views = Vec::new();
+        for document in self.inner.store.list_config("schedule").await? {
+            views.push(self.view(document).await?);
+        }
+        Ok(views)
+    }
+
+    pub async fn get(&self, name: &str) -> Result<ScheduleView, SchedulerError> {
+        let document = self
+            .inner
+            .store
+            .get_config("schedule", name)
+            .await?
+            .ok_or_else(|| SchedulerError::NotFound(name.to_string()))?;
+        self.view(document).await
+    }
+
+    /// Creates or replaces a schedule (checked whole first) and restarts the set.
+    pub async fn put(
+        &self,
+        name: &str,
+        body: Map<String, Value>,
+    ) -> Result<ScheduleView, SchedulerError> {
+        if name.is_empty() || name.contains('/') || name.chars().any(char::is_control) {
+            return Err(SchedulerError::Invalid {
+                name: name.to_string(),
+                field: "name".into(),
+                message: "1 or more characters, without '/'".into(),
+            });
+        }
+        self.parse(name, &body)?;
+        self.inner
+            .store
+            .put_config(&ConfigDocument {
+                kind: "schedule".into(),
+                name: name.to_string(),
+                body,
+                source: "api".into(),
+            })
+            .await?;
+        self.reload().await?;
+        self.get(name).await
+    }
+
+    /// Deletes a schedule and its state (its history stays); `false` if there was none.
+    pub async fn delete(&self, name: &str) -> Result<bool, SchedulerError> {
+        let existed = self.inner.store.delete_config("schedule", name).await?;
+        self.inner.store.forget_schedule(name).await?;
+        self.reload().await?;
+        Ok(existed)
+    }
+
+    pub async fn set_paused(
+        &self,
+        name: &str,
+        paused: bool,
+    ) -> Result<ScheduleView, SchedulerError> {
+        self.get(name).await?;
+        self.inner.store.set_paused(name, paused).await?;
+        self.get(name).await
+    }
+
+    /// Fires a schedule now, once, outside its cron (paused or not); returns
+    /// its execution as it starts (or as skipped).
+    pub async fn run_now(&self, name: &str) -> Result<ExecutionRecord, SchedulerError> {
+        let view = self.get(name).await?;
+        let schedule = Arc::new(self.parse(name, &view.body)?);
+        let tick = Utc::now();
+        self.fire(name, &schedule, tick, true)
+            .await?
+            .ok_or_else(|| SchedulerError::NotFound(name.to_string()))
+    }
+
+    pub async fn executions(
+        &self,
+        name: &str,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Vec<ExecutionRecord>, SchedulerError> {
+        Ok(self
+            .inner
+            .store
+            .list_executions(name, limit, offset)
+            .await?)
     }
 
     /// Stops firing; runs in progress are left to end.

@@ -5,9 +5,17 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use idm_proto::v1::GetObjectRequest;
-use idm_tests::{Clients, Idmd, IdmdOptions, sample_conf};
+use idm_proto::v1::execution::Outcome;
+use idm_proto::v1::{
+    CreateScheduleRequest, DeleteScheduleRequest, GetObjectRequest, ListExecutionsRequest,
+    ListSchedulesRequest, PauseScheduleRequest, ResumeScheduleRequest, RunScheduleRequest,
+    Schedule,
+};
+use idm_tests::{Clients, Idmd, IdmdOptions, attrs, sample_conf};
+use serde_json::json;
 use tonic::Code;
+
+use crate::{expect_code, violated_field};
 
 async fn exists(clients: &mut Clients, id: &str) -> bool {
     match clients
@@ -65,4 +73,124 @@ async fn the_scheduler_sample_imports_an_appended_row_within_one_tick_and_greets
         .count();
     assert!(greetings >= 2, "the greeting every tick:\n{log}");
     assert!(log.contains("Timestamp: \""), "{log}");
+}
+
+fn every_second(name: &str, schedule: &str) -> CreateScheduleRequest {
+    CreateScheduleRequest {
+        schedule_id: name.into(),
+        schedule: Some(Schedule {
+            enabled: true,
+            r#type: "cron".into(),
+            schedule: schedule.into(),
+            invoke_service: "script".into(),
+            invoke_context: attrs(json!({"script": {"type": "text/javascript", "source": "'ok'"}})),
+            ..Default::default()
+        }),
+    }
+}
+
+async fn executions(clients: &mut Clients, name: &str) -> Vec<idm_proto::v1::Execution> {
+    clients
+        .schedules
+        .list_executions(ListExecutionsRequest {
+            schedule: format!("schedules/{name}"),
+            page_size: 1000,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .executions
+}
+
+#[tokio::test]
+async fn schedules_are_managed_at_runtime_paused_resumed_run_now_and_their_history_kept() {
+    let idmd = Idmd::start().await;
+    let mut c = idmd.clients().await;
+
+    let refused = expect_code(
+        c.schedules
+            .create_schedule(every_second("bad", "0 0 25 * * ?"))
+            .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(violated_field(&refused), "schedule.hours");
+
+    let created = c
+        .schedules
+        .create_schedule(every_second("tick", "* * * * * ?"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(created.name, "schedules/tick");
+    assert!(created.next_fire_time.is_some());
+    let listed = c
+        .schedules
+        .list_schedules(ListSchedulesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .schedules;
+    assert_eq!(listed.len(), 1);
+
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    let fired = executions(&mut c, "tick").await;
+    assert!(fired.len() >= 2, "{fired:?}");
+
+    let paused = c
+        .schedules
+        .pause_schedule(PauseScheduleRequest {
+            name: "schedules/tick".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(paused.paused && paused.next_fire_time.is_none());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let at_pause = executions(&mut c, "tick").await.len();
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert_eq!(executions(&mut c, "tick").await.len(), at_pause, "paused");
+
+    let ran = c
+        .schedules
+        .run_schedule(RunScheduleRequest {
+            name: "schedules/tick".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ran.outcome(), Outcome::Running);
+    c.schedules
+        .resume_schedule(ResumeScheduleRequest {
+            name: "schedules/tick".into(),
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let history = executions(&mut c, "tick").await;
+    assert!(
+        history.len() >= at_pause + 2,
+        "run-now and resumed ticks: {history:?}"
+    );
+    assert!(
+        history
+            .iter()
+            .any(|e| e.outcome() == Outcome::Success && e.duration.is_some())
+    );
+
+    let deleted = c
+        .schedules
+        .delete_schedule(DeleteScheduleRequest {
+            name: "schedules/tick".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(deleted.existed);
+    let after = executions(&mut c, "tick").await.len();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        executions(&mut c, "tick").await.len() <= after + 1,
+        "deleted schedules stop"
+    );
 }
