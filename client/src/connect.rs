@@ -8,6 +8,7 @@ use idm_proto::v1::audit_service_client::AuditServiceClient;
 use idm_proto::v1::config_service_client::ConfigServiceClient;
 use idm_proto::v1::object_service_client::ObjectServiceClient;
 use idm_proto::v1::recon_service_client::ReconServiceClient;
+use idm_proto::v1::schedule_service_client::ScheduleServiceClient;
 use idm_proto::v1::sync_service_client::SyncServiceClient;
 use idm_proto::v1::token_service_client::TokenServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -157,6 +158,11 @@ impl Connection {
 
     pub fn sync(&self) -> SyncServiceClient<AuthChannel> {
         SyncServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
+            .max_decoding_message_size(MAX_REPLY_BYTES)
+    }
+
+    pub fn schedules(&self) -> ScheduleServiceClient<AuthChannel> {
+        ScheduleServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
             .max_decoding_message_size(MAX_REPLY_BYTES)
     }
 

@@ -8,6 +8,7 @@ mod input;
 mod objects;
 mod output;
 mod recon;
+mod schedules;
 mod sync;
 mod tokens;
 
@@ -21,7 +22,7 @@ use connect::Context;
 use output::{CliError, Format, print_error};
 
 /// idmctl talks to idmd over gRPC: managed objects, the audit trail, API
-/// tokens, connectors, mappings and reconciliations.
+/// tokens, connectors, mappings, reconciliations and schedules.
 #[derive(Debug, Parser)]
 #[command(name = "idmctl", version, max_term_width = 100)]
 #[command(after_help = "\
@@ -89,6 +90,10 @@ enum Command {
     /// Implicit sync: changes waiting to reach targets; retry or discard them.
     #[command(subcommand)]
     Sync(sync::SyncCommand),
+    /// Schedules: list, create, change, pause and resume them, run one now, read
+    /// their execution history.
+    #[command(subcommand)]
+    Schedules(schedules::SchedulesCommand),
     /// Print a shell completion script, e.g. `idmctl completions bash > /etc/bash_completion.d/idmctl`.
     Completions {
         /// The shell.
@@ -118,6 +123,7 @@ async fn run(ctx: &Context, command: Command) -> Result<ExitCode, CliError> {
         Command::Recon(command) => return recon::run(ctx, command).await,
         Command::Audit(command) => audit::run(ctx, command).await?,
         Command::Sync(command) => sync::run(ctx, command).await?,
+        Command::Schedules(command) => schedules::run(ctx, command).await?,
         Command::Tokens(command) => tokens::run(ctx, command).await?,
         Command::Connectors(command) => config::connectors(ctx, command).await?,
         Command::Mappings(command) => config::mappings(ctx, command).await?,
