@@ -192,6 +192,31 @@ impl Connector for CsvConnector {
         ReceiverStream::new(receiver).boxed()
     }
 
+    /// The file's size and modification time.
+    fn change_token<'a>(
+        &'a self,
+        object_type: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, ConnectorError>> {
+        async move {
+            let csv_type = self.csv_type(object_type)?;
+            let metadata =
+                tokio::fs::metadata(&csv_type.file)
+                    .await
+                    .map_err(|e| ConnectorError::Io {
+                        connector: self.name.clone(),
+                        object: format!("system/{}/{object_type}", self.name),
+                        message: format!("{}: {e}", csv_type.file.display()),
+                    })?;
+            let modified = metadata
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            Ok(Some(format!("{}:{modified}", metadata.len())))
+        }
+        .boxed()
+    }
+
     /// Records after the header, counted in one quick pass (no decoding).
     fn count<'a>(
         &'a self,

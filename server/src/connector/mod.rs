@@ -154,6 +154,26 @@ pub trait Connector: Send + Sync {
         Box::pin(async { Ok(None) })
     }
 
+    /// A cheap token that changes whenever a type's objects may have changed
+    /// (a file's size and modification time); `None` if the connector cannot
+    /// tell. liveSync reconciles only when it moved.
+    fn change_token<'a>(
+        &'a self,
+        _object_type: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, ConnectorError>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    /// The uids of a type's objects changed since `since` (RFC 3339), if the
+    /// connector can tell; liveSync reconciles just those.
+    fn changed_since<'a>(
+        &'a self,
+        _object_type: &'a str,
+        _since: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<String>>, ConnectorError>> {
+        Box::pin(async { Ok(None) })
+    }
+
     /// Objects of a type matching a SCIM filter (attribute names are the
     /// system's own), streamed like [`Connector::query`].
     fn search<'a>(

@@ -483,29 +483,7 @@ impl Scheduler {
         execution: &mut ExecutionRecord,
     ) -> Result<String, String> {
         match &schedule.invoke {
-            Invoke::Sync { mapping } => {
-                let reconciler = &self.inner.reconciler;
-                let run = reconciler
-                    .start(mapping, None, &format!("schedules/{name}"))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                execution.recon_run = Some(format!("recon/{}", run.rid));
-                if let Err(e) = self.inner.store.save_execution(execution).await {
-                    tracing::warn!(error = %e, "recording the recon run of an execution failed");
-                }
-                let done = reconciler.wait(&run.rid).await.map_err(|e| e.to_string())?;
-                match done.state.as_str() {
-                    "SUCCESS" => Ok(format!(
-                        "recon/{} {}: {} processed",
-                        done.rid, done.state, done.source.processed
-                    )),
-                    state => Err(format!(
-                        "recon/{} ended {state}{}",
-                        done.rid,
-                        done.error.map(|e| format!(": {e}")).unwrap_or_default()
-                    )),
-                }
-            }
+            Invoke::Sync { mapping } => self.reconcile(name, mapping, None, execution).await,
             Invoke::Script(script) => {
                 let script = script.clone();
                 tokio::task::spawn_blocking(move || {
@@ -525,10 +503,116 @@ impl Scheduler {
                 .await
                 .map_err(|e| format!("the script's thread stopped: {e}"))?
             }
-            Invoke::LiveSync { mapping } => Err(format!(
-                "liveSync of {mapping} is not available yet: schedule a sync (reconcile) instead"
+            Invoke::LiveSync { mapping } => self.live_sync(name, mapping, execution).await,
+        }
+    }
+
+    /// A reconciliation of the mapping (only these source ids, if given),
+    /// linked from the execution, to its end.
+    async fn reconcile(
+        &self,
+        name: &str,
+        mapping: &str,
+        only: Option<Vec<String>>,
+        execution: &mut ExecutionRecord,
+    ) -> Result<String, String> {
+        let reconciler = &self.inner.reconciler;
+        let run = reconciler
+            .start(mapping, only, &format!("schedules/{name}"))
+            .await
+            .map_err(|e| e.to_string())?;
+        execution.recon_run = Some(format!("recon/{}", run.rid));
+        if let Err(e) = self.inner.store.save_execution(execution).await {
+            tracing::warn!(error = %e, "recording the recon run of an execution failed");
+        }
+        let done = reconciler.wait(&run.rid).await.map_err(|e| e.to_string())?;
+        match done.state.as_str() {
+            "SUCCESS" => Ok(format!(
+                "recon/{} {}: {} processed",
+                done.rid, done.state, done.source.processed
+            )),
+            state => Err(format!(
+                "recon/{} ended {state}{}",
+                done.rid,
+                done.error.map(|e| format!(": {e}")).unwrap_or_default()
             )),
         }
+    }
+
+    /// Reconciles only what changed in the mapping's source: nothing when a
+    /// file's size and time are unchanged; for a directory, the entries
+    /// modified since the last run (reconById).
+    async fn live_sync(
+        &self,
+        name: &str,
+        mapping: &str,
+        execution: &mut ExecutionRecord,
+    ) -> Result<String, String> {
+        let store = &self.inner.store;
+        let text = |e: StoreError| e.to_string();
+        let document = store
+            .get_config("mapping", mapping)
+            .await
+            .map_err(text)?
+            .ok_or_else(|| format!("no mapping named {mapping}"))?;
+        let source = document
+            .body
+            .get("source")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let ["system", connector_name, object_type] = source.split('/').collect::<Vec<_>>()[..]
+        else {
+            return Err(format!(
+                "liveSync reads a connector; {mapping}'s source is {source}"
+            ));
+        };
+        let connector_document = store
+            .get_config("connector", connector_name)
+            .await
+            .map_err(text)?
+            .ok_or_else(|| format!("{mapping}: no connector named {connector_name}"))?;
+        let connector = crate::connector::build(
+            connector_name,
+            &connector_document.body,
+            &self.inner.conf_dir,
+        )
+        .map_err(|e| e.to_string())?;
+        let mark = store.schedule_state(name).await.map_err(text)?.live_mark;
+        let started = now_timestamp();
+        if let Some(token) = connector
+            .change_token(object_type)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            if mark.as_deref() == Some(token.as_str()) {
+                return Ok(format!("{source} has not changed: no reconciliation"));
+            }
+            let message = self.reconcile(name, mapping, None, execution).await?;
+            store.set_live_mark(name, &token).await.map_err(text)?;
+            return Ok(message);
+        }
+        let Some(since) = mark else {
+            // First run: everything, then changes from now on.
+            let message = self.reconcile(name, mapping, None, execution).await?;
+            store.set_live_mark(name, &started).await.map_err(text)?;
+            return Ok(message);
+        };
+        let changed = connector
+            .changed_since(object_type, &since)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| {
+                format!("connector {connector_name} cannot tell what changed; schedule a reconcile instead")
+            })?;
+        let message = if changed.is_empty() {
+            format!("no change in {source} since {since}")
+        } else {
+            self.reconcile(name, mapping, Some(changed), execution)
+                .await?
+        };
+        store.set_live_mark(name, &started).await.map_err(text)?;
+        Ok(message)
     }
 }
 
@@ -703,5 +787,79 @@ mod tests {
         let nothing = outcomes(&store, "nothing").await;
         assert_eq!(nothing.len(), 1, "{nothing:?}");
         assert_eq!(nothing[0].1, "SKIPPED_MISFIRE");
+    }
+
+    #[tokio::test]
+    async fn live_sync_reconciles_a_file_only_when_it_changed() {
+        let (store, reconciler) = store_and_reconciler().await;
+        let dir = std::env::temp_dir().join(format!("idm-live-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let hr = dir.join("hr.csv");
+        std::fs::write(
+            &hr,
+            "uid,firstName,lastName,telephoneNumber\n123,Jon,Snow,5551234\n",
+        )
+        .unwrap();
+        let sample: Value =
+            serde_json::from_str(include_str!("../../../samples/sync/sync.json")).unwrap();
+        let mut mapping = sample["mappings"][0].clone();
+        mapping["properties"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|p| p["target"] != "password");
+        for (kind, name, body) in [
+            (
+                "connector",
+                "csv",
+                json!({"connectorType": "csv", "file": hr, "objectTypes": {"employee": {"uidColumn": "uid"}}}),
+            ),
+            ("mapping", "csvEmployee_managedUser", mapping),
+        ] {
+            store
+                .put_config(&ConfigDocument {
+                    kind: kind.into(),
+                    name: name.into(),
+                    body: body.as_object().cloned().unwrap(),
+                    source: "test".into(),
+                })
+                .await
+                .unwrap();
+        }
+        put(
+            &store,
+            "live",
+            json!({"schedule": "* * * * * ?", "invokeService": "liveSync",
+            "invokeContext": {"mapping": "csvEmployee_managedUser"}}),
+        )
+        .await;
+        let scheduler = start(&store, &reconciler, "a").await;
+        tokio::time::sleep(Duration::from_millis(3300)).await;
+        let runs = |list: &[ExecutionRecord]| list.iter().filter(|e| e.recon_run.is_some()).count();
+        let first = store.list_executions("live", 100, 0).await.unwrap();
+        assert!(first.len() >= 3, "{first:?}");
+        assert_eq!(
+            runs(&first),
+            1,
+            "one reconciliation, then nothing changed: {first:?}"
+        );
+        assert!(
+            first.iter().any(|e| e.message.contains("has not changed")),
+            "{first:?}"
+        );
+
+        std::fs::write(
+            &hr,
+            "uid,firstName,lastName,telephoneNumber\n123,Jon,Snow,5551234\n456,John,Doe,5554567\n",
+        )
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(2300)).await;
+        scheduler.shutdown();
+        let after = store.list_executions("live", 100, 0).await.unwrap();
+        assert_eq!(
+            runs(&after),
+            2,
+            "the changed file was reconciled: {after:?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

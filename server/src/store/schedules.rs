@@ -21,6 +21,10 @@ pub struct ScheduleState {
     pub paused: bool,
     /// The last tick fired (by any node).
     pub last_fire: Option<String>,
+    /// liveSync's mark: the source's change token at the last run, or the
+    /// time the last run started.
+    #[serde(default)]
+    pub live_mark: Option<String>,
 }
 
 /// One firing of a schedule.
@@ -44,7 +48,7 @@ impl Store {
     pub async fn schedule_state(&self, schedule: &str) -> Result<ScheduleState, StoreError> {
         let state: Option<ScheduleState> = self
             .query_one(
-                "SELECT paused ?? false AS paused, last_fire FROM ONLY type::record('schedule_state', $schedule)",
+                "SELECT paused ?? false AS paused, last_fire, live_mark FROM ONLY type::record('schedule_state', $schedule)",
                 json!({ "schedule": schedule }),
             )
             .await?;
@@ -55,6 +59,14 @@ impl Store {
         self.execute(
             "UPSERT type::record('schedule_state', $schedule) MERGE { paused: $paused } RETURN NONE",
             json!({ "schedule": schedule, "paused": paused }),
+        )
+        .await
+    }
+
+    pub async fn set_live_mark(&self, schedule: &str, mark: &str) -> Result<(), StoreError> {
+        self.execute(
+            "UPSERT type::record('schedule_state', $schedule) MERGE { live_mark: $mark } RETURN NONE",
+            json!({ "schedule": schedule, "mark": mark }),
         )
         .await
     }

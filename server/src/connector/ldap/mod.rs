@@ -398,6 +398,37 @@ impl Connector for LdapConnector {
         }
     }
 
+    /// Entries whose `modifyTimestamp` (set by the server on every add and
+    /// change) is at or after `since`.
+    fn changed_since<'a>(
+        &'a self,
+        object_type: &'a str,
+        since: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<String>>, ConnectorError>> {
+        async move {
+            let since: chrono::DateTime<chrono::Utc> = since.parse().map_err(|_| {
+                self.rejected(
+                    &format!("system/{}/{object_type}", self.name),
+                    format!("\"{since}\" is not an RFC 3339 time"),
+                )
+            })?;
+            let generalized = since.format("%Y%m%d%H%M%SZ").to_string();
+            let filter = idm_proto::filter::parse(&format!("modifyTimestamp ge \"{generalized}\""))
+                .map_err(|e| {
+                    self.rejected(&format!("system/{}/{object_type}", self.name), e.message)
+                })?;
+            let mut uids = Vec::new();
+            let mut found = self.search(object_type, &filter);
+            while let Some(item) = found.next().await {
+                if let SourceItem::Object(object) = item? {
+                    uids.push(object.uid);
+                }
+            }
+            Ok(Some(uids))
+        }
+        .boxed()
+    }
+
     fn uid_for(&self, object_type: &str, attributes: &Map<String, Value>) -> Option<String> {
         let ldap_type = self.types.get(object_type)?;
         self.dn_for(ldap_type, attributes).ok()
