@@ -96,9 +96,14 @@ pub async fn run(
         std::process::id(),
         uuid::Uuid::new_v4().simple()
     );
-    let scheduler =
-        scheduler::Scheduler::start(store.clone(), reconciler.clone(), conf_dir.clone(), node)
-            .await?;
+    let scheduler = scheduler::Scheduler::start(
+        store.clone(),
+        objects.clone(),
+        reconciler.clone(),
+        conf_dir.clone(),
+        node,
+    )
+    .await?;
     let core = api::Core {
         store: store.clone(),
         objects,

@@ -20,6 +20,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -28,7 +29,8 @@ use serde_json::{Map, Value};
 use tokio::sync::watch;
 
 use super::schedule::{Invoke, MisfirePolicy, Schedule};
-use crate::script::{Limits, ScriptEngine};
+use crate::managed::{ManagedError, ManagedObjects, ObjectView, Query};
+use crate::script::{HostCall, Limits, ScriptEngine};
 use crate::store::{
     ConfigDocument, ExecutionRecord, Store, StoreError, format_timestamp, now_timestamp,
 };
@@ -75,6 +77,8 @@ pub struct Scheduler {
 
 struct Inner {
     store: Store,
+    /// What scripts read through their `idm` object.
+    objects: ManagedObjects,
     reconciler: Reconciler,
     conf_dir: PathBuf,
     /// Who claims ticks and leases: unique per process.
@@ -102,6 +106,7 @@ impl Scheduler {
     /// Starts every enabled schedule of the store's conf documents.
     pub async fn start(
         store: Store,
+        objects: ManagedObjects,
         reconciler: Reconciler,
         conf_dir: PathBuf,
         node: String,
@@ -110,6 +115,7 @@ impl Scheduler {
         let scheduler = Scheduler {
             inner: Arc::new(Inner {
                 store,
+                objects,
                 reconciler,
                 conf_dir,
                 node,
@@ -486,8 +492,15 @@ impl Scheduler {
             Invoke::Sync { mapping } => self.reconcile(name, mapping, None, execution).await,
             Invoke::Script(script) => {
                 let script = script.clone();
+                let objects = self.inner.objects.clone();
+                let handle = tokio::runtime::Handle::current();
                 tokio::task::spawn_blocking(move || {
                     let mut engine = ScriptEngine::new(SCRIPT_LIMITS).map_err(|e| e.to_string())?;
+                    let idm: HostCall =
+                        Rc::new(move |method, args| idm_call(&handle, &objects, method, &args));
+                    engine
+                        .install_host("idm", &["read", "query"], idm)
+                        .map_err(|e| e.to_string())?;
                     let id = engine.compile(&script).map_err(|e| e.to_string())?;
                     engine
                         .eval(id, &[])
@@ -616,6 +629,55 @@ impl Scheduler {
     }
 }
 
+/// A scheduled script's `idm` object: `idm.read("managed/user/123")` (null
+/// if there is none) and `idm.query("managed/user", 'sn eq "Doe"')` (up to
+/// 1,000 objects). Read only; runs on the script's blocking thread.
+fn idm_call(
+    handle: &tokio::runtime::Handle,
+    objects: &ManagedObjects,
+    method: &str,
+    args: &[Value],
+) -> Result<Value, String> {
+    let text = |index: usize| args.get(index).and_then(Value::as_str);
+    match method {
+        "read" => {
+            let reference = text(0).ok_or("idm.read(\"managed/<type>/<id>\")")?;
+            let (type_name, id) = crate::store::split_ref(reference)
+                .ok_or_else(|| format!("idm.read: \"{reference}\" is not managed/<type>/<id>"))?;
+            match handle.block_on(objects.get(type_name, id, &[])) {
+                Ok(view) => Ok(view_json(view)),
+                Err(ManagedError::NotFound(_)) => Ok(Value::Null),
+                Err(e) => Err(format!("idm.read: {e}")),
+            }
+        }
+        "query" => {
+            let collection = text(0).ok_or("idm.query(\"managed/<type>\", filter)")?;
+            let type_name = collection
+                .strip_prefix("managed/")
+                .ok_or_else(|| format!("idm.query: \"{collection}\" is not managed/<type>"))?;
+            let query = Query {
+                filter: text(1).unwrap_or_default().to_string(),
+                page_size: 1000,
+                ..Query::default()
+            };
+            let page = handle
+                .block_on(objects.query(type_name, &query))
+                .map_err(|e| format!("idm.query: {e}"))?;
+            Ok(Value::Array(
+                page.objects.into_iter().map(view_json).collect(),
+            ))
+        }
+        other => Err(format!("idm.{other} is not a function")),
+    }
+}
+
+fn view_json(view: ObjectView) -> Value {
+    let mut object = view.attributes;
+    object.insert("_id".into(), Value::String(view.id));
+    object.insert("_rev".into(), Value::String(view.rev.to_string()));
+    Value::Object(object)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
@@ -626,6 +688,11 @@ mod tests {
     use serde_json::{Value, json};
 
     async fn store_and_reconciler() -> (Store, Reconciler) {
+        let (store, _, reconciler) = store_objects_reconciler().await;
+        (store, reconciler)
+    }
+
+    async fn store_objects_reconciler() -> (Store, ManagedObjects, Reconciler) {
         let store = Store::open("mem://").await.unwrap();
         let dir = std::env::temp_dir().join(format!("idm-sched-{}", uuid::Uuid::new_v4()));
         let secrets = SecretBox::load_or_create(&dir.join("idm.key"), None).unwrap();
@@ -634,8 +701,8 @@ mod tests {
             store.clone(),
             Arc::new(secrets),
         );
-        let reconciler = Reconciler::new(store.clone(), objects, PathBuf::from("."));
-        (store, reconciler)
+        let reconciler = Reconciler::new(store.clone(), objects.clone(), PathBuf::from("."));
+        (store, objects, reconciler)
     }
 
     async fn put(store: &Store, name: &str, body: Value) {
@@ -659,6 +726,7 @@ mod tests {
     async fn start(store: &Store, reconciler: &Reconciler, node: &str) -> Scheduler {
         Scheduler::start(
             store.clone(),
+            reconciler.objects().clone(),
             reconciler.clone(),
             PathBuf::from("."),
             node.into(),
@@ -861,5 +929,51 @@ mod tests {
             "the changed file was reconciled: {after:?}"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn scheduled_scripts_read_and_query_managed_objects_through_idm() {
+        let (store, objects, reconciler) = store_objects_reconciler().await;
+        for (id, name, sn) in [
+            ("1", "jdoe", "Doe"),
+            ("2", "adoe", "Doe"),
+            ("3", "snow", "Snow"),
+        ] {
+            objects
+                .create(
+                    "test",
+                    "user",
+                    Some(id.into()),
+                    json!({"userName": name, "sn": sn})
+                        .as_object()
+                        .cloned()
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+        }
+        let code = "const one = idm.read('managed/user/3'); \
+            const none = idm.read('managed/user/404'); \
+            const does = idm.query('managed/user', 'sn eq \"Doe\"').map(u => u.userName).sort(); \
+            one.userName + '/' + one._id + '/' + (none === null) + '/' + does.join(',')";
+        put(&store, "reader", script("* * * * * ?", code, true)).await;
+        put(
+            &store,
+            "bad",
+            script("* * * * * ?", "idm.query('managed/user', 'sn eq')", true),
+        )
+        .await;
+        let scheduler = start(&store, &reconciler, "a").await;
+        tokio::time::sleep(Duration::from_millis(2300)).await;
+        scheduler.shutdown();
+        let read = store.list_executions("reader", 10, 0).await.unwrap();
+        let done = read.iter().find(|e| e.outcome == "SUCCESS").unwrap();
+        assert_eq!(done.message, "\"snow/3/true/adoe,jdoe\"");
+        let bad = store.list_executions("bad", 10, 0).await.unwrap();
+        let failed = bad.iter().find(|e| e.outcome == "FAILED").unwrap();
+        assert!(
+            failed.message.contains("idm.query") && failed.message.contains("filter"),
+            "{failed:?}"
+        );
     }
 }

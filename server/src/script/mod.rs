@@ -238,6 +238,21 @@ impl ScriptEngine {
         })
     }
 
+    /// Gives scripts a global object `name` whose `methods` call back into
+    /// Rust with their arguments as JSON; an `Err` is thrown in the script as
+    /// an Error with that message. (Scheduled scripts get `idm.read` and
+    /// `idm.query` this way.)
+    pub fn install_host(
+        &mut self,
+        name: &str,
+        methods: &[&'static str],
+        call: HostCall,
+    ) -> Result<(), ScriptError> {
+        self.context
+            .with(|ctx| install_host(&ctx, name, methods, &call))
+            .map_err(|e| ScriptError::Engine(e.to_string()))
+    }
+
     /// Compiles the script once; a syntax error names the script, the
     /// message and, when QuickJS gives one, the line.
     pub fn compile(&mut self, script: &ScriptSource) -> Result<CompiledId, ScriptError> {
@@ -669,6 +684,39 @@ fn describe<'js>(ctx: &Ctx<'js>, value: &Value<'js>) -> String {
         .get::<Coerced<String>>()
         .map(|c| c.0)
         .unwrap_or_else(|_| format!("[{}]", value.type_name()))
+}
+
+/// The Rust side of a host object: `(method, arguments) → result`.
+pub type HostCall = Rc<dyn Fn(&str, Vec<serde_json::Value>) -> Result<serde_json::Value, String>>;
+
+fn install_host<'js>(
+    ctx: &Ctx<'js>,
+    name: &str,
+    methods: &[&'static str],
+    call: &HostCall,
+) -> rquickjs::Result<()> {
+    let host = Object::new(ctx.clone())?;
+    for method in methods {
+        let call = Rc::clone(call);
+        let method: &'static str = method;
+        let function = Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>, args: Rest<Value<'js>>| -> rquickjs::Result<Value<'js>> {
+                let args = args
+                    .0
+                    .iter()
+                    .map(|arg| to_json(&ctx, arg))
+                    .collect::<rquickjs::Result<Vec<_>>>()?;
+                match call(method, args) {
+                    Ok(result) => to_js(&ctx, &result),
+                    Err(message) => Err(rquickjs::Exception::throw_message(&ctx, &message)),
+                }
+            },
+        )?
+        .with_name(method)?;
+        host.set(method, function)?;
+    }
+    ctx.globals().set(name, host)
 }
 
 /// `console.log` and friends write through `tracing` (target `script`), so

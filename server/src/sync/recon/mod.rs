@@ -103,6 +103,10 @@ impl Reconciler {
         &self.store
     }
 
+    pub fn objects(&self) -> &ManagedObjects {
+        &self.objects
+    }
+
     async fn prepare(&self, name: &str) -> Result<Prepared, ReconError> {
         let document = self
             .store
