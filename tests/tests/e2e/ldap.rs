@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use idm_proto::json::to_proto_struct;
 use idm_proto::v1::{
-    CreateObjectRequest, DeleteObjectRequest, GetSyncQueueRequest, Mapping, PatchObjectRequest,
-    PatchOperation, PutMappingRequest, QueryObjectsRequest, ReconRun, SyncQueueSummary,
+    CreateObjectRequest, CreateScheduleRequest, DeleteObjectRequest, GetSyncQueueRequest,
+    ListExecutionsRequest, Mapping, PatchObjectRequest, PatchOperation, PutMappingRequest,
+    QueryObjectsRequest, ReconRun, Schedule, SyncQueueSummary,
 };
 use idm_tests::directory::{self, Slapd};
 use idm_tests::{Clients, Idmd, IdmdOptions, TempDir, attrs, json_of, sample_conf};
@@ -657,4 +658,113 @@ async fn refused_changes_fail_visibly_and_operators_retry_or_discard_them() {
     );
     drained(&mut c).await;
     assert!(directory::account(&slapd, "nosn2").is_none());
+}
+
+#[tokio::test]
+async fn live_sync_picks_up_directory_entries_changed_since_the_last_run() {
+    let slapd = slapd();
+    for n in 0..3 {
+        directory::modify(
+            &slapd,
+            &format!(
+                "dn: uid=l{n},{}\nchangetype: add\nobjectClass: inetOrgPerson\nuid: l{n}\ncn: L {n}\nsn: Live\nmail: l{n}@example.org\n",
+                slapd.base_dn()
+            ),
+        );
+    }
+    let conf = sample_conf("sync");
+    let idmd = idmd(&slapd, &conf).await;
+    let mut c = idmd.clients().await;
+    let mapping = json!({
+        "source": "system/ldap/account",
+        "target": "managed/user",
+        "properties": [
+            { "source": "uid", "target": "userName" },
+            { "source": "sn", "target": "sn" },
+            { "source": "mail", "target": "mail" }
+        ],
+        "correlationQuery": { "type": "text/javascript", "source": "({ _queryFilter: 'userName eq \"' + source.uid + '\"' })" }
+    });
+    c.config
+        .put_mapping(PutMappingRequest {
+            mapping: Some(Mapping {
+                name: "mappings/ldapAccount_managedUser".into(),
+                definition: Some(to_proto_struct(mapping.as_object().unwrap())),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    c.schedules
+        .create_schedule(CreateScheduleRequest {
+            schedule_id: "live".into(),
+            schedule: Some(Schedule {
+                enabled: true,
+                r#type: "cron".into(),
+                schedule: "* * * * * ?".into(),
+                invoke_service: "liveSync".into(),
+                invoke_context: idm_tests::attrs(json!({"mapping": "ldapAccount_managedUser"})),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let mail_of = |c: &mut Clients, uid: &'static str| {
+        let mut objects = c.objects.clone();
+        async move {
+            let page = objects
+                .query_objects(QueryObjectsRequest {
+                    parent: "managed/user".into(),
+                    filter: format!("userName eq \"{uid}\""),
+                    page_size: 1,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            page.objects.first().map(|o| json_of(o)["mail"].clone())
+        }
+    };
+    let deadline = Instant::now() + PATIENCE;
+    while mail_of(&mut c, "l2").await.is_none() {
+        assert!(Instant::now() < deadline, "the first liveSync never ran");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Changed by hand in the directory: the next run reconciles just that entry.
+    directory::modify(
+        &slapd,
+        &format!(
+            "dn: uid=l1,{}\nchangetype: modify\nreplace: mail\nmail: moved@example.org\n",
+            slapd.base_dn()
+        ),
+    );
+    let deadline = Instant::now() + PATIENCE;
+    while mail_of(&mut c, "l1").await != Some(json!("moved@example.org")) {
+        assert!(
+            Instant::now() < deadline,
+            "liveSync did not pick up the change"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Once the directory settles, ticks find nothing to do.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let history = c
+        .schedules
+        .list_executions(ListExecutionsRequest {
+            schedule: "schedules/live".into(),
+            page_size: 100,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .executions;
+    assert!(
+        history.iter().any(|e| e.message.contains("no change")),
+        "quiet ticks reconcile nothing: {history:?}"
+    );
+    assert!(
+        history.iter().filter(|e| !e.recon_run.is_empty()).count() >= 2,
+        "{history:?}"
+    );
 }

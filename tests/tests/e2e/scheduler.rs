@@ -194,3 +194,52 @@ async fn schedules_are_managed_at_runtime_paused_resumed_run_now_and_their_histo
         "deleted schedules stop"
     );
 }
+
+#[tokio::test]
+async fn idmctl_manages_schedules_in_wren_json() {
+    let idmd = Idmd::start().await;
+    let body = r#"{"enabled": true, "type": "cron", "schedule": "0 0 2 ? * MON-FRI", "timeZone": "Europe/Paris",
+        "invokeService": "script", "invokeContext": {"script": {"type": "text/javascript", "source": "1"}}}"#;
+    let created = idmd.idmctl_with(
+        &idmd.admin_token,
+        &["schedules", "create", "nightly", "--data", "@-"],
+        Some(body),
+    );
+    assert!(created.status.success(), "{created:?}");
+    let shown = idmd.idmctl(&["--output", "json", "schedules", "show", "nightly"]);
+    assert!(shown.status.success(), "{shown:?}");
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown["schedule"], "0 0 2 ? * MON-FRI");
+    assert_eq!(shown["timeZone"], "Europe/Paris");
+    assert!(shown["nextFireTime"].is_string(), "{shown}");
+
+    let bad = idmd.idmctl_with(
+        &idmd.admin_token,
+        &["schedules", "create", "broken", "--data", "@-"],
+        Some(r#"{"schedule": "0 0 2 ? * 9", "invokeService": "script", "invokeContext": {"script": {"type": "text/javascript", "source": "1"}}}"#),
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        said.contains("INVALID_ARGUMENT") && said.contains("dayOfWeek"),
+        "{said}"
+    );
+
+    let paused = idmd.idmctl(&["schedules", "pause", "nightly"]);
+    assert!(
+        String::from_utf8_lossy(&paused.stdout).contains("paused"),
+        "{paused:?}"
+    );
+    let listed = idmd.idmctl(&["schedules", "list"]);
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("nightly"),
+        "{listed:?}"
+    );
+    let ran = idmd.idmctl(&["schedules", "run", "nightly"]);
+    assert!(ran.status.success(), "{ran:?}");
+    let history = idmd.idmctl(&["--output", "json", "schedules", "history", "nightly"]);
+    let history: serde_json::Value = serde_json::from_slice(&history.stdout).unwrap();
+    assert_eq!(history["result"].as_array().unwrap().len(), 1, "{history}");
+    let deleted = idmd.idmctl(&["schedules", "delete", "nightly"]);
+    assert!(deleted.status.success(), "{deleted:?}");
+}
