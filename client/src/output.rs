@@ -216,6 +216,15 @@ pub fn objects_table(objects: &[Json]) -> Table {
     table
 }
 
+/// A run's length for a table cell: `0.06s` under ten seconds, `42s` above.
+pub fn duration_cell(millis: i64) -> String {
+    if millis < 10_000 {
+        format!("{:.2}s", millis as f64 / 1000.0)
+    } else {
+        format!("{}s", millis / 1000)
+    }
+}
+
 /// A timestamp to the second, for table cells; empty when unset.
 pub fn time_cell(time: Option<&prost_types::Timestamp>) -> String {
     time.map(|t| {

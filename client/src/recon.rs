@@ -291,12 +291,7 @@ fn state_name(run: &ReconRun) -> &'static str {
 
 fn duration_text(run: &ReconRun) -> String {
     run.duration.map_or_else(String::new, |d| {
-        let millis = d.seconds * 1000 + i64::from(d.nanos) / 1_000_000;
-        if millis < 10_000 {
-            format!("{:.2}s", millis as f64 / 1000.0)
-        } else {
-            format!("{}s", millis / 1000)
-        }
+        crate::output::duration_cell(d.seconds * 1000 + i64::from(d.nanos) / 1_000_000)
     })
 }
 

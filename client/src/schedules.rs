@@ -473,11 +473,7 @@ fn duration_text(e: &Execution) -> String {
         }
         _ => return String::new(),
     };
-    if millis < 10_000 {
-        format!("{:.2}s", millis as f64 / 1000.0)
-    } else {
-        format!("{}s", millis / 1000)
-    }
+    crate::output::duration_cell(millis)
 }
 
 fn execution_json(e: &Execution) -> Json {

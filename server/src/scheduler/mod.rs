@@ -1,4 +1,4 @@
-//! The scheduler (issue 5, in progress): persisted cron schedules that run
+//! The scheduler: persisted cron schedules that run
 //! reconciliations and scripts. `quartz.rs` checks Quartz expressions field
 //! by field; `schedule.rs` reads schedule documents in Wren's shape and
 //! computes fire times in their time zone and window; `runtime.rs` fires
