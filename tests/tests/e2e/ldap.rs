@@ -508,22 +508,9 @@ async fn recon_repairs_drift_and_reports_unassigned() {
     );
 }
 
-#[tokio::test]
-async fn the_directory_can_be_a_recon_source() {
-    let slapd = slapd();
-    // Twelve people already in the directory.
-    for n in 0..12 {
-        directory::modify(
-            &slapd,
-            &format!(
-                "dn: uid=p{n},{}\nchangetype: add\nobjectClass: inetOrgPerson\nuid: p{n}\ncn: Person {n}\nsn: Person\ngivenName: P{n}\nmail: p{n}@example.org\n",
-                slapd.base_dn()
-            ),
-        );
-    }
-    let conf = sample_conf("sync");
-    let idmd = idmd(&slapd, &conf).await;
-    let mut c = idmd.clients().await;
+/// `ldapAccount_managedUser`: directory accounts into managed users,
+/// correlated by userName.
+async fn put_directory_source_mapping(c: &mut Clients) {
     let mapping = json!({
         "source": "system/ldap/account",
         "target": "managed/user",
@@ -545,6 +532,25 @@ async fn the_directory_can_be_a_recon_source() {
         })
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn the_directory_can_be_a_recon_source() {
+    let slapd = slapd();
+    // Twelve people already in the directory.
+    for n in 0..12 {
+        directory::modify(
+            &slapd,
+            &format!(
+                "dn: uid=p{n},{}\nchangetype: add\nobjectClass: inetOrgPerson\nuid: p{n}\ncn: Person {n}\nsn: Person\ngivenName: P{n}\nmail: p{n}@example.org\n",
+                slapd.base_dn()
+            ),
+        );
+    }
+    let conf = sample_conf("sync");
+    let idmd = idmd(&slapd, &conf).await;
+    let mut c = idmd.clients().await;
+    put_directory_source_mapping(&mut c).await;
     // Read in pages (the connector's page size is 500; the directory's
     // default size limit is 500 as well, so this goes through paging code).
     let run = recon(&mut c, "ldapAccount_managedUser").await;
@@ -675,26 +681,7 @@ async fn live_sync_picks_up_directory_entries_changed_since_the_last_run() {
     let conf = sample_conf("sync");
     let idmd = idmd(&slapd, &conf).await;
     let mut c = idmd.clients().await;
-    let mapping = json!({
-        "source": "system/ldap/account",
-        "target": "managed/user",
-        "properties": [
-            { "source": "uid", "target": "userName" },
-            { "source": "sn", "target": "sn" },
-            { "source": "mail", "target": "mail" }
-        ],
-        "correlationQuery": { "type": "text/javascript", "source": "({ _queryFilter: 'userName eq \"' + source.uid + '\"' })" }
-    });
-    c.config
-        .put_mapping(PutMappingRequest {
-            mapping: Some(Mapping {
-                name: "mappings/ldapAccount_managedUser".into(),
-                definition: Some(to_proto_struct(mapping.as_object().unwrap())),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap();
+    put_directory_source_mapping(&mut c).await;
     c.schedules
         .create_schedule(CreateScheduleRequest {
             schedule_id: "live".into(),
