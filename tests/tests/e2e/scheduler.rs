@@ -243,3 +243,70 @@ async fn idmctl_manages_schedules_in_wren_json() {
     let deleted = idmd.idmctl(&["schedules", "delete", "nightly"]);
     assert!(deleted.status.success(), "{deleted:?}");
 }
+
+#[tokio::test]
+async fn ticks_missed_while_idmd_was_down_follow_the_misfire_policy() {
+    let conf = idm_tests::TempDir::new("misfire");
+    for (name, policy) in [("proceed", "fireAndProceed"), ("nothing", "doNothing")] {
+        std::fs::write(
+            conf.path().join(format!("schedule-{name}.json")),
+            json!({"schedule": "0/3 * * * * ?", "misfirePolicy": policy, "invokeService": "script",
+                   "invokeContext": {"script": {"type": "text/javascript", "source": "'ran'"}}})
+            .to_string(),
+        )
+        .unwrap();
+    }
+    let store_dir = idm_tests::TempDir::new("misfire-store");
+    let options = IdmdOptions {
+        conf: Some(conf.path().to_path_buf()),
+        store: Some(format!(
+            "surrealkv://{}",
+            store_dir.path().join("db").display()
+        )),
+        ..Default::default()
+    };
+    let mut first = Idmd::start_with(options.clone()).await;
+    let mut c = first.clients().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while executions(&mut c, "proceed").await.is_empty()
+        || executions(&mut c, "nothing").await.is_empty()
+    {
+        assert!(Instant::now() < deadline, "no first tick");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (token, key) = (first.admin_token.clone(), first.encryption_key.clone());
+    first.terminate();
+    drop(c);
+    drop(first);
+    // Down across at least one tick.
+    tokio::time::sleep(Duration::from_millis(4000)).await;
+    let restarted_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let second = Idmd::spawn(options, idm_tests::TempDir::new("idmd"), token, key)
+        .await
+        .unwrap_or_else(|log| panic!("idmd did not start again:\n{log}"));
+    let mut c = second.clients().await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let before_restart = |list: &[idm_proto::v1::Execution]| {
+        list.iter()
+            .filter(|e| e.fire_time.is_some_and(|t| t.seconds < restarted_at - 1))
+            .map(|e| e.outcome())
+            .collect::<Vec<_>>()
+    };
+    let proceed = executions(&mut c, "proceed").await;
+    let nothing = executions(&mut c, "nothing").await;
+    assert!(
+        before_restart(&proceed)
+            .iter()
+            .filter(|o| **o == Outcome::Success)
+            .count()
+            >= 2,
+        "the missed tick ran at start: {proceed:?}"
+    );
+    assert!(
+        before_restart(&nothing).contains(&Outcome::SkippedMisfire),
+        "the missed tick was recorded as skipped: {nothing:?}"
+    );
+}
