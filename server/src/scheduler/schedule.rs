@@ -374,6 +374,22 @@ mod tests {
             Some(at("2026-11-24T01:00:00Z"))
         );
 
+        // Daylight saving starts in Paris on 2027-03-28: 01:30 local is 00:30Z
+        // before and 23:30Z (the day before) after; a fixed offset would drift.
+        let nightly = load(
+            json!({"schedule": "0 30 1 * * ?", "timeZone": "Europe/Paris",
+            "invokeService": "sync", "invokeContext": {"mapping": "m"}}),
+        )
+        .unwrap();
+        assert_eq!(
+            nightly.next_fire_after(at("2027-03-26T12:00:00Z")),
+            Some(at("2027-03-27T00:30:00Z"))
+        );
+        assert_eq!(
+            nightly.next_fire_after(at("2027-03-28T12:00:00Z")),
+            Some(at("2027-03-28T23:30:00Z"))
+        );
+
         let window = load(json!({"schedule": "0 0 * * * ?", "startTime": "2026-12-01T00:00:00Z",
             "endTime": "2026-12-01T02:30:00Z", "invokeService": "sync", "invokeContext": {"mapping": "m"}}))
         .unwrap();
