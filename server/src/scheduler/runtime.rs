@@ -785,7 +785,7 @@ mod tests {
         let all = ticks.len();
         ticks.sort_unstable();
         ticks.dedup();
-        assert!(all >= 3, "{executions:?}");
+        assert!(all >= 2, "{executions:?}");
         assert_eq!(ticks.len(), all, "a tick ran twice: {executions:?}");
     }
 

@@ -288,7 +288,7 @@ async fn ticks_missed_while_idmd_was_down_follow_the_misfire_policy() {
         .await
         .unwrap_or_else(|log| panic!("idmd did not start again:\n{log}"));
     let mut c = second.clients().await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let before_restart = |list: &[idm_proto::v1::Execution]| {
         list.iter()
             .filter(|e| e.fire_time.is_some_and(|t| t.seconds < restarted_at - 1))
