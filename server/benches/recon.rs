@@ -15,7 +15,9 @@
 //! hashing (~14 ms a core, on purpose) would be the whole measurement.
 //!
 //! Run: `cargo bench -p idm-server --bench recon` (release).
-//! `IDM_BENCH_ROWS=100000,1000000` and `IDM_BENCH_WRITERS=2` change the runs.
+//! `IDM_BENCH_ROWS=100000,1000000` and `IDM_BENCH_WRITERS=2` change the runs;
+//! `IDM_BENCH_OUTBOX=1` subscribes users to an enableSync mapping (each
+//! created or changed user also writes an outbox entry, as in the sample).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::Write;
@@ -152,6 +154,14 @@ async fn reconciler(dir: &Path, csv: &Path, writers: usize) -> Reconciler {
             })
             .await
             .unwrap();
+    }
+    // IDM_BENCH_OUTBOX=1: users feed an enableSync mapping's outbox, as in the
+    // sync sample, so each created user also writes an outbox entry.
+    if std::env::var("IDM_BENCH_OUTBOX").is_ok_and(|v| v == "1") {
+        store.set_sync_subscriptions(std::collections::BTreeMap::from([(
+            "user".to_string(),
+            vec!["managedUser_ldapAccount".to_string()],
+        )]));
     }
     Reconciler::new(store, objects, PathBuf::from("."))
 }
