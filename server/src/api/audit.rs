@@ -5,10 +5,9 @@ use idm_proto::v1::{AuditEntry, QueryAuditRequest, QueryAuditResponse, Scope};
 use tonic::{Request, Response, Status};
 
 use super::auth::caller;
+use super::paging::Page;
 use super::timestamp;
-use crate::managed::{
-    compile_filter, decode_page_token, encode_page_token, fingerprint, page_size, parse_order_by,
-};
+use crate::managed::{compile_filter, parse_order_by};
 use crate::store::{AuditQuery, Columns, Store};
 
 pub struct AuditApi {
@@ -42,29 +41,19 @@ impl AuditService for AuditApi {
         } else {
             request.order_by
         };
-        let limit = page_size(
-            usize::try_from(request.page_size)
-                .map_err(|_| Status::invalid_argument("page_size must not be negative"))?,
+        let page = Page::of(
+            request.page_size,
+            &request.page_token,
+            &["audit", &request.filter, &order_by],
         )?;
-        let print = fingerprint(&["audit", &request.filter, &order_by]);
-        let offset = if request.page_token.is_empty() {
-            0
-        } else {
-            decode_page_token(&request.page_token, &print)?
-        };
         let query = AuditQuery {
             filter: compile_filter(&request.filter, &AUDIT_FIELDS)?,
             sort: parse_order_by(&order_by, &AUDIT_FIELDS)?,
-            offset,
-            limit,
+            offset: page.offset,
+            limit: page.limit,
         };
         let (records, total) = self.store.query_audit(&query).await?;
-        let next = offset + records.len();
-        let next_page_token = if (next as u64) < total && !records.is_empty() {
-            encode_page_token(next, &print)
-        } else {
-            String::new()
-        };
+        let next_page_token = page.next_of_total(records.len(), total);
         let entries = records
             .into_iter()
             .map(|r| AuditEntry {

@@ -6,6 +6,7 @@ pub mod auth;
 mod config;
 mod error;
 mod objects;
+mod paging;
 mod recon;
 mod schedules;
 mod sync;

@@ -18,10 +18,9 @@ use tokio_stream::wrappers::WatchStream;
 use tonic::{Request, Response, Status};
 
 use super::auth::caller;
+use super::paging::Page;
 use super::timestamp;
-use crate::managed::{
-    compile_filter, decode_page_token, encode_page_token, fingerprint, page_size,
-};
+use crate::managed::compile_filter;
 use crate::store::{Columns, Progress, ReconFailureRecord, ReconRunRecord};
 use crate::sync::recon::{ReconError, Reconciler, is_finished};
 
@@ -203,28 +202,18 @@ impl ReconService for ReconApi {
     ) -> Result<Response<ListReconsResponse>, Status> {
         caller(&request)?.require(Scope::Read)?;
         let request = request.into_inner();
-        let limit = page_size(
-            usize::try_from(request.page_size)
-                .map_err(|_| Status::invalid_argument("page_size must not be negative"))?,
+        let page = Page::of(
+            request.page_size,
+            &request.page_token,
+            &["recon", &request.filter],
         )?;
-        let print = fingerprint(&["recon", &request.filter]);
-        let offset = if request.page_token.is_empty() {
-            0
-        } else {
-            decode_page_token(&request.page_token, &print)?
-        };
         let filter = compile_filter(&request.filter, &RUN_FIELDS)?;
         let (runs, total) = self
             .reconciler
             .store()
-            .query_runs(&filter, offset, limit)
+            .query_runs(&filter, page.offset, page.limit)
             .await?;
-        let next = offset + runs.len();
-        let next_page_token = if (next as u64) < total && !runs.is_empty() {
-            encode_page_token(next, &print)
-        } else {
-            String::new()
-        };
+        let next_page_token = page.next_of_total(runs.len(), total);
         let mut listed = Vec::with_capacity(runs.len());
         for run in runs {
             // An active run's stored copy lags; show the live one.

@@ -15,8 +15,8 @@ use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use super::auth::caller;
+use super::paging::Page;
 use super::timestamp;
-use crate::managed::{decode_page_token, encode_page_token, fingerprint, page_size};
 use crate::scheduler::{ScheduleView, Scheduler, SchedulerError};
 use crate::store::ExecutionRecord;
 
@@ -272,26 +272,16 @@ impl ScheduleService for ScheduleApi {
         } else {
             short_name(&request.schedule)?
         };
-        let limit = page_size(
-            usize::try_from(request.page_size)
-                .map_err(|_| Status::invalid_argument("page_size must not be negative"))?,
+        let page = Page::of(
+            request.page_size,
+            &request.page_token,
+            &["executions", schedule],
         )?;
-        let print = fingerprint(&["executions", schedule]);
-        let offset = if request.page_token.is_empty() {
-            0
-        } else {
-            decode_page_token(&request.page_token, &print)?
-        };
         let mut executions = self
             .scheduler
-            .executions(schedule, limit + 1, offset)
+            .executions(schedule, page.limit + 1, page.offset)
             .await?;
-        let next_page_token = if executions.len() > limit {
-            executions.truncate(limit);
-            encode_page_token(offset + limit, &print)
-        } else {
-            String::new()
-        };
+        let next_page_token = page.trim(&mut executions);
         Ok(Response::new(ListExecutionsResponse {
             executions: executions.iter().map(execution_to_proto).collect(),
             next_page_token,

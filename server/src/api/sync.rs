@@ -10,10 +10,9 @@ use idm_proto::v1::{
 use tonic::{Request, Response, Status};
 
 use super::auth::caller;
+use super::paging::Page;
 use super::timestamp;
-use crate::managed::{
-    compile_filter, decode_page_token, encode_page_token, fingerprint, page_size,
-};
+use crate::managed::compile_filter;
 use crate::store::{Columns, FAILED, OutboxEntry, Store};
 
 pub struct SyncApi {
@@ -112,25 +111,18 @@ impl SyncService for SyncApi {
     ) -> Result<Response<ListSyncEntriesResponse>, Status> {
         caller(&request)?.require(Scope::Read)?;
         let request = request.into_inner();
-        let limit = page_size(
-            usize::try_from(request.page_size)
-                .map_err(|_| Status::invalid_argument("page_size must not be negative"))?,
+        let page = Page::of(
+            request.page_size,
+            &request.page_token,
+            &["sync", &request.filter],
         )?;
-        let print = fingerprint(&["sync", &request.filter]);
-        let offset = if request.page_token.is_empty() {
-            0
-        } else {
-            decode_page_token(&request.page_token, &print)?
-        };
         let filter = compile_filter(&request.filter, &ENTRY_FIELDS)?;
         // One more than asked tells whether another page follows.
-        let mut entries = self.store.list_entries(&filter, limit + 1, offset).await?;
-        let next_page_token = if entries.len() > limit {
-            entries.truncate(limit);
-            encode_page_token(offset + limit, &print)
-        } else {
-            String::new()
-        };
+        let mut entries = self
+            .store
+            .list_entries(&filter, page.limit + 1, page.offset)
+            .await?;
+        let next_page_token = page.trim(&mut entries);
         Ok(Response::new(ListSyncEntriesResponse {
             entries: entries.iter().map(entry_to_proto).collect(),
             next_page_token,
