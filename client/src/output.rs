@@ -159,6 +159,25 @@ pub fn page_footer(shown: usize, total: i64, next_page_token: &str) -> String {
     }
 }
 
+/// The footer of a page with no total: `4 executions (next page: <token>)`.
+pub fn cursor_footer(count: &str, next_page_token: &str) -> String {
+    if next_page_token.is_empty() {
+        count.to_string()
+    } else {
+        format!("{count} (next page: {next_page_token})")
+    }
+}
+
+/// The JSON form of a page with no total: `{"result", "nextPageToken"}`
+/// (`nextPageToken` is null on the last page).
+pub fn cursor_json(result: Vec<Json>, next_page_token: &str) -> Json {
+    let mut page = page_json(result, 0, next_page_token);
+    if let Some(page) = page.as_object_mut() {
+        page.remove("totalSize");
+    }
+    page
+}
+
 /// The JSON form of one page of a list: `{"result", "totalSize", "nextPageToken"}`
 /// (`nextPageToken` is null on the last page).
 pub fn page_json(result: Vec<Json>, total: i64, next_page_token: &str) -> Json {
@@ -284,6 +303,11 @@ mod tests {
         assert_eq!(page_footer(3, 3, ""), "3 of 3");
         assert_eq!(page_footer(2, 9, "abc"), "2 of 9 (next page: abc)");
         assert_eq!(page_json(vec![], 0, "")["nextPageToken"], Json::Null);
+        let cursor = cursor_json(vec![Json::Null], "t");
+        assert_eq!(cursor["nextPageToken"], "t");
+        assert!(cursor.get("totalSize").is_none());
+        assert_eq!(cursor_footer("2 entries", ""), "2 entries");
+        assert_eq!(cursor_footer("2 entries", "t"), "2 entries (next page: t)");
         assert_eq!(count_note(1, "token"), "1 token");
         assert_eq!(count_note(0, "token"), "0 tokens");
     }

@@ -14,7 +14,8 @@ use serde_json::{Map, Value as Json, json};
 use crate::connect::Context;
 use crate::input::{kind, read_object};
 use crate::output::{
-    CliError, Format, count_note, note, print_json, print_line, table, time_cell, time_json,
+    CliError, Format, count_note, cursor_footer, cursor_json, note, print_json, print_line, table,
+    time_cell, time_json,
 };
 
 const PREFIX: &str = "schedules/";
@@ -246,10 +247,10 @@ pub async fn run(ctx: &Context, command: SchedulesCommand) -> Result<(), CliErro
                 .await?
                 .into_inner();
             match ctx.format {
-                Format::Json => print_json(&json!({
-                    "result": page.executions.iter().map(execution_json).collect::<Vec<_>>(),
-                    "nextPageToken": if page.next_page_token.is_empty() { Json::Null } else { json!(page.next_page_token) },
-                })),
+                Format::Json => print_json(&cursor_json(
+                    page.executions.iter().map(execution_json).collect(),
+                    &page.next_page_token,
+                )),
                 Format::Table => {
                     if !page.executions.is_empty() {
                         let mut table = table([
@@ -274,12 +275,10 @@ pub async fn run(ctx: &Context, command: SchedulesCommand) -> Result<(), CliErro
                         }
                         print_line(&table.to_string())?;
                     }
-                    let count = count_note(page.executions.len(), "execution");
-                    if page.next_page_token.is_empty() {
-                        note(&count);
-                    } else {
-                        note(&format!("{count} (next page: {})", page.next_page_token));
-                    }
+                    note(&cursor_footer(
+                        &count_note(page.executions.len(), "execution"),
+                        &page.next_page_token,
+                    ));
                     Ok(())
                 }
             }

@@ -9,7 +9,10 @@ use idm_proto::v1::{
 use serde_json::{Value as Json, json};
 
 use crate::connect::Context;
-use crate::output::{CliError, Format, note, print_json, print_line, table, time_cell, time_json};
+use crate::output::{
+    CliError, Format, cursor_footer, cursor_json, note, print_json, print_line, table, time_cell,
+    time_json,
+};
 
 const SYNC_EXAMPLES: &str = "\
 Examples:
@@ -112,10 +115,10 @@ pub async fn run(ctx: &Context, command: SyncCommand) -> Result<(), CliError> {
                 .await?
                 .into_inner();
             match ctx.format {
-                Format::Json => print_json(&json!({
-                    "result": page.entries.iter().map(entry_json).collect::<Vec<_>>(),
-                    "nextPageToken": if page.next_page_token.is_empty() { Json::Null } else { json!(page.next_page_token) },
-                }))?,
+                Format::Json => print_json(&cursor_json(
+                    page.entries.iter().map(entry_json).collect(),
+                    &page.next_page_token,
+                ))?,
                 Format::Table => {
                     if !page.entries.is_empty() {
                         let mut table = table([
@@ -142,15 +145,10 @@ pub async fn run(ctx: &Context, command: SyncCommand) -> Result<(), CliError> {
                         }
                         print_line(&table.to_string())?;
                     }
-                    if page.next_page_token.is_empty() {
-                        note(&format!("{} entries", page.entries.len()));
-                    } else {
-                        note(&format!(
-                            "{} entries (next page: {})",
-                            page.entries.len(),
-                            page.next_page_token
-                        ));
-                    }
+                    note(&cursor_footer(
+                        &format!("{} entries", page.entries.len()),
+                        &page.next_page_token,
+                    ));
                 }
             }
         }
