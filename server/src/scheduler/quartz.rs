@@ -1,6 +1,6 @@
 //! Quartz cron expressions as Wren:IDM users write them (`0/15 * * * * ?`,
 //! `0 0 2 ? * MON-FRI`, `0 0 12 ? * 6#3 2027`), checked field by field and
-//! turned into the croner pattern tokio-cron-scheduler runs.
+//! computed with croner (the cron library under tokio-cron-scheduler).
 //!
 //! Quartz has seconds first, six or seven fields (the year is optional), and
 //! numbers the days of the week 1–7 = SUN–SAT; croner numbers them 0–6. So a
@@ -39,13 +39,12 @@ pub struct QuartzError {
 #[derive(Clone)]
 pub struct QuartzCron {
     expression: String,
-    pattern: String,
     cron: Cron,
 }
 
 impl fmt::Debug for QuartzCron {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "QuartzCron({:?} → {:?})", self.expression, self.pattern)
+        write!(f, "QuartzCron({:?})", self.expression)
     }
 }
 
@@ -55,8 +54,8 @@ impl fmt::Display for QuartzCron {
     }
 }
 
-/// The parser tokio-cron-scheduler uses, so an expression checked here runs
-/// the same there.
+/// Seconds required, year optional: Quartz's shape (and tokio-cron-scheduler's
+/// settings, should the runtime move onto it).
 fn parser() -> CronParser {
     CronParser::builder()
         .seconds(Seconds::Required)
@@ -126,14 +125,8 @@ impl QuartzCron {
             .map_err(|e| error("schedule", describe(&e, expression)))?;
         Ok(QuartzCron {
             expression: expression.to_string(),
-            pattern,
             cron,
         })
-    }
-
-    /// The croner pattern (days of the week renumbered) for tokio-cron-scheduler.
-    pub fn pattern(&self) -> &str {
-        &self.pattern
     }
 
     /// The first fire time strictly after `after`, in its time zone.
@@ -298,8 +291,7 @@ mod tests {
             assert_eq!(croner_day_of_week(quartz).unwrap(), croner, "{quartz}");
         }
         let cron = QuartzCron::parse("0 0 12 ? * 6#3").unwrap();
-        assert_eq!(cron.pattern(), "0 0 12 ? * 5#3");
-        assert_eq!(cron.to_string(), "0 0 12 ? * 6#3");
+        assert_eq!(cron.to_string(), "0 0 12 ? * 6#3", "shown as written");
     }
 
     #[test]

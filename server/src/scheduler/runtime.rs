@@ -13,7 +13,7 @@
 //! recorded last fire is already past) fires once under `fireAndProceed`,
 //! and is recorded SKIPPED_MISFIRE under `doNothing`.
 //!
-//! Not on tokio-cron-scheduler (yet): its jobs take a time zone as the fixed
+//! Not on tokio-cron-scheduler: its jobs take a time zone as the fixed
 //! offset of the moment they are made, so a 02:00 Europe/Paris job would
 //! fire at 01:00 or 03:00 after a daylight-saving change. croner, which it
 //! runs on, computes zoned fire times correctly; this loop uses it directly.

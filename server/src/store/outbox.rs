@@ -232,24 +232,11 @@ impl Store {
         Ok(due.into_iter().next())
     }
 
-    /// Drops delivered entries (every entry a delivery of their object
-    /// read): the target now matches the object as of the newest of them.
-    /// Parked (failed) entries of those objects up to it go too.
-    pub async fn settle_entries(&self, delivered: &[&OutboxEntry]) -> Result<(), StoreError> {
-        if delivered.is_empty() {
-            return Ok(());
-        }
-        let (settled, newest) = settle_params(delivered);
-        self.execute(
-            &format!("BEGIN; {SETTLE} COMMIT;"),
-            json!({ "settled": settled, "newest": newest }),
-        )
-        .await
-    }
-
     /// Records a delivery in one transaction: the links it made (`new`:
     /// their sources had none, so plain inserts) or moved, the links it
-    /// removed, and the outbox entries it settled.
+    /// removed, and the outbox entries it settled (every entry the delivery
+    /// read: the target now matches the object as of the newest of them;
+    /// parked, failed entries of those objects up to it go too).
     pub async fn record_delivery(
         &self,
         mapping: &str,
@@ -509,7 +496,10 @@ mod tests {
             .iter()
             .filter(|e| e.mapping == "toLdap" && e.oid == "a")
             .collect();
-        store.settle_entries(&of_a).await.unwrap();
+        store
+            .record_delivery("toLdap", &[], &[], &[], &of_a)
+            .await
+            .unwrap();
         rename(&store, "a", "a3").await;
         let left: Vec<(String, String, String)> = store
             .due_entries(&now_timestamp(), 100)
@@ -621,7 +611,10 @@ mod tests {
         rename(&store, "a", "a2").await;
         let second = store.due_entries(&now_timestamp(), 10).await.unwrap();
         assert_eq!(second.len(), 1);
-        store.settle_entries(&[&second[0]]).await.unwrap();
+        store
+            .record_delivery("toLdap", &[], &[], &[], &[&second[0]])
+            .await
+            .unwrap();
 
         let left = store.queue_summary().await.unwrap();
         assert_eq!(

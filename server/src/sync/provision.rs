@@ -261,10 +261,6 @@ impl Provisioner {
         })
     }
 
-    pub fn mapping(&self) -> &Mapping {
-        &self.mapping
-    }
-
     pub fn connector(&self) -> &Arc<dyn Connector> {
         &self.connector
     }
@@ -720,12 +716,6 @@ impl Provisioner {
                 self.mapping.name
             ))),
         }
-    }
-
-    /// Every target object of the mapping's type, streamed (for a
-    /// reconciliation's target phase).
-    pub fn targets(&self) -> futures::stream::BoxStream<'_, Result<SourceItem, ConnectorError>> {
-        self.connector.query(&self.object_type)
     }
 }
 
