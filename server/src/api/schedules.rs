@@ -50,10 +50,6 @@ fn short_name(name: &str) -> Result<&str, Status> {
     Ok(short)
 }
 
-fn rfc3339(t: &prost_types::Timestamp) -> String {
-    t.to_string()
-}
-
 /// The proto's fields as Wren's schedule JSON (empty strings left out).
 fn to_body(schedule: &Schedule) -> Map<String, Value> {
     let mut body = Map::new();
@@ -69,10 +65,10 @@ fn to_body(schedule: &Schedule) -> Map<String, Value> {
     text("misfirePolicy", &schedule.misfire_policy);
     text("invokeService", &schedule.invoke_service);
     if let Some(start) = &schedule.start_time {
-        body.insert("startTime".into(), json!(rfc3339(start)));
+        body.insert("startTime".into(), json!(start.to_string()));
     }
     if let Some(end) = &schedule.end_time {
-        body.insert("endTime".into(), json!(rfc3339(end)));
+        body.insert("endTime".into(), json!(end.to_string()));
     }
     body.insert(
         "concurrentExecution".into(),

@@ -31,9 +31,7 @@ use tokio::sync::watch;
 use super::schedule::{Invoke, MisfirePolicy, Schedule};
 use crate::managed::{ManagedError, ManagedObjects, ObjectView, Query};
 use crate::script::{HostCall, Limits, ScriptEngine};
-use crate::store::{
-    ConfigDocument, ExecutionRecord, Store, StoreError, format_timestamp, now_timestamp,
-};
+use crate::store::{ConfigDocument, ExecutionRecord, Store, StoreError, now_timestamp};
 use crate::sync::recon::Reconciler;
 
 /// How long a run lease lasts before it must be renewed.
@@ -93,13 +91,9 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// The store's timestamp form (fixed-width RFC 3339, microseconds, UTC), which sorts as text.
 fn stamp(t: DateTime<Utc>) -> String {
-    format_timestamp(
-        time::OffsetDateTime::from_unix_timestamp_nanos(
-            i128::from(t.timestamp()) * 1_000_000_000 + i128::from(t.timestamp_subsec_nanos()),
-        )
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
-    )
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
 impl Scheduler {

@@ -424,6 +424,16 @@ mod tests {
         }
     }
 
+    /// A store whose users feed the `toLdap` outbox.
+    async fn subscribed_store() -> Store {
+        let store = Store::open("mem://").await.unwrap();
+        store.set_sync_subscriptions(BTreeMap::from([(
+            "user".to_string(),
+            vec!["toLdap".to_string()],
+        )]));
+        store
+    }
+
     async fn rename(store: &Store, oid: &str, name: &str) {
         store
             .update_object("test", "patch", "user", oid, &[], |current, _| {
@@ -522,11 +532,7 @@ mod tests {
 
     #[tokio::test]
     async fn failures_wait_give_up_and_can_be_retried_or_discarded() {
-        let store = Store::open("mem://").await.unwrap();
-        store.set_sync_subscriptions(BTreeMap::from([(
-            "user".to_string(),
-            vec!["toLdap".to_string()],
-        )]));
+        let store = subscribed_store().await;
         store
             .create_objects("test", "user", &[user("a", "a"), user("b", "b")], &[])
             .await
@@ -587,11 +593,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_later_delivery_settles_the_objects_failed_entries() {
-        let store = Store::open("mem://").await.unwrap();
-        store.set_sync_subscriptions(BTreeMap::from([(
-            "user".to_string(),
-            vec!["toLdap".to_string()],
-        )]));
+        let store = subscribed_store().await;
         store
             .create_objects("test", "user", &[user("a", "a"), user("b", "b")], &[])
             .await
