@@ -14,6 +14,7 @@ use serde_json::{Map, Value, json};
 use tonic::{Request, Response, Status};
 
 use super::auth::caller;
+use super::short_name;
 use crate::connector;
 use crate::managed::ManagedObjects;
 use crate::store::{ConfigDocument, Store};
@@ -121,16 +122,6 @@ fn mapping(doc: ConfigDocument) -> Mapping {
             .unwrap_or(false),
         definition: Some(to_proto_struct(&doc.body)),
     }
-}
-
-fn short_name<'a>(name: &'a str, prefix: &str) -> Result<&'a str, Status> {
-    let short = name.strip_prefix(prefix).unwrap_or(name);
-    if short.is_empty() || short.contains('/') {
-        return Err(Status::invalid_argument(format!(
-            "\"{name}\" is not a name such as {prefix}<name>"
-        )));
-    }
-    Ok(short)
 }
 
 impl ConfigApi {

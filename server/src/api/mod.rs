@@ -120,6 +120,17 @@ pub async fn serve(
         .map_err(|source| ServeError::Transport { addr, source })
 }
 
+/// `prefix/<name>` or `<name>` → `<name>`; INVALID_ARGUMENT for anything else.
+pub(crate) fn short_name<'a>(name: &'a str, prefix: &str) -> Result<&'a str, tonic::Status> {
+    let short = name.strip_prefix(prefix).unwrap_or(name);
+    if short.is_empty() || short.contains('/') {
+        return Err(tonic::Status::invalid_argument(format!(
+            "\"{name}\" is not a name such as {prefix}<name>"
+        )));
+    }
+    Ok(short)
+}
+
 /// A stored RFC 3339 timestamp as a protobuf `Timestamp`.
 pub fn timestamp(text: &str) -> Option<prost_types::Timestamp> {
     text.parse().ok()

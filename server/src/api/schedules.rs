@@ -16,6 +16,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use super::auth::caller;
 use super::paging::Page;
+use super::short_name;
 use super::timestamp;
 use crate::scheduler::{ScheduleView, Scheduler, SchedulerError};
 use crate::store::ExecutionRecord;
@@ -40,14 +41,6 @@ impl From<SchedulerError> for Status {
             ),
         }
     }
-}
-
-fn short_name(name: &str) -> Result<&str, Status> {
-    let short = name.strip_prefix("schedules/").unwrap_or(name);
-    if short.is_empty() {
-        return Err(Status::invalid_argument("name: expected schedules/<id>"));
-    }
-    Ok(short)
 }
 
 /// The proto's fields as Wren's schedule JSON (empty strings left out).
@@ -187,7 +180,7 @@ impl ScheduleService for ScheduleApi {
         request: Request<GetScheduleRequest>,
     ) -> Result<Response<Schedule>, Status> {
         caller(&request)?.require(Scope::Read)?;
-        let name = short_name(&request.get_ref().name)?;
+        let name = short_name(&request.get_ref().name, "schedules/")?;
         Ok(Response::new(to_proto(&self.scheduler.get(name).await?)))
     }
 
@@ -200,7 +193,7 @@ impl ScheduleService for ScheduleApi {
             .into_inner()
             .schedule
             .ok_or_else(|| Status::invalid_argument("schedule: required"))?;
-        let name = short_name(&schedule.name)?.to_string();
+        let name = short_name(&schedule.name, "schedules/")?.to_string();
         self.scheduler.get(&name).await?;
         let view = self.scheduler.put(&name, to_body(&schedule)).await?;
         Ok(Response::new(to_proto(&view)))
@@ -211,7 +204,7 @@ impl ScheduleService for ScheduleApi {
         request: Request<DeleteScheduleRequest>,
     ) -> Result<Response<DeleteScheduleResponse>, Status> {
         caller(&request)?.require(Scope::Admin)?;
-        let name = short_name(&request.get_ref().name)?;
+        let name = short_name(&request.get_ref().name, "schedules/")?;
         let existed = self.scheduler.delete(name).await?;
         Ok(Response::new(DeleteScheduleResponse { existed }))
     }
@@ -230,7 +223,7 @@ impl ScheduleService for ScheduleApi {
         request: Request<PauseScheduleRequest>,
     ) -> Result<Response<Schedule>, Status> {
         caller(&request)?.require(Scope::Admin)?;
-        let name = short_name(&request.get_ref().name)?;
+        let name = short_name(&request.get_ref().name, "schedules/")?;
         Ok(Response::new(to_proto(
             &self.scheduler.set_paused(name, true).await?,
         )))
@@ -241,7 +234,7 @@ impl ScheduleService for ScheduleApi {
         request: Request<ResumeScheduleRequest>,
     ) -> Result<Response<Schedule>, Status> {
         caller(&request)?.require(Scope::Admin)?;
-        let name = short_name(&request.get_ref().name)?;
+        let name = short_name(&request.get_ref().name, "schedules/")?;
         Ok(Response::new(to_proto(
             &self.scheduler.set_paused(name, false).await?,
         )))
@@ -252,7 +245,7 @@ impl ScheduleService for ScheduleApi {
         request: Request<RunScheduleRequest>,
     ) -> Result<Response<Execution>, Status> {
         caller(&request)?.require(Scope::Admin)?;
-        let name = short_name(&request.get_ref().name)?;
+        let name = short_name(&request.get_ref().name, "schedules/")?;
         let execution = self.scheduler.run_now(name).await?;
         Ok(Response::new(execution_to_proto(&execution)))
     }
@@ -266,7 +259,7 @@ impl ScheduleService for ScheduleApi {
         let schedule = if request.schedule.is_empty() {
             ""
         } else {
-            short_name(&request.schedule)?
+            short_name(&request.schedule, "schedules/")?
         };
         let page = Page::of(
             request.page_size,

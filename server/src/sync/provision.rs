@@ -26,7 +26,7 @@ use serde_json::{Map, Value, json};
 
 use super::mapping::{Endpoint, Mapping};
 use super::situation::{Action, Situation};
-use super::transform::{PropertyMapper, truthy};
+use super::transform::{PropertyMapper, returning_target, truthy};
 use crate::connector::{Connector, ConnectorError, ConnectorObject, SourceItem};
 use crate::managed::{ManagedError, ManagedObjects};
 use crate::script::{CompiledId, Limits, ScriptSource};
@@ -176,13 +176,6 @@ pub struct Provisioner {
     /// `onUpdate`, so a collision (the entry was there) can turn into that
     /// update. Halves the directory round trips of a first provisioning.
     optimistic_create: bool,
-}
-
-fn returning_target(script: &ScriptSource) -> ScriptSource {
-    ScriptSource {
-        name: script.name.clone(),
-        code: format!("{}\n;target", script.code),
-    }
 }
 
 impl Provisioner {

@@ -7,7 +7,7 @@
 use serde_json::{Map, Value};
 
 use super::mapping::{Mapping, PropertyMapping};
-use crate::script::{CompiledId, Limits, ScriptEngine, ScriptError};
+use crate::script::{CompiledId, Limits, ScriptEngine, ScriptError, ScriptSource};
 
 /// The compiled property scripts of one mapping, on one worker's engine.
 pub struct PropertyMapper {
@@ -111,6 +111,14 @@ impl PropertyMapper {
             }
         }
         Ok(target)
+    }
+}
+
+/// A hook script that may change `target`: its completion value is `target`.
+pub(super) fn returning_target(script: &ScriptSource) -> ScriptSource {
+    ScriptSource {
+        name: script.name.clone(),
+        code: format!("{}\n;target", script.code),
     }
 }
 

@@ -16,7 +16,7 @@ use crate::connector::ConnectorObject;
 use crate::managed::{ManagedError, PatchOp, PropertyKind, Query};
 use crate::script::{CompiledId, Limits, ScriptSource};
 use crate::store::{Link, ReconFailureRecord, StoredObject};
-use crate::sync::transform::truthy;
+use crate::sync::transform::{returning_target, truthy};
 use crate::sync::{Action, PropertyMapper, Situation};
 
 /// Shown instead of a private value in a plan.
@@ -91,14 +91,6 @@ fn record_error(error: ManagedError) -> Result<String, ReconError> {
         ManagedError::Store(e) => Err(ReconError::Store(e)),
         ManagedError::Secret(e) => Err(ReconError::Internal(e.to_string())),
         other => Ok(other.to_string()),
-    }
-}
-
-/// A hook script that may change `target`: its completion value is `target`.
-fn returning_target(script: &ScriptSource) -> ScriptSource {
-    ScriptSource {
-        name: script.name.clone(),
-        code: format!("{}\n;target", script.code),
     }
 }
 
