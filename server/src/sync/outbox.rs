@@ -104,7 +104,8 @@ pub struct ImplicitSync {
     store: Store,
     objects: ManagedObjects,
     conf_dir: PathBuf,
-    reload: watch::Sender<u64>,
+    /// The current enableSync mappings, handed to the dispatcher.
+    reload: watch::Sender<Arc<Vec<Mapping>>>,
     stop: watch::Sender<bool>,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -117,9 +118,9 @@ impl ImplicitSync {
         objects: ManagedObjects,
         conf_dir: PathBuf,
     ) -> Result<Self, StoreError> {
-        let mappings = load_sync_mappings(&store, &objects, &conf_dir).await?;
+        let mappings = Arc::new(load_sync_mappings(&store, &objects, &conf_dir).await?);
         store.set_sync_subscriptions(subscriptions(&mappings));
-        let (reload, reloads) = watch::channel(0);
+        let (reload, reloads) = watch::channel(Arc::clone(&mappings));
         let (stop, stopped) = watch::channel(false);
         let handle = tokio::runtime::Handle::current();
         let (for_store, for_objects, for_dir) = (store.clone(), objects.clone(), conf_dir.clone());
@@ -150,7 +151,7 @@ impl ImplicitSync {
     pub async fn reload(&self) -> Result<(), StoreError> {
         let mappings = load_sync_mappings(&self.store, &self.objects, &self.conf_dir).await?;
         self.store.set_sync_subscriptions(subscriptions(&mappings));
-        self.reload.send_modify(|n| *n += 1);
+        self.reload.send_replace(Arc::new(mappings));
         Ok(())
     }
 
@@ -175,7 +176,7 @@ struct Dispatcher {
     store: Store,
     objects: ManagedObjects,
     conf_dir: PathBuf,
-    mappings: Vec<Mapping>,
+    mappings: Arc<Vec<Mapping>>,
     provisioners: HashMap<String, Provisioner>,
     /// Batches read ahead, waiting for their turn.
     queued: VecDeque<Batch>,
@@ -200,7 +201,11 @@ impl Dispatcher {
     /// Three batches move at once: one is prepared (store reads, scripts),
     /// one applied (the target's round trips), one recorded (links, settled
     /// entries), so neither the target nor the store waits for the other.
-    async fn run(mut self, mut reloads: watch::Receiver<u64>, mut stopped: watch::Receiver<bool>) {
+    async fn run(
+        mut self,
+        mut reloads: watch::Receiver<Arc<Vec<Mapping>>>,
+        mut stopped: watch::Receiver<bool>,
+    ) {
         let signal = self.store.outbox_signal();
         let mut applying: Option<Applying> = None;
         let mut recording: Option<Recording> = None;
@@ -215,9 +220,10 @@ impl Dispatcher {
                 if *stopped.borrow() {
                     return;
                 }
-                reloads.borrow_and_update();
+                // New mappings: provisioners are rebuilt from them on first use.
+                self.mappings = Arc::clone(&reloads.borrow_and_update());
+                self.provisioners.clear();
                 self.queued.clear();
-                self.reload().await;
             }
             let busy = [
                 &applying.as_ref().map(|a| &a.objects),
@@ -263,16 +269,6 @@ impl Dispatcher {
             );
             applying = prepared;
             recording = applied;
-        }
-    }
-
-    async fn reload(&mut self) {
-        match load_sync_mappings(&self.store, &self.objects, &self.conf_dir).await {
-            Ok(mappings) => {
-                self.mappings = mappings;
-                self.provisioners.clear();
-            }
-            Err(e) => tracing::warn!(error = %e, "implicit sync could not reload the mappings"),
         }
     }
 
