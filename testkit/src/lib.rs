@@ -17,8 +17,8 @@
 //! ```
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -405,143 +405,43 @@ fn free_port() -> Result<u16, SlapdError> {
         .map_err(io_error("cannot find a free loopback port"))
 }
 
-/// An LDAPv3 simple bind (RFC 4511 §4.2) over a plain socket; returns the
-/// result code (0: success). Just enough protocol to know slapd answers,
-/// without an LDAP client library.
+/// A simple bind with OpenLDAP's `ldapwhoami` (ldap-utils, which the tests
+/// use anyway); returns the LDAP result code (0: success, 49: bad
+/// credentials). A server that does not answer is an error.
 pub fn simple_bind(address: SocketAddr, dn: &str, password: &str) -> io::Result<u8> {
-    let timeout = Duration::from_secs(2);
-    let mut stream = TcpStream::connect_timeout(&address, timeout)?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    stream.write_all(&bind_request(dn, password))?;
-    let code = read_bind_response(&mut stream)?;
-    // UnbindRequest, message 2.
-    let _ = stream.write_all(&[0x30, 0x05, 0x02, 0x01, 0x02, 0x42, 0x00]);
-    Ok(code)
-}
-
-/// A BER element: tag, definite length, content.
-fn ber(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let length = content.len();
-    match u8::try_from(length) {
-        Ok(short) if short < 0x80 => out.push(short),
-        _ => {
-            let bytes = length.to_be_bytes();
-            let skip = bytes.iter().take_while(|b| **b == 0).count();
-            let significant = &bytes[skip..];
-            out.push(0x80 | u8::try_from(significant.len()).unwrap_or(0));
-            out.extend_from_slice(significant);
-        }
+    let output = Command::new("ldapwhoami")
+        .args([
+            "-x",
+            "-o",
+            "nettimeout=2",
+            "-H",
+            &format!("ldap://{address}"),
+        ])
+        .args(["-D", dn, "-w", password])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("ldapwhoami: {e} (on Debian/Ubuntu: apt-get install -y ldap-utils)"),
+            )
+        })?;
+    match output.status.code().and_then(|c| u8::try_from(c).ok()) {
+        // 255 is the tools' -1: the server could not be reached.
+        Some(code) if code != 255 => Ok(code),
+        _ => Err(io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        )),
     }
-    out.extend_from_slice(content);
-    out
-}
-
-fn bind_request(dn: &str, password: &str) -> Vec<u8> {
-    let bind = [
-        ber(0x02, &[3]),                // version
-        ber(0x04, dn.as_bytes()),       // name
-        ber(0x80, password.as_bytes()), // simple authentication
-    ]
-    .concat();
-    // LDAPMessage { messageID 1, BindRequest [APPLICATION 0] }
-    ber(0x30, &[ber(0x02, &[1]), ber(0x60, &bind)].concat())
-}
-
-fn read_length(stream: &mut impl Read) -> io::Result<usize> {
-    let mut byte = [0u8; 1];
-    stream.read_exact(&mut byte)?;
-    if byte[0] < 0x80 {
-        return Ok(usize::from(byte[0]));
-    }
-    let count = usize::from(byte[0] & 0x7f);
-    if count == 0 || count > 4 {
-        return Err(invalid("unsupported BER length"));
-    }
-    let mut bytes = [0u8; 4];
-    stream.read_exact(&mut bytes[4 - count..])?;
-    usize::try_from(u32::from_be_bytes(bytes)).map_err(|_| invalid("BER length too large"))
-}
-
-fn invalid(message: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, message.to_string())
-}
-
-/// Reads one LDAPMessage and returns the resultCode of its BindResponse.
-fn read_bind_response(stream: &mut impl Read) -> io::Result<u8> {
-    let mut tag = [0u8; 1];
-    stream.read_exact(&mut tag)?;
-    if tag[0] != 0x30 {
-        return Err(invalid("not an LDAPMessage"));
-    }
-    let length = read_length(stream)?;
-    if length > 1 << 20 {
-        return Err(invalid("LDAPMessage too large"));
-    }
-    let mut message = vec![0u8; length];
-    stream.read_exact(&mut message)?;
-    let mut rest = message.as_slice();
-    // messageID
-    let (tag, _) = next_element(&mut rest)?;
-    if tag != 0x02 {
-        return Err(invalid("LDAPMessage without a messageID"));
-    }
-    // BindResponse [APPLICATION 1] { resultCode ENUMERATED, … }
-    let (tag, mut response) = next_element(&mut rest)?;
-    if tag != 0x61 {
-        return Err(invalid(&format!(
-            "expected a BindResponse, got tag {tag:#04x}"
-        )));
-    }
-    match next_element(&mut response)? {
-        (0x0a, [code]) => Ok(*code),
-        _ => Err(invalid("BindResponse without a resultCode")),
-    }
-}
-
-fn next_element<'a>(input: &mut &'a [u8]) -> io::Result<(u8, &'a [u8])> {
-    let mut reader = *input;
-    let mut tag = [0u8; 1];
-    reader.read_exact(&mut tag)?;
-    let length = read_length(&mut reader)?;
-    if reader.len() < length {
-        return Err(invalid("truncated BER element"));
-    }
-    let (content, rest) = reader.split_at(length);
-    *input = rest;
-    Ok((tag[0], content))
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ber_lengths_use_the_long_form_past_127_bytes() {
-        assert_eq!(ber(0x04, b"ab"), [0x04, 2, b'a', b'b']);
-        let long = ber(0x04, &[7u8; 200]);
-        assert_eq!(&long[..3], &[0x04, 0x81, 200]);
-        assert_eq!(long.len(), 203);
-        let longer = ber(0x04, &[7u8; 300]);
-        assert_eq!(&longer[..4], &[0x04, 0x82, 0x01, 0x2c]);
-        assert_eq!(read_length(&mut &[0x82u8, 0x01, 0x2c][..]).unwrap(), 300);
-    }
-
-    #[test]
-    fn bind_response_code_is_read() {
-        // LDAPMessage { 1, BindResponse { 49, "", "" } }
-        let invalid_credentials = [
-            0x30, 0x0c, 0x02, 0x01, 0x01, 0x61, 0x07, 0x0a, 0x01, 0x31, 0x04, 0x00, 0x04, 0x00,
-        ];
-        assert_eq!(
-            read_bind_response(&mut &invalid_credentials[..]).unwrap(),
-            49
-        );
-        let truncated = &invalid_credentials[..9];
-        assert!(read_bind_response(&mut &truncated[..]).is_err());
-    }
+    use std::io::Write;
+    use std::net::TcpStream;
 
     #[test]
     fn slapd_starts_stops_restarts_with_its_data_and_cleans_up() {
