@@ -59,12 +59,8 @@ pub fn account(slapd: &Slapd, uid: &str) -> Option<Entry> {
 
 /// Whether a simple bind with these credentials succeeds.
 pub fn can_bind(slapd: &Slapd, dn: &str, password: &str) -> bool {
-    Command::new("ldapwhoami")
-        .args(["-x", "-H", &slapd.url(), "-D", dn, "-w", password])
-        .output()
-        .expect("ldapwhoami runs")
-        .status
-        .success()
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], slapd.port()));
+    idm_testkit::simple_bind(address, dn, password).expect("ldapwhoami runs") == 0
 }
 
 /// Applies an LDIF change as the admin (`ldapmodify`), as an operator editing by hand.
