@@ -1,0 +1,214 @@
+//! The gateway's only way to the data: idmd's `ObjectService` over gRPC, with
+//! the SCIM client's bearer token passed through so the core alone decides
+//! what the caller may do.
+
+use std::time::Duration;
+
+use idm_proto::v1::object_service_client::ObjectServiceClient;
+use idm_proto::v1::{
+    CountObjectsRequest, CreateObjectRequest, DeleteObjectRequest, GetObjectRequest, ManagedObject,
+    QueryObjectsRequest, QueryObjectsResponse, ReplaceObjectRequest,
+};
+use serde_json::{Map, Value};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+
+use crate::scim::error::ScimError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error("core endpoint {endpoint}: {source}")]
+    Endpoint {
+        endpoint: String,
+        source: tonic::transport::Error,
+    },
+}
+
+/// A cheap handle: clones share one HTTP/2 connection.
+#[derive(Clone)]
+pub struct Core {
+    objects: ObjectServiceClient<Channel>,
+}
+
+/// A bearer token from the SCIM request, forwarded as is.
+#[derive(Clone)]
+pub struct Bearer(pub String);
+
+impl Core {
+    /// Connects lazily: the gateway starts (and answers 503) while idmd is down.
+    pub fn connect(endpoint: &str, timeout: Duration) -> Result<Self, CoreError> {
+        let channel = Endpoint::from_shared(endpoint.to_string())
+            .map_err(|source| CoreError::Endpoint {
+                endpoint: endpoint.to_string(),
+                source,
+            })?
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        Ok(Core {
+            objects: ObjectServiceClient::new(channel),
+        })
+    }
+
+    fn request<T>(bearer: &Bearer, message: T) -> Result<Request<T>, ScimError> {
+        let mut request = Request::new(message);
+        let value = format!("Bearer {}", bearer.0)
+            .parse()
+            .map_err(|_| ScimError::unauthorized("the bearer token is not valid ASCII"))?;
+        request.metadata_mut().insert("authorization", value);
+        Ok(request)
+    }
+
+    pub async fn get(&self, bearer: &Bearer, name: &str) -> Result<ManagedObject, ScimError> {
+        let request = Self::request(
+            bearer,
+            GetObjectRequest {
+                name: name.to_string(),
+                read_mask: None,
+            },
+        )?;
+        Ok(self
+            .objects
+            .clone()
+            .get_object(request)
+            .await
+            .map_err(from_status)?
+            .into_inner())
+    }
+
+    pub async fn create(
+        &self,
+        bearer: &Bearer,
+        collection: &str,
+        attributes: &Map<String, Value>,
+    ) -> Result<ManagedObject, ScimError> {
+        let request = Self::request(
+            bearer,
+            CreateObjectRequest {
+                parent: collection.to_string(),
+                object_id: String::new(),
+                attributes: Some(idm_proto::json::to_proto_struct(attributes)),
+            },
+        )?;
+        Ok(self
+            .objects
+            .clone()
+            .create_object(request)
+            .await
+            .map_err(from_status)?
+            .into_inner())
+    }
+
+    pub async fn replace(
+        &self,
+        bearer: &Bearer,
+        name: &str,
+        attributes: &Map<String, Value>,
+        expected_revision: i64,
+    ) -> Result<ManagedObject, ScimError> {
+        let request = Self::request(
+            bearer,
+            ReplaceObjectRequest {
+                name: name.to_string(),
+                attributes: Some(idm_proto::json::to_proto_struct(attributes)),
+                expected_revision: Some(expected_revision),
+            },
+        )?;
+        Ok(self
+            .objects
+            .clone()
+            .replace_object(request)
+            .await
+            .map_err(from_status)?
+            .into_inner())
+    }
+
+    /// `false` if there was nothing to delete.
+    pub async fn delete(
+        &self,
+        bearer: &Bearer,
+        name: &str,
+        expected_revision: Option<i64>,
+    ) -> Result<bool, ScimError> {
+        let request = Self::request(
+            bearer,
+            DeleteObjectRequest {
+                name: name.to_string(),
+                expected_revision,
+            },
+        )?;
+        Ok(self
+            .objects
+            .clone()
+            .delete_object(request)
+            .await
+            .map_err(from_status)?
+            .into_inner()
+            .existed)
+    }
+
+    pub async fn query(
+        &self,
+        bearer: &Bearer,
+        query: QueryObjectsRequest,
+    ) -> Result<QueryObjectsResponse, ScimError> {
+        let request = Self::request(bearer, query)?;
+        Ok(self
+            .objects
+            .clone()
+            .query_objects(request)
+            .await
+            .map_err(from_status)?
+            .into_inner())
+    }
+
+    pub async fn count(
+        &self,
+        bearer: &Bearer,
+        collection: &str,
+        filter: &str,
+    ) -> Result<u64, ScimError> {
+        let request = Self::request(
+            bearer,
+            CountObjectsRequest {
+                parent: collection.to_string(),
+                filter: filter.to_string(),
+            },
+        )?;
+        let count = self
+            .objects
+            .clone()
+            .count_objects(request)
+            .await
+            .map_err(from_status)?
+            .into_inner()
+            .count;
+        Ok(u64::try_from(count).unwrap_or_default())
+    }
+}
+
+/// The core's verdict in SCIM's terms.
+pub fn from_status(status: Status) -> ScimError {
+    let message = status.message().to_string();
+    match status.code() {
+        Code::NotFound => ScimError::not_found(message),
+        Code::AlreadyExists => ScimError::uniqueness(message),
+        Code::InvalidArgument | Code::OutOfRange => ScimError::invalid_value(message),
+        Code::FailedPrecondition | Code::Aborted => ScimError::precondition_failed(message),
+        Code::Unauthenticated => ScimError::unauthorized(message),
+        Code::PermissionDenied => ScimError::forbidden(message),
+        Code::ResourceExhausted => ScimError::new(429, None, message),
+        Code::Unavailable => {
+            ScimError::unavailable(format!("the idm core is unavailable: {message}"))
+        }
+        Code::DeadlineExceeded | Code::Cancelled => {
+            ScimError::new(504, None, "the idm core did not answer in time")
+        }
+        Code::Unimplemented => ScimError::not_implemented(message),
+        _ => {
+            tracing::error!(code = ?status.code(), %message, "core call failed");
+            ScimError::internal("the idm core failed; see idm-scim's log")
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! HTTP: the routes under `/scim/v2`, the bearer and body extractors, and the
+//! one place a `ScimError` becomes a response.
+
+mod bulk;
+mod resources;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
+use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::Value;
+use tower_http::timeout::RequestBodyTimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::core::Bearer;
+use crate::scim::CONTENT_TYPE;
+use crate::scim::discovery;
+use crate::scim::error::ScimError;
+use crate::scim::messages::ErrorBody;
+use crate::scim::schema::Kind;
+use crate::service::Scim;
+
+/// What every handler shares.
+pub struct App {
+    pub scim: Scim,
+    /// The externally visible base of `/scim/v2` (behind a proxy, say);
+    /// otherwise taken from the request's `Host`.
+    pub public_url: Option<String>,
+}
+
+pub type Shared = Arc<App>;
+
+pub fn router(app: App) -> Router {
+    let body_limit = app.scim.limits.bulk_max_payload;
+    let scim = Router::new()
+        .route(
+            "/Users",
+            get(resources::list_users).post(resources::create_user),
+        )
+        .route(
+            "/Users/{id}",
+            get(resources::get_user)
+                .put(resources::replace_user)
+                .patch(resources::patch_user)
+                .delete(resources::delete_user),
+        )
+        .route("/Users/.search", post(resources::search_users))
+        .route(
+            "/Groups",
+            get(resources::list_groups).post(resources::create_group),
+        )
+        .route(
+            "/Groups/{id}",
+            get(resources::get_group)
+                .put(resources::replace_group)
+                .patch(resources::patch_group)
+                .delete(resources::delete_group),
+        )
+        .route("/Groups/.search", post(resources::search_groups))
+        .route("/.search", post(resources::search_all))
+        .route("/Bulk", post(bulk::bulk))
+        .route("/Me", axum::routing::any(me))
+        .route("/Me/{*rest}", axum::routing::any(me))
+        .route("/ServiceProviderConfig", get(service_provider_config))
+        .route("/ResourceTypes", get(resource_types))
+        .route("/ResourceTypes/{id}", get(resource_type))
+        .route("/Schemas", get(schemas))
+        .route("/Schemas/{id}", get(schema))
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found);
+    Router::new()
+        .nest("/scim/v2", scim)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(30)))
+        .layer(TraceLayer::new_for_http())
+        .with_state(Arc::new(app))
+}
+
+impl IntoResponse for ScimError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            tracing::warn!(status = self.status, detail = %self.detail, "request failed");
+        }
+        let body = serde_json::to_vec(&ErrorBody::from(&self)).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"idm-scim\""),
+            );
+        }
+        response
+    }
+}
+
+/// A SCIM JSON response.
+pub fn scim_response(status: StatusCode, body: &impl serde::Serialize) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => {
+            let mut response = (status, bytes).into_response();
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+            response
+        }
+        Err(e) => ScimError::internal(format!("response did not serialize: {e}")).into_response(),
+    }
+}
+
+/// The authenticated caller: the bearer to pass to the core, and the base URL
+/// resources are located under.
+pub struct Caller {
+    pub bearer: Bearer,
+    pub base: String,
+}
+
+impl FromRequestParts<Shared> for Caller {
+    type Rejection = ScimError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Shared) -> Result<Self, ScimError> {
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .ok_or_else(|| ScimError::unauthorized("Authorization: Bearer <token> is required"))?;
+        let token = header
+            .split_once(' ')
+            .filter(|(scheme, token)| {
+                scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty()
+            })
+            .map(|(_, token)| token.trim().to_string())
+            .ok_or_else(|| ScimError::unauthorized("only Bearer authorization is supported"))?;
+        Ok(Caller {
+            bearer: Bearer(token),
+            base: base_url(app, &parts.headers),
+        })
+    }
+}
+
+pub fn base_url(app: &App, headers: &HeaderMap) -> String {
+    if let Some(url) = &app.public_url {
+        return url.trim_end_matches('/').to_string();
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let scheme = headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("http");
+    format!("{scheme}://{host}/scim/v2")
+}
+
+/// A JSON request body: `application/scim+json` or `application/json` (or no
+/// content type at all), within the size limit.
+pub struct ScimBody(pub Value);
+
+impl<S: Send + Sync> FromRequest<S> for ScimBody {
+    type Rejection = ScimError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ScimError> {
+        let content_type = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_ascii_lowercase);
+        if let Some(content_type) = content_type
+            && !content_type.contains("json")
+        {
+            return Err(ScimError::new(
+                415,
+                None,
+                format!("content type {content_type}: send application/scim+json"),
+            ));
+        }
+        let bytes =
+            Bytes::from_request(request, state)
+                .await
+                .map_err(|rejection| match rejection.status() {
+                    StatusCode::PAYLOAD_TOO_LARGE => ScimError::payload_too_large(
+                        "the request body is larger than this server accepts",
+                    ),
+                    status => ScimError::new(status.as_u16(), None, rejection.body_text()),
+                })?;
+        let value = serde_json::from_slice(&bytes)
+            .map_err(|e| ScimError::invalid_syntax(format!("the body is not valid JSON: {e}")))?;
+        Ok(ScimBody(value))
+    }
+}
+
+async fn me() -> ScimError {
+    ScimError::not_implemented("/Me is not supported: idm-scim serves clients, not end users")
+}
+
+async fn not_found() -> ScimError {
+    ScimError::not_found("no such endpoint under /scim/v2")
+}
+
+async fn method_not_allowed(method: Method) -> ScimError {
+    ScimError::new(405, None, format!("{method} is not allowed here"))
+}
+
+// Discovery endpoints answer without a token: a client reads them before it
+// has one configured, and they tell nothing about the data.
+
+async fn service_provider_config(
+    axum::extract::State(app): axum::extract::State<Shared>,
+    headers: HeaderMap,
+) -> Response {
+    let base = base_url(&app, &headers);
+    scim_response(
+        StatusCode::OK,
+        &discovery::service_provider_config(&base, app.scim.limits),
+    )
+}
+
+async fn resource_types(
+    axum::extract::State(app): axum::extract::State<Shared>,
+    headers: HeaderMap,
+) -> Response {
+    let base = base_url(&app, &headers);
+    let types: Vec<Value> = Kind::ALL
+        .into_iter()
+        .map(|kind| discovery::resource_type(&app.scim.registry, kind, &base))
+        .collect();
+    let total = types.len() as u64;
+    scim_response(
+        StatusCode::OK,
+        &crate::scim::messages::ListResponse::new(total, 1, types),
+    )
+}
+
+async fn resource_type(
+    axum::extract::State(app): axum::extract::State<Shared>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let base = base_url(&app, &headers);
+    match Kind::from_name(&id) {
+        Some(kind) => scim_response(
+            StatusCode::OK,
+            &discovery::resource_type(&app.scim.registry, kind, &base),
+        ),
+        None => ScimError::not_found(format!("no resource type {id}")).into_response(),
+    }
+}
+
+async fn schemas(
+    axum::extract::State(app): axum::extract::State<Shared>,
+    headers: HeaderMap,
+) -> Response {
+    let base = base_url(&app, &headers);
+    let schemas = discovery::schemas(&app.scim.registry, &base);
+    let total = schemas.len() as u64;
+    scim_response(
+        StatusCode::OK,
+        &crate::scim::messages::ListResponse::new(total, 1, schemas),
+    )
+}
+
+async fn schema(
+    axum::extract::State(app): axum::extract::State<Shared>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let base = base_url(&app, &headers);
+    match app.scim.registry.schema(&id) {
+        Some(schema) => scim_response(
+            StatusCode::OK,
+            &crate::scim::schema::schema_document(schema, &base),
+        ),
+        None => ScimError::not_found(format!("no schema {id}")).into_response(),
+    }
+}

@@ -1,0 +1,341 @@
+//! `/Users` and `/Groups`: list, search, read, create, replace, patch, delete.
+//! Each handler decodes, calls the service, encodes.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+
+use super::{Caller, ScimBody, Shared, scim_response};
+use crate::scim::error::ScimError;
+use crate::scim::messages::{ListRequest, ListResponse, PatchRequest};
+use crate::scim::project::Projection;
+use crate::scim::schema::Kind;
+use crate::service::{Precondition, Resource};
+
+type Params = Result<Query<Vec<(String, String)>>, QueryRejection>;
+
+fn params(query: Params) -> Result<Vec<(String, String)>, ScimError> {
+    query
+        .map(|Query(pairs)| pairs)
+        .map_err(|e| ScimError::invalid_value(format!("query string: {e}")))
+}
+
+fn precondition(headers: &HeaderMap, name: header::HeaderName) -> Option<Precondition> {
+    headers
+        .get(name)
+        .and_then(|h| h.to_str().ok())
+        .map(Precondition::parse)
+}
+
+/// A resource with its `ETag` (and `Location` on 201), projected as asked.
+fn resource_response(
+    app: &Shared,
+    status: StatusCode,
+    resource: Resource,
+    query: &[(String, String)],
+) -> Result<Response, ScimError> {
+    let (attributes, excluded) = ListRequest::projection(query)?;
+    let resource_type = app.scim.registry.resource_type(resource.kind);
+    let projection = Projection::new(resource_type, &attributes, &excluded);
+    let etag = resource.etag();
+    let location = resource.location().map(str::to_string);
+    let body = resource.projected(&app.scim.registry, &projection);
+    let mut response = scim_response(status, &body);
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        headers.insert(header::ETAG, value);
+    }
+    if status == StatusCode::CREATED
+        && let Some(location) = location.and_then(|l| HeaderValue::from_str(&l).ok())
+    {
+        headers.insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+async fn list(
+    app: Shared,
+    caller: Caller,
+    kinds: &[Kind],
+    request: ListRequest,
+) -> Result<Response, ScimError> {
+    let listing = app
+        .scim
+        .list(&caller.bearer, kinds, &request, &caller.base)
+        .await?;
+    let resources = listing
+        .resources
+        .into_iter()
+        .map(|resource| {
+            let resource_type = app.scim.registry.resource_type(resource.kind);
+            let projection = Projection::new(
+                resource_type,
+                &request.attributes,
+                &request.excluded_attributes,
+            );
+            resource.projected(&app.scim.registry, &projection)
+        })
+        .collect();
+    Ok(scim_response(
+        StatusCode::OK,
+        &ListResponse::new(listing.total, listing.start_index, resources),
+    ))
+}
+
+async fn get_one(
+    app: Shared,
+    caller: Caller,
+    kind: Kind,
+    id: String,
+    headers: HeaderMap,
+    query: Params,
+) -> Result<Response, ScimError> {
+    let query = params(query)?;
+    let resource = app
+        .scim
+        .get(&caller.bearer, kind, &id, &caller.base)
+        .await?;
+    if let Some(none_match) = precondition(&headers, header::IF_NONE_MATCH)
+        && none_match.matches(resource.revision)
+    {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        if let Ok(value) = HeaderValue::from_str(&resource.etag()) {
+            response.headers_mut().insert(header::ETAG, value);
+        }
+        return Ok(response);
+    }
+    resource_response(&app, StatusCode::OK, resource, &query)
+}
+
+async fn create(
+    app: Shared,
+    caller: Caller,
+    kind: Kind,
+    query: Params,
+    body: ScimBody,
+) -> Result<Response, ScimError> {
+    let query = params(query)?;
+    let resource = app
+        .scim
+        .create(&caller.bearer, kind, &body.0, &caller.base)
+        .await?;
+    resource_response(&app, StatusCode::CREATED, resource, &query)
+}
+
+async fn replace(
+    app: Shared,
+    caller: Caller,
+    kind: Kind,
+    id: String,
+    headers: HeaderMap,
+    query: Params,
+    body: ScimBody,
+) -> Result<Response, ScimError> {
+    let query = params(query)?;
+    let if_match = precondition(&headers, header::IF_MATCH);
+    let resource = app
+        .scim
+        .replace(
+            &caller.bearer,
+            kind,
+            &id,
+            &body.0,
+            if_match.as_ref(),
+            &caller.base,
+        )
+        .await?;
+    resource_response(&app, StatusCode::OK, resource, &query)
+}
+
+async fn patch(
+    app: Shared,
+    caller: Caller,
+    kind: Kind,
+    id: String,
+    headers: HeaderMap,
+    query: Params,
+    body: ScimBody,
+) -> Result<Response, ScimError> {
+    let query = params(query)?;
+    let request: PatchRequest = serde_json::from_value(body.0)
+        .map_err(|e| ScimError::invalid_syntax(format!("PatchOp: {e}")))?;
+    let if_match = precondition(&headers, header::IF_MATCH);
+    let resource = app
+        .scim
+        .patch(
+            &caller.bearer,
+            kind,
+            &id,
+            &request,
+            if_match.as_ref(),
+            &caller.base,
+        )
+        .await?;
+    resource_response(&app, StatusCode::OK, resource, &query)
+}
+
+async fn delete(
+    app: Shared,
+    caller: Caller,
+    kind: Kind,
+    id: String,
+    headers: HeaderMap,
+) -> Result<Response, ScimError> {
+    let if_match = precondition(&headers, header::IF_MATCH);
+    app.scim
+        .delete(&caller.bearer, kind, &id, if_match.as_ref())
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn search(
+    app: Shared,
+    caller: Caller,
+    kinds: &[Kind],
+    body: ScimBody,
+) -> Result<Response, ScimError> {
+    let request = ListRequest::from_search(body.0)?;
+    list(app, caller, kinds, request).await
+}
+
+// The routes, one pair of thin wrappers per resource type.
+
+pub async fn list_users(
+    State(app): State<Shared>,
+    caller: Caller,
+    query: Params,
+) -> Result<Response, ScimError> {
+    list(
+        app,
+        caller,
+        &[Kind::User],
+        ListRequest::from_query(&params(query)?)?,
+    )
+    .await
+}
+pub async fn list_groups(
+    State(app): State<Shared>,
+    caller: Caller,
+    query: Params,
+) -> Result<Response, ScimError> {
+    list(
+        app,
+        caller,
+        &[Kind::Group],
+        ListRequest::from_query(&params(query)?)?,
+    )
+    .await
+}
+pub async fn search_users(
+    State(app): State<Shared>,
+    caller: Caller,
+    body: ScimBody,
+) -> Result<Response, ScimError> {
+    search(app, caller, &[Kind::User], body).await
+}
+pub async fn search_groups(
+    State(app): State<Shared>,
+    caller: Caller,
+    body: ScimBody,
+) -> Result<Response, ScimError> {
+    search(app, caller, &[Kind::Group], body).await
+}
+pub async fn search_all(
+    State(app): State<Shared>,
+    caller: Caller,
+    body: ScimBody,
+) -> Result<Response, ScimError> {
+    search(app, caller, &Kind::ALL, body).await
+}
+pub async fn get_user(
+    State(app): State<Shared>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    query: Params,
+) -> Result<Response, ScimError> {
+    get_one(app, caller, Kind::User, id, headers, query).await
+}
+pub async fn get_group(
+    State(app): State<Shared>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    query: Params,
+) -> Result<Response, ScimError> {
+    get_one(app, caller, Kind::Group, id, headers, query).await
+}
+pub async fn create_user(
+    State(app): State<Shared>,
+    caller: Caller,
+    query: Params,
+    body: ScimBody,
+) -> Result<Response, ScimError> {
+    create(app, caller, Kind::User, query, body).await
+}
+pub async fn create_group(
+    State(app): State<Shared>,
+    caller: Caller,
+    query: Params,
+    body: ScimBody,
+) -> Result<Response, ScimError> {
+    create(app, caller, Kind::Group, query, body).await
+}
+pub async fn replace_user(
+    State(app): State<Shared>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    query: Params,
+    body: ScimBody,
+) -> Result<Response, ScimError> {
+    replace(app, caller, Kind::User, id, headers, query, body).await
+}
+pub async fn replace_group(
+    State(app): State<Shared>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    query: Params,
+    body: ScimBody,
+) -> Result<Response, ScimError> {
+    replace(app, caller, Kind::Group, id, headers, query, body).await
+}
+pub async fn patch_user(
+    State(app): State<Shared>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    query: Params,
+    body: ScimBody,
+) -> Result<Response, ScimError> {
+    patch(app, caller, Kind::User, id, headers, query, body).await
+}
+pub async fn patch_group(
+    State(app): State<Shared>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    query: Params,
+    body: ScimBody,
+) -> Result<Response, ScimError> {
+    patch(app, caller, Kind::Group, id, headers, query, body).await
+}
+pub async fn delete_user(
+    State(app): State<Shared>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ScimError> {
+    delete(app, caller, Kind::User, id, headers).await
+}
+pub async fn delete_group(
+    State(app): State<Shared>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ScimError> {
+    delete(app, caller, Kind::Group, id, headers).await
+}

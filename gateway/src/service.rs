@@ -1,0 +1,457 @@
+//! The SCIM service provider's operations, free of HTTP: read, create,
+//! replace, patch, delete and list resources, each a few gRPC calls on the core
+//! with the attribute map in between. The HTTP handlers and `/Bulk` both call
+//! these.
+
+use std::sync::Arc;
+
+use idm_proto::v1::{ManagedObject, QueryObjectsRequest};
+use serde_json::{Map, Value};
+use tracing::instrument;
+
+use crate::core::{Bearer, Core};
+use crate::mapping::{AttributeMap, Unknown};
+use crate::scim::discovery::Limits;
+use crate::scim::error::ScimError;
+use crate::scim::messages::{ListRequest, PatchRequest, SortOrder};
+use crate::scim::normalize::{self, Mode};
+use crate::scim::patch;
+use crate::scim::project::Projection;
+use crate::scim::schema::{Kind, Registry, ResourceType};
+
+/// How many times a PATCH or PUT without `If-Match` re-reads and retries when
+/// another write got in between its read and its write.
+const WRITE_ATTEMPTS: usize = 3;
+
+pub struct Scim {
+    pub registry: Arc<Registry>,
+    pub maps: AttributeMap,
+    pub core: Core,
+    pub limits: Limits,
+}
+
+/// One resource as SCIM shows it.
+#[derive(Debug, Clone)]
+pub struct Resource {
+    pub kind: Kind,
+    pub id: String,
+    pub revision: i64,
+    /// The whole representation: `schemas`, `id`, `meta`, attributes.
+    pub body: Map<String, Value>,
+}
+
+impl Resource {
+    /// The weak ETag (`W/"<revision>"`), also `meta.version`.
+    pub fn etag(&self) -> String {
+        etag(self.revision)
+    }
+
+    pub fn location(&self) -> Option<&str> {
+        self.body.get("meta")?.get("location")?.as_str()
+    }
+
+    /// The body with `attributes` / `excludedAttributes` applied.
+    pub fn projected(mut self, registry: &Registry, projection: &Projection) -> Value {
+        projection.apply(registry.resource_type(self.kind), &mut self.body);
+        Value::Object(self.body)
+    }
+}
+
+pub fn etag(revision: i64) -> String {
+    format!("W/\"{revision}\"")
+}
+
+/// `If-Match` / `If-None-Match`: `*` or a list of ETags.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Precondition {
+    Any,
+    Revisions(Vec<i64>),
+}
+
+impl Precondition {
+    /// ETags that are not this server's match nothing.
+    pub fn parse(header: &str) -> Precondition {
+        if header.trim() == "*" {
+            return Precondition::Any;
+        }
+        Precondition::Revisions(
+            header
+                .split(',')
+                .filter_map(|tag| {
+                    tag.trim()
+                        .trim_start_matches("W/")
+                        .trim_matches('"')
+                        .parse()
+                        .ok()
+                })
+                .collect(),
+        )
+    }
+
+    pub fn matches(&self, revision: i64) -> bool {
+        match self {
+            Precondition::Any => true,
+            Precondition::Revisions(revisions) => revisions.contains(&revision),
+        }
+    }
+}
+
+/// A page of resources.
+pub struct Listing {
+    pub total: u64,
+    pub start_index: u64,
+    pub resources: Vec<Resource>,
+}
+
+impl Scim {
+    fn resource_type(&self, kind: Kind) -> &ResourceType {
+        self.registry.resource_type(kind)
+    }
+
+    fn object_name(&self, kind: Kind, id: &str) -> Result<String, ScimError> {
+        if id.is_empty() || id.contains('/') || id.chars().any(char::is_control) {
+            return Err(ScimError::not_found(format!(
+                "{} {id} not found",
+                kind.name()
+            )));
+        }
+        Ok(format!("{}/{id}", self.maps.for_kind(kind).collection))
+    }
+
+    /// A managed object as a SCIM resource.
+    fn view(&self, kind: Kind, object: &ManagedObject, base: &str) -> Resource {
+        let resource_type = self.resource_type(kind);
+        let managed = object
+            .attributes
+            .as_ref()
+            .map(idm_proto::json::from_proto_struct)
+            .unwrap_or_default();
+        let attributes =
+            self.maps
+                .for_kind(kind)
+                .to_scim(&self.maps, resource_type, &managed, base);
+        let mut body = Map::new();
+        body.insert("schemas".into(), Value::Array(Vec::new()));
+        body.insert("id".into(), Value::String(object.id.clone()));
+        body.extend(attributes);
+        let mut meta = Map::new();
+        meta.insert("resourceType".into(), kind.name().into());
+        if let Some(created) = object.create_time.as_ref().and_then(rfc3339) {
+            meta.insert("created".into(), created.into());
+        }
+        if let Some(modified) = object.update_time.as_ref().and_then(rfc3339) {
+            meta.insert("lastModified".into(), modified.into());
+        }
+        meta.insert(
+            "location".into(),
+            format!("{base}{}/{}", kind.endpoint(), object.id).into(),
+        );
+        meta.insert("version".into(), etag(object.revision).into());
+        body.insert("meta".into(), Value::Object(meta));
+        let schemas: Vec<Value> = resource_type
+            .schema_urns()
+            .enumerate()
+            .filter(|(i, urn)| *i == 0 || body.contains_key(*urn))
+            .map(|(_, urn)| Value::String(urn.to_string()))
+            .collect();
+        body.insert("schemas".into(), Value::Array(schemas));
+        Resource {
+            kind,
+            id: object.id.clone(),
+            revision: object.revision,
+            body,
+        }
+    }
+
+    /// The canonical attributes of a resource body a client sent.
+    fn accept(&self, kind: Kind, body: &Value) -> Result<Map<String, Value>, ScimError> {
+        let resource_type = self.resource_type(kind);
+        let attributes = normalize::resource(resource_type, body, Mode::Write)?;
+        required_present(resource_type, &attributes)?;
+        Ok(attributes)
+    }
+
+    #[instrument(skip_all, fields(kind = kind.name(), id))]
+    pub async fn get(
+        &self,
+        bearer: &Bearer,
+        kind: Kind,
+        id: &str,
+        base: &str,
+    ) -> Result<Resource, ScimError> {
+        let object = self.core.get(bearer, &self.object_name(kind, id)?).await?;
+        Ok(self.view(kind, &object, base))
+    }
+
+    #[instrument(skip_all, fields(kind = kind.name()))]
+    pub async fn create(
+        &self,
+        bearer: &Bearer,
+        kind: Kind,
+        body: &Value,
+        base: &str,
+    ) -> Result<Resource, ScimError> {
+        let attributes = self.accept(kind, body)?;
+        let map = self.maps.for_kind(kind);
+        let managed = map.to_managed(&self.maps, &attributes)?;
+        let object = self.core.create(bearer, &map.collection, &managed).await?;
+        Ok(self.view(kind, &object, base))
+    }
+
+    #[instrument(skip_all, fields(kind = kind.name(), id))]
+    pub async fn replace(
+        &self,
+        bearer: &Bearer,
+        kind: Kind,
+        id: &str,
+        body: &Value,
+        if_match: Option<&Precondition>,
+        base: &str,
+    ) -> Result<Resource, ScimError> {
+        let attributes = self.accept(kind, body)?;
+        self.write(bearer, kind, id, if_match, base, |_| Ok(attributes.clone()))
+            .await
+    }
+
+    #[instrument(skip_all, fields(kind = kind.name(), id))]
+    pub async fn patch(
+        &self,
+        bearer: &Bearer,
+        kind: Kind,
+        id: &str,
+        patch: &PatchRequest,
+        if_match: Option<&Precondition>,
+        base: &str,
+    ) -> Result<Resource, ScimError> {
+        let resource_type = self.resource_type(kind);
+        self.write(bearer, kind, id, if_match, base, |current| {
+            let mut attributes = current.clone();
+            patch::apply(resource_type, &mut attributes, &patch.operations)?;
+            Ok(attributes)
+        })
+        .await
+    }
+
+    /// Read, compute the new SCIM attributes from the current ones, write them
+    /// at the revision read. Without `If-Match`, a concurrent write makes it
+    /// read again; with one, it is the client's 412.
+    async fn write(
+        &self,
+        bearer: &Bearer,
+        kind: Kind,
+        id: &str,
+        if_match: Option<&Precondition>,
+        base: &str,
+        change: impl Fn(&Map<String, Value>) -> Result<Map<String, Value>, ScimError>,
+    ) -> Result<Resource, ScimError> {
+        let name = self.object_name(kind, id)?;
+        let map = self.maps.for_kind(kind);
+        let resource_type = self.resource_type(kind);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let object = self.core.get(bearer, &name).await?;
+            if let Some(precondition) = if_match
+                && !precondition.matches(object.revision)
+            {
+                return Err(ScimError::precondition_failed(format!(
+                    "{} {id} is at version {}, not the one If-Match names",
+                    kind.name(),
+                    etag(object.revision)
+                )));
+            }
+            let stored = object
+                .attributes
+                .as_ref()
+                .map(idm_proto::json::from_proto_struct)
+                .unwrap_or_default();
+            let current = map.to_scim(&self.maps, resource_type, &stored, base);
+            let changed = change(&current)?;
+            let merged = map.merge(&stored, map.to_managed(&self.maps, &changed)?);
+            match self
+                .core
+                .replace(bearer, &name, &merged, object.revision)
+                .await
+            {
+                Ok(object) => return Ok(self.view(kind, &object, base)),
+                Err(e) if e.status == 412 && if_match.is_none() && attempt < WRITE_ATTEMPTS => {
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    #[instrument(skip_all, fields(kind = kind.name(), id))]
+    pub async fn delete(
+        &self,
+        bearer: &Bearer,
+        kind: Kind,
+        id: &str,
+        if_match: Option<&Precondition>,
+    ) -> Result<(), ScimError> {
+        let name = self.object_name(kind, id)?;
+        let expected = match if_match {
+            None | Some(Precondition::Any) => None,
+            Some(Precondition::Revisions(revisions)) => match revisions.as_slice() {
+                [one] => Some(*one),
+                _ => {
+                    let object = self.core.get(bearer, &name).await?;
+                    if !revisions.contains(&object.revision) {
+                        return Err(ScimError::precondition_failed(
+                            "If-Match names another version",
+                        ));
+                    }
+                    Some(object.revision)
+                }
+            },
+        };
+        if self.core.delete(bearer, &name, expected).await? {
+            Ok(())
+        } else {
+            Err(ScimError::not_found(format!(
+                "{} {id} not found",
+                kind.name()
+            )))
+        }
+    }
+
+    /// A list or search over one resource type, or over several (the root
+    /// `/.search`: users first, then groups; attributes a type does not have
+    /// match nothing there).
+    #[instrument(skip_all, fields(filter = request.filter.as_deref().unwrap_or("")))]
+    pub async fn list(
+        &self,
+        bearer: &Bearer,
+        kinds: &[Kind],
+        request: &ListRequest,
+        base: &str,
+    ) -> Result<Listing, ScimError> {
+        let parsed = match request
+            .filter
+            .as_deref()
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+        {
+            None => None,
+            Some(text) => Some(
+                idm_proto::filter::parse(text)
+                    .map_err(|e| ScimError::invalid_filter(format!("filter: {e}")))?,
+            ),
+        };
+        let unknown = if kinds.len() == 1 {
+            Unknown::Reject
+        } else {
+            Unknown::NoMatch
+        };
+        let wanted = request
+            .count
+            .unwrap_or(self.limits.max_results.min(100))
+            .min(self.limits.max_results);
+        let mut skip = request.start_index - 1;
+        let mut resources = Vec::new();
+        let mut total = 0;
+        for &kind in kinds {
+            let map = self.maps.for_kind(kind);
+            let resource_type = self.resource_type(kind);
+            let filter = match &parsed {
+                None => Some(String::new()),
+                Some(filter) => map
+                    .rewrite_filter(&self.maps, resource_type, filter, unknown)?
+                    .into_core_filter(),
+            };
+            let Some(filter) = filter else {
+                continue;
+            };
+            let order_by = match &request.sort_by {
+                Some(sort_by)
+                    if kinds.len() == 1 || map.sort_key(resource_type, sort_by).is_ok() =>
+                {
+                    let key = map.sort_key(resource_type, sort_by)?;
+                    match request.sort_order {
+                        SortOrder::Ascending => format!("{key} asc"),
+                        SortOrder::Descending => format!("{key} desc"),
+                    }
+                }
+                _ => String::new(),
+            };
+            let room = wanted - resources.len() as u64;
+            let matched = if room == 0 {
+                self.core
+                    .count(bearer, &map.collection, &filter)
+                    .await
+                    .map_err(as_filter_error)?
+            } else {
+                let response = self
+                    .core
+                    .query(
+                        bearer,
+                        QueryObjectsRequest {
+                            parent: map.collection.clone(),
+                            filter,
+                            order_by,
+                            page_size: i32::try_from(room).unwrap_or(i32::MAX),
+                            page_token: String::new(),
+                            offset: i32::try_from(skip).unwrap_or(i32::MAX),
+                            read_mask: None,
+                        },
+                    )
+                    .await
+                    .map_err(as_filter_error)?;
+                resources.extend(response.objects.iter().map(|o| self.view(kind, o, base)));
+                u64::try_from(response.total_size).unwrap_or_default()
+            };
+            total += matched;
+            skip = skip.saturating_sub(matched);
+        }
+        Ok(Listing {
+            total,
+            start_index: request.start_index,
+            resources,
+        })
+    }
+}
+
+/// The core refuses a rewritten filter only for a reason in the client's
+/// filter (`co` on a number, say).
+fn as_filter_error(error: ScimError) -> ScimError {
+    match error.status {
+        400 => ScimError::invalid_filter(error.detail),
+        _ => error,
+    }
+}
+
+fn required_present(
+    resource_type: &ResourceType,
+    attributes: &Map<String, Value>,
+) -> Result<(), ScimError> {
+    for attribute in resource_type.core.attributes.iter().filter(|a| a.required) {
+        if !attributes.contains_key(&attribute.name) {
+            return Err(ScimError::invalid_value(format!(
+                "{} is required",
+                attribute.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn rfc3339(timestamp: &prost_types::Timestamp) -> Option<String> {
+    let nanos = i128::from(timestamp.seconds) * 1_000_000_000 + i128::from(timestamp.nanos);
+    let time = time::OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()?;
+    time.format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preconditions_read_weak_and_strong_etags() {
+        assert_eq!(Precondition::parse("*"), Precondition::Any);
+        let list = Precondition::parse("W/\"3\", \"4\"");
+        assert!(list.matches(3) && list.matches(4) && !list.matches(5));
+        assert!(!Precondition::parse("W/\"abc\"").matches(0));
+    }
+}
