@@ -159,7 +159,7 @@ impl Scim {
             kind,
             id: object.id.clone(),
             revision: object.revision,
-            body,
+            body: normalize::ordered(resource_type, body),
         }
     }
 

@@ -377,9 +377,24 @@ impl Drop for Slapd {
     }
 }
 
-/// `scripts/slapd-sandbox` of this workspace.
+/// `scripts/slapd-sandbox` of this workspace: found from the working
+/// directory first (cargo runs tests and benches in their package's
+/// directory), because cargo reuses a built testkit when the work tree moves
+/// and the path baked in at build time may be gone.
 pub fn sandbox_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/slapd-sandbox")
+    let relative = Path::new("scripts/slapd-sandbox");
+    std::env::current_dir()
+        .ok()
+        .and_then(|dir| {
+            dir.ancestors()
+                .map(|d| d.join(relative))
+                .find(|candidate| candidate.is_file())
+        })
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join(relative)
+        })
 }
 
 fn fresh_dir() -> Result<PathBuf, SlapdError> {

@@ -39,52 +39,47 @@ impl Projection {
         }
     }
 
-    /// Projects a whole resource (with `schemas`, `id` and `meta`) in place.
+    /// Projects a whole resource (with `schemas`, `id` and `meta`) in place,
+    /// keeping the order of what stays.
     pub fn apply(&self, resource_type: &ResourceType, resource: &mut Map<String, Value>) {
-        let keys: Vec<String> = resource.keys().cloned().collect();
-        for key in keys {
+        let mut out = Map::new();
+        for (key, value) in std::mem::take(resource) {
             if key == "schemas" {
+                out.insert(key, value);
                 continue;
             }
             if let Some(extension) = resource_type.extension(&key) {
-                let urn = extension.id.clone();
-                let Some(Value::Object(inner)) = resource.get_mut(&key) else {
+                let Value::Object(inner) = value else {
                     continue;
                 };
-                let names: Vec<String> = inner.keys().cloned().collect();
-                for name in names {
-                    let Some(located) = resource_type.attribute(Some(&urn), &name) else {
-                        inner.remove(&name);
-                        continue;
-                    };
-                    if let Some(value) = inner.remove(&name)
-                        && let Some(kept) = self.keep(Some(&urn), located.attribute, value)
+                let mut kept = Map::new();
+                for (name, value) in inner {
+                    if let Some(located) = resource_type.attribute(Some(&extension.id), &name)
+                        && let Some(value) =
+                            self.keep(Some(&extension.id), located.attribute, value)
                     {
-                        inner.insert(name, kept);
+                        kept.insert(name, value);
                     }
                 }
-                if inner.is_empty() {
-                    resource.remove(&key);
+                if !kept.is_empty() {
+                    out.insert(key, Value::Object(kept));
                 }
                 continue;
             }
-            let Some(located) = resource_type.attribute(None, &key) else {
-                resource.remove(&key);
-                continue;
-            };
-            if let Some(value) = resource.remove(&key)
-                && let Some(kept) = self.keep(None, located.attribute, value)
+            if let Some(located) = resource_type.attribute(None, &key)
+                && let Some(value) = self.keep(None, located.attribute, value)
             {
-                resource.insert(key, kept);
+                out.insert(key, value);
             }
         }
         let present: Vec<Value> = resource_type
             .schema_urns()
             .enumerate()
-            .filter(|(i, urn)| *i == 0 || resource.contains_key(*urn))
+            .filter(|(i, urn)| *i == 0 || out.contains_key(*urn))
             .map(|(_, urn)| Value::String(urn.to_string()))
             .collect();
-        resource.insert("schemas".into(), Value::Array(present));
+        out.insert("schemas".into(), Value::Array(present));
+        *resource = out;
     }
 
     fn keep(&self, extension: Option<&str>, attribute: &Attribute, value: Value) -> Option<Value> {

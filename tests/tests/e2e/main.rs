@@ -12,6 +12,8 @@ mod objects;
 mod paging;
 mod recon;
 mod scheduler;
+mod scim;
+mod scim_patch;
 mod secrets;
 
 use idm_proto::v1::{CreateObjectRequest, ManagedObject, ReconRun, StartReconRequest};
