@@ -41,6 +41,9 @@ struct Args {
     /// Largest page a list returns.
     #[arg(long, default_value_t = 1000)]
     max_results: u64,
+    /// Print the built-in attribute map (a start for `--map`) and exit.
+    #[arg(long)]
+    print_default_map: bool,
 }
 
 #[tokio::main]
@@ -50,7 +53,12 @@ async fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
-    match run(Args::parse()).await {
+    let args = Args::parse();
+    if args.print_default_map {
+        print!("{}", idm_gateway::mapping::DEFAULT_MAP_JSON);
+        return ExitCode::SUCCESS;
+    }
+    match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             tracing::error!("{message}");

@@ -893,3 +893,57 @@ pub fn encode(text: &str) -> String {
         })
         .collect()
 }
+
+#[tokio::test]
+async fn the_attribute_map_is_configurable_and_checked_at_start() {
+    let idmd = Idmd::start().await;
+    let default = std::process::Command::new(idm_tests::binary("idm-scim"))
+        .arg("--print-default-map")
+        .output()
+        .unwrap();
+    let mut map: Value = serde_json::from_slice(&default.stdout).unwrap();
+    map["User"]["attributes"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"scim": "title", "managed": "jobTitle"}));
+    let file = idmd.dir.path().join("scim-map.json");
+    std::fs::write(&file, map.to_string()).unwrap();
+    let gateway = Gateway::start_with(&idmd, &["--map", file.to_str().unwrap()]).await;
+    let user = create(
+        &gateway,
+        json!({"schemas": [USER], "userName": "mapped", "title": "Curator"}),
+    )
+    .await;
+    let stored = managed(&idmd, "user", user["id"].as_str().unwrap()).await;
+    assert_eq!(stored["jobTitle"], "Curator");
+    assert!(stored.get("title").is_none());
+    let found = gateway
+        .get(&format!("/Users?filter={}", encode("title eq \"Curator\"")))
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(found["totalResults"], 1);
+
+    map["User"]["attributes"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"scim": "emails.value", "managed": "anyMail"}));
+    std::fs::write(&file, map.to_string()).unwrap();
+    let refused = std::process::Command::new(idm_tests::binary("idm-scim"))
+        .args([
+            "--core",
+            &idmd.endpoint,
+            "--listen",
+            "127.0.0.1:0",
+            "--map",
+            file.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("User.attributes[16]") && stderr.contains("emails"),
+        "{stderr}"
+    );
+}
