@@ -947,3 +947,18 @@ async fn the_attribute_map_is_configurable_and_checked_at_start() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn an_unreachable_core_is_a_503_not_a_hang() {
+    let mut idmd = Idmd::start().await;
+    let gateway = Gateway::start(&idmd).await;
+    create(&gateway, json!({"schemas": [USER], "userName": "before"})).await;
+    idmd.kill();
+    gateway.get("/Users").await.expect_error(503, None);
+    gateway
+        .post("/Users", &json!({"schemas": [USER], "userName": "after"}))
+        .await
+        .expect_error(503, None);
+    // Discovery does not need the core.
+    gateway.get("/ServiceProviderConfig").await.expect(200);
+}
