@@ -40,30 +40,15 @@ pub type Shared = Arc<App>;
 pub fn router(app: App) -> Router {
     let body_limit = app.scim.limits.bulk_max_payload;
     let scim = Router::new()
+        .route("/{resource}", get(resources::list).post(resources::create))
+        .route("/{resource}/.search", post(resources::search))
         .route(
-            "/Users",
-            get(resources::list_users).post(resources::create_user),
+            "/{resource}/{id}",
+            get(resources::get_one)
+                .put(resources::replace)
+                .patch(resources::patch)
+                .delete(resources::delete),
         )
-        .route(
-            "/Users/{id}",
-            get(resources::get_user)
-                .put(resources::replace_user)
-                .patch(resources::patch_user)
-                .delete(resources::delete_user),
-        )
-        .route("/Users/.search", post(resources::search_users))
-        .route(
-            "/Groups",
-            get(resources::list_groups).post(resources::create_group),
-        )
-        .route(
-            "/Groups/{id}",
-            get(resources::get_group)
-                .put(resources::replace_group)
-                .patch(resources::patch_group)
-                .delete(resources::delete_group),
-        )
-        .route("/Groups/.search", post(resources::search_groups))
         .route("/.search", post(resources::search_all))
         .route("/Bulk", post(bulk::bulk))
         .route("/Me", axum::routing::any(me))

@@ -1,5 +1,6 @@
-//! `/Users` and `/Groups`: list, search, read, create, replace, patch, delete.
-//! Each handler decodes, calls the service, encodes.
+//! `/Users` and `/Groups` (the `{resource}` segment): list, search, read,
+//! create, replace, patch, delete. Each handler decodes, calls the service,
+//! encodes.
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -55,7 +56,15 @@ fn resource_response(
     Ok(response)
 }
 
-async fn list(
+/// The `{resource}` segment: `Users` or `Groups`.
+fn kind(segment: &str) -> Result<Kind, ScimError> {
+    Kind::ALL
+        .into_iter()
+        .find(|k| k.endpoint()[1..].eq_ignore_ascii_case(segment))
+        .ok_or_else(|| ScimError::not_found(format!("no resource type is served at /{segment}")))
+}
+
+async fn list_of(
     app: Shared,
     caller: Caller,
     kinds: &[Kind],
@@ -84,14 +93,49 @@ async fn list(
     ))
 }
 
-async fn get_one(
-    app: Shared,
+pub async fn list(
+    State(app): State<Shared>,
     caller: Caller,
-    kind: Kind,
-    id: String,
+    Path(resource): Path<String>,
+    query: Params,
+) -> Result<Response, ScimError> {
+    let kind = kind(&resource)?;
+    list_of(
+        app,
+        caller,
+        &[kind],
+        ListRequest::from_query(&params(query)?)?,
+    )
+    .await
+}
+
+pub async fn search(
+    State(app): State<Shared>,
+    caller: Caller,
+    Path(resource): Path<String>,
+    body: ScimBody,
+) -> Result<Response, ScimError> {
+    let kind = kind(&resource)?;
+    list_of(app, caller, &[kind], ListRequest::from_search(body.0)?).await
+}
+
+/// `POST /.search`: every resource type, users first.
+pub async fn search_all(
+    State(app): State<Shared>,
+    caller: Caller,
+    body: ScimBody,
+) -> Result<Response, ScimError> {
+    list_of(app, caller, &Kind::ALL, ListRequest::from_search(body.0)?).await
+}
+
+pub async fn get_one(
+    State(app): State<Shared>,
+    caller: Caller,
+    Path((resource, id)): Path<(String, String)>,
     headers: HeaderMap,
     query: Params,
 ) -> Result<Response, ScimError> {
+    let kind = kind(&resource)?;
     let query = params(query)?;
     let resource = app
         .scim
@@ -109,13 +153,14 @@ async fn get_one(
     resource_response(&app, StatusCode::OK, resource, &query)
 }
 
-async fn create(
-    app: Shared,
+pub async fn create(
+    State(app): State<Shared>,
     caller: Caller,
-    kind: Kind,
+    Path(resource): Path<String>,
     query: Params,
     body: ScimBody,
 ) -> Result<Response, ScimError> {
+    let kind = kind(&resource)?;
     let query = params(query)?;
     let resource = app
         .scim
@@ -124,15 +169,15 @@ async fn create(
     resource_response(&app, StatusCode::CREATED, resource, &query)
 }
 
-async fn replace(
-    app: Shared,
+pub async fn replace(
+    State(app): State<Shared>,
     caller: Caller,
-    kind: Kind,
-    id: String,
+    Path((resource, id)): Path<(String, String)>,
     headers: HeaderMap,
     query: Params,
     body: ScimBody,
 ) -> Result<Response, ScimError> {
+    let kind = kind(&resource)?;
     let query = params(query)?;
     let if_match = precondition(&headers, header::IF_MATCH);
     let resource = app
@@ -149,15 +194,15 @@ async fn replace(
     resource_response(&app, StatusCode::OK, resource, &query)
 }
 
-async fn patch(
-    app: Shared,
+pub async fn patch(
+    State(app): State<Shared>,
     caller: Caller,
-    kind: Kind,
-    id: String,
+    Path((resource, id)): Path<(String, String)>,
     headers: HeaderMap,
     query: Params,
     body: ScimBody,
 ) -> Result<Response, ScimError> {
+    let kind = kind(&resource)?;
     let query = params(query)?;
     let request: PatchRequest = serde_json::from_value(body.0)
         .map_err(|e| ScimError::invalid_syntax(format!("PatchOp: {e}")))?;
@@ -176,166 +221,16 @@ async fn patch(
     resource_response(&app, StatusCode::OK, resource, &query)
 }
 
-async fn delete(
-    app: Shared,
+pub async fn delete(
+    State(app): State<Shared>,
     caller: Caller,
-    kind: Kind,
-    id: String,
+    Path((resource, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ScimError> {
+    let kind = kind(&resource)?;
     let if_match = precondition(&headers, header::IF_MATCH);
     app.scim
         .delete(&caller.bearer, kind, &id, if_match.as_ref())
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-async fn search(
-    app: Shared,
-    caller: Caller,
-    kinds: &[Kind],
-    body: ScimBody,
-) -> Result<Response, ScimError> {
-    let request = ListRequest::from_search(body.0)?;
-    list(app, caller, kinds, request).await
-}
-
-// The routes, one pair of thin wrappers per resource type.
-
-pub async fn list_users(
-    State(app): State<Shared>,
-    caller: Caller,
-    query: Params,
-) -> Result<Response, ScimError> {
-    list(
-        app,
-        caller,
-        &[Kind::User],
-        ListRequest::from_query(&params(query)?)?,
-    )
-    .await
-}
-pub async fn list_groups(
-    State(app): State<Shared>,
-    caller: Caller,
-    query: Params,
-) -> Result<Response, ScimError> {
-    list(
-        app,
-        caller,
-        &[Kind::Group],
-        ListRequest::from_query(&params(query)?)?,
-    )
-    .await
-}
-pub async fn search_users(
-    State(app): State<Shared>,
-    caller: Caller,
-    body: ScimBody,
-) -> Result<Response, ScimError> {
-    search(app, caller, &[Kind::User], body).await
-}
-pub async fn search_groups(
-    State(app): State<Shared>,
-    caller: Caller,
-    body: ScimBody,
-) -> Result<Response, ScimError> {
-    search(app, caller, &[Kind::Group], body).await
-}
-pub async fn search_all(
-    State(app): State<Shared>,
-    caller: Caller,
-    body: ScimBody,
-) -> Result<Response, ScimError> {
-    search(app, caller, &Kind::ALL, body).await
-}
-pub async fn get_user(
-    State(app): State<Shared>,
-    caller: Caller,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    query: Params,
-) -> Result<Response, ScimError> {
-    get_one(app, caller, Kind::User, id, headers, query).await
-}
-pub async fn get_group(
-    State(app): State<Shared>,
-    caller: Caller,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    query: Params,
-) -> Result<Response, ScimError> {
-    get_one(app, caller, Kind::Group, id, headers, query).await
-}
-pub async fn create_user(
-    State(app): State<Shared>,
-    caller: Caller,
-    query: Params,
-    body: ScimBody,
-) -> Result<Response, ScimError> {
-    create(app, caller, Kind::User, query, body).await
-}
-pub async fn create_group(
-    State(app): State<Shared>,
-    caller: Caller,
-    query: Params,
-    body: ScimBody,
-) -> Result<Response, ScimError> {
-    create(app, caller, Kind::Group, query, body).await
-}
-pub async fn replace_user(
-    State(app): State<Shared>,
-    caller: Caller,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    query: Params,
-    body: ScimBody,
-) -> Result<Response, ScimError> {
-    replace(app, caller, Kind::User, id, headers, query, body).await
-}
-pub async fn replace_group(
-    State(app): State<Shared>,
-    caller: Caller,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    query: Params,
-    body: ScimBody,
-) -> Result<Response, ScimError> {
-    replace(app, caller, Kind::Group, id, headers, query, body).await
-}
-pub async fn patch_user(
-    State(app): State<Shared>,
-    caller: Caller,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    query: Params,
-    body: ScimBody,
-) -> Result<Response, ScimError> {
-    patch(app, caller, Kind::User, id, headers, query, body).await
-}
-pub async fn patch_group(
-    State(app): State<Shared>,
-    caller: Caller,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    query: Params,
-    body: ScimBody,
-) -> Result<Response, ScimError> {
-    patch(app, caller, Kind::Group, id, headers, query, body).await
-}
-pub async fn delete_user(
-    State(app): State<Shared>,
-    caller: Caller,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, ScimError> {
-    delete(app, caller, Kind::User, id, headers).await
-}
-pub async fn delete_group(
-    State(app): State<Shared>,
-    caller: Caller,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, ScimError> {
-    delete(app, caller, Kind::Group, id, headers).await
 }

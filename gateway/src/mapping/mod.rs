@@ -565,22 +565,21 @@ impl ScimPath {
             }
             (Some(_), None) => {}
         }
-        if let Some(urn) = &self.extension
-            && resource
-                .get(urn)
-                .and_then(Value::as_object)
-                .is_some_and(Map::is_empty)
-        {
-            resource.remove(urn);
-        }
+        drop_empty_extension(resource, self.extension.as_deref());
     }
 
     /// Removes the covered value from a resource and returns it. An element a
     /// selector picked stays behind without the mapped sub-attribute when it
     /// says more than the selector (`primary`, `display`).
     fn take(&self, resource: &mut Map<String, Value>) -> Option<Value> {
+        let taken = self.take_from(resource);
+        drop_empty_extension(resource, self.extension.as_deref());
+        taken
+    }
+
+    fn take_from(&self, resource: &mut Map<String, Value>) -> Option<Value> {
         let holder = holder(resource, self.extension.as_deref())?;
-        let taken = match (&self.selector, &self.sub) {
+        match (&self.selector, &self.sub) {
             (None, None) => holder.remove(&self.attribute),
             (None, Some(sub)) => {
                 let object = holder.get_mut(&self.attribute)?.as_object_mut()?;
@@ -604,16 +603,18 @@ impl ScimPath {
                 value
             }
             (Some(_), None) => None,
-        };
-        if let Some(urn) = &self.extension
-            && resource
-                .get(urn)
-                .and_then(Value::as_object)
-                .is_some_and(Map::is_empty)
-        {
-            resource.remove(urn);
         }
-        taken
+    }
+}
+
+fn drop_empty_extension(resource: &mut Map<String, Value>, extension: Option<&str>) {
+    if let Some(urn) = extension
+        && resource
+            .get(urn)
+            .and_then(Value::as_object)
+            .is_some_and(Map::is_empty)
+    {
+        resource.remove(urn);
     }
 }
 

@@ -26,7 +26,7 @@ fn slapd() -> Slapd {
     Slapd::start().unwrap_or_else(|e| panic!("a real slapd is needed for these tests: {e}"))
 }
 
-fn ldap_env(slapd: &Slapd) -> Vec<(String, String)> {
+pub fn ldap_env(slapd: &Slapd) -> Vec<(String, String)> {
     vec![
         ("IDM_LDAP_URL".into(), slapd.url()),
         ("IDM_LDAP_BASE_DN".into(), slapd.base_dn().into()),
@@ -52,7 +52,7 @@ fn dn(slapd: &Slapd, uid: &str) -> String {
 }
 
 /// Polls `check` until it returns `Some`, or fails naming `what`.
-async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+pub async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + PATIENCE;
     loop {
         if let Some(value) = check() {

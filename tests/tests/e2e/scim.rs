@@ -58,6 +58,22 @@ pub async fn managed(idmd: &Idmd, type_name: &str, id: &str) -> Value {
     json_of(&object)
 }
 
+/// Whether idmd accepts `password` for the user (checked against its hash).
+pub async fn password_valid(idmd: &Idmd, id: &str, password: &str) -> bool {
+    let mut clients = idmd.clients().await;
+    clients
+        .objects
+        .verify_password(VerifyPasswordRequest {
+            name: format!("managed/user/{id}"),
+            property: String::new(),
+            password: password.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .valid
+}
+
 #[tokio::test]
 async fn discovery_describes_users_groups_and_the_enterprise_extension() {
     let (_idmd, gateway) = setup().await;
@@ -171,19 +187,11 @@ async fn a_user_round_trips_through_managed_properties() {
     assert_eq!(stored["accountStatus"], "active");
     assert_eq!(stored["department"], "Tour Operations");
     assert!(stored.get("password").is_none());
+    assert!(
+        password_valid(&idmd, &id, "t1meMa$heen").await,
+        "the SCIM password became the managed password"
+    );
     let mut clients = idmd.clients().await;
-    let valid = clients
-        .objects
-        .verify_password(VerifyPasswordRequest {
-            name: format!("managed/user/{id}"),
-            property: String::new(),
-            password: "t1meMa$heen".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .valid;
-    assert!(valid, "the SCIM password became the managed password");
 
     let fetched = gateway.get(&format!("/Users/{id}")).await.expect(200);
     assert_eq!(fetched.body, created.body);
@@ -214,18 +222,10 @@ async fn a_user_round_trips_through_managed_properties() {
     let stored = managed(&idmd, "user", &id).await;
     assert_eq!(stored["employeeType"], "contractor");
     assert!(stored.get("mail").is_none() && stored.get("sn").is_none());
-    let still_valid = clients
-        .objects
-        .verify_password(VerifyPasswordRequest {
-            name: format!("managed/user/{id}"),
-            property: String::new(),
-            password: "t1meMa$heen".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .valid;
-    assert!(still_valid, "a PUT without password keeps it");
+    assert!(
+        password_valid(&idmd, &id, "t1meMa$heen").await,
+        "a PUT without password keeps it"
+    );
 
     gateway.delete(&format!("/Users/{id}")).await.expect(204);
     gateway

@@ -2,15 +2,15 @@
 //! path), atomicity, the error types, what Microsoft Entra ID and Okta really
 //! send, and a SCIM write reaching LDAP through implicit sync.
 
-use std::time::{Duration, Instant};
-
-use idm_proto::v1::VerifyPasswordRequest;
 use idm_tests::directory::{self, Slapd};
 use idm_tests::scim::Gateway;
 use idm_tests::{Idmd, IdmdOptions, sample_conf};
 use serde_json::{Value, json};
 
-use crate::scim::{ENTERPRISE, GROUP, USER, barbara, create, encode, patch_op, setup};
+use crate::ldap::{eventually, ldap_env};
+use crate::scim::{
+    ENTERPRISE, GROUP, USER, barbara, create, encode, password_valid, patch_op, setup,
+};
 
 /// Applies one operation and returns the user afterwards.
 async fn patched(gateway: &Gateway, id: &str, operation: Value) -> Value {
@@ -254,19 +254,7 @@ async fn every_writable_attribute_can_be_patched() {
     )
     .await;
     assert!(after.get("password").is_none());
-    let mut clients = idmd.clients().await;
-    let valid = clients
-        .objects
-        .verify_password(VerifyPasswordRequest {
-            name: format!("managed/user/{id}"),
-            property: String::new(),
-            password: "n3wPassw0rd!".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .valid;
-    assert!(valid);
+    assert!(password_valid(&idmd, id, "n3wPassw0rd!").await);
 }
 
 #[tokio::test]
@@ -567,29 +555,6 @@ async fn what_okta_sends_is_understood() {
         .expect(200)
         .body;
     assert_eq!(replaced["members"][0]["value"], user["id"]);
-}
-
-fn ldap_env(slapd: &Slapd) -> Vec<(String, String)> {
-    vec![
-        ("IDM_LDAP_URL".into(), slapd.url()),
-        ("IDM_LDAP_BASE_DN".into(), slapd.base_dn().into()),
-        ("IDM_LDAP_BIND_DN".into(), slapd.admin_dn().into()),
-        (
-            "IDM_LDAP_BIND_PASSWORD".into(),
-            slapd.admin_password().into(),
-        ),
-    ]
-}
-
-async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test]
