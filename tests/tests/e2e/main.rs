@@ -36,6 +36,21 @@ pub async fn create_user(clients: &mut Clients, id: &str, attributes: Value) -> 
         .into_inner()
 }
 
+/// Whether idmd accepts `password` for `managed/user/<id>` (checked against its hash).
+pub async fn password_valid(clients: &mut Clients, id: &str, password: &str) -> bool {
+    clients
+        .objects
+        .verify_password(idm_proto::v1::VerifyPasswordRequest {
+            name: format!("managed/user/{id}"),
+            property: String::new(),
+            password: password.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .valid
+}
+
 /// Runs a reconciliation of `mapping` to its end.
 pub async fn recon(clients: &mut Clients, mapping: &str) -> ReconRun {
     clients

@@ -1,7 +1,7 @@
 //! The SCIM 2.0 gateway end to end: a real idm-scim process in front of a real
 //! idmd, spoken to over HTTP as an app or identity provider would.
 
-use idm_proto::v1::{CreateTokenRequest, GetObjectRequest, Scope, VerifyPasswordRequest};
+use idm_proto::v1::{CreateTokenRequest, GetObjectRequest, Scope};
 use idm_tests::scim::Gateway;
 use idm_tests::{Idmd, json_of};
 use serde_json::{Value, json};
@@ -58,20 +58,9 @@ pub async fn managed(idmd: &Idmd, type_name: &str, id: &str) -> Value {
     json_of(&object)
 }
 
-/// Whether idmd accepts `password` for the user (checked against its hash).
+/// Whether idmd accepts `password` for the user.
 pub async fn password_valid(idmd: &Idmd, id: &str, password: &str) -> bool {
-    let mut clients = idmd.clients().await;
-    clients
-        .objects
-        .verify_password(VerifyPasswordRequest {
-            name: format!("managed/user/{id}"),
-            property: String::new(),
-            password: password.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .valid
+    crate::password_valid(&mut idmd.clients().await, id, password).await
 }
 
 #[tokio::test]

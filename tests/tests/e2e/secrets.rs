@@ -1,6 +1,6 @@
 use idm_proto::v1::{
     GetObjectRequest, PatchObjectRequest, PatchOperation, QueryAuditRequest, QueryObjectsRequest,
-    ReplaceObjectRequest, VerifyPasswordRequest,
+    ReplaceObjectRequest,
 };
 use idm_tests::{Idmd, attrs, json_of};
 use serde_json::json;
@@ -10,16 +10,7 @@ use crate::create_user;
 const PASSWORD: &str = "FooBar123";
 
 async fn verify(c: &mut idm_tests::Clients, password: &str) -> bool {
-    c.objects
-        .verify_password(VerifyPasswordRequest {
-            name: "managed/user/snow123".into(),
-            property: String::new(),
-            password: password.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .valid
+    crate::password_valid(c, "snow123", password).await
 }
 
 #[tokio::test]
