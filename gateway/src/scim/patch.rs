@@ -81,6 +81,11 @@ fn apply_one(
     if path.is_read_only() {
         return Err(ScimError::mutability(format!("{path_text} is read-only")));
     }
+    if path.is_immutable() && operation.op == PatchOp::Replace {
+        return Err(ScimError::mutability(format!(
+            "{path_text} is immutable: remove and add it instead"
+        )));
+    }
     apply_at(resource, &path, operation.op, value)
 }
 
@@ -538,5 +543,20 @@ mod tests {
                 "{operations}: {error}"
             );
         }
+    }
+
+    #[test]
+    fn an_immutable_member_value_is_not_replaced() {
+        let registry = Registry::builtin().unwrap();
+        let mut group = json!({"displayName": "g", "members": [{"value": "u1"}]})
+            .as_object()
+            .unwrap()
+            .clone();
+        let operations: Vec<PatchOperation> = serde_json::from_value(json!([
+            {"op": "replace", "path": "members[value eq \"u1\"].value", "value": "u2"}
+        ]))
+        .unwrap();
+        let error = apply(&registry.group, &mut group, &operations).unwrap_err();
+        assert_eq!(error.scim_type.map(|t| t.as_str()), Some("mutability"));
     }
 }

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::error::ScimError;
 use super::normalize::split_urn;
-use super::schema::{Attribute, ResourceType, Schema};
+use super::schema::{Attribute, Mutability, ResourceType, Schema};
 
 /// A resolved PATCH path.
 #[derive(Debug)]
@@ -34,6 +34,16 @@ impl PatchPath<'_> {
             PatchPath::Extension(_) => false,
             PatchPath::Attribute(path) => {
                 path.attribute.is_read_only() || path.sub.is_some_and(Attribute::is_read_only)
+            }
+        }
+    }
+
+    /// Set once, never changed (a member's `value`): a `replace` of it is refused.
+    pub fn is_immutable(&self) -> bool {
+        match self {
+            PatchPath::Extension(_) => false,
+            PatchPath::Attribute(path) => {
+                path.sub.unwrap_or(path.attribute).mutability == Mutability::Immutable
             }
         }
     }
