@@ -173,6 +173,14 @@ fn coerce(
     };
     Ok(Some(match attribute.kind {
         AttributeType::Complex => {
+            // Entra ID sends a manager as its bare id: a lone value is the `value`.
+            if !matches!(value, Value::Object(_) | Value::Array(_))
+                && let Some(sub) = attribute.sub("value")
+            {
+                let mut fields = Map::new();
+                fields.insert(sub.name.clone(), value.clone());
+                return single(attribute, &Value::Object(fields), mode, path);
+            }
             let Value::Object(fields) = value else {
                 return Err(wrong("an object"));
             };

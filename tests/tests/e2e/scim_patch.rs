@@ -400,7 +400,8 @@ async fn what_entra_id_sends_is_understood() {
                     "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager": {"value": "m-1"}
                 }},
                 {"op": "Add", "path": "phoneNumbers[type eq \"work\"].value", "value": "+1 555 0100"},
-                {"op": "Remove", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber"}
+                {"op": "Remove", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber"},
+                {"op": "Add", "path": "roles", "value": [{"primary": "False", "type": "WindowsAzureActiveDirectoryRole", "value": "Admin"}]}
             ])),
         )
         .await
@@ -413,10 +414,24 @@ async fn what_entra_id_sends_is_understood() {
     assert_eq!(updated["name"]["familyName"], "Family");
     assert_eq!(updated[ENTERPRISE]["department"], "Sales");
     assert_eq!(updated[ENTERPRISE]["manager"]["value"], "m-1");
+    assert_eq!(updated["roles"][0]["primary"], false);
     assert_eq!(
         updated["phoneNumbers"],
         json!([{"value": "+1 555 0100", "type": "work"}])
     );
+
+    // Entra sets a manager by its bare id.
+    let managed = gateway
+        .patch(
+            &format!("/Users/{id}"),
+            &patch_op(
+                json!([{"op": "Add", "path": format!("{ENTERPRISE}:manager"), "value": "m-2"}]),
+            ),
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(managed[ENTERPRISE]["manager"], json!({"value": "m-2"}));
 
     // Entra's group membership changes: add, then remove with a value array.
     let other = create(&gateway, json!({"schemas": [USER], "userName": "second"})).await;
