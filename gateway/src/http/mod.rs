@@ -62,7 +62,7 @@ pub fn router(app: App) -> Router {
         .fallback(not_found);
     Router::new()
         .nest("/scim/v2", scim)
-        .fallback(not_found)
+        .fallback(outside_v2)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(30)))
         .layer(TraceLayer::new_for_http())
@@ -191,6 +191,16 @@ async fn me() -> ScimError {
 
 async fn not_found() -> ScimError {
     ScimError::not_found("no such endpoint under /scim/v2")
+}
+
+/// `/scim/v1/…` and the like: a SCIM version this server does not speak.
+async fn outside_v2(uri: axum::http::Uri) -> ScimError {
+    match uri.path().strip_prefix("/scim/") {
+        Some(rest) if !rest.is_empty() => {
+            ScimError::invalid_version("only SCIM 2.0 is served, at /scim/v2")
+        }
+        _ => ScimError::not_found("SCIM 2.0 is served at /scim/v2"),
+    }
 }
 
 async fn method_not_allowed(method: Method) -> ScimError {

@@ -136,6 +136,14 @@ async fn discovery_describes_users_groups_and_the_enterprise_extension() {
         .expect_error(404, None);
     gateway.get("/Me").await.expect_error(501, None);
     gateway.get("/Printers").await.expect_error(404, None);
+    let v1 = gateway.base.replace("/scim/v2", "/scim/v1");
+    let other_version = gateway.send_as(None, "GET", "", None, &[]).await;
+    assert_eq!(other_version.status, 404, "{}", other_version.body);
+    let client = reqwest::Client::new();
+    let response = client.get(format!("{v1}/Users")).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["scimType"], "invalidVers");
     gateway
         .send("PUT", "/Users", None, &[])
         .await
