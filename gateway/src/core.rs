@@ -199,12 +199,15 @@ pub fn from_status(status: Status) -> ScimError {
         Code::Unauthenticated => ScimError::unauthorized(message),
         Code::PermissionDenied => ScimError::forbidden(message),
         Code::ResourceExhausted => ScimError::new(429, None, message),
-        Code::Unavailable => {
+        // A connection that broke under a call comes back as Cancelled, or as
+        // Unknown with the transport error as its source.
+        Code::Unavailable | Code::Cancelled => {
             ScimError::unavailable(format!("the idm core is unavailable: {message}"))
         }
-        Code::DeadlineExceeded | Code::Cancelled => {
-            ScimError::new(504, None, "the idm core did not answer in time")
+        Code::Unknown if std::error::Error::source(&status).is_some() => {
+            ScimError::unavailable(format!("the idm core is unavailable: {message}"))
         }
+        Code::DeadlineExceeded => ScimError::new(504, None, "the idm core did not answer in time"),
         Code::Unimplemented => ScimError::not_implemented(message),
         _ => {
             tracing::error!(code = ?status.code(), %message, "core call failed");

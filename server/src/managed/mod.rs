@@ -22,8 +22,8 @@ pub use schema::{
 use crate::secrets::{self, SecretBox, SecretError};
 use crate::store::{
     AsRetryable, CompileError, FieldResolver, Identifier, Link, NewObject, ObjectChange, Outcome,
-    QueryPlan, RelationRef, ResolvedField, SortKey, Store, StoreError, StoredObject, StoredSecret,
-    Write, compile, object_ref, split_ref,
+    QueryPlan, RelationRef, RelationRow, ResolvedField, SortKey, Store, StoreError, StoredObject,
+    StoredSecret, Write, compile, object_ref, split_ref,
 };
 
 pub const DEFAULT_PAGE_SIZE: usize = 50;
@@ -259,15 +259,20 @@ impl ManagedObjects {
         fields: &[String],
     ) -> Result<ObjectView, ManagedError> {
         let object_type = self.schema.get(type_name)?;
-        let stored = self
-            .store
-            .get_object(type_name, id)
-            .await?
-            .ok_or_else(|| ManagedError::NotFound(object_ref(type_name, id)))?;
-        let mut views = self.views(object_type, vec![stored], fields).await?;
-        views
+        let not_found = || ManagedError::NotFound(object_ref(type_name, id));
+        // The object and what refers to it in one query: a second query would
+        // cost as much as the read itself.
+        let (stored, rows) = if object_type.reverse.is_empty() {
+            let stored = self.store.get_object(type_name, id).await?;
+            (stored.ok_or_else(not_found)?, Vec::new())
+        } else {
+            let found = self.store.get_object_with_referrers(type_name, id).await?;
+            found.ok_or_else(not_found)?
+        };
+        let reverse = reverse_properties(object_type, rows);
+        assemble_views(object_type, vec![stored], fields, reverse)
             .pop()
-            .ok_or_else(|| ManagedError::NotFound(object_ref(type_name, id)))
+            .ok_or_else(not_found)
     }
 
     /// Replaces all attributes; private properties absent from `attributes` keep their value.
@@ -658,30 +663,45 @@ impl ManagedObjects {
         stored: Vec<StoredObject>,
         fields: &[String],
     ) -> Result<Vec<ObjectView>, ManagedError> {
-        let mut reverse: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
-        if !object_type.reverse.is_empty() && !stored.is_empty() {
+        let rows = if !object_type.reverse.is_empty() && !stored.is_empty() {
             let refs: Vec<String> = stored.iter().map(StoredObject::reference).collect();
-            for row in self.store.relations_to(&refs).await? {
-                let Some((source_type, _)) = split_ref(&row.source) else {
-                    continue;
-                };
-                for relation in &object_type.reverse {
-                    if relation.source_type == source_type
-                        && relation.source_property == row.property
-                    {
-                        let entry = reverse.entry(row.target.clone()).or_default();
-                        if let Value::Array(items) = entry
-                            .entry(relation.name.clone())
-                            .or_insert_with(|| json!([]))
-                        {
-                            items.push(json!({ "_ref": row.source }));
-                        }
-                    }
+            self.store.relations_to(&refs).await?
+        } else {
+            Vec::new()
+        };
+        Ok(assemble_views(
+            object_type,
+            stored,
+            fields,
+            reverse_properties(object_type, rows),
+        ))
+    }
+}
+
+/// Relation rows as the reverse properties they make: object ref → `{groups:
+/// [{_ref: …}]}`.
+fn reverse_properties(
+    object_type: &ObjectType,
+    rows: Vec<RelationRow>,
+) -> BTreeMap<String, Map<String, Value>> {
+    let mut reverse: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+    for row in rows {
+        let Some((source_type, _)) = split_ref(&row.source) else {
+            continue;
+        };
+        for relation in &object_type.reverse {
+            if relation.source_type == source_type && relation.source_property == row.property {
+                let entry = reverse.entry(row.target.clone()).or_default();
+                if let Value::Array(items) = entry
+                    .entry(relation.name.clone())
+                    .or_insert_with(|| json!([]))
+                {
+                    items.push(json!({ "_ref": row.source }));
                 }
             }
         }
-        Ok(assemble_views(object_type, stored, fields, reverse))
     }
+    reverse
 }
 
 /// Stored objects as the API shows them, with reverse relationships (`reverse`:

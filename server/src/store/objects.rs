@@ -20,6 +20,11 @@ const OBJECT_COLUMNS: &str = "type, oid, rev, created, modified, data, keys";
 const SELECT_ONE: &str = "SELECT type, oid, rev, created, modified, data, keys \
      FROM ONLY type::record('object', [$type, $oid])";
 
+/// `SELECT_ONE` with the relation rows that point at the object.
+const SELECT_ONE_WITH_REFERRERS: &str = "SELECT type, oid, rev, created, modified, data, keys, \
+     (SELECT source, property, target FROM relation WHERE target = $reference) AS referrers \
+     FROM ONLY type::record('object', [$type, $oid])";
+
 /// An object as stored: `data` never holds private property values.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct StoredObject {
@@ -114,6 +119,28 @@ impl Store {
             .await
     }
 
+    /// An object and the relation rows that refer to it, in one query.
+    pub async fn get_object_with_referrers(
+        &self,
+        type_name: &str,
+        oid: &str,
+    ) -> Result<Option<(StoredObject, Vec<RelationRow>)>, StoreError> {
+        #[derive(Deserialize)]
+        struct WithReferrers {
+            #[serde(flatten)]
+            object: StoredObject,
+            #[serde(default)]
+            referrers: Vec<RelationRow>,
+        }
+        let row: Option<WithReferrers> = self
+            .query_one(
+                SELECT_ONE_WITH_REFERRERS,
+                json!({ "type": type_name, "oid": oid, "reference": object_ref(type_name, oid) }),
+            )
+            .await?;
+        Ok(row.map(|r| (r.object, r.referrers)))
+    }
+
     /// The objects of a type with these ids (those that exist), in no order.
     pub async fn get_objects(
         &self,
@@ -186,8 +213,11 @@ impl Store {
         if targets.is_empty() {
             return Ok(Vec::new());
         }
+        // One indexed lookup a target: `target IN $targets` is not served by
+        // the `relation_target` index and scans every relation.
         self.query_all(
-            "SELECT source, property, target FROM relation WHERE target IN $targets",
+            "array::flatten(array::map($targets, |$target| \
+             (SELECT source, property, target FROM relation WHERE target = $target)))",
             json!({ "targets": targets }),
         )
         .await
