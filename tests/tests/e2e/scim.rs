@@ -432,6 +432,7 @@ async fn lists_filter_sort_page_and_project() {
                 "userName": user,
                 "name": {"givenName": given, "familyName": family},
                 "title": if user < "c" { "Manager" } else { "Engineer" },
+                "displayName": format!("{given} {family}"),
                 "emails": [{"value": format!("{user}@example.com"), "type": "work"},
                            {"value": format!("{user}@home.example"), "type": "home"}],
                 "active": user != "erin",
@@ -507,6 +508,17 @@ async fn lists_filter_sort_page_and_project() {
         5
     );
     assert_eq!(filtered("USERNAME EQ \"ALICE\"").await, ["alice"]);
+    // displayName and emails are caseExact false in SCIM; idm's default user
+    // type declares them so, and the core compares them ignoring case.
+    assert_eq!(
+        filtered("emails.value eq \"BOB@HOME.EXAMPLE\"").await,
+        ["bob"]
+    );
+    assert_eq!(filtered("displayName eq \"dave dawson\"").await, ["dave"]);
+    assert_eq!(
+        filtered("emails[type eq \"WORK\" and value eq \"Carol@Example.com\"]").await,
+        ["carol"]
+    );
 
     let none = list(&format!("filter={}", encode("userName eq \"zed\""))).await;
     assert_eq!(none["totalResults"], 0);
