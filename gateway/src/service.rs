@@ -17,6 +17,7 @@ use crate::scim::messages::{ListRequest, PatchRequest, SortOrder};
 use crate::scim::normalize::{self, Mode};
 use crate::scim::patch;
 use crate::scim::project::Projection;
+use crate::scim::resources::ResourceBody;
 use crate::scim::schema::{Kind, Registry, ResourceType};
 
 /// How many times a PATCH or PUT without `If-Match` re-reads and retries when
@@ -50,10 +51,17 @@ impl Resource {
         self.body.get("meta")?.get("location")?.as_str()
     }
 
-    /// The body with `attributes` / `excludedAttributes` applied.
-    pub fn projected(mut self, registry: &Registry, projection: &Projection) -> Value {
+    /// The body to send: `attributes` / `excludedAttributes` applied, then
+    /// the typed resource, which fixes names, order and what is never sent.
+    pub fn projected(
+        mut self,
+        registry: &Registry,
+        projection: &Projection,
+    ) -> Result<ResourceBody, ScimError> {
         projection.apply(registry.resource_type(self.kind), &mut self.body);
-        Value::Object(self.body)
+        ResourceBody::from_canonical(self.kind, self.body).map_err(|e| {
+            ScimError::internal(format!("a {} did not fit its type: {e}", self.kind.name()))
+        })
     }
 }
 
@@ -159,7 +167,7 @@ impl Scim {
             kind,
             id: object.id.clone(),
             revision: object.revision,
-            body: normalize::ordered(resource_type, body),
+            body,
         }
     }
 

@@ -42,7 +42,7 @@ fn resource_response(
     let projection = Projection::new(resource_type, &attributes, &excluded);
     let etag = resource.etag();
     let location = resource.location().map(str::to_string);
-    let body = resource.projected(&app.scim.registry, &projection);
+    let body = resource.projected(&app.scim.registry, &projection)?;
     let mut response = scim_response(status, &body);
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&etag) {
@@ -86,7 +86,7 @@ async fn list_of(
             );
             resource.projected(&app.scim.registry, &projection)
         })
-        .collect();
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(scim_response(
         StatusCode::OK,
         &ListResponse::new(listing.total, listing.start_index, resources),

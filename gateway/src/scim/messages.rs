@@ -34,17 +34,17 @@ impl<'a> From<&'a ScimError> for ErrorBody<'a> {
 /// A page of resources (RFC 7644 §3.4.2).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ListResponse {
+pub struct ListResponse<T: Serialize> {
     pub schemas: [&'static str; 1],
     pub total_results: u64,
     pub start_index: u64,
     pub items_per_page: u64,
     #[serde(rename = "Resources")]
-    pub resources: Vec<Value>,
+    pub resources: Vec<T>,
 }
 
-impl ListResponse {
-    pub fn new(total_results: u64, start_index: u64, resources: Vec<Value>) -> Self {
+impl<T: Serialize> ListResponse<T> {
+    pub fn new(total_results: u64, start_index: u64, resources: Vec<T>) -> Self {
         ListResponse {
             schemas: [urn::LIST_RESPONSE],
             total_results,

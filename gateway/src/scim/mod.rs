@@ -8,6 +8,7 @@ pub mod normalize;
 pub mod patch;
 pub mod path;
 pub mod project;
+pub mod resources;
 pub mod schema;
 
 /// The schema and message URNs.

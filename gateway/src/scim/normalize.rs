@@ -248,68 +248,6 @@ fn coerce(
     }))
 }
 
-/// A resource with its attributes in schema order (`schemas`, `id`,
-/// `externalId`, the core attributes, the extensions, `meta`), and each
-/// complex value's sub-attributes in their declared order: what a reader of
-/// the RFC's examples expects to see.
-pub fn ordered(
-    resource_type: &ResourceType,
-    mut resource: Map<String, Value>,
-) -> Map<String, Value> {
-    let mut out = Map::new();
-    for key in ["schemas", "id", "externalId"] {
-        if let Some(value) = resource.remove(key) {
-            out.insert(key.to_string(), value);
-        }
-    }
-    for attribute in &resource_type.core.attributes {
-        if let Some(value) = resource.remove(&attribute.name) {
-            out.insert(attribute.name.clone(), ordered_value(attribute, value));
-        }
-    }
-    for extension in &resource_type.extensions {
-        if let Some(Value::Object(mut inner)) = resource.remove(&extension.id) {
-            let mut sorted = Map::new();
-            for attribute in &extension.attributes {
-                if let Some(value) = inner.remove(&attribute.name) {
-                    sorted.insert(attribute.name.clone(), ordered_value(attribute, value));
-                }
-            }
-            sorted.extend(inner);
-            out.insert(extension.id.clone(), Value::Object(sorted));
-        }
-    }
-    let meta = resource.remove("meta");
-    out.extend(resource);
-    if let Some(meta) = meta {
-        out.insert("meta".into(), meta);
-    }
-    out
-}
-
-fn ordered_value(attribute: &Attribute, value: Value) -> Value {
-    if !attribute.is_complex() {
-        return value;
-    }
-    let order = |element: Value| match element {
-        Value::Object(mut fields) => {
-            let mut sorted = Map::new();
-            for sub in &attribute.sub_attributes {
-                if let Some(v) = fields.remove(&sub.name) {
-                    sorted.insert(sub.name.clone(), v);
-                }
-            }
-            sorted.extend(fields);
-            Value::Object(sorted)
-        }
-        other => other,
-    };
-    match value {
-        Value::Array(items) => Value::Array(items.into_iter().map(order).collect()),
-        other => order(other),
-    }
-}
-
 pub fn describe(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
