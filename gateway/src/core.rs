@@ -191,6 +191,16 @@ impl Core {
 /// The core's verdict in SCIM's terms.
 pub fn from_status(status: Status) -> ScimError {
     let message = status.message().to_string();
+    // A connection that broke under a call comes back as Cancelled, or as
+    // Unknown with the transport error as its source: the core is unreachable.
+    let unreachable = match status.code() {
+        Code::Unavailable | Code::Cancelled => true,
+        Code::Unknown => std::error::Error::source(&status).is_some(),
+        _ => false,
+    };
+    if unreachable {
+        return ScimError::unavailable(format!("the idm core is unavailable: {message}"));
+    }
     match status.code() {
         Code::NotFound => ScimError::not_found(message),
         Code::AlreadyExists => ScimError::uniqueness(message),
@@ -199,14 +209,6 @@ pub fn from_status(status: Status) -> ScimError {
         Code::Unauthenticated => ScimError::unauthorized(message),
         Code::PermissionDenied => ScimError::forbidden(message),
         Code::ResourceExhausted => ScimError::new(429, None, message),
-        // A connection that broke under a call comes back as Cancelled, or as
-        // Unknown with the transport error as its source.
-        Code::Unavailable | Code::Cancelled => {
-            ScimError::unavailable(format!("the idm core is unavailable: {message}"))
-        }
-        Code::Unknown if std::error::Error::source(&status).is_some() => {
-            ScimError::unavailable(format!("the idm core is unavailable: {message}"))
-        }
         Code::DeadlineExceeded => ScimError::new(504, None, "the idm core did not answer in time"),
         Code::Unimplemented => ScimError::not_implemented(message),
         _ => {

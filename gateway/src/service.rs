@@ -37,7 +37,8 @@ pub struct Resource {
     pub kind: Kind,
     pub id: String,
     pub revision: i64,
-    /// The whole representation: `schemas`, `id`, `meta`, attributes.
+    /// `id`, the attributes and `meta`; `projected` adds `schemas` from what
+    /// is left after projection.
     pub body: Map<String, Value>,
 }
 
@@ -51,8 +52,9 @@ impl Resource {
         self.body.get("meta")?.get("location")?.as_str()
     }
 
-    /// The body to send: `attributes` / `excludedAttributes` applied, then
-    /// the typed resource, which fixes names, order and what is never sent.
+    /// The body to send: `attributes` / `excludedAttributes` applied (which
+    /// also sets `schemas`), then the typed resource, which fixes names, order
+    /// and what is never sent.
     pub fn projected(
         mut self,
         registry: &Registry,
@@ -139,7 +141,6 @@ impl Scim {
                 .for_kind(kind)
                 .to_scim(&self.maps, resource_type, &managed, base);
         let mut body = Map::new();
-        body.insert("schemas".into(), Value::Array(Vec::new()));
         body.insert("id".into(), Value::String(object.id.clone()));
         body.extend(attributes);
         let mut meta = Map::new();
@@ -156,13 +157,6 @@ impl Scim {
         );
         meta.insert("version".into(), etag(object.revision).into());
         body.insert("meta".into(), Value::Object(meta));
-        let schemas: Vec<Value> = resource_type
-            .schema_urns()
-            .enumerate()
-            .filter(|(i, urn)| *i == 0 || body.contains_key(*urn))
-            .map(|(_, urn)| Value::String(urn.to_string()))
-            .collect();
-        body.insert("schemas".into(), Value::Array(schemas));
         Resource {
             kind,
             id: object.id.clone(),
@@ -371,17 +365,21 @@ impl Scim {
             let Some(filter) = filter else {
                 continue;
             };
-            let order_by = match &request.sort_by {
-                Some(sort_by)
-                    if kinds.len() == 1 || map.sort_key(resource_type, sort_by).is_ok() =>
-                {
-                    let key = map.sort_key(resource_type, sort_by)?;
-                    match request.sort_order {
-                        SortOrder::Ascending => format!("{key} asc"),
-                        SortOrder::Descending => format!("{key} desc"),
-                    }
-                }
-                _ => String::new(),
+            // Across types, a sort key one type lacks leaves that type unsorted.
+            let key = match request
+                .sort_by
+                .as_deref()
+                .map(|s| map.sort_key(resource_type, s))
+            {
+                None => None,
+                Some(Ok(key)) => Some(key),
+                Some(Err(error)) if unknown == Unknown::Reject => return Err(error),
+                Some(Err(_)) => None,
+            };
+            let order_by = match (key, request.sort_order) {
+                (None, _) => String::new(),
+                (Some(key), SortOrder::Ascending) => format!("{key} asc"),
+                (Some(key), SortOrder::Descending) => format!("{key} desc"),
             };
             let room = wanted - resources.len() as u64;
             let matched = if room == 0 {

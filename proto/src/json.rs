@@ -8,6 +8,19 @@ use serde_json::{Map, Number, Value as Json};
 
 use crate::v1::ManagedObject;
 
+/// What kind of JSON value this is, in words for an error message: "a
+/// string", "an object", ….
+pub fn describe(value: &Json) -> &'static str {
+    match value {
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(_) => "a number",
+        Json::String(_) => "a string",
+        Json::Array(_) => "an array",
+        Json::Object(_) => "an object",
+    }
+}
+
 /// A JSON value as a protobuf `Value`.
 pub fn to_proto_value(json: &Json) -> Value {
     let kind = match json {

@@ -74,17 +74,29 @@ async fn list_of(
         .scim
         .list(&caller.bearer, kinds, &request, &caller.base)
         .await?;
-    let resources = listing
-        .resources
-        .into_iter()
-        .map(|resource| {
-            let resource_type = app.scim.registry.resource_type(resource.kind);
+    // One projection a resource type, not one a resource.
+    let projections: Vec<(Kind, Projection)> = kinds
+        .iter()
+        .map(|&kind| {
+            let resource_type = app.scim.registry.resource_type(kind);
             let projection = Projection::new(
                 resource_type,
                 &request.attributes,
                 &request.excluded_attributes,
             );
-            resource.projected(&app.scim.registry, &projection)
+            (kind, projection)
+        })
+        .collect();
+    let resources = listing
+        .resources
+        .into_iter()
+        .map(|resource| {
+            let projection = projections
+                .iter()
+                .find(|(kind, _)| *kind == resource.kind)
+                .map(|(_, projection)| projection)
+                .ok_or_else(|| ScimError::internal("a resource of a type not listed"))?;
+            resource.projected(&app.scim.registry, projection)
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(scim_response(

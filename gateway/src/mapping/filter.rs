@@ -70,6 +70,15 @@ pub enum Unknown {
     NoMatch,
 }
 
+impl Unknown {
+    fn verdict(self, why: String) -> Result<Rewritten, ScimError> {
+        match self {
+            Unknown::Reject => Err(ScimError::invalid_filter(why)),
+            Unknown::NoMatch => Ok(Rewritten::Always(false)),
+        }
+    }
+}
+
 /// The test a leaf applies, before it is given a managed path.
 #[derive(Debug, Clone)]
 enum Test {
@@ -137,13 +146,10 @@ impl TypeMap {
         unknown: Unknown,
     ) -> Result<Rewritten, ScimError> {
         let Some((extension, attribute, sub)) = resolve(resource_type, path) else {
-            return match unknown {
-                Unknown::Reject => Err(ScimError::invalid_filter(format!(
-                    "{path} is not an attribute of {}",
-                    resource_type.kind.name()
-                ))),
-                Unknown::NoMatch => Ok(Rewritten::Always(false)),
-            };
+            return unknown.verdict(format!(
+                "{path} is not an attribute of {}",
+                resource_type.kind.name()
+            ));
         };
         if extension.is_none()
             && let Some(rewritten) = common(resource_type, attribute, sub, &test)?
@@ -234,13 +240,10 @@ impl TypeMap {
         unknown: Unknown,
     ) -> Result<Rewritten, ScimError> {
         let Some((extension, attribute, None)) = resolve(resource_type, path) else {
-            return match unknown {
-                Unknown::Reject => Err(ScimError::invalid_filter(format!(
-                    "{path} is not a multi-valued attribute of {}",
-                    resource_type.kind.name()
-                ))),
-                Unknown::NoMatch => Ok(Rewritten::Always(false)),
-            };
+            return unknown.verdict(format!(
+                "{path} is not a multi-valued attribute of {}",
+                resource_type.kind.name()
+            ));
         };
         if !attribute.multi_valued {
             return Err(ScimError::invalid_filter(format!(

@@ -168,7 +168,7 @@ fn coerce(
     let wrong = |expected: &str| {
         ScimError::invalid_value(format!(
             "{path}: expected {expected}, got {}",
-            describe(value)
+            idm_proto::json::describe(value)
         ))
     };
     Ok(Some(match attribute.kind {
@@ -246,17 +246,6 @@ fn coerce(
             _ => return Err(wrong("an RFC 3339 date-time")),
         },
     }))
-}
-
-pub fn describe(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]

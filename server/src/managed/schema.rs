@@ -361,16 +361,7 @@ fn parse_kind(kind: &str) -> Option<PropertyKind> {
     })
 }
 
-pub fn describe(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
+pub use idm_proto::json::describe;
 
 /// Names the schema, the store and the filter language can all carry safely.
 pub fn is_identifier(name: &str) -> bool {

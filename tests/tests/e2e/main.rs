@@ -36,6 +36,27 @@ pub async fn create_user(clients: &mut Clients, id: &str, attributes: Value) -> 
         .into_inner()
 }
 
+/// `managed/<type>/<id>` as JSON with its `_rev`, or `None` if it does not exist.
+pub async fn managed_object(clients: &mut Clients, type_name: &str, id: &str) -> Option<Value> {
+    match clients
+        .objects
+        .get_object(idm_proto::v1::GetObjectRequest {
+            name: format!("managed/{type_name}/{id}"),
+            read_mask: None,
+        })
+        .await
+    {
+        Ok(object) => {
+            let object = object.into_inner();
+            let mut json = idm_tests::json_of(&object);
+            json["_rev"] = serde_json::json!(object.revision.to_string());
+            Some(json)
+        }
+        Err(status) if status.code() == Code::NotFound => None,
+        Err(status) => panic!("get managed/{type_name}/{id}: {status}"),
+    }
+}
+
 /// Whether idmd accepts `password` for `managed/user/<id>` (checked against its hash).
 pub async fn password_valid(clients: &mut Clients, id: &str, password: &str) -> bool {
     clients

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use idm_proto::json::{from_proto_value, to_proto_struct};
 use idm_proto::v1::recon_run::State;
 use idm_proto::v1::{
-    CancelReconRequest, CountObjectsRequest, GetObjectRequest, GetReconRequest, ListReconsRequest,
-    Mapping, PlanReconRequest, PutMappingRequest, QueryAuditRequest, QueryObjectsRequest,
-    ReconByIdRequest, StartReconRequest, VerifyPasswordRequest, WatchReconRequest,
+    CancelReconRequest, CountObjectsRequest, GetReconRequest, ListReconsRequest, Mapping,
+    PlanReconRequest, PutMappingRequest, QueryAuditRequest, QueryObjectsRequest, ReconByIdRequest,
+    StartReconRequest, VerifyPasswordRequest, WatchReconRequest,
 };
-use idm_tests::{Clients, Idmd, IdmdOptions, TempDir, json_of, sample_conf};
+use idm_tests::{Clients, Idmd, IdmdOptions, TempDir, sample_conf};
 use serde_json::{Value, json};
 use tonic::Code;
 
@@ -45,23 +45,7 @@ fn pairs(list: &[(&str, i64)]) -> Vec<(String, i64)> {
 }
 
 async fn user(clients: &mut Clients, id: &str) -> Option<Value> {
-    match clients
-        .objects
-        .get_object(GetObjectRequest {
-            name: format!("managed/user/{id}"),
-            read_mask: None,
-        })
-        .await
-    {
-        Ok(object) => {
-            let object = object.into_inner();
-            let mut json = json_of(&object);
-            json["_rev"] = json!(object.revision.to_string());
-            Some(json)
-        }
-        Err(status) if status.code() == Code::NotFound => None,
-        Err(status) => panic!("get {id}: {status}"),
-    }
+    crate::managed_object(clients, "user", id).await
 }
 
 async fn user_count(clients: &mut Clients) -> i64 {

@@ -7,9 +7,8 @@ use std::time::{Duration, Instant};
 
 use idm_proto::v1::execution::Outcome;
 use idm_proto::v1::{
-    CreateScheduleRequest, DeleteScheduleRequest, GetObjectRequest, ListExecutionsRequest,
-    ListSchedulesRequest, PauseScheduleRequest, ResumeScheduleRequest, RunScheduleRequest,
-    Schedule,
+    CreateScheduleRequest, DeleteScheduleRequest, ListExecutionsRequest, ListSchedulesRequest,
+    PauseScheduleRequest, ResumeScheduleRequest, RunScheduleRequest, Schedule,
 };
 use idm_tests::{Clients, Idmd, IdmdOptions, attrs, sample_conf};
 use serde_json::json;
@@ -18,18 +17,7 @@ use tonic::Code;
 use crate::{expect_code, violated_field};
 
 async fn exists(clients: &mut Clients, id: &str) -> bool {
-    match clients
-        .objects
-        .get_object(GetObjectRequest {
-            name: format!("managed/user/{id}"),
-            read_mask: None,
-        })
-        .await
-    {
-        Ok(_) => true,
-        Err(status) if status.code() == Code::NotFound => false,
-        Err(status) => panic!("get {id}: {status}"),
-    }
+    crate::managed_object(clients, "user", id).await.is_some()
 }
 
 /// Waits until `id` is a managed user; returns how long it took.

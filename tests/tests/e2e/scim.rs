@@ -1,9 +1,9 @@
 //! The SCIM 2.0 gateway end to end: a real idm-scim process in front of a real
 //! idmd, spoken to over HTTP as an app or identity provider would.
 
-use idm_proto::v1::{CreateTokenRequest, GetObjectRequest, Scope};
+use idm_proto::v1::{CreateTokenRequest, Scope};
+use idm_tests::Idmd;
 use idm_tests::scim::Gateway;
-use idm_tests::{Idmd, json_of};
 use serde_json::{Value, json};
 
 use crate::create_user;
@@ -45,17 +45,9 @@ pub fn patch_op(operations: Value) -> Value {
 }
 
 pub async fn managed(idmd: &Idmd, type_name: &str, id: &str) -> Value {
-    let mut clients = idmd.clients().await;
-    let object = clients
-        .objects
-        .get_object(GetObjectRequest {
-            name: format!("managed/{type_name}/{id}"),
-            read_mask: None,
-        })
+    crate::managed_object(&mut idmd.clients().await, type_name, id)
         .await
-        .unwrap()
-        .into_inner();
-    json_of(&object)
+        .unwrap_or_else(|| panic!("managed/{type_name}/{id} does not exist"))
 }
 
 /// Whether idmd accepts `password` for the user.
