@@ -169,7 +169,7 @@ impl Scim {
     fn accept(&self, kind: Kind, body: &Value) -> Result<Map<String, Value>, ScimError> {
         let resource_type = self.resource_type(kind);
         let attributes = normalize::resource(resource_type, body, Mode::Write)?;
-        required_present(resource_type, &attributes)?;
+        normalize::required_present(resource_type, &attributes)?;
         Ok(attributes)
     }
 
@@ -425,21 +425,6 @@ fn as_filter_error(error: ScimError) -> ScimError {
         400 => ScimError::invalid_filter(error.detail),
         _ => error,
     }
-}
-
-fn required_present(
-    resource_type: &ResourceType,
-    attributes: &Map<String, Value>,
-) -> Result<(), ScimError> {
-    for attribute in resource_type.core.attributes.iter().filter(|a| a.required) {
-        if !attributes.contains_key(&attribute.name) {
-            return Err(ScimError::invalid_value(format!(
-                "{} is required",
-                attribute.name
-            )));
-        }
-    }
-    Ok(())
 }
 
 fn rfc3339(timestamp: &prost_types::Timestamp) -> Option<String> {

@@ -90,6 +90,26 @@ pub fn resource(
     Ok(out)
 }
 
+/// Every required attribute of the core schema has a value (`userName`,
+/// a group's `displayName`).
+pub fn required_present(
+    resource_type: &ResourceType,
+    attributes: &Map<String, Value>,
+) -> Result<(), ScimError> {
+    match resource_type
+        .core
+        .attributes
+        .iter()
+        .find(|a| a.required && !attributes.contains_key(&a.name))
+    {
+        Some(missing) => Err(ScimError::invalid_value(format!(
+            "{} is required",
+            missing.name
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Splits `urn:…:User:name` into the schema URN the type knows and the rest.
 pub fn split_urn<'a>(resource_type: &ResourceType, key: &'a str) -> Option<(&'a str, &'a str)> {
     resource_type.schema_urns().find_map(|schema| {

@@ -30,20 +30,7 @@ pub fn apply(
             )
         })?;
     }
-    for located in resource_type.all_attributes() {
-        let holder = match located.extension {
-            None => Some(&*resource),
-            Some(extension) => resource.get(&extension.id).and_then(Value::as_object),
-        };
-        let present = holder.is_some_and(|h| h.contains_key(&located.attribute.name));
-        if located.attribute.required && !present && located.extension.is_none() {
-            return Err(ScimError::invalid_value(format!(
-                "{} is required and cannot be removed",
-                located.attribute.name
-            )));
-        }
-    }
-    Ok(())
+    normalize::required_present(resource_type, resource)
 }
 
 fn apply_one(
