@@ -140,7 +140,7 @@ async fn idmd_refuses_a_store_sealed_under_another_key() {
     // Another key from the environment.
     let other = random_key();
     let (status, log) = refused_start(&site.store(), &site.key_file(), Some(&other));
-    assert!(!status.success(), "{log}");
+    assert_eq!(status.code(), Some(1), "{log}");
     assert!(
         log.contains("is not the key this store's secrets are sealed under"),
         "{log}"
@@ -154,7 +154,7 @@ async fn idmd_refuses_a_store_sealed_under_another_key() {
     let elsewhere = site.dir.path().join("other.key");
     std::fs::write(&elsewhere, format!("{}\n", random_key())).unwrap();
     let (status, log) = refused_start(&site.store(), &elsewhere, None);
-    assert!(!status.success(), "{log}");
+    assert_eq!(status.code(), Some(1), "{log}");
     assert!(log.contains("other.key"), "says which key it got: {log}");
 
     // The right key still works, and nothing was lost.
@@ -179,7 +179,7 @@ async fn a_lost_key_file_is_not_replaced_by_a_new_one() {
     std::fs::remove_file(site.key_file()).unwrap();
 
     let (status, log) = refused_start(&site.store(), &site.key_file(), None);
-    assert!(!status.success(), "{log}");
+    assert_eq!(status.code(), Some(1), "{log}");
     assert!(log.contains("is missing"), "{log}");
     assert!(log.contains("Restore the key file"), "{log}");
     assert!(!site.key_file().exists(), "no new key file was created");
@@ -285,7 +285,7 @@ async fn rotated_passwords_still_verify_and_provision_across_a_restart() {
     let old_file = site.dir.path().join("old.key");
     std::fs::write(&old_file, format!("{old_key}\n")).unwrap();
     let (status, log) = refused_start(&site.store(), &old_file, None);
-    assert!(!status.success(), "{log}");
+    assert_eq!(status.code(), Some(1), "{log}");
 }
 
 /// VmHWM (peak resident set) of a process, in KiB.
