@@ -375,3 +375,90 @@ fn base64_key() -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
 }
+
+#[tokio::test]
+async fn rotations_during_password_writes_lose_nothing() {
+    let scratch = Scratch::new();
+    let store = store().await;
+    let keys = Arc::new(
+        KeyManager::open(store.clone(), &scratch.key_file(), None)
+            .await
+            .unwrap(),
+    );
+    let objects = objects(&store, &keys);
+    let batch: Vec<_> = (0..40)
+        .map(|n| (Some(format!("u{n}")), user(&format!("u{n}"), "First-0")))
+        .collect();
+    objects.create_many("test", "user", batch).await.unwrap();
+
+    // Password changes and creates keep going while the key rotates twice.
+    let writer = {
+        let objects = objects.clone();
+        tokio::spawn(async move {
+            for n in 0..40 {
+                let id = format!("u{n}");
+                objects
+                    .patch(
+                        "test",
+                        "user",
+                        &id,
+                        vec![
+                            crate::managed::PatchOp::new(
+                                "replace",
+                                "/password",
+                                Some(json!(format!("Second-{n}"))),
+                            )
+                            .unwrap(),
+                        ],
+                        None,
+                    )
+                    .await
+                    .unwrap();
+                objects
+                    .create(
+                        "test",
+                        "user",
+                        Some(format!("v{n}")),
+                        user(&format!("v{n}"), &format!("New-{n}")),
+                    )
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let first = keys.rotate().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let second = keys.rotate().await.unwrap();
+    assert_ne!(first.fingerprint, second.fingerprint);
+    writer.await.unwrap();
+
+    // Everything opens with the last key alone.
+    let last = KeyMaterial::read_file(&scratch.key_file())
+        .unwrap()
+        .unwrap();
+    assert_eq!(last.fingerprint(), second.fingerprint);
+    let only_last = ManagedObjects::new(
+        Arc::new(ManagedSchema::builtin().unwrap()),
+        store.clone(),
+        Arc::new(SecretBox::new(KeySource::Env, &last)),
+    );
+    let ids: Vec<String> = (0..40).map(|n| format!("u{n}")).collect();
+    let expected: Vec<Option<String>> = (0..40).map(|n| Some(format!("Second-{n}"))).collect();
+    assert_eq!(
+        only_last
+            .private_values("user", "password", &ids)
+            .await
+            .unwrap(),
+        expected
+    );
+    let ids: Vec<String> = (0..40).map(|n| format!("v{n}")).collect();
+    let expected: Vec<Option<String>> = (0..40).map(|n| Some(format!("New-{n}"))).collect();
+    assert_eq!(
+        only_last
+            .private_values("user", "password", &ids)
+            .await
+            .unwrap(),
+        expected
+    );
+}
