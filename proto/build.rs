@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/idm/v1/recon.proto",
         "proto/idm/v1/schedules.proto",
         "proto/idm/v1/sync.proto",
+        "proto/idm/v1/keys.proto",
     ];
     let descriptors = protox::compile(files, ["proto"])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);

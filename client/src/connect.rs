@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use idm_proto::v1::audit_service_client::AuditServiceClient;
 use idm_proto::v1::config_service_client::ConfigServiceClient;
+use idm_proto::v1::key_service_client::KeyServiceClient;
 use idm_proto::v1::object_service_client::ObjectServiceClient;
 use idm_proto::v1::recon_service_client::ReconServiceClient;
 use idm_proto::v1::schedule_service_client::ScheduleServiceClient;
@@ -149,6 +150,10 @@ impl Connection {
 
     pub fn tokens(&self) -> TokenServiceClient<AuthChannel> {
         TokenServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
+    }
+
+    pub fn keys(&self) -> KeyServiceClient<AuthChannel> {
+        KeyServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
     }
 
     pub fn recon(&self) -> ReconServiceClient<AuthChannel> {

@@ -5,6 +5,7 @@ mod audit;
 mod config;
 mod connect;
 mod input;
+mod keys;
 mod objects;
 mod output;
 mod recon;
@@ -78,6 +79,9 @@ enum Command {
     /// Create, list and revoke API tokens; show the current caller.
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
+    /// The encryption key: show its fingerprint, rotate it.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// Manage connectors: how idm reaches external systems (`system/<connector>/<type>`).
     #[command(subcommand)]
     Connectors(config::ConfigCommand),
@@ -125,6 +129,7 @@ async fn run(ctx: &Context, command: Command) -> Result<ExitCode, CliError> {
         Command::Sync(command) => sync::run(ctx, command).await?,
         Command::Schedules(command) => schedules::run(ctx, command).await?,
         Command::Tokens(command) => tokens::run(ctx, command).await?,
+        Command::Keys(command) => keys::run(ctx, command).await?,
         Command::Connectors(command) => config::connectors(ctx, command).await?,
         Command::Mappings(command) => config::mappings(ctx, command).await?,
         Command::Completions { shell } => {

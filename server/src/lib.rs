@@ -4,6 +4,7 @@
 pub mod api;
 pub mod config;
 pub mod connector;
+pub mod keys;
 pub mod managed;
 pub mod scheduler;
 pub mod script;
@@ -20,7 +21,6 @@ use tokio::sync::watch;
 
 use api::auth::TokenRegistry;
 use managed::ManagedObjects;
-use secrets::SecretBox;
 use store::Store;
 
 /// How idmd was asked to run.
@@ -43,6 +43,8 @@ pub enum StartError {
     #[error("{0}")]
     Secret(#[from] secrets::SecretError),
     #[error("{0}")]
+    Key(#[from] keys::KeyError),
+    #[error("{0}")]
     Serve(#[from] api::ServeError),
     #[error("scheduler: {0}")]
     Scheduler(#[from] scheduler::SchedulerError),
@@ -59,6 +61,15 @@ pub async fn run(
 ) -> Result<(), StartError> {
     let conf = config::read(settings.conf.as_deref())?;
     let store = Store::open(&settings.store_url).await?;
+    // Before anything is written: a store sealed under another key stops here.
+    let keys = Arc::new(
+        keys::KeyManager::open(
+            store.clone(),
+            &settings.key_file,
+            settings.encryption_key.as_deref(),
+        )
+        .await?,
+    );
     let changed = config::apply(&store, &conf).await?;
     let interrupted = store
         .fail_unfinished_runs("idmd stopped during the run")
@@ -75,16 +86,12 @@ pub async fn run(
         changed,
         "conf loaded"
     );
-    let secrets = Arc::new(SecretBox::load_or_create(
-        &settings.key_file,
-        settings.encryption_key.as_deref(),
-    )?);
     let tokens = TokenRegistry::load(store.clone(), settings.admin_token.as_deref()).await?;
     if !tokens.has_bootstrap() {
         tracing::warn!("IDM_ADMIN_TOKEN is not set: only tokens created earlier can call idmd");
     }
     let refresh = tokens.spawn_refresh();
-    let objects = ManagedObjects::new(Arc::new(conf.schema), store.clone(), secrets);
+    let objects = ManagedObjects::new(Arc::new(conf.schema), store.clone(), keys.secrets());
     let conf_dir = settings.conf.clone().unwrap_or_else(|| PathBuf::from("."));
     let reconciler = sync::recon::Reconciler::new(store.clone(), objects.clone(), conf_dir.clone());
     let implicit = Arc::new(
@@ -108,6 +115,7 @@ pub async fn run(
         store: store.clone(),
         objects,
         tokens,
+        keys,
         reconciler: reconciler.clone(),
         implicit: Arc::clone(&implicit),
         scheduler: scheduler.clone(),

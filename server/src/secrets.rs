@@ -1,18 +1,35 @@
 //! Secret handling for private properties: an argon2 hash to verify a
 //! password, and an AES-256-GCM sealed copy so a later provisioning step (an
 //! LDAP `userPassword`) can recover it. Neither form is ever returned by an API.
+//!
+//! The [`SecretBox`] holds the current key and, while a rotation re-seals the
+//! store (see `keys/`), the previous one: seals use the current key, opens try
+//! both. Which key a store expects is checked at start by `keys::KeyManager`.
+//!
+//! argon2id is memory-hard on purpose (~19 MiB a call): every hash and verify
+//! takes a permit of one process-wide semaphore sized to the cores first, so
+//! no burst of requests can multiply that by the number of callers.
 
-use std::path::Path;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError, RwLock};
 
 use aes_gcm::aead::{Aead, KeyInit, OsRng};
 use aes_gcm::{AeadCore, Aes256Gcm, Key, Nonce};
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
 
 /// Env var holding the base64 of a 32-byte key; wins over the key file.
 pub const KEY_ENV: &str = "IDM_ENCRYPTION_KEY";
+
+/// Domain separation for key fingerprints: the fingerprint is
+/// `hex(SHA-256(FINGERPRINT_LABEL || key))`. The key is 256 random bits, so
+/// the digest names it without helping anyone recover it.
+const FINGERPRINT_LABEL: &[u8] = b"idm key fingerprint v1\0";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
@@ -26,34 +43,60 @@ pub enum SecretError {
     Hash(String),
 }
 
-/// The server's encryption key and the operations on secrets.
-pub struct SecretBox {
-    cipher: Aes256Gcm,
+/// Where the encryption key came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// `IDM_ENCRYPTION_KEY`.
+    Env,
+    /// The key file (`--key-file`).
+    File(PathBuf),
 }
 
-impl SecretBox {
-    /// Uses `IDM_ENCRYPTION_KEY` if set, else the key file, creating it (mode
-    /// 0600) with a fresh random key on first start.
-    pub fn load_or_create(key_file: &Path, env_key: Option<&str>) -> Result<Self, SecretError> {
-        if let Some(encoded) = env_key {
-            return Self::from_base64(encoded, KEY_ENV);
+impl fmt::Display for KeySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeySource::Env => write!(f, "{KEY_ENV}"),
+            KeySource::File(path) => write!(f, "the key file {}", path.display()),
         }
-        let shown = key_file.display().to_string();
-        match std::fs::read_to_string(key_file) {
-            Ok(text) => Self::from_base64(text.trim(), &shown),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let key = Aes256Gcm::generate_key(OsRng);
-                write_private_file(key_file, &BASE64.encode(key)).map_err(|e| {
-                    SecretError::KeyFile {
-                        path: shown.clone(),
-                        reason: e.to_string(),
-                    }
-                })?;
-                tracing::info!(key_file = %shown, "generated a new encryption key");
-                Ok(Self {
-                    cipher: Aes256Gcm::new(&key),
-                })
-            }
+    }
+}
+
+/// 32 bytes of AES-256 key. Debug shows the fingerprint only.
+#[derive(Clone)]
+pub struct KeyMaterial(Key<Aes256Gcm>);
+
+impl fmt::Debug for KeyMaterial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyMaterial({})", self.fingerprint())
+    }
+}
+
+impl KeyMaterial {
+    pub fn generate() -> Self {
+        KeyMaterial(Aes256Gcm::generate_key(OsRng))
+    }
+
+    /// The base64 of 32 bytes; errors name `source_name`, never the text.
+    pub fn from_base64(encoded: &str, source_name: &str) -> Result<Self, SecretError> {
+        let bad = |reason: &str| SecretError::BadKey {
+            source_name: source_name.to_string(),
+            reason: reason.to_string(),
+        };
+        let bytes = BASE64
+            .decode(encoded.trim())
+            .map_err(|_| bad("not base64"))?;
+        if bytes.len() != 32 {
+            return Err(bad("expected 32 bytes (base64 of an AES-256 key)"));
+        }
+        Ok(KeyMaterial(*Key::<Aes256Gcm>::from_slice(&bytes)))
+    }
+
+    /// The key in a key file; `None` if there is no such file.
+    pub fn read_file(path: &Path) -> Result<Option<Self>, SecretError> {
+        let shown = path.display().to_string();
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::from_base64(&text, &shown).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(SecretError::KeyFile {
                 path: shown,
                 reason: e.to_string(),
@@ -61,25 +104,175 @@ impl SecretBox {
         }
     }
 
-    fn from_base64(encoded: &str, source_name: &str) -> Result<Self, SecretError> {
-        let bad = |reason: &str| SecretError::BadKey {
-            source_name: source_name.to_string(),
-            reason: reason.to_string(),
-        };
-        let bytes = BASE64.decode(encoded).map_err(|_| bad("not base64"))?;
-        if bytes.len() != 32 {
-            return Err(bad("expected 32 bytes (base64 of an AES-256 key)"));
-        }
-        let key = Key::<Aes256Gcm>::from_slice(&bytes);
-        Ok(Self {
-            cipher: Aes256Gcm::new(key),
+    /// Writes the key to a new file (mode 0600), flushed to disk; fails if
+    /// the file exists.
+    pub fn write_new_file(&self, path: &Path) -> Result<(), SecretError> {
+        write_private_file(path, &BASE64.encode(self.0)).map_err(|e| SecretError::KeyFile {
+            path: path.display().to_string(),
+            reason: e.to_string(),
         })
     }
 
-    /// `base64(nonce || ciphertext)`.
+    /// `hex(SHA-256("idm key fingerprint v1\0" || key))`: names the key in
+    /// the store, logs and messages.
+    pub fn fingerprint(&self) -> String {
+        let mut digest = Sha256::new();
+        digest.update(FINGERPRINT_LABEL);
+        digest.update(self.0);
+        digest
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+struct SealingKey {
+    cipher: Aes256Gcm,
+    fingerprint: String,
+}
+
+impl SealingKey {
+    fn new(material: &KeyMaterial) -> Arc<Self> {
+        Arc::new(SealingKey {
+            cipher: Aes256Gcm::new(&material.0),
+            fingerprint: material.fingerprint(),
+        })
+    }
+
+    fn open(&self, nonce: &[u8], ciphertext: &[u8]) -> Option<String> {
+        let plaintext = self
+            .cipher
+            .decrypt(Nonce::from_slice(nonce), ciphertext)
+            .ok()?;
+        String::from_utf8(plaintext).ok()
+    }
+}
+
+struct Keys {
+    current: Arc<SealingKey>,
+    /// The key being rotated away from, until every value is re-sealed.
+    previous: Option<Arc<SealingKey>>,
+}
+
+/// Which key a sealed value opened with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealedWith {
+    Current,
+    Previous,
+}
+
+/// The server's encryption key(s) and the operations on secrets. Shared as
+/// `Arc<SecretBox>`; a rotation swaps keys in place.
+pub struct SecretBox {
+    source: KeySource,
+    keys: RwLock<Keys>,
+    /// Held (shared) by a write from sealing a value until it is committed;
+    /// taken exclusively to switch keys, so once the switch returns every
+    /// value sealed under the old key is in the store for the re-seal to find.
+    writes: tokio::sync::RwLock<()>,
+}
+
+/// See [`SecretBox::hold`].
+pub struct KeyHold<'a>(#[allow(dead_code)] tokio::sync::RwLockReadGuard<'a, ()>);
+
+impl SecretBox {
+    pub fn new(source: KeySource, key: &KeyMaterial) -> Self {
+        SecretBox {
+            source,
+            keys: RwLock::new(Keys {
+                current: SealingKey::new(key),
+                previous: None,
+            }),
+            writes: tokio::sync::RwLock::new(()),
+        }
+    }
+
+    /// Uses `IDM_ENCRYPTION_KEY` if set, else the key file, creating it (mode
+    /// 0600) with a fresh random key if missing. No check against a store:
+    /// idmd starts through `keys::KeyManager::open`, which refuses a key the
+    /// store does not expect.
+    pub fn load_or_create(key_file: &Path, env_key: Option<&str>) -> Result<Self, SecretError> {
+        if let Some(encoded) = env_key {
+            return Ok(Self::new(
+                KeySource::Env,
+                &KeyMaterial::from_base64(encoded, KEY_ENV)?,
+            ));
+        }
+        let source = KeySource::File(key_file.to_path_buf());
+        if let Some(key) = KeyMaterial::read_file(key_file)? {
+            return Ok(Self::new(source, &key));
+        }
+        let key = KeyMaterial::generate();
+        key.write_new_file(key_file)?;
+        tracing::info!(key_file = %key_file.display(), "generated a new encryption key");
+        Ok(Self::new(source, &key))
+    }
+
+    pub fn source(&self) -> &KeySource {
+        &self.source
+    }
+
+    /// The fingerprint of the key new seals use.
+    pub fn fingerprint(&self) -> String {
+        self.read_keys().current.fingerprint.clone()
+    }
+
+    /// The fingerprint of the key being rotated away from, if any.
+    pub fn previous_fingerprint(&self) -> Option<String> {
+        self.read_keys()
+            .previous
+            .as_ref()
+            .map(|k| k.fingerprint.clone())
+    }
+
+    fn read_keys(&self) -> std::sync::RwLockReadGuard<'_, Keys> {
+        self.keys.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Held by a write from the moment it seals a value until the value is
+    /// committed: a key switch waits for such writes, so a value sealed under
+    /// the old key cannot land in the store after the re-seal began. Take it
+    /// once per write (a second take can wait behind a pending switch).
+    pub async fn hold(&self) -> KeyHold<'_> {
+        KeyHold(self.writes.read().await)
+    }
+
+    /// Makes `next` the key for new seals and keeps the current one for opens
+    /// (the start of a rotation). Returns once no write holds a value sealed
+    /// under the old key uncommitted.
+    pub async fn switch_to(&self, next: &KeyMaterial) {
+        let _no_writes = self.writes.write().await;
+        let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
+        let next = SealingKey::new(next);
+        if keys.current.fingerprint != next.fingerprint {
+            let old = std::mem::replace(&mut keys.current, next);
+            keys.previous = Some(old);
+        }
+    }
+
+    /// Keeps `previous` for opens only (a rotation resumed at start).
+    pub fn with_previous(self, previous: &KeyMaterial) -> Self {
+        {
+            let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
+            keys.previous = Some(SealingKey::new(previous));
+        }
+        self
+    }
+
+    /// Drops the previous key: the rotation is over.
+    pub fn forget_previous(&self) {
+        self.keys
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .previous = None;
+    }
+
+    /// `base64(nonce || ciphertext)` under the current key.
     pub fn seal(&self, plaintext: &str) -> Result<String, SecretError> {
+        let key = Arc::clone(&self.read_keys().current);
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-        let ciphertext = self
+        let ciphertext = key
             .cipher
             .encrypt(&nonce, plaintext.as_bytes())
             .map_err(|_| SecretError::Unseal)?;
@@ -89,42 +282,157 @@ impl SecretBox {
     }
 
     pub fn open(&self, sealed: &str) -> Result<String, SecretError> {
+        self.open_with(sealed).map(|(plain, _)| plain)
+    }
+
+    /// Opens with the current key, else the previous one, and says which.
+    pub fn open_with(&self, sealed: &str) -> Result<(String, SealedWith), SecretError> {
         let bytes = BASE64.decode(sealed).map_err(|_| SecretError::Unseal)?;
         if bytes.len() < 12 {
             return Err(SecretError::Unseal);
         }
         let (nonce, ciphertext) = bytes.split_at(12);
-        let plaintext = self
-            .cipher
-            .decrypt(Nonce::from_slice(nonce), ciphertext)
-            .map_err(|_| SecretError::Unseal)?;
-        String::from_utf8(plaintext).map_err(|_| SecretError::Unseal)
+        let (current, previous) = {
+            let keys = self.read_keys();
+            (Arc::clone(&keys.current), keys.previous.clone())
+        };
+        if let Some(plain) = current.open(nonce, ciphertext) {
+            return Ok((plain, SealedWith::Current));
+        }
+        previous
+            .and_then(|key| key.open(nonce, ciphertext))
+            .map(|plain| (plain, SealedWith::Previous))
+            .ok_or(SecretError::Unseal)
     }
 }
 
-/// An argon2id hash in PHC string form. CPU-heavy: call from a blocking task.
-pub fn hash_password(password: &str) -> Result<String, SecretError> {
+/// One permit per core: at most that many argon2 computations at once in
+/// the whole process.
+static ARGON2_PERMITS: LazyLock<Semaphore> = LazyLock::new(|| Semaphore::new(argon2_parallelism()));
+
+/// argon2's working memory (19 MiB at the default cost), one buffer per
+/// permit, reused: allocating it per call let the allocator keep a freed
+/// buffer in each of its per-thread arenas, and RSS grew with the number of
+/// blocking threads that had ever hashed (575 MiB after 200 concurrent
+/// creates on 2 cores, against 94 MiB before them).
+static ARGON2_MEMORY: Mutex<Vec<Vec<Block>>> = Mutex::new(Vec::new());
+
+/// The number of argon2 computations allowed at once.
+pub fn argon2_parallelism() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+}
+
+/// An argon2id hash in PHC string form, computed on a blocking thread once a
+/// permit is free.
+pub async fn hash_password(password: String) -> Result<String, SecretError> {
+    let _permit = ARGON2_PERMITS
+        .acquire()
+        .await
+        .map_err(|e| SecretError::Hash(e.to_string()))?;
+    tokio::task::spawn_blocking(move || with_argon2_memory(|blocks| hash_now(&password, blocks)))
+        .await
+        .map_err(|e| SecretError::Hash(e.to_string()))?
+}
+
+/// Constant-time check of a password against a PHC hash, on a blocking
+/// thread once a permit is free. `false` for a malformed hash.
+pub async fn verify_password(password: String, phc: String) -> bool {
+    let Ok(_permit) = ARGON2_PERMITS.acquire().await else {
+        return false;
+    };
+    tokio::task::spawn_blocking(move || {
+        with_argon2_memory(|blocks| verify_now(&password, &phc, blocks))
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// Runs `f` with a working-memory buffer from the pool (a new one if none is
+/// free: at most one per permit ever exists), zeroed before it goes back.
+fn with_argon2_memory<T>(f: impl FnOnce(&mut [Block]) -> T) -> T {
+    let pooled = ARGON2_MEMORY
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .pop();
+    let mut blocks = pooled.unwrap_or_else(|| vec![Block::new(); Params::DEFAULT_M_COST as usize]);
+    let out = f(&mut blocks);
+    blocks.fill(Block::new());
+    ARGON2_MEMORY
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(blocks);
+    out
+}
+
+/// argon2id with the default parameters, as `Argon2::hash_password` would.
+fn hash_now(password: &str, blocks: &mut [Block]) -> Result<String, SecretError> {
+    let failed = |e: &dyn fmt::Display| SecretError::Hash(e.to_string());
     let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|hash| hash.to_string())
-        .map_err(|e| SecretError::Hash(e.to_string()))
+    let mut salt_bytes = [0u8; 64];
+    let salt_bytes = salt
+        .as_salt()
+        .decode_b64(&mut salt_bytes)
+        .map_err(|e| failed(&e))?;
+    let argon2 = Argon2::default();
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    argon2
+        .hash_password_into_with_memory(password.as_bytes(), salt_bytes, &mut out, blocks)
+        .map_err(|e| failed(&e))?;
+    let hash = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(argon2.params()).map_err(|e| failed(&e))?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&out).map_err(|e| failed(&e))?),
+    };
+    Ok(hash.to_string())
 }
 
-/// Constant-time check of a password against a PHC hash. CPU-heavy.
-pub fn verify_password(password: &str, phc: &str) -> bool {
-    PasswordHash::new(phc)
-        .map(|hash| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &hash)
-                .is_ok()
-        })
-        .unwrap_or(false)
+/// Recomputes the hash with the PHC string's own parameters and compares
+/// in constant time (`Output`'s equality). A hash needing more memory than a
+/// pooled buffer was not made here: `false`.
+fn verify_now(password: &str, phc: &str, blocks: &mut [Block]) -> bool {
+    let Ok(hash) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (hash.salt, hash.hash) else {
+        return false;
+    };
+    let (Ok(algorithm), Ok(params)) =
+        (Algorithm::try_from(hash.algorithm), Params::try_from(&hash))
+    else {
+        return false;
+    };
+    let Ok(version) = hash
+        .version
+        .map_or(Ok(Version::default()), Version::try_from)
+    else {
+        return false;
+    };
+    if params.block_count() > blocks.len() {
+        tracing::warn!(
+            m_cost = params.m_cost(),
+            "a password hash asks for more argon2 memory than idm uses; not verified"
+        );
+        return false;
+    }
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt_bytes) = salt.decode_b64(&mut salt_bytes) else {
+        return false;
+    };
+    let mut out = vec![0u8; expected.len()];
+    Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password.as_bytes(), salt_bytes, &mut out, blocks)
+        .is_ok()
+        && Output::new(&out).is_ok_and(|computed| computed == expected)
 }
 
+/// Creates `path` (and its directory) with mode 0600, writes `contents` and a
+/// newline, and flushes the file and its directory to disk.
 fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write;
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent {
         std::fs::create_dir_all(parent)?;
     }
     let mut options = std::fs::OpenOptions::new();
@@ -136,7 +444,18 @@ fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
     }
     let mut file = options.open(path)?;
     file.write_all(contents.as_bytes())?;
-    file.write_all(b"\n")
+    file.write_all(b"\n")?;
+    file.sync_all()?;
+    sync_dir(parent.unwrap_or(Path::new(".")))
+}
+
+/// Flushes a directory's entries (a new or renamed file in it) to disk.
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    std::fs::File::open(dir)?.sync_all()?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -158,10 +477,102 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    #[tokio::test]
+    async fn hashes_are_standard_argon2id_phc_strings() {
+        use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+        let ours = hash_password("FooBar123".into()).await.unwrap();
+        assert!(
+            ours.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{ours}"
+        );
+        // The crate's own verifier accepts ours, and ours accepts the crate's.
+        let parsed = PasswordHash::new(&ours).unwrap();
+        assert!(
+            Argon2::default()
+                .verify_password(b"FooBar123", &parsed)
+                .is_ok()
+        );
+        assert!(
+            Argon2::default()
+                .verify_password(b"FooBar124", &parsed)
+                .is_err()
+        );
+        let salt = SaltString::generate(&mut OsRng);
+        let theirs = Argon2::default()
+            .hash_password(b"Other-1", &salt)
+            .unwrap()
+            .to_string();
+        assert!(verify_password("Other-1".into(), theirs.clone()).await);
+        assert!(!verify_password("Other-2".into(), theirs).await);
+        // Cheaper parameters (an older hash) verify too.
+        let cheap = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(4096, 3, 1, None).unwrap(),
+        )
+        .hash_password(b"Cheap-1", &salt)
+        .unwrap()
+        .to_string();
+        assert!(verify_password("Cheap-1".into(), cheap).await);
+    }
+
+    #[tokio::test]
+    async fn password_hashes_verify() {
+        let hash = hash_password("FooBar123".into()).await.unwrap();
+        assert!(verify_password("FooBar123".into(), hash.clone()).await);
+        assert!(!verify_password("foobar123".into(), hash).await);
+        assert!(!verify_password("FooBar123".into(), "not a hash".into()).await);
+    }
+
+    #[tokio::test]
+    async fn during_a_switch_new_seals_use_the_new_key_and_old_ones_still_open() {
+        let old = KeyMaterial::generate();
+        let new = KeyMaterial::generate();
+        let secrets = SecretBox::new(KeySource::Env, &old);
+        let before = secrets.seal("Old-1").unwrap();
+        secrets.switch_to(&new).await;
+        assert_eq!(secrets.fingerprint(), new.fingerprint());
+        assert_eq!(secrets.previous_fingerprint(), Some(old.fingerprint()));
+        let after = secrets.seal("New-1").unwrap();
+        assert_eq!(
+            secrets.open_with(&before).unwrap(),
+            ("Old-1".to_string(), SealedWith::Previous)
+        );
+        assert_eq!(
+            secrets.open_with(&after).unwrap(),
+            ("New-1".to_string(), SealedWith::Current)
+        );
+        secrets.forget_previous();
+        assert!(secrets.open(&before).is_err());
+        assert_eq!(secrets.open(&after).unwrap(), "New-1");
+    }
+
+    #[tokio::test]
+    async fn a_switch_waits_for_writes_holding_the_old_key() {
+        let secrets = Arc::new(SecretBox::new(KeySource::Env, &KeyMaterial::generate()));
+        let hold = secrets.hold().await;
+        let switching = {
+            let secrets = Arc::clone(&secrets);
+            tokio::spawn(async move { secrets.switch_to(&KeyMaterial::generate()).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!switching.is_finished(), "the switch waits for the hold");
+        drop(hold);
+        switching.await.unwrap();
+    }
+
     #[test]
-    fn password_hashes_verify() {
-        let hash = hash_password("FooBar123").unwrap();
-        assert!(verify_password("FooBar123", &hash));
-        assert!(!verify_password("foobar123", &hash));
+    fn fingerprints_are_stable_and_say_nothing_of_the_key() {
+        let key = KeyMaterial::from_base64(&BASE64.encode([7u8; 32]), "test").unwrap();
+        let fingerprint = key.fingerprint();
+        assert_eq!(fingerprint.len(), 64);
+        assert_eq!(fingerprint, key.clone().fingerprint());
+        assert_ne!(fingerprint, KeyMaterial::generate().fingerprint());
+        let plain_sha: String = Sha256::digest([7u8; 32])
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_ne!(fingerprint, plain_sha, "domain-separated");
+        assert!(!format!("{key:?}").contains(&BASE64.encode([7u8; 32])));
     }
 }

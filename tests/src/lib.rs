@@ -110,6 +110,9 @@ pub struct IdmdOptions {
     pub extra_args: Vec<String>,
     /// Extra environment (`IDM_LDAP_URL`, …) for this idmd only.
     pub env: Vec<(String, String)>,
+    /// Keep the encryption key in this key file (created on first start)
+    /// instead of passing `IDM_ENCRYPTION_KEY`.
+    pub key_file: Option<PathBuf>,
 }
 
 /// A running idmd; killed on drop.
@@ -170,7 +173,12 @@ impl Idmd {
             .arg("--grpc")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--key-file")
-            .arg(dir.path().join("idm.key"))
+            .arg(
+                options
+                    .key_file
+                    .clone()
+                    .unwrap_or_else(|| dir.path().join("idm.key")),
+            )
             .args(&options.extra_args)
             .env("IDM_ADMIN_TOKEN", &admin_token)
             .env("IDM_ENCRYPTION_KEY", &key)
@@ -184,6 +192,9 @@ impl Idmd {
             .stderr(log);
         if let Some(conf) = &options.conf {
             command.arg("--conf").arg(conf);
+        }
+        if options.key_file.is_some() {
+            command.env_remove("IDM_ENCRYPTION_KEY");
         }
         let child = command.spawn().unwrap();
         let mut idmd = Idmd {
@@ -282,6 +293,10 @@ impl Idmd {
         }
         drop(child.stdin.take());
         child.wait_with_output().unwrap()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Stops the process the hard way (as a crash would).

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use crate::keys::KeyError;
 use crate::managed::ManagedError;
 use crate::store::StoreError;
 
@@ -59,6 +60,24 @@ impl From<StoreError> for Status {
             other => {
                 tracing::error!(error = %other, "store failure");
                 Status::internal("store failure; see the server log")
+            }
+        }
+    }
+}
+
+impl From<KeyError> for Status {
+    fn from(error: KeyError) -> Self {
+        let message = error.to_string();
+        match error {
+            KeyError::FromEnv | KeyError::Interrupted { .. } | KeyError::Mismatch { .. } => {
+                Status::failed_precondition(message)
+            }
+            KeyError::Busy | KeyError::Incomplete { .. } => Status::aborted(message),
+            KeyError::Store(e) => e.into(),
+            // File and sealing failures: the log has the detail (paths, never keys).
+            other => {
+                tracing::error!(error = %other, "key rotation failed");
+                Status::internal("key rotation failed; see the server log")
             }
         }
     }

@@ -5,6 +5,7 @@ mod audit;
 pub mod auth;
 mod config;
 mod error;
+mod keys;
 mod objects;
 mod paging;
 mod recon;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 
 use idm_proto::v1::audit_service_server::AuditServiceServer;
 use idm_proto::v1::config_service_server::ConfigServiceServer;
+use idm_proto::v1::key_service_server::KeyServiceServer;
 use idm_proto::v1::object_service_server::ObjectServiceServer;
 use idm_proto::v1::recon_service_server::ReconServiceServer;
 use idm_proto::v1::schedule_service_server::ScheduleServiceServer;
@@ -26,6 +28,7 @@ use idm_proto::v1::token_service_server::TokenServiceServer;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 
+use crate::keys::KeyManager;
 use crate::managed::ManagedObjects;
 use crate::scheduler::Scheduler;
 use crate::store::Store;
@@ -38,6 +41,8 @@ pub struct Core {
     pub store: Store,
     pub objects: ManagedObjects,
     pub tokens: Arc<TokenRegistry>,
+    /// The encryption key: fingerprint, rotation.
+    pub keys: Arc<KeyManager>,
     pub reconciler: Reconciler,
     /// Implicit sync, told when mappings change.
     pub implicit: Arc<ImplicitSync>,
@@ -90,6 +95,9 @@ pub async fn serve(
         store: core.store.clone(),
         implicit: Arc::clone(&core.implicit),
     });
+    let key_api = KeyServiceServer::new(keys::KeyApi {
+        keys: Arc::clone(&core.keys),
+    });
     let recon = ReconServiceServer::new(recon::ReconApi {
         reconciler: core.reconciler.clone(),
     });
@@ -111,6 +119,7 @@ pub async fn serve(
         .add_service(InterceptedService::new(objects, auth.clone()))
         .add_service(InterceptedService::new(audit, auth.clone()))
         .add_service(InterceptedService::new(token_api, auth.clone()))
+        .add_service(InterceptedService::new(key_api, auth.clone()))
         .add_service(InterceptedService::new(config, auth.clone()))
         .add_service(InterceptedService::new(recon, auth.clone()))
         .add_service(InterceptedService::new(sync, auth.clone()))

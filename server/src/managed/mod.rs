@@ -216,14 +216,18 @@ impl ManagedObjects {
             .iter()
             .map(|(_, prepared)| prepared.passwords.clone())
             .collect();
-        let sealed: Vec<BTreeMap<String, StoredSecret>> = futures::stream::iter(passwords)
-            .map(|passwords| {
-                let this = self.clone();
-                async move { this.seal_all(&passwords).await }
-            })
+        let hashed: Vec<BTreeMap<String, Hashed>> = futures::stream::iter(passwords)
+            .map(|passwords| async move { hash_all(&passwords).await })
             .buffered(hashing_parallelism())
             .try_collect()
             .await?;
+        // Sealed and committed under one hold: a key rotation cannot switch
+        // keys in between (see `SecretBox::hold`).
+        let _hold = self.hold_key(hashed.iter().any(|h| !h.is_empty())).await;
+        let sealed = hashed
+            .into_iter()
+            .map(|hashed| self.seal_hashed(hashed))
+            .collect::<Result<Vec<_>, _>>()?;
         let new_objects: Vec<NewObject> = prepared_objects
             .into_iter()
             .zip(sealed)
@@ -293,7 +297,9 @@ impl ManagedObjects {
             ));
         }
         let prepared = prepare(object_type, attributes)?;
-        let sealed = self.seal_all(&prepared.passwords).await?;
+        let hashed = hash_all(&prepared.passwords).await?;
+        let _hold = self.hold_key(!hashed.is_empty()).await;
+        let sealed = self.seal_hashed(hashed)?;
         self.write(
             actor,
             "replace",
@@ -350,7 +356,9 @@ impl ManagedObjects {
             .iter()
             .filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v)))
             .collect();
-        let sealed = self.seal_all(&passwords).await?;
+        let hashed = hash_all(&passwords).await?;
+        let _hold = self.hold_key(!hashed.is_empty()).await;
+        let sealed = self.seal_hashed(hashed)?;
         let cleared: Vec<String> = password_ops
             .iter()
             .filter(|(_, v)| v.is_none())
@@ -593,12 +601,7 @@ impl ManagedObjects {
         let Some(secret) = self.store.get_secret(type_name, id, property).await? else {
             return Ok(false);
         };
-        let password = password.to_string();
-        Ok(
-            tokio::task::spawn_blocking(move || secrets::verify_password(&password, &secret.hash))
-                .await
-                .unwrap_or(false),
-        )
+        Ok(secrets::verify_password(password.to_string(), secret.hash).await)
     }
 
     /// For each `(id, value)`: whether the object's private `property` holds
@@ -640,21 +643,28 @@ impl ManagedObjects {
             .map_err(ManagedError::from)
     }
 
-    /// Hashes and seals passwords off the async workers (argon2 is slow on purpose).
-    async fn seal_all(
+    /// The stored form of [`hash_all`]'s output: hash and sealed copy. Call
+    /// under [`Self::hold_key`].
+    fn seal_hashed(
         &self,
-        passwords: &BTreeMap<String, String>,
+        hashed: BTreeMap<String, Hashed>,
     ) -> Result<BTreeMap<String, StoredSecret>, ManagedError> {
-        let mut out = BTreeMap::new();
-        for (property, plain) in passwords {
-            let plain_for_hash = plain.clone();
-            let hash = tokio::task::spawn_blocking(move || secrets::hash_password(&plain_for_hash))
-                .await
-                .map_err(|e| SecretError::Hash(e.to_string()))??;
-            let sealed = self.secrets.seal(plain)?;
-            out.insert(property.clone(), StoredSecret { hash, sealed });
+        hashed
+            .into_iter()
+            .map(|(property, Hashed { hash, plain })| {
+                let sealed = self.secrets.seal(&plain)?;
+                Ok((property, StoredSecret { hash, sealed }))
+            })
+            .collect()
+    }
+
+    /// The key hold for a write that seals something (`needed`), else none.
+    async fn hold_key(&self, needed: bool) -> Option<secrets::KeyHold<'_>> {
+        if needed {
+            Some(self.secrets.hold().await)
+        } else {
+            None
         }
-        Ok(out)
     }
 
     async fn views(
@@ -742,7 +752,32 @@ fn assemble_views(
 }
 
 fn hashing_parallelism() -> usize {
-    std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+    secrets::argon2_parallelism()
+}
+
+/// A password hashed, not yet sealed.
+struct Hashed {
+    hash: String,
+    plain: String,
+}
+
+/// Hashes passwords (argon2, bounded process-wide by `secrets`), for
+/// [`ManagedObjects::seal_hashed`].
+async fn hash_all(
+    passwords: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, Hashed>, ManagedError> {
+    let mut out = BTreeMap::new();
+    for (property, plain) in passwords {
+        let hash = secrets::hash_password(plain.clone()).await?;
+        out.insert(
+            property.clone(),
+            Hashed {
+                hash,
+                plain: plain.clone(),
+            },
+        );
+    }
+    Ok(out)
 }
 
 fn private_properties(object_type: &ObjectType) -> Vec<String> {

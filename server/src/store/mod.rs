@@ -8,6 +8,7 @@
 
 mod audit;
 mod config;
+mod keys;
 mod links;
 mod objects;
 mod outbox;
@@ -26,6 +27,7 @@ use surrealdb::engine::any::{self, Any};
 
 pub use audit::{AuditQuery, AuditRecord};
 pub use config::ConfigDocument;
+pub use keys::{CredentialKey, KeyRecord, Reseal};
 pub use links::Link;
 pub use objects::{
     NewObject, ObjectChange, Outcome, RelationRef, RelationRow, StoredObject, StoredSecret, Write,
@@ -41,7 +43,7 @@ pub use schedules::{ExecutionRecord, ScheduleState};
 pub use tokens::TokenRecord;
 
 /// Bumped whenever `schema.surql` changes shape; `migrate` takes older stores forward.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 const SCHEMA: &str = include_str!("schema.surql");
 const WRITE_ATTEMPTS: u32 = 8;
 /// Root credentials for a `ws://` SurrealDB server.

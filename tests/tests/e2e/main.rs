@@ -7,6 +7,7 @@ mod auth;
 mod cli;
 mod conf;
 mod filters;
+mod keys;
 mod ldap;
 mod objects;
 mod paging;
