@@ -24,7 +24,7 @@ use serde_json::Value;
 use surrealdb::Surreal;
 use surrealdb::engine::any::{self, Any};
 
-pub use audit::{AuditQuery, AuditRecord};
+pub use audit::{ActionRecord, AuditQuery, AuditRecord};
 pub use config::ConfigDocument;
 pub use links::Link;
 pub use objects::{
@@ -41,7 +41,8 @@ pub use schedules::{ExecutionRecord, ScheduleState};
 pub use tokens::TokenRecord;
 
 /// Bumped whenever `schema.surql` changes shape; `migrate` takes older stores forward.
-pub const SCHEMA_VERSION: i64 = 1;
+/// 2: audit entries have an `outcome` (and admin actions are audited).
+pub const SCHEMA_VERSION: i64 = 2;
 const SCHEMA: &str = include_str!("schema.surql");
 const WRITE_ATTEMPTS: u32 = 8;
 /// Root credentials for a `ws://` SurrealDB server.
@@ -173,6 +174,14 @@ impl Store {
             });
         }
         self.db.query(SCHEMA).await?.check()?;
+        if found.is_some_and(|v| v < 2) {
+            // Every entry before version 2 recorded a committed object write.
+            self.execute(
+                "UPDATE audit SET outcome = 'success' WHERE outcome = NONE RETURN NONE",
+                Value::Null,
+            )
+            .await?;
+        }
         self.db
             .query("UPSERT meta:schema SET version = $version")
             .bind(("version", SCHEMA_VERSION))
