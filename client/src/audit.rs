@@ -15,8 +15,10 @@ Examples:
   idmctl audit query --filter 'object eq \"managed/user/snow123\"'
   idmctl audit query --filter 'operation eq \"delete\" and time gt \"2025-01-01T00:00:00Z\"'
   idmctl audit query --filter 'changedProperties eq \"password\"' --sort 'time asc'
+  idmctl audit query --filter 'operation sw \"token.\" and outcome ne \"success\"'
 
-Filterable: actor, operation, object, time, revisionBefore, revisionAfter, changedProperties.";
+Filterable: actor, operation, object, time, revisionBefore, revisionAfter, changedProperties,
+outcome, detail.";
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
@@ -24,6 +26,8 @@ pub enum AuditCommand {
     ///
     /// One entry per managed write: who, what, which object, the revision
     /// before and after (0 = did not exist), and which properties changed.
+    /// One per admin action and password check: who, what, on what, and the
+    /// outcome (success, valid / invalid, or the refusal's code).
     #[command(after_help = AUDIT_EXAMPLES)]
     Query {
         /// A SCIM filter over the entries.
@@ -68,13 +72,22 @@ pub async fn run(ctx: &Context, command: AuditCommand) -> Result<(), CliError> {
         }
         Format::Table => {
             if !page.entries.is_empty() {
-                let mut table = table(["time", "actor", "operation", "object", "rev", "changed"]);
+                let mut table = table([
+                    "time",
+                    "actor",
+                    "operation",
+                    "object",
+                    "outcome",
+                    "rev",
+                    "changed",
+                ]);
                 for entry in &page.entries {
                     table.add_row([
                         time_cell(entry.time.as_ref()),
                         entry.actor.clone(),
                         entry.operation.clone(),
                         entry.object.clone(),
+                        entry.outcome.clone(),
                         format!("{}→{}", entry.revision_before, entry.revision_after),
                         entry.changed_properties.join(", "),
                     ]);
@@ -101,5 +114,7 @@ fn entry_json(entry: &AuditEntry) -> Json {
         "revisionBefore": entry.revision_before,
         "revisionAfter": entry.revision_after,
         "changedProperties": entry.changed_properties,
+        "outcome": entry.outcome,
+        "detail": entry.detail,
     })
 }

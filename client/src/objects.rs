@@ -113,7 +113,9 @@ pub enum ObjectsCommand {
     },
     /// Check a password; reads it from the first line of stdin.
     ///
-    /// Prints `valid` (exit code 0) or `invalid` (exit code 1).
+    /// Prints `valid` (exit code 0) or `invalid` (exit code 1); an unknown
+    /// object is `invalid` too. Needs a verify-password or admin token;
+    /// repeated failures are refused for a while (RESOURCE_EXHAUSTED).
     #[command(
         after_help = "Example:\n  printf '%s\\n' \"$PASSWORD\" | idmctl objects verify-password managed/user/snow123"
     )]

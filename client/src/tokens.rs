@@ -23,7 +23,9 @@ pub enum TokensCommand {
     )]
     Create {
         /// What the token may do: read (reads everything but tokens), scim
-        /// (reads and writes managed objects), admin (everything).
+        /// (reads and writes managed objects), admin (everything),
+        /// verify-password (checks passwords and nothing else; read and scim
+        /// tokens may not).
         #[arg(long, value_enum)]
         scope: ScopeArg,
         /// A note on what the token is for.
@@ -54,6 +56,7 @@ pub enum ScopeArg {
     Read,
     Scim,
     Admin,
+    VerifyPassword,
 }
 
 impl From<ScopeArg> for Scope {
@@ -62,6 +65,7 @@ impl From<ScopeArg> for Scope {
             ScopeArg::Read => Scope::Read,
             ScopeArg::Scim => Scope::Scim,
             ScopeArg::Admin => Scope::Admin,
+            ScopeArg::VerifyPassword => Scope::VerifyPassword,
         }
     }
 }
@@ -177,6 +181,7 @@ fn scope_name(scope: i32) -> &'static str {
         Ok(Scope::Read) => "read",
         Ok(Scope::Scim) => "scim",
         Ok(Scope::Admin) => "admin",
+        Ok(Scope::VerifyPassword) => "verify-password",
         Ok(Scope::Unspecified) | Err(_) => "none",
     }
 }

@@ -10,6 +10,7 @@ use idm_proto::v1::{
     QueryObjectsRequest, QueryObjectsResponse, ReplaceObjectRequest,
 };
 use serde_json::{Map, Value};
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
@@ -53,9 +54,11 @@ impl Core {
 
     fn request<T>(bearer: &Bearer, message: T) -> Result<Request<T>, ScimError> {
         let mut request = Request::new(message);
-        let value = format!("Bearer {}", bearer.0)
+        let mut value: MetadataValue<Ascii> = format!("Bearer {}", bearer.0)
             .parse()
             .map_err(|_| ScimError::unauthorized("the bearer token is not valid ASCII"))?;
+        // Never printed by a Debug of the request or its metadata.
+        value.set_sensitive(true);
         request.metadata_mut().insert("authorization", value);
         Ok(request)
     }
@@ -215,5 +218,20 @@ pub fn from_status(status: Status) -> ScimError {
             tracing::error!(code = ?status.code(), %message, "core call failed");
             ScimError::internal("the idm core failed; see idm-scim's log")
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_forwarded_bearer_is_sensitive_and_never_printed() {
+        let request = Core::request(&Bearer("s3cr3t-token".into()), ()).unwrap();
+        let header = request.metadata().get("authorization").unwrap();
+        assert!(header.is_sensitive());
+        let printed = format!("{request:?}");
+        assert!(!printed.contains("s3cr3t-token"), "{printed}");
     }
 }

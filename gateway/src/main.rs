@@ -31,8 +31,9 @@ struct Args {
     /// default managed/user and managed/group.
     #[arg(long, env = "IDM_SCIM_MAP")]
     map: Option<PathBuf>,
-    /// The externally visible URL of `/scim/v2`, for `meta.location` and
-    /// `Location` (default: from each request's Host header).
+    /// The externally visible URL of `/scim/v2` (`https://idm.example.org/scim/v2`),
+    /// for `meta.location` and `Location`. Default: `http://<listen address>/scim/v2`;
+    /// a request's `Host` header is never used.
     #[arg(long, env = "IDM_SCIM_PUBLIC_URL")]
     public_url: Option<String>,
     /// How long one call to the core may take, in seconds.
@@ -82,6 +83,23 @@ async fn run(args: Args) -> Result<(), String> {
         bulk_max_operations: 1000,
         bulk_max_payload: 1024 * 1024,
     };
+    if let Some(url) = &args.public_url {
+        let lower = url.to_ascii_lowercase();
+        if !(lower.starts_with("http://") || lower.starts_with("https://"))
+            || url.contains(char::is_whitespace)
+        {
+            return Err(format!(
+                "--public-url {url:?}: expected an http:// or https:// URL"
+            ));
+        }
+    }
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    if args.public_url.is_none() && address.ip().is_unspecified() {
+        tracing::warn!(%address, "without --public-url, resource locations name the listen address, which clients cannot reach");
+    }
     let app = App {
         scim: Scim {
             registry,
@@ -89,12 +107,8 @@ async fn run(args: Args) -> Result<(), String> {
             core,
             limits,
         },
-        public_url: args.public_url,
+        base_url: http::base_url(args.public_url.as_deref(), address),
     };
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    let address = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%address, core = %args.core, "serving SCIM 2.0 at /scim/v2");
     axum::serve(listener, http::router(app))
         .with_graceful_shutdown(shutdown())

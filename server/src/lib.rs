@@ -24,14 +24,34 @@ use managed::ManagedObjects;
 use store::Store;
 
 /// How idmd was asked to run.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Settings {
     pub conf: Option<PathBuf>,
     pub store_url: String,
     pub grpc: SocketAddr,
     pub key_file: PathBuf,
+    /// Secret: never printed (see the `Debug` impl).
     pub encryption_key: Option<String>,
+    /// Secret: never printed (see the `Debug` impl).
     pub admin_token: Option<String>,
+    /// How many failed password checks an object and a caller may have.
+    pub password_throttle: managed::ThrottleLimits,
+}
+
+/// By hand, so the key and the admin token never reach a log line.
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |secret: &Option<String>| secret.as_ref().map(|_| "<redacted>");
+        f.debug_struct("Settings")
+            .field("conf", &self.conf)
+            .field("store_url", &self.store_url)
+            .field("grpc", &self.grpc)
+            .field("key_file", &self.key_file)
+            .field("encryption_key", &redacted(&self.encryption_key))
+            .field("admin_token", &redacted(&self.admin_token))
+            .field("password_throttle", &self.password_throttle)
+            .finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +111,8 @@ pub async fn run(
         tracing::warn!("IDM_ADMIN_TOKEN is not set: only tokens created earlier can call idmd");
     }
     let refresh = tokens.spawn_refresh();
-    let objects = ManagedObjects::new(Arc::new(conf.schema), store.clone(), keys.secrets());
+    let objects = ManagedObjects::new(Arc::new(conf.schema), store.clone(), keys.secrets())
+        .with_password_throttle(settings.password_throttle);
     let conf_dir = settings.conf.clone().unwrap_or_else(|| PathBuf::from("."));
     let reconciler = sync::recon::Reconciler::new(store.clone(), objects.clone(), conf_dir.clone());
     let implicit = Arc::new(
@@ -154,4 +175,28 @@ pub async fn run(
 
 async fn wait_for_stop(mut stopped: watch::Receiver<bool>) {
     let _ = stopped.wait_for(|stop| *stop).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_debug_never_prints_the_key_or_the_admin_token() {
+        let settings = Settings {
+            conf: None,
+            store_url: "mem://".into(),
+            grpc: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            key_file: PathBuf::from("data/idm.key"),
+            encryption_key: Some("c2VjcmV0LWtleS1ieXRlcw==".into()),
+            admin_token: Some("admin-s3cr3t".into()),
+            password_throttle: managed::ThrottleLimits::default(),
+        };
+        for shown in [format!("{settings:?}"), format!("{settings:#?}")] {
+            assert!(!shown.contains("c2VjcmV0"), "{shown}");
+            assert!(!shown.contains("s3cr3t"), "{shown}");
+            assert!(shown.contains("<redacted>"), "{shown}");
+            assert!(shown.contains("mem://"), "{shown}");
+        }
+    }
 }

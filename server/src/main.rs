@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
+use idm_server::managed::ThrottleLimits;
 use idm_server::{Settings, run};
 use tracing_subscriber::EnvFilter;
 
@@ -32,6 +33,17 @@ struct Args {
     key_file: PathBuf,
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Failed password checks (VerifyPassword) one object may have within
+    /// the window before checks of it answer RESOURCE_EXHAUSTED.
+    #[arg(long, env = "IDM_PASSWORD_FAILURES_PER_OBJECT", default_value_t = 5)]
+    password_failures_per_object: usize,
+    /// Failed password checks one token may have within the window, over
+    /// every object.
+    #[arg(long, env = "IDM_PASSWORD_FAILURES_PER_CALLER", default_value_t = 100)]
+    password_failures_per_caller: usize,
+    /// The window of those limits, in seconds.
+    #[arg(long, env = "IDM_PASSWORD_FAILURE_WINDOW", default_value_t = 900)]
+    password_failure_window: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -60,6 +72,12 @@ async fn main() -> ExitCode {
         key_file: args.key_file,
         encryption_key: std::env::var(idm_server::secrets::KEY_ENV).ok(),
         admin_token: std::env::var("IDM_ADMIN_TOKEN").ok(),
+        password_throttle: ThrottleLimits {
+            per_object: args.password_failures_per_object,
+            per_caller: args.password_failures_per_caller,
+            window: std::time::Duration::from_secs(args.password_failure_window),
+            ..ThrottleLimits::default()
+        },
     };
     match run(settings, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,

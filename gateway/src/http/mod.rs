@@ -10,12 +10,13 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
-use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::http::header::{self, HeaderValue};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::Value;
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
@@ -30,9 +31,10 @@ use crate::service::Scim;
 /// What every handler shares.
 pub struct App {
     pub scim: Scim,
-    /// The externally visible base of `/scim/v2` (behind a proxy, say);
-    /// otherwise taken from the request's `Host`.
-    pub public_url: Option<String>,
+    /// The externally visible base of `/scim/v2`: `--public-url`, else the
+    /// listen address. Never taken from a request (`Host` is the client's to
+    /// forge, and would be echoed into `Location` and `meta.location`).
+    pub base_url: String,
 }
 
 pub type Shared = Arc<App>;
@@ -66,6 +68,10 @@ pub fn router(app: App) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(30)))
         .layer(TraceLayer::new_for_http())
+        // Outermost: the bearer is marked sensitive before anything could log it.
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+        ]))
         .with_state(Arc::new(app))
 }
 
@@ -128,24 +134,18 @@ impl FromRequestParts<Shared> for Caller {
             .ok_or_else(|| ScimError::unauthorized("only Bearer authorization is supported"))?;
         Ok(Caller {
             bearer: Bearer(token),
-            base: base_url(app, &parts.headers),
+            base: app.base_url.clone(),
         })
     }
 }
 
-pub fn base_url(app: &App, headers: &HeaderMap) -> String {
-    if let Some(url) = &app.public_url {
-        return url.trim_end_matches('/').to_string();
+/// The base URL resources are located under: `--public-url` if given (a
+/// trailing `/` dropped), else `http://<listen address>/scim/v2`.
+pub fn base_url(public_url: Option<&str>, listening: std::net::SocketAddr) -> String {
+    match public_url {
+        Some(url) => url.trim_end_matches('/').to_string(),
+        None => format!("http://{listening}/scim/v2"),
     }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost");
-    let scheme = headers
-        .get("x-forwarded-proto")
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("http");
-    format!("{scheme}://{host}/scim/v2")
 }
 
 /// A JSON request body: `application/scim+json` or `application/json` (or no
@@ -212,23 +212,19 @@ async fn method_not_allowed(method: Method) -> ScimError {
 
 async fn service_provider_config(
     axum::extract::State(app): axum::extract::State<Shared>,
-    headers: HeaderMap,
 ) -> Response {
-    let base = base_url(&app, &headers);
+    let base = &app.base_url;
     scim_response(
         StatusCode::OK,
-        &discovery::service_provider_config(&base, app.scim.limits),
+        &discovery::service_provider_config(base, app.scim.limits),
     )
 }
 
-async fn resource_types(
-    axum::extract::State(app): axum::extract::State<Shared>,
-    headers: HeaderMap,
-) -> Response {
-    let base = base_url(&app, &headers);
+async fn resource_types(axum::extract::State(app): axum::extract::State<Shared>) -> Response {
+    let base = &app.base_url;
     let types: Vec<Value> = Kind::ALL
         .into_iter()
-        .map(|kind| discovery::resource_type(&app.scim.registry, kind, &base))
+        .map(|kind| discovery::resource_type(&app.scim.registry, kind, base))
         .collect();
     let total = types.len() as u64;
     scim_response(
@@ -240,24 +236,20 @@ async fn resource_types(
 async fn resource_type(
     axum::extract::State(app): axum::extract::State<Shared>,
     axum::extract::Path(id): axum::extract::Path<String>,
-    headers: HeaderMap,
 ) -> Response {
-    let base = base_url(&app, &headers);
+    let base = &app.base_url;
     match Kind::from_name(&id) {
         Some(kind) => scim_response(
             StatusCode::OK,
-            &discovery::resource_type(&app.scim.registry, kind, &base),
+            &discovery::resource_type(&app.scim.registry, kind, base),
         ),
         None => ScimError::not_found(format!("no resource type {id}")).into_response(),
     }
 }
 
-async fn schemas(
-    axum::extract::State(app): axum::extract::State<Shared>,
-    headers: HeaderMap,
-) -> Response {
-    let base = base_url(&app, &headers);
-    let schemas = discovery::schemas(&app.scim.registry, &base);
+async fn schemas(axum::extract::State(app): axum::extract::State<Shared>) -> Response {
+    let base = &app.base_url;
+    let schemas = discovery::schemas(&app.scim.registry, base);
     let total = schemas.len() as u64;
     scim_response(
         StatusCode::OK,
@@ -268,13 +260,12 @@ async fn schemas(
 async fn schema(
     axum::extract::State(app): axum::extract::State<Shared>,
     axum::extract::Path(id): axum::extract::Path<String>,
-    headers: HeaderMap,
 ) -> Response {
-    let base = base_url(&app, &headers);
+    let base = &app.base_url;
     match app.scim.registry.schema(&id) {
         Some(schema) => scim_response(
             StatusCode::OK,
-            &crate::scim::schema::schema_document(schema, &base),
+            &crate::scim::schema::schema_document(schema, base),
         ),
         None => ScimError::not_found(format!("no schema {id}")).into_response(),
     }

@@ -25,6 +25,8 @@ const AUDIT_FIELDS: Columns = Columns {
         ("revisionBefore", "rev_before"),
         ("revisionAfter", "rev_after"),
         ("changedProperties", "changed"),
+        ("outcome", "outcome"),
+        ("detail", "detail"),
     ],
 };
 
@@ -65,6 +67,8 @@ impl AuditService for AuditApi {
                 revision_before: r.rev_before,
                 revision_after: r.rev_after,
                 changed_properties: r.changed,
+                outcome: r.outcome.unwrap_or_else(|| "success".into()),
+                detail: r.detail.unwrap_or_default(),
             })
             .collect();
         Ok(Response::new(QueryAuditResponse {

@@ -29,7 +29,7 @@ pub struct Caller {
 impl Caller {
     /// PERMISSION_DENIED unless the caller's scope covers `needed`.
     pub fn require(&self, needed: Scope) -> Result<(), Status> {
-        if rank(self.scope) >= rank(needed) {
+        if covers(self.scope, needed) {
             Ok(())
         } else {
             Err(Status::permission_denied(format!(
@@ -41,9 +41,22 @@ impl Caller {
     }
 }
 
+/// Whether a token of scope `have` may do what needs `needed`. `read` <
+/// `scim` < `admin` are ranked; `verify-password` stands apart: it grants
+/// only VerifyPassword, which of the others only `admin` may call.
+fn covers(have: Scope, needed: Scope) -> bool {
+    match (have, needed) {
+        (Scope::Unspecified, _) => false,
+        (Scope::Admin, _) => true,
+        (Scope::VerifyPassword, needed) => needed == Scope::VerifyPassword,
+        (_, Scope::VerifyPassword) => false,
+        (have, needed) => rank(have) >= rank(needed),
+    }
+}
+
 fn rank(scope: Scope) -> u8 {
     match scope {
-        Scope::Unspecified => 0,
+        Scope::Unspecified | Scope::VerifyPassword => 0,
         Scope::Read => 1,
         Scope::Scim => 2,
         Scope::Admin => 3,
@@ -56,6 +69,7 @@ pub fn scope_name(scope: Scope) -> &'static str {
         Scope::Read => "read",
         Scope::Scim => "scim",
         Scope::Admin => "admin",
+        Scope::VerifyPassword => "verify-password",
     }
 }
 
@@ -64,6 +78,7 @@ pub fn parse_scope(name: &str) -> Option<Scope> {
         "read" => Some(Scope::Read),
         "scim" => Some(Scope::Scim),
         "admin" => Some(Scope::Admin),
+        "verify-password" => Some(Scope::VerifyPassword),
         _ => None,
     }
 }
@@ -248,7 +263,39 @@ impl tonic::service::Interceptor for Authenticate {
             .or_else(|| value.strip_prefix("bearer "))
             .ok_or_else(|| Status::unauthenticated("authorization must be \"Bearer <token>\""))?;
         let caller = self.0.authenticate(secret.trim())?;
+        super::trail::actor(request.extensions(), &caller.token_id);
         request.extensions_mut().insert(caller);
         Ok(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verify_password_scope_stands_apart_from_the_ranked_ones() {
+        let all = [
+            Scope::Read,
+            Scope::Scim,
+            Scope::Admin,
+            Scope::VerifyPassword,
+        ];
+        for needed in all {
+            assert!(covers(Scope::Admin, needed), "admin covers {needed:?}");
+            assert!(!covers(Scope::Unspecified, needed));
+        }
+        assert!(covers(Scope::VerifyPassword, Scope::VerifyPassword));
+        for other in [Scope::Read, Scope::Scim, Scope::Admin] {
+            assert!(!covers(Scope::VerifyPassword, other), "{other:?}");
+        }
+        for weaker in [Scope::Read, Scope::Scim] {
+            assert!(!covers(weaker, Scope::VerifyPassword), "{weaker:?}");
+        }
+        assert!(covers(Scope::Scim, Scope::Read));
+        assert!(!covers(Scope::Read, Scope::Scim));
+        for scope in all {
+            assert_eq!(parse_scope(scope_name(scope)), Some(scope));
+        }
     }
 }

@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status};
 
 use super::auth::caller;
 use super::short_name;
+use super::trail;
 use crate::connector;
 use crate::managed::ManagedObjects;
 use crate::store::{ConfigDocument, Store};
@@ -182,6 +183,12 @@ impl ConfigService for ConfigApi {
         &self,
         request: Request<PutConnectorRequest>,
     ) -> Result<Response<Connector>, Status> {
+        let named = request
+            .get_ref()
+            .connector
+            .as_ref()
+            .map(|c| c.name.as_str());
+        trail::target_named(&request, "connectors/", named.unwrap_or_default());
         caller(&request)?.require(Scope::Admin)?;
         let given = request
             .into_inner()
@@ -205,6 +212,7 @@ impl ConfigService for ConfigApi {
         &self,
         request: Request<DeleteConnectorRequest>,
     ) -> Result<Response<DeleteConnectorResponse>, Status> {
+        trail::target_named(&request, "connectors/", &request.get_ref().name);
         caller(&request)?.require(Scope::Admin)?;
         let name = short_name(&request.get_ref().name, "connectors/")?;
         let existed = self.store.delete_config("connector", name).await?;
@@ -283,6 +291,8 @@ impl ConfigService for ConfigApi {
         &self,
         request: Request<PutMappingRequest>,
     ) -> Result<Response<Mapping>, Status> {
+        let named = request.get_ref().mapping.as_ref().map(|m| m.name.as_str());
+        trail::target_named(&request, "mappings/", named.unwrap_or_default());
         caller(&request)?.require(Scope::Admin)?;
         let given = request
             .into_inner()
@@ -313,6 +323,7 @@ impl ConfigService for ConfigApi {
         &self,
         request: Request<DeleteMappingRequest>,
     ) -> Result<Response<DeleteMappingResponse>, Status> {
+        trail::target_named(&request, "mappings/", &request.get_ref().name);
         caller(&request)?.require(Scope::Admin)?;
         let name = short_name(&request.get_ref().name, "mappings/")?;
         let existed = self.store.delete_config("mapping", name).await?;

@@ -40,6 +40,11 @@ impl From<ManagedError> for Status {
                 message,
                 ErrorDetails::with_bad_request_violation(property, "must be unique"),
             ),
+            ManagedError::Throttled { retry_after } => Status::with_error_details(
+                Code::ResourceExhausted,
+                message,
+                ErrorDetails::with_retry_info(Some(retry_after)),
+            ),
             ManagedError::Store(e) => e.into(),
             ManagedError::Secret(e) => {
                 tracing::error!(error = %e, "secret handling failed");

@@ -3,6 +3,7 @@
 
 mod audit;
 pub mod auth;
+mod bounded;
 mod config;
 mod error;
 mod keys;
@@ -12,6 +13,7 @@ mod recon;
 mod schedules;
 mod sync;
 mod tokens;
+pub mod trail;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -113,6 +115,10 @@ pub async fn serve(
     tracing::info!(%addr, "idmd serving gRPC");
     Server::builder()
         .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
+        .layer(bounded::BoundedStatusLayer)
+        .layer(trail::AuditLayer {
+            store: core.store.clone(),
+        })
         .add_service(health_service)
         .add_service(InterceptedService::new(reflection_v1, auth.clone()))
         .add_service(InterceptedService::new(reflection_v1alpha, auth.clone()))

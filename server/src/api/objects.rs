@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 
 use super::auth::caller;
 use super::timestamp;
+use super::trail;
 use crate::managed::{ManagedObjects, ObjectView, PatchOp, Query};
 
 pub struct ObjectApi {
@@ -210,18 +211,25 @@ impl ObjectService for ObjectApi {
         &self,
         request: Request<VerifyPasswordRequest>,
     ) -> Result<Response<VerifyPasswordResponse>, Status> {
-        caller(&request)?.require(Scope::Scim)?;
-        let request = request.into_inner();
-        let (type_name, id) = parse_name(&request.name)?;
-        let property = if request.property.is_empty() {
-            "password"
-        } else {
-            &request.property
+        let caller = caller(&request)?;
+        trail::target(&request, &request.get_ref().name);
+        caller.require(Scope::VerifyPassword)?;
+        let (type_name, id) = parse_name(&request.get_ref().name)?;
+        let property = match request.get_ref().property.as_str() {
+            "" => "password",
+            given => given,
         };
         let valid = self
             .objects
-            .verify_password(type_name, id, property, &request.password)
+            .verify_password(
+                &caller.token_id,
+                type_name,
+                id,
+                property,
+                &request.get_ref().password,
+            )
             .await?;
+        trail::outcome(&request, if valid { "valid" } else { "invalid" });
         Ok(Response::new(VerifyPasswordResponse { valid }))
     }
 

@@ -20,6 +20,7 @@ use tonic::{Request, Response, Status};
 use super::auth::caller;
 use super::paging::Page;
 use super::timestamp;
+use super::trail;
 use crate::managed::compile_filter;
 use crate::store::{Columns, Progress, ReconFailureRecord, ReconRunRecord};
 use crate::sync::recon::{ReconError, Reconciler, is_finished};
@@ -162,12 +163,14 @@ impl ReconService for ReconApi {
         request: Request<StartReconRequest>,
     ) -> Result<Response<ReconRun>, Status> {
         let who = caller(&request)?;
+        trail::target_named(&request, "mappings/", &request.get_ref().mapping);
         who.require(Scope::Admin)?;
-        let request = request.into_inner();
         let run = self
             .reconciler
-            .start(&request.mapping, None, &who.token_id)
+            .start(&request.get_ref().mapping, None, &who.token_id)
             .await?;
+        trail::detail(&request, &format!("recon/{}", run.rid));
+        let request = request.into_inner();
         self.answer(run, request.wait).await
     }
 
@@ -176,6 +179,8 @@ impl ReconService for ReconApi {
         request: Request<ReconByIdRequest>,
     ) -> Result<Response<ReconRun>, Status> {
         let who = caller(&request)?;
+        trail::target_named(&request, "mappings/", &request.get_ref().mapping);
+        trail::detail(&request, "by source id");
         who.require(Scope::Admin)?;
         let request = request.into_inner();
         let ids = source_ids(request.source_ids)?;
@@ -233,6 +238,7 @@ impl ReconService for ReconApi {
         &self,
         request: Request<CancelReconRequest>,
     ) -> Result<Response<ReconRun>, Status> {
+        trail::target_named(&request, "recon/", &request.get_ref().name);
         caller(&request)?.require(Scope::Admin)?;
         let rid = run_id(&request.get_ref().name)?;
         let run = self.reconciler.cancel(rid).await?;

@@ -18,6 +18,7 @@ use super::auth::caller;
 use super::paging::Page;
 use super::short_name;
 use super::timestamp;
+use super::trail;
 use crate::scheduler::{ScheduleView, Scheduler, SchedulerError};
 use crate::store::ExecutionRecord;
 
@@ -156,16 +157,16 @@ impl ScheduleService for ScheduleApi {
         &self,
         request: Request<CreateScheduleRequest>,
     ) -> Result<Response<Schedule>, Status> {
+        let name = match request.get_ref().schedule_id.as_str() {
+            "" => uuid::Uuid::new_v4().to_string(),
+            given => given.to_string(),
+        };
+        trail::target_named(&request, "schedules/", &name);
         caller(&request)?.require(Scope::Admin)?;
-        let request = request.into_inner();
         let schedule = request
+            .into_inner()
             .schedule
             .ok_or_else(|| Status::invalid_argument("schedule: required"))?;
-        let name = if request.schedule_id.is_empty() {
-            uuid::Uuid::new_v4().to_string()
-        } else {
-            request.schedule_id
-        };
         if self.scheduler.get(&name).await.is_ok() {
             return Err(Status::already_exists(format!(
                 "schedules/{name} already exists"
@@ -188,6 +189,8 @@ impl ScheduleService for ScheduleApi {
         &self,
         request: Request<UpdateScheduleRequest>,
     ) -> Result<Response<Schedule>, Status> {
+        let name = request.get_ref().schedule.as_ref().map(|s| s.name.as_str());
+        trail::target_named(&request, "schedules/", name.unwrap_or_default());
         caller(&request)?.require(Scope::Admin)?;
         let schedule = request
             .into_inner()
@@ -203,6 +206,7 @@ impl ScheduleService for ScheduleApi {
         &self,
         request: Request<DeleteScheduleRequest>,
     ) -> Result<Response<DeleteScheduleResponse>, Status> {
+        trail::target_named(&request, "schedules/", &request.get_ref().name);
         caller(&request)?.require(Scope::Admin)?;
         let name = short_name(&request.get_ref().name, "schedules/")?;
         let existed = self.scheduler.delete(name).await?;
@@ -222,6 +226,7 @@ impl ScheduleService for ScheduleApi {
         &self,
         request: Request<PauseScheduleRequest>,
     ) -> Result<Response<Schedule>, Status> {
+        trail::target_named(&request, "schedules/", &request.get_ref().name);
         caller(&request)?.require(Scope::Admin)?;
         let name = short_name(&request.get_ref().name, "schedules/")?;
         Ok(Response::new(to_proto(
@@ -233,6 +238,7 @@ impl ScheduleService for ScheduleApi {
         &self,
         request: Request<ResumeScheduleRequest>,
     ) -> Result<Response<Schedule>, Status> {
+        trail::target_named(&request, "schedules/", &request.get_ref().name);
         caller(&request)?.require(Scope::Admin)?;
         let name = short_name(&request.get_ref().name, "schedules/")?;
         Ok(Response::new(to_proto(
@@ -244,6 +250,7 @@ impl ScheduleService for ScheduleApi {
         &self,
         request: Request<RunScheduleRequest>,
     ) -> Result<Response<Execution>, Status> {
+        trail::target_named(&request, "schedules/", &request.get_ref().name);
         caller(&request)?.require(Scope::Admin)?;
         let name = short_name(&request.get_ref().name, "schedules/")?;
         let execution = self.scheduler.run_now(name).await?;

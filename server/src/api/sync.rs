@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 use super::auth::caller;
 use super::paging::Page;
 use super::timestamp;
+use super::trail;
 use crate::managed::compile_filter;
 use crate::store::{Columns, FAILED, OutboxEntry, Store};
 
@@ -71,6 +72,12 @@ fn chosen<T>(
     names: &[String],
 ) -> Result<(String, Vec<String>), Status> {
     let caller = caller(request)?;
+    trail::target_named(request, "mappings/", mapping);
+    let chose = match names.len() {
+        0 => "every failed entry".to_string(),
+        n => format!("{n} named entries"),
+    };
+    trail::detail(request, &chose);
     caller.require(Scope::Admin)?;
     if mapping.is_empty() {
         return Err(Status::invalid_argument("mapping: required"));

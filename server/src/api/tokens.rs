@@ -9,8 +9,9 @@ use idm_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::auth::{BOOTSTRAP_ACTOR, TokenRegistry, caller, parse_scope};
+use super::auth::{BOOTSTRAP_ACTOR, TokenRegistry, caller, parse_scope, scope_name};
 use super::timestamp;
+use super::trail;
 use crate::store::{TokenRecord, format_timestamp};
 
 pub struct TokenApi {
@@ -31,31 +32,48 @@ fn to_proto(record: TokenRecord) -> Token {
     }
 }
 
+/// The longest lifetime a token may be given: 100 years.
+const MAX_TTL_SECONDS: i64 = 100 * 366 * 86_400;
+
+/// When a token created now with `ttl` expires; INVALID_ARGUMENT for a
+/// lifetime that is not positive or too long to be a date.
+fn expiry(ttl: prost_types::Duration) -> Result<String, Status> {
+    if ttl.seconds <= 0 || ttl.nanos < 0 {
+        return Err(Status::invalid_argument("ttl must be positive"));
+    }
+    if ttl.seconds > MAX_TTL_SECONDS {
+        return Err(Status::invalid_argument(format!(
+            "ttl must be at most {MAX_TTL_SECONDS} seconds (100 years)"
+        )));
+    }
+    time::OffsetDateTime::now_utc()
+        .checked_add(time::Duration::seconds(ttl.seconds))
+        .map(format_timestamp)
+        .ok_or_else(|| Status::invalid_argument("ttl is too long"))
+}
+
 #[tonic::async_trait]
 impl TokenService for TokenApi {
     async fn create_token(
         &self,
         request: Request<CreateTokenRequest>,
     ) -> Result<Response<CreateTokenResponse>, Status> {
+        trail::target(&request, "tokens/");
         caller(&request)?.require(Scope::Admin)?;
-        let request = request.into_inner();
-        let scope = Scope::try_from(request.scope)
+        let given = request.get_ref();
+        let scope = Scope::try_from(given.scope)
             .ok()
             .filter(|s| *s != Scope::Unspecified)
-            .ok_or_else(|| Status::invalid_argument("scope: one of read, scim, admin"))?;
-        let expires = match request.ttl {
-            Some(ttl) if ttl.seconds <= 0 => {
-                return Err(Status::invalid_argument("ttl must be positive"));
-            }
-            Some(ttl) => Some(format_timestamp(
-                time::OffsetDateTime::now_utc() + time::Duration::seconds(ttl.seconds),
-            )),
-            None => None,
-        };
+            .ok_or_else(|| {
+                Status::invalid_argument("scope: one of read, scim, admin, verify-password")
+            })?;
+        trail::detail(&request, &format!("scope {}", scope_name(scope)));
+        let expires = given.ttl.map(expiry).transpose()?;
         let (record, secret) = self
             .registry
-            .create(scope, request.description, expires)
+            .create(scope, given.description.clone(), expires)
             .await?;
+        trail::target(&request, &format!("tokens/{}", record.tid));
         tracing::info!(token = %record.tid, scope = %record.scope, "token created");
         Ok(Response::new(CreateTokenResponse {
             token: Some(to_proto(record)),
@@ -84,6 +102,7 @@ impl TokenService for TokenApi {
         &self,
         request: Request<RevokeTokenRequest>,
     ) -> Result<Response<Token>, Status> {
+        trail::target(&request, &request.get_ref().name);
         caller(&request)?.require(Scope::Admin)?;
         let name = &request.get_ref().name;
         let tid = name.strip_prefix("tokens/").unwrap_or(name);

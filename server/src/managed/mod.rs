@@ -1,6 +1,7 @@
 //! Managed objects: the domain rules between the API and the store — schema
 //! checks, private properties, revisions, relationships, queries.
 
+mod password;
 mod patch;
 mod schema;
 
@@ -14,6 +15,7 @@ use idm_proto::filter::{self, AttrPath};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
+pub use password::{PasswordThrottle, ThrottleLimits};
 pub use patch::PatchOp;
 pub use schema::{
     DEFAULT_MANAGED_JSON, ManagedSchema, ObjectType, Property, PropertyKind, SchemaError,
@@ -53,6 +55,8 @@ pub enum ManagedError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Secret(#[from] SecretError),
+    #[error("too many failed password checks; retry in {}s", .retry_after.as_secs().max(1))]
+    Throttled { retry_after: std::time::Duration },
 }
 
 impl ManagedError {
@@ -122,6 +126,7 @@ pub struct ManagedObjects {
     schema: Arc<ManagedSchema>,
     store: Store,
     secrets: Arc<SecretBox>,
+    throttle: Arc<PasswordThrottle>,
 }
 
 /// A validated object, before its passwords are hashed.
@@ -139,7 +144,14 @@ impl ManagedObjects {
             schema,
             store,
             secrets,
+            throttle: Arc::new(PasswordThrottle::new(ThrottleLimits::default())),
         }
+    }
+
+    /// Throttles password checks with these limits instead of the defaults.
+    pub fn with_password_throttle(mut self, limits: ThrottleLimits) -> Self {
+        self.throttle = Arc::new(PasswordThrottle::new(limits));
+        self
     }
 
     pub fn schema(&self) -> &ManagedSchema {
@@ -575,33 +587,6 @@ impl ManagedObjects {
             }
         }
         Ok(None)
-    }
-
-    pub async fn verify_password(
-        &self,
-        type_name: &str,
-        id: &str,
-        property: &str,
-        password: &str,
-    ) -> Result<bool, ManagedError> {
-        let object_type = self.schema.get(type_name)?;
-        if !object_type
-            .properties
-            .get(property)
-            .is_some_and(|p| p.private)
-        {
-            return Err(ManagedError::invalid(
-                property,
-                "not a private property of this type",
-            ));
-        }
-        if self.store.get_object(type_name, id).await?.is_none() {
-            return Err(ManagedError::NotFound(object_ref(type_name, id)));
-        }
-        let Some(secret) = self.store.get_secret(type_name, id, property).await? else {
-            return Ok(false);
-        };
-        Ok(secrets::verify_password(password.to_string(), secret.hash).await)
     }
 
     /// For each `(id, value)`: whether the object's private `property` holds

@@ -25,7 +25,7 @@ use serde_json::Value;
 use surrealdb::Surreal;
 use surrealdb::engine::any::{self, Any};
 
-pub use audit::{AuditQuery, AuditRecord};
+pub use audit::{ActionRecord, AuditQuery, AuditRecord};
 pub use config::ConfigDocument;
 pub use keys::{CredentialKey, KeyRecord, Reseal};
 pub use links::Link;
@@ -43,7 +43,9 @@ pub use schedules::{ExecutionRecord, ScheduleState};
 pub use tokens::TokenRecord;
 
 /// Bumped whenever `schema.surql` changes shape; `migrate` takes older stores forward.
-pub const SCHEMA_VERSION: i64 = 2;
+/// 2: `meta:key` holds the encryption key's fingerprint.
+/// 3: audit entries have an `outcome` (and admin actions are audited).
+pub const SCHEMA_VERSION: i64 = 3;
 const SCHEMA: &str = include_str!("schema.surql");
 const WRITE_ATTEMPTS: u32 = 8;
 /// Root credentials for a `ws://` SurrealDB server.
@@ -175,6 +177,14 @@ impl Store {
             });
         }
         self.db.query(SCHEMA).await?.check()?;
+        if found.is_some_and(|v| v < 3) {
+            // Every entry before version 3 recorded a committed object write.
+            self.execute(
+                "UPDATE audit SET outcome = 'success' WHERE outcome = NONE RETURN NONE",
+                Value::Null,
+            )
+            .await?;
+        }
         self.db
             .query("UPSERT meta:schema SET version = $version")
             .bind(("version", SCHEMA_VERSION))

@@ -896,7 +896,7 @@ pub(super) fn audit_row(
     let aid = uuid::Uuid::now_v7().to_string();
     json!({
         "id": aid, "aid": aid, "time": now, "actor": actor, "operation": operation, "object": object,
-        "rev_before": before, "rev_after": after, "changed": changed,
+        "rev_before": before, "rev_after": after, "changed": changed, "outcome": "success",
     })
 }
 

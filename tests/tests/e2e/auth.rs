@@ -181,3 +181,43 @@ async fn revoked_and_expired_tokens_stop_working_and_secrets_are_never_listed() 
         Code::Unauthenticated,
     );
 }
+
+#[tokio::test]
+async fn a_token_lifetime_past_any_date_is_invalid_and_idmd_serves_on() {
+    let idmd = Idmd::start().await;
+    let mut admin = idmd.clients().await;
+    let create = |seconds: i64| CreateTokenRequest {
+        scope: Scope::Read.into(),
+        description: String::new(),
+        ttl: Some(prost_types::Duration { seconds, nanos: 0 }),
+    };
+    for seconds in [
+        4_000_000 * 86_400,
+        i64::MAX,
+        101 * 366 * 86_400,
+        0,
+        -1,
+        i64::MIN,
+    ] {
+        let refused = expect_code(
+            admin.tokens.create_token(create(seconds)).await,
+            Code::InvalidArgument,
+        );
+        assert!(refused.message().contains("ttl"), "{refused:?}");
+    }
+    let cli = idmd.idmctl(&["tokens", "create", "--scope", "read", "--ttl", "4000000d"]);
+    assert!(!cli.status.success());
+    let stderr = String::from_utf8_lossy(&cli.stderr);
+    assert!(stderr.contains("ttl"), "{stderr}");
+    assert!(!stderr.contains("CANCELLED"), "{stderr}");
+
+    assert_eq!(idmd.health().await, Ok(1));
+    let long = admin
+        .tokens
+        .create_token(create(99 * 366 * 86_400))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(long.token.unwrap().expire_time.is_some());
+    admin.tokens.get_caller(GetCallerRequest {}).await.unwrap();
+}

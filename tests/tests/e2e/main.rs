@@ -2,18 +2,22 @@
 //! own idmd (real process, real gRPC over loopback, real embedded SurrealDB).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod admin_audit;
 mod audit;
 mod auth;
 mod cli;
 mod conf;
+mod extremes;
 mod filters;
 mod keys;
 mod ldap;
 mod objects;
 mod paging;
+mod passwords;
 mod recon;
 mod scheduler;
 mod scim;
+mod scim_location;
 mod scim_patch;
 mod secrets;
 

@@ -112,6 +112,24 @@ pub(crate) fn normalize_dn(dn: &str) -> String {
         .join(",")
 }
 
+/// Whether `dn` names an entry strictly below `base`: every RDN of it is a
+/// plain `attribute=value` with a value, and its last RDNs are `base`'s. A
+/// DN a mapping computes must stay inside the connector's tree.
+pub(super) fn is_below(dn: &str, base: &str) -> bool {
+    let parts = dn_parts(dn);
+    let base = dn_parts(base);
+    let well_formed = parts
+        .iter()
+        .all(|(a, v)| check_attribute_name(a).is_ok() && !v.is_empty());
+    let normal = |(a, v): &(String, String)| (a.to_lowercase(), v.to_lowercase());
+    well_formed
+        && parts.len() > base.len()
+        && parts[parts.len() - base.len()..]
+            .iter()
+            .map(normal)
+            .eq(base.iter().map(normal))
+}
+
 pub(super) fn same_dn(a: &str, b: &str) -> bool {
     a == b || normalize_dn(a) == normalize_dn(b)
 }
@@ -157,5 +175,27 @@ mod tests {
             tidy_dn("OU=People, DC=Example , dc=org"),
             "ou=People,dc=Example,dc=org"
         );
+    }
+
+    #[test]
+    fn only_dns_strictly_below_the_base_are_inside_it() {
+        let base = "dc=example,dc=org";
+        assert!(is_below("uid=jdoe,dc=example,dc=org", base));
+        assert!(is_below("UID=jdoe, ou=People ,DC=Example,DC=org", base));
+        assert!(is_below(r"cn=a\,b,dc=example,dc=org", base));
+        for outside in [
+            "dc=example,dc=org",
+            "uid=jdoe,dc=other,dc=org",
+            "cn=admin,dc=org",
+            "uid=jdoe,dc=example,dc=org,dc=evil",
+            r"uid=jdoe\,dc=example\,dc=org,dc=evil",
+            "uid=jdoe,dc=examples,dc=org",
+            "uid=,dc=example,dc=org",
+            "uid=x,,dc=example,dc=org",
+            "not a dn,dc=example,dc=org",
+            "",
+        ] {
+            assert!(!is_below(outside, base), "{outside}");
+        }
     }
 }

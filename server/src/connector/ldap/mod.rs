@@ -75,7 +75,7 @@ use tokio::sync::Mutex;
 use tracing::Instrument;
 
 use self::connection::{Link, tls_config_trusting};
-use self::dn::{normalize_dn, same_dn, tidy_dn};
+use self::dn::{is_below, normalize_dn, same_dn, tidy_dn};
 use self::filter::{escape_filter_value, ldap_filter};
 use self::password::verify_password;
 use self::write::text_values;
@@ -84,6 +84,8 @@ use super::{Capabilities, Connector, ConnectorError, ConnectorObject, ObjectType
 pub struct LdapConnector {
     name: String,
     url: String,
+    /// The connector's tree: no write creates or moves an entry outside it.
+    base_dn: String,
     bind_dn: Option<String>,
     /// Never in a message or a log line.
     bind_password: String,
@@ -265,10 +267,17 @@ impl LdapConnector {
                         .map_err(|m| config_error(&at(field), &m)),
                 }
             };
+            let type_base = string_field(decl, "baseDn")
+                .filter(|b| !b.trim().is_empty())
+                .map_or_else(|| base_dn.clone(), |b| tidy_dn(&b));
+            if !same_dn(&type_base, &base_dn) && !is_below(&type_base, &base_dn) {
+                return Err(config_error(
+                    &at("baseDn"),
+                    &format!("\"{type_base}\" is not inside the connector's baseDn \"{base_dn}\""),
+                ));
+            }
             let ldap_type = LdapType {
-                base_dn: string_field(decl, "baseDn")
-                    .filter(|b| !b.trim().is_empty())
-                    .map_or_else(|| base_dn.clone(), |b| tidy_dn(&b)),
+                base_dn: type_base,
                 naming_attribute,
                 object_classes,
                 password_attribute: optional_attribute("passwordAttribute")?,
@@ -282,6 +291,7 @@ impl LdapConnector {
         Ok(LdapConnector {
             name: name.to_string(),
             url,
+            base_dn,
             bind_dn,
             bind_password,
             start_tls,

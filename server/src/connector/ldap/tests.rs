@@ -311,7 +311,90 @@ fn same_value_compares_like_the_directory() {
     ));
 }
 
+#[test]
+fn a_type_base_dn_must_lie_inside_the_connector_base_dn() {
+    let body = |type_base: &str| {
+        map(
+            json!({"connectorType": "ldap", "url": "ldap://h", "baseDn": "ou=people,dc=example,dc=org",
+            "objectTypes": {"account": {"namingAttribute": "uid", "objectClasses": ["inetOrgPerson"],
+                                        "baseDn": type_base}}}),
+        )
+    };
+    let c = LdapConnector::from_config(
+        "ldap",
+        &body("ou=staff,ou=people,dc=example,dc=org"),
+        Path::new("."),
+    )
+    .unwrap();
+    assert_eq!(
+        c.uid_for("account", &map(json!({"uid": "jdoe"})))
+            .as_deref(),
+        Some("uid=jdoe,ou=staff,ou=people,dc=example,dc=org")
+    );
+    // A mapped dn elsewhere names nothing this connector may create.
+    assert_eq!(
+        c.uid_for("account", &map(json!({"dn": "cn=admin,dc=example,dc=org"}))),
+        None
+    );
+    match LdapConnector::from_config("ldap", &body("dc=example,dc=org"), Path::new(".")) {
+        Err(ConnectorError::Config { field, .. }) => {
+            assert_eq!(field, "objectTypes.account.baseDn")
+        }
+        Err(other) => panic!("{other:?}"),
+        Ok(_) => panic!("a type outside the connector's tree was accepted"),
+    }
+}
+
 // -- against a real slapd ------------------------------------------------
+
+#[tokio::test]
+async fn a_mapped_dn_never_creates_or_moves_an_entry_outside_the_base_dn() {
+    let slapd = Slapd::start().unwrap();
+    let base = slapd.base_dn();
+    let whole = connector(&slapd, json!({}));
+    match whole.create("orgUnit", &map(json!({"ou": "people"}))).await {
+        Ok(_) | Err(ConnectorError::AlreadyExists { .. }) => {}
+        Err(other) => panic!("{other:?}"),
+    }
+    let people = connector(&slapd, json!({"baseDn": format!("ou=people,{base}")}));
+
+    let outside = format!("uid=evil,{base}");
+    let mut attrs = account("evil");
+    attrs.insert("dn".into(), json!(outside));
+    match people.create("account", &attrs).await {
+        Err(e @ ConnectorError::Rejected { .. }) => {
+            assert!(e.to_string().contains("not below"), "{e}");
+            assert!(!e.is_transient());
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(whole.get("account", &outside).await.unwrap(), None);
+
+    let inside = people.create("account", &account("moved")).await.unwrap();
+    assert_eq!(inside, format!("uid=moved,ou=people,{base}"));
+    match people
+        .update(
+            "account",
+            &inside,
+            &map(json!({"dn": format!("uid=moved,{base}")})),
+        )
+        .await
+    {
+        Err(e @ ConnectorError::Rejected { .. }) => {
+            assert!(e.to_string().contains("not below"), "{e}");
+            assert!(!e.is_transient());
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(people.get("account", &inside).await.unwrap().is_some());
+    assert_eq!(
+        whole
+            .get("account", &format!("uid=moved,{base}"))
+            .await
+            .unwrap(),
+        None
+    );
+}
 
 #[tokio::test]
 async fn creates_reads_updates_renames_and_deletes_an_account() {

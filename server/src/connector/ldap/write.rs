@@ -7,7 +7,7 @@ use ldap3::{LdapResult, Mod};
 use serde_json::{Map, Value};
 
 use super::connection::Retry;
-use super::dn::{escape_dn_value, same_dn, split_dn, unescape_dn_value};
+use super::dn::{escape_dn_value, is_below, same_dn, split_dn, unescape_dn_value};
 use super::password::{is_hashed, ssha};
 use super::{LdapConnector, LdapType, PasswordHashing, check_attribute_name};
 use crate::connector::ConnectorError;
@@ -73,7 +73,31 @@ impl LdapConnector {
         Ok(values)
     }
 
+    /// The DN a new entry gets: its `dn`, else `<naming>=<value>,<type baseDn>`;
+    /// refused unless it lies below the connector's `baseDn`.
     pub(super) fn dn_for(
+        &self,
+        ldap_type: &LdapType,
+        attributes: &Map<String, Value>,
+    ) -> Result<String, String> {
+        let dn = self.wanted_dn(ldap_type, attributes)?;
+        self.check_inside(&dn)?;
+        Ok(dn)
+    }
+
+    /// A DN a write would create or move an entry to must lie below `baseDn`.
+    fn check_inside(&self, dn: &str) -> Result<(), String> {
+        if is_below(dn, &self.base_dn) {
+            Ok(())
+        } else {
+            Err(format!(
+                "dn \"{dn}\" is not below the connector's baseDn \"{}\"",
+                self.base_dn
+            ))
+        }
+    }
+
+    fn wanted_dn(
         &self,
         ldap_type: &LdapType,
         attributes: &Map<String, Value>,
@@ -211,6 +235,8 @@ impl LdapConnector {
             if same_dn(new_dn, uid) {
                 return Ok(None);
             }
+            self.check_inside(new_dn)
+                .map_err(|m| self.rejected(&object(), m))?;
             let (rdn, parent) = split_dn(new_dn);
             return Ok(Some(Rename {
                 rdn: rdn.to_string(),
