@@ -7,6 +7,7 @@ use idm_proto::v1::{GetKeyRequest, Key, RotateKeyRequest, RotateKeyResponse, Sco
 use tonic::{Request, Response, Status};
 
 use super::auth::caller;
+use super::trail;
 use crate::keys::{KeyManager, Rotation};
 use crate::secrets::KeySource;
 
@@ -52,16 +53,21 @@ impl KeyService for KeyApi {
         &self,
         request: Request<RotateKeyRequest>,
     ) -> Result<Response<RotateKeyResponse>, Status> {
+        trail::target(&request, "keys/encryption");
         let caller = caller(&request)?;
         caller.require(Scope::Admin)?;
         let outcome = self.keys.rotate().await;
-        // One place to record the admin action (actor, outcome).
+        // The audit layer records actor and outcome; the entry names the new
+        // fingerprint (never key material).
         match &outcome {
-            Ok(done) => tracing::info!(
+            Ok(done) => {
+                trail::detail(&request, &format!("fingerprint {}", done.fingerprint));
+                tracing::info!(
                 actor = %caller.token_id,
                 fingerprint = %done.fingerprint,
                 "key rotated"
-            ),
+                )
+            }
             Err(e) => {
                 tracing::warn!(actor = %caller.token_id, error = %e, "key rotation refused or failed")
             }

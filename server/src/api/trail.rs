@@ -35,6 +35,7 @@ const ACTIONS: &[(&str, &str)] = &[
     ("/idm.v1.SyncService/RetrySyncEntries", "sync.retry"),
     ("/idm.v1.SyncService/DiscardSyncEntries", "sync.discard"),
     ("/idm.v1.ObjectService/VerifyPassword", "password.verify"),
+    ("/idm.v1.KeyService/RotateKey", "key.rotate"),
 ];
 
 /// What one audited call learns as it runs: shared by the layer, the

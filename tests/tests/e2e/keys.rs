@@ -243,6 +243,29 @@ async fn rotated_passwords_still_verify_and_provision_across_a_restart() {
         rotated["fingerprint"]
     );
     assert!(password_valid(&mut c, "rot1", "Before-Rotation-1").await);
+    let audited = c
+        .audit
+        .query_audit(idm_proto::v1::QueryAuditRequest {
+            filter: r#"operation eq "key.rotate""#.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(audited.entries.len(), 1, "{audited:?}");
+    let entry_seen = &audited.entries[0];
+    assert_eq!(entry_seen.object, "keys/encryption");
+    assert_eq!(entry_seen.outcome, "success");
+    assert_eq!(entry_seen.actor, "bootstrap");
+    assert!(
+        entry_seen
+            .detail
+            .contains(rotated["fingerprint"].as_str().unwrap())
+    );
+    assert!(
+        !format!("{audited:?}").contains(&new_key),
+        "no key material in the audit"
+    );
 
     // The directory loses the entry; a reconciliation puts it back with the
     // password opened from its copy sealed under the new key.
