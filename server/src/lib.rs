@@ -32,6 +32,11 @@ pub struct Settings {
     pub key_file: PathBuf,
     pub encryption_key: Option<String>,
     pub admin_token: Option<String>,
+    /// `$env` names a document sent over the API may use (`IDM_CONF_ENV_ALLOW`).
+    pub conf_env_allow: Vec<String>,
+    /// Directories besides the conf directory that files named by documents
+    /// sent over the API may be in (`--allow-path`, `IDM_CONF_PATHS`).
+    pub allow_paths: Vec<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +64,12 @@ pub async fn run(
 ) -> Result<(), StartError> {
     let conf = config::read(settings.conf.as_deref())?;
     let store = Store::open(&settings.store_url).await?;
-    let changed = config::apply(&store, &conf).await?;
+    // Before the conf goes in: connector secrets are sealed with it.
+    let secrets = Arc::new(SecretBox::load_or_create(
+        &settings.key_file,
+        settings.encryption_key.as_deref(),
+    )?);
+    let changed = config::apply(&store, &conf, &secrets).await?;
     let interrupted = store
         .fail_unfinished_runs("idmd stopped during the run")
         .await?;
@@ -75,10 +85,6 @@ pub async fn run(
         changed,
         "conf loaded"
     );
-    let secrets = Arc::new(SecretBox::load_or_create(
-        &settings.key_file,
-        settings.encryption_key.as_deref(),
-    )?);
     let tokens = TokenRegistry::load(store.clone(), settings.admin_token.as_deref()).await?;
     if !tokens.has_bootstrap() {
         tracing::warn!("IDM_ADMIN_TOKEN is not set: only tokens created earlier can call idmd");
@@ -86,6 +92,11 @@ pub async fn run(
     let refresh = tokens.spawn_refresh();
     let objects = ManagedObjects::new(Arc::new(conf.schema), store.clone(), secrets);
     let conf_dir = settings.conf.clone().unwrap_or_else(|| PathBuf::from("."));
+    let policy = Arc::new(config::ApiDocumentPolicy::new(
+        &conf_dir,
+        &settings.conf_env_allow,
+        &settings.allow_paths,
+    ));
     let reconciler = sync::recon::Reconciler::new(store.clone(), objects.clone(), conf_dir.clone());
     let implicit = Arc::new(
         sync::outbox::ImplicitSync::start(store.clone(), objects.clone(), conf_dir.clone()).await?,
@@ -112,6 +123,7 @@ pub async fn run(
         implicit: Arc::clone(&implicit),
         scheduler: scheduler.clone(),
         conf_dir,
+        policy,
     };
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(async move {

@@ -30,6 +30,16 @@ struct Args {
     /// IDM_ENCRYPTION_KEY (base64, 32 bytes) takes precedence.
     #[arg(long, env = "IDM_KEY_FILE", default_value = "data/idm.key")]
     key_file: PathBuf,
+    /// Environment variables that `$env` references in documents sent over
+    /// the API may read (comma-separated); none by default. Conf files keep
+    /// every `$env`.
+    #[arg(long, env = "IDM_CONF_ENV_ALLOW", value_delimiter = ',')]
+    conf_env_allow: Vec<String>,
+    /// A directory (besides the conf directory) that files named by documents
+    /// sent over the API may be in (a CSV file, `tlsCaFile`, a script);
+    /// repeat it, or list them comma-separated in IDM_CONF_PATHS.
+    #[arg(long = "allow-path", env = "IDM_CONF_PATHS", value_delimiter = ',')]
+    allow_paths: Vec<PathBuf>,
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 }
@@ -60,6 +70,8 @@ async fn main() -> ExitCode {
         key_file: args.key_file,
         encryption_key: std::env::var(idm_server::secrets::KEY_ENV).ok(),
         admin_token: std::env::var("IDM_ADMIN_TOKEN").ok(),
+        conf_env_allow: args.conf_env_allow,
+        allow_paths: args.allow_paths,
     };
     match run(settings, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,

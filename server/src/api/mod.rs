@@ -44,6 +44,8 @@ pub struct Core {
     pub scheduler: Scheduler,
     /// The conf directory (relative paths in conf documents start here).
     pub conf_dir: std::path::PathBuf,
+    /// What documents sent over the API may refer to.
+    pub policy: Arc<crate::config::ApiDocumentPolicy>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +91,7 @@ pub async fn serve(
         conf_dir: core.conf_dir.clone(),
         store: core.store.clone(),
         implicit: Arc::clone(&core.implicit),
+        policy: Arc::clone(&core.policy),
     });
     let recon = ReconServiceServer::new(recon::ReconApi {
         reconciler: core.reconciler.clone(),
@@ -100,6 +103,7 @@ pub async fn serve(
 
     let schedules = ScheduleServiceServer::new(schedules::ScheduleApi {
         scheduler: core.scheduler.clone(),
+        policy: Arc::clone(&core.policy),
     });
 
     tracing::info!(%addr, "idmd serving gRPC");

@@ -6,6 +6,7 @@ mod audit;
 mod auth;
 mod cli;
 mod conf;
+mod conf_secrets;
 mod filters;
 mod ldap;
 mod objects;
