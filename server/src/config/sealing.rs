@@ -317,15 +317,24 @@ fn restore_at(
     at: &str,
 ) -> Result<(), String> {
     for (key, value) in body.iter_mut() {
-        let path = join(at, key);
-        let old = stored.and_then(|s| s.get(key));
-        if value.get(REDACTED) == Some(&Value::Bool(true)) {
-            *value = old.cloned().ok_or(path)?;
-        } else if let Value::Object(inner) = value {
-            restore_at(inner, old.and_then(Value::as_object), &path)?;
-        }
+        restore_value(value, stored.and_then(|s| s.get(key)), &join(at, key))?;
     }
     Ok(())
+}
+
+/// Array elements are matched by position (a mapping's `properties`).
+fn restore_value(value: &mut Value, old: Option<&Value>, at: &str) -> Result<(), String> {
+    if value.get(REDACTED) == Some(&Value::Bool(true)) {
+        *value = old.cloned().ok_or_else(|| at.to_string())?;
+        return Ok(());
+    }
+    match value {
+        Value::Object(inner) => restore_at(inner, old.and_then(Value::as_object), at),
+        Value::Array(items) => items.iter_mut().enumerate().try_for_each(|(i, item)| {
+            restore_value(item, old.and_then(|o| o.get(i)), &format!("{at}[{i}]"))
+        }),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -513,6 +522,15 @@ mod tests {
             open_sealed(&resealed, &secrets).unwrap()["bindPassword"]["default"],
             "s3cr3t-default"
         );
+        // In arrays, by position.
+        let stored = map(json!({"properties": [{"default": {"$env": "X", "default": "d"}}]}));
+        let mut sent = redact("mapping", &stored);
+        assert_eq!(
+            sent["properties"][0]["default"]["default"],
+            json!({"$redacted": true})
+        );
+        restore_redacted(&mut sent, Some(&stored)).unwrap();
+        assert_eq!(sent, stored);
         let mut fresh = map(json!({"bindPassword": {"$redacted": true}}));
         assert_eq!(
             restore_redacted(&mut fresh, None),

@@ -89,11 +89,18 @@ impl Scrubbed {
         result.map_err(|e| scrub(e, &self.hidden))
     }
 
+    /// A bad record's reason is scrubbed too.
     fn clean_item(
         &self,
         item: Result<SourceItem, ConnectorError>,
     ) -> Result<SourceItem, ConnectorError> {
-        self.clean(item)
+        match self.clean(item)? {
+            SourceItem::Bad(mut bad) => {
+                bad.reason = crate::config::scrub_text(bad.reason, &self.hidden);
+                Ok(SourceItem::Bad(bad))
+            }
+            object => Ok(object),
+        }
     }
 }
 
