@@ -203,7 +203,12 @@ fn resolve(value: &Value, hidden: &mut Vec<(String, String)>) -> Value {
                     format!("$env:{name} (default)"),
                 ),
             };
-            if let Value::String(text) = &resolved {
+            // A flag or a number says nothing and would garble messages
+            // (a secret field's value is noted by `note_secrets` whatever it is).
+            if let Value::String(text) = &resolved
+                && !matches!(text.as_str(), "true" | "false")
+                && text.parse::<f64>().is_err()
+            {
                 hidden.push((text.clone(), label));
             }
             resolved
