@@ -36,6 +36,11 @@ pub struct Settings {
     pub admin_token: Option<String>,
     /// How many failed password checks an object and a caller may have.
     pub password_throttle: managed::ThrottleLimits,
+    /// `$env` names a document sent over the API may use (`IDM_CONF_ENV_ALLOW`).
+    pub conf_env_allow: Vec<String>,
+    /// Directories besides the conf directory that files named by documents
+    /// sent over the API may be in (`--allow-path`, `IDM_CONF_PATHS`).
+    pub allow_paths: Vec<PathBuf>,
 }
 
 /// By hand, so the key and the admin token never reach a log line.
@@ -50,6 +55,8 @@ impl std::fmt::Debug for Settings {
             .field("encryption_key", &redacted(&self.encryption_key))
             .field("admin_token", &redacted(&self.admin_token))
             .field("password_throttle", &self.password_throttle)
+            .field("conf_env_allow", &self.conf_env_allow)
+            .field("allow_paths", &self.allow_paths)
             .finish()
     }
 }
@@ -90,7 +97,7 @@ pub async fn run(
         )
         .await?,
     );
-    let changed = config::apply(&store, &conf).await?;
+    let changed = config::apply(&store, &conf, &keys.secrets()).await?;
     let interrupted = store
         .fail_unfinished_runs("idmd stopped during the run")
         .await?;
@@ -114,6 +121,11 @@ pub async fn run(
     let objects = ManagedObjects::new(Arc::new(conf.schema), store.clone(), keys.secrets())
         .with_password_throttle(settings.password_throttle);
     let conf_dir = settings.conf.clone().unwrap_or_else(|| PathBuf::from("."));
+    let policy = Arc::new(config::ApiDocumentPolicy::new(
+        &conf_dir,
+        &settings.conf_env_allow,
+        &settings.allow_paths,
+    ));
     let reconciler = sync::recon::Reconciler::new(store.clone(), objects.clone(), conf_dir.clone());
     let implicit = Arc::new(
         sync::outbox::ImplicitSync::start(store.clone(), objects.clone(), conf_dir.clone()).await?,
@@ -141,6 +153,7 @@ pub async fn run(
         implicit: Arc::clone(&implicit),
         scheduler: scheduler.clone(),
         conf_dir,
+        policy,
     };
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(async move {
@@ -191,6 +204,8 @@ mod tests {
             encryption_key: Some("c2VjcmV0LWtleS1ieXRlcw==".into()),
             admin_token: Some("admin-s3cr3t".into()),
             password_throttle: managed::ThrottleLimits::default(),
+            conf_env_allow: Vec::new(),
+            allow_paths: Vec::new(),
         };
         for shown in [format!("{settings:?}"), format!("{settings:#?}")] {
             assert!(!shown.contains("c2VjcmV0"), "{shown}");

@@ -31,6 +31,16 @@ struct Args {
     /// IDM_ENCRYPTION_KEY (base64, 32 bytes) takes precedence.
     #[arg(long, env = "IDM_KEY_FILE", default_value = "data/idm.key")]
     key_file: PathBuf,
+    /// Environment variables that `$env` references in documents sent over
+    /// the API may read (comma-separated); none by default. Conf files keep
+    /// every `$env`.
+    #[arg(long, env = "IDM_CONF_ENV_ALLOW", value_delimiter = ',')]
+    conf_env_allow: Vec<String>,
+    /// A directory (besides the conf directory) that files named by documents
+    /// sent over the API may be in (a CSV file, `tlsCaFile`, a script);
+    /// repeat it, or list them comma-separated in IDM_CONF_PATHS.
+    #[arg(long = "allow-path", env = "IDM_CONF_PATHS", value_delimiter = ',')]
+    allow_paths: Vec<PathBuf>,
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     /// Failed password checks (VerifyPassword) one object may have within
@@ -78,6 +88,8 @@ async fn main() -> ExitCode {
             window: std::time::Duration::from_secs(args.password_failure_window),
             ..ThrottleLimits::default()
         },
+        conf_env_allow: args.conf_env_allow,
+        allow_paths: args.allow_paths,
     };
     match run(settings, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,12 +10,13 @@ use idm_proto::v1::{
     ListConnectorsResponse, ListMappingsRequest, ListMappingsResponse, Mapping,
     PutConnectorRequest, PutMappingRequest, Scope, TestConnectorRequest, TestConnectorResponse,
 };
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use tonic::{Request, Response, Status};
 
 use super::auth::caller;
 use super::short_name;
 use super::trail;
+use crate::config::{self, ApiDocumentPolicy};
 use crate::connector;
 use crate::managed::ManagedObjects;
 use crate::store::{ConfigDocument, Store};
@@ -35,64 +36,13 @@ pub struct ConfigApi {
     pub conf_dir: PathBuf,
     /// Told when mappings or connectors change, so writes feed the right outboxes.
     pub implicit: Arc<ImplicitSync>,
+    /// What documents sent here may refer to (`$env` names, file paths).
+    pub policy: Arc<ApiDocumentPolicy>,
 }
 
-/// Secret-looking values never leave the server; `$env` references may.
-fn redact(value: &Value) -> Value {
-    match value {
-        Value::Object(map) if map.contains_key("$env") => value.clone(),
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| {
-                    let lower = k.to_ascii_lowercase();
-                    let secret = ["password", "secret", "credential"]
-                        .iter()
-                        .any(|s| lower.contains(s));
-                    let shown = if secret && !v.get("$env").is_some_and(Value::is_string) {
-                        json!({ "$redacted": true })
-                    } else {
-                        redact(v)
-                    };
-                    (k.clone(), shown)
-                })
-                .collect(),
-        ),
-        Value::Array(items) => Value::Array(items.iter().map(redact).collect()),
-        other => other.clone(),
-    }
-}
-
-/// Puts stored values back where a client sent `{"$redacted": true}` (it read
-/// a redacted document and writes it back); `Err` names a marker with no
-/// stored value behind it.
-fn restore_redacted(
-    body: &mut Map<String, Value>,
-    stored: Option<&Map<String, Value>>,
-    at: &str,
-) -> Result<(), Status> {
-    for (key, value) in body.iter_mut() {
-        let path = if at.is_empty() {
-            key.clone()
-        } else {
-            format!("{at}.{key}")
-        };
-        let old = stored.and_then(|s| s.get(key));
-        if value.get("$redacted") == Some(&Value::Bool(true)) {
-            *value = old.cloned().ok_or_else(|| {
-                Status::invalid_argument(format!(
-                    "{path}: {{\"$redacted\": true}} stands for a stored value, and none is stored"
-                ))
-            })?;
-        } else if let Value::Object(inner) = value {
-            restore_redacted(inner, old.and_then(Value::as_object), &path)?;
-        }
-    }
-    Ok(())
-}
-
+/// As a read shows it: secrets and `$env` defaults redacted (see `config::redact`).
 fn connector(doc: ConfigDocument) -> Connector {
-    let body = redact(&Value::Object(doc.body));
-    let body = body.as_object().cloned().unwrap_or_default();
+    let body = config::redact("connector", &doc.body);
     Connector {
         name: format!("connectors/{}", doc.name),
         connector_type: body
@@ -105,6 +55,7 @@ fn connector(doc: ConfigDocument) -> Connector {
 }
 
 fn mapping(doc: ConfigDocument) -> Mapping {
+    let shown = config::redact("mapping", &doc.body);
     let text = |key: &str| {
         doc.body
             .get(key)
@@ -121,7 +72,7 @@ fn mapping(doc: ConfigDocument) -> Mapping {
             .get("enableSync")
             .and_then(Value::as_bool)
             .unwrap_or(false),
-        definition: Some(to_proto_struct(&doc.body)),
+        definition: Some(to_proto_struct(&shown)),
     }
 }
 
@@ -133,15 +84,47 @@ impl ConfigApi {
             .ok_or_else(|| Status::not_found(format!("{kind} \"{name}\" not found")))
     }
 
-    async fn put(
+    /// A document a client sent, ready to check and store: refused if it
+    /// names an `$env` variable or a path the operator does not allow, or
+    /// carries a sealed value; `{"$redacted": true}` markers replaced by the
+    /// stored values (it read a redacted document and writes it back).
+    async fn admit(
         &self,
         kind: &str,
         name: &str,
         mut body: Map<String, Value>,
-    ) -> Result<ConfigDocument, Status> {
-        // A client that read a redacted document and writes it back keeps the secrets.
+    ) -> Result<Map<String, Value>, Status> {
+        if let Some(at) = config::find_sealed(&body) {
+            return Err(invalid_field(
+                at,
+                "\"$sealed\" values are written by idmd only; send the secret itself".into(),
+            ));
+        }
         let current = self.store.get_config(kind, name).await?;
-        restore_redacted(&mut body, current.as_ref().map(|c| &c.body), "")?;
+        let stored = current.as_ref().map(|c| &c.body);
+        self.policy
+            .check(&body, stored)
+            .map_err(|e| invalid_field(e.field, e.message))?;
+        config::restore_redacted(&mut body, stored).map_err(|at| {
+            invalid_field(
+                at,
+                "{\"$redacted\": true} stands for a stored value, and none is stored".into(),
+            )
+        })?;
+        Ok(body)
+    }
+
+    /// Stores an admitted document, its secrets sealed.
+    async fn put(
+        &self,
+        kind: &str,
+        name: &str,
+        body: Map<String, Value>,
+    ) -> Result<ConfigDocument, Status> {
+        // Sealed and committed under one key: a rotation waits for this write.
+        let _hold = self.objects.secrets().hold().await;
+        let body = config::seal(kind, &body, self.objects.secrets())
+            .map_err(|e| Status::internal(format!("sealing {kind} {name}: {e}")))?;
         let doc = ConfigDocument {
             kind: kind.into(),
             name: name.into(),
@@ -151,6 +134,14 @@ impl ConfigApi {
         self.store.put_config(&doc).await?;
         Ok(doc)
     }
+}
+
+fn invalid_field(field: String, message: String) -> Status {
+    Status::with_error_details(
+        tonic::Code::InvalidArgument,
+        format!("{field}: {message}"),
+        tonic_types::ErrorDetails::with_bad_request_violation(field, message),
+    )
 }
 
 #[tonic::async_trait]
@@ -203,6 +194,7 @@ impl ConfigService for ConfigApi {
         if !given.connector_type.is_empty() {
             body.insert("connectorType".into(), Value::String(given.connector_type));
         }
+        let body = self.admit("connector", name, body).await?;
         let stored = self.put("connector", name, body).await?;
         self.implicit.reload().await?;
         Ok(Response::new(connector(stored)))
@@ -227,16 +219,17 @@ impl ConfigService for ConfigApi {
         caller(&request)?.require(Scope::Admin)?;
         let name = short_name(&request.get_ref().name, "connectors/")?;
         let document = self.get("connector", name).await?;
-        let built = match connector::build(name, &document.body, &self.conf_dir) {
-            Ok(built) => built,
-            Err(e) => {
-                return Ok(Response::new(TestConnectorResponse {
-                    ok: false,
-                    message: e.to_string(),
-                    object_types: Vec::new(),
-                }));
-            }
-        };
+        let built =
+            match connector::build(name, &document.body, &self.conf_dir, self.objects.secrets()) {
+                Ok(built) => built,
+                Err(e) => {
+                    return Ok(Response::new(TestConnectorResponse {
+                        ok: false,
+                        message: e.to_string(),
+                        object_types: Vec::new(),
+                    }));
+                }
+            };
         let object_types: Vec<String> = built.object_types().into_iter().map(|t| t.name).collect();
         // Reading the first object of each type proves the address, the
         // credentials and the read rights.
@@ -305,6 +298,8 @@ impl ConfigService for ConfigApi {
             .map(from_proto_struct)
             .unwrap_or_default();
         body.insert("name".into(), Value::String(name.clone()));
+        // Paths and `$env` first: the checks below read script files.
+        let body = self.admit("mapping", &name, body).await?;
         // The same checks as a sync.json entry at start-up, scripts compiled.
         SyncMapping::from_json("definition", &body, &self.conf_dir, self.objects.schema())
             .map_err(|e| {

@@ -51,6 +51,8 @@ pub struct Core {
     pub scheduler: Scheduler,
     /// The conf directory (relative paths in conf documents start here).
     pub conf_dir: std::path::PathBuf,
+    /// What documents sent over the API may refer to.
+    pub policy: Arc<crate::config::ApiDocumentPolicy>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +98,7 @@ pub async fn serve(
         conf_dir: core.conf_dir.clone(),
         store: core.store.clone(),
         implicit: Arc::clone(&core.implicit),
+        policy: Arc::clone(&core.policy),
     });
     let key_api = KeyServiceServer::new(keys::KeyApi {
         keys: Arc::clone(&core.keys),
@@ -110,6 +113,7 @@ pub async fn serve(
 
     let schedules = ScheduleServiceServer::new(schedules::ScheduleApi {
         scheduler: core.scheduler.clone(),
+        policy: Arc::clone(&core.policy),
     });
 
     tracing::info!(%addr, "idmd serving gRPC");

@@ -19,11 +19,44 @@ use super::paging::Page;
 use super::short_name;
 use super::timestamp;
 use super::trail;
+use crate::config::{self, ApiDocumentPolicy};
 use crate::scheduler::{ScheduleView, Scheduler, SchedulerError};
 use crate::store::ExecutionRecord;
+use std::sync::Arc;
 
 pub struct ScheduleApi {
     pub scheduler: Scheduler,
+    /// What schedules sent here may refer to (`$env` names, script files).
+    pub policy: Arc<ApiDocumentPolicy>,
+}
+
+impl ScheduleApi {
+    /// A schedule a client sent, checked against the operator's policy before
+    /// anything reads its script file; `{"$redacted": true}` markers (an
+    /// `$env` default read and written back) replaced by the stored values.
+    fn admit(
+        &self,
+        mut body: Map<String, Value>,
+        stored: Option<&Map<String, Value>>,
+    ) -> Result<Map<String, Value>, Status> {
+        let invalid = |field: String, message: String| {
+            Status::with_error_details(
+                Code::InvalidArgument,
+                format!("{field}: {message}"),
+                ErrorDetails::with_bad_request_violation(field, message),
+            )
+        };
+        self.policy
+            .check(&body, stored)
+            .map_err(|e| invalid(e.field, e.message))?;
+        config::restore_redacted(&mut body, stored).map_err(|at| {
+            invalid(
+                at,
+                "{\"$redacted\": true} stands for a stored value, and none is stored".into(),
+            )
+        })?;
+        Ok(body)
+    }
 }
 
 impl From<SchedulerError> for Status {
@@ -105,10 +138,11 @@ fn to_proto(view: &ScheduleView) -> Schedule {
             .filter(|t| !t.is_empty())
             .unwrap_or_else(|| "fireAndProceed".into()),
         invoke_service: text("invokeService"),
+        // `$env` defaults redacted, like connectors'.
         invoke_context: body
             .get("invokeContext")
             .and_then(Value::as_object)
-            .map(to_proto_struct),
+            .map(|context| to_proto_struct(&config::redact("schedule", context))),
         paused: view.paused,
         next_fire_time: view.next_fire.as_deref().and_then(timestamp),
         last_fire_time: view.last_fire.as_deref().and_then(timestamp),
@@ -172,7 +206,8 @@ impl ScheduleService for ScheduleApi {
                 "schedules/{name} already exists"
             )));
         }
-        let view = self.scheduler.put(&name, to_body(&schedule)).await?;
+        let body = self.admit(to_body(&schedule), None)?;
+        let view = self.scheduler.put(&name, body).await?;
         Ok(Response::new(to_proto(&view)))
     }
 
@@ -197,8 +232,9 @@ impl ScheduleService for ScheduleApi {
             .schedule
             .ok_or_else(|| Status::invalid_argument("schedule: required"))?;
         let name = short_name(&schedule.name, "schedules/")?.to_string();
-        self.scheduler.get(&name).await?;
-        let view = self.scheduler.put(&name, to_body(&schedule)).await?;
+        let stored = self.scheduler.get(&name).await?;
+        let body = self.admit(to_body(&schedule), Some(&stored.body))?;
+        let view = self.scheduler.put(&name, body).await?;
         Ok(Response::new(to_proto(&view)))
     }
 

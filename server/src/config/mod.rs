@@ -3,12 +3,21 @@
 //! unchanged file writes nothing, and documents whose file is gone are removed.
 //! A bad file stops start-up with an error naming the file and the field.
 
+mod policy;
+mod sealing;
+
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+pub use self::policy::{ApiDocumentPolicy, PolicyViolation};
+pub use self::sealing::{
+    REDACTED, SEALED, SealError, find_sealed, note_secrets, open_sealed, redact, restore_redacted,
+    scrub_text, seal,
+};
 use crate::managed::ManagedSchema;
 use crate::scheduler::Schedule;
+use crate::secrets::SecretBox;
 use crate::store::{ConfigDocument, Store, StoreError};
 use crate::sync::Mapping;
 
@@ -24,6 +33,8 @@ pub enum ConfError {
     Read { file: String, message: String },
     #[error("loading conf into the store: {0}")]
     Store(#[from] StoreError),
+    #[error("{file}: {source}")]
+    Seal { file: String, source: SealError },
 }
 
 /// What the conf directory declares.
@@ -84,10 +95,11 @@ pub fn read(dir: Option<&Path>) -> Result<Conf, ConfError> {
             .and_then(|n| n.strip_suffix(".json"))
         {
             let body = read_object(&file)?;
-            let resolved = resolve_env(&Value::Object(body.clone()));
+            let mut hidden = Vec::new();
+            let resolved = resolve_env_noting(&Value::Object(body.clone()), &mut hidden);
             let resolved = resolved.as_object().cloned().unwrap_or_default();
             Schedule::from_json(name, &resolved, dir)
-                .map_err(|e| invalid(&file, e.field, e.message))?;
+                .map_err(|e| invalid(&file, e.field, scrub_text(e.message, &hidden)))?;
             documents.push(document("schedule", name, &file, body));
         } else if file_name == "sync.json" {
             let body = read_object(&file)?;
@@ -123,12 +135,31 @@ pub fn read(dir: Option<&Path>) -> Result<Conf, ConfError> {
     Ok(Conf { schema, documents })
 }
 
-/// Writes the conf documents into the store, removing file-sourced documents
-/// whose file no longer declares them.
-pub async fn apply(store: &Store, conf: &Conf) -> Result<usize, ConfError> {
+/// Writes the conf documents into the store, their secrets sealed, removing
+/// file-sourced documents whose file no longer declares them. Sealing is
+/// randomized, so a document counts as unchanged when the stored one, opened,
+/// equals the file's: an unchanged file writes nothing.
+pub async fn apply(store: &Store, conf: &Conf, secrets: &SecretBox) -> Result<usize, ConfError> {
     let mut changed = 0;
     for doc in &conf.documents {
-        if store.put_config(doc).await? {
+        let current = store.get_config(&doc.kind, &doc.name).await?;
+        let unchanged = current.is_some_and(|c| {
+            c.source == doc.source
+                && sealing::open_sealed(&c.body, secrets).is_ok_and(|opened| opened == doc.body)
+        });
+        if unchanged {
+            continue;
+        }
+        let body =
+            sealing::seal(&doc.kind, &doc.body, secrets).map_err(|source| ConfError::Seal {
+                file: doc.source.clone(),
+                source,
+            })?;
+        let sealed = ConfigDocument {
+            body,
+            ..doc.clone()
+        };
+        if store.put_config(&sealed).await? {
             changed += 1;
         }
     }
@@ -149,21 +180,45 @@ pub async fn apply(store: &Store, conf: &Conf) -> Result<usize, ConfError> {
 
 /// Resolves `{"$env": "NAME", "default": "…"}` values, recursively.
 pub fn resolve_env(value: &Value) -> Value {
+    resolve_env_noting(value, &mut Vec::new())
+}
+
+/// [`resolve_env`], adding every value it put in to `hidden` with the
+/// reference it came from (`$env:NAME`), so messages can be scrubbed of it;
+/// longest value first.
+pub fn resolve_env_noting(value: &Value, hidden: &mut Vec<(String, String)>) -> Value {
+    let resolved = resolve(value, hidden);
+    hidden.sort_by_key(|h| std::cmp::Reverse(h.0.len()));
+    resolved
+}
+
+fn resolve(value: &Value, hidden: &mut Vec<(String, String)>) -> Value {
     match value {
         Value::Object(map) if map.contains_key("$env") => {
             let name = map.get("$env").and_then(Value::as_str).unwrap_or_default();
-            std::env::var(name)
-                .ok()
-                .map(Value::String)
-                .or_else(|| map.get("default").cloned())
-                .unwrap_or(Value::Null)
+            let (resolved, label) = match std::env::var(name) {
+                Ok(set) => (Value::String(set), format!("$env:{name}")),
+                Err(_) => (
+                    map.get("default").cloned().unwrap_or(Value::Null),
+                    format!("$env:{name} (default)"),
+                ),
+            };
+            // A flag or a number says nothing and would garble messages
+            // (a secret field's value is noted by `note_secrets` whatever it is).
+            if let Value::String(text) = &resolved
+                && !matches!(text.as_str(), "true" | "false")
+                && text.parse::<f64>().is_err()
+            {
+                hidden.push((text.clone(), label));
+            }
+            resolved
         }
         Value::Object(map) => Value::Object(
             map.iter()
-                .map(|(k, v)| (k.clone(), resolve_env(v)))
+                .map(|(k, v)| (k.clone(), resolve(v, hidden)))
                 .collect(),
         ),
-        Value::Array(items) => Value::Array(items.iter().map(resolve_env).collect()),
+        Value::Array(items) => Value::Array(items.iter().map(|v| resolve(v, hidden)).collect()),
         other => other.clone(),
     }
 }

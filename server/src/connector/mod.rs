@@ -5,6 +5,7 @@
 
 mod csv;
 mod ldap;
+mod scrubbed;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,6 +14,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use serde_json::{Map, Value};
+
+use crate::secrets::SecretBox;
 
 pub use self::csv::CsvConnector;
 pub use self::ldap::LdapConnector;
@@ -238,29 +241,97 @@ pub trait Connector: Send + Sync {
     ) -> BoxFuture<'a, Result<(), ConnectorError>>;
 }
 
-/// Builds the connector a `connector-<name>.json` document declares; relative
-/// paths in it are relative to `conf_dir`.
+/// Where a connector type keeps secrets in its configuration. Each connector
+/// module declares its own: paths of keys, dot-separated, `*` standing for any
+/// key (`objectTypes.*.password`); everything under a declared path is
+/// secret (an ICF `GuardedString` object as a whole). Secrets are sealed at
+/// rest, opened only to build the connector, and never shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretFields {
+    Declared(&'static [&'static str]),
+    /// A type idm does not know: every value but `connectorType` is treated
+    /// as a secret.
+    Unknown,
+}
+
+impl SecretFields {
+    /// What the connector type declares; `connectorType` as written in the document.
+    pub fn of(connector_type: Option<&str>) -> Self {
+        match connector_type {
+            Some("csv") => SecretFields::Declared(csv::SECRET_FIELDS),
+            Some("ldap") => SecretFields::Declared(ldap::SECRET_FIELDS),
+            _ => SecretFields::Unknown,
+        }
+    }
+
+    /// Of a connector document.
+    pub fn of_document(body: &Map<String, Value>) -> Self {
+        Self::of(body.get("connectorType").and_then(Value::as_str))
+    }
+
+    /// Whether the value at `path` (keys from the document's top) is secret,
+    /// or lies under a secret.
+    pub fn covers(&self, path: &[&str]) -> bool {
+        match self {
+            SecretFields::Unknown => path.first().is_some_and(|k| *k != "connectorType"),
+            SecretFields::Declared(patterns) => patterns.iter().any(|pattern| {
+                let segments: Vec<&str> = pattern.split('.').collect();
+                segments.len() <= path.len()
+                    && segments
+                        .iter()
+                        .zip(path)
+                        .all(|(want, key)| *want == "*" || want == key)
+            }),
+        }
+    }
+}
+
+/// Builds the connector a `connector-<name>.json` document declares, as
+/// stored: sealed secrets are opened with `secrets`, then `$env` references
+/// resolved. Relative paths in it are relative to `conf_dir`. No error carries
+/// a value that came from the environment or a sealed secret: such values are
+/// replaced by the reference (`$env:NAME`) or the field.
 pub fn build(
     name: &str,
     body: &Map<String, Value>,
     conf_dir: &Path,
+    secrets: &SecretBox,
 ) -> Result<Arc<dyn Connector>, ConnectorError> {
-    let resolved = crate::config::resolve_env(&Value::Object(body.clone()));
+    let opened = crate::config::open_sealed(body, secrets).map_err(|e| ConnectorError::Config {
+        connector: name.to_string(),
+        field: e.field,
+        message: "a sealed secret could not be opened (was the encryption key changed?)".into(),
+    })?;
+    let mut hidden = Vec::new();
+    let resolved = crate::config::resolve_env_noting(&Value::Object(opened), &mut hidden);
     let body = resolved.as_object().cloned().unwrap_or_default();
-    match body.get("connectorType").and_then(Value::as_str) {
-        Some("csv") => Ok(Arc::new(CsvConnector::from_config(name, &body, conf_dir)?)),
-        Some("ldap") => Ok(Arc::new(LdapConnector::from_config(name, &body, conf_dir)?)),
-        Some(other) => Err(ConnectorError::Config {
-            connector: name.to_string(),
-            field: "connectorType".into(),
-            message: format!("unknown connector type \"{other}\" (csv, ldap)"),
-        }),
-        None => Err(ConnectorError::Config {
-            connector: name.to_string(),
-            field: "connectorType".into(),
-            message: "required".into(),
-        }),
+    crate::config::note_secrets(&body, SecretFields::of_document(&body), &mut hidden);
+    hidden.sort_by_key(|h| std::cmp::Reverse(h.0.len()));
+    let built: Result<Arc<dyn Connector>, ConnectorError> =
+        match body.get("connectorType").and_then(Value::as_str) {
+            Some("csv") => CsvConnector::from_config(name, &body, conf_dir)
+                .map(|c| Arc::new(c) as Arc<dyn Connector>),
+            Some("ldap") => LdapConnector::from_config(name, &body, conf_dir)
+                .map(|c| Arc::new(c) as Arc<dyn Connector>),
+            Some(other) => Err(ConnectorError::Config {
+                connector: name.to_string(),
+                field: "connectorType".into(),
+                message: format!("unknown connector type \"{other}\" (csv, ldap)"),
+            }),
+            None => Err(ConnectorError::Config {
+                connector: name.to_string(),
+                field: "connectorType".into(),
+                message: "required".into(),
+            }),
+        };
+    let built = built.map_err(|e| scrubbed::scrub(e, &hidden))?;
+    if hidden.is_empty() {
+        return Ok(built);
     }
+    Ok(Arc::new(scrubbed::Scrubbed {
+        inner: built,
+        hidden: hidden.into(),
+    }))
 }
 
 /// Runs a connector call under a time limit; the timeout names the connector

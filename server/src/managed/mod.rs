@@ -158,6 +158,11 @@ impl ManagedObjects {
         &self.schema
     }
 
+    /// The server's encryption key (connector secrets are sealed with it too).
+    pub fn secrets(&self) -> &SecretBox {
+        &self.secrets
+    }
+
     #[tracing::instrument(skip_all, fields(type_name, actor))]
     pub async fn create(
         &self,

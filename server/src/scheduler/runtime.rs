@@ -151,13 +151,15 @@ impl Scheduler {
     }
 
     fn parse(&self, name: &str, body: &Map<String, Value>) -> Result<Schedule, SchedulerError> {
-        let resolved = crate::config::resolve_env(&Value::Object(body.clone()));
+        let mut hidden = Vec::new();
+        let resolved = crate::config::resolve_env_noting(&Value::Object(body.clone()), &mut hidden);
         let resolved = resolved.as_object().cloned().unwrap_or_default();
+        // The message names what came from `$env` by its reference, never its value.
         Schedule::from_json(name, &resolved, &self.inner.conf_dir).map_err(|e| {
             SchedulerError::Invalid {
                 name: name.to_string(),
                 field: e.field,
-                message: e.message,
+                message: crate::config::scrub_text(e.message, &hidden),
             }
         })
     }
@@ -583,6 +585,7 @@ impl Scheduler {
             connector_name,
             &connector_document.body,
             &self.inner.conf_dir,
+            self.inner.objects.secrets(),
         )
         .map_err(|e| e.to_string())?;
         let mark = store.schedule_state(name).await.map_err(text)?.live_mark;

@@ -437,8 +437,13 @@ impl Dispatcher {
                 .ok_or_else(|| {
                     format!("mapping {name}: connector {connector} is not configured")
                 })?;
-            let built = connector::build(connector, &document.body, &self.conf_dir)
-                .map_err(|e| e.to_string())?;
+            let built = connector::build(
+                connector,
+                &document.body,
+                &self.conf_dir,
+                self.objects.secrets(),
+            )
+            .map_err(|e| e.to_string())?;
             let referrers = referrers(&self.mappings, name);
             let provisioner = Provisioner::new(
                 Arc::new(mapping),

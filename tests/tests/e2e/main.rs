@@ -7,6 +7,7 @@ mod audit;
 mod auth;
 mod cli;
 mod conf;
+mod conf_secrets;
 mod extremes;
 mod filters;
 mod keys;

@@ -49,6 +49,9 @@
 //! spell they first check the connection with a round trip, so the first
 //! write after a server restart does not fail.
 
+/// The configuration keys that hold secrets: sealed at rest, never shown.
+pub const SECRET_FIELDS: &[&str] = &["bindPassword"];
+
 mod connection;
 mod dn;
 mod filter;

@@ -1056,10 +1056,65 @@ async fn connector_build_makes_an_ldap_connector() {
         "url".into(),
         json!({"$env": "IDM_TEST_UNSET_LDAP_URL", "default": slapd.url()}),
     );
-    let built = super::super::build("dir", &body, std::path::Path::new(".")).unwrap();
+    // As stored: the bind password sealed, opened only to build.
+    let secrets = test_secret_box();
+    let sealed = crate::config::seal("connector", &body, &secrets).unwrap();
+    assert!(sealed["bindPassword"]["$sealed"].is_string(), "{sealed:?}");
+    let built = super::super::build("dir", &sealed, std::path::Path::new("."), &secrets).unwrap();
     assert_eq!(built.name(), "dir");
     let dn = built.create("account", &account("built")).await.unwrap();
     assert!(built.get("account", &dn).await.unwrap().is_some());
+}
+
+fn test_secret_box() -> crate::secrets::SecretBox {
+    use base64::Engine;
+    let key = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
+    crate::secrets::SecretBox::load_or_create(std::path::Path::new("/nonexistent"), Some(&key))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn connector_errors_name_env_references_and_secret_fields_never_their_values() {
+    let slapd = Slapd::start().unwrap();
+    let secrets = test_secret_box();
+    // A URL from `$env` that is not an LDAP URL: the message names the reference.
+    let mut body = conf(&slapd, json!({}));
+    body.insert(
+        "url".into(),
+        json!({"$env": "IDM_TEST_UNSET_URL", "default": "http://s3cr3t-value.example"}),
+    );
+    let Err(refused) = super::super::build("dir", &body, std::path::Path::new("."), &secrets)
+    else {
+        panic!("an http:// URL was accepted");
+    };
+    let message = refused.to_string();
+    assert!(!message.contains("s3cr3t-value"), "{message}");
+    assert!(message.contains("$env:IDM_TEST_UNSET_URL"), "{message}");
+
+    // A wrong sealed bind password: the bind is refused, and the password is not in the error.
+    let mut body = conf(&slapd, json!({}));
+    body.insert("bindPassword".into(), json!("wrong-s3cr3t-password"));
+    let sealed = crate::config::seal("connector", &body, &secrets).unwrap();
+    let built = super::super::build("dir", &sealed, std::path::Path::new("."), &secrets).unwrap();
+    let failed = built
+        .get("account", &format!("uid=x,{}", slapd.base_dn()))
+        .await;
+    let message = failed.unwrap_err().to_string();
+    assert!(message.contains("bind"), "{message}");
+    assert!(!message.contains("wrong-s3cr3t-password"), "{message}");
+
+    // A sealed value under another key opens with another key only as an error.
+    let other = {
+        use base64::Engine;
+        let key = base64::engine::general_purpose::STANDARD.encode([3u8; 32]);
+        crate::secrets::SecretBox::load_or_create(std::path::Path::new("/nonexistent"), Some(&key))
+            .unwrap()
+    };
+    let Err(unopened) = super::super::build("dir", &sealed, std::path::Path::new("."), &other)
+    else {
+        panic!("opened with the wrong key");
+    };
+    assert!(unopened.to_string().contains("bindPassword"), "{unopened}");
 }
 
 /// A measurement, not a check: raw ldap3 adds into a fresh sandbox, one

@@ -160,7 +160,12 @@ impl Reconciler {
                 mapping: name.to_string(),
                 connector: connector_name.clone(),
             })?;
-        let connector = connector::build(&connector_name, &connector_doc.body, &self.conf_dir)?;
+        let connector = connector::build(
+            &connector_name,
+            &connector_doc.body,
+            &self.conf_dir,
+            self.objects.secrets(),
+        )?;
         Ok(Prepared {
             mapping: Arc::new(mapping),
             connector,
