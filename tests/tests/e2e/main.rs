@@ -9,6 +9,7 @@ mod cli;
 mod conf;
 mod conf_secrets;
 mod extremes;
+mod filter_limits;
 mod filters;
 mod keys;
 mod ldap;
