@@ -73,7 +73,7 @@ enum Command {
     /// Create, read, change, delete and query managed objects (`managed/user`, …).
     #[command(subcommand)]
     Objects(objects::ObjectsCommand),
-    /// Read the audit trail of managed writes.
+    /// Read the audit trail: managed writes, admin actions and password checks.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
     /// Create, list and revoke API tokens; show the current caller.

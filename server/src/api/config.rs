@@ -105,6 +105,8 @@ impl ConfigApi {
         self.policy
             .check(&body, stored)
             .map_err(|e| invalid_field(e.field, e.message))?;
+        config::check_kept_secrets(kind, &body, stored)
+            .map_err(|e| invalid_field(e.field, e.message))?;
         config::restore_redacted(&mut body, stored).map_err(|at| {
             invalid_field(
                 at,

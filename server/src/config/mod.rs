@@ -12,8 +12,8 @@ use serde_json::{Map, Value};
 
 pub use self::policy::{ApiDocumentPolicy, PolicyViolation};
 pub use self::sealing::{
-    REDACTED, SEALED, SealError, find_sealed, note_secrets, open_sealed, redact, restore_redacted,
-    scrub_text, seal,
+    REDACTED, SEALED, SealError, check_kept_secrets, find_sealed, note_secrets, open_sealed,
+    redact, restore_redacted, scrub_text, seal,
 };
 use crate::managed::ManagedSchema;
 use crate::scheduler::Schedule;

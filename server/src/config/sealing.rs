@@ -301,6 +301,60 @@ pub fn scrub_text(mut text: String, hidden: &[(String, String)]) -> String {
     text
 }
 
+/// A kept secret (a `{"$redacted": true}` marker in a secret field) goes
+/// only where it was given for: when the connector's destination (its `url`,
+/// TLS settings …) changes, the client must send the secret again, or an
+/// admin could point the connector at their own server and receive it.
+pub fn check_kept_secrets(
+    kind: &str,
+    body: &Map<String, Value>,
+    stored: Option<&Map<String, Value>>,
+) -> Result<(), SealError> {
+    let Some(stored) = stored.filter(|_| kind == "connector") else {
+        return Ok(());
+    };
+    let Some(changed) = crate::connector::destination_changed(body, stored) else {
+        return Ok(());
+    };
+    let fields = secret_fields(kind, body);
+    let mut path = Vec::new();
+    match kept_secret(&fields, &Value::Object(body.clone()), &mut path) {
+        Some(field) => Err(SealError {
+            field,
+            message: format!(
+                "\"{changed}\" changed, so the stored secret is not kept: send it again"
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The path of the first redacted marker in a secret field.
+fn kept_secret(fields: &SecretFields, value: &Value, path: &mut Vec<String>) -> Option<String> {
+    if value.get(REDACTED) == Some(&Value::Bool(true)) {
+        let keys: Vec<&str> = path.iter().map(String::as_str).collect();
+        return fields.covers(&keys).then(|| keys.join("."));
+    }
+    let children: Vec<(String, &Value)> = match value {
+        Value::Object(map) => map.iter().map(|(k, v)| (k.clone(), v)).collect(),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i.to_string(), v))
+            .collect(),
+        _ => return None,
+    };
+    for (key, child) in children {
+        path.push(key);
+        let found = kept_secret(fields, child, path);
+        path.pop();
+        if found.is_some() {
+            return found;
+        }
+    }
+    None
+}
+
 /// Puts stored values back where a client sent `{"$redacted": true}` (it
 /// read a redacted document and writes it back); `Err` is the path of a
 /// marker with no stored value behind it.

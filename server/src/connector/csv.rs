@@ -30,6 +30,8 @@ use super::{
 
 /// A CSV connector holds no secrets.
 pub const SECRET_FIELDS: &[&str] = &[];
+/// Nor sends any anywhere.
+pub const DESTINATION_FIELDS: &[&str] = &[];
 
 /// Rows read ahead of the consumer: bounds memory whatever the file size.
 const READ_AHEAD: usize = 1024;

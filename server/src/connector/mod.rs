@@ -286,6 +286,31 @@ impl SecretFields {
     }
 }
 
+/// The first configuration key whose value differs between a connector's
+/// `stored` document and `body` among those its type declares as saying where
+/// and how its secrets travel (for a type idm does not know: any key).
+pub fn destination_changed(
+    body: &Map<String, Value>,
+    stored: &Map<String, Value>,
+) -> Option<String> {
+    let differs = |key: &str| body.get(key) != stored.get(key);
+    let declared = match body.get("connectorType").and_then(Value::as_str) {
+        Some("csv") => csv::DESTINATION_FIELDS,
+        Some("ldap") => ldap::DESTINATION_FIELDS,
+        _ => {
+            return body
+                .keys()
+                .chain(stored.keys())
+                .find(|key| differs(key))
+                .cloned();
+        }
+    };
+    declared
+        .iter()
+        .find(|key| differs(key))
+        .map(|key| key.to_string())
+}
+
 /// Builds the connector a `connector-<name>.json` document declares, as
 /// stored: sealed secrets are opened with `secrets`, then `$env` references
 /// resolved. Relative paths in it are relative to `conf_dir`. No error carries

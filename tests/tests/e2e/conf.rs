@@ -277,19 +277,31 @@ async fn connector_secrets_are_redacted_and_survive_a_read_modify_write() {
         body["bindPasswordFromEnv"]["$env"], "IDM_LDAP_BIND_PASSWORD",
         "env references are not secrets"
     );
-    let mut edited = body.as_object().unwrap().clone();
-    edited.insert("url".into(), json!("ldap://127.0.0.1:4389"));
-    let put = Connector {
-        name: "connectors/ldap".into(),
-        connector_type: String::new(),
-        configuration: Some(idm_proto::json::to_proto_struct(&edited)),
+    let put = |edited: &serde_json::Map<String, serde_json::Value>| PutConnectorRequest {
+        connector: Some(Connector {
+            name: "connectors/ldap".into(),
+            connector_type: String::new(),
+            configuration: Some(idm_proto::json::to_proto_struct(edited)),
+        }),
     };
-    c.config
-        .put_connector(PutConnectorRequest {
-            connector: Some(put),
-        })
-        .await
-        .unwrap();
+    // A kept secret goes only where it was given for: pointing the connector
+    // elsewhere (an admin's own server) needs the secret sent again.
+    let mut moved = body.as_object().unwrap().clone();
+    moved.insert("url".into(), json!("ldap://127.0.0.1:4389"));
+    let refused = expect_code(
+        c.config.put_connector(put(&moved)).await,
+        Code::InvalidArgument,
+    );
+    assert!(refused.message().contains("bindPassword"), "{refused:?}");
+    assert!(refused.message().contains("\"url\" changed"), "{refused:?}");
+    // Another field changes: the marker keeps the stored secret.
+    let mut edited = body.as_object().unwrap().clone();
+    edited.insert("pageSize".into(), json!(200));
+    c.config.put_connector(put(&edited)).await.unwrap();
+    // The new url with the secret sent again.
+    edited.insert("url".into(), json!("ldap://127.0.0.1:4389"));
+    edited.insert("bindPassword".into(), json!("admin"));
+    c.config.put_connector(put(&edited)).await.unwrap();
     let after = c
         .config
         .get_connector(GetConnectorRequest {

@@ -52,6 +52,10 @@
 /// The configuration keys that hold secrets: sealed at rest, never shown.
 pub const SECRET_FIELDS: &[&str] = &["bindPassword"];
 
+/// The configuration keys that say where and how secrets travel: a kept
+/// (redacted) secret is refused when one of them changes.
+pub const DESTINATION_FIELDS: &[&str] = &["url", "startTls", "tlsVerify", "tlsCaFile"];
+
 mod connection;
 mod dn;
 mod filter;
