@@ -5,8 +5,9 @@ use std::io::Write;
 
 use clap::ValueEnum;
 use comfy_table::{ContentArrangement, Table, presets};
+use idm_proto::code_name;
 use serde_json::{Map, Value as Json};
-use tonic::{Code, Status};
+use tonic::Status;
 use tonic_types::StatusExt;
 
 /// How lists are printed. Single objects are always pretty JSON.
@@ -42,29 +43,6 @@ pub enum CliError {
 impl CliError {
     pub fn input(message: impl Into<String>) -> Self {
         Self::Input(message.into())
-    }
-}
-
-/// The canonical gRPC name of a status code (`INVALID_ARGUMENT`, …).
-pub fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 
@@ -266,6 +244,7 @@ pub fn time_json(time: Option<&prost_types::Timestamp>) -> Json {
 mod tests {
     use super::*;
     use serde_json::json;
+    use tonic::Code;
     use tonic_types::ErrorDetails;
 
     fn plain(table: &mut Table) -> String {

@@ -6,21 +6,7 @@ use idm_tests::{Idmd, attrs};
 use serde_json::json;
 use tonic::Code;
 
-use crate::{create_user, expect_code};
-
-async fn token(idmd: &Idmd, scope: Scope) -> String {
-    let mut c = idmd.clients().await;
-    c.tokens
-        .create_token(CreateTokenRequest {
-            scope: scope.into(),
-            description: format!("{scope:?} test"),
-            ttl: None,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .secret
-}
+use crate::{create_user, expect_code, token};
 
 fn new_user(id: &str) -> CreateObjectRequest {
     CreateObjectRequest {

@@ -6,9 +6,8 @@
 
 use idm_proto::json::{from_proto_struct, to_proto_struct};
 use idm_proto::v1::{
-    Connector, CreateScheduleRequest, CreateTokenRequest, GetConnectorRequest,
-    ListConnectorsRequest, Mapping, PutConnectorRequest, PutMappingRequest, Schedule, Scope,
-    TestConnectorRequest,
+    Connector, CreateScheduleRequest, GetConnectorRequest, ListConnectorsRequest, Mapping,
+    PutConnectorRequest, PutMappingRequest, Schedule, Scope, TestConnectorRequest,
 };
 use idm_tests::directory::{self, Slapd};
 use idm_tests::{Clients, Idmd, IdmdOptions, TempDir, attrs, sample_conf};
@@ -16,21 +15,7 @@ use serde_json::{Map, Value, json};
 use tonic::Code;
 
 use crate::ldap::{eventually, ldap_env};
-use crate::{expect_code, recon, violated_field};
-
-async fn token(idmd: &Idmd, scope: Scope) -> String {
-    let mut c = idmd.clients().await;
-    c.tokens
-        .create_token(CreateTokenRequest {
-            scope: scope.into(),
-            description: format!("{scope:?} test"),
-            ttl: None,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .secret
-}
+use crate::{expect_code, recon, token, violated_field};
 
 fn object(value: Value) -> Map<String, Value> {
     value.as_object().cloned().unwrap()

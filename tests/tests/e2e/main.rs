@@ -29,6 +29,21 @@ use serde_json::Value;
 use tonic::Code;
 use tonic_types::StatusExt;
 
+/// The secret of a new token with `scope`, made by the bootstrap admin.
+pub async fn token(idmd: &idm_tests::Idmd, scope: idm_proto::v1::Scope) -> String {
+    let mut c = idmd.clients().await;
+    c.tokens
+        .create_token(idm_proto::v1::CreateTokenRequest {
+            scope: scope.into(),
+            description: format!("{scope:?} test"),
+            ttl: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .secret
+}
+
 /// Creates `managed/user/<id>` with the given attributes.
 pub async fn create_user(clients: &mut Clients, id: &str, attributes: Value) -> ManagedObject {
     clients
