@@ -518,6 +518,33 @@ mod tests {
         assert_eq!(bad(&items[2]).line, 5);
     }
 
+    /// Fuzzing (csv_rows): the csv crate ends a record at a lone CR, the line
+    /// count did not, so rows after one were reported on the header's line and
+    /// a duplicate uid on the same "line" passed as a second object.
+    #[tokio::test]
+    async fn a_lone_carriage_return_ends_a_line() {
+        let dir = temp_dir();
+        let items = read(&connector(
+            &dir,
+            b"uid,n\r,x\r1,a\r1,b\r\n\r2,c\n",
+            json!({}),
+        ))
+        .await;
+        assert_eq!(bad(&items[0]).line, 2);
+        assert_eq!(bad(&items[0]).reason, "empty uid (column uid)");
+        assert_eq!(object(&items[1]).line, Some(3));
+        assert_eq!(
+            bad(&items[2]),
+            &BadRecord {
+                line: 4,
+                uid: Some("1".into()),
+                reason: "duplicate uid \"1\" (first on line 3)".into()
+            }
+        );
+        assert_eq!(object(&items[3]).line, Some(6), "line 5 is blank");
+        assert_eq!(items.len(), 4);
+    }
+
     #[tokio::test]
     async fn delimiter_quote_and_escape_are_configurable() {
         let dir = temp_dir();

@@ -66,6 +66,7 @@ pub fn reader<R: BufRead>(mut input: R, format: Format) -> std::io::Result<(CsvR
         inner: input,
         offset: 0,
         line_has_content: false,
+        carriage_return: None,
         newlines: Rc::clone(&newlines),
     };
     let reader = ReaderBuilder::new()
@@ -88,11 +89,14 @@ pub fn reader<R: BufRead>(mut input: R, format: Format) -> std::io::Result<(CsvR
 /// A newline's offset, and whether the line it ends was blank.
 type Newline = (u64, bool);
 
-/// Passes bytes through, noting every newline.
+/// Passes bytes through, noting every line end: LF, CRLF, and a lone CR,
+/// which ends a csv record as well (and a line in most editors).
 pub struct LineCounter<R> {
     inner: R,
     offset: u64,
     line_has_content: bool,
+    /// A CR not yet known to be lone (the next byte may be its LF).
+    carriage_return: Option<u64>,
     newlines: Rc<RefCell<VecDeque<Newline>>>,
 }
 
@@ -101,12 +105,19 @@ impl<R: Read> Read for LineCounter<R> {
         let n = self.inner.read(buf)?;
         let mut newlines = self.newlines.borrow_mut();
         for (i, byte) in buf[..n].iter().enumerate() {
+            let at = self.offset + i as u64;
+            if let Some(cr) = self.carriage_return.take()
+                && *byte != b'\n'
+            {
+                newlines.push_back((cr, !self.line_has_content));
+                self.line_has_content = false;
+            }
             match byte {
                 b'\n' => {
-                    newlines.push_back((self.offset + i as u64, !self.line_has_content));
+                    newlines.push_back((at, !self.line_has_content));
                     self.line_has_content = false;
                 }
-                b'\r' => {}
+                b'\r' => self.carriage_return = Some(at),
                 _ => self.line_has_content = true,
             }
         }
