@@ -2,17 +2,21 @@
 //! the SCIM client's bearer token passed through so the core alone decides
 //! what the caller may do.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use idm_proto::v1::object_service_client::ObjectServiceClient;
+use idm_proto::v1::token_service_client::TokenServiceClient;
 use idm_proto::v1::{
-    CountObjectsRequest, CreateObjectRequest, DeleteObjectRequest, GetObjectRequest, ManagedObject,
-    QueryObjectsRequest, QueryObjectsResponse, ReplaceObjectRequest,
+    CountObjectsRequest, CreateObjectRequest, DeleteObjectRequest, GetCallerRequest,
+    GetObjectRequest, ManagedObject, QueryObjectsRequest, QueryObjectsResponse,
+    ReplaceObjectRequest,
 };
 use serde_json::{Map, Value};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
+use crate::bearer::{VerifiedBearers, fingerprint};
 use crate::scim::error::ScimError;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +32,8 @@ pub enum CoreError {
 #[derive(Clone)]
 pub struct Core {
     objects: ObjectServiceClient<Channel>,
+    tokens: TokenServiceClient<Channel>,
+    verified: Arc<VerifiedBearers>,
 }
 
 /// A bearer token from the SCIM request, forwarded as is.
@@ -47,8 +53,29 @@ impl Core {
             .tcp_nodelay(true)
             .connect_lazy();
         Ok(Core {
-            objects: ObjectServiceClient::new(channel),
+            objects: ObjectServiceClient::new(channel.clone()),
+            tokens: TokenServiceClient::new(channel),
+            verified: Arc::new(VerifiedBearers::default()),
         })
+    }
+
+    /// Whether the core accepts this bearer (`TokenService.GetCaller`),
+    /// remembered for a few seconds after it did: called before anything
+    /// else of a request is read, so a request without a valid token costs
+    /// the gateway no parsing.
+    pub async fn check_bearer(&self, bearer: &Bearer) -> Result<(), ScimError> {
+        let key = fingerprint(&bearer.0);
+        if self.verified.is_fresh(&key) {
+            return Ok(());
+        }
+        let request = Self::request(bearer, GetCallerRequest {})?;
+        self.tokens
+            .clone()
+            .get_caller(request)
+            .await
+            .map_err(from_status)?;
+        self.verified.remember(key);
+        Ok(())
     }
 
     fn request<T>(bearer: &Bearer, message: T) -> Result<Request<T>, ScimError> {

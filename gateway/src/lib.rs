@@ -6,13 +6,15 @@
 //! - `mapping/`: the declared map between SCIM resources and managed objects,
 //!   which also rewrites filters and sort keys.
 //! - `service.rs`: the operations (read, create, replace, patch, delete, list).
-//! - `core.rs`: the gRPC client of idmd.
+//! - `core.rs`: the gRPC client of idmd; `bearer.rs`: the bearers it
+//!   recently accepted.
 //! - `http/`: axum routes, extractors and error responses.
 
 // Tests may unwrap; the library itself is still checked without this (clippy
 // --all-targets builds it both ways).
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod bearer;
 pub mod core;
 pub mod http;
 pub mod mapping;

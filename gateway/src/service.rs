@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use tracing::instrument;
 
 use crate::core::{Bearer, Core};
-use crate::mapping::{AttributeMap, Unknown};
+use crate::mapping::{AttributeMap, Rewritten, Unknown};
 use crate::scim::discovery::Limits;
 use crate::scim::error::ScimError;
 use crate::scim::messages::{ListRequest, PatchRequest, SortOrder};
@@ -358,9 +358,12 @@ impl Scim {
             let resource_type = self.resource_type(kind);
             let filter = match &parsed {
                 None => Some(String::new()),
-                Some(filter) => map
-                    .rewrite_filter(&self.maps, resource_type, filter, unknown)?
-                    .into_core_filter(),
+                Some(filter) => {
+                    let rewritten =
+                        map.rewrite_filter(&self.maps, resource_type, filter, unknown)?;
+                    within_limits(&rewritten)?;
+                    rewritten.into_core_filter()
+                }
             };
             let Some(filter) = filter else {
                 continue;
@@ -418,6 +421,30 @@ impl Scim {
     }
 }
 
+/// The core parses the rewritten filter with the same limits as the client's;
+/// mapping can add terms and levels (`emails.value` is the work email's
+/// property or the others'), so say so rather than point into text the
+/// client never sent.
+fn within_limits(rewritten: &Rewritten) -> Result<(), ScimError> {
+    use idm_proto::filter::{MAX_DEPTH, MAX_TERMS};
+    let Rewritten::Filter(filter) = rewritten else {
+        return Ok(());
+    };
+    let terms = filter.terms();
+    if terms > MAX_TERMS {
+        return Err(ScimError::invalid_filter(format!(
+            "filter: mapped onto stored attributes it has {terms} terms, more than {MAX_TERMS}"
+        )));
+    }
+    let depth = filter.depth();
+    if depth > MAX_DEPTH {
+        return Err(ScimError::invalid_filter(format!(
+            "filter: mapped onto stored attributes it is nested {depth} levels deep, more than {MAX_DEPTH}"
+        )));
+    }
+    Ok(())
+}
+
 /// The core refuses a rewritten filter only for a reason in the client's
 /// filter (`co` on a number, say).
 fn as_filter_error(error: ScimError) -> ScimError {
@@ -437,6 +464,26 @@ fn rfc3339(timestamp: &prost_types::Timestamp) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_filter_that_mapping_takes_past_the_limits_is_invalid() {
+        use idm_proto::filter::MAX_TERMS;
+        let registry = Registry::builtin().unwrap();
+        let maps = AttributeMap::builtin(&registry).unwrap();
+        let rewrite = |text: &str| {
+            let parsed = idm_proto::filter::parse(text).unwrap();
+            maps.user
+                .rewrite_filter(&maps, &registry.user, &parsed, Unknown::Reject)
+                .unwrap()
+        };
+        // `emails.value` is two tests once mapped (`mail` or the rest).
+        let at_cap = vec![r#"emails.value co "@""#; MAX_TERMS / 2].join(" and ");
+        within_limits(&rewrite(&at_cap)).unwrap();
+        let over = vec![r#"emails.value co "@""#; MAX_TERMS / 2 + 1].join(" and ");
+        let error = within_limits(&rewrite(&over)).unwrap_err();
+        assert_eq!(error.status, 400);
+        assert!(error.detail.contains("more than 256"), "{}", error.detail);
+    }
 
     #[test]
     fn preconditions_read_weak_and_strong_etags() {

@@ -6,9 +6,13 @@
 //! canonical form that parses to the same tree.
 //!
 //! The parser is a small tokenizer followed by recursive descent. Errors carry
-//! the 0-based *character* offset of the problem. Inputs are limited to
-//! [`MAX_FILTER_LEN`] bytes and [`MAX_DEPTH`] levels of nesting, so hostile
-//! input cannot exhaust the stack.
+//! the 0-based *character* offset of the problem. `and`/`or` chains become one
+//! n-ary node (`a and b and c` is [`Filter::And`] of three), so walking a chain
+//! is a loop, not recursion per term. Inputs are limited to
+//! [`MAX_FILTER_LEN`] bytes, [`MAX_TERMS`] comparisons and presence tests and
+//! [`MAX_DEPTH`] levels of nesting, all counted by the parser itself: no tree
+//! it returns is larger, so every consumer (printing, the SCIM rewrite, the
+//! SurrealQL compiler, the LDAP filter) may recurse on it safely.
 
 use std::fmt;
 use std::str::FromStr;
@@ -16,17 +20,28 @@ use std::str::FromStr;
 /// Longest accepted filter, in bytes.
 pub const MAX_FILTER_LEN: usize = 8 * 1024;
 
-/// Deepest accepted nesting of parentheses (including `not (...)`) and value
-/// filters (`attr[...]`).
-pub const MAX_DEPTH: usize = 64;
+/// Most comparisons and presence tests (`attr op value`, `attr pr`, also
+/// inside value filters) in one filter.
+pub const MAX_TERMS: usize = 256;
+
+/// Deepest accepted nesting: the most `and`, `or`, `not` and value-filter
+/// (`attr[...]`) nodes on any path from the root of the parsed tree to a
+/// term (see [`Filter::depth`]), and the most parentheses open at once.
+///
+/// Small on purpose: consumers recurse once per level, and the SurrealQL a
+/// filter compiles to must stay within SurrealDB's parser limits (the store
+/// tests run the deepest accepted filters against a real store).
+pub const MAX_DEPTH: usize = 8;
 
 /// A parsed SCIM filter.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Filter {
-    /// `left and right`.
-    And(Box<Filter>, Box<Filter>),
-    /// `left or right`.
-    Or(Box<Filter>, Box<Filter>),
+    /// `a and b and …`: every operand matches. The parser builds it with two
+    /// or more operands, none of them itself an `And` (chains are flattened).
+    And(Vec<Filter>),
+    /// `a or b or …`: some operand matches. Two or more operands, none of
+    /// them itself an `Or`.
+    Or(Vec<Filter>),
     /// `not (inner)`.
     Not(Box<Filter>),
     /// `attr pr`: the attribute has a non-empty value.
@@ -119,7 +134,11 @@ impl FilterError {
 ///
 /// Keywords (`and`, `or`, `not`, `pr`, the operators, `true`, `false`,
 /// `null`) are case-insensitive. `not` binds tighter than `and`, which binds
-/// tighter than `or`; both binary operators are left-associative.
+/// tighter than `or`; a chain of one operator, parenthesised or not, is one
+/// n-ary node.
+///
+/// Fails on more than [`MAX_FILTER_LEN`] bytes, [`MAX_TERMS`] terms or
+/// [`MAX_DEPTH`] levels of nesting, naming the limit.
 pub fn parse(input: &str) -> Result<Filter, FilterError> {
     if input.len() > MAX_FILTER_LEN {
         return Err(FilterError::at(
@@ -139,9 +158,10 @@ pub fn parse(input: &str) -> Result<Filter, FilterError> {
         index: 0,
         end: input.chars().count(),
         depth: 0,
+        terms: 0,
         in_value_path: false,
     };
-    let filter = parser.parse_or()?;
+    let filter = parser.parse_or()?.filter;
     parser.expect_closer(Closer::End)?;
     Ok(filter)
 }
@@ -163,9 +183,10 @@ impl Filter {
     /// (in `emails[type eq "work"]`, `f` sees `emails` and then `type`).
     pub fn walk_attrs_mut(&mut self, f: &mut impl FnMut(&mut AttrPath)) {
         match self {
-            Filter::And(left, right) | Filter::Or(left, right) => {
-                left.walk_attrs_mut(f);
-                right.walk_attrs_mut(f);
+            Filter::And(operands) | Filter::Or(operands) => {
+                for operand in operands {
+                    operand.walk_attrs_mut(f);
+                }
             }
             Filter::Not(inner) => inner.walk_attrs_mut(f),
             Filter::Present(path) | Filter::Compare(path, _, _) => f(path),
@@ -177,23 +198,68 @@ impl Filter {
     }
 }
 
+impl Filter {
+    /// `self and other`, flattened: operands that are themselves `And`s are
+    /// spliced in, so the result never has an `And` operand.
+    pub fn and(self, other: Filter) -> Filter {
+        let mut operands = match self {
+            Filter::And(operands) => operands,
+            single => vec![single],
+        };
+        match other {
+            Filter::And(more) => operands.extend(more),
+            single => operands.push(single),
+        }
+        Filter::And(operands)
+    }
+
+    /// `self or other`, flattened like [`Filter::and`].
+    pub fn or(self, other: Filter) -> Filter {
+        let mut operands = match self {
+            Filter::Or(operands) => operands,
+            single => vec![single],
+        };
+        match other {
+            Filter::Or(more) => operands.extend(more),
+            single => operands.push(single),
+        }
+        Filter::Or(operands)
+    }
+
+    /// The most `and`, `or`, `not` and value-filter nodes on a path from this
+    /// node to a term: 0 for a term, at most [`MAX_DEPTH`] for a parsed filter.
+    pub fn depth(&self) -> usize {
+        match self {
+            Filter::And(operands) | Filter::Or(operands) => {
+                1 + operands.iter().map(Filter::depth).max().unwrap_or(0)
+            }
+            Filter::Not(inner) | Filter::ValuePath(_, inner) => 1 + inner.depth(),
+            Filter::Present(_) | Filter::Compare(..) => 0,
+        }
+    }
+
+    /// How many comparisons and presence tests the filter holds: at most
+    /// [`MAX_TERMS`] for a parsed filter.
+    pub fn terms(&self) -> usize {
+        match self {
+            Filter::And(operands) | Filter::Or(operands) => {
+                operands.iter().map(Filter::terms).sum()
+            }
+            Filter::Not(inner) | Filter::ValuePath(_, inner) => inner.terms(),
+            Filter::Present(_) | Filter::Compare(..) => 1,
+        }
+    }
+}
+
 /// Prints the canonical form: lower-case keywords, single spaces, JSON
 /// literals, `not (...)`, and parentheses around any `and`/`or` operand that
-/// is itself a *different* `and`/`or` (or a same-operator chain on the right),
-/// e.g. `(a eq 1 and b pr) or not (c sw "z")`.
+/// is itself an `and`/`or`, e.g. `(a eq 1 and b pr) or not (c sw "z")`.
+/// A parsed filter prints to text that parses to the same tree.
 impl fmt::Display for Filter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Filter::And(left, right) => {
-                write_operand(f, self, left, false)?;
-                f.write_str(" and ")?;
-                write_operand(f, self, right, true)
-            }
-            Filter::Or(left, right) => {
-                write_operand(f, self, left, false)?;
-                f.write_str(" or ")?;
-                write_operand(f, self, right, true)
-            }
+            Filter::And(operands) => write_operands(f, operands, " and "),
+            Filter::Or(operands) => write_operands(f, operands, " or "),
             Filter::Not(inner) => write!(f, "not ({inner})"),
             Filter::Present(path) => write!(f, "{path} pr"),
             Filter::Compare(path, op, value) => write!(f, "{path} {op} {value}"),
@@ -202,26 +268,19 @@ impl fmt::Display for Filter {
     }
 }
 
-/// Writes one operand of an `and`/`or`, parenthesised when it is a logical
-/// expression of the other kind, or of the same kind on the right (the
-/// operators are left-associative).
-fn write_operand(
-    f: &mut fmt::Formatter<'_>,
-    parent: &Filter,
-    child: &Filter,
-    right: bool,
-) -> fmt::Result {
-    let parens = match child {
-        Filter::And(..) | Filter::Or(..) => {
-            right || std::mem::discriminant(child) != std::mem::discriminant(parent)
+/// Writes the operands of an `and`/`or`, parenthesising those that are
+/// themselves `and`/`or` (in a parsed filter, always the other operator).
+fn write_operands(f: &mut fmt::Formatter<'_>, operands: &[Filter], separator: &str) -> fmt::Result {
+    for (index, operand) in operands.iter().enumerate() {
+        if index > 0 {
+            f.write_str(separator)?;
         }
-        _ => false,
-    };
-    if parens {
-        write!(f, "({child})")
-    } else {
-        write!(f, "{child}")
+        match operand {
+            Filter::And(..) | Filter::Or(..) => write!(f, "({operand})")?,
+            _ => write!(f, "{operand}")?,
+        }
     }
+    Ok(())
 }
 
 impl CompareOp {
@@ -312,6 +371,124 @@ impl fmt::Display for AttrPath {
             write!(f, ".{sub}")?;
         }
         Ok(())
+    }
+}
+
+/// The largest filters [`parse`] accepts, for tests that every consumer
+/// (printing, the SCIM rewrite, the SurrealQL compiler, the LDAP filter)
+/// handles them: long chains, the deepest nesting of `and`/`or`, `not` and
+/// value filters, and both at once. Terms use the attribute names `a`
+/// (single name), `a.b` (sub-attribute) and, for value filters, `x[…]`.
+#[doc(hidden)]
+pub mod extremes {
+    use super::{MAX_DEPTH, MAX_TERMS};
+
+    /// A term, cycling through the operators and name shapes.
+    pub fn term(i: usize) -> String {
+        const TERMS: [&str; 8] = [
+            "a pr",
+            r#"a.b ne "x""#,
+            r#"a co "x""#,
+            "a gt 1",
+            r#"a.b eq "X""#,
+            "a.b pr",
+            r#"a sw "x""#,
+            "a le 2.5",
+        ];
+        TERMS[i % TERMS.len()].to_string()
+    }
+
+    /// `n` terms joined by `op`.
+    pub fn chain(op: &str, n: usize) -> String {
+        (0..n)
+            .map(term)
+            .collect::<Vec<_>>()
+            .join(&format!(" {op} "))
+    }
+
+    /// `depth` levels of `and`/`or` alternating, each a term and a group,
+    /// around `innermost` (which counts as a level if it is a chain).
+    pub fn alternating(depth: usize, innermost: &str) -> String {
+        let mut filter = innermost.to_string();
+        for level in 0..depth {
+            let op = if level.is_multiple_of(2) { "or" } else { "and" };
+            filter = format!("{} {op} ({filter})", term(level));
+        }
+        filter
+    }
+
+    /// `depth` nested `not (…)` around `inner`.
+    pub fn nots(depth: usize, inner: &str) -> String {
+        format!("{}{inner}{}", "not (".repeat(depth), ")".repeat(depth))
+    }
+
+    /// A balanced tree, `branching` operands per node, alternating `and` and
+    /// `or`, as deep as `depth` and with at most `terms` terms.
+    pub fn balanced(branching: usize, depth: usize, terms: usize) -> String {
+        /// The filter and whether it is a chain (needs parentheses inside
+        /// another chain).
+        fn build(
+            branching: usize,
+            depth: usize,
+            budget: &mut usize,
+            level: usize,
+        ) -> (String, bool) {
+            if depth == 0 || *budget <= 1 {
+                *budget = budget.saturating_sub(1);
+                return (term(*budget), false);
+            }
+            let op = if level.is_multiple_of(2) {
+                " and "
+            } else {
+                " or "
+            };
+            let mut operands = Vec::new();
+            while operands.len() < branching && *budget > 0 {
+                let (operand, is_chain) = build(branching, depth - 1, budget, level + 1);
+                operands.push(if is_chain {
+                    format!("({operand})")
+                } else {
+                    operand
+                });
+            }
+            let is_chain = operands.len() > 1;
+            (operands.join(op), is_chain)
+        }
+        let mut budget = terms;
+        build(branching, depth, &mut budget, 0).0
+    }
+
+    /// Every shape at the limits: each parses, with at most [`MAX_TERMS`]
+    /// terms and [`MAX_DEPTH`] levels.
+    pub fn accepted() -> Vec<String> {
+        let d = MAX_DEPTH;
+        let mut filters = vec![
+            chain("and", MAX_TERMS),
+            chain("or", MAX_TERMS),
+            alternating(d - 1, &chain("and", 2)),
+            alternating(d - 1, &chain("or", MAX_TERMS - (d - 1))),
+            alternating(d - 1, &chain("and", MAX_TERMS - (d - 1))),
+            nots(d, &term(1)),
+            nots(d - 1, &chain("or", MAX_TERMS)),
+            format!("{}a pr{}", "(".repeat(d), ")".repeat(d)),
+        ];
+        // Value filters at every height, `not` and sub-attributes inside.
+        for inside in 0..d {
+            let inner = alternating(
+                inside.saturating_sub(1),
+                &nots(inside.min(1), r#"a.b ne "x""#),
+            );
+            let value_filter = format!("x[{inner}]");
+            filters.push(alternating(d - 1 - inside, &value_filter));
+        }
+        filters.push(format!(
+            "x[{}]",
+            alternating(d - 2, &chain("and", MAX_TERMS - (d - 2)))
+        ));
+        for branching in [2, 3, 4, 6, 16, 31, 32, 33, 64, MAX_TERMS] {
+            filters.push(balanced(branching, d, MAX_TERMS));
+        }
+        filters
     }
 }
 
@@ -499,8 +676,105 @@ struct Parser {
     index: usize,
     /// Length of the input in characters, the position of end-of-input errors.
     end: usize,
+    /// Parentheses and brackets open at this point.
     depth: usize,
+    /// Comparisons and presence tests so far.
+    terms: usize,
     in_value_path: bool,
+}
+
+/// A parsed (sub-)filter and its [`Filter::depth`].
+struct Parsed {
+    filter: Filter,
+    depth: usize,
+}
+
+impl Parsed {
+    fn term(filter: Filter) -> Self {
+        Parsed { filter, depth: 0 }
+    }
+}
+
+/// `node` (a `not` or value filter at `pos`) over an operand of depth
+/// `inner_depth`, if that stays within [`MAX_DEPTH`].
+fn nested(node: Filter, inner_depth: usize, pos: usize) -> Result<Parsed, FilterError> {
+    let depth = inner_depth + 1;
+    if depth > MAX_DEPTH {
+        return Err(too_deep(pos));
+    }
+    Ok(Parsed {
+        filter: node,
+        depth,
+    })
+}
+
+fn too_deep(pos: usize) -> FilterError {
+    FilterError::at(
+        pos,
+        format!("filter is nested too deeply (the maximum depth is {MAX_DEPTH})"),
+    )
+}
+
+fn is_and(filter: &Filter) -> bool {
+    matches!(filter, Filter::And(_))
+}
+
+fn is_or(filter: &Filter) -> bool {
+    matches!(filter, Filter::Or(_))
+}
+
+/// The operands of one `and` or `or` chain, collected flat: an operand that
+/// is the same operator (a parenthesised chain) is spliced in.
+struct Chain {
+    operands: Vec<Filter>,
+    /// Depth of the deepest operand.
+    depth: usize,
+    same: fn(&Filter) -> bool,
+    /// Position of the first operator, where a too-deep chain is reported.
+    pos: Option<usize>,
+}
+
+impl Chain {
+    fn new(first: Parsed, same: fn(&Filter) -> bool) -> Self {
+        let mut chain = Chain {
+            operands: Vec::new(),
+            depth: 0,
+            same,
+            pos: None,
+        };
+        chain.add(first);
+        chain
+    }
+
+    fn add(&mut self, operand: Parsed) {
+        if (self.same)(&operand.filter) {
+            // Its operands are one level shallower than it.
+            self.depth = self.depth.max(operand.depth.saturating_sub(1));
+            if let Filter::And(more) | Filter::Or(more) = operand.filter {
+                self.operands.extend(more);
+            }
+        } else {
+            self.depth = self.depth.max(operand.depth);
+            self.operands.push(operand.filter);
+        }
+    }
+
+    /// Adds the operand after the operator at `pos`.
+    fn push(&mut self, operand: Parsed, pos: usize) -> Result<(), FilterError> {
+        let pos = *self.pos.get_or_insert(pos);
+        self.add(operand);
+        if self.depth + 1 > MAX_DEPTH {
+            return Err(too_deep(pos));
+        }
+        Ok(())
+    }
+
+    fn finish(self, node: fn(Vec<Filter>) -> Filter) -> Parsed {
+        Parsed {
+            filter: node(self.operands),
+            depth: self.depth + 1,
+        }
+    }
 }
 
 impl Parser {
@@ -531,31 +805,41 @@ impl Parser {
         }
     }
 
-    /// `or_expr = and_expr *("or" and_expr)`
-    fn parse_or(&mut self) -> Result<Filter, FilterError> {
-        let mut left = self.parse_and()?;
-        while self.peek().is_some_and(|t| t.is_word("or")) {
-            self.bump();
-            let right = self.parse_and()?;
-            left = Filter::Or(Box::new(left), Box::new(right));
+    /// `or_expr = and_expr *("or" and_expr)`, as one n-ary `Or`.
+    fn parse_or(&mut self) -> Result<Parsed, FilterError> {
+        let first = self.parse_and()?;
+        if !self.peek().is_some_and(|t| t.is_word("or")) {
+            return Ok(first);
         }
-        Ok(left)
+        let mut chain = Chain::new(first, is_or);
+        while let Some(token) = self.peek().filter(|t| t.is_word("or")) {
+            let pos = token.pos;
+            self.bump();
+            let operand = self.parse_and()?;
+            chain.push(operand, pos)?;
+        }
+        Ok(chain.finish(Filter::Or))
     }
 
-    /// `and_expr = atom *("and" atom)`
-    fn parse_and(&mut self) -> Result<Filter, FilterError> {
-        let mut left = self.parse_atom()?;
-        while self.peek().is_some_and(|t| t.is_word("and")) {
-            self.bump();
-            let right = self.parse_atom()?;
-            left = Filter::And(Box::new(left), Box::new(right));
+    /// `and_expr = atom *("and" atom)`, as one n-ary `And`.
+    fn parse_and(&mut self) -> Result<Parsed, FilterError> {
+        let first = self.parse_atom()?;
+        if !self.peek().is_some_and(|t| t.is_word("and")) {
+            return Ok(first);
         }
-        Ok(left)
+        let mut chain = Chain::new(first, is_and);
+        while let Some(token) = self.peek().filter(|t| t.is_word("and")) {
+            let pos = token.pos;
+            self.bump();
+            let operand = self.parse_atom()?;
+            chain.push(operand, pos)?;
+        }
+        Ok(chain.finish(Filter::And))
     }
 
     /// `atom = "(" or_expr ")" / "not" "(" or_expr ")" / attrPath "[" or_expr "]"
     ///       / attrPath "pr" / attrPath compareOp value`
-    fn parse_atom(&mut self) -> Result<Filter, FilterError> {
+    fn parse_atom(&mut self) -> Result<Parsed, FilterError> {
         let Some(token) = self.peek().cloned() else {
             return Err(self.expected(EXPECTED_ATTR, None));
         };
@@ -576,7 +860,8 @@ impl Parser {
                     }) => {
                         let open = *pos;
                         self.bump();
-                        Ok(Filter::Not(Box::new(self.parse_group(open)?)))
+                        let inner = self.parse_group(open)?;
+                        nested(Filter::Not(Box::new(inner.filter)), inner.depth, token.pos)
                     }
                     other => Err(self.expected("\"(\" after \"not\"", other)),
                 }
@@ -588,7 +873,7 @@ impl Parser {
             Tok::Word(ref word) => {
                 self.bump();
                 let path = parse_attr_path(word, token.pos)?;
-                self.parse_after_attr(path)
+                self.parse_after_attr(path, token.pos)
             }
             _ => Err(self.expected(EXPECTED_ATTR, Some(&token))),
         }
@@ -600,7 +885,7 @@ impl Parser {
     }
 
     /// The rest of a parenthesised filter whose `(` at `open` is consumed.
-    fn parse_group(&mut self, open: usize) -> Result<Filter, FilterError> {
+    fn parse_group(&mut self, open: usize) -> Result<Parsed, FilterError> {
         self.enter(open)?;
         let inner = self.parse_or()?;
         self.expect_closer(Closer::Paren(open))?;
@@ -608,12 +893,24 @@ impl Parser {
         Ok(inner)
     }
 
+    /// Opens a parenthesis or bracket: bounds the parser's own recursion,
+    /// which redundant parentheses (`((a pr))`) deepen without deepening the
+    /// tree.
     fn enter(&mut self, pos: usize) -> Result<(), FilterError> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
+            return Err(too_deep(pos));
+        }
+        Ok(())
+    }
+
+    /// Counts one comparison or presence test starting at `pos`.
+    fn term(&mut self, pos: usize) -> Result<(), FilterError> {
+        self.terms += 1;
+        if self.terms > MAX_TERMS {
             return Err(FilterError::at(
                 pos,
-                format!("filter is nested too deeply (the maximum depth is {MAX_DEPTH})"),
+                format!("filter has more than {MAX_TERMS} terms (comparisons and presence tests)"),
             ));
         }
         Ok(())
@@ -621,7 +918,8 @@ impl Parser {
 
     /// What follows an attribute path: a value filter, `pr`, or an operator
     /// and a value.
-    fn parse_after_attr(&mut self, path: AttrPath) -> Result<Filter, FilterError> {
+    /// and a value. `start` is the position of the attribute path.
+    fn parse_after_attr(&mut self, path: AttrPath, start: usize) -> Result<Parsed, FilterError> {
         let Some(token) = self.peek().cloned() else {
             return Err(self.expected(EXPECTED_OP, None));
         };
@@ -634,13 +932,15 @@ impl Parser {
                 {
                     return Err(FilterError::at(next.pos, "\"pr\" takes no value"));
                 }
-                Ok(Filter::Present(path))
+                self.term(start)?;
+                Ok(Parsed::term(Filter::Present(path)))
             }
             Tok::Word(ref word) => match CompareOp::from_keyword(word) {
                 Some(op) => {
                     self.bump();
                     let value = self.parse_value()?;
-                    Ok(Filter::Compare(path, op, value))
+                    self.term(start)?;
+                    Ok(Parsed::term(Filter::Compare(path, op, value)))
                 }
                 None => Err(self.expected(EXPECTED_OP, Some(&token))),
             },
@@ -649,7 +949,7 @@ impl Parser {
     }
 
     /// `attr[...]`, with the `[` at `open` not yet consumed.
-    fn parse_value_path(&mut self, path: AttrPath, open: usize) -> Result<Filter, FilterError> {
+    fn parse_value_path(&mut self, path: AttrPath, open: usize) -> Result<Parsed, FilterError> {
         if self.in_value_path {
             return Err(FilterError::at(
                 open,
@@ -674,7 +974,11 @@ impl Parser {
                 "a sub-attribute after a value filter (\"].sub\") is only allowed in PATCH paths, not in filters",
             ));
         }
-        Ok(Filter::ValuePath(path, Box::new(inner)))
+        nested(
+            Filter::ValuePath(path, Box::new(inner.filter)),
+            inner.depth,
+            open,
+        )
     }
 
     fn parse_value(&mut self) -> Result<Value, FilterError> {
@@ -923,11 +1227,11 @@ mod tests {
     }
 
     fn and(l: Filter, r: Filter) -> Filter {
-        Filter::And(Box::new(l), Box::new(r))
+        Filter::And(vec![l, r])
     }
 
     fn or(l: Filter, r: Filter) -> Filter {
-        Filter::Or(Box::new(l), Box::new(r))
+        Filter::Or(vec![l, r])
     }
 
     fn not(f: Filter) -> Filter {
@@ -971,18 +1275,22 @@ mod tests {
             parse("a eq 1 and (b eq 2 or c eq 3)").unwrap(),
             and(a(), or(b(), c()))
         );
-        // Left-associative.
+        // A chain of one operator is one node, parenthesised or not.
         assert_eq!(
             parse("a eq 1 and b eq 2 and c eq 3").unwrap(),
-            and(and(a(), b()), c())
+            Filter::And(vec![a(), b(), c()])
         );
         assert_eq!(
             parse("a eq 1 or b eq 2 or c eq 3").unwrap(),
-            or(or(a(), b()), c())
+            Filter::Or(vec![a(), b(), c()])
         );
         assert_eq!(
             parse("a eq 1 or (b eq 2 or c eq 3)").unwrap(),
-            or(a(), or(b(), c()))
+            Filter::Or(vec![a(), b(), c()])
+        );
+        assert_eq!(
+            parse("((a eq 1 and b eq 2) and (c eq 3 and a eq 1)) and b eq 2").unwrap(),
+            Filter::And(vec![a(), b(), c(), a(), b()])
         );
         // not binds tightest.
         assert_eq!(
@@ -1235,7 +1543,7 @@ mod tests {
         );
         assert_eq!(
             canonical("a pr and (b pr and c pr)"),
-            "a pr and (b pr and c pr)"
+            "a pr and b pr and c pr"
         );
         assert_eq!(canonical("a eq 1.0"), "a eq 1.0");
         assert_eq!(
@@ -1465,19 +1773,134 @@ mod tests {
         assert_eq!(parse(&nested(MAX_DEPTH)).unwrap(), Filter::Present(p("a")));
         let e = err(&nested(MAX_DEPTH + 1));
         assert_eq!(e.position, MAX_DEPTH);
-        assert!(e.message.contains("nested too deeply"), "{e}");
+        assert_eq!(
+            e.message,
+            format!("filter is nested too deeply (the maximum depth is {MAX_DEPTH})")
+        );
 
-        let nots = |depth: usize| format!("{}a pr{}", "not (".repeat(depth), ")".repeat(depth));
-        assert!(parse(&nots(MAX_DEPTH)).is_ok());
+        let nots = |depth: usize| extremes::nots(depth, "a pr");
+        assert_eq!(parse(&nots(MAX_DEPTH)).unwrap().depth(), MAX_DEPTH);
         assert!(
             err(&nots(MAX_DEPTH + 1))
                 .message
                 .contains("nested too deeply")
         );
 
+        // `and`/`or` nesting counts without parentheses too: `a or b and c`
+        // is an `or` over an `and`.
+        assert_eq!(parse("a pr or b pr and c pr").unwrap().depth(), 2);
+        let alternating = |depth: usize| extremes::alternating(depth - 1, "a pr and b pr");
+        assert_eq!(parse(&alternating(MAX_DEPTH)).unwrap().depth(), MAX_DEPTH);
+        let e = err(&alternating(MAX_DEPTH + 1));
+        assert!(e.message.contains("nested too deeply"), "{e}");
+        // Reported at the first operator of the chain that is too deep.
+        assert_eq!(e.position, extremes::term(MAX_DEPTH - 1).len() + 1);
+
+        // A value filter is a level, and so is `not` inside one.
+        let value = |depth: usize| extremes::alternating(depth - 2, r#"x[not (y eq "1")]"#);
+        assert_eq!(parse(&value(MAX_DEPTH)).unwrap().depth(), MAX_DEPTH);
+        assert!(
+            err(&value(MAX_DEPTH + 1))
+                .message
+                .contains("nested too deeply")
+        );
+
+        // Redundant parentheses and same-operator groups add no depth.
+        assert_eq!(parse("((a pr and (b pr and c pr)))").unwrap().depth(), 1);
+
         // Hostile input far beyond the limit fails cleanly, without recursing deeply.
         let e = err(&"(".repeat(MAX_FILTER_LEN));
         assert!(e.message.contains("nested too deeply"), "{e}");
+        let e = err(&"not (".repeat(MAX_FILTER_LEN / 5));
+        assert!(e.message.contains("nested too deeply"), "{e}");
+    }
+
+    #[test]
+    fn term_limit() {
+        for op in ["and", "or"] {
+            let f = parse(&extremes::chain(op, MAX_TERMS)).unwrap();
+            assert_eq!(f.terms(), MAX_TERMS);
+            assert_eq!(f.depth(), 1, "one flat node");
+            let (Filter::And(operands) | Filter::Or(operands)) = &f else {
+                panic!("{f:?}");
+            };
+            assert_eq!(operands.len(), MAX_TERMS);
+
+            let over = extremes::chain(op, MAX_TERMS + 1);
+            let e = err(&over);
+            assert_eq!(
+                e.message,
+                format!("filter has more than {MAX_TERMS} terms (comparisons and presence tests)")
+            );
+            // At the first term past the limit.
+            let last = over.rfind(&format!(" {op} ")).unwrap() + op.len() + 2;
+            assert_eq!(e.position, last);
+
+            // The attack from issue 12: as many terms as fit the length
+            // limit (a thousand for `or`).
+            let fit = (MAX_FILTER_LEN + op.len() + 2) / ("a pr".len() + op.len() + 2);
+            let attack = vec!["a pr"; fit].join(&format!(" {op} "));
+            assert!(attack.len() <= MAX_FILTER_LEN && fit > 900, "{fit}");
+            assert!(err(&attack).message.contains("more than 256 terms"));
+        }
+        // Terms inside value filters and `not` count too.
+        let inside = format!("x[{}] and not (a pr)", extremes::chain("or", MAX_TERMS));
+        assert!(err(&inside).message.contains("terms"));
+        let at_cap = format!("x[{}] and not (a pr)", extremes::chain("or", MAX_TERMS - 1));
+        assert_eq!(parse(&at_cap).unwrap().terms(), MAX_TERMS);
+    }
+
+    #[test]
+    fn every_extreme_is_accepted_and_round_trips() {
+        for input in extremes::accepted() {
+            let f = parse(&input).unwrap_or_else(|e| panic!("{input}: {e}"));
+            assert!(f.depth() <= MAX_DEPTH, "{input}");
+            assert!(f.terms() <= MAX_TERMS, "{input}");
+            let printed = f.to_string();
+            assert_eq!(parse(&printed).unwrap(), f, "{input} → {printed}");
+        }
+        // The generators reach the limits.
+        let accepted = extremes::accepted();
+        let parsed: Vec<Filter> = accepted.iter().map(|f| parse(f).unwrap()).collect();
+        assert!(
+            parsed
+                .iter()
+                .any(|f| f.depth() == MAX_DEPTH && f.terms() == MAX_TERMS)
+        );
+        assert!(parsed.iter().filter(|f| f.depth() == MAX_DEPTH).count() > 10);
+    }
+
+    /// Everything that walks a parsed filter (parsing, printing, cloning,
+    /// comparing, dropping) fits a small stack at the limits, in a debug
+    /// build; the server and the gateway test their own walks the same way.
+    #[test]
+    fn extremes_fit_a_small_stack() {
+        let worker = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(|| {
+                for input in extremes::accepted() {
+                    let mut f = parse(&input).unwrap();
+                    let copy = f.clone();
+                    assert_eq!(parse(&f.to_string()).unwrap(), copy);
+                    f.walk_attrs_mut(&mut |path: &mut AttrPath| path.attr.push('x'));
+                    assert_ne!(f, copy);
+                    let _ = format!("{f:?}");
+                }
+            })
+            .unwrap();
+        worker.join().unwrap();
+    }
+
+    #[test]
+    fn builders_flatten() {
+        let a = || Filter::Present(p("a"));
+        let chain = a().and(a()).and(a().and(a()));
+        assert_eq!(chain, Filter::And(vec![a(), a(), a(), a()]));
+        let mixed = a().or(a()).and(a());
+        assert_eq!(mixed, Filter::And(vec![or(a(), a()), a()]));
+        assert_eq!(mixed.to_string(), "(a pr or a pr) and a pr");
+        assert_eq!(mixed.depth(), 2);
+        assert_eq!(mixed.terms(), 3);
     }
 
     #[test]
@@ -1489,8 +1912,9 @@ mod tests {
             }
             f
         };
-        // Long flat chains are fine (and so is printing them).
-        let f = parse(&long_chain(MAX_FILTER_LEN)).unwrap();
+        // Long flat chains are fine up to the term limit (and so is printing them).
+        let f = parse(&long_chain(MAX_TERMS * 8 - 4)).unwrap();
+        assert_eq!(f.terms(), MAX_TERMS);
         assert_eq!(parse(&f.to_string()).unwrap(), f);
 
         let too_long = format!("a eq \"{}\"", "x".repeat(MAX_FILTER_LEN));

@@ -105,6 +105,11 @@ pub fn scim_response(status: StatusCode, body: &impl serde::Serialize) -> Respon
 
 /// The authenticated caller: the bearer to pass to the core, and the base URL
 /// resources are located under.
+///
+/// Every handler that takes one extracts it first, and extracting it asks
+/// the core whether the bearer is valid (see [`crate::core::Core::check_bearer`]):
+/// without a valid token a request is answered 401 before its query string
+/// or body is parsed.
 pub struct Caller {
     pub bearer: Bearer,
     pub base: String,
@@ -126,8 +131,10 @@ impl FromRequestParts<Shared> for Caller {
             })
             .map(|(_, token)| token.trim().to_string())
             .ok_or_else(|| ScimError::unauthorized("only Bearer authorization is supported"))?;
+        let bearer = Bearer(token);
+        app.scim.core.check_bearer(&bearer).await?;
         Ok(Caller {
-            bearer: Bearer(token),
+            bearer,
             base: base_url(app, &parts.headers),
         })
     }

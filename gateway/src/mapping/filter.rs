@@ -38,9 +38,7 @@ impl Rewritten {
                 Rewritten::Always(false)
             }
             (Rewritten::Always(true), x) | (x, Rewritten::Always(true)) => x,
-            (Rewritten::Filter(a), Rewritten::Filter(b)) => {
-                Rewritten::Filter(Filter::And(Box::new(a), Box::new(b)))
-            }
+            (Rewritten::Filter(a), Rewritten::Filter(b)) => Rewritten::Filter(a.and(b)),
         }
     }
 
@@ -48,9 +46,7 @@ impl Rewritten {
         match (self, other) {
             (Rewritten::Always(true), _) | (_, Rewritten::Always(true)) => Rewritten::Always(true),
             (Rewritten::Always(false), x) | (x, Rewritten::Always(false)) => x,
-            (Rewritten::Filter(a), Rewritten::Filter(b)) => {
-                Rewritten::Filter(Filter::Or(Box::new(a), Box::new(b)))
-            }
+            (Rewritten::Filter(a), Rewritten::Filter(b)) => Rewritten::Filter(a.or(b)),
         }
     }
 
@@ -112,12 +108,24 @@ impl TypeMap {
         unknown: Unknown,
     ) -> Result<Rewritten, ScimError> {
         Ok(match filter {
-            Filter::And(a, b) => self
-                .rewrite_filter(maps, resource_type, a, unknown)?
-                .and(self.rewrite_filter(maps, resource_type, b, unknown)?),
-            Filter::Or(a, b) => self
-                .rewrite_filter(maps, resource_type, a, unknown)?
-                .or(self.rewrite_filter(maps, resource_type, b, unknown)?),
+            // Folded operand by operand: a chain is a loop, and recursion only
+            // follows the parser's bounded nesting.
+            Filter::And(operands) => {
+                let mut result = Rewritten::Always(true);
+                for operand in operands {
+                    result =
+                        result.and(self.rewrite_filter(maps, resource_type, operand, unknown)?);
+                }
+                result
+            }
+            Filter::Or(operands) => {
+                let mut result = Rewritten::Always(false);
+                for operand in operands {
+                    result =
+                        result.or(self.rewrite_filter(maps, resource_type, operand, unknown)?);
+                }
+                result
+            }
             Filter::Not(inner) => self
                 .rewrite_filter(maps, resource_type, inner, unknown)?
                 .not(),
@@ -501,8 +509,12 @@ fn references_filter(
         Filter::Compare(p, CompareOp::Ne, Literal::String(id)) if p.attr == "value" => Ok(
             Rewritten::Filter(Filter::Not(Box::new(on_ref(CompareOp::Eq, id)))),
         ),
-        Filter::Or(a, b) => {
-            Ok(references_filter(maps, rule, a)?.or(references_filter(maps, rule, b)?))
+        Filter::Or(operands) => {
+            let mut result = Rewritten::Always(false);
+            for operand in operands {
+                result = result.or(references_filter(maps, rule, operand)?);
+            }
+            Ok(result)
         }
         _ => Err(ScimError::invalid_filter(format!(
             "{}[{inner}]: only value eq/ne tests on references are supported",
@@ -519,12 +531,12 @@ fn element_filter(rule: &Rule, attribute: &Attribute, filter: &Filter) -> Rewrit
         return Rewritten::Always(false);
     };
     match filter {
-        Filter::And(a, b) => {
-            element_filter(rule, attribute, a).and(element_filter(rule, attribute, b))
-        }
-        Filter::Or(a, b) => {
-            element_filter(rule, attribute, a).or(element_filter(rule, attribute, b))
-        }
+        Filter::And(operands) => operands.iter().fold(Rewritten::Always(true), |result, f| {
+            result.and(element_filter(rule, attribute, f))
+        }),
+        Filter::Or(operands) => operands.iter().fold(Rewritten::Always(false), |result, f| {
+            result.or(element_filter(rule, attribute, f))
+        }),
         Filter::Not(inner) => element_filter(rule, attribute, inner).not(),
         Filter::Present(p) if &p.attr == key => Rewritten::Always(true),
         Filter::Compare(p, op, value) if &p.attr == key => Rewritten::Always(path::compare(

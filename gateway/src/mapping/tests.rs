@@ -225,3 +225,57 @@ fn a_bad_map_names_the_rule() {
     assert_eq!(error.field, "User.attributes[1]");
     assert!(error.to_string().contains("nickname"), "{error}");
 }
+
+/// Rewriting follows the parsed tree, a loop per chain and recursion only
+/// per level: the longest and deepest filters the parser accepts, in SCIM
+/// terms, rewrite on a small stack, and chains come out flat.
+#[test]
+fn the_largest_filters_rewrite_flat_on_a_small_stack() {
+    use idm_proto::filter::{Filter, MAX_DEPTH, MAX_TERMS, extremes};
+    std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(|| {
+            let (registry, maps) = maps();
+            let rewrite = |text: &str| {
+                let parsed = idm_proto::filter::parse(text).unwrap();
+                match maps
+                    .user
+                    .rewrite_filter(&maps, &registry.user, &parsed, filter::Unknown::Reject)
+                    .unwrap()
+                {
+                    Rewritten::Filter(f) => f,
+                    Rewritten::Always(b) => panic!("{text}: always {b}"),
+                }
+            };
+            let and_chain = vec![r#"name.familyName eq "x""#; MAX_TERMS].join(" and ");
+            match rewrite(&and_chain) {
+                Filter::And(operands) => assert_eq!(operands.len(), MAX_TERMS),
+                other => panic!("{other}"),
+            }
+            // Each `emails.value` becomes two tests, spliced into the chain.
+            let or_chain = vec![r#"emails.value co "@""#; MAX_TERMS / 2].join(" or ");
+            let f = rewrite(&or_chain);
+            assert_eq!((f.depth(), f.terms()), (1, MAX_TERMS));
+
+            let terms = [
+                r#"userName eq "x""#,
+                "name.familyName pr",
+                r#"emails.value co "@""#,
+                r#"emails[type eq "work" and value co "@"]"#,
+                "title pr",
+            ];
+            let mut deep = String::from(r#"active eq true"#);
+            for level in 0..MAX_DEPTH - 1 {
+                let op = if level.is_multiple_of(2) { "or" } else { "and" };
+                deep = format!("{} {op} ({deep})", terms[level % terms.len()]);
+            }
+            let f = rewrite(&deep);
+            assert!(f.depth() <= MAX_DEPTH + 2, "{f}");
+            let printed = f.to_string();
+            assert_eq!(idm_proto::filter::parse(&printed).unwrap(), f);
+            rewrite(&extremes::nots(MAX_DEPTH - 1, r#"emails[type eq "work"]"#));
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}

@@ -392,7 +392,7 @@ fn create_selected(
 fn equalities(filter: &idm_proto::filter::Filter, into: &mut Map<String, Value>) -> bool {
     use idm_proto::filter::{CompareOp, Filter};
     match filter {
-        Filter::And(a, b) => equalities(a, into) && equalities(b, into),
+        Filter::And(operands) => operands.iter().all(|f| equalities(f, into)),
         Filter::Compare(path, CompareOp::Eq, value) if path.sub_attr.is_none() => {
             into.insert(path.attr.clone(), value.to_json());
             true

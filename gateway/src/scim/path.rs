@@ -57,7 +57,8 @@ pub fn parse<'a>(resource_type: &'a ResourceType, text: &str) -> Result<PatchPat
         Some(open) => {
             let close = closing_bracket(text, open).ok_or_else(|| invalid("no closing ]"))?;
             let inner = &text[open + 1..close];
-            let filter = filter::parse(inner).map_err(|e| invalid(&e.to_string()))?;
+            let filter = filter::parse(inner)
+                .map_err(|e| ScimError::invalid_filter(format!("path \"{text}\": {e}")))?;
             let rest = &text[close + 1..];
             let tail = match rest {
                 "" => None,
@@ -149,8 +150,8 @@ fn check_filter(attribute: &Attribute, filter: &Filter) -> Result<(), String> {
 /// Whether one element of a multi-valued attribute matches a value filter.
 pub fn matches(attribute: &Attribute, filter: &Filter, element: &Value) -> bool {
     match filter {
-        Filter::And(a, b) => matches(attribute, a, element) && matches(attribute, b, element),
-        Filter::Or(a, b) => matches(attribute, a, element) || matches(attribute, b, element),
+        Filter::And(operands) => operands.iter().all(|f| matches(attribute, f, element)),
+        Filter::Or(operands) => operands.iter().any(|f| matches(attribute, f, element)),
         Filter::Not(inner) => !matches(attribute, inner, element),
         Filter::Present(path) => {
             sub_value(attribute, path, element).is_some_and(|(value, _)| !is_empty(value))

@@ -538,7 +538,7 @@ impl ManagedObjects {
         let mut conjuncts = vec![parsed];
         while let Some(filter) = conjuncts.pop() {
             match filter {
-                filter::Filter::And(a, b) => conjuncts.extend([a.as_ref(), b.as_ref()]),
+                filter::Filter::And(operands) => conjuncts.extend(operands.iter().rev()),
                 filter::Filter::Compare(
                     path,
                     filter::CompareOp::Eq,

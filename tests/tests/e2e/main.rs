@@ -6,6 +6,7 @@ mod audit;
 mod auth;
 mod cli;
 mod conf;
+mod filter_limits;
 mod filters;
 mod ldap;
 mod objects;

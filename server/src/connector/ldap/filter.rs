@@ -25,8 +25,8 @@ pub(crate) fn escape_filter_value(value: &str) -> String {
 /// form and are refused.
 pub(crate) fn ldap_filter(filter: &Filter) -> Result<String, String> {
     Ok(match filter {
-        Filter::And(left, right) => format!("(&{}{})", ldap_filter(left)?, ldap_filter(right)?),
-        Filter::Or(left, right) => format!("(|{}{})", ldap_filter(left)?, ldap_filter(right)?),
+        Filter::And(operands) => format!("(&{})", ldap_filters(operands)?),
+        Filter::Or(operands) => format!("(|{})", ldap_filters(operands)?),
         Filter::Not(inner) => format!("(!{})", ldap_filter(inner)?),
         Filter::Present(path) => format!("({}=*)", filter_attribute(path)?),
         Filter::ValuePath(path, _) => {
@@ -68,6 +68,15 @@ pub(crate) fn ldap_filter(filter: &Filter) -> Result<String, String> {
             }
         }
     })
+}
+
+/// The operands of an `&`/`|`, concatenated.
+fn ldap_filters(operands: &[Filter]) -> Result<String, String> {
+    let mut out = String::new();
+    for operand in operands {
+        out.push_str(&ldap_filter(operand)?);
+    }
+    Ok(out)
 }
 
 fn filter_attribute(path: &AttrPath) -> Result<&str, String> {
