@@ -9,14 +9,11 @@
 //! or duplicate uid, broken quoting) is reported with its line number and the
 //! read goes on. CSV is a source: writes are refused.
 
-use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-use std::io::{BufRead, BufReader, Read};
+use std::collections::BTreeMap;
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 
-use csv::{ByteRecord, ReaderBuilder};
+use csv::ByteRecord;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
@@ -28,6 +25,10 @@ use super::{
     BadRecord, Capabilities, Connector, ConnectorError, ConnectorObject, ObjectTypeInfo, SourceItem,
 };
 
+mod rows;
+
+use rows::{Format, Row, Rows};
+
 /// A CSV connector holds no secrets.
 pub const SECRET_FIELDS: &[&str] = &[];
 /// Nor sends any anywhere.
@@ -35,7 +36,6 @@ pub const DESTINATION_FIELDS: &[&str] = &[];
 
 /// Rows read ahead of the consumer: bounds memory whatever the file size.
 const READ_AHEAD: usize = 1024;
-const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 pub struct CsvConnector {
     name: String,
@@ -300,91 +300,27 @@ impl Connector for CsvConnector {
     }
 }
 
-type CsvReader = csv::Reader<LineCounter<BufReader<std::fs::File>>>;
+type Input = BufReader<std::fs::File>;
 
-/// Opens the file past any BOM; the returned [`Lines`] turns the reader's byte
-/// offsets into the line numbers an editor shows (the csv crate's own count
-/// skips blank lines and is one short after CRLF).
-fn open(csv_type: &CsvType) -> std::io::Result<(CsvReader, Lines)> {
-    let mut input = BufReader::with_capacity(64 * 1024, std::fs::File::open(&csv_type.file)?);
-    if input.fill_buf()?.starts_with(UTF8_BOM) {
-        input.consume(UTF8_BOM.len());
-    }
-    let newlines = Rc::new(RefCell::new(VecDeque::new()));
-    let input = LineCounter {
-        inner: input,
-        offset: 0,
-        line_has_content: false,
-        newlines: Rc::clone(&newlines),
-    };
-    let reader = ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .delimiter(csv_type.delimiter)
-        .quote(csv_type.quote)
-        .escape(csv_type.escape)
-        .double_quote(csv_type.escape.is_none())
-        .from_reader(input);
-    Ok((
-        reader,
-        Lines {
-            newlines,
-            passed: 0,
-        },
+fn input(csv_type: &CsvType) -> std::io::Result<Input> {
+    Ok(BufReader::with_capacity(
+        64 * 1024,
+        std::fs::File::open(&csv_type.file)?,
     ))
 }
 
-/// A newline's offset, and whether the line it ends was blank.
-type Newline = (u64, bool);
-
-/// Passes bytes through, noting every newline.
-struct LineCounter<R> {
-    inner: R,
-    offset: u64,
-    line_has_content: bool,
-    newlines: Rc<RefCell<VecDeque<Newline>>>,
+/// Opens the file past any BOM.
+fn open(csv_type: &CsvType) -> std::io::Result<(rows::CsvReader<Input>, rows::Lines)> {
+    rows::reader(input(csv_type)?, csv_type.format())
 }
 
-impl<R: Read> Read for LineCounter<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        let mut newlines = self.newlines.borrow_mut();
-        for (i, byte) in buf[..n].iter().enumerate() {
-            match byte {
-                b'\n' => {
-                    newlines.push_back((self.offset + i as u64, !self.line_has_content));
-                    self.line_has_content = false;
-                }
-                b'\r' => {}
-                _ => self.line_has_content = true,
-            }
+impl CsvType {
+    fn format(&self) -> Format {
+        Format {
+            delimiter: self.delimiter,
+            quote: self.quote,
+            escape: self.escape,
         }
-        self.offset += n as u64;
-        Ok(n)
-    }
-}
-
-/// Line numbers from byte offsets. Only newlines still ahead of the reader's
-/// position are kept, so memory is bounded by its read-ahead buffer.
-struct Lines {
-    newlines: Rc<RefCell<VecDeque<Newline>>>,
-    passed: u64,
-}
-
-impl Lines {
-    /// The line of the record the reader placed at `byte` (offsets only
-    /// grow). A newline at `byte` ends the previous line (the LF of a CRLF),
-    /// and a record never starts on a blank line the reader skipped.
-    fn at(&mut self, byte: u64) -> u64 {
-        let mut newlines = self.newlines.borrow_mut();
-        while newlines
-            .front()
-            .is_some_and(|(p, blank)| *p <= byte || *blank)
-        {
-            newlines.pop_front();
-            self.passed += 1;
-        }
-        self.passed + 1
     }
 }
 
@@ -429,115 +365,28 @@ impl RowReader {
     }
 
     fn read(&self, sender: &Sender) -> Result<(), ConnectorError> {
-        let (mut reader, mut lines) =
-            open(&self.csv_type).map_err(|e| self.io_error(e.to_string()))?;
-        let mut record = ByteRecord::new();
-        if !reader
-            .read_byte_record(&mut record)
-            .map_err(|e| self.io_error(format!("line 1: {e}")))?
-        {
-            return Err(self.io_error("the file is empty: a header row is required".into()));
-        }
-        let header: Vec<String> = record
-            .iter()
-            .map(|f| std::str::from_utf8(f).map(|s| s.trim().to_string()))
-            .collect::<Result<_, _>>()
-            .map_err(|_| self.io_error("line 1: the header is not valid UTF-8".into()))?;
-        let uid_index = header
-            .iter()
-            .position(|h| *h == self.csv_type.uid_column)
-            .ok_or_else(|| {
-                self.io_error(format!(
-                    "line 1: no \"{}\" column in the header {header:?}",
-                    self.csv_type.uid_column
-                ))
-            })?;
-        // Lines where each uid was first seen, by hash: 16 bytes a row however long the uids are.
-        let mut seen: HashMap<u64, u64> = HashMap::new();
-        let hasher = BuildHasherDefault::<DefaultHasher>::default();
-        loop {
-            let item = match reader.read_byte_record(&mut record) {
-                Ok(false) => return Ok(()),
-                Ok(true) => {
-                    let line = record.position().map_or(0, |p| lines.at(p.byte()));
-                    let item = row_item(&header, uid_index, &record, line);
-                    match item {
-                        SourceItem::Object(object) => {
-                            let first = *seen.entry(hasher.hash_one(&object.uid)).or_insert(line);
-                            if first == line {
-                                SourceItem::Object(object)
-                            } else {
-                                SourceItem::Bad(BadRecord {
-                                    line,
-                                    reason: format!(
-                                        "duplicate uid \"{}\" (first on line {first})",
-                                        object.uid
-                                    ),
-                                    uid: Some(object.uid),
-                                })
-                            }
-                        }
-                        bad => bad,
-                    }
-                }
-                Err(e) if e.is_io_error() => return Err(self.io_error(e.to_string())),
-                Err(e) => SourceItem::Bad(BadRecord {
-                    line: e.position().map_or(0, |p| lines.at(p.byte())),
-                    uid: None,
-                    reason: e.to_string(),
+        let input = input(&self.csv_type).map_err(|e| self.io_error(e.to_string()))?;
+        let mut rows = Rows::open(input, self.csv_type.format(), &self.csv_type.uid_column)
+            .map_err(|e| self.io_error(e.to_string()))?;
+        while let Some(row) = rows.next_row().map_err(|e| self.io_error(e.to_string()))? {
+            let item = match row {
+                Row::Object {
+                    uid,
+                    attributes,
+                    line,
+                } => SourceItem::Object(ConnectorObject {
+                    uid,
+                    attributes,
+                    line: Some(line),
                 }),
+                Row::Bad { line, uid, reason } => SourceItem::Bad(BadRecord { line, uid, reason }),
             };
             if sender.blocking_send(Ok(item)).is_err() {
                 return Ok(()); // the consumer stopped reading (cancelled)
             }
         }
+        Ok(())
     }
-}
-
-fn row_item(header: &[String], uid_index: usize, record: &ByteRecord, line: u64) -> SourceItem {
-    // A bad row still names its uid when it can: a reconciliation then knows
-    // the source exists and must not treat its target as orphaned.
-    let readable_uid = record
-        .get(uid_index)
-        .and_then(|f| std::str::from_utf8(f).ok())
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .map(str::to_string);
-    let bad = |reason: String| {
-        SourceItem::Bad(BadRecord {
-            line,
-            uid: readable_uid.clone(),
-            reason,
-        })
-    };
-    if record.len() != header.len() {
-        return bad(format!(
-            "expected {} fields, got {}",
-            header.len(),
-            record.len()
-        ));
-    }
-    let mut attributes = Map::with_capacity(header.len());
-    for (index, (name, field)) in header.iter().zip(record.iter()).enumerate() {
-        let Ok(text) = std::str::from_utf8(field) else {
-            return bad(format!("field {} ({name}) is not valid UTF-8", index + 1));
-        };
-        attributes.insert(name.clone(), Value::String(text.to_string()));
-    }
-    let uid = attributes
-        .get(&header[uid_index])
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .trim()
-        .to_string();
-    if uid.is_empty() {
-        return bad(format!("empty uid (column {})", header[uid_index]));
-    }
-    SourceItem::Object(ConnectorObject {
-        uid,
-        attributes,
-        line: Some(line),
-    })
 }
 
 #[cfg(test)]
@@ -672,6 +521,33 @@ mod tests {
             "the blank line 3 still counts"
         );
         assert_eq!(bad(&items[2]).line, 5);
+    }
+
+    /// Fuzzing (csv_rows): the csv crate ends a record at a lone CR, the line
+    /// count did not, so rows after one were reported on the header's line and
+    /// a duplicate uid on the same "line" passed as a second object.
+    #[tokio::test]
+    async fn a_lone_carriage_return_ends_a_line() {
+        let dir = temp_dir();
+        let items = read(&connector(
+            &dir,
+            b"uid,n\r,x\r1,a\r1,b\r\n\r2,c\n",
+            json!({}),
+        ))
+        .await;
+        assert_eq!(bad(&items[0]).line, 2);
+        assert_eq!(bad(&items[0]).reason, "empty uid (column uid)");
+        assert_eq!(object(&items[1]).line, Some(3));
+        assert_eq!(
+            bad(&items[2]),
+            &BadRecord {
+                line: 4,
+                uid: Some("1".into()),
+                reason: "duplicate uid \"1\" (first on line 3)".into()
+            }
+        );
+        assert_eq!(object(&items[3]).line, Some(6), "line 5 is blank");
+        assert_eq!(items.len(), 4);
     }
 
     #[tokio::test]

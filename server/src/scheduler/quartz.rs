@@ -102,11 +102,24 @@ impl QuartzCron {
                     .into(),
             ));
         }
+        // croner takes an empty list element (`,`, `1,,2`) as "nothing": an
+        // expression that never fires, searched for up to the year 5000.
+        if let Some(index) = fields.iter().position(|f| f.split(',').any(str::is_empty)) {
+            return Err(error(
+                FIELDS[index],
+                format!("\"{}\" has an empty list element", fields[index]),
+            ));
+        }
         if let Some(year) = fields.get(6) {
             check_years(year).map_err(|m| error("year", m))?;
         }
         let mut translated: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
         translated[5] = croner_day_of_week(day_of_week).map_err(|m| error("dayOfWeek", m))?;
+        // Quartz fires up to 2099; croner would search an expression that
+        // never matches (`30 2`: February 30th) up to the year 5000, seconds
+        // of CPU on every call. Bounding the years bounds the search.
+        translated.truncate(6);
+        translated.push(quartz_years(fields.get(6).copied()));
         // Each field alone, the others left open, names the field at fault.
         let open = ["0", "*", "*", "*", "*", "?", "*"];
         for (index, field) in FIELDS.iter().enumerate().take(translated.len()) {
@@ -116,7 +129,8 @@ impl QuartzCron {
                 probe[3] = "?";
             }
             if let Err(e) = parser().parse(&probe.join(" ")) {
-                return Err(error(field, describe(&e, fields[index])));
+                let written = fields.get(index).copied().unwrap_or_default();
+                return Err(error(field, describe(&e, written)));
             }
         }
         let pattern = translated.join(" ");
@@ -169,6 +183,24 @@ fn croner_day_of_week(field: &str) -> Result<String, String> {
         out.push(c);
     }
     Ok(out)
+}
+
+/// The year field for croner within Quartz's 1970–2099: none or `*` is the
+/// whole range, a step from `*` or a single year (`*/2`, `2027/5`) stops at 2099.
+fn quartz_years(field: Option<&str>) -> String {
+    let field = match field {
+        None | Some("*") | Some("?") => return "1970-2099".to_string(),
+        Some(field) => field,
+    };
+    field
+        .split(',')
+        .map(|item| match item.split_once('/') {
+            Some(("*", step)) => format!("1970-2099/{step}"),
+            Some((start, step)) if !start.contains('-') => format!("{start}-2099/{step}"),
+            _ => item.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Quartz accepts the years 1970–2099.
@@ -292,6 +324,51 @@ mod tests {
         }
         let cron = QuartzCron::parse("0 0 12 ? * 6#3").unwrap();
         assert_eq!(cron.to_string(), "0 0 12 ? * 6#3", "shown as written");
+    }
+
+    /// Fuzzing (quartz): croner reads `,` as an empty set, so the expression
+    /// never fired and every fire-time search ran to the year 5000.
+    #[test]
+    fn an_empty_list_element_is_refused_naming_the_field() {
+        for (expression, field) in [
+            ("0 0 , * * ?", "hours"),
+            ("0 0 1,,2 * * ?", "hours"),
+            ("0, 0 0 * * ?", "seconds"),
+            ("0 0 0 ? * MON,", "dayOfWeek"),
+            ("0 0 0 * * ? 2027,", "year"),
+        ] {
+            let error = QuartzCron::parse(expression).unwrap_err();
+            assert_eq!(error.field, field, "{expression}: {error}");
+            assert!(error.to_string().contains("empty list element"), "{error}");
+        }
+    }
+
+    /// Fuzzing (quartz): a date that never comes (February 30th) made each
+    /// fire-time search walk every day to the year 5000: seconds of CPU.
+    /// Quartz stops at 2099, and so does the search now.
+    #[test]
+    fn an_expression_that_never_fires_is_searched_only_to_2099() {
+        // Years end at 2099, steps over them too; a year field still works.
+        assert_eq!(
+            next("0 0 0 1 1 ? 2089/10", "2026-11-23T00:00:00Z"),
+            "2089-01-01T00:00:00+00:00"
+        );
+        let cron = QuartzCron::parse("0 0 0 1 1 ? 2089/10").unwrap();
+        assert_eq!(cron.next_after(&at("2099-06-01T00:00:00Z")), None);
+        assert_eq!(
+            next("0 0 0 1 1 ? */50", "2026-11-23T00:00:00Z"),
+            "2070-01-01T00:00:00+00:00"
+        );
+        let started = std::time::Instant::now();
+        for expression in ["0 0 0 30 2 ?", "0 0 0 31 4,6,9,11 ?", "0 0 0 30W 2 ? *"] {
+            let cron = QuartzCron::parse(expression).unwrap();
+            assert_eq!(cron.next_after(&at("2026-11-23T00:00:00Z")), None);
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]
