@@ -8,11 +8,15 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode, utf8_percent_encode};
 use tonic::codegen::http::{HeaderValue, Response};
 use tonic::codegen::{Service, http};
 
 /// The longest status message sent, in characters.
 const MAX_MESSAGE_CHARS: usize = 1024;
+/// gRPC's `grpc-message` encoding: bytes outside printable ASCII, and `%`,
+/// as `%XX` (`percent-encoding`, the crate tonic encodes it with).
+const GRPC_MESSAGE: &AsciiSet = &CONTROLS.add(b'%');
 /// The largest `grpc-status-details-bin` (base64) sent; larger ones are dropped.
 const MAX_DETAILS_BYTES: usize = 8 * 1024;
 
@@ -72,51 +76,17 @@ fn bound<R>(response: &mut Response<R>) {
     if message.len() <= MAX_MESSAGE_CHARS {
         return;
     }
-    let decoded = percent_decode(message.as_bytes());
-    let text = String::from_utf8_lossy(&decoded);
+    let text: String = percent_decode(message.as_bytes())
+        .decode_utf8_lossy()
+        .into_owned();
     let cut: String = match text.char_indices().nth(MAX_MESSAGE_CHARS) {
         Some((end, _)) => format!("{}…", &text[..end]),
         None => return,
     };
-    if let Ok(value) = HeaderValue::from_str(&percent_encode(&cut)) {
+    let encoded = utf8_percent_encode(&cut, GRPC_MESSAGE).to_string();
+    if let Ok(value) = HeaderValue::from_str(&encoded) {
         headers.insert("grpc-message", value);
     }
-}
-
-/// gRPC's `grpc-message` encoding: bytes outside printable ASCII, and `%`, as `%XX`.
-fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if (0x20..=0x7e).contains(&byte) && byte != b'%' {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
-fn percent_decode(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = (bytes[i] == b'%')
-            .then(|| bytes.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|hex| std::str::from_utf8(hex).ok())
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match escaped {
-            Some(byte) => {
-                out.push(byte);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]
