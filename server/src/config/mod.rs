@@ -95,11 +95,8 @@ pub fn read(dir: Option<&Path>) -> Result<Conf, ConfError> {
             .and_then(|n| n.strip_suffix(".json"))
         {
             let body = read_object(&file)?;
-            let mut hidden = Vec::new();
-            let resolved = resolve_env_noting(&Value::Object(body.clone()), &mut hidden);
-            let resolved = resolved.as_object().cloned().unwrap_or_default();
-            Schedule::from_json(name, &resolved, dir)
-                .map_err(|e| invalid(&file, e.field, scrub_text(e.message, &hidden)))?;
+            Schedule::from_document(name, &body, dir)
+                .map_err(|e| invalid(&file, e.field, e.message))?;
             documents.push(document("schedule", name, &file, body));
         } else if file_name == "sync.json" {
             let body = read_object(&file)?;
@@ -178,15 +175,10 @@ pub async fn apply(store: &Store, conf: &Conf, secrets: &SecretBox) -> Result<us
     Ok(changed)
 }
 
-/// Resolves `{"$env": "NAME", "default": "…"}` values, recursively.
-pub fn resolve_env(value: &Value) -> Value {
-    resolve_env_noting(value, &mut Vec::new())
-}
-
-/// [`resolve_env`], adding every value it put in to `hidden` with the
-/// reference it came from (`$env:NAME`), so messages can be scrubbed of it;
-/// longest value first.
-pub fn resolve_env_noting(value: &Value, hidden: &mut Vec<(String, String)>) -> Value {
+/// Resolves `{"$env": "NAME", "default": "…"}` values, recursively, adding
+/// every value it put in to `hidden` with the reference it came from
+/// (`$env:NAME`), so messages can be scrubbed of it; longest value first.
+pub fn resolve_env(value: &Value, hidden: &mut Vec<(String, String)>) -> Value {
     let resolved = resolve(value, hidden);
     hidden.sort_by_key(|h| std::cmp::Reverse(h.0.len()));
     resolved

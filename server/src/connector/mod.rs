@@ -328,7 +328,7 @@ pub fn build(
         message: "a sealed secret could not be opened (was the encryption key changed?)".into(),
     })?;
     let mut hidden = Vec::new();
-    let resolved = crate::config::resolve_env_noting(&Value::Object(opened), &mut hidden);
+    let resolved = crate::config::resolve_env(&Value::Object(opened), &mut hidden);
     let body = resolved.as_object().cloned().unwrap_or_default();
     crate::config::note_secrets(&body, SecretFields::of_document(&body), &mut hidden);
     hidden.sort_by_key(|h| std::cmp::Reverse(h.0.len()));

@@ -151,15 +151,11 @@ impl Scheduler {
     }
 
     fn parse(&self, name: &str, body: &Map<String, Value>) -> Result<Schedule, SchedulerError> {
-        let mut hidden = Vec::new();
-        let resolved = crate::config::resolve_env_noting(&Value::Object(body.clone()), &mut hidden);
-        let resolved = resolved.as_object().cloned().unwrap_or_default();
-        // The message names what came from `$env` by its reference, never its value.
-        Schedule::from_json(name, &resolved, &self.inner.conf_dir).map_err(|e| {
+        Schedule::from_document(name, body, &self.inner.conf_dir).map_err(|e| {
             SchedulerError::Invalid {
                 name: name.to_string(),
                 field: e.field,
-                message: crate::config::scrub_text(e.message, &hidden),
+                message: e.message,
             }
         })
     }

@@ -81,6 +81,23 @@ pub struct Schedule {
 }
 
 impl Schedule {
+    /// Reads a stored schedule document: its `$env` references resolved,
+    /// then [`Schedule::from_json`]. An error names a value that came from
+    /// `$env` by its reference, never the value.
+    pub fn from_document(
+        name: &str,
+        body: &Map<String, Value>,
+        conf_dir: &Path,
+    ) -> Result<Self, ScheduleError> {
+        let mut hidden = Vec::new();
+        let resolved = crate::config::resolve_env(&Value::Object(body.clone()), &mut hidden);
+        let resolved = resolved.as_object().cloned().unwrap_or_default();
+        Self::from_json(name, &resolved, conf_dir).map_err(|e| ScheduleError {
+            field: e.field,
+            message: crate::config::scrub_text(e.message, &hidden),
+        })
+    }
+
     /// Reads a schedule; `name` names its scripts, script files are relative to `conf_dir`.
     pub fn from_json(
         name: &str,
