@@ -109,6 +109,11 @@ pub fn scim_response(status: StatusCode, body: &impl serde::Serialize) -> Respon
     }
 }
 
+/// The longest bearer passed to the core. idm's tokens are about 70 bytes; a
+/// longer one is refused here rather than sent (past the core's header limit
+/// the call would fail as a transport error, a 500).
+const MAX_BEARER_LEN: usize = 1024;
+
 /// The authenticated caller: the bearer to pass to the core, and the base URL
 /// resources are located under.
 ///
@@ -137,6 +142,9 @@ impl FromRequestParts<Shared> for Caller {
             })
             .map(|(_, token)| token.trim().to_string())
             .ok_or_else(|| ScimError::unauthorized("only Bearer authorization is supported"))?;
+        if token.len() > MAX_BEARER_LEN {
+            return Err(ScimError::unauthorized("invalid bearer token"));
+        }
         let bearer = Bearer(token);
         app.scim.core.check_bearer(&bearer).await?;
         Ok(Caller {

@@ -218,6 +218,13 @@ async fn idm_scim_refuses_without_a_token_before_parsing_and_survives() {
             }
         }
     }
+    // A bearer too long to be idm's is refused without asking the core
+    // (sent on, it would break the call: a 500).
+    let oversized = "x".repeat(60_000);
+    gateway
+        .send_as(Some(&oversized), "GET", "/Users", None, &[])
+        .await
+        .expect_error(401, None);
     // Nothing of the request is read before the token: a bad filter, a
     // body that is not JSON, a PATCH of nothing get 401 too.
     gateway
