@@ -1,9 +1,6 @@
 //! The gRPC channel to idmd and the interceptor that puts the bearer token on
 //! every call.
 
-use std::error::Error as _;
-use std::time::Duration;
-
 use idm_proto::v1::audit_service_client::AuditServiceClient;
 use idm_proto::v1::config_service_client::ConfigServiceClient;
 use idm_proto::v1::key_service_client::KeyServiceClient;
@@ -22,7 +19,6 @@ use crate::output::{CliError, Format};
 
 /// Replies can be large (a page of 1000 objects); tonic's default is 4 MiB.
 const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What every command needs: where idmd is, who we are, how to print.
 pub struct Context {
@@ -53,7 +49,7 @@ impl Context {
             .await
             .map_err(|e| CliError::Connect {
                 endpoint: self.endpoint.clone(),
-                reason: reason(&e),
+                reason: idm_proto::dial::reason(&e),
             })?;
         Ok(Connection { channel, auth })
     }
@@ -61,38 +57,7 @@ impl Context {
 
 /// Parses the endpoint URL; `host:port` alone means `http://host:port`.
 fn endpoint(url: &str) -> Result<Endpoint, CliError> {
-    let url = if url.contains("://") {
-        url.to_string()
-    } else {
-        format!("http://{url}")
-    };
-    if !url.starts_with("http://") {
-        return Err(CliError::input(format!(
-            "endpoint {url}: only http:// endpoints are supported (this idmctl has no TLS)"
-        )));
-    }
-    Endpoint::from_shared(url.clone())
-        .map(|e| e.connect_timeout(CONNECT_TIMEOUT))
-        .map_err(|e| CliError::input(format!("endpoint {url}: {e}")))
-}
-
-/// The innermost causes of a transport error ("transport error" alone says
-/// nothing): `tcp connect error: Connection refused (os error 111)`.
-fn reason(error: &tonic::transport::Error) -> String {
-    let mut causes = Vec::new();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !causes.contains(&text) {
-            causes.push(text);
-        }
-        source = cause.source();
-    }
-    if causes.is_empty() {
-        error.to_string()
-    } else {
-        causes.join(": ")
-    }
+    idm_proto::dial::endpoint(url, None).map_err(|e| CliError::input(e.to_string()))
 }
 
 /// Adds `authorization: Bearer <token>` to every request when there is a token.
@@ -199,6 +164,6 @@ mod tests {
     fn endpoints_default_to_http() {
         assert!(endpoint("127.0.0.1:50051").is_ok());
         assert!(endpoint("http://idm.example:50051").is_ok());
-        assert!(endpoint("https://idm.example").is_err());
+        assert!(endpoint("ftp://idm.example").is_err());
     }
 }

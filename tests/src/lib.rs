@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod directory;
+pub mod pki;
 pub mod scim;
 
 use std::net::TcpListener;
