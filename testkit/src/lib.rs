@@ -9,12 +9,16 @@
 //! alike: calling [`Slapd::start`] from a `#[tokio::test]` blocks that thread
 //! for the ~0.1 s slapd takes to start, which no test notices.
 //!
+//! [`pki::TestCa`] makes the certificates TLS tests need (slapd's own too).
+//!
 //! ```no_run
 //! let slapd = idm_testkit::Slapd::start()?;
 //! // ldap://127.0.0.1:<port>, cn=admin,dc=example,dc=org / admin
 //! println!("{} {} {}", slapd.url(), slapd.admin_dn(), slapd.admin_password());
 //! # Ok::<(), idm_testkit::SlapdError>(())
 //! ```
+
+pub mod pki;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
@@ -114,7 +118,7 @@ impl SlapdBuilder {
 
     /// A certificate for `localhost` and `127.0.0.1` signed by a CA of the
     /// sandbox's own ([`Slapd::tls_ca`]), StartTLS on [`Slapd::url`] and an
-    /// `ldaps://` listener on [`Slapd::ldaps_url`]. Needs the openssl command.
+    /// `ldaps://` listener on [`Slapd::ldaps_url`].
     pub fn tls(mut self) -> Self {
         self.tls = true;
         self
@@ -267,6 +271,13 @@ impl Slapd {
             command.env("SLAPD_SANDBOX_SIZE_LIMIT", limit.to_string());
         }
         if tls {
+            // Made here (rcgen), so the sandbox needs no openssl command.
+            let dir = self.dir.join("tls");
+            std::fs::create_dir(&dir)
+                .map_err(io_error(format!("cannot create {}", dir.display())))?;
+            let ca = pki::TestCa::new("idm slapd-sandbox CA");
+            ca.write_ca(&dir);
+            ca.write_issued(&dir, "server", &["localhost", "127.0.0.1"]);
             command.env("SLAPD_SANDBOX_TLS", "1");
         }
         if durable {

@@ -1029,7 +1029,7 @@ async fn tls_by_ldaps_or_starttls_checks_the_certificate() {
         field_of(json!({"tlsCaFile": ca, "tlsVerify": false}))
             .starts_with("tlsCaFile: tlsVerify is false")
     );
-    let key = ca.with_file_name("key.pem");
+    let key = ca.with_file_name("server.key");
     assert!(field_of(json!({"tlsCaFile": key})).contains("no PEM certificate"));
 }
 
