@@ -121,9 +121,11 @@ pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, Tl
     })?;
     let chain = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Invalid {
+        // Reported by kind only: the parser's error can quote a line of the
+        // file, which might be a key handed over by mistake.
+        .map_err(|_| TlsError::Invalid {
             path: path.to_path_buf(),
-            reason: format!("not a PEM certificate file ({e})"),
+            reason: "not a PEM certificate file".into(),
         })?;
     if chain.is_empty() {
         return Err(TlsError::Invalid {

@@ -79,10 +79,11 @@ async fn the_self_signed_certificate_is_made_once_and_kept_across_restarts() {
         log.contains("serving the kept self-signed certificate"),
         "{log}"
     );
-    again
-        .get(&format!("/Users?filter=userName%20eq%20%22tls-alice%22"))
+    let found = again
+        .get("/Users?filter=userName%20eq%20%22tls-alice%22")
         .await
         .expect(200);
+    assert_eq!(found.body["totalResults"], 1);
 }
 
 #[tokio::test]
