@@ -1,5 +1,5 @@
 //! SCIM filters rewritten onto managed properties through the built-in
-//! attribute map, as idm-scim does for `GET /Users?filter=…` and a search
+//! attribute map, as idm-gateway does for `GET /Users?filter=…` and a search
 //! across types. Invariants: the rewrite fails only with a 400; what it sends
 //! to idmd is text that parses back to exactly the rewritten filter (idmd
 //! parses it again), and a filter the map decides alone is sent as "all" or

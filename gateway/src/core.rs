@@ -14,7 +14,7 @@ use idm_proto::v1::{
 };
 use serde_json::{Map, Value};
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
 use crate::bearer::{VerifiedBearers, fingerprint};
@@ -22,11 +22,8 @@ use crate::scim::error::ScimError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CoreError {
-    #[error("core endpoint {endpoint}: {source}")]
-    Endpoint {
-        endpoint: String,
-        source: tonic::transport::Error,
-    },
+    #[error("--core: {0}")]
+    Endpoint(#[from] idm_proto::dial::DialError),
 }
 
 /// A cheap handle: clones share one HTTP/2 connection.
@@ -43,12 +40,14 @@ pub struct Bearer(pub String);
 
 impl Core {
     /// Connects lazily: the gateway starts (and answers 503) while idmd is down.
-    pub fn connect(endpoint: &str, timeout: Duration) -> Result<Self, CoreError> {
-        let channel = Endpoint::from_shared(endpoint.to_string())
-            .map_err(|source| CoreError::Endpoint {
-                endpoint: endpoint.to_string(),
-                source,
-            })?
+    /// `https://` endpoints are verified against the system's roots plus
+    /// `ca_pem` (`--core-ca`).
+    pub fn connect(
+        endpoint: &str,
+        ca_pem: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<Self, CoreError> {
+        let channel = idm_proto::dial::endpoint(endpoint, ca_pem)?
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
@@ -229,6 +228,9 @@ pub fn from_status(status: Status) -> ScimError {
         _ => false,
     };
     if unreachable {
+        // The reply says only that; the log says why (refused, or a
+        // certificate that did not verify).
+        tracing::warn!(reason = %idm_proto::dial::reason(&status), "the idm core is unreachable");
         return ScimError::unavailable(format!("the idm core is unavailable: {message}"));
     }
     match status.code() {
@@ -243,7 +245,7 @@ pub fn from_status(status: Status) -> ScimError {
         Code::Unimplemented => ScimError::not_implemented(message),
         _ => {
             tracing::error!(code = ?status.code(), %message, "core call failed");
-            ScimError::internal("the idm core failed; see idm-scim's log")
+            ScimError::internal("the idm core failed; see idm-gateway's log")
         }
     }
 }

@@ -1,5 +1,6 @@
-//! `idm-scim`: a SCIM 2.0 service provider (RFC 7643/7644) in front of idmd.
-//! It owns the SCIM representation and reaches the data only over gRPC.
+//! `idm-gateway`: the HTTPS front of idm. Today a SCIM 2.0 service provider
+//! (RFC 7643/7644) in front of idmd; it owns the SCIM representation and
+//! reaches the data only over gRPC.
 //!
 //! - `scim/`: the protocol on its own (schemas, messages, loose parsing, PATCH,
 //!   projection, discovery documents).
@@ -8,7 +9,11 @@
 //! - `service.rs`: the operations (read, create, replace, patch, delete, list).
 //! - `core.rs`: the gRPC client of idmd; `bearer.rs`: the bearers it
 //!   recently accepted.
-//! - `http/`: axum routes, extractors and error responses.
+//! - `http/`: axum routes, extractors and error responses; `http/origin.rs`:
+//!   the scheme a request came by (TLS, or a trusted proxy's
+//!   `X-Forwarded-Proto`) and the base URL of locations.
+//! - `tls.rs`: the certificate served (yours, or a self-signed one kept
+//!   under the data directory) and the rustls configuration.
 
 // Tests may unwrap; the library itself is still checked without this (clippy
 // --all-targets builds it both ways).
@@ -20,3 +25,4 @@ pub mod http;
 pub mod mapping;
 pub mod scim;
 pub mod service;
+pub mod tls;

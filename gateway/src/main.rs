@@ -1,40 +1,75 @@
-//! `idm-scim --core URL --listen ADDR`: serves SCIM 2.0 at `/scim/v2` and
-//! reaches idmd only over gRPC.
+//! `idm-gateway --core URL --listen ADDR`: serves SCIM 2.0 at `/scim/v2` over
+//! HTTPS (its own certificate, or a self-signed one it keeps under `--data`)
+//! and reaches idmd only over gRPC.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
+use axum_server::tls_rustls::RustlsConfig;
 use clap::Parser;
 use idm_gateway::core::Core;
+use idm_gateway::http::origin::{Cidr, Origin};
 use idm_gateway::http::{self, App};
 use idm_gateway::mapping::AttributeMap;
 use idm_gateway::scim::discovery::Limits;
 use idm_gateway::scim::schema::Registry;
 use idm_gateway::service::Scim;
+use idm_gateway::tls::{self, Kept};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(
-    name = "idm-scim",
+    name = "idm-gateway",
     version,
-    about = "SCIM 2.0 gateway over the idm gRPC core"
+    about = "The idm gateway: SCIM 2.0 over HTTPS in front of the idm gRPC core"
 )]
 struct Args {
-    /// The idmd gRPC endpoint.
+    /// The idmd gRPC endpoint (`http://` or `https://`).
     #[arg(long, env = "IDM_CORE", default_value = "http://127.0.0.1:50051")]
     core: String,
-    /// Address to serve SCIM on.
-    #[arg(long, env = "IDM_SCIM_LISTEN", default_value = "127.0.0.1:8080")]
+    /// A CA certificate (PEM) to trust for an `https://` core, besides the
+    /// system's roots.
+    #[arg(long, env = "IDM_CORE_CA")]
+    core_ca: Option<PathBuf>,
+    /// Address to serve on.
+    #[arg(long, env = "IDM_GATEWAY_LISTEN", default_value = "127.0.0.1:8443")]
     listen: String,
+    /// Where the gateway keeps its state (the self-signed certificate, in
+    /// `tls/`).
+    #[arg(long, env = "IDM_GATEWAY_DATA", default_value = "data/gateway")]
+    data: PathBuf,
+    /// Your certificate chain (PEM), leaf first. Without it (and `--tls-key`)
+    /// the gateway makes a self-signed one for localhost on first start and
+    /// keeps it under `--data`.
+    #[arg(long, env = "IDM_GATEWAY_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `--tls-cert`.
+    #[arg(long, env = "IDM_GATEWAY_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve plain HTTP, for a proxy in front that terminates TLS.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    no_tls: bool,
+    /// With `--no-tls`: the proxies (IP addresses or networks, repeatable or
+    /// comma-separated) whose `X-Forwarded-Proto: https` makes locations
+    /// https. From anyone else the header is ignored.
+    #[arg(
+        long,
+        env = "IDM_GATEWAY_TRUSTED_PROXY",
+        value_delimiter = ',',
+        requires = "no_tls"
+    )]
+    trusted_proxy: Vec<Cidr>,
     /// The SCIM ↔ managed attribute map (JSON); the built-in one maps idm's
     /// default managed/user and managed/group.
     #[arg(long, env = "IDM_SCIM_MAP")]
     map: Option<PathBuf>,
     /// The externally visible URL of `/scim/v2` (`https://idm.example.org/scim/v2`),
-    /// for `meta.location` and `Location`. Default: `http://<listen address>/scim/v2`;
-    /// a request's `Host` header is never used.
-    #[arg(long, env = "IDM_SCIM_PUBLIC_URL")]
+    /// for `meta.location` and `Location`. Default: `<scheme>://<listen
+    /// address>/scim/v2`; a request's `Host` header is never used.
+    #[arg(long, env = "IDM_GATEWAY_PUBLIC_URL")]
     public_url: Option<String>,
     /// How long one call to the core may take, in seconds.
     #[arg(long, default_value_t = 10)]
@@ -63,7 +98,7 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             tracing::error!("{message}");
-            eprintln!("idm-scim: {message}");
+            eprintln!("idm-gateway: {message}");
             ExitCode::FAILURE
         }
     }
@@ -76,8 +111,19 @@ async fn run(args: Args) -> Result<(), String> {
         None => AttributeMap::builtin(&registry),
     }
     .map_err(|e| e.to_string())?;
-    let core = Core::connect(&args.core, Duration::from_secs(args.core_timeout))
-        .map_err(|e| e.to_string())?;
+    let core_ca = match &args.core_ca {
+        Some(path) => {
+            tls::read_certificates(path).map_err(|e| format!("--core-ca {e}"))?;
+            Some(std::fs::read(path).map_err(|e| format!("--core-ca {}: {e}", path.display()))?)
+        }
+        None => None,
+    };
+    let core = Core::connect(
+        &args.core,
+        core_ca.as_deref(),
+        Duration::from_secs(args.core_timeout),
+    )
+    .map_err(|e| e.to_string())?;
     let limits = Limits {
         max_results: args.max_results.clamp(1, 1000),
         bulk_max_operations: 1000,
@@ -93,12 +139,19 @@ async fn run(args: Args) -> Result<(), String> {
             ));
         }
     }
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
+    let tls = if args.no_tls {
+        None
+    } else {
+        Some(server_tls(&args)?)
+    };
+    let listener = std::net::TcpListener::bind(&args.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     if args.public_url.is_none() && address.ip().is_unspecified() {
         tracing::warn!(%address, "without --public-url, resource locations name the listen address, which clients cannot reach");
+    }
+    if tls.is_none() && !address.ip().is_loopback() {
+        tracing::warn!(%address, "--no-tls on a non-loopback address: bearer tokens and passwords cross the network in clear unless a TLS-terminating proxy is the only way in");
     }
     let app = App {
         scim: Scim {
@@ -107,16 +160,76 @@ async fn run(args: Args) -> Result<(), String> {
             core,
             limits,
         },
-        base_url: http::base_url(args.public_url.as_deref(), address),
+        origin: Origin::new(
+            args.public_url.as_deref(),
+            address,
+            tls.is_some(),
+            args.trusted_proxy.clone(),
+        ),
     };
-    tracing::info!(%address, core = %args.core, "serving SCIM 2.0 at /scim/v2");
-    axum::serve(listener, http::router(app))
-        .with_graceful_shutdown(shutdown())
-        .await
-        .map_err(|e| e.to_string())
+    let service = http::router(app).into_make_service_with_connect_info::<SocketAddr>();
+    let handle = axum_server::Handle::new();
+    tokio::spawn(shutdown(handle.clone()));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%address, core = %args.core, "serving SCIM 2.0 at {scheme}://{address}/scim/v2");
+    let served = match tls {
+        Some(config) => {
+            axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(config))
+                .map_err(|e| e.to_string())?
+                .handle(handle)
+                .serve(service)
+                .await
+        }
+        None => {
+            axum_server::from_tcp(listener)
+                .map_err(|e| e.to_string())?
+                .handle(handle)
+                .serve(service)
+                .await
+        }
+    };
+    served.map_err(|e| e.to_string())
 }
 
-async fn shutdown() {
+/// The rustls configuration: `--tls-cert`/`--tls-key`, else the self-signed
+/// certificate under `--data` (made on first start, then reused).
+fn server_tls(args: &Args) -> Result<Arc<rustls::ServerConfig>, String> {
+    let cert = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let cert = tls::load(cert, key).map_err(|e| e.to_string())?;
+            tracing::info!(
+                cert = %cert.cert_path.display(),
+                fingerprint = %cert.fingerprint(),
+                "serving your certificate"
+            );
+            cert
+        }
+        _ => {
+            let (cert, kept) = tls::self_signed(&args.data).map_err(|e| e.to_string())?;
+            let (cert_path, fingerprint) = (cert.cert_path.display(), cert.fingerprint());
+            match kept {
+                Kept::Reused => tracing::info!(
+                    cert = %cert_path,
+                    %fingerprint,
+                    "serving the kept self-signed certificate"
+                ),
+                Kept::Made(reason) => tracing::info!(
+                    cert = %cert_path,
+                    %fingerprint,
+                    names = ?tls::self_signed_names(),
+                    %reason,
+                    "made a self-signed certificate; clients must trust it (or use curl -k)"
+                ),
+            }
+            cert
+        }
+    };
+    cert.server_config().map_err(|e| e.to_string())
+}
+
+/// On Ctrl-C or SIGTERM: stop accepting, let requests in flight finish
+/// (up to 30 s).
+async fn shutdown(handle: axum_server::Handle<SocketAddr>) {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut signal) => {
@@ -130,4 +243,5 @@ async fn shutdown() {
         _ = terminate => {}
     }
     tracing::info!("shutting down");
+    handle.graceful_shutdown(Some(Duration::from_secs(30)));
 }

@@ -1,7 +1,7 @@
 //! Found by fuzzing (filter): a number literal with more digits than an f64
 //! holds was read with serde_json's fast float parsing, which may be off by
 //! one unit in the last place, and printed shortest-round-trip: the text
-//! idm-scim sends to idmd then parsed to a different number than the
+//! idm-gateway sends to idmd then parsed to a different number than the
 //! client's. serde_json's `float_roundtrip` reads floats correctly rounded.
 
 #![allow(clippy::unwrap_used)]

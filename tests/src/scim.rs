@@ -1,7 +1,7 @@
-//! A real `idm-scim` process in front of a test's idmd, and a small HTTP
-//! client for it.
+//! A real `idm-gateway` process in front of a test's idmd, and a small
+//! HTTP(S) client for it that trusts only the certificate the gateway serves.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
@@ -10,15 +10,61 @@ use serde_json::Value;
 
 use crate::{Idmd, binary, free_port};
 
-/// A running idm-scim; killed on drop.
+/// How the gateway serves, and so what its client trusts.
+#[derive(Clone, Default)]
+pub enum GatewayTls {
+    /// HTTPS with the self-signed certificate it makes (and keeps) under its
+    /// data directory; the client trusts exactly that certificate.
+    #[default]
+    SelfSigned,
+    /// HTTPS with `--tls-cert`/`--tls-key`; the client trusts only `ca_pem`.
+    Own {
+        cert: PathBuf,
+        key: PathBuf,
+        ca_pem: String,
+    },
+    /// `--no-tls`: plain HTTP.
+    Plain,
+}
+
+/// How to start a gateway.
+#[derive(Clone, Default)]
+pub struct GatewayOptions {
+    pub tls: GatewayTls,
+    /// `--data`; default: a fresh directory under the idmd's.
+    pub data: Option<PathBuf>,
+    /// `--core`; default: the idmd's endpoint.
+    pub core: Option<String>,
+    pub args: Vec<String>,
+}
+
+/// A running idm-gateway; killed on drop.
 pub struct Gateway {
     child: Child,
-    /// `http://127.0.0.1:<port>/scim/v2`.
+    /// `https://127.0.0.1:<port>/scim/v2` (`http://` with `--no-tls`).
     pub base: String,
     /// The token requests carry unless told otherwise (idmd's admin token).
     pub token: String,
     pub log_path: PathBuf,
+    /// `--data`: the self-signed certificate is in `tls/cert.pem`.
+    pub data: PathBuf,
+    pub port: u16,
     client: reqwest::Client,
+}
+
+/// Where a gateway with `--data dir` keeps its self-signed certificate.
+pub fn self_signed_cert(data: &Path) -> PathBuf {
+    data.join("tls").join("cert.pem")
+}
+
+/// A client that trusts only `pem` (no system roots).
+pub fn client_trusting(pem: &[u8]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(pem).unwrap())
+        .build()
+        .unwrap()
 }
 
 /// A response: status, headers and the JSON body (`Null` when empty).
@@ -66,45 +112,101 @@ impl Gateway {
         Self::start_with(idmd, &[]).await
     }
 
+    /// HTTPS with the self-signed certificate, and extra arguments.
     pub async fn start_with(idmd: &Idmd, args: &[&str]) -> Self {
+        Self::start_opts(
+            idmd,
+            GatewayOptions {
+                args: args.iter().map(|a| a.to_string()).collect(),
+                ..GatewayOptions::default()
+            },
+        )
+        .await
+    }
+
+    pub async fn start_opts(idmd: &Idmd, options: GatewayOptions) -> Self {
         let port = free_port();
-        let log_path = idmd.dir.path().join(format!("idm-scim-{port}.log"));
+        let log_path = idmd.dir.path().join(format!("idm-gateway-{port}.log"));
         let log = std::fs::File::create(&log_path).unwrap();
-        let child = Command::new(binary("idm-scim"))
+        let data = options
+            .data
+            .clone()
+            .unwrap_or_else(|| idmd.dir.path().join(format!("gateway-{port}")));
+        let mut command = Command::new(binary("idm-gateway"));
+        command
             .arg("--core")
-            .arg(&idmd.endpoint)
+            .arg(options.core.as_deref().unwrap_or(&idmd.endpoint))
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
-            .args(args)
+            .arg("--data")
+            .arg(&data);
+        let scheme = match &options.tls {
+            GatewayTls::SelfSigned => "https",
+            GatewayTls::Own { cert, key, .. } => {
+                command
+                    .arg("--tls-cert")
+                    .arg(cert)
+                    .arg("--tls-key")
+                    .arg(key);
+                "https"
+            }
+            GatewayTls::Plain => {
+                command.arg("--no-tls");
+                "http"
+            }
+        };
+        let child = command
+            .args(&options.args)
             .env("RUST_LOG", "info,idm_gateway=debug")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .unwrap();
-        let gateway = Gateway {
+        let mut gateway = Gateway {
             child,
-            base: format!("http://127.0.0.1:{port}/scim/v2"),
+            base: format!("{scheme}://127.0.0.1:{port}/scim/v2"),
             token: idmd.admin_token.clone(),
             log_path,
+            data,
+            port,
             client: reqwest::Client::new(),
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let probe = gateway
-                .client
-                .get(format!("{}/ServiceProviderConfig", gateway.base))
-                .send()
-                .await;
-            if probe.is_ok_and(|r| r.status() == 200) {
-                return gateway;
+            if let Ok(Some(status)) = gateway.child.try_wait() {
+                panic!("idm-gateway exited ({status}):\n{}", gateway.log());
+            }
+            // The self-signed certificate appears once the gateway made it;
+            // read it again each time until the gateway answers with it.
+            let client = match &options.tls {
+                GatewayTls::SelfSigned => std::fs::read(self_signed_cert(&gateway.data))
+                    .ok()
+                    .map(|pem| client_trusting(&pem)),
+                GatewayTls::Own { ca_pem, .. } => Some(client_trusting(ca_pem.as_bytes())),
+                GatewayTls::Plain => Some(reqwest::Client::new()),
+            };
+            if let Some(client) = client {
+                let probe = client
+                    .get(format!("{}/ServiceProviderConfig", gateway.base))
+                    .send()
+                    .await;
+                if probe.is_ok_and(|r| r.status() == 200) {
+                    gateway.client = client;
+                    return gateway;
+                }
             }
             assert!(
                 Instant::now() < deadline,
-                "idm-scim did not start:\n{}",
-                std::fs::read_to_string(&gateway.log_path).unwrap_or_default()
+                "idm-gateway did not start:\n{}",
+                gateway.log()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The client the harness uses: it trusts only the gateway's certificate.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
     }
 
     /// Sends a request with the gateway's token, a JSON body if given, and
@@ -201,9 +303,16 @@ impl Gateway {
     }
 }
 
-impl Drop for Gateway {
-    fn drop(&mut self) {
+impl Gateway {
+    /// Stops the process (as a crash would).
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill();
     }
 }

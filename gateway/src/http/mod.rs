@@ -2,6 +2,7 @@
 //! one place a `ScimError` becomes a response.
 
 mod bulk;
+pub mod origin;
 mod resources;
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use self::origin::{Origin, Scheme};
 use crate::core::Bearer;
 use crate::scim::CONTENT_TYPE;
 use crate::scim::discovery;
@@ -31,16 +33,18 @@ use crate::service::Scim;
 /// What every handler shares.
 pub struct App {
     pub scim: Scim,
-    /// The externally visible base of `/scim/v2`: `--public-url`, else the
-    /// listen address. Never taken from a request (`Host` is the client's to
-    /// forge, and would be echoed into `Location` and `meta.location`).
-    pub base_url: String,
+    /// How the gateway is reached, for the base URL of `Location` and
+    /// `meta.location`: `--public-url`, else the request's scheme and the
+    /// listen address. Never a request's `Host` (the client's to forge, and
+    /// it would be echoed into `Location` and `meta.location`).
+    pub origin: Origin,
 }
 
 pub type Shared = Arc<App>;
 
 pub fn router(app: App) -> Router {
     let body_limit = app.scim.limits.bulk_max_payload;
+    let app = Arc::new(app);
     let scim = Router::new()
         .route("/{resource}", get(resources::list).post(resources::create))
         .route("/{resource}/.search", post(resources::search))
@@ -68,11 +72,15 @@ pub fn router(app: App) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(30)))
         .layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            origin::mark_scheme,
+        ))
         // Outermost: the bearer is marked sensitive before anything could log it.
         .layer(SetSensitiveRequestHeadersLayer::new([
             header::AUTHORIZATION,
         ]))
-        .with_state(Arc::new(app))
+        .with_state(app)
 }
 
 impl IntoResponse for ScimError {
@@ -88,7 +96,7 @@ impl IntoResponse for ScimError {
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"idm-scim\""),
+                HeaderValue::from_static("Bearer realm=\"idm-gateway\""),
             );
         }
         response
@@ -147,19 +155,30 @@ impl FromRequestParts<Shared> for Caller {
         }
         let bearer = Bearer(token);
         app.scim.core.check_bearer(&bearer).await?;
-        Ok(Caller {
-            bearer,
-            base: app.base_url.clone(),
-        })
+        let Base(base) = Base::from_request_parts(parts, app).await?;
+        Ok(Caller { bearer, base })
     }
 }
 
-/// The base URL resources are located under: `--public-url` if given (a
-/// trailing `/` dropped), else `http://<listen address>/scim/v2`.
-pub fn base_url(public_url: Option<&str>, listening: std::net::SocketAddr) -> String {
-    match public_url {
-        Some(url) => url.trim_end_matches('/').to_string(),
-        None => format!("http://{listening}/scim/v2"),
+/// The base URL resources are located under: `--public-url` if given, else
+/// `<scheme>://<listen address>/scim/v2` with the scheme the request came by
+/// (see [`origin`]).
+pub struct Base(pub String);
+
+impl FromRequestParts<Shared> for Base {
+    type Rejection = ScimError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Shared) -> Result<Self, ScimError> {
+        let scheme = parts
+            .extensions
+            .get::<Scheme>()
+            .copied()
+            .unwrap_or(if app.origin.tls() {
+                Scheme::Https
+            } else {
+                Scheme::Http
+            });
+        Ok(Base(app.origin.base(scheme)))
     }
 }
 
@@ -201,7 +220,7 @@ impl<S: Send + Sync> FromRequest<S> for ScimBody {
 }
 
 async fn me() -> ScimError {
-    ScimError::not_implemented("/Me is not supported: idm-scim serves clients, not end users")
+    ScimError::not_implemented("/Me is not supported: idm-gateway serves clients, not end users")
 }
 
 async fn not_found() -> ScimError {
@@ -227,16 +246,20 @@ async fn method_not_allowed(method: Method) -> ScimError {
 
 async fn service_provider_config(
     axum::extract::State(app): axum::extract::State<Shared>,
+    Base(base): Base,
 ) -> Response {
-    let base = &app.base_url;
+    let base = &base;
     scim_response(
         StatusCode::OK,
         &discovery::service_provider_config(base, app.scim.limits),
     )
 }
 
-async fn resource_types(axum::extract::State(app): axum::extract::State<Shared>) -> Response {
-    let base = &app.base_url;
+async fn resource_types(
+    axum::extract::State(app): axum::extract::State<Shared>,
+    Base(base): Base,
+) -> Response {
+    let base = &base;
     let types: Vec<Value> = Kind::ALL
         .into_iter()
         .map(|kind| discovery::resource_type(&app.scim.registry, kind, base))
@@ -250,9 +273,10 @@ async fn resource_types(axum::extract::State(app): axum::extract::State<Shared>)
 
 async fn resource_type(
     axum::extract::State(app): axum::extract::State<Shared>,
+    Base(base): Base,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Response {
-    let base = &app.base_url;
+    let base = &base;
     match Kind::from_name(&id) {
         Some(kind) => scim_response(
             StatusCode::OK,
@@ -262,8 +286,11 @@ async fn resource_type(
     }
 }
 
-async fn schemas(axum::extract::State(app): axum::extract::State<Shared>) -> Response {
-    let base = &app.base_url;
+async fn schemas(
+    axum::extract::State(app): axum::extract::State<Shared>,
+    Base(base): Base,
+) -> Response {
+    let base = &base;
     let schemas = discovery::schemas(&app.scim.registry, base);
     let total = schemas.len() as u64;
     scim_response(
@@ -274,9 +301,10 @@ async fn schemas(axum::extract::State(app): axum::extract::State<Shared>) -> Res
 
 async fn schema(
     axum::extract::State(app): axum::extract::State<Shared>,
+    Base(base): Base,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Response {
-    let base = &app.base_url;
+    let base = &base;
     match app.scim.registry.schema(&id) {
         Some(schema) => scim_response(
             StatusCode::OK,

@@ -1,6 +1,6 @@
-//! Issue 12, item 1: no filter hurts idmd or idm-scim. Long `and`/`or`
+//! Issue 12, item 1: no filter hurts idmd or idm-gateway. Long `and`/`or`
 //! chains are refused with the limit named (not a crash, not INTERNAL),
-//! filters up to the limits answer, and idm-scim refuses a request without a
+//! filters up to the limits answer, and idm-gateway refuses a request without a
 //! valid token before it parses anything.
 
 use std::collections::BTreeSet;
@@ -25,7 +25,7 @@ fn chain(term: &str, op: &str, n: usize) -> String {
 /// The longest chains that fit the 8 KiB filter length limit: 1,000 `or`
 /// terms, and as many `and` terms as fit (" and " is a byte longer). Both
 /// are far past the term limit, and today's left-deep tree of either
-/// overflowed the stack of idmd and idm-scim.
+/// overflowed the stack of idmd and idm-gateway.
 fn attacks() -> [String; 2] {
     let and_terms = (idm_proto::filter::MAX_FILTER_LEN + 5) / "a pr and ".len();
     [chain("a pr", "or", 1000), chain("a pr", "and", and_terms)]
@@ -194,7 +194,7 @@ async fn filters_up_to_the_limits_answer_without_internal() {
 }
 
 #[tokio::test]
-async fn idm_scim_refuses_without_a_token_before_parsing_and_survives() {
+async fn idm_gateway_refuses_without_a_token_before_parsing_and_survives() {
     let (idmd, gateway) = setup().await;
     create(
         &gateway,
@@ -237,7 +237,8 @@ async fn idm_scim_refuses_without_a_token_before_parsing_and_survives() {
         )
         .await
         .expect_error(401, None);
-    let unauthenticated = reqwest::Client::new()
+    let unauthenticated = gateway
+        .client()
         .post(format!("{}/Users", gateway.base))
         .bearer_auth("bogus")
         .header("content-type", "application/scim+json")
@@ -291,7 +292,7 @@ async fn idm_scim_refuses_without_a_token_before_parsing_and_survives() {
 }
 
 #[tokio::test]
-async fn idm_scim_answers_filters_at_the_limit() {
+async fn idm_gateway_answers_filters_at_the_limit() {
     let (idmd, gateway) = setup().await;
     for user in ["alice", "bob"] {
         create(
@@ -326,7 +327,7 @@ async fn idm_scim_answers_filters_at_the_limit() {
 /// of every request; a token revoked in the core stops working through the
 /// gateway (the core still checks every forwarded call).
 #[tokio::test]
-async fn a_revoked_token_stops_working_through_idm_scim() {
+async fn a_revoked_token_stops_working_through_idm_gateway() {
     let (idmd, gateway) = setup().await;
     let admin = idmd.clients().await;
     let created = admin

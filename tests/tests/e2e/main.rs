@@ -11,6 +11,7 @@ mod conf_secrets;
 mod extremes;
 mod filter_limits;
 mod filters;
+mod gateway_tls;
 mod keys;
 mod ldap;
 mod objects;

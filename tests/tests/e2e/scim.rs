@@ -1,4 +1,4 @@
-//! The SCIM 2.0 gateway end to end: a real idm-scim process in front of a real
+//! The SCIM 2.0 gateway end to end: a real idm-gateway process in front of a real
 //! idmd, spoken to over HTTP as an app or identity provider would.
 
 use idm_proto::v1::{CreateTokenRequest, Scope};
@@ -131,8 +131,12 @@ async fn discovery_describes_users_groups_and_the_enterprise_extension() {
     let v1 = gateway.base.replace("/scim/v2", "/scim/v1");
     let other_version = gateway.send_as(None, "GET", "", None, &[]).await;
     assert_eq!(other_version.status, 404, "{}", other_version.body);
-    let client = reqwest::Client::new();
-    let response = client.get(format!("{v1}/Users")).send().await.unwrap();
+    let response = gateway
+        .client()
+        .get(format!("{v1}/Users"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status().as_u16(), 400);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["scimType"], "invalidVers");
@@ -356,7 +360,7 @@ async fn bearer_tokens_are_passed_to_the_core_which_decides() {
         .expect_error(401, None);
     assert_eq!(
         missing.header("www-authenticate"),
-        Some("Bearer realm=\"idm-scim\"")
+        Some("Bearer realm=\"idm-gateway\"")
     );
     gateway
         .send_as(Some("not-a-token"), "GET", "/Users", None, &[])
@@ -898,7 +902,7 @@ pub fn encode(text: &str) -> String {
 #[tokio::test]
 async fn the_attribute_map_is_configurable_and_checked_at_start() {
     let idmd = Idmd::start().await;
-    let default = std::process::Command::new(idm_tests::binary("idm-scim"))
+    let default = std::process::Command::new(idm_tests::binary("idm-gateway"))
         .arg("--print-default-map")
         .output()
         .unwrap();
@@ -930,12 +934,13 @@ async fn the_attribute_map_is_configurable_and_checked_at_start() {
         .unwrap()
         .push(json!({"scim": "emails.value", "managed": "anyMail"}));
     std::fs::write(&file, map.to_string()).unwrap();
-    let refused = std::process::Command::new(idm_tests::binary("idm-scim"))
+    let refused = std::process::Command::new(idm_tests::binary("idm-gateway"))
         .args([
             "--core",
             &idmd.endpoint,
             "--listen",
             "127.0.0.1:0",
+            "--no-tls",
             "--map",
             file.to_str().unwrap(),
         ])

@@ -1,4 +1,4 @@
-//! Where idm-scim says resources live: `--public-url`, else its listen
+//! Where idm-gateway says resources live: `--public-url`, else its listen
 //! address; never what a request's `Host` (or `X-Forwarded-*`) header claims.
 
 use idm_tests::scim::Gateway;
