@@ -125,7 +125,7 @@ fn read_pem(path: &Path) -> Result<Vec<u8>, TlsError> {
     let file = path.display().to_string();
     let read_error = |e: std::io::Error| TlsError::Read {
         file: file.clone(),
-        reason: e.kind().to_string(),
+        reason: e.to_string(),
     };
     let mut bytes = Vec::new();
     std::fs::File::open(path)

@@ -404,3 +404,38 @@ async fn ldap_connectors_that_expose_their_password_are_warned_about_once() {
     }
     assert!(!log.contains("s3cr3t-bind-pw"), "{log}");
 }
+
+#[tokio::test]
+async fn an_ldap_connector_in_the_conf_directory_is_warned_about_at_start() {
+    let conf = TempDir::new("tls-conf");
+    std::fs::write(
+        conf.path().join("connector-directory.json"),
+        json!({
+            "connectorType": "ldap",
+            "url": "ldap://ldap.example.org:389",
+            "baseDn": "dc=example,dc=org",
+            "bindDn": "cn=admin,dc=example,dc=org",
+            "bindPassword": {"$env": "IDM_TEST_BIND_PASSWORD"},
+            "objectTypes": {"account": {"namingAttribute": "uid", "objectClasses": ["inetOrgPerson"]}}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let idmd = Idmd::start_with(IdmdOptions {
+        conf: Some(conf.path().to_path_buf()),
+        env: vec![("IDM_TEST_BIND_PASSWORD".into(), "s3cr3t-env-pw".into())],
+        ..Default::default()
+    })
+    .await;
+    let log = idmd.log();
+    assert_eq!(
+        warnings_about(
+            &log,
+            "directory",
+            "over plain ldap:// to a non-loopback host"
+        ),
+        1,
+        "{log}"
+    );
+    assert!(!log.contains("s3cr3t-env-pw"), "{log}");
+}
