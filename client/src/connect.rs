@@ -25,6 +25,43 @@ pub struct Context {
     pub endpoint: String,
     token: Option<String>,
     pub format: Format,
+    /// `--ca`/`IDM_CA`, read: extra roots for https:// endpoints.
+    ca: Option<Vec<u8>>,
+}
+
+/// A CA file is read whole; a bundle of roots fits well within this.
+const MAX_CA_BYTES: u64 = 1024 * 1024;
+
+/// Reads `--ca` before any dialing; a file that cannot be read is a usage
+/// error naming it.
+pub fn read_ca(path: &std::path::Path) -> Result<Vec<u8>, CliError> {
+    use std::io::Read;
+    let unreadable =
+        |e: std::io::Error| CliError::input(format!("--ca {}: cannot read: {e}", path.display()));
+    let mut pem = Vec::new();
+    std::fs::File::open(path)
+        .map_err(unreadable)?
+        .take(MAX_CA_BYTES + 1)
+        .read_to_end(&mut pem)
+        .map_err(unreadable)?;
+    if pem.len() as u64 > MAX_CA_BYTES {
+        return Err(CliError::input(format!(
+            "--ca {}: larger than 1 MiB; not a PEM CA certificate",
+            path.display()
+        )));
+    }
+    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+        return Err(CliError::input(format!(
+            "--ca {}: no PEM CERTIFICATE block in it",
+            path.display()
+        )));
+    }
+    Ok(pem)
+}
+
+/// Whether a connection failed on the server's certificate (rustls' reason).
+pub fn is_certificate_error(reason: &str) -> bool {
+    reason.contains("certificate")
 }
 
 impl Context {
@@ -33,7 +70,13 @@ impl Context {
             endpoint,
             token: token.filter(|t| !t.is_empty()),
             format,
+            ca: None,
         }
+    }
+
+    pub fn with_ca(mut self, ca: Option<Vec<u8>>) -> Self {
+        self.ca = ca;
+        self
     }
 
     pub fn has_token(&self) -> bool {
@@ -44,7 +87,7 @@ impl Context {
     /// fails before any network traffic.
     pub async fn connect(&self) -> Result<Connection, CliError> {
         let auth = BearerAuth::new(self.token.as_deref())?;
-        let channel = endpoint(&self.endpoint)?
+        let channel = endpoint(&self.endpoint, self.ca.as_deref())?
             .connect()
             .await
             .map_err(|e| CliError::Connect {
@@ -56,8 +99,8 @@ impl Context {
 }
 
 /// Parses the endpoint URL; `host:port` alone means `http://host:port`.
-fn endpoint(url: &str) -> Result<Endpoint, CliError> {
-    idm_proto::dial::endpoint(url, None).map_err(|e| CliError::input(e.to_string()))
+fn endpoint(url: &str, ca: Option<&[u8]>) -> Result<Endpoint, CliError> {
+    idm_proto::dial::endpoint(url, ca).map_err(|e| CliError::input(e.to_string()))
 }
 
 /// Adds `authorization: Bearer <token>` to every request when there is a token.
@@ -162,8 +205,9 @@ mod tests {
 
     #[test]
     fn endpoints_default_to_http() {
-        assert!(endpoint("127.0.0.1:50051").is_ok());
-        assert!(endpoint("http://idm.example:50051").is_ok());
-        assert!(endpoint("ftp://idm.example").is_err());
+        assert!(endpoint("127.0.0.1:50051", None).is_ok());
+        assert!(endpoint("http://idm.example:50051", None).is_ok());
+        assert!(endpoint("https://idm.example:50051", None).is_ok());
+        assert!(endpoint("ftp://idm.example", None).is_err());
     }
 }

@@ -42,6 +42,17 @@ struct Cli {
     )]
     endpoint: String,
 
+    /// A CA certificate (PEM) to trust for an https:// endpoint, besides the
+    /// system's roots.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "IDM_CA",
+        value_name = "FILE"
+    )]
+    ca: Option<std::path::PathBuf>,
+
     /// The bearer token (an API token, or the server's IDM_ADMIN_TOKEN). Prefer the
     /// environment variable: arguments show in the process list.
     #[arg(
@@ -109,7 +120,14 @@ enum Command {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let ctx = Context::new(cli.endpoint, cli.token, cli.output);
+    let ca = match cli.ca.as_deref().map(connect::read_ca).transpose() {
+        Ok(ca) => ca,
+        Err(error) => {
+            print_error(&error, None);
+            return ExitCode::from(2);
+        }
+    };
+    let ctx = Context::new(cli.endpoint, cli.token, cli.output).with_ca(ca);
     match run(&ctx, cli.command).await {
         Ok(code) => code,
         // `idmctl … | head`: the reader left; nothing to report.
@@ -150,6 +168,13 @@ fn hint(ctx: &Context, error: &CliError) -> Option<&'static str> {
         CliError::Status(s) if s.code() == Code::Unauthenticated && !ctx.has_token() => {
             Some("no token given: pass --token or set IDM_TOKEN")
         }
+        CliError::Connect { reason, .. } if connect::is_certificate_error(reason) => {
+            Some(if reason.contains("not valid for name") {
+                "the certificate does not name this host: use a name it was issued for in --endpoint"
+            } else {
+                "pass --ca FILE or set IDM_CA: the CA certificate (PEM) that issued idmd's certificate"
+            })
+        }
         CliError::Connect { .. } => Some("is idmd running there? Set --endpoint or IDM_ENDPOINT"),
         _ => None,
     }
@@ -162,5 +187,21 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn certificate_errors_hint_at_the_ca_or_the_name() {
+        let ctx = Context::new("https://localhost:1".into(), None, Format::Table);
+        let connect = |reason: &str| CliError::Connect {
+            endpoint: ctx.endpoint.clone(),
+            reason: reason.into(),
+        };
+        let unknown = connect("invalid peer certificate: UnknownIssuer");
+        assert!(hint(&ctx, &unknown).is_some_and(|h| h.contains("--ca FILE or set IDM_CA")));
+        let name =
+            connect("invalid peer certificate: certificate not valid for name \"127.0.0.1\"; …");
+        assert!(hint(&ctx, &name).is_some_and(|h| h.contains("issued for")));
+        let refused = connect("tcp connect error: Connection refused (os error 111)");
+        assert!(hint(&ctx, &refused).is_some_and(|h| h.contains("is idmd running")));
     }
 }

@@ -29,6 +29,10 @@ pub struct Settings {
     pub conf: Option<PathBuf>,
     pub store_url: String,
     pub grpc: SocketAddr,
+    /// `--tls-cert` and `--tls-key`; without them the listener is plaintext.
+    pub tls: Option<api::tls::TlsFiles>,
+    /// Plaintext on a non-loopback address (a TLS-terminating proxy in front).
+    pub allow_plaintext: bool,
     pub key_file: PathBuf,
     /// Secret: never printed (see the `Debug` impl).
     pub encryption_key: Option<String>,
@@ -51,6 +55,8 @@ impl std::fmt::Debug for Settings {
             .field("conf", &self.conf)
             .field("store_url", &self.store_url)
             .field("grpc", &self.grpc)
+            .field("tls", &self.tls)
+            .field("allow_plaintext", &self.allow_plaintext)
             .field("key_file", &self.key_file)
             .field("encryption_key", &redacted(&self.encryption_key))
             .field("admin_token", &redacted(&self.admin_token))
@@ -63,6 +69,8 @@ impl std::fmt::Debug for Settings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error("{0}")]
+    Tls(#[from] api::tls::TlsError),
     #[error("conf: {0}")]
     Conf(#[from] config::ConfError),
     #[error("{0}")]
@@ -86,7 +94,25 @@ pub async fn run(
     settings: Settings,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
+    // How the listener is exposed is settled before anything is opened.
+    let identity = settings
+        .tls
+        .as_ref()
+        .map(api::tls::ServerIdentity::load)
+        .transpose()?;
+    match api::tls::exposure(settings.grpc, identity.is_some(), settings.allow_plaintext)? {
+        api::tls::Exposure::Tls => tracing::info!(addr = %settings.grpc, "gRPC over TLS"),
+        api::tls::Exposure::PlaintextLoopback => {
+            tracing::info!(addr = %settings.grpc, "gRPC in plaintext, on a loopback address only");
+        }
+        api::tls::Exposure::PlaintextAllowed => tracing::warn!(
+            addr = %settings.grpc,
+            "gRPC in plaintext on a non-loopback address (--allow-plaintext): \
+             tokens and passwords cross the network in clear unless a TLS-terminating proxy is in front"
+        ),
+    }
     let conf = config::read(settings.conf.as_deref())?;
+    connector::warn_insecure_documents(&conf.documents);
     let store = Store::open(&settings.store_url).await?;
     // Before anything is written: a store sealed under another key stops here.
     let keys = Arc::new(
@@ -166,7 +192,7 @@ pub async fn run(
         tokio::time::sleep(SHUTDOWN_GRACE).await;
     };
     tokio::select! {
-        served = api::serve(core, settings.grpc, drain) => served?,
+        served = api::serve(core, settings.grpc, identity.as_ref(), drain) => served?,
         () = deadline => tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; stopping anyway"),
     }
     // No new ticks; then runs still going end CANCELED rather than be cut
@@ -200,6 +226,11 @@ mod tests {
             conf: None,
             store_url: "mem://".into(),
             grpc: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            tls: Some(api::tls::TlsFiles {
+                cert: PathBuf::from("tls/idmd.crt"),
+                key: PathBuf::from("tls/idmd.key"),
+            }),
+            allow_plaintext: false,
             key_file: PathBuf::from("data/idm.key"),
             encryption_key: Some("c2VjcmV0LWtleS1ieXRlcw==".into()),
             admin_token: Some("admin-s3cr3t".into()),
@@ -212,6 +243,7 @@ mod tests {
             assert!(!shown.contains("s3cr3t"), "{shown}");
             assert!(shown.contains("<redacted>"), "{shown}");
             assert!(shown.contains("mem://"), "{shown}");
+            assert!(shown.contains("tls/idmd.key"), "{shown}");
         }
     }
 }

@@ -27,6 +27,17 @@ struct Args {
     /// gRPC listen address.
     #[arg(long, env = "IDM_GRPC", default_value = "127.0.0.1:50051")]
     grpc: SocketAddr,
+    /// PEM certificate chain for gRPC over TLS (with --tls-key). Without TLS,
+    /// idmd serves only on a loopback address.
+    #[arg(long, env = "IDM_TLS_CERT", value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "IDM_TLS_KEY", value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve plaintext gRPC on a non-loopback address: only behind a proxy
+    /// that terminates TLS.
+    #[arg(long, env = "IDM_ALLOW_PLAINTEXT")]
+    allow_plaintext: bool,
     /// Encryption key file for private properties; created on first start.
     /// IDM_ENCRYPTION_KEY (base64, 32 bytes) takes precedence.
     #[arg(long, env = "IDM_KEY_FILE", default_value = "data/idm.key")]
@@ -79,6 +90,11 @@ async fn main() -> ExitCode {
         conf: args.conf,
         store_url: args.store,
         grpc: args.grpc,
+        tls: args
+            .tls_cert
+            .zip(args.tls_key)
+            .map(|(cert, key)| idm_server::api::tls::TlsFiles { cert, key }),
+        allow_plaintext: args.allow_plaintext,
         key_file: args.key_file,
         encryption_key: std::env::var(idm_server::secrets::KEY_ENV).ok(),
         admin_token: std::env::var("IDM_ADMIN_TOKEN").ok(),

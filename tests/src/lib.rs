@@ -114,6 +114,31 @@ pub struct IdmdOptions {
     /// Keep the encryption key in this key file (created on first start)
     /// instead of passing `IDM_ENCRYPTION_KEY`.
     pub key_file: Option<PathBuf>,
+    /// Serve gRPC over TLS with these files; clients trust `ca_pem`.
+    pub tls: Option<TlsOptions>,
+    /// The address to listen on (default `127.0.0.1`); clients still dial
+    /// loopback, so `0.0.0.0` works.
+    pub bind: Option<std::net::IpAddr>,
+}
+
+/// idmd's certificate and key files, and the CA that issued them.
+#[derive(Clone)]
+pub struct TlsOptions {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca_pem: String,
+}
+
+impl TlsOptions {
+    /// A certificate for `localhost` and `127.0.0.1` from `ca`, written under `dir`.
+    pub fn issued_by(ca: &pki::TestCa, dir: &Path) -> Self {
+        let files = ca.write_issued(dir, "idmd", &["localhost", "127.0.0.1"]);
+        TlsOptions {
+            cert: files.cert,
+            key: files.key,
+            ca_pem: ca.pem(),
+        }
+    }
 }
 
 /// A running idmd; killed on drop.
@@ -124,6 +149,9 @@ pub struct Idmd {
     pub encryption_key: String,
     pub dir: TempDir,
     pub log_path: PathBuf,
+    /// The CA (PEM) that issued idmd's certificate, when it serves TLS
+    /// (`https://localhost:<port>`); what a client passes as `--ca`.
+    pub ca_pem: Option<String>,
 }
 
 pub type Authed = InterceptedService<Channel, Bearer>;
@@ -172,7 +200,10 @@ impl Idmd {
             .arg("--store")
             .arg(options.store.clone().unwrap_or_else(|| "mem://".into()))
             .arg("--grpc")
-            .arg(format!("127.0.0.1:{port}"))
+            .arg(
+                std::net::SocketAddr::new(options.bind.unwrap_or([127, 0, 0, 1].into()), port)
+                    .to_string(),
+            )
             .arg("--key-file")
             .arg(
                 options
@@ -185,6 +216,9 @@ impl Idmd {
             .env("IDM_ENCRYPTION_KEY", &key)
             .env("RUST_LOG", "info,idm_server=debug")
             .env_remove("IDM_CONF")
+            .env_remove("IDM_TLS_CERT")
+            .env_remove("IDM_TLS_KEY")
+            .env_remove("IDM_ALLOW_PLAINTEXT")
             // A conf with LDAP mappings must never reach a directory the test
             // did not start (the sample's own slapd on 3389, say): port 9 refuses.
             .env("IDM_LDAP_URL", "ldap://127.0.0.1:9")
@@ -197,14 +231,29 @@ impl Idmd {
         if options.key_file.is_some() {
             command.env_remove("IDM_ENCRYPTION_KEY");
         }
+        if let Some(tls) = &options.tls {
+            command
+                .arg("--tls-cert")
+                .arg(&tls.cert)
+                .arg("--tls-key")
+                .arg(&tls.key);
+        }
         let child = command.spawn().unwrap();
+        let (endpoint, ca_pem) = match &options.tls {
+            Some(tls) => (
+                format!("https://localhost:{port}"),
+                Some(tls.ca_pem.clone()),
+            ),
+            None => (format!("http://127.0.0.1:{port}"), None),
+        };
         let mut idmd = Idmd {
             child,
-            endpoint: format!("http://127.0.0.1:{port}"),
+            endpoint,
             admin_token,
             encryption_key: key,
             dir,
             log_path,
+            ca_pem,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -225,12 +274,17 @@ impl Idmd {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    pub async fn health(&self) -> Result<i32, String> {
-        let channel = Channel::from_shared(self.endpoint.clone())
-            .unwrap()
+    /// Dials idmd as a client that trusts its CA (if it serves TLS).
+    pub async fn connect(&self) -> Result<Channel, String> {
+        idm_proto::dial::endpoint(&self.endpoint, self.ca_pem.as_deref().map(str::as_bytes))
+            .map_err(|e| e.to_string())?
             .connect()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| idm_proto::dial::reason(&e))
+    }
+
+    pub async fn health(&self) -> Result<i32, String> {
+        let channel = self.connect().await?;
         let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
         let response = client
             .check(tonic_health::pb::HealthCheckRequest {
@@ -242,11 +296,9 @@ impl Idmd {
     }
 
     pub async fn channel(&self) -> Channel {
-        Channel::from_shared(self.endpoint.clone())
-            .unwrap()
-            .connect()
+        self.connect()
             .await
-            .unwrap()
+            .unwrap_or_else(|e| panic!("cannot reach {}: {e}", self.endpoint))
     }
 
     pub async fn clients(&self) -> Clients {
@@ -274,9 +326,17 @@ impl Idmd {
 
     pub fn idmctl_with(&self, token: &str, args: &[&str], stdin: Option<&str>) -> Output {
         use std::io::Write;
-        let mut child = Command::new(binary("idmctl"))
+        let mut command = Command::new(binary("idmctl"));
+        command
             .arg("--endpoint")
             .arg(&self.endpoint)
+            .env_remove("IDM_CA");
+        if let Some(ca) = &self.ca_pem {
+            let path = self.dir.path().join("idmctl-ca.pem");
+            std::fs::write(&path, ca).unwrap();
+            command.arg("--ca").arg(path);
+        }
+        let mut child = command
             .args(args)
             .env("IDM_TOKEN", token)
             .stdin(Stdio::piped())

@@ -198,6 +198,7 @@ impl ConfigService for ConfigApi {
         }
         let body = self.admit("connector", name, body).await?;
         let stored = self.put("connector", name, body).await?;
+        connector::warn_insecure(name, &stored.body);
         self.implicit.reload().await?;
         Ok(Response::new(connector(stored)))
     }

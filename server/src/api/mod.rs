@@ -12,6 +12,7 @@ mod paging;
 mod recon;
 mod schedules;
 mod sync;
+pub mod tls;
 mod tokens;
 pub mod trail;
 
@@ -57,6 +58,8 @@ pub struct Core {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    #[error("TLS on the gRPC listener: {0}")]
+    Tls(tonic::transport::Error),
     #[error("reflection descriptors: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server on {addr}: {source}")]
@@ -66,10 +69,12 @@ pub enum ServeError {
     },
 }
 
-/// Serves until `shutdown` resolves, then drains in-flight calls.
+/// Serves until `shutdown` resolves, then drains in-flight calls. With an
+/// `identity`, every connection is TLS (health and reflection included).
 pub async fn serve(
     core: Core,
     addr: SocketAddr,
+    identity: Option<&tls::ServerIdentity>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let auth = Authenticate(Arc::clone(&core.tokens));
@@ -77,11 +82,14 @@ pub async fn serve(
     health
         .set_serving::<ObjectServiceServer<objects::ObjectApi>>()
         .await;
+    // Health's own descriptors too, so reflection lists grpc.health.v1.Health.
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(idm_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(idm_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
     let objects = ObjectServiceServer::new(objects::ObjectApi {
@@ -116,8 +124,14 @@ pub async fn serve(
         policy: Arc::clone(&core.policy),
     });
 
-    tracing::info!(%addr, "idmd serving gRPC");
-    Server::builder()
+    let mut server = Server::builder();
+    if let Some(identity) = identity {
+        server = server
+            .tls_config(identity.server_config())
+            .map_err(ServeError::Tls)?;
+    }
+    tracing::info!(%addr, tls = identity.is_some(), "idmd serving gRPC");
+    server
         .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
         .layer(bounded::BoundedStatusLayer)
         .layer(trail::AuditLayer {

@@ -359,6 +359,23 @@ pub fn build(
     }))
 }
 
+/// Logs, once per connector, what a connector document puts at risk on the
+/// wire (an LDAP password in clear to another host, TLS that verifies
+/// nothing). Called when a document is loaded or stored, so the operator
+/// hears of it before the first call; building the connector checks again.
+pub fn warn_insecure(name: &str, body: &Map<String, Value>) {
+    if body.get("connectorType").and_then(Value::as_str) == Some("ldap") {
+        ldap::transport::warn_once(name, ldap::transport::risks_of_document(body));
+    }
+}
+
+/// [`warn_insecure`] for every connector of a conf directory.
+pub fn warn_insecure_documents(documents: &[crate::store::ConfigDocument]) {
+    for doc in documents.iter().filter(|d| d.kind == "connector") {
+        warn_insecure(&doc.name, &doc.body);
+    }
+}
+
 /// Runs a connector call under a time limit; the timeout names the connector
 /// and the object.
 pub async fn time_limited<T>(

@@ -23,6 +23,7 @@ mod scim;
 mod scim_location;
 mod scim_patch;
 mod secrets;
+mod tls;
 
 use idm_proto::v1::{CreateObjectRequest, ManagedObject, ReconRun, StartReconRequest};
 use idm_tests::{Clients, attrs};

@@ -61,6 +61,7 @@ mod dn;
 mod filter;
 mod password;
 mod search;
+pub mod transport;
 mod write;
 
 #[cfg(test)]
@@ -295,6 +296,15 @@ impl LdapConnector {
             types.insert(type_name.clone(), ldap_type);
         }
 
+        transport::warn_once(
+            name,
+            transport::risks(
+                &url,
+                start_tls,
+                tls_verify,
+                bind_dn.is_some() && !bind_password.is_empty(),
+            ),
+        );
         Ok(LdapConnector {
             name: name.to_string(),
             url,
