@@ -8,7 +8,7 @@ use std::process::Command;
 
 use idm_tests::pki::TestCa;
 use idm_tests::scim::{Gateway, GatewayOptions, GatewayTls, client_trusting, self_signed_cert};
-use idm_tests::{Idmd, IdmdOptions, TempDir, binary};
+use idm_tests::{Idmd, IdmdOptions, TempDir, TlsOptions, binary};
 use serde_json::json;
 
 use crate::scim::{USER, setup};
@@ -261,19 +261,12 @@ async fn tls_flags_are_checked_at_start() {
 }
 
 #[tokio::test]
-#[ignore = "needs the idmd TLS harness (h-tls)"]
 async fn gateway_reaches_the_core_over_tls() {
     let pki = TempDir::new("core-pki");
     let ca = TestCa::new("core CA");
     let ca_file = ca.write_ca(pki.path());
-    let files = ca.write_issued(pki.path(), "idmd", &["localhost", "127.0.0.1"]);
     let idmd = Idmd::start_with(IdmdOptions {
-        extra_args: vec![
-            "--tls-cert".into(),
-            files.cert.display().to_string(),
-            "--tls-key".into(),
-            files.key.display().to_string(),
-        ],
+        tls: Some(TlsOptions::issued_by(&ca, pki.path())),
         ..IdmdOptions::default()
     })
     .await;
