@@ -89,6 +89,7 @@ impl AuthService for AuthApi {
     ) -> Result<Response<LogoutResponse>, Status> {
         let caller = caller(&request)?;
         let Some(account) = &caller.account else {
+            trail::target(&request, &format!("tokens/{}", caller.token_id));
             return Err(Status::failed_precondition(
                 "the bearer is an API token, not a session: revoke tokens with `idmctl tokens revoke`",
             ));
