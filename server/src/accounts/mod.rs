@@ -272,18 +272,17 @@ impl Accounts {
             Ok(valid) if valid == name => self.store.account_secret(name).await?,
             _ => None,
         };
-        let (hash, real) = match &stored {
-            Some(secret) => (secret.hash.clone(), true),
-            None => (crate::managed::dummy_hash().await, false),
+        let hash = match &stored {
+            Some(secret) => secret.hash.clone(),
+            None => crate::managed::dummy_hash().await,
         };
         // Longer than any password can be: not worth hashing.
         let matched = password.len() <= rules::MAX_PASSWORD_BYTES
             && secrets::verify_password(password.to_string(), hash).await;
         let account = match stored {
-            Some(secret) if real && matched && secret.enabled => secret,
-            Some(secret) if real && matched => {
+            Some(secret) if matched && secret.enabled => secret,
+            Some(_) if matched => {
                 self.throttle.failed(attempt);
-                debug_assert!(!secret.enabled);
                 return Err(AccountError::LoginRefused { disabled: true });
             }
             _ => {

@@ -25,6 +25,12 @@ fn source_address(given: &str, peer: &str) -> Result<String, Status> {
     if given.is_empty() {
         return Ok(peer.to_string());
     }
+    // The longest IPv6 socket address with a zone is well under this.
+    if given.len() > 128 {
+        return Err(Status::invalid_argument(
+            "client_address: an IP address, or empty",
+        ));
+    }
     let given = given.trim();
     given
         .parse::<IpAddr>()

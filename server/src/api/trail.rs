@@ -4,7 +4,8 @@
 //! (the target the handler names with [`target`]) and how it ended (`success`,
 //! a password check's `valid` / `invalid`, or the status code of a failure:
 //! `PERMISSION_DENIED`, `INVALID_ARGUMENT` …). A call without a valid token is
-//! not recorded: its caller is unknown. Entries name things, never values.
+//! not recorded: its caller is unknown; but a login (which needs none) is,
+//! with the name tried as its actor. Entries name things, never values.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
