@@ -707,6 +707,9 @@ async fn openidm_admin_comes_from_idm_admin_password_and_only_from_it() {
     assert_eq!(session.scope, i32::from(Scope::Admin));
     let mut root = as_session(&first, &session).await;
     create(&mut root, "alice", "Alice-Pass-1", Scope::Read).await;
+    // Closed before the stop, which would otherwise wait for it.
+    drop(root);
+    tokio::time::sleep(Duration::from_millis(100)).await;
     first.terminate();
     let first_log = first.log();
     drop(first);
@@ -887,4 +890,55 @@ async fn idmctl_logs_in_keeps_the_session_private_and_logs_out() {
         ],
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_sessions_last_use_outlives_a_restart() {
+    let site = TempDir::new("session-site");
+    let key = base64_key();
+    let options = IdmdOptions {
+        store: Some(format!("surrealkv://{}", site.path().join("db").display())),
+        extra_args: vec!["--session-idle-timeout".into(), "8".into()],
+        ..Default::default()
+    };
+    let mut first = Idmd::spawn(
+        options.clone(),
+        TempDir::new("idmd"),
+        "t1".into(),
+        key.clone(),
+    )
+    .await
+    .unwrap();
+    create(
+        &mut first.clients().await,
+        "alice",
+        "Alice-Pass-1",
+        Scope::Read,
+    )
+    .await;
+    let session = login(&first, "alice", "Alice-Pass-1").await.unwrap();
+    let logged_in = std::time::Instant::now();
+    let mut alice = as_session(&first, &session).await;
+    // Used past its first idle deadline (login + 8 s); each use is written
+    // within a quarter of the idle timeout (2 s).
+    while logged_in.elapsed() < Duration::from_secs(9) {
+        can_read(&mut alice).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Open channels would hold the stop up for its grace period.
+    // (a blocking terminate would keep this runtime from closing it).
+    drop(alice);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    first.terminate();
+    drop(first);
+    let second = Idmd::spawn(options, TempDir::new("idmd"), "t2".into(), key)
+        .await
+        .unwrap();
+    // The restarted node knows the session was used, not only that it began.
+    assert!(
+        logged_in.elapsed() < Duration::from_secs(14),
+        "the restart took too long to tell"
+    );
+    let mut alice = as_session(&second, &session).await;
+    can_read(&mut alice).await.unwrap();
 }
