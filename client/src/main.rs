@@ -142,34 +142,22 @@ async fn main() -> ExitCode {
         },
     };
     let ctx = Context::new(endpoint, token, cli.output);
-    let command = match cli.command {
-        Command::Logout => {
-            return finish(
-                &ctx,
-                session::logout(&ctx, stored)
-                    .await
-                    .map(|()| ExitCode::SUCCESS),
-                from_session,
-            );
-        }
-        other => other,
-    };
-    finish(&ctx, run(&ctx, command).await, from_session)
-}
-
-fn finish(ctx: &Context, result: Result<ExitCode, CliError>, from_session: bool) -> ExitCode {
-    match result {
+    match run(&ctx, cli.command, stored).await {
         Ok(code) => code,
         // `idmctl … | head`: the reader left; nothing to report.
         Err(CliError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(error) => {
-            print_error(&error, hint(ctx, &error, from_session));
+            print_error(&error, hint(&ctx, &error, from_session));
             ExitCode::FAILURE
         }
     }
 }
 
-async fn run(ctx: &Context, command: Command) -> Result<ExitCode, CliError> {
+async fn run(
+    ctx: &Context,
+    command: Command,
+    stored: Option<session::Stored>,
+) -> Result<ExitCode, CliError> {
     match command {
         Command::Objects(command) => return objects::run(ctx, command).await,
         Command::Recon(command) => return recon::run(ctx, command).await,
@@ -181,8 +169,7 @@ async fn run(ctx: &Context, command: Command) -> Result<ExitCode, CliError> {
         Command::Accounts(command) => accounts::run(ctx, command).await?,
         Command::Login { name } => session::login(ctx, name).await?,
         Command::Whoami => session::whoami(ctx).await?,
-        // Handled in main: it needs the stored session.
-        Command::Logout => {}
+        Command::Logout => session::logout(ctx, stored).await?,
         Command::Connectors(command) => config::connectors(ctx, command).await?,
         Command::Mappings(command) => config::mappings(ctx, command).await?,
         Command::Completions { shell } => {

@@ -3,7 +3,7 @@
 //! trip, refreshed from the store every few seconds for other nodes' changes.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use base64::Engine;
@@ -108,6 +108,16 @@ pub struct TokenRegistry {
     tokens: RwLock<HashMap<String, TokenRecord>>,
     /// Sessions' last uses, kept apart from `tokens` so a refresh keeps them.
     last_uses: LastUses,
+    /// This node's own writes, so a refresh whose read began before one of
+    /// them does not undo it (a login not yet known, a logout forgotten).
+    local: Mutex<LocalWrites>,
+}
+
+/// Records this node wrote to the store, numbered in order.
+#[derive(Default)]
+struct LocalWrites {
+    next: u64,
+    records: Vec<(u64, TokenRecord)>,
 }
 
 impl TokenRegistry {
@@ -120,20 +130,47 @@ impl TokenRegistry {
             bootstrap_hash: bootstrap_token.filter(|t| !t.is_empty()).map(sha256),
             tokens: RwLock::new(HashMap::new()),
             last_uses: LastUses::default(),
+            local: Mutex::default(),
         });
         registry.refresh().await?;
         Ok(registry)
     }
 
     async fn refresh(&self) -> Result<(), StoreError> {
+        let mark = self.local.lock().map_or(0, |local| local.next);
         let tokens = self.store.list_tokens().await?;
-        let map: HashMap<String, TokenRecord> =
+        self.install(tokens, mark);
+        Ok(())
+    }
+
+    /// Replaces the in-memory table with what the store held when a read
+    /// began at `mark`, plus this node's writes since (written to the store
+    /// before they were remembered, so earlier ones are in the read).
+    fn install(&self, tokens: Vec<TokenRecord>, mark: u64) {
+        let mut map: HashMap<String, TokenRecord> =
             tokens.into_iter().map(|t| (t.tid.clone(), t)).collect();
+        if let Ok(mut local) = self.local.lock() {
+            local.records.retain(|(n, _)| *n >= mark);
+            for (_, record) in &local.records {
+                map.insert(record.tid.clone(), record.clone());
+            }
+        }
         self.last_uses.retain(|tid| map.contains_key(tid));
         if let Ok(mut guard) = self.tokens.write() {
             *guard = map;
         }
-        Ok(())
+    }
+
+    /// A record this node has just written to the store.
+    fn remember(&self, record: &TokenRecord) {
+        if let Ok(mut local) = self.local.lock() {
+            let n = local.next;
+            local.next += 1;
+            local.records.push((n, record.clone()));
+        }
+        if let Ok(mut guard) = self.tokens.write() {
+            guard.insert(record.tid.clone(), record.clone());
+        }
     }
 
     /// Keeps the in-memory copy in step with the store.
@@ -254,7 +291,7 @@ impl TokenRegistry {
             .map(format_timestamp);
         let (tid, secret, hash) = new_secret();
         let record = TokenRecord {
-            tid: tid.clone(),
+            tid,
             scope: scope_name(scope).into(),
             description: format!("login session of {account}"),
             hash,
@@ -267,25 +304,15 @@ impl TokenRegistry {
             last_used: None,
         };
         self.store.insert_token(&record).await?;
-        if let Ok(mut guard) = self.tokens.write() {
-            guard.insert(tid, record.clone());
-        }
+        self.remember(&record);
         Ok((record, secret))
     }
 
     /// Ends every session of `account` (disabled, deleted, new password).
     pub async fn revoke_sessions(&self, account: &str) -> Result<usize, StoreError> {
         let revoked = self.store.revoke_sessions(account).await?;
-        if let Ok(mut guard) = self.tokens.write() {
-            // Also any this node holds that the store no longer does.
-            for record in guard.values_mut() {
-                if record.kind == TokenKind::Session && record.account.as_deref() == Some(account) {
-                    record.revoked = true;
-                }
-            }
-            for record in &revoked {
-                guard.insert(record.tid.clone(), record.clone());
-            }
+        for record in &revoked {
+            self.remember(record);
         }
         Ok(revoked.len())
     }
@@ -299,7 +326,7 @@ impl TokenRegistry {
     ) -> Result<(TokenRecord, String), StoreError> {
         let (tid, secret, hash) = new_secret();
         let record = TokenRecord {
-            tid: tid.clone(),
+            tid,
             scope: scope_name(scope).into(),
             description,
             hash,
@@ -312,16 +339,14 @@ impl TokenRegistry {
             last_used: None,
         };
         self.store.insert_token(&record).await?;
-        if let Ok(mut guard) = self.tokens.write() {
-            guard.insert(tid, record.clone());
-        }
+        self.remember(&record);
         Ok((record, secret))
     }
 
     pub async fn revoke(&self, tid: &str) -> Result<Option<TokenRecord>, StoreError> {
         let revoked = self.store.revoke_token(tid).await?;
-        if let (Some(record), Ok(mut guard)) = (&revoked, self.tokens.write()) {
-            guard.insert(tid.to_string(), record.clone());
+        if let Some(record) = &revoked {
+            self.remember(record);
         }
         Ok(revoked)
     }
@@ -437,8 +462,46 @@ impl tonic::service::Interceptor for Authenticate {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_refresh_that_read_before_a_local_write_does_not_undo_it() {
+        let store = Store::open("mem://").await.unwrap();
+        let registry = TokenRegistry::load(store.clone(), None).await.unwrap();
+        let (_, kept) = registry
+            .create(Scope::Read, String::new(), None)
+            .await
+            .unwrap();
+        let (revoked, _) = registry
+            .create(Scope::Read, String::new(), None)
+            .await
+            .unwrap();
+        let hour = Duration::from_secs(3600);
+        // A refresh reads the store…
+        let mark = registry.local.lock().unwrap().next;
+        let read = store.list_tokens().await.unwrap();
+        // …this node logs in and revokes meanwhile…
+        let (_, session) = registry
+            .create_session("alice", Scope::Read, hour, hour)
+            .await
+            .unwrap();
+        registry.revoke(&revoked.tid).await.unwrap();
+        // …and the refresh installs its older read.
+        registry.install(read, mark);
+        assert!(registry.authenticate(&session).is_ok(), "the login is kept");
+        assert!(registry.authenticate(&kept).is_ok());
+        assert!(
+            registry.record(&revoked.tid).unwrap().revoked,
+            "the revocation is kept"
+        );
+        // The next refresh reads them from the store and forgets the local copies.
+        registry.refresh().await.unwrap();
+        assert!(registry.local.lock().unwrap().records.is_empty());
+        assert!(registry.authenticate(&session).is_ok());
+        assert!(registry.record(&revoked.tid).unwrap().revoked);
+    }
 
     #[test]
     fn verify_password_scope_stands_apart_from_the_ranked_ones() {
