@@ -1,7 +1,9 @@
 //! The gRPC channel to idmd and the interceptor that puts the bearer token on
 //! every call.
 
+use idm_proto::v1::account_service_client::AccountServiceClient;
 use idm_proto::v1::audit_service_client::AuditServiceClient;
+use idm_proto::v1::auth_service_client::AuthServiceClient;
 use idm_proto::v1::config_service_client::ConfigServiceClient;
 use idm_proto::v1::key_service_client::KeyServiceClient;
 use idm_proto::v1::object_service_client::ObjectServiceClient;
@@ -158,6 +160,14 @@ impl Connection {
 
     pub fn tokens(&self) -> TokenServiceClient<AuthChannel> {
         TokenServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
+    }
+
+    pub fn auth(&self) -> AuthServiceClient<AuthChannel> {
+        AuthServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
+    }
+
+    pub fn accounts(&self) -> AccountServiceClient<AuthChannel> {
+        AccountServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
     }
 
     pub fn keys(&self) -> KeyServiceClient<AuthChannel> {

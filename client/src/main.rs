@@ -1,6 +1,7 @@
 //! idmctl: the command line of idm. Arguments and dispatch; each command group
 //! lives in its own module.
 
+mod accounts;
 mod audit;
 mod config;
 mod connect;
@@ -10,6 +11,7 @@ mod objects;
 mod output;
 mod recon;
 mod schedules;
+mod session;
 mod sync;
 mod tokens;
 
@@ -54,7 +56,8 @@ struct Cli {
     ca: Option<std::path::PathBuf>,
 
     /// The bearer token (an API token, or the server's IDM_ADMIN_TOKEN). Prefer the
-    /// environment variable: arguments show in the process list.
+    /// environment variable: arguments show in the process list. Without it, the
+    /// session of `idmctl login` for this endpoint.
     #[arg(
         long,
         global = true,
@@ -109,6 +112,21 @@ enum Command {
     /// their execution history.
     #[command(subcommand)]
     Schedules(schedules::SchedulesCommand),
+    /// People's accounts: create, list, show, set-password, disable, enable, delete.
+    #[command(subcommand)]
+    Accounts(accounts::AccountsCommand),
+    /// Log in with an account name and password; later commands use the session.
+    ///
+    /// The password is asked for without echo, or read from the first line of
+    /// stdin. The session token is kept in <config dir>/idm/session.json (0600).
+    Login {
+        /// The account name; default IDM_USERNAME, else asked for.
+        name: Option<String>,
+    },
+    /// End the stored session and delete it.
+    Logout,
+    /// Show who idmctl calls as: a session's account, or a token.
+    Whoami,
     /// Print a shell completion script, e.g. `idmctl completions bash > /etc/bash_completion.d/idmctl`.
     Completions {
         /// The shell.
@@ -127,19 +145,37 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let ctx = Context::new(cli.endpoint, cli.token, cli.output).with_ca(ca);
-    match run(&ctx, cli.command).await {
+    let stored = session::Stored::load();
+    // Logout ends the stored session where it was made; other commands use
+    // it when no token is given and it is for their endpoint.
+    let (endpoint, token, from_session) = match (&cli.command, &stored) {
+        (Command::Logout, Some(s)) => (s.endpoint.clone(), Some(s.token.clone()), true),
+        _ => match cli.token.filter(|t| !t.is_empty()) {
+            Some(token) => (cli.endpoint, Some(token), false),
+            None => {
+                let token = stored.as_ref().and_then(|s| s.token_for(&cli.endpoint));
+                let from_session = token.is_some();
+                (cli.endpoint, token, from_session)
+            }
+        },
+    };
+    let ctx = Context::new(endpoint, token, cli.output).with_ca(ca);
+    match run(&ctx, cli.command, stored).await {
         Ok(code) => code,
         // `idmctl … | head`: the reader left; nothing to report.
         Err(CliError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(error) => {
-            print_error(&error, hint(&ctx, &error));
+            print_error(&error, hint(&ctx, &error, from_session));
             ExitCode::FAILURE
         }
     }
 }
 
-async fn run(ctx: &Context, command: Command) -> Result<ExitCode, CliError> {
+async fn run(
+    ctx: &Context,
+    command: Command,
+    stored: Option<session::Stored>,
+) -> Result<ExitCode, CliError> {
     match command {
         Command::Objects(command) => return objects::run(ctx, command).await,
         Command::Recon(command) => return recon::run(ctx, command).await,
@@ -148,6 +184,10 @@ async fn run(ctx: &Context, command: Command) -> Result<ExitCode, CliError> {
         Command::Schedules(command) => schedules::run(ctx, command).await?,
         Command::Tokens(command) => tokens::run(ctx, command).await?,
         Command::Keys(command) => keys::run(ctx, command).await?,
+        Command::Accounts(command) => accounts::run(ctx, command).await?,
+        Command::Login { name } => session::login(ctx, name).await?,
+        Command::Whoami => session::whoami(ctx).await?,
+        Command::Logout => session::logout(ctx, stored).await?,
         Command::Connectors(command) => config::connectors(ctx, command).await?,
         Command::Mappings(command) => config::mappings(ctx, command).await?,
         Command::Completions { shell } => {
@@ -163,10 +203,13 @@ async fn run(ctx: &Context, command: Command) -> Result<ExitCode, CliError> {
 }
 
 /// A line of advice for errors with an obvious local cause.
-fn hint(ctx: &Context, error: &CliError) -> Option<&'static str> {
+fn hint(ctx: &Context, error: &CliError, from_session: bool) -> Option<&'static str> {
     match error {
         CliError::Status(s) if s.code() == Code::Unauthenticated && !ctx.has_token() => {
-            Some("no token given: pass --token or set IDM_TOKEN")
+            Some("no token given: pass --token, set IDM_TOKEN or run `idmctl login`")
+        }
+        CliError::Status(s) if s.code() == Code::Unauthenticated && from_session => {
+            Some("the stored session has ended: run `idmctl login` again")
         }
         CliError::Connect { reason, .. } if connect::is_certificate_error(reason) => {
             Some(if reason.contains("not valid for name") {
@@ -197,11 +240,11 @@ mod tests {
             reason: reason.into(),
         };
         let unknown = connect("invalid peer certificate: UnknownIssuer");
-        assert!(hint(&ctx, &unknown).is_some_and(|h| h.contains("--ca FILE or set IDM_CA")));
+        assert!(hint(&ctx, &unknown, false).is_some_and(|h| h.contains("--ca FILE or set IDM_CA")));
         let name =
             connect("invalid peer certificate: certificate not valid for name \"127.0.0.1\"; …");
-        assert!(hint(&ctx, &name).is_some_and(|h| h.contains("issued for")));
+        assert!(hint(&ctx, &name, false).is_some_and(|h| h.contains("issued for")));
         let refused = connect("tcp connect error: Connection refused (os error 111)");
-        assert!(hint(&ctx, &refused).is_some_and(|h| h.contains("is idmd running")));
+        assert!(hint(&ctx, &refused, false).is_some_and(|h| h.contains("is idmd running")));
     }
 }

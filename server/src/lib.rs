@@ -1,6 +1,7 @@
 //! idmd, the idm core: managed identities in SurrealDB behind a gRPC API.
 //! See ARCHITECTURE.md at the repository root for the map of rooms.
 
+pub mod accounts;
 pub mod api;
 pub mod config;
 pub mod connector;
@@ -38,6 +39,13 @@ pub struct Settings {
     pub encryption_key: Option<String>,
     /// Secret: never printed (see the `Debug` impl).
     pub admin_token: Option<String>,
+    /// `IDM_ADMIN_PASSWORD`: creates or re-sets `openidm-admin`. Secret:
+    /// never printed (see the `Debug` impl).
+    pub admin_password: Option<String>,
+    /// Failed logins per account name and source before a lock.
+    pub login_limits: accounts::LoginLimits,
+    /// Session idle timeout and lifetime.
+    pub sessions: accounts::SessionPolicy,
     /// How many failed password checks an object and a caller may have.
     pub password_throttle: managed::ThrottleLimits,
     /// `$env` names a document sent over the API may use (`IDM_CONF_ENV_ALLOW`).
@@ -60,6 +68,9 @@ impl std::fmt::Debug for Settings {
             .field("key_file", &self.key_file)
             .field("encryption_key", &redacted(&self.encryption_key))
             .field("admin_token", &redacted(&self.admin_token))
+            .field("admin_password", &redacted(&self.admin_password))
+            .field("login_limits", &self.login_limits)
+            .field("sessions", &self.sessions)
             .field("password_throttle", &self.password_throttle)
             .field("conf_env_allow", &self.conf_env_allow)
             .field("allow_paths", &self.allow_paths)
@@ -83,6 +94,8 @@ pub enum StartError {
     Serve(#[from] api::ServeError),
     #[error("scheduler: {0}")]
     Scheduler(#[from] scheduler::SchedulerError),
+    #[error("{0}")]
+    Account(#[from] accounts::AccountError),
 }
 
 /// How long in-flight calls get to finish after a shutdown signal; idle
@@ -144,6 +157,19 @@ pub async fn run(
         tracing::warn!("IDM_ADMIN_TOKEN is not set: only tokens created earlier can call idmd");
     }
     let refresh = tokens.spawn_refresh();
+    let accounts = accounts::Accounts::new(
+        store.clone(),
+        Arc::clone(&tokens),
+        settings.login_limits,
+        settings.sessions,
+    );
+    match settings.admin_password.as_deref().filter(|p| !p.is_empty()) {
+        Some(password) => accounts.bootstrap_admin(password).await?,
+        None => tracing::info!(
+            "{} is not set: no password account is made at start",
+            accounts::ADMIN_PASSWORD_ENV
+        ),
+    }
     let objects = ManagedObjects::new(Arc::new(conf.schema), store.clone(), keys.secrets())
         .with_password_throttle(settings.password_throttle);
     let conf_dir = settings.conf.clone().unwrap_or_else(|| PathBuf::from("."));
@@ -174,6 +200,7 @@ pub async fn run(
         store: store.clone(),
         objects,
         tokens,
+        accounts,
         keys,
         reconciler: reconciler.clone(),
         implicit: Arc::clone(&implicit),
@@ -221,7 +248,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn settings_debug_never_prints_the_key_or_the_admin_token() {
+    fn settings_debug_never_prints_the_key_the_admin_token_or_password() {
         let settings = Settings {
             conf: None,
             store_url: "mem://".into(),
@@ -234,6 +261,9 @@ mod tests {
             key_file: PathBuf::from("data/idm.key"),
             encryption_key: Some("c2VjcmV0LWtleS1ieXRlcw==".into()),
             admin_token: Some("admin-s3cr3t".into()),
+            admin_password: Some("Pa55word-s3cr3t".into()),
+            login_limits: accounts::LoginLimits::default(),
+            sessions: accounts::SessionPolicy::default(),
             password_throttle: managed::ThrottleLimits::default(),
             conf_env_allow: Vec::new(),
             allow_paths: Vec::new(),
@@ -241,6 +271,7 @@ mod tests {
         for shown in [format!("{settings:?}"), format!("{settings:#?}")] {
             assert!(!shown.contains("c2VjcmV0"), "{shown}");
             assert!(!shown.contains("s3cr3t"), "{shown}");
+            assert!(!shown.contains("Pa55word"), "{shown}");
             assert!(shown.contains("<redacted>"), "{shown}");
             assert!(shown.contains("mem://"), "{shown}");
             assert!(shown.contains("tls/idmd.key"), "{shown}");

@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
+use std::time::Duration;
+
+use idm_server::accounts::{LoginLimits, SessionPolicy};
 use idm_server::managed::ThrottleLimits;
 use idm_server::{Settings, run};
 use tracing_subscriber::EnvFilter;
@@ -65,6 +68,20 @@ struct Args {
     /// The window of those limits, in seconds.
     #[arg(long, env = "IDM_PASSWORD_FAILURE_WINDOW", default_value_t = 900)]
     password_failure_window: u64,
+    /// A login session ends after this many seconds without a call.
+    #[arg(long, env = "IDM_SESSION_IDLE_TIMEOUT", default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..))]
+    session_idle_timeout: u64,
+    /// A login session ends this many seconds after the login, used or not.
+    #[arg(long, env = "IDM_SESSION_LIFETIME", default_value_t = 28_800, value_parser = clap::value_parser!(u64).range(1..))]
+    session_lifetime: u64,
+    /// Failed logins an account name, or a source address, may have within
+    /// the window before it is locked (for the window, doubling each time,
+    /// up to 15 minutes). A gRPC peer may have 20 times as many.
+    #[arg(long, env = "IDM_LOGIN_FAILURES", default_value_t = 5)]
+    login_failures: usize,
+    /// The window of --login-failures, in seconds; also the first lock's length.
+    #[arg(long, env = "IDM_LOGIN_FAILURE_WINDOW", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    login_failure_window: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -98,6 +115,16 @@ async fn main() -> ExitCode {
         key_file: args.key_file,
         encryption_key: std::env::var(idm_server::secrets::KEY_ENV).ok(),
         admin_token: std::env::var("IDM_ADMIN_TOKEN").ok(),
+        admin_password: std::env::var(idm_server::accounts::ADMIN_PASSWORD_ENV).ok(),
+        login_limits: LoginLimits {
+            failures: args.login_failures,
+            window: Duration::from_secs(args.login_failure_window),
+            ..LoginLimits::default()
+        },
+        sessions: SessionPolicy {
+            idle_timeout: Duration::from_secs(args.session_idle_timeout),
+            lifetime: Duration::from_secs(args.session_lifetime),
+        },
         password_throttle: ThrottleLimits {
             per_object: args.password_failures_per_object,
             per_caller: args.password_failures_per_caller,

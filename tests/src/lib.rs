@@ -14,7 +14,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use idm_proto::v1::account_service_client::AccountServiceClient;
 use idm_proto::v1::audit_service_client::AuditServiceClient;
+use idm_proto::v1::auth_service_client::AuthServiceClient;
 use idm_proto::v1::config_service_client::ConfigServiceClient;
 use idm_proto::v1::object_service_client::ObjectServiceClient;
 use idm_proto::v1::recon_service_client::ReconServiceClient;
@@ -315,6 +317,8 @@ impl Idmd {
             config: ConfigServiceClient::with_interceptor(channel.clone(), bearer.clone()),
             recon: ReconServiceClient::with_interceptor(channel.clone(), bearer.clone()),
             sync: SyncServiceClient::with_interceptor(channel.clone(), bearer.clone()),
+            auth: AuthServiceClient::with_interceptor(channel.clone(), bearer.clone()),
+            accounts: AccountServiceClient::with_interceptor(channel.clone(), bearer.clone()),
             schedules: ScheduleServiceClient::with_interceptor(channel, bearer),
         }
     }
@@ -353,6 +357,31 @@ impl Idmd {
                 .unwrap();
         }
         drop(child.stdin.take());
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs `idmctl` with no token in its environment (IDM_TOKEN and
+    /// IDM_USERNAME removed), `env` added (HOME, XDG_CONFIG_HOME, …) and
+    /// `stdin` as its input: how a person logged in with `idmctl login` runs it.
+    pub fn idmctl_env(&self, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(binary("idmctl"))
+            .arg("--endpoint")
+            .arg(&self.endpoint)
+            .args(args)
+            .env_remove("IDM_TOKEN")
+            .env_remove("IDM_USERNAME")
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).unwrap();
+        }
+        drop(input);
         child.wait_with_output().unwrap()
     }
 
@@ -397,6 +426,9 @@ pub struct Clients {
     pub recon: ReconServiceClient<Authed>,
     pub sync: SyncServiceClient<Authed>,
     pub schedules: ScheduleServiceClient<Authed>,
+    /// Login, Logout, WhoAmI.
+    pub auth: AuthServiceClient<Authed>,
+    pub accounts: AccountServiceClient<Authed>,
 }
 
 /// A JSON object literal as a protobuf `Struct`.

@@ -3,7 +3,7 @@
 //! trip, refreshed from the store every few seconds for other nodes' changes.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use base64::Engine;
@@ -13,20 +13,30 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tonic::{Request, Status};
 
-use crate::store::{Store, StoreError, TokenRecord, now_timestamp};
+use super::sessions::{LastUses, Touch};
+use crate::store::{Store, StoreError, TokenKind, TokenRecord, format_timestamp, now_timestamp};
 
 /// The actor name of the bootstrap token from `IDM_ADMIN_TOKEN`.
 pub const BOOTSTRAP_ACTOR: &str = "bootstrap";
 const REFRESH_EVERY: Duration = Duration::from_secs(5);
+/// Every how many refreshes ended sessions are deleted from the store.
+const PURGE_EVERY_REFRESHES: u32 = 12;
 
 /// Who is calling, put into the request's extensions by the interceptor.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub token_id: String,
     pub scope: Scope,
+    /// The account of a login session; `None` for an API token.
+    pub account: Option<String>,
 }
 
 impl Caller {
+    /// Who the audit trail names: the account of a session, else the token id.
+    pub fn actor(&self) -> &str {
+        self.account.as_deref().unwrap_or(&self.token_id)
+    }
+
     /// PERMISSION_DENIED unless the caller's scope covers `needed`.
     pub fn require(&self, needed: Scope) -> Result<(), Status> {
         if covers(self.scope, needed) {
@@ -96,6 +106,18 @@ pub struct TokenRegistry {
     store: Store,
     bootstrap_hash: Option<[u8; 32]>,
     tokens: RwLock<HashMap<String, TokenRecord>>,
+    /// Sessions' last uses, kept apart from `tokens` so a refresh keeps them.
+    last_uses: LastUses,
+    /// This node's own writes, so a refresh whose read began before one of
+    /// them does not undo it (a login not yet known, a logout forgotten).
+    local: Mutex<LocalWrites>,
+}
+
+/// Records this node wrote to the store, numbered in order.
+#[derive(Default)]
+struct LocalWrites {
+    next: u64,
+    records: Vec<(u64, TokenRecord)>,
 }
 
 impl TokenRegistry {
@@ -107,18 +129,48 @@ impl TokenRegistry {
             store,
             bootstrap_hash: bootstrap_token.filter(|t| !t.is_empty()).map(sha256),
             tokens: RwLock::new(HashMap::new()),
+            last_uses: LastUses::default(),
+            local: Mutex::default(),
         });
         registry.refresh().await?;
         Ok(registry)
     }
 
     async fn refresh(&self) -> Result<(), StoreError> {
+        let mark = self.local.lock().map_or(0, |local| local.next);
         let tokens = self.store.list_tokens().await?;
-        let map = tokens.into_iter().map(|t| (t.tid.clone(), t)).collect();
+        self.install(tokens, mark);
+        Ok(())
+    }
+
+    /// Replaces the in-memory table with what the store held when a read
+    /// began at `mark`, plus this node's writes since (written to the store
+    /// before they were remembered, so earlier ones are in the read).
+    fn install(&self, tokens: Vec<TokenRecord>, mark: u64) {
+        let mut map: HashMap<String, TokenRecord> =
+            tokens.into_iter().map(|t| (t.tid.clone(), t)).collect();
+        if let Ok(mut local) = self.local.lock() {
+            local.records.retain(|(n, _)| *n >= mark);
+            for (_, record) in &local.records {
+                map.insert(record.tid.clone(), record.clone());
+            }
+        }
+        self.last_uses.retain(|tid| map.contains_key(tid));
         if let Ok(mut guard) = self.tokens.write() {
             *guard = map;
         }
-        Ok(())
+    }
+
+    /// A record this node has just written to the store.
+    fn remember(&self, record: &TokenRecord) {
+        if let Ok(mut local) = self.local.lock() {
+            let n = local.next;
+            local.next += 1;
+            local.records.push((n, record.clone()));
+        }
+        if let Ok(mut guard) = self.tokens.write() {
+            guard.insert(record.tid.clone(), record.clone());
+        }
     }
 
     /// Keeps the in-memory copy in step with the store.
@@ -126,8 +178,13 @@ impl TokenRegistry {
     pub fn spawn_refresh(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let registry = Arc::clone(self);
         tokio::spawn(async move {
-            loop {
+            for round in 1u32.. {
                 tokio::time::sleep(REFRESH_EVERY).await;
+                if round % PURGE_EVERY_REFRESHES == 0
+                    && let Err(e) = registry.store.purge_sessions(&now_timestamp()).await
+                {
+                    tracing::warn!(error = %e, "deleting ended sessions failed");
+                }
                 if let Err(e) = registry.refresh().await {
                     tracing::warn!(error = %e, "refreshing API tokens failed");
                 }
@@ -148,6 +205,7 @@ impl TokenRegistry {
             return Ok(Caller {
                 token_id: BOOTSTRAP_ACTOR.into(),
                 scope: Scope::Admin,
+                account: None,
             });
         }
         let unknown = || Status::unauthenticated("invalid bearer token");
@@ -161,21 +219,102 @@ impl TokenRegistry {
         if !bool::from(presented.as_slice().ct_eq(stored.as_slice())) {
             return Err(unknown());
         }
+        let what = match record.kind {
+            TokenKind::Token => "token",
+            TokenKind::Session => "session",
+        };
         if record.revoked {
-            return Err(Status::unauthenticated("the token was revoked"));
+            return Err(Status::unauthenticated(format!("the {what} was revoked")));
         }
+        let now = time::OffsetDateTime::now_utc();
         if record
             .expires
             .as_deref()
-            .is_some_and(|e| e <= now_timestamp().as_str())
+            .is_some_and(|e| e <= format_timestamp(now).as_str())
         {
-            return Err(Status::unauthenticated("the token has expired"));
+            return Err(Status::unauthenticated(format!("the {what} has expired")));
         }
         let scope = parse_scope(&record.scope).ok_or_else(unknown)?;
+        if record.kind == TokenKind::Session {
+            match self.last_uses.touch(record, now) {
+                Touch::Expired => {
+                    return Err(Status::unauthenticated(
+                        "the session has expired (idle too long)",
+                    ));
+                }
+                Touch::Alive => {}
+                Touch::Write(at) => self.write_last_use(&record.tid, at),
+            }
+        }
         Ok(Caller {
             token_id: record.tid.clone(),
             scope,
+            account: record
+                .account
+                .clone()
+                .filter(|_| record.kind == TokenKind::Session),
         })
+    }
+
+    /// Writes a session's last use in the background: the interceptor does
+    /// not wait for the store.
+    fn write_last_use(&self, tid: &str, at: String) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let store = self.store.clone();
+        let tid = tid.to_string();
+        runtime.spawn(async move {
+            if let Err(e) = store.touch_session(&tid, &at).await {
+                tracing::warn!(error = %e, session = %tid, "writing a session's last use failed");
+            }
+        });
+    }
+
+    /// The record behind a caller (its expiry, idle timeout); `None` for the
+    /// bootstrap token.
+    pub fn record(&self, tid: &str) -> Option<TokenRecord> {
+        self.tokens.read().ok()?.get(tid).cloned()
+    }
+
+    /// Opens a login session for `account`; returns its record and secret.
+    pub async fn create_session(
+        &self,
+        account: &str,
+        scope: Scope,
+        lifetime: Duration,
+        idle: Duration,
+    ) -> Result<(TokenRecord, String), StoreError> {
+        let now = time::OffsetDateTime::now_utc();
+        let expires = now
+            .checked_add(time::Duration::try_from(lifetime).unwrap_or(time::Duration::DAY))
+            .map(format_timestamp);
+        let (tid, secret, hash) = new_secret();
+        let record = TokenRecord {
+            tid,
+            scope: scope_name(scope).into(),
+            description: format!("login session of {account}"),
+            hash,
+            created: format_timestamp(now),
+            expires,
+            revoked: false,
+            kind: TokenKind::Session,
+            account: Some(account.to_string()),
+            idle_timeout: Some(i64::try_from(idle.as_secs()).unwrap_or(i64::MAX).max(1)),
+            last_used: None,
+        };
+        self.store.insert_token(&record).await?;
+        self.remember(&record);
+        Ok((record, secret))
+    }
+
+    /// Ends every session of `account` (disabled, deleted, new password).
+    pub async fn revoke_sessions(&self, account: &str) -> Result<usize, StoreError> {
+        let revoked = self.store.revoke_sessions(account).await?;
+        for record in &revoked {
+            self.remember(record);
+        }
+        Ok(revoked.len())
     }
 
     /// Creates a token; returns its record and the secret, shown once.
@@ -185,31 +324,29 @@ impl TokenRegistry {
         description: String,
         expires: Option<String>,
     ) -> Result<(TokenRecord, String), StoreError> {
-        let tid = hex(&rand::random::<[u8; 8]>());
-        let secret = format!(
-            "idm_{tid}_{}",
-            URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
-        );
+        let (tid, secret, hash) = new_secret();
         let record = TokenRecord {
-            tid: tid.clone(),
+            tid,
             scope: scope_name(scope).into(),
             description,
-            hash: hex(&sha256(&secret)),
+            hash,
             created: now_timestamp(),
             expires,
             revoked: false,
+            kind: TokenKind::Token,
+            account: None,
+            idle_timeout: None,
+            last_used: None,
         };
         self.store.insert_token(&record).await?;
-        if let Ok(mut guard) = self.tokens.write() {
-            guard.insert(tid, record.clone());
-        }
+        self.remember(&record);
         Ok((record, secret))
     }
 
     pub async fn revoke(&self, tid: &str) -> Result<Option<TokenRecord>, StoreError> {
         let revoked = self.store.revoke_token(tid).await?;
-        if let (Some(record), Ok(mut guard)) = (&revoked, self.tokens.write()) {
-            guard.insert(tid.to_string(), record.clone());
+        if let Some(record) = &revoked {
+            self.remember(record);
         }
         Ok(revoked)
     }
@@ -217,6 +354,17 @@ impl TokenRegistry {
     pub async fn list(&self) -> Result<Vec<TokenRecord>, StoreError> {
         self.store.list_tokens().await
     }
+}
+
+/// A new id, bearer secret `idm_<id>_<random>` and the hex SHA-256 kept of it.
+fn new_secret() -> (String, String, String) {
+    let tid = hex(&rand::random::<[u8; 8]>());
+    let secret = format!(
+        "idm_{tid}_{}",
+        URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
+    );
+    let hash = hex(&sha256(&secret));
+    (tid, secret, hash)
 }
 
 /// `idm_<id>_<secret>` → `<id>`.
@@ -245,12 +393,56 @@ fn hex_decode(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// The tonic interceptor: every call but health carries a valid bearer token.
+/// The one RPC callable without a bearer: logging in is how a person gets one.
+pub const OPEN_METHOD: &str = "/idm.v1.AuthService/Login";
+
+/// Marks a request to [`OPEN_METHOD`] for the interceptor. Set by
+/// [`OpenLogin`] from the request path; a client cannot set extensions.
+#[derive(Clone, Copy)]
+struct OpenCall;
+
+/// Wraps the (intercepted) AuthService so that Login passes the interceptor
+/// without a bearer; its other methods need one like every other call.
+#[derive(Clone)]
+pub struct OpenLogin<S>(pub S);
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for OpenLogin<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B> tonic::codegen::Service<tonic::codegen::http::Request<B>> for OpenLogin<S>
+where
+    S: tonic::codegen::Service<tonic::codegen::http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: tonic::codegen::http::Request<B>) -> Self::Future {
+        if request.uri().path() == OPEN_METHOD {
+            request.extensions_mut().insert(OpenCall);
+        }
+        self.0.call(request)
+    }
+}
+
+/// The tonic interceptor: every call but health and Login carries a valid
+/// bearer token.
 #[derive(Clone)]
 pub struct Authenticate(pub Arc<TokenRegistry>);
 
 impl tonic::service::Interceptor for Authenticate {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if request.extensions().get::<OpenCall>().is_some() {
+            return Ok(request);
+        }
         let header = request
             .metadata()
             .get("authorization")
@@ -263,15 +455,53 @@ impl tonic::service::Interceptor for Authenticate {
             .or_else(|| value.strip_prefix("bearer "))
             .ok_or_else(|| Status::unauthenticated("authorization must be \"Bearer <token>\""))?;
         let caller = self.0.authenticate(secret.trim())?;
-        super::trail::actor(request.extensions(), &caller.token_id);
+        super::trail::actor(request.extensions(), caller.actor());
         request.extensions_mut().insert(caller);
         Ok(request)
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_refresh_that_read_before_a_local_write_does_not_undo_it() {
+        let store = Store::open("mem://").await.unwrap();
+        let registry = TokenRegistry::load(store.clone(), None).await.unwrap();
+        let (_, kept) = registry
+            .create(Scope::Read, String::new(), None)
+            .await
+            .unwrap();
+        let (revoked, _) = registry
+            .create(Scope::Read, String::new(), None)
+            .await
+            .unwrap();
+        let hour = Duration::from_secs(3600);
+        // A refresh reads the store…
+        let mark = registry.local.lock().unwrap().next;
+        let read = store.list_tokens().await.unwrap();
+        // …this node logs in and revokes meanwhile…
+        let (_, session) = registry
+            .create_session("alice", Scope::Read, hour, hour)
+            .await
+            .unwrap();
+        registry.revoke(&revoked.tid).await.unwrap();
+        // …and the refresh installs its older read.
+        registry.install(read, mark);
+        assert!(registry.authenticate(&session).is_ok(), "the login is kept");
+        assert!(registry.authenticate(&kept).is_ok());
+        assert!(
+            registry.record(&revoked.tid).unwrap().revoked,
+            "the revocation is kept"
+        );
+        // The next refresh reads them from the store and forgets the local copies.
+        registry.refresh().await.unwrap();
+        assert!(registry.local.lock().unwrap().records.is_empty());
+        assert!(registry.authenticate(&session).is_ok());
+        assert!(registry.record(&revoked.tid).unwrap().revoked);
+    }
 
     #[test]
     fn verify_password_scope_stands_apart_from_the_ranked_ones() {

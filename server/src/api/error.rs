@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use crate::accounts::AccountError;
 use crate::keys::KeyError;
 use crate::managed::ManagedError;
 use crate::store::StoreError;
@@ -83,6 +84,32 @@ impl From<KeyError> for Status {
             other => {
                 tracing::error!(error = %other, "key rotation failed");
                 Status::internal("key rotation failed; see the server log")
+            }
+        }
+    }
+}
+
+impl From<AccountError> for Status {
+    fn from(error: AccountError) -> Self {
+        let message = error.to_string();
+        match error {
+            AccountError::Invalid(violation) => Status::with_error_details(
+                Code::InvalidArgument,
+                message,
+                ErrorDetails::with_bad_request_violation(violation.field, violation.message),
+            ),
+            AccountError::NotFound(_) => Status::not_found(message),
+            AccountError::AlreadyExists(_) => Status::already_exists(message),
+            AccountError::LoginRefused { .. } => Status::unauthenticated(message),
+            AccountError::Throttled { retry_after } => Status::with_error_details(
+                Code::ResourceExhausted,
+                message,
+                ErrorDetails::with_retry_info(Some(retry_after)),
+            ),
+            AccountError::Store(e) => e.into(),
+            AccountError::Secret(e) => {
+                tracing::error!(error = %e, "password hashing failed");
+                Status::internal("password hashing failed; see the server log")
             }
         }
     }

@@ -63,13 +63,13 @@ impl KeyService for KeyApi {
             Ok(done) => {
                 trail::detail(&request, &format!("fingerprint {}", done.fingerprint));
                 tracing::info!(
-                actor = %caller.token_id,
+                actor = %caller.actor(),
                 fingerprint = %done.fingerprint,
                 "key rotated"
                 )
             }
             Err(e) => {
-                tracing::warn!(actor = %caller.token_id, error = %e, "key rotation refused or failed")
+                tracing::warn!(actor = %caller.actor(), error = %e, "key rotation refused or failed")
             }
         }
         Ok(Response::new(to_proto(outcome?)))

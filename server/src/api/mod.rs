@@ -1,16 +1,19 @@
 //! The gRPC front: tonic services, the auth interceptor, health and reflection.
 //! Handlers only translate; the domain lives in `managed/` and `store/`.
 
+mod accounts;
 mod audit;
 pub mod auth;
 mod bounded;
 mod config;
 mod error;
 mod keys;
+mod login;
 mod objects;
 mod paging;
 mod recon;
 mod schedules;
+mod sessions;
 mod sync;
 pub mod tls;
 mod tokens;
@@ -20,7 +23,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use idm_proto::v1::account_service_server::AccountServiceServer;
 use idm_proto::v1::audit_service_server::AuditServiceServer;
+use idm_proto::v1::auth_service_server::AuthServiceServer;
 use idm_proto::v1::config_service_server::ConfigServiceServer;
 use idm_proto::v1::key_service_server::KeyServiceServer;
 use idm_proto::v1::object_service_server::ObjectServiceServer;
@@ -37,13 +42,15 @@ use crate::scheduler::Scheduler;
 use crate::store::Store;
 use crate::sync::outbox::ImplicitSync;
 use crate::sync::recon::Reconciler;
-use auth::{Authenticate, TokenRegistry};
+use auth::{Authenticate, OpenLogin, TokenRegistry};
 
 /// Everything the services need.
 pub struct Core {
     pub store: Store,
     pub objects: ManagedObjects,
     pub tokens: Arc<TokenRegistry>,
+    /// People's accounts and logins.
+    pub accounts: crate::accounts::Accounts,
     /// The encryption key: fingerprint, rotation.
     pub keys: Arc<KeyManager>,
     pub reconciler: Reconciler,
@@ -124,6 +131,14 @@ pub async fn serve(
         policy: Arc::clone(&core.policy),
     });
 
+    let login = AuthServiceServer::new(login::AuthApi {
+        accounts: core.accounts.clone(),
+        registry: Arc::clone(&core.tokens),
+    });
+    let account_api = AccountServiceServer::new(accounts::AccountApi {
+        accounts: core.accounts.clone(),
+    });
+
     let mut server = Server::builder();
     if let Some(identity) = identity {
         server = server
@@ -147,7 +162,9 @@ pub async fn serve(
         .add_service(InterceptedService::new(config, auth.clone()))
         .add_service(InterceptedService::new(recon, auth.clone()))
         .add_service(InterceptedService::new(sync, auth.clone()))
-        .add_service(InterceptedService::new(schedules, auth))
+        .add_service(InterceptedService::new(schedules, auth.clone()))
+        .add_service(OpenLogin(InterceptedService::new(login, auth.clone())))
+        .add_service(InterceptedService::new(account_api, auth))
         .serve_with_shutdown(addr, shutdown)
         .await
         .map_err(|source| ServeError::Transport { addr, source })

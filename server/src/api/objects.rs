@@ -78,7 +78,7 @@ impl ObjectService for ObjectApi {
         let id = Some(request.object_id).filter(|id| !id.is_empty());
         let view = self
             .objects
-            .create(&caller.token_id, type_name, id, attributes)
+            .create(caller.actor(), type_name, id, attributes)
             .await?;
         Ok(Response::new(to_proto(view)))
     }
@@ -111,7 +111,7 @@ impl ObjectService for ObjectApi {
         let view = self
             .objects
             .replace(
-                &caller.token_id,
+                caller.actor(),
                 type_name,
                 id,
                 attributes,
@@ -143,7 +143,7 @@ impl ObjectService for ObjectApi {
         let view = self
             .objects
             .patch(
-                &caller.token_id,
+                caller.actor(),
                 type_name,
                 id,
                 ops,
@@ -163,7 +163,7 @@ impl ObjectService for ObjectApi {
         let (type_name, id) = parse_name(&request.name)?;
         let deleted = self
             .objects
-            .delete(&caller.token_id, type_name, id, request.expected_revision)
+            .delete(caller.actor(), type_name, id, request.expected_revision)
             .await?;
         Ok(Response::new(DeleteObjectResponse {
             existed: deleted.is_some(),
@@ -222,7 +222,7 @@ impl ObjectService for ObjectApi {
         let valid = self
             .objects
             .verify_password(
-                &caller.token_id,
+                caller.actor(),
                 type_name,
                 id,
                 property,

@@ -167,7 +167,7 @@ impl ReconService for ReconApi {
         who.require(Scope::Admin)?;
         let run = self
             .reconciler
-            .start(&request.get_ref().mapping, None, &who.token_id)
+            .start(&request.get_ref().mapping, None, who.actor())
             .await?;
         trail::detail(&request, &format!("recon/{}", run.rid));
         let request = request.into_inner();
@@ -186,7 +186,7 @@ impl ReconService for ReconApi {
         let ids = source_ids(request.source_ids)?;
         let run = self
             .reconciler
-            .start(&request.mapping, Some(ids), &who.token_id)
+            .start(&request.mapping, Some(ids), who.actor())
             .await?;
         self.answer(run, request.wait).await
     }

@@ -82,7 +82,7 @@ fn chosen<T>(
     if mapping.is_empty() {
         return Err(Status::invalid_argument("mapping: required"));
     }
-    Ok((caller.token_id, seqs(names)?))
+    Ok((caller.actor().to_string(), seqs(names)?))
 }
 
 fn as_count(n: u64) -> i64 {

@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 use super::auth::{BOOTSTRAP_ACTOR, TokenRegistry, caller, parse_scope, scope_name};
 use super::timestamp;
 use super::trail;
-use crate::store::{TokenRecord, format_timestamp};
+use crate::store::{TokenKind, TokenRecord, format_timestamp};
 
 pub struct TokenApi {
     pub registry: Arc<TokenRegistry>,
@@ -92,6 +92,8 @@ impl TokenService for TokenApi {
             .list()
             .await?
             .into_iter()
+            // Login sessions are not API tokens (see `idmctl accounts`).
+            .filter(|t| t.kind == TokenKind::Token)
             .filter(|t| include_revoked || !t.revoked)
             .map(to_proto)
             .collect();

@@ -4,7 +4,8 @@
 //! (the target the handler names with [`target`]) and how it ended (`success`,
 //! a password check's `valid` / `invalid`, or the status code of a failure:
 //! `PERMISSION_DENIED`, `INVALID_ARGUMENT` …). A call without a valid token is
-//! not recorded: its caller is unknown. Entries name things, never values.
+//! not recorded: its caller is unknown; but a login (which needs none) is,
+//! with the name tried as its actor. Entries name things, never values.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -38,6 +39,17 @@ const ACTIONS: &[(&str, &str)] = &[
     ("/idm.v1.SyncService/DiscardSyncEntries", "sync.discard"),
     ("/idm.v1.ObjectService/VerifyPassword", "password.verify"),
     ("/idm.v1.KeyService/RotateKey", "key.rotate"),
+    // Logins are recorded whatever their outcome, actor the name tried.
+    ("/idm.v1.AuthService/Login", "auth.login"),
+    ("/idm.v1.AuthService/Logout", "auth.logout"),
+    ("/idm.v1.AccountService/CreateAccount", "account.create"),
+    (
+        "/idm.v1.AccountService/SetAccountPassword",
+        "account.set-password",
+    ),
+    // `account.disable` when the handler says so (`action`).
+    ("/idm.v1.AccountService/SetAccountEnabled", "account.enable"),
+    ("/idm.v1.AccountService/DeleteAccount", "account.delete"),
 ];
 
 /// What one audited call learns as it runs: shared by the layer, the
@@ -48,6 +60,8 @@ pub struct Note(Arc<Mutex<Noted>>);
 #[derive(Default)]
 struct Noted {
     actor: Option<String>,
+    /// Replaces the listed action (one RPC, two actions: enable / disable).
+    action: Option<&'static str>,
     target: String,
     outcome: Option<String>,
     detail: Option<String>,
@@ -80,6 +94,13 @@ pub fn target_named<T>(request: &Request<T>, prefix: &str, name: &str) {
         request,
         &format!("{prefix}{}", name.strip_prefix(prefix).unwrap_or(name)),
     );
+}
+
+/// Records the call as `action` instead of the one `ACTIONS` lists.
+pub fn action<T>(request: &Request<T>, action: &'static str) {
+    if let Some(note) = note_of(request) {
+        note.update(|n| n.action = Some(action));
+    }
 }
 
 /// Replaces `success` for a call that answered: a password check's verdict.
@@ -197,7 +218,7 @@ where
                 &store,
                 ActionRecord {
                     actor: &actor,
-                    action,
+                    action: noted.action.unwrap_or(action),
                     target: &noted.target,
                     outcome: &outcome,
                     detail: noted.detail.as_deref(),

@@ -15,7 +15,7 @@ use idm_proto::filter::{self, AttrPath};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-pub use password::{PasswordThrottle, ThrottleLimits};
+pub use password::{PasswordThrottle, ThrottleLimits, dummy_hash};
 pub use patch::PatchOp;
 pub use schema::{
     DEFAULT_MANAGED_JSON, ManagedSchema, ObjectType, Property, PropertyKind, SchemaError,

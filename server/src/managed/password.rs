@@ -140,7 +140,7 @@ fn wait(
 
 /// An argon2 hash of a random password, made once with the same parameters
 /// as every stored hash: checking against it costs what a real check costs.
-async fn dummy_hash() -> String {
+pub async fn dummy_hash() -> String {
     static DUMMY: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
     DUMMY
         .get_or_init(|| async {

@@ -6,6 +6,7 @@
 //! other attribute name is bound too (`data[$p0]`). Concurrent write
 //! conflicts are retried with backoff, so callers never see them.
 
+mod accounts;
 mod audit;
 mod config;
 mod keys;
@@ -25,6 +26,7 @@ use serde_json::Value;
 use surrealdb::Surreal;
 use surrealdb::engine::any::{self, Any};
 
+pub use accounts::{AccountRecord, AccountSecret};
 pub use audit::{ActionRecord, AuditQuery, AuditRecord};
 pub use config::ConfigDocument;
 pub use keys::{CredentialKey, KeyRecord, Reseal};
@@ -40,12 +42,14 @@ pub use query::{
 };
 pub use recon::{MAX_KEPT_FAILURES, Progress, ReconFailureRecord, ReconRunRecord};
 pub use schedules::{ExecutionRecord, ScheduleState};
-pub use tokens::TokenRecord;
+pub use tokens::{TokenKind, TokenRecord};
 
 /// Bumped whenever `schema.surql` changes shape; `migrate` takes older stores forward.
 /// 2: `meta:key` holds the encryption key's fingerprint.
 /// 3: audit entries have an `outcome` (and admin actions are audited).
-pub const SCHEMA_VERSION: i64 = 3;
+/// 4: `account` (people's logins); login sessions in `token` (`kind`,
+///    `account`, `idle_timeout`, `last_used`; older tokens read as API tokens).
+pub const SCHEMA_VERSION: i64 = 4;
 const SCHEMA: &str = include_str!("schema.surql");
 const WRITE_ATTEMPTS: u32 = 8;
 /// Root credentials for a `ws://` SurrealDB server.

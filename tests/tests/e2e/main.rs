@@ -2,6 +2,7 @@
 //! own idmd (real process, real gRPC over loopback, real embedded SurrealDB).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod accounts;
 mod admin_audit;
 mod audit;
 mod auth;
