@@ -219,12 +219,19 @@ async fn idm_gateway_refuses_without_a_token_before_parsing_and_survives() {
         }
     }
     // A bearer too long to be idm's is refused without asking the core
-    // (sent on, it would break the call: a 500).
+    // (sent on, it would break the call: a 500): 401 from the gateway, or
+    // 431 from the HTTP layer when the connection is HTTP/2 (whose header
+    // list is capped before any handler runs).
     let oversized = "x".repeat(60_000);
-    gateway
+    let refused = gateway
         .send_as(Some(&oversized), "GET", "/Users", None, &[])
-        .await
-        .expect_error(401, None);
+        .await;
+    assert!(
+        [401, 431].contains(&refused.status),
+        "{}: {}",
+        refused.status,
+        refused.body
+    );
     // Nothing of the request is read before the token: a bad filter, a
     // body that is not JSON, a PATCH of nothing get 401 too.
     gateway
