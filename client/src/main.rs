@@ -146,10 +146,15 @@ async fn main() -> ExitCode {
         }
     };
     let stored = session::Stored::load();
+    // A refused login needs no advice about tokens: its message says it all.
+    let logging_in = matches!(cli.command, Command::Login { .. });
     // Logout ends the stored session where it was made; other commands use
     // it when no token is given and it is for their endpoint.
     let (endpoint, token, from_session) = match (&cli.command, &stored) {
         (Command::Logout, Some(s)) => (s.endpoint.clone(), Some(s.token.clone()), true),
+        // A login stands on its own: a failure is about the name and password
+        // given, not the session kept from before.
+        (Command::Login { .. }, _) => (cli.endpoint, None, false),
         _ => match cli.token.filter(|t| !t.is_empty()) {
             Some(token) => (cli.endpoint, Some(token), false),
             None => {
@@ -165,7 +170,12 @@ async fn main() -> ExitCode {
         // `idmctl … | head`: the reader left; nothing to report.
         Err(CliError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(error) => {
-            print_error(&error, hint(&ctx, &error, from_session));
+            let advice = if logging_in {
+                None
+            } else {
+                hint(&ctx, &error, from_session)
+            };
+            print_error(&error, advice);
             ExitCode::FAILURE
         }
     }

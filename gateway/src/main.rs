@@ -84,7 +84,10 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Colours only for a person at a terminal, not in a log file.
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
