@@ -40,6 +40,7 @@
 pub mod auth;
 pub mod error;
 mod info;
+pub mod query_filter;
 pub mod sessions;
 
 use std::collections::HashMap;
