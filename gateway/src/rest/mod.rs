@@ -9,6 +9,9 @@
 //! - `auth.rs`: the [`Caller`] extractor (Basic, `X-OpenIDM-*`, Bearer; the
 //!   CSRF rule); `sessions.rs`: the sessions opened for a name and password.
 //! - `info.rs`: `info/ping`, `info/login`, `authentication?_action=logout`.
+//! - `managed/`: `managed/{type}[/{id}]` (read, query, create, replace,
+//!   patch, delete); `query_filter.rs`: Wren's `_queryFilter` → the core's
+//!   filter.
 //!
 //! ## Adding an endpoint module
 //!
@@ -40,6 +43,7 @@
 pub mod auth;
 pub mod error;
 mod info;
+pub mod managed;
 pub mod query_filter;
 pub mod sessions;
 
@@ -101,6 +105,7 @@ pub fn router(state: RestState) -> Router {
     let max_body = state.limits.max_body;
     Router::new()
         .merge(info::routes())
+        .merge(managed::routes())
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))

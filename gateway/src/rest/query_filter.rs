@@ -111,12 +111,17 @@ fn tokenize(input: &str) -> Result<Vec<(usize, Token)>, QueryFilterError> {
                             'b' => text.push('\u{8}'),
                             'f' => text.push('\u{c}'),
                             'u' => {
-                                let hex: String = (0..4).filter_map(|_| chars.next()).map(|(_, c)| c).collect();
+                                let hex: String = (0..4)
+                                    .filter_map(|_| chars.next())
+                                    .map(|(_, c)| c)
+                                    .collect();
                                 let code = u32::from_str_radix(&hex, 16)
                                     .ok()
                                     .filter(|_| hex.len() == 4)
                                     .and_then(char::from_u32)
-                                    .ok_or_else(|| error(index, "\\u needs four hex digits of a character"))?;
+                                    .ok_or_else(|| {
+                                        error(index, "\\u needs four hex digits of a character")
+                                    })?;
                                 text.push(code);
                             }
                             other => {
@@ -324,10 +329,7 @@ impl Parser {
         let value = match self.next() {
             Some(Token::Quoted(text)) => Value::String(text),
             Some(Token::Word(word)) => literal(&word).ok_or_else(|| {
-                error(
-                    at,
-                    format!("{word} is not a value: quote strings (\"…\")"),
-                )
+                error(at, format!("{word} is not a value: quote strings (\"…\")"))
             })?,
             _ => return Err(error(at, "expected a value")),
         };
@@ -413,8 +415,14 @@ mod tests {
         assert_eq!(core("true"), "<all>");
         assert_eq!(core("false"), "<nothing>");
         assert_eq!(core(r#"userName eq "bjensen""#), r#"userName eq "bjensen""#);
-        assert_eq!(core(r#"/userName eq "bjensen""#), r#"userName eq "bjensen""#);
-        assert_eq!(core(r#"/name/familyName sw 'Jen'"#), r#"name.familyName sw "Jen""#);
+        assert_eq!(
+            core(r#"/userName eq "bjensen""#),
+            r#"userName eq "bjensen""#
+        );
+        assert_eq!(
+            core(r#"/name/familyName sw 'Jen'"#),
+            r#"name.familyName sw "Jen""#
+        );
         assert_eq!(
             core(r#"(/sn co "a" or /sn co "b") and !(/mail pr) and /age ge 18"#),
             r#"(sn co "a" or sn co "b") and not (mail pr) and age ge 18"#
@@ -471,7 +479,11 @@ mod tests {
 
     #[test]
     fn limits_are_counted() {
-        let deep = format!("{}a pr{}", "(".repeat(MAX_DEPTH + 1), ")".repeat(MAX_DEPTH + 1));
+        let deep = format!(
+            "{}a pr{}",
+            "(".repeat(MAX_DEPTH + 1),
+            ")".repeat(MAX_DEPTH + 1)
+        );
         assert!(parse(&deep).is_err());
         let nots = format!("{}a pr{}", "!(".repeat(100), ")".repeat(100));
         assert!(parse(&nots).unwrap_err().message.contains("deeper"));

@@ -2,6 +2,8 @@
 //! Bearer, the session cache, the CSRF rule), Wren's error shape, and the
 //! info endpoints. Endpoint modules add their own files here.
 
+mod managed;
+
 use idm_proto::v1::{CreateAccountRequest, QueryAuditRequest, Scope};
 use idm_tests::rest::{ADMIN, ADMIN_PASSWORD, AS_ADMIN, Auth, start};
 use serde_json::json;
