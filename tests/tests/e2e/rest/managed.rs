@@ -157,7 +157,29 @@ async fn create_read_replace_patch_delete_with_revisions() {
     )
     .await
     .expect(200);
-    // A body that is not JSON is Wren's 400.
+    // increment, on a property the schema does not declare.
+    rest.patch(
+        "/managed/user/upsert",
+        &json!([{"operation": "add", "field": "/loginCount", "value": 1}]),
+        &[],
+    )
+    .await
+    .expect(200);
+    let incremented = rest
+        .patch(
+            "/managed/user/upsert",
+            &json!([{"operation": "increment", "field": "/loginCount", "value": 2}]),
+            &[],
+        )
+        .await
+        .expect(200);
+    assert_eq!(incremented.body["loginCount"], 3);
+    // Bodies are bounded: past 1 MiB, Wren's 413.
+    let huge = json!({"userName": "huge", "blob": "x".repeat(1024 * 1024 + 1)});
+    rest.post("/managed/user?_action=create", &huge)
+        .await
+        .expect_wren_error(413);
+    // A patch that is not an array is Wren's 400.
     rest.send(
         AS_ADMIN,
         "PATCH",

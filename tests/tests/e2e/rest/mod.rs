@@ -238,3 +238,24 @@ async fn a_cached_session_revoked_elsewhere_is_replaced_once() {
     rest.get("/info/login").await.expect(200);
     assert_eq!(logins_of(&idmd, ADMIN).await.len(), 2);
 }
+
+#[tokio::test]
+async fn an_unreachable_core_is_503() {
+    let (idmd, _rest) = start().await;
+    let dead = format!("http://127.0.0.1:{}", idm_tests::free_port());
+    let gateway = idm_tests::scim::Gateway::start_opts(
+        &idmd,
+        idm_tests::scim::GatewayOptions {
+            core: Some(dead),
+            ..Default::default()
+        },
+    )
+    .await;
+    let rest = idm_tests::rest::Rest::new(gateway);
+    rest.get("/managed/user/anyone")
+        .await
+        .expect_wren_error(503);
+    rest.send(Auth::None, "GET", "/info/ping", None, &[])
+        .await
+        .expect(200);
+}
