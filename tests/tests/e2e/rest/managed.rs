@@ -157,6 +157,20 @@ async fn create_read_replace_patch_delete_with_revisions() {
     )
     .await
     .expect(200);
+    // A taken unique value is Wren's policy failure.
+    let taken = rest
+        .post(
+            "/managed/user?_action=create",
+            &json!({"userName": "UPSERT"}),
+        )
+        .await
+        .expect_wren_error(403);
+    assert_eq!(
+        taken.body,
+        json!({"code": 403, "reason": "Forbidden", "message": "Policy validation failed",
+               "detail": {"result": false, "failedPolicyRequirements": [
+                   {"property": "userName", "policyRequirements": [{"policyRequirement": "UNIQUE"}]}]}})
+    );
     // increment, on a property the schema does not declare.
     rest.patch(
         "/managed/user/upsert",
