@@ -417,3 +417,38 @@ fn urlencode(text: &str) -> String {
         })
         .collect()
 }
+
+#[tokio::test]
+async fn the_readme_curl_command_works() {
+    let (_idmd, rest) = start().await;
+    for (i, sn) in ["Jensen", "Jones", "Smith"].iter().enumerate() {
+        create(&rest, &format!("user{i}"), sn, "G").await;
+    }
+    // README, "Wren's REST API": only the port and the password differ.
+    let output = tokio::process::Command::new("curl")
+        .args([
+            "-s",
+            "-k",
+            "-u",
+            &format!("openidm-admin:{}", idm_tests::rest::ADMIN_PASSWORD),
+            "-G",
+            &format!("{}/managed/user", rest.base),
+            "--data-urlencode",
+            r#"_queryFilter=/sn sw "J""#,
+            "-d",
+            "_pageSize=10",
+            "-d",
+            "_sortKeys=-sn",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let reply: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let sns: Vec<&str> = reply["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["sn"].as_str().unwrap())
+        .collect();
+    assert_eq!(sns, ["Jones", "Jensen"], "{reply}");
+}
