@@ -236,8 +236,10 @@ impl Idmd {
             .env_remove("IDM_TLS_KEY")
             .env_remove("IDM_ALLOW_PLAINTEXT")
             // A conf with LDAP mappings must never reach a directory the test
-            // did not start (the sample's own slapd on 3389, say): port 9 refuses.
+            // did not start (the sample's own slapd on 3389, say): port 9 refuses
+            // (IDM_LDAP_PORT: the Wren sample's &{idm.ldap.port}).
             .env("IDM_LDAP_URL", "ldap://127.0.0.1:9")
+            .env("IDM_LDAP_PORT", "9")
             .envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(log.try_clone().unwrap())
             .stderr(log);

@@ -27,6 +27,8 @@ pub struct Properties {
     /// From the properties files, the first file's value winning.
     files: BTreeMap<String, String>,
     project: String,
+    /// The environment to read instead of the process's (tests).
+    environment: Option<BTreeMap<String, String>>,
 }
 
 impl Properties {
@@ -40,6 +42,7 @@ impl Properties {
                 .unwrap_or_else(|_| project.to_path_buf())
                 .display()
                 .to_string(),
+            environment: None,
         };
         let candidates: [PathBuf; 2] = [
             files_dir.join("boot/boot.properties"),
@@ -66,10 +69,23 @@ impl Properties {
 
     /// Properties from text alone (tests).
     #[cfg(test)]
-    pub fn from_text(text: &str, project: &str) -> Properties {
+    pub fn from_text(text: &str, project: &str, environment: &[(&str, &str)]) -> Properties {
         Properties {
             files: parse(text).into_iter().collect(),
             project: project.to_string(),
+            environment: Some(
+                environment
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+        }
+    }
+
+    fn env(&self, name: &str) -> Option<String> {
+        match &self.environment {
+            Some(environment) => environment.get(name).cloned(),
+            None => std::env::var(name).ok(),
         }
     }
 
@@ -81,9 +97,8 @@ impl Properties {
                 c => c.to_ascii_uppercase(),
             })
             .collect();
-        std::env::var(name)
-            .ok()
-            .or_else(|| std::env::var(&upper).ok())
+        self.env(name)
+            .or_else(|| self.env(&upper))
             .or_else(|| self.files.get(name).cloned())
             .or_else(|| match name {
                 "launcher.project.location"
@@ -265,7 +280,7 @@ mod tests {
 
     #[test]
     fn references_resolve_from_files_defaults_and_the_project() {
-        let props = Properties::from_text("ldap.host=ldap.example\nldap.port=389\n", "/srv/project");
+        let props = Properties::from_text("ldap.host=ldap.example\nldap.port=389\n", "/srv/project", &[]);
         let mut doc = json!({
             "host": "&{ldap.host}",
             "url": "ldap://&{ldap.host}:&{ldap.port}",
@@ -283,19 +298,21 @@ mod tests {
 
     #[test]
     fn the_environment_wins_under_both_spellings() {
-        // SAFETY (test-only): variables unique to this test.
-        unsafe {
-            std::env::set_var("IDM_TEST_PROPS_UPPER_NAME", "from-env");
-        }
-        let props = Properties::from_text("idm.test.props.upper.name=from-file\n", "/p");
-        let mut doc = json!({"a": "&{idm.test.props.upper.name}"});
+        let env = [("IDM_TEST_PROPS_UPPER_NAME", "from-env"), ("exact.name", "exact")];
+        let props = Properties::from_text(
+            "idm.test.props.upper.name=from-file\nexact.name=file\n",
+            "/p",
+            &env,
+        );
+        let mut doc = json!({"a": "&{idm.test.props.upper.name}", "b": "&{exact.name}"});
         props.substitute(Path::new("p.json"), &mut doc).unwrap();
         assert_eq!(doc["a"], "from-env");
+        assert_eq!(doc["b"], "exact");
     }
 
     #[test]
     fn an_unknown_property_names_the_file_and_the_key() {
-        let props = Properties::from_text("", "/p");
+        let props = Properties::from_text("", "/p", &[]);
         let mut doc = json!({"configurationProperties": {"host": "&{idm.test.nowhere.set}"}});
         let err = props
             .substitute(Path::new("conf/provisioner.openicf-ldap.json"), &mut doc)
