@@ -52,7 +52,11 @@ pub struct Conf {
     pub documents: Vec<ConfigDocument>,
 }
 
-pub(crate) fn invalid(file: &Path, field: impl Into<String>, message: impl Into<String>) -> ConfError {
+pub(crate) fn invalid(
+    file: &Path,
+    field: impl Into<String>,
+    message: impl Into<String>,
+) -> ConfError {
     ConfError::Invalid {
         file: file.display().to_string(),
         field: field.into(),
@@ -279,7 +283,10 @@ fn check_env_references(file: &Path, at: &str, value: &Value) -> Result<(), Conf
 }
 
 /// Adds a connector document; two files declaring one name stop start-up.
-fn push_connector(documents: &mut Vec<ConfigDocument>, doc: ConfigDocument) -> Result<(), ConfError> {
+fn push_connector(
+    documents: &mut Vec<ConfigDocument>,
+    doc: ConfigDocument,
+) -> Result<(), ConfError> {
     if let Some(first) = documents
         .iter()
         .find(|d| d.kind == "connector" && d.name == doc.name)
@@ -287,7 +294,10 @@ fn push_connector(documents: &mut Vec<ConfigDocument>, doc: ConfigDocument) -> R
         return Err(invalid(
             Path::new(&doc.source),
             "name",
-            format!("connector \"{}\" is declared by {} already", doc.name, first.source),
+            format!(
+                "connector \"{}\" is declared by {} already",
+                doc.name, first.source
+            ),
         ));
     }
     documents.push(doc);

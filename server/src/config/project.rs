@@ -83,10 +83,19 @@ mod tests {
         assert_eq!(project.files, root.join("wren/conf"));
         assert_eq!(Layout::of(&root.join("wren/conf")), project);
         let flat = Layout::of(&root.join("flat"));
-        assert_eq!((flat.project.clone(), flat.files), (root.join("flat"), root.join("flat")));
+        assert_eq!(
+            (flat.project.clone(), flat.files),
+            (root.join("flat"), root.join("flat"))
+        );
         let base = &project.project;
-        assert_eq!(resolve(base, "script/greeting.js"), base.join("script/greeting.js"));
-        assert_eq!(resolve(base, "only-here.js"), base.join("conf/only-here.js"));
+        assert_eq!(
+            resolve(base, "script/greeting.js"),
+            base.join("script/greeting.js")
+        );
+        assert_eq!(
+            resolve(base, "only-here.js"),
+            base.join("conf/only-here.js")
+        );
         assert_eq!(resolve(base, "missing.js"), base.join("missing.js"));
         assert_eq!(resolve(base, "/etc/hosts"), PathBuf::from("/etc/hosts"));
         std::fs::remove_dir_all(root).unwrap();

@@ -280,7 +280,11 @@ mod tests {
 
     #[test]
     fn references_resolve_from_files_defaults_and_the_project() {
-        let props = Properties::from_text("ldap.host=ldap.example\nldap.port=389\n", "/srv/project", &[]);
+        let props = Properties::from_text(
+            "ldap.host=ldap.example\nldap.port=389\n",
+            "/srv/project",
+            &[],
+        );
         let mut doc = json!({
             "host": "&{ldap.host}",
             "url": "ldap://&{ldap.host}:&{ldap.port}",
@@ -298,7 +302,10 @@ mod tests {
 
     #[test]
     fn the_environment_wins_under_both_spellings() {
-        let env = [("IDM_TEST_PROPS_UPPER_NAME", "from-env"), ("exact.name", "exact")];
+        let env = [
+            ("IDM_TEST_PROPS_UPPER_NAME", "from-env"),
+            ("exact.name", "exact"),
+        ];
         let props = Properties::from_text(
             "idm.test.props.upper.name=from-file\nexact.name=file\n",
             "/p",

@@ -13,7 +13,7 @@ use idm_proto::v1::{
     QueryObjectsRequest, ReconRun, Schedule, SyncQueueSummary,
 };
 use idm_tests::directory::{self, Slapd};
-use idm_tests::{Clients, Idmd, IdmdOptions, TempDir, attrs, json_of, idm_conf};
+use idm_tests::{Clients, Idmd, IdmdOptions, TempDir, attrs, idm_conf, json_of};
 use serde_json::{Value, json};
 
 use crate::{create_user, recon};

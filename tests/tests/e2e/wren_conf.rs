@@ -9,9 +9,9 @@
 use std::time::{Duration, Instant};
 
 use idm_proto::v1::{PatchObjectRequest, PatchOperation};
+use idm_testkit::SlapdBuilder;
 use idm_tests::directory::{self, Slapd};
 use idm_tests::{Idmd, IdmdOptions, TempDir, wren_sample};
-use idm_testkit::SlapdBuilder;
 use serde_json::{Value, json};
 
 use crate::{managed_object, recon};
@@ -32,7 +32,10 @@ fn ldap_env(slapd: &Slapd) -> Vec<(String, String)> {
         ("IDM_LDAP_HOST".into(), "127.0.0.1".into()),
         ("IDM_LDAP_PORT".into(), slapd.port().to_string()),
         ("IDM_LDAP_BIND_DN".into(), slapd.admin_dn().into()),
-        ("IDM_LDAP_BIND_PASSWORD".into(), slapd.admin_password().into()),
+        (
+            "IDM_LDAP_BIND_PASSWORD".into(),
+            slapd.admin_password().into(),
+        ),
     ]
 }
 
@@ -122,7 +125,11 @@ async fn the_sync_sample_runs_as_written_and_a_rename_keeps_the_entry_uuid_link(
     })
     .await;
     assert_eq!(moved.dn, format!("uid=jsnow123,{BASE}"));
-    assert_eq!(moved.get("entryUUID"), Some(uuid.as_str()), "the same entry, moved");
+    assert_eq!(
+        moved.get("entryUUID"),
+        Some(uuid.as_str()),
+        "the same entry, moved"
+    );
     assert_eq!(moved.get("cn"), Some("jsnow123"));
     assert!(directory::account(&slapd, "snow123").is_none());
     assert_eq!(
@@ -152,7 +159,11 @@ async fn the_scheduler_sample_runs_from_its_conf_directory() {
     let mut c = idmd.clients().await;
     let deadline = Instant::now() + PATIENCE;
     while managed_object(&mut c, "user", "123").await.is_none() {
-        assert!(Instant::now() < deadline, "schedule-recon never ran:\n{}", idmd.log());
+        assert!(
+            Instant::now() < deadline,
+            "schedule-recon never ran:\n{}",
+            idmd.log()
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     eventually("the greeting script's line", || {
@@ -166,13 +177,15 @@ async fn the_scheduler_sample_runs_from_its_conf_directory() {
 #[tokio::test]
 async fn unsupported_icf_settings_and_wren_encrypted_credentials_are_named_at_start() {
     let project = wren_sample("sync");
-    edit(&project.path().join("conf/provisioner.openicf-ldap.json"), |icf| {
-        let props = &mut icf["configurationProperties"];
-        props["useBlocks"] = json!(true);
-        props["credentials"] =
-            json!({"$crypto": {"type": "x-simple-encryption", "value": {"cipher": "AES/CBC/PKCS5Padding", "data": "c2VjcmV0"}}});
-        icf["poolConfigOption"] = json!({"maxObjects": 50});
-    });
+    edit(
+        &project.path().join("conf/provisioner.openicf-ldap.json"),
+        |icf| {
+            let props = &mut icf["configurationProperties"];
+            props["useBlocks"] = json!(true);
+            props["credentials"] = json!({"$crypto": {"type": "x-simple-encryption", "value": {"cipher": "AES/CBC/PKCS5Padding", "data": "c2VjcmV0"}}});
+            icf["poolConfigOption"] = json!({"maxObjects": 50});
+        },
+    );
     let idmd = Idmd::start_with(IdmdOptions {
         conf: Some(project.path().to_path_buf()),
         ..Default::default()
@@ -192,12 +205,16 @@ async fn unsupported_icf_settings_and_wren_encrypted_credentials_are_named_at_st
         "{warning}"
     );
     assert!(
-        log.lines().any(|l| l.contains("provisioner.openicf-ldap.json")
-            && l.contains("configurationProperties.credentials")
-            && l.contains("$crypto")),
+        log.lines()
+            .any(|l| l.contains("provisioner.openicf-ldap.json")
+                && l.contains("configurationProperties.credentials")
+                && l.contains("$crypto")),
         "{log}"
     );
-    assert!(!log.contains("c2VjcmV0"), "nothing of the encrypted value is logged");
+    assert!(
+        !log.contains("c2VjcmV0"),
+        "nothing of the encrypted value is logged"
+    );
 }
 
 #[tokio::test]

@@ -16,7 +16,12 @@ pub(super) fn translate(
     let file = reader
         .string(properties, AT, "csvFile")?
         .filter(|f| !f.trim().is_empty())
-        .ok_or_else(|| reader.invalid("configurationProperties.csvFile", "required: the CSV file's path"))?;
+        .ok_or_else(|| {
+            reader.invalid(
+                "configurationProperties.csvFile",
+                "required: the CSV file's path",
+            )
+        })?;
     let header_uid = reader
         .string(properties, AT, "headerUid")?
         .unwrap_or_else(|| "uid".into());
@@ -35,13 +40,27 @@ pub(super) fn translate(
     if let Some(encoding) = reader.string(properties, AT, "encoding")?
         && !matches!(encoding.to_ascii_lowercase().as_str(), "utf-8" | "utf8")
     {
-        reader.ignore("configurationProperties.encoding", "idm reads CSV files as UTF-8");
+        reader.ignore(
+            "configurationProperties.encoding",
+            "idm reads CSV files as UTF-8",
+        );
     }
     reader.ignore_rest(
         AT,
         properties,
-        &["csvFile", "headerUid", "headerName", "headerPassword", "fieldDelimiter", "quoteCharacter", "encoding"],
-        &[("newlineString", json!("\n")), ("syncFileRetentionCount", json!(3))],
+        &[
+            "csvFile",
+            "headerUid",
+            "headerName",
+            "headerPassword",
+            "fieldDelimiter",
+            "quoteCharacter",
+            "encoding",
+        ],
+        &[
+            ("newlineString", json!("\n")),
+            ("syncFileRetentionCount", json!(3)),
+        ],
         "the CSV connector is read-only in idm and has no such setting",
     );
     let mut object_types = Map::new();
@@ -60,8 +79,10 @@ pub(super) fn translate(
             json!({"uidColumn": header_uid, "delimiter": delimiter, "quote": quote}),
         );
     }
-    Ok(json!({"connectorType": "csv", "file": file, "objectTypes": object_types})
-        .as_object()
-        .cloned()
-        .unwrap_or_default())
+    Ok(
+        json!({"connectorType": "csv", "file": file, "objectTypes": object_types})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+    )
 }

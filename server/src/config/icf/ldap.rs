@@ -50,7 +50,10 @@ fn inert() -> Vec<(&'static str, Value)> {
         ("failover", json!([])),
         ("readSchema", json!(true)),
         ("maintainLdapGroupMembership", json!(false)),
-        ("respectResourcePasswordPolicyChangeAfterReset", json!(false)),
+        (
+            "respectResourcePasswordPolicyChangeAfterReset",
+            json!(false),
+        ),
         ("useTimestampsForSync", json!(false)),
     ]
 }
@@ -78,13 +81,19 @@ pub(super) fn translate(
     } else {
         host
     };
-    let url = format!("{}://{host_part}:{port}", if ssl { "ldaps" } else { "ldap" });
+    let url = format!(
+        "{}://{host_part}:{port}",
+        if ssl { "ldaps" } else { "ldap" }
+    );
 
     let mut body = Map::new();
     body.insert("connectorType".into(), json!("ldap"));
     body.insert("url".into(), json!(url));
     body.insert("startTls".into(), json!(start_tls));
-    if let Some(principal) = reader.string(properties, AT, "principal")?.filter(|p| !p.is_empty()) {
+    if let Some(principal) = reader
+        .string(properties, AT, "principal")?
+        .filter(|p| !p.is_empty())
+    {
         body.insert("bindDn".into(), json!(principal));
     }
     match properties.get("credentials") {
@@ -96,7 +105,9 @@ pub(super) fn translate(
             reader.unreadable.push(field("credentials"));
         }
         // idm's own forms: an `$env` reference, a sealed value.
-        Some(Value::Object(value)) if value.contains_key("$env") || value.contains_key("$sealed") => {
+        Some(Value::Object(value))
+            if value.contains_key("$env") || value.contains_key("$sealed") =>
+        {
             body.insert("bindPassword".into(), Value::Object(value.clone()));
         }
         Some(_) => return Err(reader.invalid(field("credentials"), "expected a string")),
@@ -105,16 +116,24 @@ pub(super) fn translate(
     let contexts = reader
         .strings(properties, AT, "baseContexts")?
         .filter(|c| !c.is_empty())
-        .ok_or_else(|| reader.invalid(field("baseContexts"), "required: [\"dc=example,dc=org\"]"))?;
+        .ok_or_else(|| {
+            reader.invalid(field("baseContexts"), "required: [\"dc=example,dc=org\"]")
+        })?;
     body.insert("baseDn".into(), json!(contexts[0]));
     if contexts.len() > 1 {
-        reader.ignore(field("baseContexts[1..]"), "idm reads and writes below the first base context only");
+        reader.ignore(
+            field("baseContexts[1..]"),
+            "idm reads and writes below the first base context only",
+        );
     }
     if let Some(to_sync) = reader.strings(properties, AT, "baseContextsToSynchronize")?
         && !to_sync.is_empty()
         && to_sync != contexts[..1]
     {
-        reader.ignore(field("baseContextsToSynchronize"), "idm's liveSync reads below the first base context");
+        reader.ignore(
+            field("baseContextsToSynchronize"),
+            "idm's liveSync reads below the first base context",
+        );
     }
 
     let uid_attribute = reader
@@ -122,7 +141,10 @@ pub(super) fn translate(
         .filter(|u| !u.trim().is_empty())
         .unwrap_or_else(|| "entryUUID".into());
     body.insert("uidAttribute".into(), json!(uid_attribute));
-    match reader.string(properties, AT, "passwordHashAlgorithm")?.as_deref() {
+    match reader
+        .string(properties, AT, "passwordHashAlgorithm")?
+        .as_deref()
+    {
         None | Some("") => {
             body.insert("passwordHashing".into(), json!("cleartext"));
         }
@@ -138,7 +160,10 @@ pub(super) fn translate(
         }
     }
     if reader.flag(properties, AT, "usePagedResultControl")? == Some(false) {
-        reader.ignore(field("usePagedResultControl"), "idm always pages with the Simple Paged Results control");
+        reader.ignore(
+            field("usePagedResultControl"),
+            "idm always pages with the Simple Paged Results control",
+        );
     }
     if let Some(block) = reader.number(properties, AT, "blockSize")? {
         if !(1..=1_000_000).contains(&block) {
@@ -146,18 +171,31 @@ pub(super) fn translate(
         }
         body.insert("pageSize".into(), json!(block));
     }
-    reader.ignore_rest(AT, properties, HANDLED, &inert(), "not supported by idm's LDAP connector");
+    reader.ignore_rest(
+        AT,
+        properties,
+        HANDLED,
+        &inert(),
+        "not supported by idm's LDAP connector",
+    );
 
     let account_classes = reader
         .strings(properties, AT, "accountObjectClasses")?
         .filter(|c| !c.is_empty())
-        .unwrap_or_else(|| ["top", "person", "organizationalPerson", "inetOrgPerson"].map(String::from).to_vec());
+        .unwrap_or_else(|| {
+            ["top", "person", "organizationalPerson", "inetOrgPerson"]
+                .map(String::from)
+                .to_vec()
+        });
     let user_names = reader
         .strings(properties, AT, "accountUserNameAttributes")?
         .filter(|c| !c.is_empty())
         .unwrap_or_else(|| vec!["uid".into()]);
     if user_names.len() > 1 {
-        reader.ignore(field("accountUserNameAttributes[1..]"), "idm names new entries by the first attribute");
+        reader.ignore(
+            field("accountUserNameAttributes[1..]"),
+            "idm names new entries by the first attribute",
+        );
     }
     let password_attribute = reader
         .string(properties, AT, "passwordAttribute")?
@@ -228,7 +266,10 @@ fn search_filter(
     properties: &Map<String, Value>,
     key: &str,
 ) -> Result<Option<String>, ConfError> {
-    let Some(filter) = reader.string(properties, AT, key)?.filter(|f| !f.trim().is_empty()) else {
+    let Some(filter) = reader
+        .string(properties, AT, key)?
+        .filter(|f| !f.trim().is_empty())
+    else {
         return Ok(None);
     };
     let filter = filter.trim().to_string();
@@ -240,7 +281,10 @@ fn search_filter(
             (depth >= 0).then_some(depth)
         }) == Some(0);
     if !balanced {
-        return Err(reader.invalid(format!("{AT}.{key}"), "an LDAP filter in parentheses, e.g. (uid=*)"));
+        return Err(reader.invalid(
+            format!("{AT}.{key}"),
+            "an LDAP filter in parentheses, e.g. (uid=*)",
+        ));
     }
     Ok(Some(filter))
 }

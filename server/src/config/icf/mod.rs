@@ -71,7 +71,12 @@ impl Reader<'_> {
     }
 
     /// A string setting (`null` and absent as `None`).
-    fn string(&self, map: &Map<String, Value>, at: &str, key: &str) -> Result<Option<String>, ConfError> {
+    fn string(
+        &self,
+        map: &Map<String, Value>,
+        at: &str,
+        key: &str,
+    ) -> Result<Option<String>, ConfError> {
         match map.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -80,7 +85,12 @@ impl Reader<'_> {
     }
 
     /// A boolean, or its text (what a `&{…}` substitution gives).
-    fn flag(&self, map: &Map<String, Value>, at: &str, key: &str) -> Result<Option<bool>, ConfError> {
+    fn flag(
+        &self,
+        map: &Map<String, Value>,
+        at: &str,
+        key: &str,
+    ) -> Result<Option<bool>, ConfError> {
         match map.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
@@ -91,7 +101,12 @@ impl Reader<'_> {
     }
 
     /// A whole number, or its text.
-    fn number(&self, map: &Map<String, Value>, at: &str, key: &str) -> Result<Option<u64>, ConfError> {
+    fn number(
+        &self,
+        map: &Map<String, Value>,
+        at: &str,
+        key: &str,
+    ) -> Result<Option<u64>, ConfError> {
         match map.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
@@ -101,7 +116,12 @@ impl Reader<'_> {
     }
 
     /// A list of strings (a lone string counts as one).
-    fn strings(&self, map: &Map<String, Value>, at: &str, key: &str) -> Result<Option<Vec<String>>, ConfError> {
+    fn strings(
+        &self,
+        map: &Map<String, Value>,
+        at: &str,
+        key: &str,
+    ) -> Result<Option<Vec<String>>, ConfError> {
         match map.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(vec![s.clone()])),
@@ -118,12 +138,22 @@ impl Reader<'_> {
     /// Notes every key of `map` not in `handled` whose value asks for
     /// something: `null` asks nothing, nor does a value equal to the
     /// connector's own default in `inert`.
-    fn ignore_rest(&mut self, at: &str, map: &Map<String, Value>, handled: &[&str], inert: &[(&str, Value)], why: &str) {
+    fn ignore_rest(
+        &mut self,
+        at: &str,
+        map: &Map<String, Value>,
+        handled: &[&str],
+        inert: &[(&str, Value)],
+        why: &str,
+    ) {
         for (key, value) in map {
             if handled.contains(&key.as_str()) || value.is_null() {
                 continue;
             }
-            if inert.iter().any(|(k, default)| k == key && default == value) {
+            if inert
+                .iter()
+                .any(|(k, default)| k == key && default == value)
+            {
                 continue;
             }
             self.ignore(join(at, key), why);
@@ -154,7 +184,12 @@ pub fn translate(
     let connector_ref = icf
         .get("connectorRef")
         .and_then(Value::as_object)
-        .ok_or_else(|| reader.invalid("connectorRef", "required: {\"connectorName\": …, \"bundleName\": …, \"bundleVersion\": …}"))?;
+        .ok_or_else(|| {
+            reader.invalid(
+                "connectorRef",
+                "required: {\"connectorName\": …, \"bundleName\": …, \"bundleVersion\": …}",
+            )
+        })?;
     let connector_name = reader
         .string(connector_ref, "connectorRef", "connectorName")?
         .ok_or_else(|| reader.invalid("connectorRef.connectorName", "required"))?;
@@ -273,7 +308,15 @@ fn native_name<'a>(name: &'a str, declaration: &'a Value) -> &'a str {
 
 /// The keys of an object type read as description (idm reads every
 /// attribute the system returns).
-const TYPE_KEYS: &[&str] = &["$schema", "id", "type", "nativeType", "properties", "description", "title"];
+const TYPE_KEYS: &[&str] = &[
+    "$schema",
+    "id",
+    "type",
+    "nativeType",
+    "properties",
+    "description",
+    "title",
+];
 
 /// Checks an object type's properties: each must be called what the system
 /// calls it (after `native` maps ICF's `__NAME__`, `__UID__`,

@@ -51,8 +51,14 @@ fn csv_headers_delimiter_quote_and_encoding_are_read() {
     );
     assert_eq!(translated.body["file"], "/data/people.csv");
     let ignored = translated.ignored.join("\n");
-    assert!(ignored.contains("configurationProperties.encoding"), "{ignored}");
-    assert!(ignored.contains("objectTypes.person.properties.email.nativeName"), "{ignored}");
+    assert!(
+        ignored.contains("configurationProperties.encoding"),
+        "{ignored}"
+    );
+    assert!(
+        ignored.contains("objectTypes.person.properties.email.nativeName"),
+        "{ignored}"
+    );
     assert_eq!(translated.ignored.len(), 2, "{ignored}");
 }
 
@@ -106,8 +112,14 @@ fn ldap_settings_map_and_groups_get_their_member_attribute() {
     assert_eq!(body["uidAttribute"], "nsUniqueId");
     assert_eq!(body["passwordHashing"], "cleartext");
     assert_eq!(body["pageSize"], 250);
-    assert!(body.get("bindPassword").is_none(), "a $crypto value is not guessed at");
-    assert_eq!(translated.unreadable, ["configurationProperties.credentials"]);
+    assert!(
+        body.get("bindPassword").is_none(),
+        "a $crypto value is not guessed at"
+    );
+    assert_eq!(
+        translated.unreadable,
+        ["configurationProperties.credentials"]
+    );
     assert_eq!(
         body["objectTypes"]["account"],
         json!({"namingAttribute": "cn", "objectClasses": ["top", "person", "organizationalPerson", "inetOrgPerson"],
@@ -163,6 +175,11 @@ fn a_disabled_connector_is_not_loaded_and_missing_settings_are_named() {
     let props = icf["configurationProperties"].as_object_mut().unwrap();
     props.insert("port".into(), json!(389));
     props.remove("baseContexts");
-    let err = translate(Path::new("p.json"), "p", &icf).unwrap_err().to_string();
-    assert!(err.contains("configurationProperties.baseContexts"), "{err}");
+    let err = translate(Path::new("p.json"), "p", &icf)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("configurationProperties.baseContexts"),
+        "{err}"
+    );
 }

@@ -312,7 +312,9 @@ impl LdapConnector {
                 member_attribute: optional_attribute("memberAttribute")?,
                 // "" is a real placeholder (the empty DN); absent means none.
                 placeholder_member: string_field(decl, "placeholderMember"),
-                search_filter: match string_field(decl, "searchFilter").map(|f| f.trim().to_string()) {
+                search_filter: match string_field(decl, "searchFilter")
+                    .map(|f| f.trim().to_string())
+                {
                     Some(f) if f.is_empty() => None,
                     Some(f) if f.starts_with('(') && f.ends_with(')') && f.len() <= 4096 => Some(f),
                     Some(_) => {

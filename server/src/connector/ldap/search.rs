@@ -247,12 +247,21 @@ impl LdapConnector {
 /// The uid attribute as the `'static` name ldap3's streaming search wants:
 /// the common ones without allocating, another leaked once per name.
 fn uid_attribute_name(name: &str) -> &'static str {
-    const KNOWN: &[&str] = &["entryUUID", "nsUniqueId", "objectGUID", "GUID", "uid", "ipaUniqueID"];
+    const KNOWN: &[&str] = &[
+        "entryUUID",
+        "nsUniqueId",
+        "objectGUID",
+        "GUID",
+        "uid",
+        "ipaUniqueID",
+    ];
     if let Some(known) = KNOWN.iter().find(|k| k.eq_ignore_ascii_case(name)) {
         return known;
     }
     static LEAKED: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
-    let mut leaked = LEAKED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut leaked = LEAKED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(found) = leaked.iter().find(|l| **l == name) {
         return found;
     }
@@ -264,7 +273,11 @@ fn uid_attribute_name(name: &str) -> &'static str {
 /// An entry as a connector object: one value → a string, several → an array,
 /// `objectClass` always an array; the placeholder member is left out. With a
 /// uid attribute, its value is the uid and the DN is the `dn` attribute.
-fn to_object(ldap_type: &LdapType, uid_attribute: Option<&str>, entry: SearchEntry) -> ConnectorObject {
+fn to_object(
+    ldap_type: &LdapType,
+    uid_attribute: Option<&str>,
+    entry: SearchEntry,
+) -> ConnectorObject {
     let mut attributes: Vec<(String, Vec<String>)> = entry.attrs.into_iter().collect();
     attributes.extend(entry.bin_attrs.into_iter().map(|(name, values)| {
         let encoded = values.iter().map(|v| BASE64.encode(v)).collect();

@@ -79,7 +79,10 @@ mod tests {
     }
 
     fn account(uid: &str) -> Map<String, Value> {
-        json!({"uid": uid, "cn": uid, "sn": uid}).as_object().cloned().unwrap()
+        json!({"uid": uid, "cn": uid, "sn": uid})
+            .as_object()
+            .cloned()
+            .unwrap()
     }
 
     #[tokio::test]
@@ -88,7 +91,10 @@ mod tests {
         let c = connector(&slapd, json!({}));
         let base = slapd.base_dn().to_string();
         let uuid = c.create("account", &account("jdoe")).await.unwrap();
-        assert!(uuid.len() == 36 && uuid.contains('-'), "an entryUUID: {uuid}");
+        assert!(
+            uuid.len() == 36 && uuid.contains('-'),
+            "an entryUUID: {uuid}"
+        );
         let read = c.get("account", &uuid).await.unwrap().expect("read by uid");
         assert_eq!(read.uid, uuid);
         assert_eq!(read.attributes["dn"], json!(format!("uid=jdoe,{base}")));
@@ -98,11 +104,17 @@ mod tests {
         assert_eq!(by_dn.map(|o| o.uid), Some(uuid.clone()));
 
         // Renamed by its naming attribute, then by a dn: the uid stays.
-        let changes = json!({"uid": "jsmith", "cn": "jsmith"}).as_object().cloned().unwrap();
+        let changes = json!({"uid": "jsmith", "cn": "jsmith"})
+            .as_object()
+            .cloned()
+            .unwrap();
         assert_eq!(c.update("account", &uuid, &changes).await.unwrap(), uuid);
         let read = c.get("account", &uuid).await.unwrap().unwrap();
         assert_eq!(read.attributes["dn"], json!(format!("uid=jsmith,{base}")));
-        let dn = json!({"dn": format!("uid=js,{base}")}).as_object().cloned().unwrap();
+        let dn = json!({"dn": format!("uid=js,{base}")})
+            .as_object()
+            .cloned()
+            .unwrap();
         assert_eq!(c.update("account", &uuid, &dn).await.unwrap(), uuid);
         let read = c.get("account", &uuid).await.unwrap().unwrap();
         assert_eq!(read.attributes["dn"], json!(format!("uid=js,{base}")));
@@ -117,7 +129,7 @@ mod tests {
             .try_collect()
             .await
             .unwrap();
-        assert_eq!(listed, [uuid.clone()]);
+        assert_eq!(listed, std::slice::from_ref(&uuid));
         c.delete("account", &uuid).await.unwrap();
         assert_eq!(c.get("account", &uuid).await.unwrap(), None);
         c.delete("account", &uuid).await.unwrap();

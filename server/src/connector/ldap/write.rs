@@ -317,12 +317,12 @@ impl LdapConnector {
         self.run(&object, Retry::Always, |mut ldap| {
             let dn = dn.clone();
             async move {
-            let result = ldap.with_timeout(timeout).delete(&dn).await?;
-            if result.rc == 32 {
-                // Already gone: what a delete wants.
-                return Ok(());
-            }
-            result.success().map(|_| ())
+                let result = ldap.with_timeout(timeout).delete(&dn).await?;
+                if result.rc == 32 {
+                    // Already gone: what a delete wants.
+                    return Ok(());
+                }
+                result.success().map(|_| ())
             }
         })
         .await
