@@ -152,16 +152,18 @@ async fn implicit_sync(slapd: &Slapd, dir: &Path, users: usize) -> (f64, f64, f6
         .unwrap_or_else(|e| panic!("key: {e}"));
     let schema = ManagedSchema::builtin().unwrap_or_else(|e| panic!("schema: {e}"));
     let objects = ManagedObjects::new(Arc::new(schema), store.clone(), Arc::new(secrets));
-    let sample: Value = serde_json::from_str(include_str!("../../samples/sync/sync.json"))
-        .unwrap_or_else(|e| panic!("sync.json: {e}"));
+    let sample: Value =
+        serde_json::from_str(include_str!("../../tests/fixtures/idm-sync/sync.json"))
+            .unwrap_or_else(|e| panic!("sync.json: {e}"));
     let mapping = sample["mappings"]
         .as_array()
         .and_then(|m| m.iter().find(|m| m["name"] == MAPPING))
         .cloned()
-        .unwrap_or_else(|| panic!("{MAPPING} in samples/sync/sync.json"));
-    let mut connector: Value =
-        serde_json::from_str(include_str!("../../samples/sync/connector-ldap.json"))
-            .unwrap_or_else(|e| panic!("connector-ldap.json: {e}"));
+        .unwrap_or_else(|| panic!("{MAPPING} in tests/fixtures/idm-sync/sync.json"));
+    let mut connector: Value = serde_json::from_str(include_str!(
+        "../../tests/fixtures/idm-sync/connector-ldap.json"
+    ))
+    .unwrap_or_else(|e| panic!("connector-ldap.json: {e}"));
     connector["url"] = json!(slapd.url());
     connector["baseDn"] = json!(slapd.base_dn());
     connector["bindDn"] = json!(slapd.admin_dn());

@@ -129,7 +129,8 @@ async fn reconciler(dir: &Path, csv: &Path, writers: usize) -> Reconciler {
         store.clone(),
         Arc::new(secrets),
     );
-    let sample: Value = serde_json::from_str(include_str!("../../samples/sync/sync.json")).unwrap();
+    let sample: Value =
+        serde_json::from_str(include_str!("../../tests/fixtures/idm-sync/sync.json")).unwrap();
     let mut mapping = sample["mappings"][0].clone();
     mapping["properties"]
         .as_array_mut()

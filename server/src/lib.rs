@@ -172,7 +172,8 @@ pub async fn run(
     }
     let objects = ManagedObjects::new(Arc::new(conf.schema), store.clone(), keys.secrets())
         .with_password_throttle(settings.password_throttle);
-    let conf_dir = settings.conf.clone().unwrap_or_else(|| PathBuf::from("."));
+    // Where paths in documents start: a Wren project directory, or the flat conf directory.
+    let conf_dir = config::project_dir(settings.conf.as_deref());
     let policy = Arc::new(config::ApiDocumentPolicy::new(
         &conf_dir,
         &settings.conf_env_allow,

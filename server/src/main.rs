@@ -20,7 +20,8 @@ use tracing_subscriber::EnvFilter;
     about = "idm core: managed identities over gRPC, stored in SurrealDB"
 )]
 struct Args {
-    /// Conf directory: managed.json, connector-*.json, sync.json, schedule-*.json.
+    /// Conf directory: managed.json, connector-*.json or provisioner.openicf-*.json,
+    /// sync.json, schedule-*.json; or a Wren project directory holding them in conf/.
     /// Without it, the built-in managed/user and managed/group types are used.
     #[arg(long, env = "IDM_CONF")]
     conf: Option<PathBuf>,

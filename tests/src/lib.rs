@@ -59,25 +59,39 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A copy of `samples/<name>` in a scratch directory, for tests that edit it.
-pub fn sample_conf(name: &str) -> TempDir {
-    fn copy(from: &Path, to: &Path) {
-        std::fs::create_dir_all(to).unwrap();
-        for entry in std::fs::read_dir(from).unwrap() {
-            let entry = entry.unwrap();
-            let target = to.join(entry.file_name());
-            if entry.file_type().unwrap().is_dir() {
-                copy(&entry.path(), &target);
-            } else {
-                std::fs::copy(entry.path(), target).unwrap();
-            }
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
         }
     }
+}
+
+/// A copy of idm's own flat conf directory `tests/fixtures/idm-<name>`
+/// (`connector-*.json`, the cookbook's mappings with idm's extras) in a
+/// scratch directory, for tests that edit it.
+pub fn idm_conf(name: &str) -> TempDir {
+    let dir = TempDir::new(name);
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(format!("idm-{name}"));
+    copy_tree(&fixture, dir.path());
+    dir
+}
+
+/// A copy of the Wren project `samples/<name>` (`conf/` with Wren's own
+/// files, `data/`, `script/`) in a scratch directory.
+pub fn wren_sample(name: &str) -> TempDir {
     let dir = TempDir::new(name);
     let samples = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../samples")
         .join(name);
-    copy(&samples, dir.path());
+    copy_tree(&samples, dir.path());
     dir
 }
 
@@ -223,8 +237,10 @@ impl Idmd {
             .env_remove("IDM_TLS_KEY")
             .env_remove("IDM_ALLOW_PLAINTEXT")
             // A conf with LDAP mappings must never reach a directory the test
-            // did not start (the sample's own slapd on 3389, say): port 9 refuses.
+            // did not start (the sample's own slapd on 3389, say): port 9 refuses
+            // (IDM_LDAP_PORT: the Wren sample's &{idm.ldap.port}).
             .env("IDM_LDAP_URL", "ldap://127.0.0.1:9")
+            .env("IDM_LDAP_PORT", "9")
             .envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(log.try_clone().unwrap())
             .stderr(log);

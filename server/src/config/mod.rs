@@ -1,16 +1,24 @@
-//! Loading a conf directory: `managed.json` (object types), `connector-*.json`,
-//! `sync.json` (mappings) and `schedule-*.json`. Loading is idempotent: an
+//! Loading a conf directory: `managed.json` (object types), `connector-*.json`
+//! and Wren's `provisioner.openicf-*.json` (`icf/`), `sync.json` (mappings)
+//! and `schedule-*.json`, from a flat directory or a Wren project (`project.rs`),
+//! `&{property}` substituted (`properties.rs`). Loading is idempotent: an
 //! unchanged file writes nothing, and documents whose file is gone are removed.
 //! A bad file stops start-up with an error naming the file and the field.
 
+mod icf;
 mod policy;
+mod project;
+mod properties;
 mod sealing;
 
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+pub use self::icf::{Translated, translate as translate_provisioner};
 pub use self::policy::{ApiDocumentPolicy, PolicyViolation};
+pub use self::project::{Layout, project_dir, resolve as resolve_path};
+pub use self::properties::Properties;
 pub use self::sealing::{
     REDACTED, SEALED, SealError, check_kept_secrets, find_sealed, note_secrets, open_sealed,
     redact, restore_redacted, scrub_text, seal,
@@ -44,7 +52,11 @@ pub struct Conf {
     pub documents: Vec<ConfigDocument>,
 }
 
-fn invalid(file: &Path, field: impl Into<String>, message: impl Into<String>) -> ConfError {
+pub(crate) fn invalid(
+    file: &Path,
+    field: impl Into<String>,
+    message: impl Into<String>,
+) -> ConfError {
     ConfError::Invalid {
         file: file.display().to_string(),
         field: field.into(),
@@ -68,15 +80,31 @@ pub fn read(dir: Option<&Path>) -> Result<Conf, ConfError> {
             message: "not a directory".into(),
         });
     }
-    let managed_file = dir.join("managed.json");
+    let layout = Layout::of(dir);
+    let project = layout.project.as_path();
+    let properties = Properties::load(project, &layout.files)?;
+    let managed_file = layout.files.join("managed.json");
     let schema = if managed_file.exists() {
-        let text = read_text(&managed_file)?;
+        let mut text = read_text(&managed_file)?;
+        if text.contains("&{") {
+            let mut value = read_object(&managed_file).map(Value::Object)?;
+            properties.substitute(&managed_file, &mut value)?;
+            text = value.to_string();
+        }
         ManagedSchema::from_json(&text).map_err(|e| invalid(&managed_file, e.field, e.message))?
     } else {
         ManagedSchema::builtin().map_err(|e| invalid(&managed_file, e.field, e.message))?
     };
+    let read_substituted = |file: &Path| -> Result<Map<String, Value>, ConfError> {
+        let mut value = Value::Object(read_object(file)?);
+        properties.substitute(file, &mut value)?;
+        Ok(match value {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        })
+    };
     let mut documents = Vec::new();
-    for file in files(dir)? {
+    for file in files(&layout.files)? {
         let Some(file_name) = file
             .file_name()
             .and_then(|n| n.to_str())
@@ -88,18 +116,32 @@ pub fn read(dir: Option<&Path>) -> Result<Conf, ConfError> {
             .strip_prefix("connector-")
             .and_then(|n| n.strip_suffix(".json"))
         {
-            let body = read_object(&file)?;
-            documents.push(document("connector", name, &file, body));
+            let body = read_substituted(&file)?;
+            push_connector(&mut documents, document("connector", name, &file, body))?;
+        } else if let Some(name) = file_name
+            .strip_prefix("provisioner.openicf-")
+            .and_then(|n| n.strip_suffix(".json"))
+        {
+            let body = read_substituted(&file)?;
+            let Some(translated) = icf::translate(&file, name, &body)? else {
+                tracing::info!(file = %file.display(), "connector disabled (\"enabled\": false): not loaded");
+                continue;
+            };
+            warn_about_translation(&file, &translated);
+            push_connector(
+                &mut documents,
+                document("connector", &translated.name, &file, translated.body),
+            )?;
         } else if let Some(name) = file_name
             .strip_prefix("schedule-")
             .and_then(|n| n.strip_suffix(".json"))
         {
-            let body = read_object(&file)?;
-            Schedule::from_document(name, &body, dir)
+            let body = read_substituted(&file)?;
+            Schedule::from_document(name, &body, project)
                 .map_err(|e| invalid(&file, e.field, e.message))?;
             documents.push(document("schedule", name, &file, body));
         } else if file_name == "sync.json" {
-            let body = read_object(&file)?;
+            let body = read_substituted(&file)?;
             let mappings = body
                 .get("mappings")
                 .and_then(Value::as_array)
@@ -109,7 +151,7 @@ pub fn read(dir: Option<&Path>) -> Result<Conf, ConfError> {
                 let mapping = mapping
                     .as_object()
                     .ok_or_else(|| invalid(&file, &field, "expected an object"))?;
-                let checked = Mapping::from_json(&field, mapping, dir, &schema)
+                let checked = Mapping::from_json(&field, mapping, project, &schema)
                     .map_err(|e| invalid(&file, e.field, e.message))?;
                 let name = checked.name.as_str();
                 if documents
@@ -237,6 +279,51 @@ fn check_env_references(file: &Path, at: &str, value: &Value) -> Result<(), Conf
             .enumerate()
             .try_for_each(|(i, v)| check_env_references(file, &format!("{at}[{i}]"), v)),
         _ => Ok(()),
+    }
+}
+
+/// Adds a connector document; two files declaring one name stop start-up.
+fn push_connector(
+    documents: &mut Vec<ConfigDocument>,
+    doc: ConfigDocument,
+) -> Result<(), ConfError> {
+    if let Some(first) = documents
+        .iter()
+        .find(|d| d.kind == "connector" && d.name == doc.name)
+    {
+        return Err(invalid(
+            Path::new(&doc.source),
+            "name",
+            format!(
+                "connector \"{}\" is declared by {} already",
+                doc.name, first.source
+            ),
+        ));
+    }
+    documents.push(doc);
+    Ok(())
+}
+
+/// One warning per provisioner file for the settings idm does not act on,
+/// and one for each value only Wren can decrypt.
+fn warn_about_translation(file: &Path, translated: &Translated) {
+    if !translated.ignored.is_empty() {
+        tracing::warn!(
+            file = %file.display(),
+            connector = %translated.name,
+            settings = %translated.ignored.join("; "),
+            "settings of a Wren provisioner file that idm does not support are ignored"
+        );
+    }
+    for key in &translated.unreadable {
+        tracing::warn!(
+            file = %file.display(),
+            key = %key,
+            "{}: {key} is encrypted by Wren ({{\"$crypto\": …}}) and idm cannot decrypt it; \
+             write the password in the file, as &{{property}} or as {{\"$env\": \"NAME\"}} \
+             (idm seals it at rest); until then the connector binds without it",
+            file.display()
+        );
     }
 }
 

@@ -97,7 +97,7 @@ impl CsvConnector {
                 }
             };
             let csv_type = CsvType {
-                file: conf_dir.join(file),
+                file: crate::config::resolve_path(conf_dir, file),
                 uid_column: decl
                     .get("uidColumn")
                     .and_then(Value::as_str)

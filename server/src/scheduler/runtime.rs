@@ -862,7 +862,8 @@ mod tests {
         )
         .unwrap();
         let sample: Value =
-            serde_json::from_str(include_str!("../../../samples/sync/sync.json")).unwrap();
+            serde_json::from_str(include_str!("../../../tests/fixtures/idm-sync/sync.json"))
+                .unwrap();
         let mut mapping = sample["mappings"][0].clone();
         mapping["properties"]
             .as_array_mut()

@@ -115,7 +115,7 @@ impl ScriptSource {
                 code: code.clone(),
             }),
             (None, Some(serde_json::Value::String(file))) => {
-                let path = conf_dir.join(file);
+                let path = crate::config::resolve_path(conf_dir, file);
                 let code = std::fs::read_to_string(&path).map_err(|source| ScriptError::File {
                     script: name.to_owned(),
                     path: path.clone(),

@@ -381,7 +381,7 @@ mod tests {
     }
 
     fn cookbook() -> Value {
-        let text = include_str!("../../../samples/sync/sync.json");
+        let text = include_str!("../../../tests/fixtures/idm-sync/sync.json");
         serde_json::from_str::<Value>(text).unwrap()["mappings"][0].clone()
     }
 

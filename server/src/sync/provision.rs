@@ -875,9 +875,16 @@ fn changes(
         .iter()
         .filter(|(attribute, value)| {
             if attribute.as_str() == "dn" {
+                // The entry's DN: its uid, unless the connector names objects
+                // by another attribute and reads the DN as `dn`.
+                let current = target
+                    .attributes
+                    .get("dn")
+                    .and_then(Value::as_str)
+                    .unwrap_or(&target.uid);
                 return value
                     .as_str()
-                    .is_some_and(|dn| !dn.eq_ignore_ascii_case(&target.uid));
+                    .is_some_and(|dn| !dn.eq_ignore_ascii_case(current));
             }
             !connector.same_value(
                 object_type,

@@ -144,7 +144,7 @@ mod tests {
     use crate::managed::ManagedSchema;
 
     fn cookbook(extra_properties: Value) -> Mapping {
-        let text = include_str!("../../../samples/sync/sync.json");
+        let text = include_str!("../../../tests/fixtures/idm-sync/sync.json");
         let mut body = serde_json::from_str::<Value>(text).unwrap()["mappings"][0].clone();
         if let (Some(list), Some(extra)) = (
             body["properties"].as_array_mut(),

@@ -10,7 +10,7 @@ use idm_proto::v1::{
     PutConnectorRequest, PutMappingRequest, Schedule, Scope, TestConnectorRequest,
 };
 use idm_tests::directory::{self, Slapd};
-use idm_tests::{Clients, Idmd, IdmdOptions, TempDir, attrs, sample_conf};
+use idm_tests::{Clients, Idmd, IdmdOptions, TempDir, attrs, idm_conf};
 use serde_json::{Map, Value, json};
 use tonic::Code;
 
@@ -136,7 +136,7 @@ async fn no_token_ever_sees_a_connector_secret_or_an_env_default() {
 #[tokio::test]
 async fn a_read_modify_write_keeps_the_sealed_bind_password_and_the_directory_still_binds() {
     let slapd = Slapd::start().unwrap_or_else(|e| panic!("a real slapd is needed: {e}"));
-    let conf = sample_conf("sync");
+    let conf = idm_conf("sync");
     let idmd = Idmd::start_with(IdmdOptions {
         conf: Some(conf.path().to_path_buf()),
         env: ldap_env(&slapd),
@@ -307,7 +307,7 @@ async fn an_api_document_cannot_make_idmd_print_an_environment_variable() {
 
 #[tokio::test]
 async fn an_api_document_cannot_read_files_outside_the_allowed_directories() {
-    let conf = sample_conf("sync");
+    let conf = idm_conf("sync");
     let elsewhere = TempDir::new("allowed");
     std::fs::write(elsewhere.path().join("hr.csv"), "uid,firstName\nx1,X\n").unwrap();
     std::os::unix::fs::symlink("/etc/passwd", conf.path().join("data/passwd.csv")).unwrap();

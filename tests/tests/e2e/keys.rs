@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use idm_proto::v1::CreateObjectRequest;
 use idm_tests::directory::{self, Slapd};
-use idm_tests::{Idmd, IdmdOptions, TempDir, attrs, binary, free_port, sample_conf};
+use idm_tests::{Idmd, IdmdOptions, TempDir, attrs, binary, free_port, idm_conf};
 use serde_json::{Value, json};
 
 use crate::ldap::{eventually, ldap_env};
@@ -202,7 +202,7 @@ async fn a_key_from_the_environment_is_not_rotated_and_idmd_says_how() {
 #[tokio::test]
 async fn rotated_passwords_still_verify_and_provision_across_a_restart() {
     let slapd = Slapd::start().unwrap_or_else(|e| panic!("a real slapd is needed: {e}"));
-    let conf = sample_conf("sync");
+    let conf = idm_conf("sync");
     let site = Site::new();
     let options = IdmdOptions {
         conf: Some(conf.path().to_path_buf()),

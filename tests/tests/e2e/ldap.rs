@@ -13,7 +13,7 @@ use idm_proto::v1::{
     QueryObjectsRequest, ReconRun, Schedule, SyncQueueSummary,
 };
 use idm_tests::directory::{self, Slapd};
-use idm_tests::{Clients, Idmd, IdmdOptions, TempDir, attrs, json_of, sample_conf};
+use idm_tests::{Clients, Idmd, IdmdOptions, TempDir, attrs, idm_conf, json_of};
 use serde_json::{Value, json};
 
 use crate::{create_user, recon};
@@ -133,7 +133,7 @@ fn count(run: &ReconRun, situation: &str) -> i64 {
 #[tokio::test]
 async fn cookbook_users_reach_the_directory_and_follow_every_change() {
     let slapd = slapd();
-    let conf = sample_conf("sync");
+    let conf = idm_conf("sync");
     let idmd = idmd(&slapd, &conf).await;
     let mut c = idmd.clients().await;
 
@@ -234,7 +234,7 @@ async fn cookbook_users_reach_the_directory_and_follow_every_change() {
 #[tokio::test]
 async fn groups_follow_membership_renames_and_deletes() {
     let slapd = slapd();
-    let conf = sample_conf("sync");
+    let conf = idm_conf("sync");
     let idmd = idmd(&slapd, &conf).await;
     let mut c = idmd.clients().await;
     recon(&mut c, "csvEmployee_managedUser").await;
@@ -334,7 +334,7 @@ async fn groups_follow_membership_renames_and_deletes() {
 #[tokio::test]
 async fn an_outage_delays_changes_and_loses_none() {
     let mut slapd = slapd();
-    let conf = sample_conf("sync");
+    let conf = idm_conf("sync");
     let idmd = idmd(&slapd, &conf).await;
     let mut c = idmd.clients().await;
 
@@ -400,7 +400,7 @@ async fn an_outage_delays_changes_and_loses_none() {
 #[tokio::test]
 async fn pending_changes_survive_an_idmd_crash() {
     let mut slapd = slapd();
-    let conf = sample_conf("sync");
+    let conf = idm_conf("sync");
     let store_dir = TempDir::new("store");
     let store = format!("surrealkv://{}", store_dir.path().join("db").display());
     let options = IdmdOptions {
@@ -448,7 +448,7 @@ async fn pending_changes_survive_an_idmd_crash() {
 #[tokio::test]
 async fn recon_repairs_drift_and_reports_unassigned() {
     let slapd = slapd();
-    let conf = sample_conf("sync");
+    let conf = idm_conf("sync");
     let idmd = idmd(&slapd, &conf).await;
     let mut c = idmd.clients().await;
     recon(&mut c, "csvEmployee_managedUser").await;
@@ -547,7 +547,7 @@ async fn the_directory_can_be_a_recon_source() {
             ),
         );
     }
-    let conf = sample_conf("sync");
+    let conf = idm_conf("sync");
     let idmd = idmd(&slapd, &conf).await;
     let mut c = idmd.clients().await;
     put_directory_source_mapping(&mut c).await;
@@ -591,7 +591,7 @@ async fn the_directory_can_be_a_recon_source() {
 #[tokio::test]
 async fn refused_changes_fail_visibly_and_operators_retry_or_discard_them() {
     let slapd = slapd();
-    let conf = sample_conf("sync");
+    let conf = idm_conf("sync");
     let idmd = idmd(&slapd, &conf).await;
     let mut c = idmd.clients().await;
 
@@ -678,7 +678,7 @@ async fn live_sync_picks_up_directory_entries_changed_since_the_last_run() {
             ),
         );
     }
-    let conf = sample_conf("sync");
+    let conf = idm_conf("sync");
     let idmd = idmd(&slapd, &conf).await;
     let mut c = idmd.clients().await;
     put_directory_source_mapping(&mut c).await;

@@ -26,6 +26,7 @@ mod scim_location;
 mod scim_patch;
 mod secrets;
 mod tls;
+mod wren_conf;
 
 use idm_proto::v1::{CreateObjectRequest, ManagedObject, ReconRun, StartReconRequest};
 use idm_tests::{Clients, attrs};

@@ -12,7 +12,7 @@ use idm_proto::v1::{
     PlanReconRequest, PutMappingRequest, QueryAuditRequest, QueryObjectsRequest, ReconByIdRequest,
     StartReconRequest, VerifyPasswordRequest, WatchReconRequest,
 };
-use idm_tests::{Clients, Idmd, IdmdOptions, TempDir, sample_conf};
+use idm_tests::{Clients, Idmd, IdmdOptions, TempDir, idm_conf};
 use serde_json::{Value, json};
 use tonic::Code;
 
@@ -81,7 +81,7 @@ async fn put_mapping(clients: &mut Clients, conf: &TempDir, change: impl FnOnce(
 
 #[tokio::test]
 async fn the_cookbook_file_becomes_users_and_reruns_change_only_what_changed() {
-    let conf = sample_conf("sync");
+    let conf = idm_conf("sync");
     let idmd = start(&conf).await;
     let mut clients = idmd.clients().await;
 
@@ -202,7 +202,7 @@ async fn the_cookbook_file_becomes_users_and_reruns_change_only_what_changed() {
 
 #[tokio::test]
 async fn correlation_finds_ambiguous_and_already_linked_targets() {
-    let conf = sample_conf("sync");
+    let conf = idm_conf("sync");
     let idmd = start(&conf).await;
     let mut clients = idmd.clients().await;
     // Correlate on the surname: not unique, so a real query.
@@ -279,7 +279,7 @@ async fn correlation_finds_ambiguous_and_already_linked_targets() {
 
 #[tokio::test]
 async fn bad_rows_are_reported_by_line_and_the_rest_import() {
-    let conf = sample_conf("sync");
+    let conf = idm_conf("sync");
     write_hr(
         &conf,
         "\u{feff}uid,firstName,lastName,telephoneNumber\r\n\
@@ -332,7 +332,7 @@ async fn bad_rows_are_reported_by_line_and_the_rest_import() {
 
 #[tokio::test]
 async fn a_runaway_script_fails_its_record_and_the_run_goes_on() {
-    let conf = sample_conf("sync");
+    let conf = idm_conf("sync");
     let idmd = start(&conf).await;
     let mut clients = idmd.clients().await;
     put_mapping(&mut clients, &conf, |m| {
@@ -360,7 +360,7 @@ async fn a_runaway_script_fails_its_record_and_the_run_goes_on() {
 
 #[tokio::test]
 async fn a_plan_shows_the_changes_and_makes_none() {
-    let conf = sample_conf("sync");
+    let conf = idm_conf("sync");
     let idmd = start(&conf).await;
     let mut clients = idmd.clients().await;
     let plan = clients
@@ -442,7 +442,7 @@ async fn a_plan_shows_the_changes_and_makes_none() {
 
 #[tokio::test]
 async fn runs_are_records_watched_listed_and_errors_are_clear() {
-    let conf = sample_conf("sync");
+    let conf = idm_conf("sync");
     let idmd = start(&conf).await;
     let mut clients = idmd.clients().await;
 
@@ -570,7 +570,7 @@ async fn runs_are_records_watched_listed_and_errors_are_clear() {
 #[tokio::test]
 async fn cancelling_a_large_run_stops_it_promptly_and_leaves_the_store_consistent() {
     const ROWS: i64 = 6_000;
-    let conf = sample_conf("sync");
+    let conf = idm_conf("sync");
     let mut text = String::from("uid,firstName,lastName,telephoneNumber\n");
     for i in 0..ROWS {
         text.push_str(&format!("{i},First{i},Last{i},555{i:07}\n"));
@@ -673,7 +673,7 @@ async fn cancelling_a_large_run_stops_it_promptly_and_leaves_the_store_consisten
 
 #[tokio::test]
 async fn idmctl_runs_plans_lists_and_shows_reconciliations() {
-    let conf = sample_conf("sync");
+    let conf = idm_conf("sync");
     let idmd = start(&conf).await;
     let text = |output: &std::process::Output| {
         (

@@ -10,7 +10,7 @@ use idm_proto::v1::{
     CreateScheduleRequest, DeleteScheduleRequest, ListExecutionsRequest, ListSchedulesRequest,
     PauseScheduleRequest, ResumeScheduleRequest, RunScheduleRequest, Schedule,
 };
-use idm_tests::{Clients, Idmd, IdmdOptions, attrs, sample_conf};
+use idm_tests::{Clients, Idmd, IdmdOptions, attrs, idm_conf};
 use serde_json::json;
 use tonic::Code;
 
@@ -35,7 +35,7 @@ async fn until_user(clients: &mut Clients, id: &str, limit: Duration) -> Duratio
 
 #[tokio::test]
 async fn the_scheduler_sample_imports_an_appended_row_within_one_tick_and_greets_every_tick() {
-    let conf = sample_conf("scheduler");
+    let conf = idm_conf("scheduler");
     let idmd = Idmd::start_with(IdmdOptions {
         conf: Some(conf.path().to_path_buf()),
         ..Default::default()

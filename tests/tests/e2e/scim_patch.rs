@@ -4,7 +4,7 @@
 
 use idm_tests::directory::{self, Slapd};
 use idm_tests::scim::Gateway;
-use idm_tests::{Idmd, IdmdOptions, sample_conf};
+use idm_tests::{Idmd, IdmdOptions, idm_conf};
 use serde_json::{Value, json};
 
 use crate::ldap::{eventually, ldap_env};
@@ -575,7 +575,7 @@ async fn what_okta_sends_is_understood() {
 #[tokio::test]
 async fn a_scim_write_reaches_ldap_through_implicit_sync() {
     let slapd = Slapd::start().unwrap_or_else(|e| panic!("a real slapd is needed: {e}"));
-    let conf = sample_conf("sync");
+    let conf = idm_conf("sync");
     let idmd = Idmd::start_with(IdmdOptions {
         conf: Some(conf.path().to_path_buf()),
         env: ldap_env(&slapd),

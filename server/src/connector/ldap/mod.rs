@@ -18,9 +18,12 @@
 //!               "memberAttribute": "member", "placeholderMember": ""} } }
 //! ```
 //!
-//! - An object's uid is its entry's DN. New entries are named
-//!   `<namingAttribute>=<value>,<baseDn>` (an object type's `baseDn` defaults
-//!   to the connector's), unless the attributes carry a `dn`.
+//! - An object's uid is its entry's DN, or with `"uidAttribute": "entryUUID"`
+//!   (what Wren's provisioner files get, `uid.rs`) that attribute's value, so
+//!   a rename keeps it: objects then carry their DN as `dn`. New entries are
+//!   named `<namingAttribute>=<value>,<baseDn>` (an object type's `baseDn`
+//!   defaults to the connector's), unless the attributes carry a `dn`.
+//! - An object type's `searchFilter` (an LDAP filter) narrows its entries.
 //! - Objects read back as JSON: one value → a string, several → an array;
 //!   `objectClass` is always an array. Binary values are base64.
 //! - A type is the entries whose `objectClass` includes the last of its
@@ -62,6 +65,7 @@ mod filter;
 mod password;
 mod search;
 pub mod transport;
+mod uid;
 mod write;
 
 #[cfg(test)]
@@ -104,6 +108,8 @@ pub struct LdapConnector {
     timeout: Duration,
     page_size: i32,
     hashing: PasswordHashing,
+    /// The attribute whose value is an object's uid; `None`: the DN is.
+    uid_attribute: Option<String>,
     types: BTreeMap<String, LdapType>,
     link: Mutex<Link>,
     epoch: Instant,
@@ -127,6 +133,8 @@ struct LdapType {
     password_attribute: Option<String>,
     member_attribute: Option<String>,
     placeholder_member: Option<String>,
+    /// An LDAP filter (in parentheses) every search of the type adds.
+    search_filter: Option<String>,
 }
 
 impl LdapType {
@@ -136,10 +144,14 @@ impl LdapType {
     }
 
     fn class_filter(&self) -> String {
-        format!(
+        let class = format!(
             "(objectClass={})",
             escape_filter_value(self.structural_class())
-        )
+        );
+        match &self.search_filter {
+            Some(filter) => format!("(&{class}{filter})"),
+            None => class,
+        }
     }
 
     fn is_password(&self, attribute: &str) -> bool {
@@ -195,7 +207,7 @@ impl LdapConnector {
             bool_field(body, "tlsVerify", true).map_err(|m| config_error("tlsVerify", &m))?;
         let tls_config = match string_field(body, "tlsCaFile").filter(|f| !f.is_empty()) {
             Some(file) if tls_verify => Some(
-                tls_config_trusting(&conf_dir.join(&file))
+                tls_config_trusting(&crate::config::resolve_path(conf_dir, &file))
                     .map_err(|m| config_error("tlsCaFile", &m))?,
             ),
             Some(_) => {
@@ -229,6 +241,14 @@ impl LdapConnector {
                     &format!("\"{other}\" is not SSHA or cleartext"),
                 ));
             }
+        };
+
+        let uid_attribute = match string_field(body, "uidAttribute") {
+            Some(a) if !a.trim().is_empty() && !a.eq_ignore_ascii_case("dn") => {
+                check_attribute_name(&a).map_err(|m| config_error("uidAttribute", &m))?;
+                Some(a)
+            }
+            _ => None,
         };
 
         let declared = body
@@ -292,6 +312,19 @@ impl LdapConnector {
                 member_attribute: optional_attribute("memberAttribute")?,
                 // "" is a real placeholder (the empty DN); absent means none.
                 placeholder_member: string_field(decl, "placeholderMember"),
+                search_filter: match string_field(decl, "searchFilter")
+                    .map(|f| f.trim().to_string())
+                {
+                    Some(f) if f.is_empty() => None,
+                    Some(f) if f.starts_with('(') && f.ends_with(')') && f.len() <= 4096 => Some(f),
+                    Some(_) => {
+                        return Err(config_error(
+                            &at("searchFilter"),
+                            "an LDAP filter in parentheses, at most 4096 bytes",
+                        ));
+                    }
+                    None => None,
+                },
             };
             types.insert(type_name.clone(), ldap_type);
         }
@@ -318,6 +351,7 @@ impl LdapConnector {
             // Checked above to be a whole number in 1..=1_000_000.
             page_size: i32::try_from(page_size as i64).unwrap_or(500),
             hashing,
+            uid_attribute,
             types,
             link: Mutex::new(Link::default()),
             epoch: Instant::now(),
@@ -367,7 +401,7 @@ impl Connector for LdapConnector {
             .iter()
             .map(|(name, t)| ObjectTypeInfo {
                 name: name.clone(),
-                uid_attribute: "dn".into(),
+                uid_attribute: self.uid_attribute.clone().unwrap_or_else(|| "dn".into()),
                 attributes: ["objectClass".to_string(), t.naming_attribute.clone()]
                     .into_iter()
                     .chain(t.password_attribute.clone())

@@ -33,11 +33,11 @@ impl LdapConnector {
         let (base, scope, filter) = if looks_like_dn(uid) {
             (uid.to_string(), Scope::Base, ldap_type.class_filter())
         } else {
-            let naming = format!(
-                "({}={})",
-                ldap_type.naming_attribute,
-                escape_filter_value(uid)
-            );
+            let by = self
+                .uid_attribute
+                .as_deref()
+                .unwrap_or(&ldap_type.naming_attribute);
+            let naming = format!("({by}={})", escape_filter_value(uid));
             (
                 ldap_type.base_dn.clone(),
                 Scope::Subtree,
@@ -50,7 +50,7 @@ impl LdapConnector {
                 async move {
                     ldap.with_timeout(timeout)
                         .with_search_options(SearchOptions::new().sizelimit(2))
-                        .search(&base, scope, &filter, vec![ALL_ATTRIBUTES])
+                        .search(&base, scope, &filter, self.requested())
                         .await
                         .map(|r| (r.0, r.1))
                 }
@@ -71,12 +71,15 @@ impl LdapConnector {
             1 => Ok(entries
                 .into_iter()
                 .next()
-                .map(|entry| to_object(ldap_type, entry))),
+                .map(|entry| to_object(ldap_type, self.uid_attribute.as_deref(), entry))),
             _ => Err(self.rejected(
                 &object,
                 format!(
                     "more than one entry has {}={uid} under {}",
-                    ldap_type.naming_attribute, ldap_type.base_dn
+                    self.uid_attribute
+                        .as_deref()
+                        .unwrap_or(&ldap_type.naming_attribute),
+                    ldap_type.base_dn
                 ),
             )),
         }
@@ -161,7 +164,11 @@ impl LdapConnector {
                     state.yielded += 1;
                     self.heard_from_server();
                     let entry = SearchEntry::construct(entry);
-                    return Some(Ok(SourceItem::Object(to_object(ldap_type, entry))));
+                    return Some(Ok(SourceItem::Object(to_object(
+                        ldap_type,
+                        self.uid_attribute.as_deref(),
+                        entry,
+                    ))));
                 }
                 Ok(None) => {
                     let result = stream.finish().await;
@@ -203,7 +210,7 @@ impl LdapConnector {
                 &ldap_type.base_dn,
                 Scope::Subtree,
                 filter,
-                vec![ALL_ATTRIBUTES],
+                self.requested(),
             )
             .await
             .map(|stream| (generation, stream))
@@ -226,9 +233,51 @@ struct Paging {
     done: bool,
 }
 
+impl LdapConnector {
+    /// The attributes a read asks for: every user attribute, and the uid
+    /// attribute (`entryUUID` is operational: only returned when named).
+    fn requested(&self) -> Vec<&'static str> {
+        match self.uid_attribute.as_deref() {
+            None => vec![ALL_ATTRIBUTES],
+            Some(uid) => vec![ALL_ATTRIBUTES, uid_attribute_name(uid)],
+        }
+    }
+}
+
+/// The uid attribute as the `'static` name ldap3's streaming search wants:
+/// the common ones without allocating, another leaked once per name.
+fn uid_attribute_name(name: &str) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "entryUUID",
+        "nsUniqueId",
+        "objectGUID",
+        "GUID",
+        "uid",
+        "ipaUniqueID",
+    ];
+    if let Some(known) = KNOWN.iter().find(|k| k.eq_ignore_ascii_case(name)) {
+        return known;
+    }
+    static LEAKED: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut leaked = LEAKED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(found) = leaked.iter().find(|l| **l == name) {
+        return found;
+    }
+    let made: &'static str = Box::leak(name.to_string().into_boxed_str());
+    leaked.push(made);
+    made
+}
+
 /// An entry as a connector object: one value → a string, several → an array,
-/// `objectClass` always an array; the placeholder member is left out.
-fn to_object(ldap_type: &LdapType, entry: SearchEntry) -> ConnectorObject {
+/// `objectClass` always an array; the placeholder member is left out. With a
+/// uid attribute, its value is the uid and the DN is the `dn` attribute.
+fn to_object(
+    ldap_type: &LdapType,
+    uid_attribute: Option<&str>,
+    entry: SearchEntry,
+) -> ConnectorObject {
     let mut attributes: Vec<(String, Vec<String>)> = entry.attrs.into_iter().collect();
     attributes.extend(entry.bin_attrs.into_iter().map(|(name, values)| {
         let encoded = values.iter().map(|v| BASE64.encode(v)).collect();
@@ -251,8 +300,22 @@ fn to_object(ldap_type: &LdapType, entry: SearchEntry) -> ConnectorObject {
         };
         map.insert(name, value);
     }
+    let uid = match uid_attribute {
+        None => entry.dn,
+        Some(uid_attribute) => {
+            let value = map
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(uid_attribute))
+                .and_then(|(_, v)| v.as_str())
+                .map(str::to_string);
+            map.insert("dn".into(), Value::String(entry.dn.clone()));
+            // An entry the bind DN may not read the uid of: named by its DN,
+            // which `get` also accepts.
+            value.unwrap_or(entry.dn)
+        }
+    };
     ConnectorObject {
-        uid: entry.dn,
+        uid,
         attributes: map,
         line: None,
     }

@@ -157,7 +157,7 @@ impl LdapConnector {
             }
         })
         .await?;
-        Ok(dn)
+        self.uid_at(object_type, ldap_type, &dn).await
     }
 
     pub(super) async fn update_entry(
@@ -171,22 +171,31 @@ impl LdapConnector {
             return Ok(uid.to_string());
         }
         let timeout = self.timeout;
-        let mut dn = uid.to_string();
+        let current = self
+            .dn_of(object_type, ldap_type, uid)
+            .await?
+            .ok_or_else(|| ConnectorError::NotFound {
+                connector: self.name.clone(),
+                object: self.object_name(object_type, uid),
+            })?;
+        let mut dn = current.clone();
+        let mut renamed = false;
 
-        if let Some(rename) = self.rename_for(ldap_type, uid, changes)? {
+        if let Some(rename) = self.rename_for(ldap_type, &current, changes)? {
             let object = self.object_name(object_type, uid);
             self.run(&object, Retry::IfUnsent, |mut ldap| {
-                let rename = &rename;
+                let (rename, current) = (&rename, current.as_str());
                 async move {
                     ldap.with_timeout(timeout)
-                        .modifydn(uid, &rename.rdn, true, rename.new_superior.as_deref())
+                        .modifydn(current, &rename.rdn, true, rename.new_superior.as_deref())
                         .await
                         .and_then(LdapResult::success)
                 }
             })
             .await?;
-            tracing::debug!(from = %uid, to = %rename.dn, "LDAP entry renamed");
+            tracing::debug!(from = %current, to = %rename.dn, "LDAP entry renamed");
             dn = rename.dn;
+            renamed = true;
         }
         tracing::Span::current().record("dn", dn.as_str());
 
@@ -215,7 +224,17 @@ impl LdapConnector {
             })
             .await?;
         }
-        Ok(dn)
+        match &self.uid_attribute {
+            None => Ok(dn),
+            // The uid moves only if the change touched its attribute (a
+            // uid named by `uid`, say); entryUUID never does.
+            Some(attribute)
+                if renamed || changes.keys().any(|k| k.eq_ignore_ascii_case(attribute)) =>
+            {
+                self.uid_at(object_type, ldap_type, &dn).await
+            }
+            Some(_) => Ok(uid.to_string()),
+        }
     }
 
     /// The rename `changes` ask for, if any: a `dn` other than `uid`, or a
@@ -288,16 +307,23 @@ impl LdapConnector {
         object_type: &str,
         uid: &str,
     ) -> Result<(), ConnectorError> {
-        self.ldap_type(object_type)?;
+        let ldap_type = self.ldap_type(object_type)?;
         let object = self.object_name(object_type, uid);
+        let Some(dn) = self.dn_of(object_type, ldap_type, uid).await? else {
+            // Already gone: what a delete wants.
+            return Ok(());
+        };
         let timeout = self.timeout;
-        self.run(&object, Retry::Always, |mut ldap| async move {
-            let result = ldap.with_timeout(timeout).delete(uid).await?;
-            if result.rc == 32 {
-                // Already gone: what a delete wants.
-                return Ok(());
+        self.run(&object, Retry::Always, |mut ldap| {
+            let dn = dn.clone();
+            async move {
+                let result = ldap.with_timeout(timeout).delete(&dn).await?;
+                if result.rc == 32 {
+                    // Already gone: what a delete wants.
+                    return Ok(());
+                }
+                result.success().map(|_| ())
             }
-            result.success().map(|_| ())
         })
         .await
     }
