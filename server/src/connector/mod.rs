@@ -5,6 +5,7 @@
 
 mod csv;
 mod ldap;
+pub mod matching;
 mod scrubbed;
 
 use std::path::Path;
