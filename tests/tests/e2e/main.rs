@@ -23,6 +23,7 @@ mod scheduler;
 mod scim;
 mod scim_location;
 mod scim_patch;
+mod system_objects;
 mod secrets;
 mod tls;
 
