@@ -29,6 +29,7 @@ pub enum CoreError {
 /// A cheap handle: clones share one HTTP/2 connection.
 #[derive(Clone)]
 pub struct Core {
+    channel: Channel,
     objects: ObjectServiceClient<Channel>,
     tokens: TokenServiceClient<Channel>,
     verified: Arc<VerifiedBearers>,
@@ -53,6 +54,7 @@ impl Core {
             .tcp_nodelay(true)
             .connect_lazy();
         Ok(Core {
+            channel: channel.clone(),
             objects: ObjectServiceClient::new(channel.clone()),
             tokens: TokenServiceClient::new(channel),
             verified: Arc::new(VerifiedBearers::default()),
@@ -64,29 +66,44 @@ impl Core {
     /// else of a request is read, so a request without a valid token costs
     /// the gateway no parsing.
     pub async fn check_bearer(&self, bearer: &Bearer) -> Result<(), ScimError> {
+        self.verify_bearer(bearer).await.map_err(from_status)
+    }
+
+    /// [`Core::check_bearer`] with the core's own status, for front ends
+    /// that map it themselves (`rest/`).
+    pub async fn verify_bearer(&self, bearer: &Bearer) -> Result<(), Status> {
         let key = fingerprint(&bearer.0);
         if self.verified.is_fresh(&key) {
             return Ok(());
         }
-        let request = Self::request(bearer, GetCallerRequest {})?;
-        self.tokens
-            .clone()
-            .get_caller(request)
-            .await
-            .map_err(from_status)?;
+        let request = Self::authorized(bearer, GetCallerRequest {})?;
+        self.tokens.clone().get_caller(request).await?;
         self.verified.remember(key);
         Ok(())
     }
 
-    fn request<T>(bearer: &Bearer, message: T) -> Result<Request<T>, ScimError> {
+    /// The shared connection to the core, for any service's client
+    /// (`ReconServiceClient::new(core.channel())`): clients are cheap and
+    /// clones multiplex over the one HTTP/2 connection.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// A request carrying `bearer` as `authorization` metadata (marked
+    /// sensitive: never printed by a Debug of the request).
+    /// UNAUTHENTICATED if the bearer is not ASCII.
+    pub fn authorized<T>(bearer: &Bearer, message: T) -> Result<Request<T>, Status> {
         let mut request = Request::new(message);
         let mut value: MetadataValue<Ascii> = format!("Bearer {}", bearer.0)
             .parse()
-            .map_err(|_| ScimError::unauthorized("the bearer token is not valid ASCII"))?;
-        // Never printed by a Debug of the request or its metadata.
+            .map_err(|_| Status::unauthenticated("the bearer token is not valid ASCII"))?;
         value.set_sensitive(true);
         request.metadata_mut().insert("authorization", value);
         Ok(request)
+    }
+
+    fn request<T>(bearer: &Bearer, message: T) -> Result<Request<T>, ScimError> {
+        Self::authorized(bearer, message).map_err(from_status)
     }
 
     pub async fn get(&self, bearer: &Bearer, name: &str) -> Result<ManagedObject, ScimError> {
@@ -217,20 +234,27 @@ impl Core {
     }
 }
 
-/// The core's verdict in SCIM's terms.
-pub fn from_status(status: Status) -> ScimError {
-    let message = status.message().to_string();
-    // A connection that broke under a call comes back as Cancelled, or as
-    // Unknown with the transport error as its source: the core is unreachable.
+/// Whether a failed call means the core could not be reached: a connection
+/// that broke under a call comes back as Cancelled, or as Unknown with the
+/// transport error as its source. Logs why when it is.
+pub fn is_unreachable(status: &Status) -> bool {
     let unreachable = match status.code() {
         Code::Unavailable | Code::Cancelled => true,
-        Code::Unknown => std::error::Error::source(&status).is_some(),
+        Code::Unknown => std::error::Error::source(status).is_some(),
         _ => false,
     };
     if unreachable {
         // The reply says only that; the log says why (refused, or a
         // certificate that did not verify).
-        tracing::warn!(reason = %idm_proto::dial::reason(&status), "the idm core is unreachable");
+        tracing::warn!(reason = %idm_proto::dial::reason(status), "the idm core is unreachable");
+    }
+    unreachable
+}
+
+/// The core's verdict in SCIM's terms.
+pub fn from_status(status: Status) -> ScimError {
+    let message = status.message().to_string();
+    if is_unreachable(&status) {
         return ScimError::unavailable(format!("the idm core is unavailable: {message}"));
     }
     match status.code() {

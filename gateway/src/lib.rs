@@ -12,6 +12,8 @@
 //! - `http/`: axum routes, extractors and error responses; `http/origin.rs`:
 //!   the scheme a request came by (TLS, or a trusted proxy's
 //!   `X-Forwarded-Proto`) and the base URL of locations.
+//! - `rest/`: Wren:IDM's REST API at `/openidm` (its auth, error shape and
+//!   endpoints), over the same gRPC core.
 //! - `tls.rs`: the certificate served (yours, or a self-signed one kept
 //!   under the data directory) and the rustls configuration.
 
@@ -23,6 +25,7 @@ pub mod bearer;
 pub mod core;
 pub mod http;
 pub mod mapping;
+pub mod rest;
 pub mod scim;
 pub mod service;
 pub mod tls;

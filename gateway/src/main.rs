@@ -14,6 +14,7 @@ use idm_gateway::core::Core;
 use idm_gateway::http::origin::{Cidr, Origin};
 use idm_gateway::http::{self, App};
 use idm_gateway::mapping::AttributeMap;
+use idm_gateway::rest::{RestLimits, RestState};
 use idm_gateway::scim::discovery::Limits;
 use idm_gateway::scim::schema::Registry;
 use idm_gateway::service::Scim;
@@ -156,7 +157,15 @@ async fn run(args: Args) -> Result<(), String> {
     if tls.is_none() && !address.ip().is_loopback() {
         tracing::warn!(%address, "--no-tls on a non-loopback address: bearer tokens and passwords cross the network in clear unless a TLS-terminating proxy is the only way in");
     }
+    let rest = RestState::new(
+        core.clone(),
+        RestLimits {
+            max_page_size: limits.max_results,
+            ..RestLimits::default()
+        },
+    );
     let app = App {
+        rest,
         scim: Scim {
             registry,
             maps,
@@ -174,7 +183,7 @@ async fn run(args: Args) -> Result<(), String> {
     let handle = axum_server::Handle::new();
     tokio::spawn(shutdown(handle.clone()));
     let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!(%address, core = %args.core, "serving SCIM 2.0 at {scheme}://{address}/scim/v2");
+    tracing::info!(%address, core = %args.core, "serving SCIM 2.0 at {scheme}://{address}/scim/v2 and Wren's REST API at {scheme}://{address}/openidm");
     let served = match tls {
         Some(config) => {
             axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(config))

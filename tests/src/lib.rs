@@ -6,6 +6,7 @@
 
 pub mod directory;
 pub mod pki;
+pub mod rest;
 pub mod scim;
 
 use std::net::TcpListener;

@@ -1,4 +1,4 @@
-//! HTTP: the routes under `/scim/v2`, the bearer and body extractors, and the
+//! HTTP: the routes under `/scim/v2` (and `/openidm`, from `rest/`), the bearer and body extractors, and the
 //! one place a `ScimError` becomes a response.
 
 mod bulk;
@@ -38,12 +38,15 @@ pub struct App {
     /// listen address. Never a request's `Host` (the client's to forge, and
     /// it would be echoed into `Location` and `meta.location`).
     pub origin: Origin,
+    /// Wren's REST API, served at `/openidm`.
+    pub rest: crate::rest::RestState,
 }
 
 pub type Shared = Arc<App>;
 
 pub fn router(app: App) -> Router {
     let body_limit = app.scim.limits.bulk_max_payload;
+    let rest = crate::rest::router(app.rest.clone());
     let app = Arc::new(app);
     let scim = Router::new()
         .route("/{resource}", get(resources::list).post(resources::create))
@@ -68,6 +71,7 @@ pub fn router(app: App) -> Router {
         .fallback(not_found);
     Router::new()
         .nest("/scim/v2", scim)
+        .nest_service("/openidm", rest)
         .fallback(outside_v2)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(30)))
@@ -76,9 +80,12 @@ pub fn router(app: App) -> Router {
             app.clone(),
             origin::mark_scheme,
         ))
-        // Outermost: the bearer is marked sensitive before anything could log it.
+        // Outermost: bearers and passwords are marked sensitive before
+        // anything could log them.
         .layer(SetSensitiveRequestHeadersLayer::new([
             header::AUTHORIZATION,
+            header::HeaderName::from_static(crate::rest::auth::PASSWORD_HEADER),
+            header::COOKIE,
         ]))
         .with_state(app)
 }

@@ -19,6 +19,7 @@ mod objects;
 mod paging;
 mod passwords;
 mod recon;
+mod rest;
 mod scheduler;
 mod scim;
 mod scim_location;

@@ -1,0 +1,238 @@
+//! Wren's REST API at `/openidm`: authentication (Basic, `X-OpenIDM-*`,
+//! Bearer, the session cache, the CSRF rule), Wren's error shape, and the
+//! info endpoints. Endpoint modules add their own files here.
+
+use idm_proto::v1::{CreateAccountRequest, QueryAuditRequest, Scope};
+use idm_tests::rest::{ADMIN, ADMIN_PASSWORD, AS_ADMIN, Auth, start};
+use serde_json::json;
+
+async fn logins_of(idmd: &idm_tests::Idmd, name: &str) -> Vec<idm_proto::v1::AuditEntry> {
+    let mut admin = idmd.clients().await;
+    admin
+        .audit
+        .query_audit(QueryAuditRequest {
+            filter: format!(r#"operation eq "auth.login" and actor eq "{name}""#),
+            order_by: "time asc".into(),
+            page_size: 500,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
+}
+
+#[tokio::test]
+async fn ping_answers_without_credentials() {
+    let (_idmd, rest) = start().await;
+    let ping = rest
+        .send(Auth::None, "GET", "/info/ping", None, &[])
+        .await
+        .expect(200);
+    assert_eq!(
+        ping.body,
+        json!({"_id": "", "state": "ACTIVE_READY", "shortDesc": "OpenIDM ready"})
+    );
+    assert!(
+        ping.header("content-type")
+            .unwrap()
+            .starts_with("application/json")
+    );
+}
+
+#[tokio::test]
+async fn info_login_by_basic_headers_and_bearer() {
+    let (idmd, rest) = start().await;
+    let expected = json!({
+        "_id": "login",
+        "authenticationId": ADMIN,
+        "authorization": {"id": ADMIN, "roles": ["openidm-admin", "openidm-authorized"],
+                          "component": "internal/user", "moduleId": "INTERNAL_USER"},
+    });
+    let basic = rest.get("/info/login").await.expect(200);
+    assert_eq!(basic.body, expected);
+    let headers = rest
+        .send(
+            Auth::Headers(ADMIN, ADMIN_PASSWORD),
+            "GET",
+            "/info/login",
+            None,
+            &[],
+        )
+        .await
+        .expect(200);
+    assert_eq!(headers.body, expected);
+    // RFC 5987: a non-ASCII password, percent-encoded UTF-8.
+    let mut admin = idmd.clients().await;
+    admin
+        .accounts
+        .create_account(CreateAccountRequest {
+            name: "jurgen.reader".into(),
+            password: "Pässwörd-€-1".into(),
+            role: Scope::Read.into(),
+        })
+        .await
+        .unwrap();
+    let encoded = rest
+        .send(
+            Auth::Headers(
+                "UTF-8''jurgen.reader",
+                "UTF-8''P%C3%A4ssw%C3%B6rd-%E2%82%AC-1",
+            ),
+            "GET",
+            "/info/login",
+            None,
+            &[],
+        )
+        .await
+        .expect(200);
+    assert_eq!(encoded.body["authenticationId"], "jurgen.reader");
+    assert_eq!(
+        encoded.body["authorization"]["roles"],
+        json!(["openidm-authorized"])
+    );
+    // An API token passes through as a bearer.
+    let token = crate::token(&idmd, Scope::Read).await;
+    let bearer = rest
+        .send(Auth::Bearer(&token), "GET", "/info/login", None, &[])
+        .await
+        .expect(200);
+    assert_eq!(bearer.body["authorization"]["component"], "internal/token");
+    assert_eq!(
+        bearer.body["authorization"]["roles"],
+        json!(["openidm-authorized"])
+    );
+}
+
+#[tokio::test]
+async fn refused_credentials_are_wrens_401() {
+    let (_idmd, rest) = start().await;
+    let wren_401 = json!({"code": 401, "reason": "Unauthorized", "message": "Access Denied"});
+    let headers = rest
+        .send(
+            Auth::Headers(ADMIN, "wrong-password"),
+            "GET",
+            "/info/login",
+            None,
+            &[],
+        )
+        .await
+        .expect_wren_error(401);
+    assert_eq!(headers.body, wren_401);
+    // No challenge for a script's X-OpenIDM request, as Wren.
+    assert_eq!(headers.header("www-authenticate"), None);
+    let basic = rest
+        .send(
+            Auth::Basic(ADMIN, "wrong-password"),
+            "GET",
+            "/info/login",
+            None,
+            &[],
+        )
+        .await
+        .expect_wren_error(401);
+    assert_eq!(basic.body, wren_401);
+    assert_eq!(
+        basic.header("www-authenticate"),
+        Some("Basic realm=\"openidm\"")
+    );
+    let none = rest
+        .send(Auth::None, "GET", "/info/login", None, &[])
+        .await
+        .expect_wren_error(401);
+    assert_eq!(none.body, wren_401);
+    let bearer = rest
+        .send(Auth::Bearer("not-a-token"), "GET", "/info/login", None, &[])
+        .await;
+    assert_eq!(bearer.expect_wren_error(401).body, wren_401);
+    // An unknown path is Wren's 404.
+    rest.get("/no/such/endpoint").await.expect_wren_error(404);
+}
+
+#[tokio::test]
+async fn a_state_changing_request_with_only_a_cookie_is_refused() {
+    let (_idmd, rest) = start().await;
+    let cookie = [("cookie", "session-jwt=abc")];
+    for method in ["POST", "PUT", "PATCH", "DELETE"] {
+        let refused = rest
+            .send(
+                Auth::None,
+                method,
+                "/authentication?_action=logout",
+                Some(&json!({})),
+                &cookie,
+            )
+            .await;
+        // POST reaches the endpoint's extractor; other methods are not
+        // routed there, but none of them succeeds.
+        assert!(
+            refused.status == 403 || refused.status == 405,
+            "{method}: {}",
+            refused.body
+        );
+    }
+    rest.send(
+        Auth::None,
+        "POST",
+        "/authentication?_action=logout",
+        None,
+        &cookie,
+    )
+    .await
+    .expect_wren_error(403);
+    // A read with only a cookie is simply unauthenticated.
+    rest.send(Auth::None, "GET", "/info/login", None, &cookie)
+        .await
+        .expect_wren_error(401);
+}
+
+#[tokio::test]
+async fn basic_calls_share_one_login_and_logout_ends_it() {
+    let (idmd, rest) = start().await;
+    for _ in 0..50 {
+        rest.get("/info/login").await.expect(200);
+    }
+    let logins = logins_of(&idmd, ADMIN).await;
+    assert_eq!(logins.len(), 1, "{logins:?}");
+    assert_eq!(logins[0].outcome, "success");
+
+    // Logout ends the session and forgets it: the next call logs in again.
+    rest.send(
+        AS_ADMIN,
+        "POST",
+        "/authentication?_action=logout",
+        None,
+        &[],
+    )
+    .await
+    .expect(200);
+    rest.get("/info/login").await.expect(200);
+    assert_eq!(logins_of(&idmd, ADMIN).await.len(), 2);
+    rest.send(
+        AS_ADMIN,
+        "POST",
+        "/authentication?_action=nothing",
+        None,
+        &[],
+    )
+    .await
+    .expect_wren_error(400);
+}
+
+#[tokio::test]
+async fn a_cached_session_revoked_elsewhere_is_replaced_once() {
+    let (idmd, rest) = start().await;
+    rest.get("/info/login").await.expect(200);
+    // Revoke every session of the account: setting its password again does.
+    let mut admin = idmd.clients().await;
+    admin
+        .accounts
+        .set_account_password(idm_proto::v1::SetAccountPasswordRequest {
+            name: ADMIN.into(),
+            password: ADMIN_PASSWORD.into(),
+        })
+        .await
+        .unwrap();
+    rest.get("/info/login").await.expect(200);
+    assert_eq!(logins_of(&idmd, ADMIN).await.len(), 2);
+}
