@@ -40,7 +40,11 @@
 pub mod auth;
 pub mod error;
 mod info;
+mod listing;
+mod recon;
+mod scheduler;
 pub mod sessions;
+mod system;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -100,6 +104,9 @@ pub fn router(state: RestState) -> Router {
     let max_body = state.limits.max_body;
     Router::new()
         .merge(info::routes())
+        .merge(recon::routes())
+        .merge(scheduler::routes())
+        .merge(system::routes())
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))

@@ -337,7 +337,10 @@ impl ScheduleService for ScheduleApi {
             Ok(_) => (true, String::new()),
             Err(e) => (false, format!("{}: {}", e.field, e.message)),
         };
-        Ok(Response::new(ValidateCronExpressionResponse { valid, message }))
+        Ok(Response::new(ValidateCronExpressionResponse {
+            valid,
+            message,
+        }))
     }
 }
 

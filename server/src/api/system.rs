@@ -17,9 +17,10 @@ use tonic::{Request, Response, Status};
 
 use super::auth::caller;
 use super::paging::Page;
-use crate::connector::{self, Connector, ConnectorError, ConnectorObject, SourceItem, matching};
+use crate::connector::{self, Connector, ConnectorError, ConnectorObject, SourceItem};
 use crate::managed::ManagedObjects;
 use crate::store::Store;
+use idm_proto::filter_match;
 
 pub struct SystemApi {
     pub store: Store,
@@ -183,7 +184,11 @@ impl SystemService for SystemApi {
                 let SourceItem::Object(object) = item? else {
                     continue;
                 };
-                if in_memory && !filter.as_ref().is_some_and(|f| matching::matches(f, &object)) {
+                if in_memory
+                    && !filter.as_ref().is_some_and(|f| {
+                        filter_match::matches(f, &object.attributes, Some(&object.uid))
+                    })
+                {
                     continue;
                 }
                 matched += 1;

@@ -5,7 +5,6 @@
 
 mod csv;
 mod ldap;
-pub mod matching;
 mod scrubbed;
 
 use std::path::Path;

@@ -24,8 +24,8 @@ mod scheduler;
 mod scim;
 mod scim_location;
 mod scim_patch;
-mod system_objects;
 mod secrets;
+mod system_objects;
 mod tls;
 
 use idm_proto::v1::{CreateObjectRequest, ManagedObject, ReconRun, StartReconRequest};

@@ -5,8 +5,8 @@
 
 use idm_proto::v1::system_service_client::SystemServiceClient;
 use idm_proto::v1::{
-    GetSystemObjectRequest, ListExecutionsRequest, QuerySystemObjectsRequest, Scope,
-    SystemObject, ValidateCronExpressionRequest,
+    GetSystemObjectRequest, ListExecutionsRequest, QuerySystemObjectsRequest, Scope, SystemObject,
+    ValidateCronExpressionRequest,
 };
 use idm_tests::{Authed, Bearer, Idmd, IdmdOptions, TempDir, sample_conf};
 use serde_json::Value;

@@ -1,23 +1,23 @@
-//! A SCIM filter applied to a connector object in memory, for connectors
-//! that cannot search (CSV): reading a system's objects through
-//! `SystemService.QuerySystemObjects`.
+//! A SCIM filter applied to a JSON object in memory: the core filters the
+//! objects of connectors that cannot search (CSV) with it, and the gateway
+//! the few documents it lists whole (schedules).
 //!
-//! Attribute names are the system's own, matched exactly first and then
-//! ignoring case; `_id` is the object's uid. Strings compare as written
+//! Attribute names are matched exactly first and then ignoring case; `_id`
+//! is the object's id when one is given apart. Strings compare as written
 //! (case-sensitive), numbers as numbers; a multi-valued attribute matches
 //! when one of its values does. Recursion follows only the filter's
 //! nesting, which the parser bounds (`filter::MAX_DEPTH`).
 
-use idm_proto::filter::{AttrPath, CompareOp, Filter, Value as Literal};
 use serde_json::{Map, Value};
 use std::cmp::Ordering;
 
-use super::ConnectorObject;
+use crate::filter::{AttrPath, CompareOp, Filter, Value as Literal};
 
-/// Whether `object` matches `filter`.
-pub fn matches(filter: &Filter, object: &ConnectorObject) -> bool {
-    let uid = Value::String(object.uid.clone());
-    test(filter, &|path: &AttrPath| lookup(path, &object.attributes, Some(&uid)))
+/// Whether `object` matches `filter`; `id`, if given, is what `_id` names
+/// (otherwise the object's own `_id`).
+pub fn matches(filter: &Filter, object: &Map<String, Value>, id: Option<&str>) -> bool {
+    let id = id.map(|id| Value::String(id.to_string()));
+    test(filter, &|path: &AttrPath| lookup(path, object, id.as_ref()))
 }
 
 fn test<'v>(filter: &Filter, resolve: &dyn Fn(&AttrPath) -> Vec<&'v Value>) -> bool {
@@ -52,7 +52,7 @@ fn lookup<'v>(
     attributes: &'v Map<String, Value>,
     uid: Option<&'v Value>,
 ) -> Vec<&'v Value> {
-    let top = if path.attr == "_id" && path.sub_attr.is_none() {
+    let top = if path.attr == "_id" && path.sub_attr.is_none() && uid.is_some() {
         uid
     } else {
         field(attributes, &path.attr)
@@ -104,12 +104,10 @@ fn compare(value: &Value, op: CompareOp, literal: &Literal) -> bool {
             CompareOp::Ew => have.ends_with(want.as_str()),
             _ => ordered(have.as_str().cmp(want.as_str()), op),
         },
-        (Value::Number(have), Literal::Number(want)) => {
-            match (have.as_f64(), want.as_f64()) {
-                (Some(a), Some(b)) => a.partial_cmp(&b).is_some_and(|o| ordered(o, op)),
-                _ => false,
-            }
-        }
+        (Value::Number(have), Literal::Number(want)) => match (have.as_f64(), want.as_f64()) {
+            (Some(a), Some(b)) => a.partial_cmp(&b).is_some_and(|o| ordered(o, op)),
+            _ => false,
+        },
         // A CSV holds text: `age gt 30` compares "42" as a number.
         (Value::String(have), Literal::Number(want)) => {
             match (have.trim().parse::<f64>().ok(), want.as_f64()) {
@@ -145,27 +143,23 @@ fn ordered(ordering: Ordering, op: CompareOp) -> bool {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use idm_proto::filter::parse;
+    use crate::filter::parse;
     use serde_json::json;
 
-    fn object() -> ConnectorObject {
-        ConnectorObject {
-            uid: "snow123".into(),
-            attributes: json!({
+    fn object() -> Map<String, Value> {
+        json!({
                 "firstName": "Jon", "lastName": "Snow", "age": "42",
                 "mail": ["jon@wall.example", "snow@north.example"],
                 "emails": [{"type": "work", "value": "jon@wall.example"}],
                 "empty": ""
-            })
-            .as_object()
-            .cloned()
-            .unwrap(),
-            line: Some(2),
-        }
+        })
+        .as_object()
+        .cloned()
+        .unwrap()
     }
 
     fn check(filter: &str) -> bool {
-        matches(&parse(filter).unwrap(), &object())
+        matches(&parse(filter).unwrap(), &object(), Some("snow123"))
     }
 
     #[test]
@@ -179,7 +173,9 @@ mod tests {
         assert!(check("age gt 30 and age le 42"));
         assert!(check(r#"emails[type eq "work" and value co "wall"]"#));
         assert!(check(r#"emails.value eq "jon@wall.example""#));
-        assert!(check("firstName pr and not (empty pr) and not (missing pr)"));
+        assert!(check(
+            "firstName pr and not (empty pr) and not (missing pr)"
+        ));
         assert!(check(r#"missing ne "x" and firstName ne "Arya""#));
         assert!(!check(r#"firstName eq "Arya" or lastName eq "Stark""#));
     }
@@ -187,5 +183,15 @@ mod tests {
     #[test]
     fn hostile_quoting_is_a_value_like_any_other() {
         assert!(!check(r#"firstName eq "Jon\" or \"1\" eq \"1""#));
+    }
+
+    #[test]
+    fn without_an_id_apart_the_object_s_own_id_is_read() {
+        let job = json!({"_id": "recon", "enabled": true})
+            .as_object()
+            .cloned()
+            .unwrap();
+        let f = parse(r#"_id eq "recon" and enabled eq true"#).unwrap();
+        assert!(matches(&f, &job, None));
     }
 }
