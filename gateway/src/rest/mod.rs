@@ -37,7 +37,9 @@
 //! 5. E2E tests in `tests/tests/e2e/rest/<name>.rs`, with the helpers of
 //!    `tests/src/rest.rs`.
 
+mod audit;
 pub mod auth;
+mod config;
 pub mod error;
 mod info;
 mod listing;
@@ -107,6 +109,8 @@ pub fn router(state: RestState) -> Router {
         .merge(recon::routes())
         .merge(scheduler::routes())
         .merge(system::routes())
+        .merge(config::routes())
+        .merge(audit::routes())
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
