@@ -5,6 +5,7 @@
 use idm_proto::filter::Filter;
 use serde_json::{Map, Value, json};
 
+use super::query_filter::Selection;
 use super::{Params, RestError};
 
 /// One call of a core service with the caller's bearer, Wren's error on
@@ -79,13 +80,13 @@ pub enum WrenFilter {
 }
 
 impl WrenFilter {
+    /// Parsed with Wren's grammar ([`super::query_filter`]).
     pub fn parse(text: &str) -> Result<Self, RestError> {
-        match text.trim() {
-            "true" => Ok(WrenFilter::All),
-            "false" => Ok(WrenFilter::Nothing),
-            other => idm_proto::filter::parse(other)
-                .map(WrenFilter::Where)
-                .map_err(|e| RestError::bad_request(format!("_queryFilter: {e}"))),
+        match super::query_filter::parse(text) {
+            Ok(Selection::All) => Ok(WrenFilter::All),
+            Ok(Selection::Nothing) => Ok(WrenFilter::Nothing),
+            Ok(Selection::Matching(filter)) => Ok(WrenFilter::Where(filter)),
+            Err(e) => Err(RestError::bad_request(e.to_string())),
         }
     }
 

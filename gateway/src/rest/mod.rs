@@ -9,6 +9,9 @@
 //! - `auth.rs`: the [`Caller`] extractor (Basic, `X-OpenIDM-*`, Bearer; the
 //!   CSRF rule); `sessions.rs`: the sessions opened for a name and password.
 //! - `info.rs`: `info/ping`, `info/login`, `authentication?_action=logout`.
+//! - `managed/`: `managed/{type}[/{id}]` (read, query, create, replace,
+//!   patch, delete); `query_filter.rs`: Wren's `_queryFilter` → the core's
+//!   filter.
 //!
 //! ## Adding an endpoint module
 //!
@@ -43,6 +46,8 @@ mod config;
 pub mod error;
 mod info;
 mod listing;
+pub mod managed;
+pub mod query_filter;
 mod recon;
 mod scheduler;
 pub mod sessions;
@@ -106,6 +111,7 @@ pub fn router(state: RestState) -> Router {
     let max_body = state.limits.max_body;
     Router::new()
         .merge(info::routes())
+        .merge(managed::routes())
         .merge(recon::routes())
         .merge(scheduler::routes())
         .merge(system::routes())

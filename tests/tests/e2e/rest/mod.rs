@@ -2,6 +2,8 @@
 //! Bearer, the session cache, the CSRF rule), Wren's error shape, and the
 //! info endpoints. Endpoint modules add their own files here.
 
+mod managed;
+
 use idm_proto::v1::{CreateAccountRequest, QueryAuditRequest, Scope};
 use idm_tests::rest::{ADMIN, ADMIN_PASSWORD, AS_ADMIN, Auth, start};
 use serde_json::json;
@@ -235,4 +237,25 @@ async fn a_cached_session_revoked_elsewhere_is_replaced_once() {
         .unwrap();
     rest.get("/info/login").await.expect(200);
     assert_eq!(logins_of(&idmd, ADMIN).await.len(), 2);
+}
+
+#[tokio::test]
+async fn an_unreachable_core_is_503() {
+    let (idmd, _rest) = start().await;
+    let dead = format!("http://127.0.0.1:{}", idm_tests::free_port());
+    let gateway = idm_tests::scim::Gateway::start_opts(
+        &idmd,
+        idm_tests::scim::GatewayOptions {
+            core: Some(dead),
+            ..Default::default()
+        },
+    )
+    .await;
+    let rest = idm_tests::rest::Rest::new(gateway);
+    rest.get("/managed/user/anyone")
+        .await
+        .expect_wren_error(503);
+    rest.send(Auth::None, "GET", "/info/ping", None, &[])
+        .await
+        .expect(200);
 }
