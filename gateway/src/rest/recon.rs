@@ -33,6 +33,8 @@ use crate::core::Core;
 
 /// The most runs `GET /recon` lists (the newest).
 const MAX_LISTED: i32 = 1000;
+/// How long a cancel waits for the core's answer before it is INITIATED.
+const CANCEL_ANSWER: Duration = Duration::from_secs(1);
 /// The most ids one `reconById` takes.
 const MAX_IDS: usize = 1000;
 
@@ -127,8 +129,8 @@ pub fn summary(run: &ReconRun, mapping: Option<&(String, String)>) -> Value {
     for (name, count) in &run.situation_counts {
         situations.insert(name.clone(), json!(count));
     }
-    let processed = run.source.as_ref().map_or(0, |p| p.processed)
-        + run.target.as_ref().map_or(0, |p| p.processed);
+    // Every record reconciled met one situation.
+    let processed: i64 = run.situation_counts.values().sum();
     let failures = run.failure_count;
     let created = run.action_counts.get("CREATE").copied().unwrap_or(0);
     let parameters = match mapping {
@@ -366,10 +368,19 @@ async fn run_action(
                         name: format!("recon/{id}"),
                     };
                     async move {
-                        Ok(recon
-                            .cancel_recon(Core::authorized(&bearer, request)?)
-                            .await?
-                            .into_inner())
+                        let request = Core::authorized(&bearer, request)?;
+                        // The core answers when the run has stopped, which may
+                        // take longer than a call may: a refusal comes at once,
+                        // and a cancel still under way is Wren's INITIATED.
+                        let mut asked =
+                            tokio::spawn(async move { recon.cancel_recon(request).await });
+                        match tokio::time::timeout(CANCEL_ANSWER, &mut asked).await {
+                            Ok(Ok(answer)) => answer.map(|_| ()),
+                            Ok(Err(e)) => Err(tonic::Status::internal(format!(
+                                "the cancel call failed: {e}"
+                            ))),
+                            Err(_) => Ok(()),
+                        }
                     }
                 })
                 .await?;

@@ -20,6 +20,7 @@ mod paging;
 mod passwords;
 mod recon;
 mod rest;
+mod rest_ops;
 mod scheduler;
 mod scim;
 mod scim_location;
