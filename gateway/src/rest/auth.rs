@@ -189,11 +189,16 @@ impl Caller {
                 let Some((credentials, key)) = &self.login else {
                     return Err(self.refused(status.into()));
                 };
-                state.sessions.forget(key);
-                let fresh = login(state, credentials, *key, &self.client_address)
-                    .await
-                    .map_err(|e| self.refused(e))?;
-                call(fresh).await.map_err(|s| self.refused(s.into()))
+                let fresh = session(
+                    state,
+                    credentials,
+                    *key,
+                    &self.client_address,
+                    Some(&self.bearer),
+                )
+                .await
+                .map_err(|e| self.refused(e))?;
+                call(fresh.0).await.map_err(|s| self.refused(s.into()))
             }
             result => result.map_err(|s| self.refused(s.into())),
         }
@@ -208,6 +213,31 @@ impl Caller {
         error.basic_challenge = error.code == 401 && self.basic;
         error
     }
+}
+
+/// The session for a name and password, and whether it came from the
+/// cache: the cached one unless it is `stale`, else a login, one at a time
+/// per name and password (a login that was waiting finds the session the
+/// one before it opened).
+async fn session(
+    state: &RestState,
+    credentials: &Credentials,
+    key: LoginKey,
+    client_address: &str,
+    stale: Option<&Bearer>,
+) -> Result<(Bearer, bool), RestError> {
+    let fresh = |bearer: &Bearer| stale.is_none_or(|stale| stale.0 != bearer.0);
+    if let Some(bearer) = state.sessions.get(&key).filter(fresh) {
+        return Ok((bearer, true));
+    }
+    let _turn = state.sessions.login_turn(&key).await;
+    if let Some(bearer) = state.sessions.get(&key).filter(fresh) {
+        return Ok((bearer, true));
+    }
+    if stale.is_some() {
+        state.sessions.forget(&key);
+    }
+    Ok((login(state, credentials, key, client_address).await?, false))
 }
 
 /// `AuthService.Login` for a name and password; the session is remembered
@@ -285,15 +315,9 @@ impl FromRequestParts<RestState> for Caller {
             error
         };
         let key = login_key(&credentials.username, &credentials.password);
-        let (bearer, cached) = match state.sessions.get(&key) {
-            Some(bearer) => (bearer, true),
-            None => (
-                login(state, &credentials, key, &client_address)
-                    .await
-                    .map_err(challenge)?,
-                false,
-            ),
-        };
+        let (bearer, cached) = session(state, &credentials, key, &client_address, None)
+            .await
+            .map_err(challenge)?;
         Ok(Caller {
             bearer,
             login: Some((credentials, key)),

@@ -10,7 +10,7 @@
 //! drops the entry and logs in once more (`Caller::call`).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -41,6 +41,32 @@ pub struct SessionCache {
     ttl: Duration,
     capacity: usize,
     entries: Mutex<HashMap<LoginKey, Entry>>,
+    /// One login at a time per name and password, so parallel first calls
+    /// of a script cost one argon2 hash, not one each.
+    logins: Mutex<HashMap<LoginKey, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// The turn to log in for one name and password; the next waiter's turn
+/// starts when it is dropped.
+pub struct LoginTurn<'a> {
+    cache: &'a SessionCache,
+    key: LoginKey,
+    lock: Arc<tokio::sync::Mutex<()>>,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Drop for LoginTurn<'_> {
+    fn drop(&mut self) {
+        let Ok(mut logins) = self.cache.logins.lock() else {
+            return;
+        };
+        // Nobody else waits (the map's handle, this turn's, and the
+        // guard's own): the entry goes, so the map holds only logins in
+        // progress.
+        if Arc::strong_count(&self.lock) <= 3 {
+            logins.remove(&self.key);
+        }
+    }
 }
 
 impl std::fmt::Debug for SessionCache {
@@ -64,7 +90,30 @@ impl SessionCache {
             ttl,
             capacity: capacity.max(1),
             entries: Mutex::new(HashMap::new()),
+            logins: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Waits for the turn to log in with this name and password. Check the
+    /// cache again once it comes: the previous turn may have filled it.
+    pub async fn login_turn(&self, key: &LoginKey) -> LoginTurn<'_> {
+        let lock = match self.logins.lock() {
+            Ok(mut logins) => logins.entry(*key).or_default().clone(),
+            // A poisoned map: no queueing, only more logins.
+            Err(_) => Arc::default(),
+        };
+        let guard = lock.clone().lock_owned().await;
+        LoginTurn {
+            cache: self,
+            key: *key,
+            lock,
+            _guard: guard,
+        }
+    }
+
+    /// How many names and passwords are being logged in for now.
+    pub fn logins_in_progress(&self) -> usize {
+        self.logins.lock().map_or(0, |logins| logins.len())
     }
 
     /// The session opened for this name and password, if still fresh.
@@ -160,6 +209,28 @@ mod tests {
         assert!(cache.get(&key).is_some());
         cache.forget_session(&Bearer("s999".into()));
         assert!(cache.get(&key).is_none());
+    }
+
+    #[tokio::test]
+    async fn logins_for_one_key_take_turns_and_leave_nothing_behind() {
+        let cache = Arc::new(SessionCache::default());
+        let key = login_key("alice", "pw");
+        let first = cache.login_turn(&key).await;
+        let waiter = {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                let _turn = cache.login_turn(&key).await;
+                cache.get(&key).map(|b| b.0)
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished());
+        // Another key is not held up.
+        drop(cache.login_turn(&login_key("bob", "pw")).await);
+        cache.put(key, &Bearer("s1".into()), TTL);
+        drop(first);
+        assert_eq!(waiter.await.unwrap().as_deref(), Some("s1"));
+        assert_eq!(cache.logins_in_progress(), 0);
     }
 
     #[test]

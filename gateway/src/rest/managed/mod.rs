@@ -5,7 +5,7 @@
 //! relationship values as `{"_ref": …, "_refResourceCollection": …,
 //! "_refResourceId": …, "_refProperties": {}}`.
 
-mod query;
+pub mod query;
 
 use axum::Router;
 use axum::extract::{Path, State};
