@@ -295,6 +295,38 @@ async fn schedules_are_created_queried_paused_resumed_and_deleted() {
         .expect(200)
         .body;
     assert_eq!(running, json!([]));
+    // A job triggered now and busy for a while is listed while it runs.
+    let mut busy = nightly();
+    busy["invokeContext"]["script"]["source"] =
+        json!("const end = Date.now() + 4000; while (Date.now() < end) {} 'done'");
+    rest.put("/scheduler/job/busy", &busy, &[])
+        .await
+        .expect(201);
+    let trigger = post_empty(&rest, "/scheduler/job/busy?_action=trigger");
+    let watch = async {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let listed = post_empty(&rest, "/scheduler/job?_action=listCurrentlyExecutingJobs")
+                .await
+                .expect(200)
+                .body;
+            if listed
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|j| j["_id"] == "busy")
+            {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let (triggered, seen) = tokio::join!(trigger, watch);
+    triggered.expect(200);
+    assert!(seen, "busy was never listed as executing");
 
     let deleted = rest
         .delete("/scheduler/job/nightly", &[])
