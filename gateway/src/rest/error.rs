@@ -165,6 +165,10 @@ impl From<Status> for RestError {
             },
             Code::OutOfRange => RestError::bad_request(message),
             Code::NotFound => RestError::not_found(message),
+            // A unique property's value is taken: Wren's `unique` policy.
+            Code::AlreadyExists if not_unique(&status).is_some() => {
+                RestError::policy_failed(not_unique(&status).unwrap_or_default())
+            }
             // Common REST: a create whose id is taken, and a write whose
             // revision is stale, are both "Precondition Failed".
             Code::AlreadyExists | Code::FailedPrecondition | Code::Aborted => {
@@ -205,6 +209,24 @@ fn policy_failure(status: &Status) -> Option<Value> {
         tracing::warn!("the core's failedPolicyRequirements did not parse; answered empty");
         Value::Array(Vec::new())
     }))
+}
+
+/// The core answers a taken unique value with ALREADY_EXISTS and a
+/// `BadRequest` naming the property; Wren reports it as the `unique` policy.
+fn not_unique(status: &Status) -> Option<Value> {
+    let details = status.get_error_details();
+    let violations = &details.bad_request()?.field_violations;
+    let failed: Vec<Value> = violations
+        .iter()
+        .take(64)
+        .map(|violation| {
+            json!({
+                "property": violation.field,
+                "policyRequirements": [{"policyRequirement": "UNIQUE"}],
+            })
+        })
+        .collect();
+    (!failed.is_empty()).then_some(Value::Array(failed))
 }
 
 impl IntoResponse for RestError {
@@ -308,6 +330,23 @@ mod tests {
             assert_eq!(error.code, 403);
             assert_eq!(error.detail.unwrap()["failedPolicyRequirements"], json!([]));
         }
+    }
+
+    #[test]
+    fn a_taken_unique_value_is_wrens_unique_policy() {
+        let status = Status::with_error_details(
+            Code::AlreadyExists,
+            "userName must be unique",
+            ErrorDetails::with_bad_request_violation("userName", "must be unique"),
+        );
+        let error = RestError::from(status);
+        assert_eq!(error.code, 403);
+        assert_eq!(
+            error.detail.unwrap()["failedPolicyRequirements"],
+            json!([{"property": "userName", "policyRequirements": [{"policyRequirement": "UNIQUE"}]}])
+        );
+        // A taken id stays Common REST's 412.
+        assert_eq!(RestError::from(Status::already_exists("exists")).code, 412);
     }
 
     #[test]

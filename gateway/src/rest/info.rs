@@ -20,12 +20,23 @@ pub fn routes() -> Router<RestState> {
         .route("/authentication", post(authentication))
 }
 
-/// Answers without credentials, as Wren's anonymous `info/ping` does.
-async fn ping() -> Response {
-    json_response(
-        StatusCode::OK,
-        &json!({"_id": "", "state": "ACTIVE_READY", "shortDesc": "OpenIDM ready"}),
-    )
+/// Answers without credentials, as Wren's anonymous `info/ping` does:
+/// `ACTIVE_READY` when the core answers (an anonymous `WhoAmI`, refused
+/// without any password hashing), `ACTIVE_NOT_READY` when it cannot be
+/// reached.
+async fn ping(State(state): State<RestState>) -> Response {
+    let mut auth = AuthServiceClient::new(state.core.channel());
+    let ready = match auth.who_am_i(WhoAmIRequest {}).await {
+        Ok(_) => true,
+        Err(status) => !crate::core::is_unreachable(&status),
+    };
+    let body = if ready {
+        json!({"_id": "", "state": "ACTIVE_READY", "shortDesc": "OpenIDM ready"})
+    } else {
+        json!({"_id": "", "state": "ACTIVE_NOT_READY",
+               "shortDesc": "OpenIDM is not ready: the idm core is unreachable"})
+    };
+    json_response(StatusCode::OK, &body)
 }
 
 /// Who the credentials stand for, in Wren's shape.

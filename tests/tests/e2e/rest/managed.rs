@@ -157,6 +157,20 @@ async fn create_read_replace_patch_delete_with_revisions() {
     )
     .await
     .expect(200);
+    // A taken unique value is Wren's policy failure.
+    let taken = rest
+        .post(
+            "/managed/user?_action=create",
+            &json!({"userName": "UPSERT"}),
+        )
+        .await
+        .expect_wren_error(403);
+    assert_eq!(
+        taken.body,
+        json!({"code": 403, "reason": "Forbidden", "message": "Policy validation failed",
+               "detail": {"result": false, "failedPolicyRequirements": [
+                   {"property": "userName", "policyRequirements": [{"policyRequirement": "UNIQUE"}]}]}})
+    );
     // increment, on a property the schema does not declare.
     rest.patch(
         "/managed/user/upsert",
@@ -402,4 +416,39 @@ fn urlencode(text: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+#[tokio::test]
+async fn the_readme_curl_command_works() {
+    let (_idmd, rest) = start().await;
+    for (i, sn) in ["Jensen", "Jones", "Smith"].iter().enumerate() {
+        create(&rest, &format!("user{i}"), sn, "G").await;
+    }
+    // README, "Wren's REST API": only the port and the password differ.
+    let output = tokio::process::Command::new("curl")
+        .args([
+            "-s",
+            "-k",
+            "-u",
+            &format!("openidm-admin:{}", idm_tests::rest::ADMIN_PASSWORD),
+            "-G",
+            &format!("{}/managed/user", rest.base),
+            "--data-urlencode",
+            r#"_queryFilter=/sn sw "J""#,
+            "-d",
+            "_pageSize=10",
+            "-d",
+            "_sortKeys=-sn",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let reply: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let sns: Vec<&str> = reply["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["sn"].as_str().unwrap())
+        .collect();
+    assert_eq!(sns, ["Jones", "Jensen"], "{reply}");
 }

@@ -265,7 +265,9 @@ async fn an_unreachable_core_is_503() {
     rest.get("/managed/user/anyone")
         .await
         .expect_wren_error(503);
-    rest.send(Auth::None, "GET", "/info/ping", None, &[])
+    let ping = rest
+        .send(Auth::None, "GET", "/info/ping", None, &[])
         .await
         .expect(200);
+    assert_eq!(ping.body["state"], "ACTIVE_NOT_READY");
 }
