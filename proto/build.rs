@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/idm/v1/sync.proto",
         "proto/idm/v1/keys.proto",
         "proto/idm/v1/auth.proto",
+        "proto/idm/v1/system.proto",
     ];
     let descriptors = protox::compile(files, ["proto"])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);

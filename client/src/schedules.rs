@@ -243,6 +243,7 @@ pub async fn run(ctx: &Context, command: SchedulesCommand) -> Result<(), CliErro
                     schedule: name.as_deref().map(full_name).unwrap_or_default(),
                     page_size: page_size.unwrap_or_default(),
                     page_token: page_token.unwrap_or_default(),
+                    running: false,
                 })
                 .await?
                 .into_inner();

@@ -4,6 +4,7 @@
 
 pub mod dial;
 pub mod filter;
+pub mod filter_match;
 pub mod json;
 
 /// Generated `idm.v1` types, clients and servers.

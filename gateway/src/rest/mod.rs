@@ -40,12 +40,18 @@
 //! 5. E2E tests in `tests/tests/e2e/rest/<name>.rs`, with the helpers of
 //!    `tests/src/rest.rs`.
 
+mod audit;
 pub mod auth;
+mod config;
 pub mod error;
 mod info;
+mod listing;
 pub mod managed;
 pub mod query_filter;
+mod recon;
+mod scheduler;
 pub mod sessions;
+mod system;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -106,6 +112,11 @@ pub fn router(state: RestState) -> Router {
     Router::new()
         .merge(info::routes())
         .merge(managed::routes())
+        .merge(recon::routes())
+        .merge(scheduler::routes())
+        .merge(system::routes())
+        .merge(config::routes())
+        .merge(audit::routes())
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))

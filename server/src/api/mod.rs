@@ -15,6 +15,7 @@ mod recon;
 mod schedules;
 mod sessions;
 mod sync;
+mod system;
 pub mod tls;
 mod tokens;
 pub mod trail;
@@ -32,6 +33,7 @@ use idm_proto::v1::object_service_server::ObjectServiceServer;
 use idm_proto::v1::recon_service_server::ReconServiceServer;
 use idm_proto::v1::schedule_service_server::ScheduleServiceServer;
 use idm_proto::v1::sync_service_server::SyncServiceServer;
+use idm_proto::v1::system_service_server::SystemServiceServer;
 use idm_proto::v1::token_service_server::TokenServiceServer;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
@@ -126,6 +128,12 @@ pub async fn serve(
         store: core.store.clone(),
     });
 
+    let system = SystemServiceServer::new(system::SystemApi {
+        store: core.store.clone(),
+        objects: core.objects.clone(),
+        conf_dir: core.conf_dir.clone(),
+    });
+
     let schedules = ScheduleServiceServer::new(schedules::ScheduleApi {
         scheduler: core.scheduler.clone(),
         policy: Arc::clone(&core.policy),
@@ -163,6 +171,7 @@ pub async fn serve(
         .add_service(InterceptedService::new(recon, auth.clone()))
         .add_service(InterceptedService::new(sync, auth.clone()))
         .add_service(InterceptedService::new(schedules, auth.clone()))
+        .add_service(InterceptedService::new(system, auth.clone()))
         .add_service(OpenLogin(InterceptedService::new(login, auth.clone())))
         .add_service(InterceptedService::new(account_api, auth))
         .serve_with_shutdown(addr, shutdown)

@@ -8,7 +8,8 @@ use idm_proto::v1::{
     CreateScheduleRequest, DeleteScheduleRequest, DeleteScheduleResponse, Execution,
     GetScheduleRequest, ListExecutionsRequest, ListExecutionsResponse, ListSchedulesRequest,
     ListSchedulesResponse, PauseScheduleRequest, ResumeScheduleRequest, RunScheduleRequest,
-    Schedule, Scope, UpdateScheduleRequest,
+    Schedule, Scope, UpdateScheduleRequest, ValidateCronExpressionRequest,
+    ValidateCronExpressionResponse,
 };
 use serde_json::{Map, Value, json};
 use tonic::{Code, Request, Response, Status};
@@ -304,14 +305,15 @@ impl ScheduleService for ScheduleApi {
         } else {
             short_name(&request.schedule, "schedules/")?
         };
+        let running = if request.running { "running" } else { "" };
         let page = Page::of(
             request.page_size,
             &request.page_token,
-            &["executions", schedule],
+            &["executions", schedule, running],
         )?;
         let mut executions = self
             .scheduler
-            .executions(schedule, page.limit + 1, page.offset)
+            .executions(schedule, request.running, page.limit + 1, page.offset)
             .await?;
         let next_page_token = page.trim(&mut executions);
         Ok(Response::new(ListExecutionsResponse {
@@ -319,4 +321,28 @@ impl ScheduleService for ScheduleApi {
             next_page_token,
         }))
     }
+
+    async fn validate_cron_expression(
+        &self,
+        request: Request<ValidateCronExpressionRequest>,
+    ) -> Result<Response<ValidateCronExpressionResponse>, Status> {
+        caller(&request)?.require(Scope::Read)?;
+        let expression = &request.get_ref().cron_expression;
+        if expression.len() > MAX_CRON_LEN {
+            return Err(Status::invalid_argument(format!(
+                "cron_expression: at most {MAX_CRON_LEN} bytes"
+            )));
+        }
+        let (valid, message) = match crate::scheduler::quartz::QuartzCron::parse(expression) {
+            Ok(_) => (true, String::new()),
+            Err(e) => (false, format!("{}: {}", e.field, e.message)),
+        };
+        Ok(Response::new(ValidateCronExpressionResponse {
+            valid,
+            message,
+        }))
+    }
 }
+
+/// The longest cron expression [`ScheduleService::validate_cron_expression`] reads.
+const MAX_CRON_LEN: usize = 1024;

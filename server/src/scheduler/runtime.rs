@@ -254,13 +254,14 @@ impl Scheduler {
     pub async fn executions(
         &self,
         name: &str,
+        running: bool,
         limit: usize,
         offset: usize,
     ) -> Result<Vec<ExecutionRecord>, SchedulerError> {
         Ok(self
             .inner
             .store
-            .list_executions(name, limit, offset)
+            .list_executions_where(name, running, limit, offset)
             .await?)
     }
 

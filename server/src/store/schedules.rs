@@ -191,11 +191,24 @@ impl Store {
         limit: usize,
         offset: usize,
     ) -> Result<Vec<ExecutionRecord>, StoreError> {
+        self.list_executions_where(schedule, false, limit, offset)
+            .await
+    }
+
+    /// [`Store::list_executions`], only those still `RUNNING` if `running`.
+    pub async fn list_executions_where(
+        &self,
+        schedule: &str,
+        running: bool,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Vec<ExecutionRecord>, StoreError> {
         self.query_all(
             "SELECT eid, schedule, fire_time, start, end, outcome, message, recon_run, node \
-             FROM execution WHERE $schedule = '' OR schedule = $schedule \
+             FROM execution WHERE ($schedule = '' OR schedule = $schedule) \
+             AND (!$running OR outcome = 'RUNNING') \
              ORDER BY eid DESC LIMIT $limit START $start",
-            json!({ "schedule": schedule, "limit": limit, "start": offset }),
+            json!({ "schedule": schedule, "running": running, "limit": limit, "start": offset }),
         )
         .await
     }
@@ -350,6 +363,14 @@ mod tests {
         let outcomes: Vec<&str> = recon.iter().map(|e| e.outcome.as_str()).collect();
         assert_eq!(outcomes, ["SKIPPED_CONCURRENT", "SUCCESS"], "newest first");
         assert_eq!(store.list_executions("", 10, 0).await.unwrap().len(), 3);
+        assert!(
+            store
+                .list_executions_where("", true, 10, 0)
+                .await
+                .unwrap()
+                .is_empty(),
+            "none is running"
+        );
         assert_eq!(
             store.list_executions("", 1, 1).await.unwrap()[0].outcome,
             "FAILED"

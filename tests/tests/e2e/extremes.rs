@@ -572,6 +572,7 @@ async fn sweep(c: &mut Clients, x: &Extreme) -> Vec<(String, Result<(), Status>)
                 schedule: name.clone(),
                 page_size: x.int,
                 page_token: t.clone(),
+                running: x.flag,
             })
         );
         call!(
@@ -583,6 +584,13 @@ async fn sweep(c: &mut Clients, x: &Extreme) -> Vec<(String, Result<(), Status>)
     call!(
         "ListSchedules",
         c.schedules.list_schedules(ListSchedulesRequest {})
+    );
+    call!(
+        "ValidateCronExpression",
+        c.schedules
+            .validate_cron_expression(ValidateCronExpressionRequest {
+                cron_expression: t.clone(),
+            })
     );
 
     call!(

@@ -741,6 +741,7 @@ async fn live_sync_picks_up_directory_entries_changed_since_the_last_run() {
             schedule: "schedules/live".into(),
             page_size: 100,
             page_token: String::new(),
+            running: false,
         })
         .await
         .unwrap()

@@ -21,11 +21,13 @@ mod paging;
 mod passwords;
 mod recon;
 mod rest;
+mod rest_ops;
 mod scheduler;
 mod scim;
 mod scim_location;
 mod scim_patch;
 mod secrets;
+mod system_objects;
 mod tls;
 mod wren_conf;
 

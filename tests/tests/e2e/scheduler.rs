@@ -84,6 +84,7 @@ async fn executions(clients: &mut Clients, name: &str) -> Vec<idm_proto::v1::Exe
             schedule: format!("schedules/{name}"),
             page_size: 1000,
             page_token: String::new(),
+            running: false,
         })
         .await
         .unwrap()
