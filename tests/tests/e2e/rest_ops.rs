@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use idm_proto::v1::Scope;
 use idm_tests::rest::{AS_ADMIN, Auth, Rest, start, start_with};
-use idm_tests::{IdmdOptions, TempDir, sample_conf};
+use idm_tests::{IdmdOptions, TempDir, idm_conf};
 use serde_json::{Value, json};
 
 const MAPPING: &str = "csvEmployee_managedUser";
@@ -52,7 +52,7 @@ async fn start_conf(conf: &TempDir) -> (idm_tests::Idmd, Rest) {
 
 #[tokio::test]
 async fn the_cookbook_recon_creates_users_and_is_summarised_as_wren_does() {
-    let conf = sample_conf("sync");
+    let conf = idm_conf("sync");
     let (_idmd, rest) = start_conf(&conf).await;
 
     // The cookbook's command: POST, no body, `?_action=recon&mapping=…`.
@@ -143,7 +143,7 @@ async fn the_cookbook_recon_creates_users_and_is_summarised_as_wren_does() {
 
 #[tokio::test]
 async fn a_running_recon_is_cancelled() {
-    let conf = sample_conf("sync");
+    let conf = idm_conf("sync");
     let mut rows = String::from("uid,firstName,lastName,telephoneNumber\n");
     for i in 0..5_000 {
         rows.push_str(&format!("{i},First{i},Last{i},555{i}\n"));
@@ -389,7 +389,7 @@ async fn schedules_are_created_queried_paused_resumed_and_deleted() {
 /// The sample's connectors and one more LDAP connector in idm's own shape,
 /// with a literal bind password.
 fn conf_with_ldap() -> TempDir {
-    let conf = sample_conf("sync");
+    let conf = idm_conf("sync");
     std::fs::write(
         conf.path().join("connector-corp.json"),
         json!({
@@ -639,7 +639,7 @@ async fn config_documents_are_read_redacted_and_written_through_the_core_checks(
 
 #[tokio::test]
 async fn audit_topics_answer_queries_in_wren_shapes() {
-    let conf = sample_conf("sync");
+    let conf = idm_conf("sync");
     let (_idmd, rest) = start_conf(&conf).await;
     post_empty(
         &rest,

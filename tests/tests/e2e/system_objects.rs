@@ -8,7 +8,7 @@ use idm_proto::v1::{
     GetSystemObjectRequest, ListExecutionsRequest, QuerySystemObjectsRequest, Scope, SystemObject,
     ValidateCronExpressionRequest,
 };
-use idm_tests::{Authed, Bearer, Idmd, IdmdOptions, TempDir, sample_conf};
+use idm_tests::{Authed, Bearer, Idmd, IdmdOptions, TempDir, idm_conf};
 use serde_json::Value;
 use tonic::Code;
 
@@ -52,7 +52,7 @@ fn ids(objects: &[SystemObject]) -> Vec<&str> {
 
 #[tokio::test]
 async fn csv_objects_are_read_queried_and_paged_through_the_connector() {
-    let conf = sample_conf("sync");
+    let conf = idm_conf("sync");
     let idmd = start(&conf).await;
     let mut admin = system(&idmd, idmd.admin_token.clone()).await;
 
@@ -147,7 +147,7 @@ async fn csv_objects_are_read_queried_and_paged_through_the_connector() {
 
 #[tokio::test]
 async fn password_columns_are_never_shown() {
-    let conf = sample_conf("sync");
+    let conf = idm_conf("sync");
     let connector = conf.path().join("connector-csv.json");
     if connector.exists() {
         let mut body: Value =
