@@ -44,6 +44,20 @@ pub struct Conf {
     pub documents: Vec<ConfigDocument>,
 }
 
+/// One warning naming every setting of `managed.json` idm does not act on.
+fn warn_unsupported(file: &Path, warnings: &[String]) {
+    if !warnings.is_empty() {
+        tracing::warn!(
+            file = %file.display(),
+            unsupported = %warnings.join("; "),
+            "{}: {} setting(s) idm does not support are ignored: {}",
+            file.display(),
+            warnings.len(),
+            warnings.join("; ")
+        );
+    }
+}
+
 fn invalid(file: &Path, field: impl Into<String>, message: impl Into<String>) -> ConfError {
     ConfError::Invalid {
         file: file.display().to_string(),
@@ -71,7 +85,10 @@ pub fn read(dir: Option<&Path>) -> Result<Conf, ConfError> {
     let managed_file = dir.join("managed.json");
     let schema = if managed_file.exists() {
         let text = read_text(&managed_file)?;
-        ManagedSchema::from_json(&text).map_err(|e| invalid(&managed_file, e.field, e.message))?
+        let schema = ManagedSchema::from_json(&text)
+            .map_err(|e| invalid(&managed_file, e.field, e.message))?;
+        warn_unsupported(&managed_file, &schema.warnings);
+        schema
     } else {
         ManagedSchema::builtin().map_err(|e| invalid(&managed_file, e.field, e.message))?
     };

@@ -1,8 +1,11 @@
 //! Managed objects: the domain rules between the API and the store — schema
 //! checks, private properties, revisions, relationships, queries.
 
+mod declare;
+mod hooks;
 mod password;
 mod patch;
+pub mod policy;
 mod schema;
 
 use std::collections::BTreeMap;
@@ -17,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 pub use password::{PasswordThrottle, ThrottleLimits, dummy_hash};
 pub use patch::PatchOp;
+pub use policy::{Failure, Failures, Lookup};
 pub use schema::{
     DEFAULT_MANAGED_JSON, ManagedSchema, ObjectType, Property, PropertyKind, SchemaError,
 };
@@ -51,6 +55,9 @@ pub enum ManagedError {
     AlreadyExists(String),
     #[error("{property}: the value is already taken by another object of this type")]
     NotUnique { property: String },
+    /// Wren's policies refused the object; one entry per property.
+    #[error("{0}")]
+    Policy(Failures),
     #[error("{0}")]
     Store(#[from] StoreError),
     #[error("{0}")]
@@ -218,14 +225,26 @@ impl ManagedObjects {
                     format!("the body says \"{in_body}\" but the request names \"{given}\""),
                 ));
             }
-            let id = match id.or(body_id) {
+            let chosen = id.or(body_id);
+            let mut failures = self.lookup_failures(object_type, &attributes, None).await?;
+            if let Some(chosen) = &chosen {
+                let as_object = Map::from_iter([("_id".to_string(), json!(chosen))]);
+                failures.check_property(
+                    &as_object,
+                    "_id",
+                    as_object.get("_id"),
+                    &object_type.id_policies,
+                );
+            }
+            let prepared = merge_failures(prepare(object_type, attributes, false), failures)?;
+            let id = match chosen {
                 Some(id) => {
                     check_id(&id)?;
                     id
                 }
                 None => uuid::Uuid::new_v4().to_string(),
             };
-            prepared_objects.push((id, prepare(object_type, attributes)?));
+            prepared_objects.push((id, prepared));
         }
         // Hashing is the slow part of a create: one per core at a time (each
         // argon2id call holds ~19 MiB, so unbounded fan-out would exhaust memory).
@@ -268,7 +287,7 @@ impl ManagedObjects {
             .store
             .create_objects(actor, type_name, &new_objects, links)
             .await
-            .map_err(from_store)?;
+            .map_err(|e| unique_policy(object_type, from_store(e)))?;
         // Nothing can refer to an object that did not exist: no reverse lookup.
         Ok(assemble_views(object_type, stored, &[], BTreeMap::new()))
     }
@@ -313,7 +332,8 @@ impl ManagedObjects {
                 format!("the body says {in_body} but the request names \"{id}\""),
             ));
         }
-        let prepared = prepare(object_type, attributes)?;
+        let failures = self.lookup_failures(object_type, &attributes, None).await?;
+        let prepared = merge_failures(prepare(object_type, attributes, true), failures)?;
         let hashed = hash_all(&prepared.passwords).await?;
         let _hold = self.hold_key(!hashed.is_empty()).await;
         let sealed = self.seal_hashed(hashed)?;
@@ -373,6 +393,17 @@ impl ManagedObjects {
             .iter()
             .filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v)))
             .collect();
+        // The store-backed policies look at the values this patch writes.
+        let mut written = Map::new();
+        for op in &data_ops {
+            if op.field.matches('/').count() == 1
+                && op.operation != patch::Operation::Remove
+                && let Some(value) = &op.value
+            {
+                written.insert(op.property().to_string(), value.clone());
+            }
+        }
+        let lookups = self.lookup_failures(object_type, &written, None).await?;
         let hashed = hash_all(&passwords).await?;
         let _hold = self.hold_key(!hashed.is_empty()).await;
         let sealed = self.seal_hashed(hashed)?;
@@ -386,7 +417,10 @@ impl ManagedObjects {
             for op in &data_ops {
                 op.apply(&mut data)?;
             }
-            let mut prepared = prepare(object_type, data)?;
+            for (property, plain) in &passwords {
+                data.insert(property.clone(), Value::String(plain.clone()));
+            }
+            let mut prepared = merge_failures(prepare(object_type, data, true), lookups.clone())?;
             prepared.passwords = passwords.clone();
             Ok((prepared, sealed.clone(), cleared.clone()))
         })
@@ -458,8 +492,8 @@ impl ManagedObjects {
             )
             .await
             .map_err(|e| match e {
-                ManagedError::Store(s) => from_store(s),
-                other => other,
+                ManagedError::Store(s) => unique_policy(object_type, from_store(s)),
+                other => unique_policy(object_type, other),
             })?;
         let stored = match outcome {
             Outcome::NotFound => return Err(ManagedError::NotFound(name)),
@@ -594,6 +628,83 @@ impl ManagedObjects {
         Ok(None)
     }
 
+    /// The store-backed policies' failures for the values in `attributes`:
+    /// `no-internal-user-conflict` (an account of that name exists) and
+    /// `mapping-exists`; `unique` too when `unique_except` is given (writes
+    /// leave it to the store's unique keys), ignoring that object's own value.
+    async fn lookup_failures(
+        &self,
+        object_type: &ObjectType,
+        attributes: &Map<String, Value>,
+        unique_except: Option<&str>,
+    ) -> Result<Failures, ManagedError> {
+        let mut failures = Failures::default();
+        for (name, property) in &object_type.properties {
+            let Some(value) = attributes.get(name) else {
+                continue;
+            };
+            for policy in &property.policies {
+                let Some(lookup) = policy.lookup() else {
+                    continue;
+                };
+                let text = match value {
+                    Value::String(s) if !s.is_empty() => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    _ => continue,
+                };
+                let conflict = match lookup {
+                    Lookup::InternalUser => self.store.get_account(&text).await?.is_some(),
+                    Lookup::Mapping => self.store.get_config("mapping", &text).await?.is_none(),
+                    Lookup::Unique => match unique_except {
+                        None => false,
+                        Some(own) => {
+                            let key = if property.case_exact {
+                                text.clone()
+                            } else {
+                                text.to_lowercase()
+                            };
+                            self.store
+                                .lookup_unique(&object_type.name, name, &key)
+                                .await?
+                                .is_some_and(|holder| holder != own)
+                        }
+                    },
+                };
+                if conflict {
+                    failures.add(name, policy, policy.lookup_failure());
+                }
+            }
+        }
+        Ok(failures)
+    }
+
+    /// Wren's `validateObject` (`only_given`: `validateProperty`): the
+    /// policies' verdict on `attributes` as a create (`id` `None`) or as the
+    /// new state of object `id`, without writing anything.
+    pub async fn validate(
+        &self,
+        type_name: &str,
+        id: Option<&str>,
+        attributes: &Map<String, Value>,
+        only_given: bool,
+    ) -> Result<Failures, ManagedError> {
+        let object_type = self.schema.get(type_name)?;
+        let mut failures = check_policies(object_type, attributes, id.is_some(), only_given);
+        if let Some(id) = id {
+            let as_object = Map::from_iter([("_id".to_string(), json!(id))]);
+            failures.check_property(&as_object, "_id", as_object.get("_id"), &object_type.id_policies);
+        }
+        let extra = self
+            .lookup_failures(object_type, attributes, Some(id.unwrap_or_default()))
+            .await?;
+        for failure in extra.0 {
+            for (requirement, policy_id) in failure.policy_requirements.into_iter().zip(failure.policy_ids) {
+                failures.add_named(&failure.property, policy_id, requirement);
+            }
+        }
+        Ok(failures)
+    }
+
     /// For each `(id, value)`: whether the object's private `property` holds
     /// exactly `value`. Opening sealed copies is cheap, so a reconciliation
     /// can skip unchanged passwords without hashing them.
@@ -716,6 +827,7 @@ fn assemble_views(
         .into_iter()
         .map(|object| {
             let mut attributes = object.data;
+            attributes.retain(|name, _| !object_type.properties.get(name).is_some_and(|p| p.hidden));
             for relation in &object_type.reverse {
                 attributes.insert(relation.name.clone(), json!([]));
             }
@@ -793,7 +905,12 @@ fn check_id(id: &str) -> Result<(), ManagedError> {
 fn prepare(
     object_type: &ObjectType,
     attributes: Map<String, Value>,
+    update: bool,
 ) -> Result<Prepared, ManagedError> {
+    let failures = check_policies(object_type, &attributes, update, false);
+    if !failures.is_empty() {
+        return Err(ManagedError::Policy(failures));
+    }
     let mut data = Map::new();
     let mut passwords = BTreeMap::new();
     let mut relations = Vec::new();
@@ -815,7 +932,6 @@ fn prepare(
             data.insert(name, value);
             continue;
         };
-        property.check(&name, &value)?;
         if property.private {
             if let Value::String(plain) = value {
                 passwords.insert(name, plain);
@@ -837,17 +953,33 @@ fn prepare(
         }
         data.insert(name, value);
     }
-    for (name, property) in &object_type.properties {
-        if property.required && !data.contains_key(name) && !passwords.contains_key(name) {
-            return Err(ManagedError::invalid(name, "is required"));
-        }
-    }
     Ok(Prepared {
         data,
         unique,
         relations,
         passwords,
     })
+}
+
+/// Wren's policies of every declared property against a whole object (a
+/// `null` counts as absent, as a write treats it). On an `update`, a private
+/// property the request leaves out keeps its stored value and is not checked;
+/// `only_given` checks only the properties present (Wren's `validateProperty`).
+pub fn check_policies(
+    object_type: &ObjectType,
+    attributes: &Map<String, Value>,
+    update: bool,
+    only_given: bool,
+) -> Failures {
+    let mut failures = Failures::default();
+    for (name, property) in &object_type.properties {
+        let value = attributes.get(name).filter(|v| !v.is_null());
+        if value.is_none() && ((update && property.private) || only_given) {
+            continue;
+        }
+        failures.check_property(attributes, name, value, &property.policies);
+    }
+    failures
 }
 
 /// Accepts `"id"`, `"managed/user/id"` or `{"_ref": "managed/user/id"}` and
@@ -923,6 +1055,45 @@ fn normalize_references(
     }
 }
 
+/// `prepare`'s result with the store-backed policies' failures added in.
+fn merge_failures(
+    prepared: Result<Prepared, ManagedError>,
+    extra: Failures,
+) -> Result<Prepared, ManagedError> {
+    match prepared {
+        Ok(prepared) if extra.is_empty() => Ok(prepared),
+        Ok(_) => Err(ManagedError::Policy(extra)),
+        Err(ManagedError::Policy(mut failures)) => {
+            for failure in extra.0 {
+                for (requirement, id) in failure.policy_requirements.into_iter().zip(failure.policy_ids) {
+                    failures.add_named(&failure.property, id, requirement);
+                }
+            }
+            Err(ManagedError::Policy(failures))
+        }
+        Err(other) if extra.is_empty() => Err(other),
+        Err(_) => Err(ManagedError::Policy(extra)),
+    }
+}
+
+/// A value already taken, on a property with Wren's `unique` policy, is
+/// reported as that policy's failure.
+fn unique_policy(object_type: &ObjectType, error: ManagedError) -> ManagedError {
+    let ManagedError::NotUnique { property } = &error else {
+        return error;
+    };
+    let Some(policy) = object_type
+        .properties
+        .get(property)
+        .and_then(|p| p.policies.iter().find(|p| p.lookup() == Some(Lookup::Unique)))
+    else {
+        return error;
+    };
+    let mut failures = Failures::default();
+    failures.add(property, policy, policy.lookup_failure());
+    ManagedError::Policy(failures)
+}
+
 fn changed_properties(before: &Map<String, Value>, after: &Map<String, Value>) -> Vec<String> {
     let mut names: Vec<String> = before
         .keys()
@@ -963,7 +1134,7 @@ impl FieldResolver for ObjectResolver<'_> {
             ));
         }
         let property = self.0.properties.get(&path.attr);
-        if property.is_some_and(|p| p.private) {
+        if property.is_some_and(|p| p.private || p.hidden) {
             return Err(format!("{} is private", path.attr));
         }
         let case_exact = property.is_none_or(|p| p.case_exact);
