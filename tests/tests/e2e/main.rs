@@ -18,6 +18,7 @@ mod ldap;
 mod objects;
 mod paging;
 mod passwords;
+mod policies;
 mod recon;
 mod scheduler;
 mod scim;
