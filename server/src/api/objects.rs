@@ -5,9 +5,9 @@ use idm_proto::v1::object_service_server::ObjectService;
 use idm_proto::v1::{
     CountObjectsRequest, CountObjectsResponse, CreateObjectRequest, DeleteObjectRequest,
     DeleteObjectResponse, GetObjectRequest, ListObjectTypesRequest, ListObjectTypesResponse,
-    ManagedObject, ObjectType, PatchObjectRequest, QueryObjectsRequest, QueryObjectsResponse,
-    PolicyFailure, ReplaceObjectRequest, Scope, ValidateObjectRequest, ValidateObjectResponse,
-    VerifyPasswordRequest, VerifyPasswordResponse,
+    ManagedObject, ObjectType, PatchObjectRequest, PolicyFailure, QueryObjectsRequest,
+    QueryObjectsResponse, ReplaceObjectRequest, Scope, ValidateObjectRequest,
+    ValidateObjectResponse, VerifyPasswordRequest, VerifyPasswordResponse,
 };
 use tonic::{Request, Response, Status};
 

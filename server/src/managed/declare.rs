@@ -84,11 +84,17 @@ pub(super) fn property(
         .map(str::to_string);
     if kind == PropertyKind::Relationship {
         resource_collection = collection(
-            relationship.get("resourceCollection").or(decl.get("resourceCollection")),
+            relationship
+                .get("resourceCollection")
+                .or(decl.get("resourceCollection")),
             field,
             warnings,
         );
-        if relationship.get("reverseRelationship").and_then(Value::as_bool) == Some(true) {
+        if relationship
+            .get("reverseRelationship")
+            .and_then(Value::as_bool)
+            == Some(true)
+        {
             reverse_property = reverse_property.or(relationship
                 .get("reversePropertyName")
                 .and_then(Value::as_str)
@@ -286,8 +292,8 @@ fn policies(
             .and_then(Value::as_str)
             .ok_or_else(|| schema_error(format!("{at}.policyId"), "expected a string"))?;
         let params = entry.get("params").cloned().unwrap_or(Value::Null);
-        let policy =
-            Policy::from_decl(id, &params).map_err(|m| schema_error(format!("{at}.policyId"), m))?;
+        let policy = Policy::from_decl(id, &params)
+            .map_err(|m| schema_error(format!("{at}.policyId"), m))?;
         out.push(policy);
     }
     Ok(out)

@@ -692,13 +692,22 @@ impl ManagedObjects {
         let mut failures = check_policies(object_type, attributes, id.is_some(), only_given);
         if let Some(id) = id {
             let as_object = Map::from_iter([("_id".to_string(), json!(id))]);
-            failures.check_property(&as_object, "_id", as_object.get("_id"), &object_type.id_policies);
+            failures.check_property(
+                &as_object,
+                "_id",
+                as_object.get("_id"),
+                &object_type.id_policies,
+            );
         }
         let extra = self
             .lookup_failures(object_type, attributes, Some(id.unwrap_or_default()))
             .await?;
         for failure in extra.0 {
-            for (requirement, policy_id) in failure.policy_requirements.into_iter().zip(failure.policy_ids) {
+            for (requirement, policy_id) in failure
+                .policy_requirements
+                .into_iter()
+                .zip(failure.policy_ids)
+            {
                 failures.add_named(&failure.property, policy_id, requirement);
             }
         }
@@ -827,7 +836,8 @@ fn assemble_views(
         .into_iter()
         .map(|object| {
             let mut attributes = object.data;
-            attributes.retain(|name, _| !object_type.properties.get(name).is_some_and(|p| p.hidden));
+            attributes
+                .retain(|name, _| !object_type.properties.get(name).is_some_and(|p| p.hidden));
             for relation in &object_type.reverse {
                 attributes.insert(relation.name.clone(), json!([]));
             }
@@ -1065,7 +1075,11 @@ fn merge_failures(
         Ok(_) => Err(ManagedError::Policy(extra)),
         Err(ManagedError::Policy(mut failures)) => {
             for failure in extra.0 {
-                for (requirement, id) in failure.policy_requirements.into_iter().zip(failure.policy_ids) {
+                for (requirement, id) in failure
+                    .policy_requirements
+                    .into_iter()
+                    .zip(failure.policy_ids)
+                {
                     failures.add_named(&failure.property, id, requirement);
                 }
             }
@@ -1082,11 +1096,11 @@ fn unique_policy(object_type: &ObjectType, error: ManagedError) -> ManagedError 
     let ManagedError::NotUnique { property } = &error else {
         return error;
     };
-    let Some(policy) = object_type
-        .properties
-        .get(property)
-        .and_then(|p| p.policies.iter().find(|p| p.lookup() == Some(Lookup::Unique)))
-    else {
+    let Some(policy) = object_type.properties.get(property).and_then(|p| {
+        p.policies
+            .iter()
+            .find(|p| p.lookup() == Some(Lookup::Unique))
+    }) else {
         return error;
     };
     let mut failures = Failures::default();

@@ -212,11 +212,12 @@ impl ManagedSchema {
                             && p.reverse_property.as_deref() == Some(name)
                     });
                 if let Some(partner) = partner {
-                    let this_first = (
-                        property.multiple,
-                        position(&object_type.name),
-                        name.as_str(),
-                    ) < (partner.multiple, position(target), reverse_name.as_str());
+                    let this_first =
+                        (
+                            property.multiple,
+                            position(&object_type.name),
+                            name.as_str(),
+                        ) < (partner.multiple, position(target), reverse_name.as_str());
                     if !this_first {
                         continue; // the partner stores the pair
                     }
@@ -431,7 +432,11 @@ mod tests {
         assert!(user.properties["lastSync"].hidden);
         assert!(user.properties["userName"].unique);
         assert!(user.properties["givenName"].required);
-        assert!(user.id_policies.iter().any(|p| p.id == "cannot-contain-characters"));
+        assert!(
+            user.id_policies
+                .iter()
+                .any(|p| p.id == "cannot-contain-characters")
+        );
         // user.roles is stored; role.members is its reverse.
         assert!(user.properties["roles"].multiple);
         let role = schema.get("role").unwrap();
@@ -451,7 +456,10 @@ mod tests {
             "role.members: read-only here; the relationship is written through user.roles",
             "role.onSync: not supported",
         ] {
-            assert!(warnings.contains(expected), "{expected} missing from\n{warnings}");
+            assert!(
+                warnings.contains(expected),
+                "{expected} missing from\n{warnings}"
+            );
         }
     }
 
@@ -461,7 +469,10 @@ mod tests {
             r#"{"objects":[{"name":"user","schema":{"properties":{"mail":{"type":"string","policies":[{"policyId":"no-such-policy"}]}}}}]}"#,
         )
         .unwrap_err();
-        assert_eq!(err.field, "objects[0].schema.properties.mail.policies[0].policyId");
+        assert_eq!(
+            err.field,
+            "objects[0].schema.properties.mail.policies[0].policyId"
+        );
         assert!(err.message.contains("no-such-policy"), "{err}");
         let err = ManagedSchema::from_json(
             r#"{"objects":[{"name":"user","schema":{"properties":{"x":{"type":"string","pattern":"(?<=a)b"}}}}]}"#,

@@ -82,7 +82,11 @@ async fn create(c: &mut Clients, id: &str, body: Value) -> Result<Value, tonic::
 fn assert_policy(status: &tonic::Status, property: &str, policy: &str, requirement: &str) {
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     let details = status.get_error_details();
-    let violations = details.bad_request().expect("a BadRequest").field_violations.clone();
+    let violations = details
+        .bad_request()
+        .expect("a BadRequest")
+        .field_violations
+        .clone();
     let violation = violations
         .iter()
         .find(|v| v.field == property)
@@ -124,28 +128,80 @@ async fn each_policy_refuses_a_grpc_create_naming_the_property_and_the_policy() 
         ("age", json!("ten"), "valid-type", "VALID_TYPE"),
         ("nick", json!(""), "not-empty", "REQUIRED"),
         ("birthday", json!("someday"), "valid-date", "VALID_DATE"),
-        ("mail", json!("jon"), "valid-email-address-format", "VALID_EMAIL_ADDRESS_FORMAT"),
-        ("givenName", json!("Jon!"), "valid-name-format", "VALID_NAME_FORMAT"),
-        ("phone", json!("call me"), "valid-phone-format", "VALID_PHONE_FORMAT"),
-        ("password", json!("winter1scoming"), "at-least-X-capitals", "AT_LEAST_X_CAPITAL_LETTERS"),
-        ("password", json!("WinterIsComing"), "at-least-X-numbers", "AT_LEAST_X_NUMBERS"),
+        (
+            "mail",
+            json!("jon"),
+            "valid-email-address-format",
+            "VALID_EMAIL_ADDRESS_FORMAT",
+        ),
+        (
+            "givenName",
+            json!("Jon!"),
+            "valid-name-format",
+            "VALID_NAME_FORMAT",
+        ),
+        (
+            "phone",
+            json!("call me"),
+            "valid-phone-format",
+            "VALID_PHONE_FORMAT",
+        ),
+        (
+            "password",
+            json!("winter1scoming"),
+            "at-least-X-capitals",
+            "AT_LEAST_X_CAPITAL_LETTERS",
+        ),
+        (
+            "password",
+            json!("WinterIsComing"),
+            "at-least-X-numbers",
+            "AT_LEAST_X_NUMBERS",
+        ),
         ("password", json!("Wint3r"), "minimum-length", "MIN_LENGTH"),
         // The userName each case is given (user<index>) inside the password.
-        ("password", json!("Xuser10-99"), "cannot-contain-others", "CANNOT_CONTAIN_OTHERS"),
-        ("tags", json!(["a", "a"]), "cannot-contain-duplicates", "CANNOT_CONTAIN_DUPLICATES"),
-        ("dept", json!("north/south"), "cannot-contain-characters", "CANNOT_CONTAIN_CHARACTERS"),
-        ("feed", json!("no-such-mapping"), "mapping-exists", "MAPPING_EXISTS"),
+        (
+            "password",
+            json!("Xuser10-99"),
+            "cannot-contain-others",
+            "CANNOT_CONTAIN_OTHERS",
+        ),
+        (
+            "tags",
+            json!(["a", "a"]),
+            "cannot-contain-duplicates",
+            "CANNOT_CONTAIN_DUPLICATES",
+        ),
+        (
+            "dept",
+            json!("north/south"),
+            "cannot-contain-characters",
+            "CANNOT_CONTAIN_CHARACTERS",
+        ),
+        (
+            "feed",
+            json!("no-such-mapping"),
+            "mapping-exists",
+            "MAPPING_EXISTS",
+        ),
         ("team", json!("x-watch"), "regexpMatches", "MATCH_REGEXP"),
         ("userName", json!("js"), "minimum-length", "MIN_LENGTH"),
         ("userName", json!(""), "not-empty", "REQUIRED"),
-        ("userName", json!("openidm-admin"), "no-internal-user-conflict", "UNIQUE"),
+        (
+            "userName",
+            json!("openidm-admin"),
+            "no-internal-user-conflict",
+            "UNIQUE",
+        ),
         ("userName", json!("jsnow"), "unique", "UNIQUE"),
     ];
     for (index, (property, value, policy, requirement)) in cases.iter().enumerate() {
         let mut body = valid_user();
         body["userName"] = json!(format!("user{index}"));
         body[*property] = value.clone();
-        let status = create(&mut c, &format!("u{index}"), body).await.unwrap_err();
+        let status = create(&mut c, &format!("u{index}"), body)
+            .await
+            .unwrap_err();
         assert_policy(&status, property, policy, requirement);
     }
     let mut missing = valid_user();
@@ -155,22 +211,48 @@ async fn each_policy_refuses_a_grpc_create_naming_the_property_and_the_policy() 
     let mut starred = valid_user();
     starred["userName"] = json!("starred");
     let status = create(&mut c, "a*b", starred).await.unwrap_err();
-    assert_policy(&status, "_id", "cannot-contain-characters", "CANNOT_CONTAIN_CHARACTERS");
+    assert_policy(
+        &status,
+        "_id",
+        "cannot-contain-characters",
+        "CANNOT_CONTAIN_CHARACTERS",
+    );
 
     // Several failures: one entry per property, every requirement listed.
-    let status = create(&mut c, "many", json!({"userName": "", "mail": "x", "password": "short"}))
-        .await
-        .unwrap_err();
+    let status = create(
+        &mut c,
+        "many",
+        json!({"userName": "", "mail": "x", "password": "short"}),
+    )
+    .await
+    .unwrap_err();
     let info = status.get_error_details().error_info().unwrap().clone();
     let failed: Value = serde_json::from_str(&info.metadata["failedPolicyRequirements"]).unwrap();
-    let user_name = failed.as_array().unwrap().iter().find(|f| f["property"] == "userName").unwrap();
+    let user_name = failed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["property"] == "userName")
+        .unwrap();
     assert_eq!(
         user_name["policyRequirements"],
         json!([{"policyRequirement": "REQUIRED"},
                {"policyRequirement": "MIN_LENGTH", "params": {"minLength": 3}}])
     );
-    assert_eq!(status.get_error_details().bad_request().unwrap().field_violations.len(), 3);
-    assert!(!status.message().contains("short"), "a password never shows: {}", status.message());
+    assert_eq!(
+        status
+            .get_error_details()
+            .bad_request()
+            .unwrap()
+            .field_violations
+            .len(),
+        3
+    );
+    assert!(
+        !status.message().contains("short"),
+        "a password never shows: {}",
+        status.message()
+    );
 }
 
 #[tokio::test]
@@ -190,7 +272,12 @@ async fn replace_and_patch_are_checked_too() {
         })
         .await
         .unwrap_err();
-    assert_policy(&status, "mail", "valid-email-address-format", "VALID_EMAIL_ADDRESS_FORMAT");
+    assert_policy(
+        &status,
+        "mail",
+        "valid-email-address-format",
+        "VALID_EMAIL_ADDRESS_FORMAT",
+    );
     body["mail"] = json!("jon@wall.example");
     c.objects
         .replace_object(ReplaceObjectRequest {
@@ -209,11 +296,27 @@ async fn replace_and_patch_are_checked_too() {
         }],
         expected_revision: None,
     };
-    let status = c.objects.patch_object(patch("/password", json!("nocaps123"))).await.unwrap_err();
-    assert_policy(&status, "password", "at-least-X-capitals", "AT_LEAST_X_CAPITAL_LETTERS");
-    let status = c.objects.patch_object(patch("/userName", json!("openidm-admin"))).await.unwrap_err();
+    let status = c
+        .objects
+        .patch_object(patch("/password", json!("nocaps123")))
+        .await
+        .unwrap_err();
+    assert_policy(
+        &status,
+        "password",
+        "at-least-X-capitals",
+        "AT_LEAST_X_CAPITAL_LETTERS",
+    );
+    let status = c
+        .objects
+        .patch_object(patch("/userName", json!("openidm-admin")))
+        .await
+        .unwrap_err();
     assert_policy(&status, "userName", "no-internal-user-conflict", "UNIQUE");
-    c.objects.patch_object(patch("/password", json!("Longclaw123"))).await.unwrap();
+    c.objects
+        .patch_object(patch("/password", json!("Longclaw123")))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -225,7 +328,10 @@ async fn scim_create_with_a_violating_value_is_a_400_naming_the_property_and_pol
         .post("/Users", &json!({"schemas": [user], "userName": "js"}))
         .await
         .expect_error(400, Some("invalidValue"));
-    let detail = reply.body["detail"].as_str().unwrap_or_default().to_string();
+    let detail = reply.body["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     assert!(
         detail.contains("userName") && detail.contains("minimum-length"),
         "{detail}"
@@ -265,7 +371,12 @@ async fn wren6_default_managed_json_loads_and_its_policies_hold() {
     .unwrap_err();
     assert_policy(&status, "mail", "required", "REQUIRED");
     assert_policy(&status, "password", "minimum-length", "MIN_LENGTH");
-    assert_policy(&status, "password", "at-least-X-capitals", "AT_LEAST_X_CAPITAL_LETTERS");
+    assert_policy(
+        &status,
+        "password",
+        "at-least-X-capitals",
+        "AT_LEAST_X_CAPITAL_LETTERS",
+    );
     let status = create(
         &mut c,
         "ned",
@@ -275,7 +386,12 @@ async fn wren6_default_managed_json_loads_and_its_policies_hold() {
     .await
     .unwrap_err();
     assert_policy(&status, "telephoneNumber", "regexpMatches", "MATCH_REGEXP");
-    assert_policy(&status, "password", "cannot-contain-others", "CANNOT_CONTAIN_OTHERS");
+    assert_policy(
+        &status,
+        "password",
+        "cannot-contain-others",
+        "CANNOT_CONTAIN_OTHERS",
+    );
 }
 
 #[tokio::test]
@@ -320,7 +436,9 @@ async fn validate_object_answers_like_wren_without_writing() {
             .await
             .map(|r| r.into_inner())
     };
-    let answer = validate("managed/user", json!({"userName": "js"}), false).await.unwrap();
+    let answer = validate("managed/user", json!({"userName": "js"}), false)
+        .await
+        .unwrap();
     assert!(!answer.result);
     assert_eq!(answer.failed_policy_requirements.len(), 1);
     let failure = &answer.failed_policy_requirements[0];
@@ -332,13 +450,25 @@ async fn validate_object_answers_like_wren_without_writing() {
             .cloned()
             .unwrap()
     );
-    let taken = validate("managed/user", json!({"userName": "jsnow"}), false).await.unwrap();
+    let taken = validate("managed/user", json!({"userName": "jsnow"}), false)
+        .await
+        .unwrap();
     assert_eq!(taken.failed_policy_requirements[0].property, "userName");
-    let own = validate("managed/user/jsnow", json!({"userName": "jsnow"}), false).await.unwrap();
+    let own = validate("managed/user/jsnow", json!({"userName": "jsnow"}), false)
+        .await
+        .unwrap();
     assert!(own.result, "its own userName is not a conflict: {own:?}");
-    let one = validate("managed/user", json!({"mail": "x"}), true).await.unwrap();
-    assert_eq!(one.failed_policy_requirements.len(), 1, "only the property given");
+    let one = validate("managed/user", json!({"mail": "x"}), true)
+        .await
+        .unwrap();
+    assert_eq!(
+        one.failed_policy_requirements.len(),
+        1,
+        "only the property given"
+    );
     assert_eq!(one.failed_policy_requirements[0].property, "mail");
-    let status = validate("managed/nothing", json!({}), false).await.unwrap_err();
+    let status = validate("managed/nothing", json!({}), false)
+        .await
+        .unwrap_err();
     expect_code::<()>(Err(status), Code::NotFound);
 }

@@ -14,8 +14,7 @@ use serde_json::{Map, Value, json};
 use super::{Check, Policy};
 
 /// Wren's `validPhoneFormat`.
-static PHONE: LazyLock<Option<Regex>> =
-    LazyLock::new(|| Regex::new(r"^\+?([0-9\- \(\)])*$").ok());
+static PHONE: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new(r"^\+?([0-9\- \(\)])*$").ok());
 /// Wren's `validEmailAddressFormat` (`/.+@.+\..+/i`).
 static EMAIL: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new(r"(?i).+@.+\..+").ok());
 /// Wren's `validNameFormat`, character for character (its `'-\u0105` range
@@ -110,9 +109,7 @@ pub(super) fn evaluate(
             return Some(out);
         }
         Check::ValidType(types) => {
-            let Some(value) = value else {
-                return None;
-            };
+            let value = value?;
             let found = js_type(value);
             let fits = types.iter().any(|t| {
                 t == found
@@ -170,7 +167,10 @@ pub(super) fn evaluate(
         }
         Check::CannotContainCharacters(forbidden) => {
             let s = text(value)?;
-            if forbidden.iter().any(|c| !c.is_empty() && s.contains(c.as_str())) {
+            if forbidden
+                .iter()
+                .any(|c| !c.is_empty() && s.contains(c.as_str()))
+            {
                 return Some(with_params(
                     name,
                     json!({ "forbiddenChars": forbidden.join(", ") }),
@@ -182,10 +182,7 @@ pub(super) fn evaluate(
             let items = value.and_then(Value::as_array)?;
             let mut seen = BTreeSet::new();
             let duplicate = items.iter().find(|item| !seen.insert(item.to_string()))?;
-            return Some(with_params(
-                name,
-                json!({ "duplicateValue": duplicate }),
-            ));
+            return Some(with_params(name, json!({ "duplicateValue": duplicate })));
         }
     };
     failed.then(|| requirement(name))
@@ -239,7 +236,10 @@ pub(super) fn in_words(requirement: &Value) -> String {
         "AT_LEAST_X_NUMBERS" => format!("must contain at least {} digits", param("numNums")),
         "MIN_LENGTH" => format!("must be at least {} characters long", param("minLength")),
         "CANNOT_CONTAIN_OTHERS" => {
-            format!("must not contain the value of {}", param("disallowedFields"))
+            format!(
+                "must not contain the value of {}",
+                param("disallowedFields")
+            )
         }
         "CANNOT_CONTAIN_CHARACTERS" => {
             format!("must not contain any of {}", param("forbiddenChars"))

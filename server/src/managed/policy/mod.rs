@@ -148,9 +148,7 @@ impl Policy {
             "at-least-X-numbers" => Check::Numbers(count("numNums")?),
             "minimum-length" => Check::MinLength(count("minLength")?),
             "cannot-contain-others" => Check::CannotContainOthers(names("disallowedFields")?),
-            "cannot-contain-characters" => {
-                Check::CannotContainCharacters(names("forbiddenChars")?)
-            }
+            "cannot-contain-characters" => Check::CannotContainCharacters(names("forbiddenChars")?),
             "cannot-contain-duplicates" => Check::CannotContainDuplicates,
             _ => Check::MappingExists,
         };
@@ -369,8 +367,8 @@ impl Failures {
         let mut required_failed = false;
         for policy in policies {
             if let Some(requirement) = policy.evaluate(object, value, required_failed) {
-                required_failed |= requirement.get("policyRequirement")
-                    == Some(&Value::String("REQUIRED".into()));
+                required_failed |=
+                    requirement.get("policyRequirement") == Some(&Value::String("REQUIRED".into()));
                 self.add(property, policy, requirement);
             }
         }

@@ -1,6 +1,6 @@
 //! Each policy id: what it refuses, what it lets through, and Wren's shape.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 use serde_json::{Map, Value, json};
 
@@ -25,18 +25,29 @@ fn refuses(policy: &Policy, value: Value) -> Value {
 }
 
 fn accepts(policy: &Policy, value: Value) {
-    assert_eq!(verdict(policy, Some(value.clone())), None, "{} refused {value}", policy.id);
+    assert_eq!(
+        verdict(policy, Some(value.clone())),
+        None,
+        "{} refused {value}",
+        policy.id
+    );
 }
 
 #[test]
 fn required_and_not_empty() {
     let required = policy("required", json!(null));
-    assert_eq!(verdict(&required, None), Some(json!({"policyRequirement": "REQUIRED"})));
+    assert_eq!(
+        verdict(&required, None),
+        Some(json!({"policyRequirement": "REQUIRED"}))
+    );
     refuses(&required, json!(null));
     accepts(&required, json!(""));
     let not_empty = policy("not-empty", json!(null));
     assert_eq!(verdict(&not_empty, None), None, "only if present");
-    assert_eq!(refuses(&not_empty, json!("")), json!({"policyRequirement": "REQUIRED"}));
+    assert_eq!(
+        refuses(&not_empty, json!("")),
+        json!({"policyRequirement": "REQUIRED"})
+    );
     refuses(&not_empty, json!([]));
     accepts(&not_empty, json!("x"));
     accepts(&not_empty, json!(["x"]));
@@ -51,7 +62,11 @@ fn regexp_matches_and_valid_type() {
         json!({"policyRequirement": "MATCH_REGEXP", "regexp": "^[a-z]+$", "flags": "i",
                "params": {"regexp": "^[a-z]+$", "flags": "i"}})
     );
-    assert_eq!(verdict(&regexp, None), None, "absent and not required passes");
+    assert_eq!(
+        verdict(&regexp, None),
+        None,
+        "absent and not required passes"
+    );
     let phone = Policy::pattern(r"^\+?([0-9\- \(\)])*$").unwrap();
     refuses(&phone, json!("12ab"));
     accepts(&phone, json!(12345));
@@ -77,7 +92,10 @@ fn formats() {
     let date = policy("valid-date", json!(null));
     accepts(&date, json!("2024-02-29"));
     accepts(&date, json!("2024-02-29T10:00:00Z"));
-    assert_eq!(refuses(&date, json!("2023-02-29")), json!({"policyRequirement": "VALID_DATE"}));
+    assert_eq!(
+        refuses(&date, json!("2023-02-29")),
+        json!({"policyRequirement": "VALID_DATE"})
+    );
     refuses(&date, json!("yesterday"));
     let email = policy("valid-email-address-format", json!(null));
     accepts(&email, json!("jon.snow@example.com"));
@@ -87,10 +105,16 @@ fn formats() {
     );
     let name = policy("valid-name-format", json!(null));
     accepts(&name, json!("Zoë O'Brien-Łukasz"));
-    assert_eq!(refuses(&name, json!("Jon\u{1F600}")), json!({"policyRequirement": "VALID_NAME_FORMAT"}));
+    assert_eq!(
+        refuses(&name, json!("Jon\u{1F600}")),
+        json!({"policyRequirement": "VALID_NAME_FORMAT"})
+    );
     let phone = policy("valid-phone-format", json!(null));
     accepts(&phone, json!("+1 (555) 010-9999"));
-    assert_eq!(refuses(&phone, json!("call me")), json!({"policyRequirement": "VALID_PHONE_FORMAT"}));
+    assert_eq!(
+        refuses(&phone, json!("call me")),
+        json!({"policyRequirement": "VALID_PHONE_FORMAT"})
+    );
     assert_eq!(verdict(&phone, None), None);
     accepts(&phone, json!(""));
 }
@@ -121,17 +145,35 @@ fn password_rules() {
 
 #[test]
 fn cannot_contain() {
-    let others = policy("cannot-contain-others", json!({"disallowedFields": ["userName", "sn"]}));
+    let others = policy(
+        "cannot-contain-others",
+        json!({"disallowedFields": ["userName", "sn"]}),
+    );
     let user = object(json!({"userName": "jsnow", "sn": ""}));
     assert_eq!(
         others.evaluate(&user, Some(&json!("xjsnow1X")), false),
-        Some(json!({"policyRequirement": "CANNOT_CONTAIN_OTHERS", "params": {"disallowedFields": "userName"}}))
+        Some(
+            json!({"policyRequirement": "CANNOT_CONTAIN_OTHERS", "params": {"disallowedFields": "userName"}})
+        )
     );
-    assert_eq!(others.evaluate(&user, Some(&json!("Secret12")), false), None);
-    let legacy = policy("cannot-contain-others", json!({"disallowedFields": "userName,sn"}));
-    assert!(legacy.evaluate(&user, Some(&json!("jsnow")), false).is_some());
+    assert_eq!(
+        others.evaluate(&user, Some(&json!("Secret12")), false),
+        None
+    );
+    let legacy = policy(
+        "cannot-contain-others",
+        json!({"disallowedFields": "userName,sn"}),
+    );
+    assert!(
+        legacy
+            .evaluate(&user, Some(&json!("jsnow")), false)
+            .is_some()
+    );
 
-    let characters = policy("cannot-contain-characters", json!({"forbiddenChars": ["/", "*"]}));
+    let characters = policy(
+        "cannot-contain-characters",
+        json!({"forbiddenChars": ["/", "*"]}),
+    );
     accepts(&characters, json!("a-b"));
     assert_eq!(
         refuses(&characters, json!("a/b")),
@@ -155,7 +197,10 @@ fn store_backed_policies_pass_locally_and_say_what_they_ask() {
         let policy = policy(id, json!(null));
         accepts(&policy, json!("x"));
         assert!(policy.lookup().is_some());
-        assert_eq!(policy.lookup_failure(), json!({"policyRequirement": requirement}));
+        assert_eq!(
+            policy.lookup_failure(),
+            json!({"policyRequirement": requirement})
+        );
     }
 }
 
@@ -185,5 +230,9 @@ fn failures_group_by_property_in_wrens_shape() {
         failures.0[0].describe(),
         "is required and cannot be empty (not-empty); must be at least 1 characters long (minimum-length)"
     );
-    assert!(failures.to_string().starts_with("policy validation failed: userName: "));
+    assert!(
+        failures
+            .to_string()
+            .starts_with("policy validation failed: userName: ")
+    );
 }
