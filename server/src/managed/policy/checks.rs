@@ -221,11 +221,25 @@ pub(super) fn in_words(requirement: &Value) -> String {
         "REQUIRED" => "is required and cannot be empty".into(),
         "UNIQUE" => "must be unique".into(),
         "MATCH_REGEXP" => format!("must match the pattern {}", param("regexp")),
-        "VALID_TYPE" => format!(
-            "must be of type {}, not {}",
-            param("validTypes"),
-            param("invalidType")
-        ),
+        "VALID_TYPE" => {
+            let valid: Vec<String> = requirement
+                .get("params")
+                .and_then(|p| p.get("validTypes"))
+                .and_then(Value::as_array)
+                .map(|types| {
+                    types
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(with_article)
+                        .collect()
+                })
+                .unwrap_or_default();
+            format!(
+                "expected {}, got {}",
+                valid.join(" or "),
+                with_article(&param("invalidType"))
+            )
+        }
         "VALID_DATE" => "must be a valid date".into(),
         "VALID_EMAIL_ADDRESS_FORMAT" => "must be a valid email address".into(),
         "VALID_NAME_FORMAT" => "must be a valid name".into(),
@@ -249,5 +263,14 @@ pub(super) fn in_words(requirement: &Value) -> String {
         }
         "MAPPING_EXISTS" => "must name an existing mapping".into(),
         other => other.to_string(),
+    }
+}
+
+/// `a string`, `an object`, `null`.
+fn with_article(type_name: &str) -> String {
+    match type_name {
+        "null" => "null".into(),
+        t if t.starts_with(['a', 'e', 'i', 'o', 'u']) => format!("an {t}"),
+        t => format!("a {t}"),
     }
 }
