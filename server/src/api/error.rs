@@ -26,6 +26,7 @@ impl From<ManagedError> for Status {
                 ErrorDetails::with_bad_request_violation(property, description),
             ),
             ManagedError::Policy(failures) => policy_status(&failures, message),
+            ManagedError::Hook { .. } => Status::failed_precondition(message),
             ManagedError::Filter { position, .. } => Status::with_error_details(
                 Code::InvalidArgument,
                 message,

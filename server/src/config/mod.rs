@@ -85,7 +85,7 @@ pub fn read(dir: Option<&Path>) -> Result<Conf, ConfError> {
     let managed_file = dir.join("managed.json");
     let schema = if managed_file.exists() {
         let text = read_text(&managed_file)?;
-        let schema = ManagedSchema::from_json(&text)
+        let schema = ManagedSchema::from_json_in(&text, Some(dir))
             .map_err(|e| invalid(&managed_file, e.field, e.message))?;
         warn_unsupported(&managed_file, &schema.warnings);
         schema

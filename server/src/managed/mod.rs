@@ -55,6 +55,9 @@ pub enum ManagedError {
     AlreadyExists(String),
     #[error("{property}: the value is already taken by another object of this type")]
     NotUnique { property: String },
+    /// A script hook (`user.onCreate`) failed or refused the write.
+    #[error("{script}: {message}")]
+    Hook { script: String, message: String },
     /// Wren's policies refused the object; one entry per property.
     #[error("{0}")]
     Policy(Failures),
@@ -226,6 +229,13 @@ impl ManagedObjects {
                 ));
             }
             let chosen = id.or(body_id);
+            let attributes = hooks::change(
+                &object_type.hooks,
+                "onCreate",
+                attributes,
+                None,
+                &object_ref(type_name, chosen.as_deref().unwrap_or_default()),
+            )?;
             let mut failures = self.lookup_failures(object_type, &attributes, None).await?;
             if let Some(chosen) = &chosen {
                 let as_object = Map::from_iter([("_id".to_string(), json!(chosen))]);
@@ -289,7 +299,17 @@ impl ManagedObjects {
             .await
             .map_err(|e| unique_policy(object_type, from_store(e)))?;
         // Nothing can refer to an object that did not exist: no reverse lookup.
-        Ok(assemble_views(object_type, stored, &[], BTreeMap::new()))
+        let views = assemble_views(object_type, stored, &[], BTreeMap::new());
+        for view in &views {
+            hooks::notify(
+                &object_type.hooks,
+                "postCreate",
+                None,
+                Some(&view.attributes),
+                &view.name(),
+            )?;
+        }
+        Ok(views)
     }
 
     pub async fn get(
@@ -332,20 +352,44 @@ impl ManagedObjects {
                 format!("the body says {in_body} but the request names \"{id}\""),
             ));
         }
+        let has_hooks = object_type.hooks.get("onUpdate").is_some()
+            || object_type.hooks.get("postUpdate").is_some();
+        let old = if has_hooks {
+            Some(self.get(type_name, id, &[]).await?.attributes)
+        } else {
+            None
+        };
+        let name = object_ref(type_name, id);
+        let attributes = hooks::change(
+            &object_type.hooks,
+            "onUpdate",
+            attributes,
+            old.as_ref(),
+            &name,
+        )?;
         let failures = self.lookup_failures(object_type, &attributes, None).await?;
         let prepared = merge_failures(prepare(object_type, attributes, true), failures)?;
         let hashed = hash_all(&prepared.passwords).await?;
         let _hold = self.hold_key(!hashed.is_empty()).await;
         let sealed = self.seal_hashed(hashed)?;
-        self.write(
-            actor,
-            "replace",
-            object_type,
-            id,
-            expected_rev,
-            |_current| Ok((prepared.clone(), sealed.clone(), Vec::new())),
-        )
-        .await
+        let view = self
+            .write(
+                actor,
+                "replace",
+                object_type,
+                id,
+                expected_rev,
+                |_current| Ok((prepared.clone(), sealed.clone(), Vec::new())),
+            )
+            .await?;
+        hooks::notify(
+            &object_type.hooks,
+            "postUpdate",
+            old.as_ref(),
+            Some(&view.attributes),
+            &name,
+        )?;
+        Ok(view)
     }
 
     /// Applies patch operations atomically.
@@ -412,19 +456,42 @@ impl ManagedObjects {
             .filter(|(_, v)| v.is_none())
             .map(|(k, _)| k.clone())
             .collect();
-        self.write(actor, "patch", object_type, id, expected_rev, |current| {
-            let mut data = current.data.clone();
-            for op in &data_ops {
-                op.apply(&mut data)?;
-            }
-            for (property, plain) in &passwords {
-                data.insert(property.clone(), Value::String(plain.clone()));
-            }
-            let mut prepared = merge_failures(prepare(object_type, data, true), lookups.clone())?;
-            prepared.passwords = passwords.clone();
-            Ok((prepared, sealed.clone(), cleared.clone()))
-        })
-        .await
+        let name = object_ref(type_name, id);
+        let old = std::sync::Mutex::new(None);
+        let view = self
+            .write(actor, "patch", object_type, id, expected_rev, |current| {
+                let mut data = current.data.clone();
+                for op in &data_ops {
+                    op.apply(&mut data)?;
+                }
+                for (property, plain) in &passwords {
+                    data.insert(property.clone(), Value::String(plain.clone()));
+                }
+                let data = hooks::change(
+                    &object_type.hooks,
+                    "onUpdate",
+                    data,
+                    Some(&current.data),
+                    &name,
+                )?;
+                if let Ok(mut old) = old.lock() {
+                    *old = Some(current.data.clone());
+                }
+                let mut prepared =
+                    merge_failures(prepare(object_type, data, true), lookups.clone())?;
+                prepared.passwords = passwords.clone();
+                Ok((prepared, sealed.clone(), cleared.clone()))
+            })
+            .await?;
+        let old = old.lock().ok().and_then(|mut o| o.take());
+        hooks::notify(
+            &object_type.hooks,
+            "postUpdate",
+            old.as_ref(),
+            Some(&view.attributes),
+            &name,
+        )?;
+        Ok(view)
     }
 
     /// Shared update path: `build` turns the current object into the wanted
@@ -530,12 +597,30 @@ impl ManagedObjects {
                             actual: current.rev,
                         })
                     }
-                    _ => Ok(()),
+                    _ => hooks::notify(
+                        &object_type.hooks,
+                        "onDelete",
+                        Some(&current.data),
+                        None,
+                        &name,
+                    ),
                 },
             )
             .await?;
         match deleted {
-            Some(stored) => Ok(self.views(object_type, vec![stored], &[]).await?.pop()),
+            Some(stored) => {
+                let view = self.views(object_type, vec![stored], &[]).await?.pop();
+                if let Some(view) = &view {
+                    hooks::notify(
+                        &object_type.hooks,
+                        "postDelete",
+                        Some(&view.attributes),
+                        None,
+                        &name,
+                    )?;
+                }
+                Ok(view)
+            }
             None => Ok(None),
         }
     }

@@ -2,9 +2,11 @@
 //! write passes before it reaches the store.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde_json::{Map, Value};
 
+use super::hooks::{self, Hooks};
 use super::policy::Policy;
 use super::{ManagedError, declare};
 
@@ -29,6 +31,8 @@ pub struct ObjectType {
     pub reverse: Vec<ReverseRelation>,
     /// The policies of a declared `_id` property, checked against a client-chosen id.
     pub id_policies: Vec<Policy>,
+    /// The script hooks that run (`onCreate`, …).
+    pub hooks: Hooks,
     /// The declaration as written, served by `ListObjectTypes`.
     pub declaration: Map<String, Value>,
 }
@@ -77,16 +81,6 @@ pub struct ReverseRelation {
 
 /// Object keys idm acts on; the hooks are listed apart.
 const OBJECT_KEYS: &[&str] = &["name", "schema"];
-/// Wren's script hooks on a managed object.
-pub const HOOKS: &[&str] = &[
-    "onCreate",
-    "onRead",
-    "onUpdate",
-    "onDelete",
-    "postCreate",
-    "postUpdate",
-    "postDelete",
-];
 /// Keys of an object's `schema` that idm reads or that only describe it.
 const SCHEMA_KEYS: &[&str] = &[
     "properties",
@@ -122,8 +116,14 @@ const MAX_TYPES: usize = 256;
 const MAX_PROPERTIES: usize = 512;
 
 impl ManagedSchema {
-    /// Parses and checks a `managed.json` document (idm's shape or Wren's).
+    /// Parses and checks a `managed.json` document (idm's shape or Wren's);
+    /// hook files are not looked for.
     pub fn from_json(text: &str) -> Result<Self, SchemaError> {
+        Self::from_json_in(text, None)
+    }
+
+    /// [`Self::from_json`] for a file of `conf_dir`, where hook files are found.
+    pub fn from_json_in(text: &str, conf_dir: Option<&Path>) -> Result<Self, SchemaError> {
         let raw: Value = serde_json::from_str(text)
             .map_err(|e| schema_error(format!("line {}", e.line()), e.to_string()))?;
         let file = raw
@@ -146,7 +146,7 @@ impl ManagedSchema {
         let mut order = Vec::new();
         for (index, decl) in objects.iter().enumerate() {
             let at = format!("objects[{index}]");
-            let object_type = object_type(decl, &at, &mut warnings)?;
+            let object_type = object_type(decl, &at, conf_dir, &mut warnings)?;
             order.push(object_type.name.clone());
             let name = object_type.name.clone();
             if types.insert(name.clone(), object_type).is_some() {
@@ -263,6 +263,7 @@ impl ManagedSchema {
 fn object_type(
     decl: &Value,
     at: &str,
+    conf_dir: Option<&Path>,
     warnings: &mut Vec<String>,
 ) -> Result<ObjectType, SchemaError> {
     let decl = decl
@@ -280,13 +281,12 @@ fn object_type(
             ),
         ));
     }
-    for (key, value) in decl {
-        if HOOKS.contains(&key.as_str()) {
-            warnings.push(super::hooks::describe(name, key, value));
-        } else if !OBJECT_KEYS.contains(&key.as_str()) {
+    for key in decl.keys() {
+        if !OBJECT_KEYS.contains(&key.as_str()) && !hooks::HOOKS.contains(&key.as_str()) {
             warnings.push(format!("{name}.{key}: not supported"));
         }
     }
+    let hooks = hooks::load(name, decl, conf_dir, at, warnings)?;
     let empty = Map::new();
     let schema = match decl.get("schema") {
         None => &empty,
@@ -360,6 +360,7 @@ fn object_type(
         properties,
         reverse: Vec::new(),
         id_policies,
+        hooks,
         declaration: decl.clone(),
     })
 }
@@ -447,7 +448,7 @@ mod tests {
         let warnings = schema.warnings.join("\n");
         for expected in [
             "user.actions: not supported",
-            "user.onCreate: not run",
+            "user.onCreate: not run; it needs ui/onCreateUser",
             "ui/onCreateUser",
             "roles/postOperation-roles.js",
             "user.effectiveRoles.onRetrieve: not supported",

@@ -472,3 +472,87 @@ async fn validate_object_answers_like_wren_without_writing() {
         .unwrap_err();
     expect_code::<()>(Err(status), Code::NotFound);
 }
+
+#[tokio::test]
+async fn hooks_run_when_their_script_is_there_and_wren_built_ins_are_named() {
+    let conf = conf_with(
+        r#"{"objects": [{"name": "user",
+          "onCreate": {"type": "text/javascript",
+            "source": "object.displayName = object.givenName + ' ' + object.sn;"},
+          "onUpdate": {"type": "text/javascript", "file": "stamp.js"},
+          "onDelete": {"type": "text/javascript",
+            "source": "if (object.keep) { throw new Error('kept users cannot be deleted'); }"},
+          "postCreate": {"type": "text/javascript", "file": "roles/postOperation-roles.js"},
+          "schema": {"properties": {
+            "userName": {"type": "string"}, "givenName": {"type": "string"},
+            "sn": {"type": "string"}, "displayName": {"type": "string", "minLength": 3}}}}]}"#,
+    );
+    std::fs::create_dir_all(conf.path().join("script")).unwrap();
+    std::fs::write(
+        conf.path().join("script/stamp.js"),
+        "object.previousSn = oldObject.sn;\n",
+    )
+    .unwrap();
+    let idmd = Idmd::start_with(IdmdOptions {
+        conf: Some(conf.path().to_path_buf()),
+        ..Default::default()
+    })
+    .await;
+    assert!(
+        idmd.log()
+            .contains("user.postCreate: not run; its file roles/postOperation-roles.js"),
+        "{}",
+        idmd.log()
+    );
+    let mut c = idmd.clients().await;
+    let jon = create(
+        &mut c,
+        "jon",
+        json!({"userName": "jon", "givenName": "Jon", "sn": "Snow", "keep": true}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        jon["displayName"], "Jon Snow",
+        "onCreate ran before the write"
+    );
+    // The hook's output passes the policies too.
+    let status = create(
+        &mut c,
+        "x",
+        json!({"userName": "x", "givenName": "", "sn": ""}),
+    )
+    .await
+    .unwrap_err();
+    assert_policy(&status, "displayName", "minimum-length", "MIN_LENGTH");
+    let updated = c
+        .objects
+        .replace_object(ReplaceObjectRequest {
+            name: "managed/user/jon".into(),
+            attributes: attrs(
+                json!({"userName": "jon", "givenName": "Jon", "sn": "Targaryen",
+                                     "displayName": "Aegon", "keep": true}),
+            ),
+            expected_revision: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        json_of(&updated)["previousSn"],
+        "Snow",
+        "onUpdate ran from script/stamp.js"
+    );
+    let refused = c
+        .objects
+        .delete_object(idm_proto::v1::DeleteObjectRequest {
+            name: "managed/user/jon".into(),
+            expected_revision: None,
+        })
+        .await;
+    let status = expect_code(refused, Code::FailedPrecondition);
+    assert!(
+        status.message().contains("kept users cannot be deleted"),
+        "{status:?}"
+    );
+}
