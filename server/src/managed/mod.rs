@@ -373,14 +373,19 @@ impl ManagedObjects {
         let _hold = self.hold_key(!hashed.is_empty()).await;
         let sealed = self.seal_hashed(hashed)?;
         let view = self
-            .write(
-                actor,
-                "replace",
-                object_type,
-                id,
-                expected_rev,
-                |_current| Ok((prepared.clone(), sealed.clone(), Vec::new())),
-            )
+            .write(actor, "replace", object_type, id, expected_rev, |current| {
+                // Hidden properties are never shown, so a replace keeps them.
+                let mut prepared = prepared.clone();
+                for (name, property) in &object_type.properties {
+                    if property.hidden
+                        && !prepared.data.contains_key(name)
+                        && let Some(value) = current.data.get(name)
+                    {
+                        prepared.data.insert(name.clone(), value.clone());
+                    }
+                }
+                Ok((prepared, sealed.clone(), Vec::new()))
+            })
             .await?;
         hooks::notify(
             &object_type.hooks,

@@ -359,9 +359,22 @@ async fn wren6_default_managed_json_loads_and_its_policies_hold() {
     let mut c = idmd.clients().await;
     let jon = json!({"userName": "jsnow", "givenName": "Jon", "sn": "Snow",
                      "mail": "jon@example.com", "telephoneNumber": "+1 555 0100",
-                     "password": "Ghost-Direwolf9"});
+                     "password": "Ghost-Direwolf9", "lastSync": {"effectiveAssignments": []}});
     let created = create(&mut c, "jsnow", jon).await.unwrap();
     assert!(created.get("password").is_none());
+    assert!(
+        created.get("lastSync").is_none(),
+        "scope: private is never shown"
+    );
+    let hidden = c
+        .objects
+        .query_objects(idm_proto::v1::QueryObjectsRequest {
+            parent: "managed/user".into(),
+            filter: "lastSync pr".into(),
+            ..Default::default()
+        })
+        .await;
+    expect_code(hidden, Code::InvalidArgument);
     let status = create(
         &mut c,
         "arya",
