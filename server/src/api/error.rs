@@ -3,11 +3,11 @@
 use std::collections::HashMap;
 
 use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
 use crate::accounts::AccountError;
 use crate::keys::KeyError;
-use crate::managed::ManagedError;
+use crate::managed::{Failures, ManagedError};
 use crate::store::StoreError;
 
 const DOMAIN: &str = "idm.v1";
@@ -25,6 +25,8 @@ impl From<ManagedError> for Status {
                 message,
                 ErrorDetails::with_bad_request_violation(property, description),
             ),
+            ManagedError::Policy(failures) => policy_status(&failures, message),
+            ManagedError::Hook { .. } => Status::failed_precondition(message),
             ManagedError::Filter { position, .. } => Status::with_error_details(
                 Code::InvalidArgument,
                 message,
@@ -53,6 +55,28 @@ impl From<ManagedError> for Status {
             }
         }
     }
+}
+
+/// Wren's policy failure: INVALID_ARGUMENT with a `BadRequest` (one
+/// violation per property, naming the policies) and an `ErrorInfo`
+/// `POLICY_VALIDATION_FAILED` whose `failedPolicyRequirements` is Wren's array
+/// as compact JSON.
+pub fn policy_status(failures: &Failures, message: String) -> Status {
+    let violations = failures
+        .0
+        .iter()
+        .map(|f| FieldViolation::new(&f.property, f.describe()))
+        .collect::<Vec<_>>();
+    let mut details = ErrorDetails::with_bad_request(violations);
+    details.set_error_info(
+        "POLICY_VALIDATION_FAILED",
+        DOMAIN,
+        HashMap::from([(
+            "failedPolicyRequirements".to_string(),
+            failures.to_json().to_string(),
+        )]),
+    );
+    Status::with_error_details(Code::InvalidArgument, message, details)
 }
 
 impl From<StoreError> for Status {

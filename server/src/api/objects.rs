@@ -5,8 +5,9 @@ use idm_proto::v1::object_service_server::ObjectService;
 use idm_proto::v1::{
     CountObjectsRequest, CountObjectsResponse, CreateObjectRequest, DeleteObjectRequest,
     DeleteObjectResponse, GetObjectRequest, ListObjectTypesRequest, ListObjectTypesResponse,
-    ManagedObject, ObjectType, PatchObjectRequest, QueryObjectsRequest, QueryObjectsResponse,
-    ReplaceObjectRequest, Scope, VerifyPasswordRequest, VerifyPasswordResponse,
+    ManagedObject, ObjectType, PatchObjectRequest, PolicyFailure, QueryObjectsRequest,
+    QueryObjectsResponse, ReplaceObjectRequest, Scope, ValidateObjectRequest,
+    ValidateObjectResponse, VerifyPasswordRequest, VerifyPasswordResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -248,5 +249,43 @@ impl ObjectService for ObjectApi {
             })
             .collect();
         Ok(Response::new(ListObjectTypesResponse { types }))
+    }
+
+    async fn validate_object(
+        &self,
+        request: Request<ValidateObjectRequest>,
+    ) -> Result<Response<ValidateObjectResponse>, Status> {
+        caller(&request)?.require(Scope::Scim)?;
+        let request = request.into_inner();
+        let (type_name, id) = match parse_name(&request.name) {
+            Ok((type_name, id)) => (type_name, Some(id)),
+            Err(_) => (parse_parent(&request.name)?, None),
+        };
+        let attributes = request
+            .attributes
+            .as_ref()
+            .map(from_proto_struct)
+            .unwrap_or_default();
+        let failures = self
+            .objects
+            .validate(type_name, id, &attributes, request.properties_only)
+            .await?;
+        let failed_policy_requirements = failures
+            .0
+            .into_iter()
+            .map(|failure| PolicyFailure {
+                property: failure.property,
+                policy_requirements: failure
+                    .policy_requirements
+                    .iter()
+                    .filter_map(serde_json::Value::as_object)
+                    .map(to_proto_struct)
+                    .collect(),
+            })
+            .collect::<Vec<_>>();
+        Ok(Response::new(ValidateObjectResponse {
+            result: failed_policy_requirements.is_empty(),
+            failed_policy_requirements,
+        }))
     }
 }

@@ -52,6 +52,20 @@ pub struct Conf {
     pub documents: Vec<ConfigDocument>,
 }
 
+/// One warning naming every setting of `managed.json` idm does not act on.
+fn warn_unsupported(file: &Path, warnings: &[String]) {
+    if !warnings.is_empty() {
+        tracing::warn!(
+            file = %file.display(),
+            unsupported = %warnings.join("; "),
+            "{}: {} setting(s) idm does not support are ignored: {}",
+            file.display(),
+            warnings.len(),
+            warnings.join("; ")
+        );
+    }
+}
+
 pub(crate) fn invalid(
     file: &Path,
     field: impl Into<String>,
@@ -91,7 +105,10 @@ pub fn read(dir: Option<&Path>) -> Result<Conf, ConfError> {
             properties.substitute(&managed_file, &mut value)?;
             text = value.to_string();
         }
-        ManagedSchema::from_json(&text).map_err(|e| invalid(&managed_file, e.field, e.message))?
+        let schema = ManagedSchema::from_json_in(&text, Some(&layout.files))
+            .map_err(|e| invalid(&managed_file, e.field, e.message))?;
+        warn_unsupported(&managed_file, &schema.warnings);
+        schema
     } else {
         ManagedSchema::builtin().map_err(|e| invalid(&managed_file, e.field, e.message))?
     };

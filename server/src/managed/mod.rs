@@ -1,8 +1,12 @@
 //! Managed objects: the domain rules between the API and the store — schema
 //! checks, private properties, revisions, relationships, queries.
 
+mod declare;
+mod enforce;
+mod hooks;
 mod password;
 mod patch;
+pub mod policy;
 mod schema;
 
 use std::collections::BTreeMap;
@@ -15,8 +19,10 @@ use idm_proto::filter::{self, AttrPath};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
+use enforce::{check_policies, merge_failures, unique_policy};
 pub use password::{PasswordThrottle, ThrottleLimits, dummy_hash};
 pub use patch::PatchOp;
+pub use policy::{Failure, Failures, Lookup};
 pub use schema::{
     DEFAULT_MANAGED_JSON, ManagedSchema, ObjectType, Property, PropertyKind, SchemaError,
 };
@@ -51,6 +57,12 @@ pub enum ManagedError {
     AlreadyExists(String),
     #[error("{property}: the value is already taken by another object of this type")]
     NotUnique { property: String },
+    /// A script hook (`user.onCreate`) failed or refused the write.
+    #[error("{script}: {message}")]
+    Hook { script: String, message: String },
+    /// Wren's policies refused the object; one entry per property.
+    #[error("{0}")]
+    Policy(Failures),
     #[error("{0}")]
     Store(#[from] StoreError),
     #[error("{0}")]
@@ -218,14 +230,33 @@ impl ManagedObjects {
                     format!("the body says \"{in_body}\" but the request names \"{given}\""),
                 ));
             }
-            let id = match id.or(body_id) {
+            let chosen = id.or(body_id);
+            let attributes = hooks::change(
+                &object_type.hooks,
+                "onCreate",
+                attributes,
+                None,
+                &object_ref(type_name, chosen.as_deref().unwrap_or_default()),
+            )?;
+            let mut failures = self.lookup_failures(object_type, &attributes, None).await?;
+            if let Some(chosen) = &chosen {
+                let as_object = Map::from_iter([("_id".to_string(), json!(chosen))]);
+                failures.check_property(
+                    &as_object,
+                    "_id",
+                    as_object.get("_id"),
+                    &object_type.id_policies,
+                );
+            }
+            let prepared = merge_failures(prepare(object_type, attributes, false), failures)?;
+            let id = match chosen {
                 Some(id) => {
                     check_id(&id)?;
                     id
                 }
                 None => uuid::Uuid::new_v4().to_string(),
             };
-            prepared_objects.push((id, prepare(object_type, attributes)?));
+            prepared_objects.push((id, prepared));
         }
         // Hashing is the slow part of a create: one per core at a time (each
         // argon2id call holds ~19 MiB, so unbounded fan-out would exhaust memory).
@@ -268,9 +299,19 @@ impl ManagedObjects {
             .store
             .create_objects(actor, type_name, &new_objects, links)
             .await
-            .map_err(from_store)?;
+            .map_err(|e| unique_policy(object_type, from_store(e)))?;
         // Nothing can refer to an object that did not exist: no reverse lookup.
-        Ok(assemble_views(object_type, stored, &[], BTreeMap::new()))
+        let views = assemble_views(object_type, stored, &[], BTreeMap::new());
+        for view in &views {
+            hooks::notify(
+                &object_type.hooks,
+                "postCreate",
+                None,
+                Some(&view.attributes),
+                &view.name(),
+            )?;
+        }
+        Ok(views)
     }
 
     pub async fn get(
@@ -313,19 +354,49 @@ impl ManagedObjects {
                 format!("the body says {in_body} but the request names \"{id}\""),
             ));
         }
-        let prepared = prepare(object_type, attributes)?;
+        let has_hooks = object_type.hooks.get("onUpdate").is_some()
+            || object_type.hooks.get("postUpdate").is_some();
+        let old = if has_hooks {
+            Some(self.get(type_name, id, &[]).await?.attributes)
+        } else {
+            None
+        };
+        let name = object_ref(type_name, id);
+        let attributes = hooks::change(
+            &object_type.hooks,
+            "onUpdate",
+            attributes,
+            old.as_ref(),
+            &name,
+        )?;
+        let failures = self.lookup_failures(object_type, &attributes, None).await?;
+        let prepared = merge_failures(prepare(object_type, attributes, true), failures)?;
         let hashed = hash_all(&prepared.passwords).await?;
         let _hold = self.hold_key(!hashed.is_empty()).await;
         let sealed = self.seal_hashed(hashed)?;
-        self.write(
-            actor,
-            "replace",
-            object_type,
-            id,
-            expected_rev,
-            |_current| Ok((prepared.clone(), sealed.clone(), Vec::new())),
-        )
-        .await
+        let view = self
+            .write(actor, "replace", object_type, id, expected_rev, |current| {
+                // Hidden properties are never shown, so a replace keeps them.
+                let mut prepared = prepared.clone();
+                for (name, property) in &object_type.properties {
+                    if property.hidden
+                        && !prepared.data.contains_key(name)
+                        && let Some(value) = current.data.get(name)
+                    {
+                        prepared.data.insert(name.clone(), value.clone());
+                    }
+                }
+                Ok((prepared, sealed.clone(), Vec::new()))
+            })
+            .await?;
+        hooks::notify(
+            &object_type.hooks,
+            "postUpdate",
+            old.as_ref(),
+            Some(&view.attributes),
+            &name,
+        )?;
+        Ok(view)
     }
 
     /// Applies patch operations atomically.
@@ -373,6 +444,17 @@ impl ManagedObjects {
             .iter()
             .filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v)))
             .collect();
+        // The store-backed policies look at the values this patch writes.
+        let mut written = Map::new();
+        for op in &data_ops {
+            if op.field.matches('/').count() == 1
+                && op.operation != patch::Operation::Remove
+                && let Some(value) = &op.value
+            {
+                written.insert(op.property().to_string(), value.clone());
+            }
+        }
+        let lookups = self.lookup_failures(object_type, &written, None).await?;
         let hashed = hash_all(&passwords).await?;
         let _hold = self.hold_key(!hashed.is_empty()).await;
         let sealed = self.seal_hashed(hashed)?;
@@ -381,16 +463,42 @@ impl ManagedObjects {
             .filter(|(_, v)| v.is_none())
             .map(|(k, _)| k.clone())
             .collect();
-        self.write(actor, "patch", object_type, id, expected_rev, |current| {
-            let mut data = current.data.clone();
-            for op in &data_ops {
-                op.apply(&mut data)?;
-            }
-            let mut prepared = prepare(object_type, data)?;
-            prepared.passwords = passwords.clone();
-            Ok((prepared, sealed.clone(), cleared.clone()))
-        })
-        .await
+        let name = object_ref(type_name, id);
+        let old = std::sync::Mutex::new(None);
+        let view = self
+            .write(actor, "patch", object_type, id, expected_rev, |current| {
+                let mut data = current.data.clone();
+                for op in &data_ops {
+                    op.apply(&mut data)?;
+                }
+                for (property, plain) in &passwords {
+                    data.insert(property.clone(), Value::String(plain.clone()));
+                }
+                let data = hooks::change(
+                    &object_type.hooks,
+                    "onUpdate",
+                    data,
+                    Some(&current.data),
+                    &name,
+                )?;
+                if let Ok(mut old) = old.lock() {
+                    *old = Some(current.data.clone());
+                }
+                let mut prepared =
+                    merge_failures(prepare(object_type, data, true), lookups.clone())?;
+                prepared.passwords = passwords.clone();
+                Ok((prepared, sealed.clone(), cleared.clone()))
+            })
+            .await?;
+        let old = old.lock().ok().and_then(|mut o| o.take());
+        hooks::notify(
+            &object_type.hooks,
+            "postUpdate",
+            old.as_ref(),
+            Some(&view.attributes),
+            &name,
+        )?;
+        Ok(view)
     }
 
     /// Shared update path: `build` turns the current object into the wanted
@@ -458,8 +566,8 @@ impl ManagedObjects {
             )
             .await
             .map_err(|e| match e {
-                ManagedError::Store(s) => from_store(s),
-                other => other,
+                ManagedError::Store(s) => unique_policy(object_type, from_store(s)),
+                other => unique_policy(object_type, other),
             })?;
         let stored = match outcome {
             Outcome::NotFound => return Err(ManagedError::NotFound(name)),
@@ -496,12 +604,30 @@ impl ManagedObjects {
                             actual: current.rev,
                         })
                     }
-                    _ => Ok(()),
+                    _ => hooks::notify(
+                        &object_type.hooks,
+                        "onDelete",
+                        Some(&current.data),
+                        None,
+                        &name,
+                    ),
                 },
             )
             .await?;
         match deleted {
-            Some(stored) => Ok(self.views(object_type, vec![stored], &[]).await?.pop()),
+            Some(stored) => {
+                let view = self.views(object_type, vec![stored], &[]).await?.pop();
+                if let Some(view) = &view {
+                    hooks::notify(
+                        &object_type.hooks,
+                        "postDelete",
+                        Some(&view.attributes),
+                        None,
+                        &name,
+                    )?;
+                }
+                Ok(view)
+            }
             None => Ok(None),
         }
     }
@@ -716,6 +842,8 @@ fn assemble_views(
         .into_iter()
         .map(|object| {
             let mut attributes = object.data;
+            attributes
+                .retain(|name, _| !object_type.properties.get(name).is_some_and(|p| p.hidden));
             for relation in &object_type.reverse {
                 attributes.insert(relation.name.clone(), json!([]));
             }
@@ -793,7 +921,12 @@ fn check_id(id: &str) -> Result<(), ManagedError> {
 fn prepare(
     object_type: &ObjectType,
     attributes: Map<String, Value>,
+    update: bool,
 ) -> Result<Prepared, ManagedError> {
+    let failures = check_policies(object_type, &attributes, update, false);
+    if !failures.is_empty() {
+        return Err(ManagedError::Policy(failures));
+    }
     let mut data = Map::new();
     let mut passwords = BTreeMap::new();
     let mut relations = Vec::new();
@@ -815,7 +948,6 @@ fn prepare(
             data.insert(name, value);
             continue;
         };
-        property.check(&name, &value)?;
         if property.private {
             if let Value::String(plain) = value {
                 passwords.insert(name, plain);
@@ -836,11 +968,6 @@ fn prepare(
             unique.push((name.clone(), key));
         }
         data.insert(name, value);
-    }
-    for (name, property) in &object_type.properties {
-        if property.required && !data.contains_key(name) && !passwords.contains_key(name) {
-            return Err(ManagedError::invalid(name, "is required"));
-        }
     }
     Ok(Prepared {
         data,
@@ -963,7 +1090,7 @@ impl FieldResolver for ObjectResolver<'_> {
             ));
         }
         let property = self.0.properties.get(&path.attr);
-        if property.is_some_and(|p| p.private) {
+        if property.is_some_and(|p| p.private || p.hidden) {
             return Err(format!("{} is private", path.attr));
         }
         let case_exact = property.is_none_or(|p| p.case_exact);

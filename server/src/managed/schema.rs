@@ -2,11 +2,13 @@
 //! write passes before it reaches the store.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
-use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::ManagedError;
+use super::hooks::{self, Hooks};
+use super::policy::Policy;
+use super::{ManagedError, declare};
 
 /// The built-in `managed.json`: `managed/user` and `managed/group`.
 pub const DEFAULT_MANAGED_JSON: &str = include_str!("managed-default.json");
@@ -15,6 +17,9 @@ pub const DEFAULT_MANAGED_JSON: &str = include_str!("managed-default.json");
 #[derive(Debug, Clone)]
 pub struct ManagedSchema {
     types: BTreeMap<String, ObjectType>,
+    /// What the file declares that idm does not act on, one entry each
+    /// (`user.actions: not supported`): logged once at start.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -24,17 +29,26 @@ pub struct ObjectType {
     /// Read-only properties computed from other types' relationships, such as a
     /// user's `groups`.
     pub reverse: Vec<ReverseRelation>,
+    /// The policies of a declared `_id` property, checked against a client-chosen id.
+    pub id_policies: Vec<Policy>,
+    /// The script hooks that run (`onCreate`, …).
+    pub hooks: Hooks,
     /// The declaration as written, served by `ListObjectTypes`.
     pub declaration: Map<String, Value>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Property {
     pub kind: PropertyKind,
+    /// The declared type names (`["string", "null"]`), for `valid-type`.
+    pub types: Vec<String>,
     pub required: bool,
     pub unique: bool,
     /// Write-only: stored as an argon2 hash and an encrypted copy, never returned.
     pub private: bool,
+    /// Wren's `scope: private` on a non-string (such as `lastSync`): stored
+    /// as data, never returned or filtered on.
+    pub hidden: bool,
     /// False: compared, filtered and kept unique ignoring case.
     pub case_exact: bool,
     /// For relationships (`type: relationship`, or an array of them): the
@@ -42,6 +56,8 @@ pub struct Property {
     pub resource_collection: Option<String>,
     pub multiple: bool,
     pub reverse_property: Option<String>,
+    /// Wren's policies, implied by the schema and declared, in Wren's order.
+    pub policies: Vec<Policy>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,53 +79,22 @@ pub struct ReverseRelation {
     pub source_property: String,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ManagedFile {
-    objects: Vec<ObjectDecl>,
-}
-
-#[derive(Deserialize)]
-struct ObjectDecl {
-    name: String,
-    #[serde(default)]
-    schema: SchemaDecl,
-}
-
-#[derive(Deserialize, Default)]
-struct SchemaDecl {
-    #[serde(default)]
-    properties: BTreeMap<String, PropertyDecl>,
-    /// JSON-schema style list of required properties (Wren writes it this way).
-    #[serde(default)]
-    required: Vec<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct PropertyDecl {
-    #[serde(rename = "type", default = "default_kind")]
-    kind: String,
-    #[serde(default)]
-    required: bool,
-    #[serde(default)]
-    unique: bool,
-    #[serde(default)]
-    private: bool,
-    #[serde(default = "default_true")]
-    case_exact: bool,
-    resource_collection: Option<String>,
-    items: Option<Box<PropertyDecl>>,
-    reverse_property: Option<String>,
-}
-
-fn default_kind() -> String {
-    "string".into()
-}
-
-fn default_true() -> bool {
-    true
-}
+/// Object keys idm acts on; the hooks are listed apart.
+const OBJECT_KEYS: &[&str] = &["name", "schema"];
+/// Keys of an object's `schema` that idm reads or that only describe it.
+const SCHEMA_KEYS: &[&str] = &[
+    "properties",
+    "required",
+    "order",
+    "title",
+    "description",
+    "viewable",
+    "$schema",
+    "id",
+    "type",
+    "icon",
+    "mat-icon",
+];
 
 /// Why a `managed.json` cannot be used; `field` is a JSON path into the file.
 #[derive(Debug, thiserror::Error)]
@@ -119,81 +104,60 @@ pub struct SchemaError {
     pub message: String,
 }
 
-fn schema_error(field: impl Into<String>, message: impl Into<String>) -> SchemaError {
+pub(super) fn schema_error(field: impl Into<String>, message: impl Into<String>) -> SchemaError {
     SchemaError {
         field: field.into(),
         message: message.into(),
     }
 }
 
+/// The most types and properties per type a `managed.json` may declare.
+const MAX_TYPES: usize = 256;
+const MAX_PROPERTIES: usize = 512;
+
 impl ManagedSchema {
-    /// Parses and checks a `managed.json` document.
+    /// Parses and checks a `managed.json` document (idm's shape or Wren's);
+    /// hook files are not looked for.
     pub fn from_json(text: &str) -> Result<Self, SchemaError> {
+        Self::from_json_in(text, None)
+    }
+
+    /// [`Self::from_json`] for a file of `conf_dir`, where hook files are found.
+    pub fn from_json_in(text: &str, conf_dir: Option<&Path>) -> Result<Self, SchemaError> {
         let raw: Value = serde_json::from_str(text)
             .map_err(|e| schema_error(format!("line {}", e.line()), e.to_string()))?;
-        let file: ManagedFile = serde_path_to_error::deserialize(&raw).map_err(|e| {
-            let field = e.path().to_string();
-            schema_error(field, e.into_inner().to_string())
-        })?;
-        let declarations = raw
-            .get("objects")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-
-        let mut types = BTreeMap::new();
-        for (index, decl) in file.objects.into_iter().enumerate() {
-            let at = format!("objects[{index}]");
-            if !is_identifier(&decl.name) {
+        let file = raw
+            .as_object()
+            .ok_or_else(|| schema_error("", "expected an object with \"objects\""))?;
+        let mut warnings = Vec::new();
+        for key in file.keys().filter(|k| *k != "objects") {
+            warnings.push(format!("{key}: not supported"));
+        }
+        let objects = match file.get("objects") {
+            Some(Value::Array(list)) if list.len() <= MAX_TYPES => list,
+            _ => {
                 return Err(schema_error(
-                    format!("{at}.name"),
-                    format!(
-                        "\"{}\" is not a type name (letters, digits, _ and -, starting with a letter)",
-                        decl.name
-                    ),
+                    "objects",
+                    format!("expected a list of at most {MAX_TYPES} object types"),
                 ));
             }
-            let mut properties = BTreeMap::new();
-            for (name, prop) in decl.schema.properties {
-                let field = format!("{at}.schema.properties.{name}");
-                if !is_identifier(&name) {
-                    return Err(schema_error(
-                        field,
-                        "property names start with a letter and hold letters, digits, _ and -",
-                    ));
-                }
-                let mut property = Property::from_decl(prop, &field)?;
-                property.required |= decl.schema.required.contains(&name);
-                properties.insert(name, property);
-            }
-            for name in &decl.schema.required {
-                if !properties.contains_key(name) {
-                    return Err(schema_error(
-                        format!("{at}.schema.required"),
-                        format!("\"{name}\" is required but not declared in properties"),
-                    ));
-                }
-            }
-            let declaration = declarations
-                .get(index)
-                .and_then(Value::as_object)
-                .cloned()
-                .unwrap_or_default();
-            let object_type = ObjectType {
-                name: decl.name.clone(),
-                properties,
-                reverse: Vec::new(),
-                declaration,
-            };
-            if types.insert(decl.name.clone(), object_type).is_some() {
+        };
+        let mut types = BTreeMap::new();
+        let mut order = Vec::new();
+        for (index, decl) in objects.iter().enumerate() {
+            let at = format!("objects[{index}]");
+            let object_type = object_type(decl, &at, conf_dir, &mut warnings)?;
+            order.push(object_type.name.clone());
+            let name = object_type.name.clone();
+            if types.insert(name.clone(), object_type).is_some() {
                 return Err(schema_error(
                     format!("{at}.name"),
-                    format!("type \"{}\" is declared twice", decl.name),
+                    format!("type \"{name}\" is declared twice"),
                 ));
             }
         }
-        let mut schema = ManagedSchema { types };
-        schema.link_relationships()?;
+        let mut schema = ManagedSchema { types, warnings };
+        schema.link_relationships(&order)?;
         Ok(schema)
     }
 
@@ -212,8 +176,14 @@ impl ManagedSchema {
         self.types.values()
     }
 
-    fn link_relationships(&mut self) -> Result<(), SchemaError> {
+    /// Relationships become stored properties and computed reverse ones.
+    /// Wren declares both sides of a pair (`user.roles` ↔ `role.members`);
+    /// idm stores one, the single-valued side or else the side declared
+    /// first, and computes the other (read-only, said in a warning).
+    fn link_relationships(&mut self, order: &[String]) -> Result<(), SchemaError> {
+        let position = |t: &str| order.iter().position(|o| o == t).unwrap_or(usize::MAX);
         let mut reverse: Vec<(String, ReverseRelation)> = Vec::new();
+        let mut demoted: Vec<(String, String)> = Vec::new();
         for object_type in self.types.values() {
             for (name, property) in &object_type.properties {
                 let Some(collection) = &property.resource_collection else {
@@ -229,16 +199,47 @@ impl ManagedSchema {
                             format!("\"{collection}\" is not a declared managed collection"),
                         )
                     })?;
-                if let Some(reverse_name) = &property.reverse_property {
-                    reverse.push((
-                        target.to_string(),
-                        ReverseRelation {
-                            name: reverse_name.clone(),
-                            source_type: object_type.name.clone(),
-                            source_property: name.clone(),
-                        },
+                let Some(reverse_name) = &property.reverse_property else {
+                    continue;
+                };
+                let partner = self
+                    .types
+                    .get(target)
+                    .and_then(|t| t.properties.get(reverse_name))
+                    .filter(|p| {
+                        p.resource_collection.as_deref()
+                            == Some(&format!("managed/{}", object_type.name))
+                            && p.reverse_property.as_deref() == Some(name)
+                    });
+                if let Some(partner) = partner {
+                    let this_first =
+                        (
+                            property.multiple,
+                            position(&object_type.name),
+                            name.as_str(),
+                        ) < (partner.multiple, position(target), reverse_name.as_str());
+                    if !this_first {
+                        continue; // the partner stores the pair
+                    }
+                    demoted.push((target.to_string(), reverse_name.clone()));
+                    self.warnings.push(format!(
+                        "{target}.{reverse_name}: read-only here; the relationship is written through {}.{name}",
+                        object_type.name
                     ));
                 }
+                reverse.push((
+                    target.to_string(),
+                    ReverseRelation {
+                        name: reverse_name.clone(),
+                        source_type: object_type.name.clone(),
+                        source_property: name.clone(),
+                    },
+                ));
+            }
+        }
+        for (target, name) in demoted {
+            if let Some(object_type) = self.types.get_mut(&target) {
+                object_type.properties.remove(&name);
             }
         }
         for (target, relation) in reverse {
@@ -259,83 +260,113 @@ impl ManagedSchema {
     }
 }
 
-impl Property {
-    fn from_decl(decl: PropertyDecl, field: &str) -> Result<Self, SchemaError> {
-        let kind = parse_kind(&decl.kind).ok_or_else(|| {
-            schema_error(
-                format!("{field}.type"),
-                format!("unknown type \"{}\" (string, number, integer, boolean, object, array, relationship)", decl.kind),
-            )
-        })?;
-        let mut property = Property {
-            kind,
-            required: decl.required,
-            unique: decl.unique,
-            private: decl.private,
-            case_exact: decl.case_exact,
-            resource_collection: decl.resource_collection,
-            multiple: false,
-            reverse_property: decl.reverse_property,
-        };
-        if kind == PropertyKind::Array
-            && let Some(items) = decl.items
-            && items.kind == "relationship"
-        {
-            property.kind = PropertyKind::Relationship;
-            property.multiple = true;
-            property.resource_collection =
-                items.resource_collection.or(property.resource_collection);
-        }
-        if property.kind == PropertyKind::Relationship && property.resource_collection.is_none() {
-            return Err(schema_error(
-                format!("{field}.resourceCollection"),
-                "a relationship needs a resourceCollection",
-            ));
-        }
-        if property.unique
-            && !matches!(
-                property.kind,
-                PropertyKind::String | PropertyKind::Integer | PropertyKind::Number
-            )
-        {
-            return Err(schema_error(
-                format!("{field}.unique"),
-                "only string and number properties can be unique",
-            ));
-        }
-        if property.private && (property.kind != PropertyKind::String || property.unique) {
-            return Err(schema_error(
-                format!("{field}.private"),
-                "private properties are strings and cannot be unique",
-            ));
-        }
-        Ok(property)
+fn object_type(
+    decl: &Value,
+    at: &str,
+    conf_dir: Option<&Path>,
+    warnings: &mut Vec<String>,
+) -> Result<ObjectType, SchemaError> {
+    let decl = decl
+        .as_object()
+        .ok_or_else(|| schema_error(at, "expected an object"))?;
+    let name = decl
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| schema_error(format!("{at}.name"), "missing: every type has a name"))?;
+    if !is_identifier(name) {
+        return Err(schema_error(
+            format!("{at}.name"),
+            format!(
+                "\"{name}\" is not a type name (letters, digits, _ and -, starting with a letter)"
+            ),
+        ));
     }
-
-    /// Checks a value against the declared type; `null` never reaches here.
-    pub fn check(&self, name: &str, value: &Value) -> Result<(), ManagedError> {
-        let fits = match self.kind {
-            PropertyKind::String => value.is_string(),
-            PropertyKind::Number => value.is_number(),
-            PropertyKind::Integer => value.is_i64() || value.is_u64(),
-            PropertyKind::Boolean => value.is_boolean(),
-            PropertyKind::Object => value.is_object(),
-            PropertyKind::Array => value.is_array(),
-            PropertyKind::Relationship => true,
-        };
-        if fits {
-            Ok(())
-        } else {
-            Err(ManagedError::invalid(
-                name,
-                format!("expected {}, got {}", self.kind.describe(), describe(value)),
-            ))
+    for key in decl.keys() {
+        if !OBJECT_KEYS.contains(&key.as_str()) && !hooks::HOOKS.contains(&key.as_str()) {
+            warnings.push(format!("{name}.{key}: not supported"));
         }
     }
+    let hooks = hooks::load(name, decl, conf_dir, at, warnings)?;
+    let empty = Map::new();
+    let schema = match decl.get("schema") {
+        None => &empty,
+        Some(Value::Object(schema)) => schema,
+        Some(_) => return Err(schema_error(format!("{at}.schema"), "expected an object")),
+    };
+    for key in schema.keys().filter(|k| !SCHEMA_KEYS.contains(&k.as_str())) {
+        warnings.push(format!("{name}.schema.{key}: not supported"));
+    }
+    let required: Vec<String> = match schema.get("required") {
+        None => Vec::new(),
+        Some(Value::Array(list)) => list
+            .iter()
+            .map(|v| v.as_str().map(str::to_string))
+            .collect::<Option<_>>()
+            .ok_or_else(|| schema_error(format!("{at}.schema.required"), "expected names"))?,
+        Some(_) => {
+            return Err(schema_error(
+                format!("{at}.schema.required"),
+                "expected a list of property names",
+            ));
+        }
+    };
+    let declared = match schema.get("properties") {
+        None => &empty,
+        Some(Value::Object(p)) if p.len() <= MAX_PROPERTIES => p,
+        Some(_) => {
+            return Err(schema_error(
+                format!("{at}.schema.properties"),
+                format!("expected an object of at most {MAX_PROPERTIES} properties"),
+            ));
+        }
+    };
+    let mut properties = BTreeMap::new();
+    let mut id_policies = Vec::new();
+    for (property_name, raw) in declared {
+        let field = format!("{at}.schema.properties.{property_name}");
+        let mut local = Vec::new();
+        let in_required = required.contains(property_name);
+        if property_name == "_id" {
+            let property = declare::property(property_name, raw, false, &field, &mut local)?;
+            id_policies = property.policies;
+            warnings.extend(local);
+            continue;
+        }
+        if !is_identifier(property_name) {
+            return Err(schema_error(
+                field,
+                "property names start with a letter and hold letters, digits, _ and -",
+            ));
+        }
+        let property = declare::property(property_name, raw, in_required, &field, &mut local)?;
+        let prefix = format!("{at}.schema.properties.");
+        warnings.extend(
+            local
+                .into_iter()
+                .map(|w| w.replacen(&prefix, &format!("{name}."), 1)),
+        );
+        properties.insert(property_name.clone(), property);
+    }
+    for required_name in &required {
+        if !properties.contains_key(required_name) {
+            return Err(schema_error(
+                format!("{at}.schema.required"),
+                format!("\"{required_name}\" is required but not declared in properties"),
+            ));
+        }
+    }
+    Ok(ObjectType {
+        name: name.to_string(),
+        properties,
+        reverse: Vec::new(),
+        id_policies,
+        hooks,
+        declaration: decl.clone(),
+    })
 }
 
 impl PropertyKind {
-    fn describe(self) -> &'static str {
+    pub fn describe(self) -> &'static str {
         match self {
             PropertyKind::String => "a string",
             PropertyKind::Number => "a number",
@@ -346,19 +377,6 @@ impl PropertyKind {
             PropertyKind::Relationship => "a reference",
         }
     }
-}
-
-fn parse_kind(kind: &str) -> Option<PropertyKind> {
-    Some(match kind {
-        "string" => PropertyKind::String,
-        "number" => PropertyKind::Number,
-        "integer" => PropertyKind::Integer,
-        "boolean" => PropertyKind::Boolean,
-        "object" => PropertyKind::Object,
-        "array" => PropertyKind::Array,
-        "relationship" => PropertyKind::Relationship,
-        _ => return None,
-    })
 }
 
 pub use idm_proto::json::describe;
@@ -403,5 +421,70 @@ mod tests {
         );
         let err = ManagedSchema::from_json(r#"{"objects":[{"nme":"user"}]}"#).unwrap_err();
         assert!(err.field.starts_with("objects[0]"), "{err}");
+    }
+
+    const WREN6: &str = include_str!("../../../tests/fixtures/wren6/managed.json");
+
+    #[test]
+    fn wren6_default_loads_and_names_what_idm_does_not_do() {
+        let schema = ManagedSchema::from_json(WREN6).unwrap();
+        let user = schema.get("user").unwrap();
+        assert!(user.properties["password"].private);
+        assert!(user.properties["lastSync"].hidden);
+        assert!(user.properties["userName"].unique);
+        assert!(user.properties["givenName"].required);
+        assert!(
+            user.id_policies
+                .iter()
+                .any(|p| p.id == "cannot-contain-characters")
+        );
+        // user.roles is stored; role.members is its reverse.
+        assert!(user.properties["roles"].multiple);
+        let role = schema.get("role").unwrap();
+        assert!(!role.properties.contains_key("members"));
+        assert!(role.reverse.iter().any(|r| r.name == "members"));
+        assert!(user.properties.contains_key("manager"));
+        assert!(user.reverse.iter().any(|r| r.name == "reports"));
+        let warnings = schema.warnings.join("\n");
+        for expected in [
+            "user.actions: not supported",
+            "user.onCreate: not run; it needs ui/onCreateUser",
+            "ui/onCreateUser",
+            "roles/postOperation-roles.js",
+            "user.effectiveRoles.onRetrieve: not supported",
+            "user.password.isProtected: not supported",
+            "repo/internal/role",
+            "role.members: read-only here; the relationship is written through user.roles",
+            "role.onSync: not supported",
+        ] {
+            assert!(
+                warnings.contains(expected),
+                "{expected} missing from\n{warnings}"
+            );
+        }
+    }
+
+    #[test]
+    fn policies_are_checked_at_load_naming_the_property() {
+        let err = ManagedSchema::from_json(
+            r#"{"objects":[{"name":"user","schema":{"properties":{"mail":{"type":"string","policies":[{"policyId":"no-such-policy"}]}}}}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.field,
+            "objects[0].schema.properties.mail.policies[0].policyId"
+        );
+        assert!(err.message.contains("no-such-policy"), "{err}");
+        let err = ManagedSchema::from_json(
+            r#"{"objects":[{"name":"user","schema":{"properties":{"x":{"type":"string","pattern":"(?<=a)b"}}}}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "objects[0].schema.properties.x.pattern");
+        let long = "a".repeat(2000);
+        let err = ManagedSchema::from_json(&format!(
+            r#"{{"objects":[{{"name":"user","schema":{{"properties":{{"x":{{"type":"string","pattern":"{long}"}}}}}}}}]}}"#
+        ))
+        .unwrap_err();
+        assert!(err.message.contains("at most"), "{err}");
     }
 }

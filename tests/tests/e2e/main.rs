@@ -19,6 +19,7 @@ mod ldap;
 mod objects;
 mod paging;
 mod passwords;
+mod policies;
 mod recon;
 mod rest;
 mod rest_ops;
