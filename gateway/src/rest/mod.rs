@@ -9,6 +9,7 @@
 //! - `auth.rs`: the [`Caller`] extractor (Basic, `X-OpenIDM-*`, Bearer; the
 //!   CSRF rule); `sessions.rs`: the sessions opened for a name and password.
 //! - `info.rs`: `info/ping`, `info/login`, `authentication?_action=logout`.
+//! - `policy.rs`: `policy/managed/{type}[/{id}]?_action=validateObject`.
 //! - `managed/`: `managed/{type}[/{id}]` (read, query, create, replace,
 //!   patch, delete); `query_filter.rs`: Wren's `_queryFilter` → the core's
 //!   filter.
@@ -47,6 +48,7 @@ pub mod error;
 mod info;
 mod listing;
 pub mod managed;
+mod policy;
 pub mod query_filter;
 mod recon;
 mod scheduler;
@@ -117,6 +119,7 @@ pub fn router(state: RestState) -> Router {
         .merge(system::routes())
         .merge(config::routes())
         .merge(audit::routes())
+        .merge(policy::routes())
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))

@@ -7,6 +7,7 @@ use idm_proto::v1::{
     CreateObjectRequest, PatchObjectRequest, PatchOperation, ReplaceObjectRequest,
     ValidateObjectRequest,
 };
+use idm_tests::rest::{Auth, Rest};
 use idm_tests::scim::Gateway;
 use idm_tests::{Clients, Idmd, IdmdOptions, TempDir, attrs, json_of};
 use serde_json::{Value, json};
@@ -340,6 +341,102 @@ async fn scim_create_with_a_violating_value_is_a_400_naming_the_property_and_pol
         .post("/Users", &json!({"schemas": [user], "userName": "jsnow"}))
         .await
         .expect(201);
+}
+
+#[tokio::test]
+async fn rest_refuses_in_wrens_shape_and_validates_without_writing() {
+    let idmd = idmd_with(MANAGED).await;
+    let rest = Rest::new(Gateway::start(&idmd).await);
+    let admin = Auth::Basic("openidm-admin", "Admin-Passw0rd!");
+    let mut weak = valid_user();
+    weak["password"] = json!("short");
+    let refused = rest
+        .send(
+            admin,
+            "POST",
+            "/managed/user?_action=create",
+            Some(&weak),
+            &[],
+        )
+        .await
+        .expect_wren_error(403);
+    assert_eq!(refused.body["detail"]["result"], false, "{}", refused.body);
+    let failed = &refused.body["detail"]["failedPolicyRequirements"];
+    let password = failed
+        .as_array()
+        .and_then(|f| f.iter().find(|p| p["property"] == "password"))
+        .unwrap_or_else(|| panic!("{}", refused.body));
+    let requirements: Vec<&str> = password["policyRequirements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["policyRequirement"].as_str())
+        .collect();
+    assert!(requirements.contains(&"MIN_LENGTH"), "{requirements:?}");
+    assert!(
+        !refused.body.to_string().contains("short"),
+        "{}",
+        refused.body
+    );
+
+    // The policy service: a verdict, and nothing written.
+    let verdict = rest
+        .send(
+            admin,
+            "POST",
+            "/policy/managed/user/*?_action=validateObject",
+            Some(&weak),
+            &[],
+        )
+        .await
+        .expect(200);
+    assert_eq!(verdict.body["result"], false, "{}", verdict.body);
+    assert_eq!(
+        verdict.body["failedPolicyRequirements"][0]["property"],
+        "password"
+    );
+    let fine = rest
+        .send(
+            admin,
+            "POST",
+            "/policy/managed/user?_action=validateObject",
+            Some(&valid_user()),
+            &[],
+        )
+        .await
+        .expect(200);
+    assert_eq!(
+        fine.body,
+        json!({"result": true, "failedPolicyRequirements": []})
+    );
+    let one = rest
+        .send(
+            admin,
+            "POST",
+            "/policy/managed/user/jsnow?_action=validateProperty",
+            Some(&json!({"code": "abc"})),
+            &[],
+        )
+        .await
+        .expect(200);
+    assert_eq!(
+        one.body["failedPolicyRequirements"][0]["property"], "code",
+        "{}",
+        one.body
+    );
+    rest.send(
+        admin,
+        "POST",
+        "/policy/managed/user?_action=explode",
+        Some(&json!({})),
+        &[],
+    )
+    .await
+    .expect_wren_error(400);
+    let none = rest
+        .send(admin, "GET", "/managed/user?_queryFilter=true", None, &[])
+        .await;
+    assert_eq!(none.body["resultCount"], 0, "{}", none.body);
 }
 
 #[tokio::test]

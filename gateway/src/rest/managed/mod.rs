@@ -45,7 +45,7 @@ pub fn routes() -> Router<RestState> {
         )
 }
 
-fn collection(object_type: &str) -> Result<String, RestError> {
+pub(crate) fn collection(object_type: &str) -> Result<String, RestError> {
     if !is_name(object_type) {
         return Err(RestError::not_found(format!(
             "managed/{object_type} is not a managed object type"
@@ -54,7 +54,7 @@ fn collection(object_type: &str) -> Result<String, RestError> {
     Ok(format!("managed/{object_type}"))
 }
 
-fn object_name(object_type: &str, id: &str) -> Result<String, RestError> {
+pub(crate) fn object_name(object_type: &str, id: &str) -> Result<String, RestError> {
     let collection = collection(object_type)?;
     if id.is_empty() || id.len() > 255 || id.contains('/') || id.chars().any(char::is_control) {
         return Err(RestError::bad_request(format!(
@@ -115,7 +115,7 @@ fn decorate_reference(value: &mut Value) {
 
 /// The attributes of a request body: an object, without `_id`, `_rev` and
 /// `_meta` (the path and `If-Match` say those).
-fn attributes(body: Value) -> Result<Map<String, Value>, RestError> {
+pub(crate) fn attributes(body: Value) -> Result<Map<String, Value>, RestError> {
     let Value::Object(mut map) = body else {
         return Err(RestError::bad_request("the body must be a JSON object"));
     };
