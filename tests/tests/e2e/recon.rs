@@ -635,8 +635,11 @@ async fn cancelling_a_large_run_stops_it_promptly_and_leaves_the_store_consisten
         .await
         .unwrap()
         .into_inner();
+    // The run stops after the batch in hand, not at its end (`created <
+    // ROWS` below proves that); this bound only catches a cancel that hangs,
+    // and is loose because a loaded 2-core CI machine takes 10+ s per batch.
     assert!(
-        asked.elapsed() < Duration::from_secs(10),
+        asked.elapsed() < Duration::from_secs(45),
         "took {:?}",
         asked.elapsed()
     );

@@ -264,11 +264,15 @@ async fn ticks_missed_while_idmd_was_down_follow_the_misfire_policy() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let (token, key) = (first.admin_token.clone(), first.encryption_key.clone());
-    first.terminate();
+    // Closed first, so idmd does not wait out its grace period for this
+    // client (the blocking terminate below would keep it open).
     drop(c);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    first.terminate();
     drop(first);
-    // Down across at least one tick.
-    tokio::time::sleep(Duration::from_millis(4000)).await;
+    // Down across two ticks, so one of them lies clearly (a whole second)
+    // before the restart however the 3 s ticks fall.
+    tokio::time::sleep(Duration::from_millis(7000)).await;
     let restarted_at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
