@@ -1,7 +1,9 @@
 //! Where a request came from and how: the scheme it reached us by (https
 //! over TLS; behind `--no-tls`, https only when a `--trusted-proxy` says so
-//! in `X-Forwarded-Proto`), and the base URL resources are located under.
-//! A request's `Host` header is never used: it is the client's to forge.
+//! in `X-Forwarded-Proto`), the client's address (the peer's, or the one a
+//! trusted proxy appended to `X-Forwarded-For`), and the base URL resources
+//! are located under. A request's `Host` header is never used: it is the
+//! client's to forge.
 
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
@@ -59,6 +61,32 @@ impl Origin {
         self.tls
     }
 
+    fn trusts(&self, peer: Option<IpAddr>) -> bool {
+        peer.is_some_and(|peer| {
+            let peer = peer.to_canonical();
+            self.trusted_proxies.iter().any(|net| net.contains(peer))
+        })
+    }
+
+    /// The address the person connected from: behind a trusted proxy, the
+    /// last `X-Forwarded-For` entry (the one that proxy appended; those
+    /// before it are the client's to forge), else the peer. Logins are
+    /// throttled by it, so everyone behind one proxy is not one source.
+    pub fn client(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+        if !self.trusts(peer) {
+            return peer.map(|p| p.to_canonical());
+        }
+        headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .next_back()
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.rsplit(',').next())
+            .and_then(|last| last.trim().parse::<IpAddr>().ok())
+            .map(|ip| ip.to_canonical())
+            .or(peer.map(|p| p.to_canonical()))
+    }
+
     /// Over TLS, https. Otherwise https only when the peer is a trusted proxy
     /// and the last `X-Forwarded-Proto` value (the one that proxy set) says
     /// `https`; http in every other case.
@@ -66,11 +94,7 @@ impl Origin {
         if self.tls {
             return Scheme::Https;
         }
-        let trusted = peer.is_some_and(|peer| {
-            let peer = peer.to_canonical();
-            self.trusted_proxies.iter().any(|net| net.contains(peer))
-        });
-        if !trusted {
+        if !self.trusts(peer) {
             return Scheme::Http;
         }
         let forwarded = headers
@@ -96,15 +120,25 @@ impl Origin {
     }
 }
 
-/// Middleware: puts the request's [`Scheme`] into its extensions, and over
-/// TLS tells browsers to keep to https (`Strict-Transport-Security`).
+/// The client's address, as [`Origin::client`] found it; every request
+/// carries one as an extension when the peer is known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddress(pub IpAddr);
+
+/// Middleware: puts the request's [`Scheme`] and [`ClientAddress`] into its
+/// extensions, and over TLS tells browsers to keep to https
+/// (`Strict-Transport-Security`).
 pub async fn mark_scheme(State(app): State<Shared>, mut request: Request, next: Next) -> Response {
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(address)| address.ip());
     let scheme = app.origin.scheme(peer, request.headers());
+    let client = app.origin.client(peer, request.headers());
     request.extensions_mut().insert(scheme);
+    if let Some(client) = client {
+        request.extensions_mut().insert(ClientAddress(client));
+    }
     let mut response = next.run(request).await;
     if app.origin.tls {
         response.headers_mut().insert(
@@ -232,6 +266,23 @@ mod tests {
         let tls = origin(true, &[]);
         assert_eq!(tls.scheme(stranger, &headers(&["http"])), Scheme::Https);
         assert_eq!(tls.base(Scheme::Https), "https://127.0.0.1:8443/scim/v2");
+    }
+
+    #[test]
+    fn the_client_is_the_peer_unless_a_trusted_proxy_forwarded_for_it() {
+        let proxy = Some("10.0.0.5".parse().unwrap());
+        let mut forwarded = headers(&[]);
+        forwarded.append("x-forwarded-for", "6.6.6.6, 192.0.2.7".parse().unwrap());
+        let behind = origin(false, &["10.0.0.5"]);
+        assert_eq!(behind.client(proxy, &forwarded), "192.0.2.7".parse().ok());
+        // Anyone else's header is theirs to forge.
+        let stranger = Some("198.51.100.1".parse().unwrap());
+        assert_eq!(behind.client(stranger, &forwarded), stranger);
+        // A trusted proxy that sent none, or garbage: the proxy itself.
+        assert_eq!(behind.client(proxy, &headers(&[])), proxy);
+        let mut garbage = headers(&[]);
+        garbage.append("x-forwarded-for", "not-an-address".parse().unwrap());
+        assert_eq!(behind.client(proxy, &garbage), proxy);
     }
 
     #[test]

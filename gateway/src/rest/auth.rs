@@ -16,6 +16,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
+
+use crate::http::origin::ClientAddress;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, header};
 use base64::Engine;
@@ -281,11 +283,16 @@ impl FromRequestParts<RestState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &RestState) -> Result<Self, RestError> {
         let presented = presented(&parts.headers)?;
-        let client_address = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(peer)| peer.ip().to_string())
-            .unwrap_or_default();
+        // Behind a trusted proxy, the address it forwarded for (logins are
+        // throttled and audited by it); else the peer.
+        let client_address = match parts.extensions.get::<ClientAddress>() {
+            Some(ClientAddress(client)) => client.to_string(),
+            None => parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(peer)| peer.ip().to_string())
+                .unwrap_or_default(),
+        };
         let (credentials, basic) = match presented {
             Presented::Headers(credentials) => (credentials, false),
             Presented::Basic(credentials) => (credentials, true),

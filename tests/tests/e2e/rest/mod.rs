@@ -271,3 +271,76 @@ async fn an_unreachable_core_is_503() {
         .expect(200);
     assert_eq!(ping.body["state"], "ACTIVE_NOT_READY");
 }
+
+/// Behind a trusted proxy, logins are throttled by the address the proxy
+/// forwarded for, not the proxy's own: one person's failures do not lock out
+/// everyone behind it, and a forged `X-Forwarded-For` from anyone else counts
+/// for nothing.
+#[tokio::test]
+async fn behind_a_trusted_proxy_logins_are_throttled_per_forwarded_client() {
+    use idm_tests::scim::{Gateway, GatewayOptions, GatewayTls};
+    let mut options = idm_tests::IdmdOptions::default();
+    options
+        .env
+        .push(("IDM_ADMIN_PASSWORD".into(), ADMIN_PASSWORD.into()));
+    let idmd = idm_tests::Idmd::start_with(options).await;
+    let gateway = Gateway::start_opts(
+        &idmd,
+        GatewayOptions {
+            tls: GatewayTls::Plain,
+            args: vec!["--trusted-proxy".into(), "127.0.0.1".into()],
+            ..GatewayOptions::default()
+        },
+    )
+    .await;
+    let rest = idm_tests::rest::Rest::new(gateway);
+    let from = |client: &'static str| [("X-Forwarded-For", client)];
+    let guesser = "198.51.100.66";
+    for _ in 0..5 {
+        rest.send(
+            Auth::Basic("mallory", "guess"),
+            "GET",
+            "/info/login",
+            None,
+            &from(guesser),
+        )
+        .await
+        .expect_wren_error(401);
+    }
+    // That client is locked out, whatever the name...
+    rest.send(
+        Auth::Basic("mallory", "guess"),
+        "GET",
+        "/info/login",
+        None,
+        &from(guesser),
+    )
+    .await
+    .expect_wren_error(429);
+    rest.send(AS_ADMIN, "GET", "/info/login", None, &from(guesser))
+        .await
+        .expect_wren_error(429);
+    // ...and nobody else is (through the same proxy).
+    let me = rest
+        .send(AS_ADMIN, "GET", "/info/login", None, &from("192.0.2.7"))
+        .await
+        .expect(200);
+    assert_eq!(me.body["authenticationId"], ADMIN, "{}", me.body);
+
+    // The audit names the forwarded client, not the proxy.
+    let mut c = idmd.clients().await;
+    let entries = c
+        .audit
+        .query_audit(QueryAuditRequest {
+            filter: r#"operation eq "auth.login""#.into(),
+            page_size: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let text = format!("{entries:?}");
+    assert!(text.contains(guesser), "{text}");
+    assert!(text.contains("192.0.2.7"), "{text}");
+}
