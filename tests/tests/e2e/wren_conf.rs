@@ -120,8 +120,9 @@ async fn the_sync_sample_runs_as_written_and_a_rename_keeps_the_entry_uuid_link(
         })
         .await
         .unwrap();
-    let moved = eventually("the entry moved to uid=jsnow123", || {
-        directory::account(&slapd, "jsnow123")
+    // A move (modrdn) and then a modify of the rest: wait for both.
+    let moved = eventually("the entry moved to uid=jsnow123 and changed", || {
+        directory::account(&slapd, "jsnow123").filter(|e| e.get("cn") == Some("jsnow123"))
     })
     .await;
     assert_eq!(moved.dn, format!("uid=jsnow123,{BASE}"));
