@@ -828,10 +828,14 @@ mod tests {
     #[tokio::test]
     async fn missed_ticks_follow_the_misfire_policy() {
         let (store, reconciler) = store_and_reconciler().await;
-        // Both last fired an hour ago, then idmd was down.
+        // Both last fired an hour ago, then idmd was down. Hourly, half an
+        // hour from now: one tick was missed, and none falls due while the
+        // test runs (a 10-minute schedule did, at every :x0:00).
         let hour_ago = stamp(Utc::now() - chrono::Duration::hours(1));
+        let minute = (chrono::Timelike::minute(&Utc::now()) + 30) % 60;
+        let hourly = format!("0 {minute} * * * ?");
         for (name, policy) in [("proceed", "fireAndProceed"), ("nothing", "doNothing")] {
-            let mut body = script("0 0/10 * * * ?", "'ran'", true);
+            let mut body = script(&hourly, "'ran'", true);
             body["misfirePolicy"] = json!(policy);
             put(&store, name, body).await;
             assert!(store.claim_tick(name, &hour_ago, "earlier").await.unwrap());
