@@ -202,6 +202,41 @@ impl Idmd {
             .unwrap_or_else(|log| panic!("idmd did not start:\n{log}"))
     }
 
+    /// Starts an idmd that must refuse to start; returns its log.
+    pub async fn start_failure(options: IdmdOptions) -> String {
+        let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        match Self::spawn(options, TempDir::new("fail"), "t".into(), key).await {
+            Ok(_) => panic!("idmd started, and should not have"),
+            Err(log) => log,
+        }
+    }
+
+    /// The services a stock reflection client sees listed.
+    pub async fn reflected_services(&self) -> Vec<String> {
+        use tonic_reflection::pb::v1::ServerReflectionRequest;
+        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+        let mut client = ServerReflectionClient::with_interceptor(
+            self.channel().await,
+            Bearer(Some(self.admin_token.clone())),
+        );
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut responses = client
+            .server_reflection_info(tokio_stream::once(request))
+            .await
+            .unwrap()
+            .into_inner();
+        let response = responses.message().await.unwrap().unwrap();
+        let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+            panic!("unexpected reflection answer {response:?}");
+        };
+        list.service.into_iter().map(|s| s.name).collect()
+    }
+
     /// Starts idmd and waits until it serves; `Err` carries its log.
     pub async fn spawn(
         options: IdmdOptions,

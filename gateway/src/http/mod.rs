@@ -1,6 +1,7 @@
 //! HTTP: the routes under `/scim/v2` (and `/openidm`, from `rest/`), the bearer and body extractors, and the
 //! one place a `ScimError` becomes a response.
 
+pub mod body;
 mod bulk;
 pub mod origin;
 mod resources;
@@ -9,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
 use axum::http::header::{self, HeaderValue};
 use axum::http::request::Parts;
@@ -21,6 +21,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use self::body::BodyRefused;
 use self::origin::{Origin, Scheme};
 use crate::core::Bearer;
 use crate::scim::CONTENT_TYPE;
@@ -197,29 +198,17 @@ impl<S: Send + Sync> FromRequest<S> for ScimBody {
     type Rejection = ScimError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ScimError> {
-        let content_type = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_ascii_lowercase);
-        if let Some(content_type) = content_type
-            && !content_type.contains("json")
-        {
-            return Err(ScimError::new(
-                415,
-                None,
-                format!("content type {content_type}: send application/scim+json"),
-            ));
-        }
-        let bytes =
-            Bytes::from_request(request, state)
-                .await
-                .map_err(|rejection| match rejection.status() {
-                    StatusCode::PAYLOAD_TOO_LARGE => ScimError::payload_too_large(
-                        "the request body is larger than this server accepts",
-                    ),
-                    status => ScimError::new(status.as_u16(), None, rejection.body_text()),
-                })?;
+        let bytes = body::json_bytes(request, state)
+            .await
+            .map_err(|refused| match refused {
+                BodyRefused::NotJson(content_type) => ScimError::new(
+                    415,
+                    None,
+                    format!("content type {content_type}: send application/scim+json"),
+                ),
+                BodyRefused::TooLarge => ScimError::payload_too_large(body::TOO_LARGE),
+                BodyRefused::Other { status, message } => ScimError::new(status, None, message),
+            })?;
         let value = serde_json::from_slice(&bytes)
             .map_err(|e| ScimError::invalid_syntax(format!("the body is not valid JSON: {e}")))?;
         Ok(ScimBody(value))

@@ -24,7 +24,8 @@ use idm_proto::v1::audit_service_client::AuditServiceClient;
 use idm_proto::v1::{AuditEntry, QueryAuditRequest};
 use serde_json::{Value, json};
 
-use super::listing::{WrenFilter, core_call, page_size, query_result};
+use super::core_call;
+use super::listing::{WrenFilter, page_size, query_result};
 use super::{Caller, Params, RestError, RestState, json_response};
 
 pub fn routes() -> Router<RestState> {

@@ -32,7 +32,7 @@ use idm_proto::v1::{
 };
 use serde_json::{Map, Value, json};
 
-use super::listing::core_call;
+use super::core_call;
 use super::scheduler::{job, schedule_of};
 use super::{Caller, JsonBody, RestError, RestState, json_response};
 

@@ -10,7 +10,7 @@ use idm_proto::v1::auth_service_client::AuthServiceClient;
 use idm_proto::v1::{CallerKind, LogoutRequest, Scope, WhoAmIRequest, WhoAmIResponse};
 use serde_json::{Value, json};
 
-use super::{Caller, Params, RestError, RestState, json_response};
+use super::{Caller, Params, RestError, RestState, core_call, json_response};
 use crate::core::Core;
 
 pub fn routes() -> Router<RestState> {
@@ -41,17 +41,12 @@ async fn ping(State(state): State<RestState>) -> Response {
 
 /// Who the credentials stand for, in Wren's shape.
 async fn login(State(state): State<RestState>, caller: Caller) -> Result<Response, RestError> {
-    let me = caller
-        .call(&state, |bearer| {
-            let mut auth = AuthServiceClient::new(state.core.channel());
-            async move {
-                Ok(auth
-                    .who_am_i(Core::authorized(&bearer, WhoAmIRequest {})?)
-                    .await?
-                    .into_inner())
-            }
-        })
-        .await?;
+    let me = core_call!(
+        &state,
+        &caller,
+        AuthServiceClient.who_am_i(WhoAmIRequest {})
+    )
+    .await?;
     Ok(json_response(StatusCode::OK, &login_info(&me)))
 }
 

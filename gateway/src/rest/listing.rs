@@ -8,26 +8,6 @@ use serde_json::{Map, Value, json};
 use super::query_filter::Selection;
 use super::{Params, RestError};
 
-/// One call of a core service with the caller's bearer, Wren's error on
-/// failure: `core_call!(&state, &caller, ReconServiceClient.get_recon(request))`.
-/// The request expression is evaluated per attempt (a cached session the
-/// core forgot is replaced once), so it clones what it takes.
-macro_rules! core_call {
-    ($state:expr, $caller:expr, $client:ident . $method:ident ( $request:expr )) => {
-        $caller.call($state, |bearer| {
-            let mut client = $client::new($state.core.channel());
-            let request = $request;
-            async move {
-                Ok(client
-                    .$method(crate::core::Core::authorized(&bearer, request)?)
-                    .await?
-                    .into_inner())
-            }
-        })
-    };
-}
-pub(crate) use core_call;
-
 /// A page of results. `cookie` is the core's next page token (absent on the
 /// last page); `total` the count of every match, when the core gives one.
 pub fn query_result(result: Vec<Value>, cookie: Option<String>, total: Option<i64>) -> Value {

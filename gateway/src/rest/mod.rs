@@ -23,16 +23,11 @@
 //!    (authentication runs first; nothing is parsed for a refused request),
 //!    then `Params`/`JsonBody` as needed, and returns
 //!    `Result<Response, RestError>`.
-//! 3. Call the core through [`Caller::call`], building the client from the
-//!    shared channel and the request with `Core::authorized`:
+//! 3. Call the core with [`core_call!`] (or [`Caller::call`] when a call needs
+//!    more than one method):
 //!    ```ignore
-//!    let run = caller.call(&state, |bearer| {
-//!        let mut recon = ReconServiceClient::new(state.core.channel());
-//!        let request = GetReconRequest { name: name.clone() };
-//!        async move {
-//!            Ok(recon.get_recon(Core::authorized(&bearer, request)?).await?.into_inner())
-//!        }
-//!    }).await?;
+//!    let run = core_call!(&state, &caller,
+//!        ReconServiceClient.get_recon(GetReconRequest { name: name.clone() })).await?;
 //!    Ok(json_response(StatusCode::OK, &wren_summary(&run)))
 //!    ```
 //!    A failed call becomes Wren's error (`NOT_FOUND` → 404, …) by itself.
@@ -55,11 +50,30 @@ mod scheduler;
 pub mod sessions;
 mod system;
 
+/// One call of a core service with the caller's bearer, Wren's error on
+/// failure: `core_call!(&state, &caller, ReconServiceClient.get_recon(request))`.
+/// The request expression is evaluated per attempt (a cached session the
+/// core forgot is replaced once), so it clones what it takes.
+macro_rules! core_call {
+    ($state:expr, $caller:expr, $client:ident . $method:ident ( $request:expr )) => {
+        $caller.call($state, |bearer| {
+            let mut client = $client::new($state.core.channel());
+            let request = $request;
+            async move {
+                Ok(client
+                    .$method(crate::core::Core::authorized(&bearer, request)?)
+                    .await?
+                    .into_inner())
+            }
+        })
+    };
+}
+pub(crate) use core_call;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
 use axum::http::header::{self, HeaderValue};
 use axum::http::request::Parts;
@@ -71,6 +85,7 @@ pub use self::auth::Caller;
 pub use self::error::RestError;
 use self::sessions::SessionCache;
 use crate::core::Core;
+use crate::http::body::{self, BodyRefused};
 
 /// Bounds of the REST API.
 #[derive(Debug, Clone, Copy)]
@@ -219,27 +234,15 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = RestError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, RestError> {
-        let content_type = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_ascii_lowercase);
-        if let Some(content_type) = content_type
-            && !content_type.contains("json")
-        {
-            return Err(RestError::unsupported_media_type(format!(
-                "content type {content_type}: send application/json"
-            )));
-        }
-        let bytes =
-            Bytes::from_request(request, state)
-                .await
-                .map_err(|rejection| match rejection.status() {
-                    StatusCode::PAYLOAD_TOO_LARGE => RestError::payload_too_large(
-                        "the request body is larger than this server accepts",
-                    ),
-                    status => RestError::new(status.as_u16(), rejection.body_text()),
-                })?;
+        let bytes = body::json_bytes(request, state)
+            .await
+            .map_err(|refused| match refused {
+                BodyRefused::NotJson(content_type) => RestError::unsupported_media_type(format!(
+                    "content type {content_type}: send application/json"
+                )),
+                BodyRefused::TooLarge => RestError::payload_too_large(body::TOO_LARGE),
+                BodyRefused::Other { status, message } => RestError::new(status, message),
+            })?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(JsonBody(Value::Object(serde_json::Map::new())));
         }

@@ -14,8 +14,7 @@ use idm_proto::v1::{ValidateObjectRequest, ValidateObjectResponse};
 use serde_json::{Value, json};
 
 use super::managed::{attributes, collection, object_name};
-use super::{Caller, JsonBody, Params, RestError, RestState, json_response};
-use crate::core::Core;
+use super::{Caller, JsonBody, Params, RestError, RestState, core_call, json_response};
 
 pub fn routes() -> Router<RestState> {
     Router::new()
@@ -62,22 +61,16 @@ async fn answer(
         other => return Err(RestError::unknown_action(other)),
     };
     let attributes = to_proto_struct(&attributes(body)?);
-    let verdict = caller
-        .call(&state, |bearer| {
-            let mut objects = ObjectServiceClient::new(state.core.channel());
-            let request = ValidateObjectRequest {
-                name: name.clone(),
-                attributes: Some(attributes.clone()),
-                properties_only,
-            };
-            async move {
-                Ok(objects
-                    .validate_object(Core::authorized(&bearer, request)?)
-                    .await?
-                    .into_inner())
-            }
+    let verdict = core_call!(
+        &state,
+        &caller,
+        ObjectServiceClient.validate_object(ValidateObjectRequest {
+            name: name.clone(),
+            attributes: Some(attributes.clone()),
+            properties_only,
         })
-        .await?;
+    )
+    .await?;
     Ok(json_response(StatusCode::OK, &wren_verdict(&verdict)))
 }
 

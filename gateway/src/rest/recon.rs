@@ -28,7 +28,7 @@ use idm_proto::v1::{
 };
 use serde_json::{Map, Value, json};
 
-use super::{Caller, Params, RestError, RestState, json_response};
+use super::{Caller, Params, RestError, RestState, core_call, json_response};
 use crate::core::Core;
 
 /// The most runs `GET /recon` lists (the newest).
@@ -173,38 +173,26 @@ fn plain_id(id: &str) -> Result<&str, RestError> {
 
 async fn get_run(state: &RestState, caller: &Caller, id: &str) -> Result<ReconRun, RestError> {
     let name = format!("recon/{id}");
-    caller
-        .call(state, |bearer| {
-            let mut recon = ReconServiceClient::new(state.core.channel());
-            let request = GetReconRequest { name: name.clone() };
-            async move {
-                Ok(recon
-                    .get_recon(Core::authorized(&bearer, request)?)
-                    .await?
-                    .into_inner())
-            }
-        })
-        .await
+    core_call!(
+        state,
+        caller,
+        ReconServiceClient.get_recon(GetReconRequest { name: name.clone() })
+    )
+    .await
 }
 
 /// The mapping's source and target, or `None` if it cannot be read (deleted
 /// since the run, or the caller may not read mappings).
 async fn mapping_ends(state: &RestState, caller: &Caller, name: &str) -> Option<(String, String)> {
-    let mapping = caller
-        .call(state, |bearer| {
-            let mut config = ConfigServiceClient::new(state.core.channel());
-            let request = GetMappingRequest {
-                name: format!("mappings/{name}"),
-            };
-            async move {
-                Ok(config
-                    .get_mapping(Core::authorized(&bearer, request)?)
-                    .await?
-                    .into_inner())
-            }
+    let mapping = core_call!(
+        state,
+        caller,
+        ConfigServiceClient.get_mapping(GetMappingRequest {
+            name: format!("mappings/{name}"),
         })
-        .await
-        .ok()?;
+    )
+    .await
+    .ok()?;
     Some((mapping.source, mapping.target))
 }
 
@@ -220,22 +208,16 @@ async fn read(
 }
 
 async fn list(State(state): State<RestState>, caller: Caller) -> Result<Response, RestError> {
-    let runs = caller
-        .call(&state, |bearer| {
-            let mut recon = ReconServiceClient::new(state.core.channel());
-            let request = ListReconsRequest {
-                page_size: MAX_LISTED,
-                ..Default::default()
-            };
-            async move {
-                Ok(recon
-                    .list_recons(Core::authorized(&bearer, request)?)
-                    .await?
-                    .into_inner()
-                    .runs)
-            }
+    let runs = core_call!(
+        &state,
+        &caller,
+        ReconServiceClient.list_recons(ListReconsRequest {
+            page_size: MAX_LISTED,
+            ..Default::default()
         })
-        .await?;
+    )
+    .await?
+    .runs;
     let mut ends: HashMap<String, Option<(String, String)>> = HashMap::new();
     let mut shown = Vec::with_capacity(runs.len());
     for run in &runs {

@@ -34,7 +34,8 @@ use idm_proto::v1::{
 };
 use serde_json::{Value, json};
 
-use super::listing::{Query, WrenFilter, core_call, query_result};
+use super::core_call;
+use super::listing::{Query, WrenFilter, query_result};
 use super::{Caller, JsonBody, Params, RestError, RestState, json_response};
 
 pub fn routes() -> Router<RestState> {

@@ -31,7 +31,8 @@ use serde_json::{Value, json};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use super::listing::{Query, WrenFilter, core_call, page_size, query_result};
+use super::core_call;
+use super::listing::{Query, WrenFilter, page_size, query_result};
 use super::{Caller, Params, RestError, RestState, json_response};
 use crate::core::{Bearer, Core};
 

@@ -2,13 +2,9 @@ use idm_proto::v1::{
     Connector, CreateObjectRequest, GetConnectorRequest, GetMappingRequest, GetObjectRequest,
     ListMappingsRequest, PutConnectorRequest,
 };
-use idm_tests::{Bearer, Idmd, IdmdOptions, TempDir, attrs, json_of};
+use idm_tests::{Idmd, IdmdOptions, TempDir, attrs, json_of};
 use serde_json::json;
 use tonic::Code;
-use tonic_reflection::pb::v1::ServerReflectionRequest;
-use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
 use crate::{create_user, expect_code};
 
@@ -17,19 +13,11 @@ fn write(dir: &TempDir, file: &str, body: &str) {
 }
 
 async fn start_failure(conf: &TempDir) -> String {
-    let options = IdmdOptions {
+    Idmd::start_failure(IdmdOptions {
         conf: Some(conf.path().to_path_buf()),
         ..Default::default()
-    };
-    match Idmd::spawn(options, TempDir::new("fail"), "t".into(), base64_key()).await {
-        Ok(_) => panic!("idmd started with a bad conf"),
-        Err(log) => log,
-    }
-}
-
-fn base64_key() -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode([7u8; 32])
+    })
+    .await
 }
 
 #[tokio::test]
@@ -195,24 +183,7 @@ async fn conf_declares_types_and_mappings_and_reloads_idempotently_over_a_persis
 #[tokio::test]
 async fn a_stock_reflection_client_lists_the_idm_services() {
     let idmd = Idmd::start().await;
-    let mut client = ServerReflectionClient::with_interceptor(
-        idmd.channel().await,
-        Bearer(Some(idmd.admin_token.clone())),
-    );
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = client
-        .server_reflection_info(tokio_stream::once(request))
-        .await
-        .unwrap()
-        .into_inner();
-    let response = responses.message().await.unwrap().unwrap();
-    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
-        panic!("unexpected reflection answer {response:?}");
-    };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    let names = idmd.reflected_services().await;
     for service in [
         "idm.v1.ObjectService",
         "idm.v1.AuditService",

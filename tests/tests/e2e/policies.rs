@@ -510,25 +510,17 @@ async fn an_unknown_policy_id_stops_start_up_naming_the_file_and_property() {
         r#"{"objects": [{"name": "user", "schema": {"properties": {
             "mail": {"type": "string", "policies": [{"policyId": "valid-emial"}]}}}}]}"#,
     );
-    let options = IdmdOptions {
+    let log = Idmd::start_failure(IdmdOptions {
         conf: Some(conf.path().to_path_buf()),
         ..Default::default()
-    };
-    let log = match Idmd::spawn(options, TempDir::new("fail"), "t".into(), key()).await {
-        Ok(_) => panic!("idmd started with an unknown policy"),
-        Err(log) => log,
-    };
+    })
+    .await;
     assert!(
         log.contains("managed.json")
             && log.contains("objects[0].schema.properties.mail.policies[0].policyId")
             && log.contains("valid-emial"),
         "{log}"
     );
-}
-
-fn key() -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode([7u8; 32])
 }
 
 #[tokio::test]

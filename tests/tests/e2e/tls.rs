@@ -8,12 +8,8 @@ use std::time::{Duration, Instant};
 use idm_proto::json::to_proto_struct;
 use idm_proto::v1::{Connector, PutConnectorRequest};
 use idm_tests::pki::TestCa;
-use idm_tests::{Bearer, Idmd, IdmdOptions, TempDir, TlsOptions, binary, free_port};
+use idm_tests::{Idmd, IdmdOptions, TempDir, TlsOptions, binary, free_port};
 use serde_json::{Value, json};
-use tonic_reflection::pb::v1::ServerReflectionRequest;
-use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
 use crate::create_user;
 
@@ -202,24 +198,7 @@ async fn a_plaintext_client_is_refused_on_the_tls_port() {
 #[tokio::test]
 async fn reflection_over_tls_lists_health_and_the_idm_services() {
     let (idmd, _files) = tls_idmd().await;
-    let mut client = ServerReflectionClient::with_interceptor(
-        idmd.channel().await,
-        Bearer(Some(idmd.admin_token.clone())),
-    );
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = client
-        .server_reflection_info(tokio_stream::once(request))
-        .await
-        .unwrap()
-        .into_inner();
-    let response = responses.message().await.unwrap().unwrap();
-    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
-        panic!("unexpected reflection answer {response:?}");
-    };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    let names = idmd.reflected_services().await;
     for service in ["grpc.health.v1.Health", "idm.v1.ObjectService"] {
         assert!(
             names.contains(&service.to_string()),

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use idm_proto::v1::{PatchObjectRequest, PatchOperation};
 use idm_testkit::SlapdBuilder;
 use idm_tests::directory::{self, Slapd};
-use idm_tests::{Idmd, IdmdOptions, TempDir, wren_sample};
+use idm_tests::{Idmd, IdmdOptions, wren_sample};
 use serde_json::{Value, json};
 
 use crate::{managed_object, recon};
@@ -57,15 +57,11 @@ fn edit(file: &std::path::Path, change: impl FnOnce(&mut Value)) {
 }
 
 async fn start_failure(conf: &std::path::Path) -> String {
-    let options = IdmdOptions {
+    Idmd::start_failure(IdmdOptions {
         conf: Some(conf.to_path_buf()),
         ..Default::default()
-    };
-    let key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [7u8; 32]);
-    match Idmd::spawn(options, TempDir::new("wren-fail"), "t".into(), key).await {
-        Ok(_) => panic!("idmd started with a bad conf"),
-        Err(log) => log,
-    }
+    })
+    .await
 }
 
 fn count(run: &idm_proto::v1::ReconRun, situation: &str) -> i64 {

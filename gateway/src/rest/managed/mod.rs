@@ -24,8 +24,7 @@ use tonic::Code;
 
 use self::query::Query;
 use super::query_filter::is_name;
-use super::{Caller, JsonBody, Params, RestError, RestState, json_response};
-use crate::core::Core;
+use super::{Caller, JsonBody, Params, RestError, RestState, core_call, json_response};
 
 /// The most patch operations in one request.
 const MAX_PATCH_OPERATIONS: usize = 1000;
@@ -62,10 +61,6 @@ pub(crate) fn object_name(object_type: &str, id: &str) -> Result<String, RestErr
         )));
     }
     Ok(format!("{collection}/{id}"))
-}
-
-fn objects(state: &RestState) -> ObjectServiceClient<tonic::transport::Channel> {
-    ObjectServiceClient::new(state.core.channel())
 }
 
 fn mask(fields: &[String]) -> Option<FieldMask> {
@@ -160,21 +155,15 @@ async fn read(
 ) -> Result<Response, RestError> {
     let name = object_name(&object_type, &id)?;
     let fields = query::fields(params.get("_fields"))?;
-    let object = caller
-        .call(&state, |bearer| {
-            let mut objects = objects(&state);
-            let request = GetObjectRequest {
-                name: name.clone(),
-                read_mask: mask(&fields),
-            };
-            async move {
-                Ok(objects
-                    .get_object(Core::authorized(&bearer, request)?)
-                    .await?
-                    .into_inner())
-            }
+    let object = core_call!(
+        &state,
+        &caller,
+        ObjectServiceClient.get_object(GetObjectRequest {
+            name: name.clone(),
+            read_mask: mask(&fields),
         })
-        .await?;
+    )
+    .await?;
     Ok(object_response(StatusCode::OK, &object, &fields))
 }
 
@@ -207,18 +196,12 @@ async fn query(
             offset: i32::try_from(query.offset).unwrap_or(i32::MAX),
             read_mask: mask(&query.fields),
         };
-        let page = caller
-            .call(&state, |bearer| {
-                let mut objects = objects(&state);
-                let request = request.clone();
-                async move {
-                    Ok(objects
-                        .query_objects(Core::authorized(&bearer, request)?)
-                        .await?
-                        .into_inner())
-                }
-            })
-            .await?;
+        let page = core_call!(
+            &state,
+            &caller,
+            ObjectServiceClient.query_objects(request.clone())
+        )
+        .await?;
         result.extend(page.objects.iter().map(|o| wren_object(o, &query.fields)));
         cookie = page.next_page_token;
         if query.page_size.is_some() || cookie.is_empty() {
@@ -272,22 +255,16 @@ async fn create_object(
     attributes: Map<String, Value>,
 ) -> Result<ManagedObject, RestError> {
     let attributes = idm_proto::json::to_proto_struct(&attributes);
-    caller
-        .call(state, |bearer| {
-            let mut objects = objects(state);
-            let request = CreateObjectRequest {
-                parent: parent.clone(),
-                object_id: object_id.clone(),
-                attributes: Some(attributes.clone()),
-            };
-            async move {
-                Ok(objects
-                    .create_object(Core::authorized(&bearer, request)?)
-                    .await?
-                    .into_inner())
-            }
+    core_call!(
+        state,
+        caller,
+        ObjectServiceClient.create_object(CreateObjectRequest {
+            parent: parent.clone(),
+            object_id: object_id.clone(),
+            attributes: Some(attributes.clone()),
         })
-        .await
+    )
+    .await
 }
 
 /// `PUT`: with `If-None-Match: *` a create at this id (412 if it exists);
@@ -312,22 +289,16 @@ async fn put(
     }
     let expected_revision = if_match(&headers)?;
     let proto = idm_proto::json::to_proto_struct(&attributes);
-    let replaced = caller
-        .call(&state, |bearer| {
-            let mut objects = objects(&state);
-            let request = ReplaceObjectRequest {
-                name: name.clone(),
-                attributes: Some(proto.clone()),
-                expected_revision,
-            };
-            async move {
-                Ok(objects
-                    .replace_object(Core::authorized(&bearer, request)?)
-                    .await?
-                    .into_inner())
-            }
+    let replaced = core_call!(
+        &state,
+        &caller,
+        ObjectServiceClient.replace_object(ReplaceObjectRequest {
+            name: name.clone(),
+            attributes: Some(proto.clone()),
+            expected_revision,
         })
-        .await;
+    )
+    .await;
     match replaced {
         Ok(object) => Ok(object_response(StatusCode::OK, &object, &[])),
         Err(e) if e.code == 404 && !headers.contains_key(header::IF_MATCH) => {
@@ -397,22 +368,16 @@ async fn patch_object(
     operations: Vec<PatchOperation>,
     expected_revision: Option<i64>,
 ) -> Result<Response, RestError> {
-    let object = caller
-        .call(state, |bearer| {
-            let mut objects = objects(state);
-            let request = PatchObjectRequest {
-                name: name.clone(),
-                operations: operations.clone(),
-                expected_revision,
-            };
-            async move {
-                Ok(objects
-                    .patch_object(Core::authorized(&bearer, request)?)
-                    .await?
-                    .into_inner())
-            }
+    let object = core_call!(
+        state,
+        caller,
+        ObjectServiceClient.patch_object(PatchObjectRequest {
+            name: name.clone(),
+            operations: operations.clone(),
+            expected_revision,
         })
-        .await?;
+    )
+    .await?;
     Ok(object_response(StatusCode::OK, &object, &[]))
 }
 
@@ -444,21 +409,15 @@ async fn delete(
 ) -> Result<Response, RestError> {
     let name = object_name(&object_type, &id)?;
     let expected_revision = if_match(&headers)?;
-    let deleted = caller
-        .call(&state, |bearer| {
-            let mut objects = objects(&state);
-            let request = DeleteObjectRequest {
-                name: name.clone(),
-                expected_revision,
-            };
-            async move {
-                Ok(objects
-                    .delete_object(Core::authorized(&bearer, request)?)
-                    .await?
-                    .into_inner())
-            }
+    let deleted = core_call!(
+        &state,
+        &caller,
+        ObjectServiceClient.delete_object(DeleteObjectRequest {
+            name: name.clone(),
+            expected_revision,
         })
-        .await?;
+    )
+    .await?;
     match deleted.object {
         Some(object) if deleted.existed => Ok(object_response(StatusCode::OK, &object, &[])),
         _ => Err(RestError::from(tonic::Status::new(
