@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use axum_server::tls_rustls::RustlsConfig;
 use clap::Parser;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto::Builder as AutoBuilder;
 use idm_gateway::core::Core;
 use idm_gateway::http::origin::{Cidr, Origin};
 use idm_gateway::http::{self, App};
@@ -186,18 +188,19 @@ async fn run(args: Args) -> Result<(), String> {
     tracing::info!(%address, core = %args.core, "serving SCIM 2.0 at {scheme}://{address}/scim/v2 and Wren's REST API at {scheme}://{address}/openidm");
     let served = match tls {
         Some(config) => {
-            axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(config))
-                .map_err(|e| e.to_string())?
-                .handle(handle)
-                .serve(service)
-                .await
+            let mut server =
+                axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(config))
+                    .map_err(|e| e.to_string())?
+                    .handle(handle);
+            bound_slow_clients(server.http_builder());
+            server.serve(service).await
         }
         None => {
-            axum_server::from_tcp(listener)
+            let mut server = axum_server::from_tcp(listener)
                 .map_err(|e| e.to_string())?
-                .handle(handle)
-                .serve(service)
-                .await
+                .handle(handle);
+            bound_slow_clients(server.http_builder());
+            server.serve(service).await
         }
     };
     served.map_err(|e| e.to_string())
@@ -241,6 +244,24 @@ fn server_tls(args: &Args) -> Result<Arc<rustls::ServerConfig>, String> {
 
 /// On Ctrl-C or SIGTERM: stop accepting, let requests in flight finish
 /// (up to 30 s).
+/// A connection that has not sent a whole request head within this time is
+/// closed: without it, anyone could hold connections open forever by sending
+/// nothing (or a header a byte at a time), before any credential is checked.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn bound_slow_clients(builder: &mut AutoBuilder<TokioExecutor>) {
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    // HTTP/2 pings an idle client and drops it when the ping goes unanswered.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(HEADER_READ_TIMEOUT)
+        .keep_alive_timeout(HEADER_READ_TIMEOUT);
+}
+
 async fn shutdown(handle: axum_server::Handle<SocketAddr>) {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
