@@ -267,6 +267,54 @@ impl Browser {
         self.client.title().await.unwrap_or_default()
     }
 
+    /// The visible text of every element matching `css`, whitespace
+    /// collapsed (table rows: cells separated by one space).
+    pub async fn texts(&self, css: &str) -> Vec<String> {
+        let found = self
+            .client
+            .execute(
+                "return Array.from(document.querySelectorAll(arguments[0])) \
+                 .map(e => e.innerText.replace(/\\s+/g, ' ').trim());",
+                vec![json!(css)],
+            )
+            .await;
+        match found {
+            Ok(Value::Array(items)) => items
+                .into_iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The text of the page's first `h1` (in `main`).
+    pub async fn heading(&self) -> String {
+        self.texts("main h1")
+            .await
+            .into_iter()
+            .next()
+            .unwrap_or_default()
+    }
+
+    /// Waits until the page's `h1` is `text`.
+    pub async fn wait_for_heading(&self, text: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let heading = self.heading().await;
+            if heading == text {
+                return;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "waited {WAIT:?} for the heading {text:?}; at {} it is {heading:?}:\n{}",
+                    self.url().await,
+                    self.text().await
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Waits until the page shows `text`, and returns the page's text.
     pub async fn wait_for_text(&self, text: &str) -> String {
         self.wait_for_text_within(text, WAIT).await
@@ -422,6 +470,22 @@ impl Browser {
             .find_within(Locator::XPath(&xpath), WAIT, &format!("link {text:?}"))
             .await;
         self.click_element(&link, text).await;
+    }
+
+    /// Clicks the first element matching `xpath`.
+    pub async fn click_xpath(&self, xpath: &str) {
+        let element = self.find_within(Locator::XPath(xpath), WAIT, xpath).await;
+        self.click_element(&element, xpath).await;
+    }
+
+    /// Presses Enter in the field labelled (or named) `label` (submits its
+    /// form as a person would).
+    pub async fn enter(&self, label: &str) {
+        self.field(label)
+            .await
+            .send_keys("\u{E007}")
+            .await
+            .unwrap_or_else(|e| panic!("Enter in {label:?}: {e}"));
     }
 
     /// Follows the link whose text is `text` inside `css`.
