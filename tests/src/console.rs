@@ -1,35 +1,15 @@
-//! The admin console over plain HTTP, for the console's HTTP tests: a client
-//! that keeps the console's cookies (the session, the login form's CSRF
-//! cookie) the way a browser does, never follows redirects (a test sees the
-//! 303 and its `Location`), and puts the page's `_csrf` into the forms it
-//! posts unless told not to.
-//!
-//! ```ignore
-//! let mut console = Console::login(&gateway, "openidm-admin", "openidm-admin").await;
-//! let page = console.get("/admin/managed/user").await.expect(200);
-//! let fragment = console.fragment("/admin/managed/user").await.expect(200);
-//! let saved = console.post("/admin/managed/user/new", &[("userName", "bjensen")]).await;
-//! assert_eq!(saved.expect(303).location(), Some("/admin/managed/user/bjensen"));
-//! let refused = console.post_without_csrf("/admin/managed/user/new", &[]).await.expect(403);
-//! ```
+//! A signed-in person's HTTP view of the web console: logs in through the
+//! login form, keeps the session cookie, reads the form token out of the
+//! pages, and never follows redirects (tests look at them).
 
-use std::collections::BTreeMap;
+use std::sync::Mutex;
 
-use reqwest::Method;
-use reqwest::header::HeaderMap;
+use reqwest::header::{self, HeaderMap};
+use reqwest::redirect::Policy;
 
 use crate::scim::{Gateway, self_signed_cert};
 
-/// A console user agent: its cookies and the last `_csrf` it saw.
-pub struct Console {
-    client: reqwest::Client,
-    /// `https://127.0.0.1:<port>`.
-    pub origin: String,
-    cookies: BTreeMap<String, String>,
-    csrf: Option<String>,
-}
-
-/// An answer: status, headers, the body as text, and the `Set-Cookie`s.
+/// A page as the browser would get it.
 #[derive(Debug)]
 pub struct Page {
     pub status: u16,
@@ -38,39 +18,44 @@ pub struct Page {
 }
 
 impl Page {
+    async fn of(response: reqwest::Response) -> Page {
+        Page {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            body: response.text().await.unwrap_or_default(),
+        }
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|h| h.to_str().ok())
+        self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    /// Every value of a header (`Set-Cookie` comes once per cookie).
-    pub fn headers_named(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .get_all(name)
-            .iter()
-            .filter_map(|h| h.to_str().ok())
-            .collect()
-    }
-
-    /// `Location` of a redirect.
+    /// The `Location` of a redirect.
     pub fn location(&self) -> Option<&str> {
         self.header("location")
     }
 
-    /// Asserts the status, showing the page if it differs.
-    #[track_caller]
-    pub fn expect(self, status: u16) -> Self {
-        assert_eq!(self.status, status, "{:?}\n{}", self.headers, self.body);
+    /// Asserts the status, showing the page when it differs.
+    pub fn expect(self, status: u16) -> Page {
+        assert_eq!(
+            self.status, status,
+            "unexpected status; page:\n{}",
+            self.body
+        );
         self
     }
 
-    /// Asserts the body contains `text` (as written in the HTML, escaped).
-    #[track_caller]
-    pub fn expect_text(self, text: &str) -> Self {
-        assert!(
-            self.body.contains(text),
-            "no {text:?} in ({}):\n{}",
-            self.status,
+    /// Asserts a 303 to `location` (a prefix of it).
+    pub fn expect_redirect(self, location: &str) -> Page {
+        assert_eq!(
+            self.status, 303,
+            "expected a redirect; page:\n{}",
             self.body
+        );
+        let to = self.location().unwrap_or_default();
+        assert!(
+            to.starts_with(location),
+            "redirected to {to}, not {location}"
         );
         self
     }
@@ -79,301 +64,255 @@ impl Page {
         self.body.contains(text)
     }
 
-    /// Whether this is a whole document (not an htmx fragment).
-    pub fn is_document(&self) -> bool {
-        self.body
-            .trim_start()
-            .to_ascii_lowercase()
-            .starts_with("<!doctype html")
+    /// Asserts the page shows `text` (HTML as served: `&` is `&amp;`).
+    pub fn shows(self, text: &str) -> Page {
+        assert!(
+            self.contains(text),
+            "the page lacks {text:?}:\n{}",
+            self.body
+        );
+        self
     }
 
-    /// The `value` of the first `<input>` named `name`, if any.
-    pub fn input(&self, name: &str) -> Option<String> {
-        let needle = format!("name=\"{name}\"");
-        let mut from = 0;
-        while let Some(at) = self.body[from..].find(&needle).map(|i| i + from) {
-            let start = self.body[..at].rfind('<')?;
-            let end = at + self.body[at..].find('>')?;
-            let tag = &self.body[start..end];
-            from = end;
-            if !tag.starts_with("<input") {
-                continue;
-            }
-            return Some(match tag.find("value=\"") {
-                Some(v) => {
-                    let value = &tag[v + 7..];
-                    unescape(&value[..value.find('"').unwrap_or(value.len())])
-                }
-                None => String::new(),
-            });
-        }
-        None
-    }
-
-    /// The page's CSRF token (`<input name="_csrf">`).
+    /// The value of the first hidden `_csrf` field.
     pub fn csrf(&self) -> Option<String> {
-        self.input("_csrf")
+        input_value(&self.body, "_csrf")
+    }
+
+    /// Whether this is the whole document (not an htmx fragment).
+    pub fn is_whole_page(&self) -> bool {
+        self.body.trim_start().starts_with("<!doctype html>")
+    }
+
+    /// The `Set-Cookie` headers.
+    pub fn set_cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_string))
+            .collect()
     }
 }
 
-/// The few entities askama writes.
-fn unescape(text: &str) -> String {
-    text.replace("&quot;", "\"")
-        .replace("&#x27;", "'")
-        .replace("&#39;", "'")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
+/// The `value` of `<input … name="{name}" value="…">` in `html`.
+pub fn input_value(html: &str, name: &str) -> Option<String> {
+    let at = html.find(&format!("name=\"{name}\""))?;
+    let rest = &html[at..];
+    let start = rest.find("value=\"")? + "value=\"".len();
+    let end = rest[start..].find('"')?;
+    Some(rest[start..start + end].to_string())
+}
+
+/// A cookie's value from a `Set-Cookie` list.
+pub fn cookie_value(set_cookies: &[String], name: &str) -> Option<String> {
+    set_cookies.iter().find_map(|c| {
+        let (pair, _) = c.split_once(';').unwrap_or((c, ""));
+        let (key, value) = pair.split_once('=')?;
+        (key.trim() == name).then(|| value.to_string())
+    })
+}
+
+pub struct Console {
+    origin: String,
+    client: reqwest::Client,
+    /// The session cookie's value; empty before login and after logout.
+    session: Mutex<String>,
+    /// The session's form token, read from the first page after login.
+    csrf: Mutex<String>,
 }
 
 impl Console {
-    /// A user agent without a session, trusting the gateway's certificate.
-    pub fn anonymous(gateway: &Gateway) -> Self {
-        let builder = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .use_rustls_tls();
-        let builder = match std::fs::read(self_signed_cert(&gateway.data)) {
-            Ok(pem) => builder
-                .tls_built_in_root_certs(false)
-                .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap()),
-            // --tls-cert or --no-tls: the test's own CA is not known here.
-            Err(_) => builder.danger_accept_invalid_certs(true),
-        };
-        let origin = gateway
-            .base
-            .strip_suffix("/scim/v2")
-            .unwrap_or(&gateway.base)
-            .to_string();
+    /// Not signed in yet.
+    pub fn new(gateway: &Gateway) -> Console {
+        let pem = std::fs::read(self_signed_cert(&gateway.data)).unwrap();
+        let client = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+            .redirect(Policy::none())
+            .build()
+            .unwrap();
         Console {
-            client: builder.build().unwrap(),
-            origin,
-            cookies: BTreeMap::new(),
-            csrf: None,
+            origin: format!("https://127.0.0.1:{}", gateway.port),
+            client,
+            session: Mutex::new(String::new()),
+            csrf: Mutex::new(String::new()),
         }
     }
 
-    /// Signs in through the login form; panics unless it succeeds.
-    pub async fn login(gateway: &Gateway, username: &str, password: &str) -> Self {
-        let mut console = Self::anonymous(gateway);
-        let answer = console.try_login(username, password).await;
-        assert_eq!(
-            answer.status, 303,
-            "login as {username} failed:\n{}",
-            answer.body
-        );
-        assert!(console.session().is_some(), "no session cookie: {answer:?}");
-        // The CSRF token of the session's pages.
-        console.get("/admin/").await.expect(200);
+    /// Signed in as `username` through the login form; panics if refused.
+    pub async fn login(gateway: &Gateway, username: &str, password: &str) -> Console {
+        let console = Console::new(gateway);
+        let page = console.try_login(username, password).await;
+        page.expect_redirect("/admin/");
         console
     }
 
-    /// Gets the login form and posts it: the answer (303 on success, the
-    /// form again with its problem otherwise).
-    pub async fn try_login(&mut self, username: &str, password: &str) -> Page {
-        self.get("/admin/login").await.expect(200);
-        self.post(
-            "/admin/login",
-            &[("username", username), ("password", password), ("next", "")],
-        )
-        .await
-    }
-
-    /// The session cookie's value, if any.
-    pub fn session(&self) -> Option<&str> {
-        self.cookies.get("idm_console").map(String::as_str)
-    }
-
-    /// The cookies this agent holds.
-    pub fn cookies(&self) -> &BTreeMap<String, String> {
-        &self.cookies
-    }
-
-    /// Forgets a cookie (or sets one: a stolen or forged session).
-    pub fn set_cookie(&mut self, name: &str, value: Option<&str>) {
-        match value {
-            Some(value) => self.cookies.insert(name.into(), value.into()),
-            None => self.cookies.remove(name),
-        };
-    }
-
-    /// The `_csrf` of the last page that had one.
-    pub fn csrf(&self) -> Option<&str> {
-        self.csrf.as_deref()
-    }
-
-    /// A whole page.
-    pub async fn get(&mut self, path: &str) -> Page {
-        self.send(Method::GET, path, &[], None).await
-    }
-
-    /// The main block only, as htmx asks for it (`HX-Request`,
-    /// `HX-Target: main`).
-    pub async fn fragment(&mut self, path: &str) -> Page {
-        self.send(
-            Method::GET,
-            path,
-            &[("HX-Request", "true"), ("HX-Target", "main")],
-            None,
-        )
-        .await
-    }
-
-    /// Posts a form with the page's `_csrf` added.
-    pub async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Page {
-        let csrf = self.csrf.clone().unwrap_or_default();
-        let mut all: Vec<(&str, &str)> = vec![("_csrf", &csrf)];
-        all.extend_from_slice(fields);
-        self.send(Method::POST, path, &[], Some(&all)).await
-    }
-
-    /// Posts a form as htmx does (boosted: `HX-Request`, `HX-Target: main`).
-    pub async fn post_htmx(&mut self, path: &str, fields: &[(&str, &str)]) -> Page {
-        let csrf = self.csrf.clone().unwrap_or_default();
-        let mut all: Vec<(&str, &str)> = vec![("_csrf", &csrf)];
-        all.extend_from_slice(fields);
-        self.send(
-            Method::POST,
-            path,
-            &[("HX-Request", "true"), ("HX-Target", "main")],
-            Some(&all),
-        )
-        .await
-    }
-
-    /// Posts exactly these fields (no `_csrf` unless given).
-    pub async fn post_without_csrf(&mut self, path: &str, fields: &[(&str, &str)]) -> Page {
-        self.send(Method::POST, path, &[], Some(fields)).await
-    }
-
-    /// Follows a 303/302 answer's `Location` with a GET.
-    pub async fn follow(&mut self, page: &Page) -> Page {
-        let location = page
-            .location()
-            .unwrap_or_else(|| panic!("not a redirect: {page:?}"))
-            .to_string();
-        let path = location
-            .strip_prefix(&self.origin)
-            .unwrap_or(&location)
-            .to_string();
-        self.get(&path).await
-    }
-
-    /// Any request: `path` under the origin, extra headers, a form body.
-    pub async fn send(
-        &mut self,
-        method: Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        form: Option<&[(&str, &str)]>,
-    ) -> Page {
-        let mut request = self
+    /// Posts the login form as a browser would (its CSRF cookie and field);
+    /// on success the session is kept.
+    pub async fn try_login(&self, username: &str, password: &str) -> Page {
+        let form = self.get("/admin/login").await.expect(200);
+        let pair = cookie_value(&form.set_cookies(), "idm_console_login").unwrap();
+        let csrf = form.csrf().unwrap();
+        let response = self
             .client
-            .request(method.clone(), format!("{}{path}", self.origin));
-        if !self.cookies.is_empty() {
-            let cookie = self
-                .cookies
-                .iter()
-                .map(|(name, value)| format!("{name}={value}"))
-                .collect::<Vec<_>>()
-                .join("; ");
-            request = request.header("cookie", cookie);
-        }
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        if let Some(form) = form {
-            let body = serde_urlencoded_pairs(form);
-            request = request
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(body);
-        }
-        let response = request
+            .post(self.url("/admin/login"))
+            .header(header::COOKIE, format!("idm_console_login={pair}"))
+            .form(&[
+                ("_csrf", csrf.as_str()),
+                ("username", username),
+                ("password", password),
+                ("next", ""),
+            ])
             .send()
             .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response.text().await.unwrap_or_default();
-        let page = Page {
-            status,
-            headers,
-            body,
-        };
-        for set in page.headers_named("set-cookie") {
-            self.take_cookie(set);
-        }
-        if let Some(csrf) = page.csrf() {
-            self.csrf = Some(csrf);
+            .unwrap();
+        let page = Page::of(response).await;
+        if let Some(session) = cookie_value(&page.set_cookies(), "idm_console") {
+            *self.session.lock().unwrap() = session;
+            let dashboard = self.get("/admin/").await;
+            *self.csrf.lock().unwrap() = dashboard.csrf().unwrap_or_default();
         }
         page
     }
 
-    fn take_cookie(&mut self, set: &str) {
-        let mut parts = set.split(';').map(str::trim);
-        let Some((name, value)) = parts.next().and_then(|p| p.split_once('=')) else {
-            return;
-        };
-        let expired = parts.any(|p| {
-            p.eq_ignore_ascii_case("max-age=0") || p.to_ascii_lowercase().starts_with("max-age=-")
-        });
-        if expired || value.is_empty() {
-            self.cookies.remove(name);
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.origin)
+    }
+
+    /// The session cookie's value (the core's session token).
+    pub fn session(&self) -> String {
+        self.session.lock().unwrap().clone()
+    }
+
+    /// The form token of this session.
+    pub fn csrf(&self) -> String {
+        self.csrf.lock().unwrap().clone()
+    }
+
+    fn with_session(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let session = self.session();
+        if session.is_empty() {
+            request
         } else {
-            self.cookies.insert(name.to_string(), value.to_string());
+            request.header(header::COOKIE, format!("idm_console={session}"))
         }
+    }
+
+    /// The whole page, as a browser without JavaScript gets it.
+    pub async fn get(&self, path: &str) -> Page {
+        let request = self.with_session(self.client.get(self.url(path)));
+        Page::of(request.send().await.unwrap()).await
+    }
+
+    /// The main block alone, as htmx asks for it.
+    pub async fn get_fragment(&self, path: &str) -> Page {
+        let request = self
+            .with_session(self.client.get(self.url(path)))
+            .header("hx-request", "true")
+            .header("hx-target", "main");
+        Page::of(request.send().await.unwrap()).await
+    }
+
+    /// Posts a form with this session's `_csrf` added.
+    pub async fn post(&self, path: &str, fields: &[(&str, &str)]) -> Page {
+        let csrf = self.csrf();
+        let mut all: Vec<(&str, &str)> = vec![("_csrf", csrf.as_str())];
+        all.extend_from_slice(fields);
+        self.post_exactly(path, &all).await
+    }
+
+    /// Posts exactly these fields (no `_csrf` unless given).
+    pub async fn post_exactly(&self, path: &str, fields: &[(&str, &str)]) -> Page {
+        let request = self
+            .with_session(self.client.post(self.url(path)))
+            .form(fields);
+        Page::of(request.send().await.unwrap()).await
+    }
+
+    /// Posts a form as htmx does (`HX-Request`, `HX-Target: main`).
+    pub async fn post_fragment(&self, path: &str, fields: &[(&str, &str)]) -> Page {
+        let csrf = self.csrf();
+        let mut all: Vec<(&str, &str)> = vec![("_csrf", csrf.as_str())];
+        all.extend_from_slice(fields);
+        let request = self
+            .with_session(self.client.post(self.url(path)))
+            .header("hx-request", "true")
+            .header("hx-target", "main")
+            .form(&all);
+        Page::of(request.send().await.unwrap()).await
+    }
+
+    /// Signs out through the console's form; the cookie is forgotten.
+    pub async fn logout(&self) -> Page {
+        let page = self.post("/admin/logout", &[]).await;
+        *self.session.lock().unwrap() = String::new();
+        page
     }
 }
 
-/// `application/x-www-form-urlencoded` of `pairs`, in order.
-fn serde_urlencoded_pairs(pairs: &[(&str, &str)]) -> String {
-    fn encode(text: &str) -> String {
-        let mut out = String::new();
-        for byte in text.bytes() {
-            match byte {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
-                    out.push(byte as char)
-                }
-                b' ' => out.push('+'),
-                _ => out.push_str(&format!("%{byte:02X}")),
-            }
-        }
-        out
+impl Console {
+    /// Uses `token` as the session cookie (to replay an ended session).
+    pub fn set_session(&self, token: &str) {
+        *self.session.lock().unwrap() = token.to_string();
     }
-    pairs
-        .iter()
-        .map(|(name, value)| format!("{}={}", encode(name), encode(value)))
-        .collect::<Vec<_>>()
-        .join("&")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// A running idmd and gateway, with the console signed in as
+/// `openidm-admin`.
+pub struct Running {
+    pub idmd: crate::Idmd,
+    pub gateway: Gateway,
+    pub admin: Console,
+    /// The conf directory idmd reads (kept until the test ends).
+    pub conf: Option<crate::TempDir>,
+}
 
-    fn page(body: &str) -> Page {
-        Page {
-            status: 200,
-            headers: HeaderMap::new(),
-            body: body.into(),
-        }
+/// An idmd (with `options`, and `openidm-admin`'s password
+/// [`ADMIN_PASSWORD`](crate::rest::ADMIN_PASSWORD)), a gateway in front of
+/// it, and the console signed in as `openidm-admin`.
+pub async fn start_with(mut options: crate::IdmdOptions, conf: Option<crate::TempDir>) -> Running {
+    options.env.push((
+        "IDM_ADMIN_PASSWORD".into(),
+        crate::rest::ADMIN_PASSWORD.into(),
+    ));
+    if let Some(conf) = &conf {
+        options.conf = Some(conf.path().to_path_buf());
     }
-
-    #[test]
-    fn inputs_are_read_from_the_html() {
-        let p = page(
-            r#"<form><input type="hidden" name="_csrf" value="abc-_12">
-               <textarea name="note">x</textarea><input name="note" value="a &amp; b"></form>"#,
-        );
-        assert_eq!(p.csrf().as_deref(), Some("abc-_12"));
-        assert_eq!(p.input("note").as_deref(), Some("a & b"));
-        assert_eq!(p.input("missing"), None);
+    let idmd = crate::Idmd::start_with(options).await;
+    let gateway = Gateway::start(&idmd).await;
+    let admin = Console::login(&gateway, crate::rest::ADMIN, crate::rest::ADMIN_PASSWORD).await;
+    Running {
+        idmd,
+        gateway,
+        admin,
+        conf,
     }
+}
 
-    #[test]
-    fn forms_are_url_encoded_in_order() {
-        assert_eq!(
-            serde_urlencoded_pairs(&[("_csrf", "a/b"), ("q", "Jon Snow&co")]),
-            "_csrf=a%2Fb&q=Jon+Snow%26co"
+/// [`start_with`] on the `idm-sync` fixture (`tests/fixtures/idm-sync`: a
+/// CSV → user mapping, user and group types).
+pub async fn start() -> Running {
+    start_with(crate::IdmdOptions::default(), Some(crate::idm_conf("sync"))).await
+}
+
+/// The password [`Running::signed_in_as`] gives the accounts it makes.
+pub const ACCOUNT_PASSWORD: &str = "Console-Pass-1";
+
+impl Running {
+    /// Creates the account `name` with `role` (`read`, `scim`, `admin`) and
+    /// [`ACCOUNT_PASSWORD`], and signs it in to the console.
+    pub async fn signed_in_as(&self, name: &str, role: &str) -> Console {
+        let created = self.idmd.idmctl_with(
+            &self.idmd.admin_token,
+            &["accounts", "create", name, "--role", role],
+            Some(&format!("{ACCOUNT_PASSWORD}\n")),
         );
+        assert!(
+            created.status.success(),
+            "idmctl accounts create: {}",
+            String::from_utf8_lossy(&created.stderr)
+        );
+        Console::login(&self.gateway, name, ACCOUNT_PASSWORD).await
     }
 }

@@ -1,4 +1,5 @@
-//! The admin web console (`/admin`): HTTP tests per room, and the real
-//! browser's walk through the cookbook's sync sample.
+//! The web console at `/admin`, over HTTP as a browser without JavaScript
+//! (and htmx) would ask for it; `browser.rs` drives a real Chromium.
 
 mod browser;
+mod session;
