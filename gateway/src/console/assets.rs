@@ -13,11 +13,15 @@ use super::ConsoleState;
 /// version is in the path, so browsers may keep it for a year.
 const HTMX: &[u8] = include_bytes!("static/htmx-2.0.11.min.js");
 const CSS: &[u8] = include_bytes!("static/console.css");
+/// Reloads a page restored from the back/forward cache (Chrome keeps
+/// `no-store` pages there too), so Back after sign-out shows no data.
+const JS: &[u8] = include_bytes!("static/console.js");
 
 pub fn routes() -> Router<ConsoleState> {
     Router::new()
         .route("/static/htmx-2.0.11.min.js", get(htmx))
         .route("/static/console.css", get(css))
+        .route("/static/console.js", get(js))
 }
 
 async fn htmx() -> Response {
@@ -31,6 +35,10 @@ async fn htmx() -> Response {
 /// The stylesheet changes with the gateway, so it is revalidated.
 async fn css() -> Response {
     asset(CSS, "text/css; charset=utf-8", "no-cache")
+}
+
+async fn js() -> Response {
+    asset(JS, "text/javascript; charset=utf-8", "no-cache")
 }
 
 fn asset(body: &'static [u8], content_type: &'static str, cache: &'static str) -> Response {
