@@ -151,6 +151,7 @@ impl Browser {
             "--disable-sync",
             "--disable-breakpad",
             "--disable-crash-reporter",
+            "--hide-scrollbars",
             "--ignore-certificate-errors",
             "--disable-dev-shm-usage",
             "--lang=en-US",
@@ -256,6 +257,15 @@ impl Browser {
             // A navigation under way: nothing to read yet.
             Err(_) => String::new(),
         }
+    }
+
+    /// Runs `script` (a function body; `arguments[i]` are `args`) in the
+    /// page and returns what it returns.
+    pub async fn eval(&self, script: &str, args: Vec<Value>) -> Value {
+        self.client
+            .execute(script, args)
+            .await
+            .unwrap_or_else(|e| panic!("script failed ({e}): {script}"))
     }
 
     /// The page's HTML.
@@ -539,20 +549,23 @@ impl Browser {
         let dir = screenshot_dir();
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(format!("{name}.png"));
-        // The window as tall as the page (at most 6000 px), then back.
-        let height = match self
+        // The window as tall as the page (at most 6000 px), then back. The
+        // window's height includes what is not page (outer − inner).
+        let sizes = self
             .client
             .execute(
-                "return Math.max(document.documentElement.scrollHeight, \
-                 document.body ? document.body.scrollHeight : 0);",
+                "return [Math.max(document.documentElement.scrollHeight, \
+                 document.body ? document.body.scrollHeight : 0), \
+                 window.outerHeight - window.innerHeight];",
                 vec![],
             )
             .await
-        {
-            Ok(Value::Number(n)) => n.as_u64().unwrap_or(0) as u32,
-            _ => 0,
+            .ok()
+            .and_then(|v| serde_json::from_value::<(u32, u32)>(v).ok());
+        let tall = match sizes {
+            Some((page, frame)) => (page + frame).clamp(self.height, 6000),
+            None => self.height,
         };
-        let tall = height.clamp(self.height, 6000);
         if tall != self.height {
             self.resize(self.width, tall).await;
         }

@@ -408,10 +408,22 @@ async fn the_sync_sample_in_a_real_browser() {
     );
 
     // Sign out; the back button shows no data.
+    sign_out_and_back(
+        &browser,
+        &["Jon", "Snow", "5559999", "5558901", "csvEmployee"],
+        "sync-15",
+    )
+    .await;
+    browser.close().await;
+}
+
+/// Signs out, then presses Back: the browser shows the login page again,
+/// not the page before (no-store), and none of `private`.
+async fn sign_out_and_back(browser: &Browser, private: &[&str], shot: &str) {
     browser.click("Sign out").await;
     browser.wait_for_url("/admin/login").await;
-    browser.wait_for_text("Sign in").await;
-    browser.screenshot("sync-15-signed-out").await;
+    browser.wait_for_text("You are signed out").await;
+    browser.screenshot(&format!("{shot}-signed-out")).await;
     browser.back().await;
     let page = browser
         .wait_until(
@@ -420,14 +432,41 @@ async fn the_sync_sample_in_a_real_browser() {
             |page| page.contains("Sign in to the identity console"),
         )
         .await;
-    for private in ["Jon", "Snow", "5559999", "5558901", "csvEmployee"] {
+    let source = browser.source().await;
+    for private in private {
         assert!(!page.contains(private), "{private} after sign-out: {page}");
+        assert!(
+            !source.contains(private),
+            "{private} in the page source after sign-out: {source}"
+        );
     }
-    assert!(
-        !browser.source().await.contains("Snow"),
-        "the page source after sign-out names Snow"
-    );
-    browser.screenshot("sync-16-back-after-sign-out").await;
+    browser
+        .screenshot(&format!("{shot}-back-after-sign-out"))
+        .await;
+}
+
+/// Signing in shows the dashboard; signing out and pressing Back shows the
+/// login form, not the dashboard (at 1280 and 390 px).
+#[tokio::test]
+async fn signing_in_and_out_in_a_real_browser() {
+    let sample = Sample::scheduler().await;
+    let mut browser = Browser::start().await;
+    browser.phone().await;
+    sign_in(&browser, &sample, "/admin/", "session-01-login-390").await;
+    browser.wait_for_heading("Dashboard").await;
+    browser.screenshot("session-02-dashboard-390").await;
+    browser.desktop().await;
+    let dashboard = browser.text().await;
+    assert!(dashboard.contains("csvEmployee_managedUser"), "{dashboard}");
+    sign_out_and_back(
+        &browser,
+        &["csvEmployee_managedUser", "Mappings"],
+        "session-03",
+    )
+    .await;
+    // And a page asked for directly sends the browser to sign in again.
+    browser.goto(&sample.url("/admin/mappings")).await;
+    browser.wait_for_url("/admin/login?next=").await;
     browser.close().await;
 }
 
