@@ -1,4 +1,7 @@
 //! The web console at `/admin`, over HTTP as a browser without JavaScript
 //! (and htmx) would ask for it; `browser.rs` drives a real Chromium.
 
+mod accounts;
+mod audit;
 mod session;
+mod sync;
