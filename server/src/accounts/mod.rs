@@ -240,7 +240,7 @@ impl Accounts {
         change: &AccountChange,
     ) -> Result<(AccountRecord, Option<AccountRecord>), AccountError> {
         match self.store.change_account(name, change).await? {
-            AccountChanged::Done { before, after } => Ok((before, after)),
+            AccountChanged::Done { before, after } => Ok((*before, after.map(|a| *a))),
             AccountChanged::Missing => Err(AccountError::NotFound(name.into())),
             AccountChanged::LastAdmin => Err(AccountError::LastAdmin(name.into())),
         }
