@@ -78,6 +78,8 @@ pub struct EntryRow {
     pub next_attempt: String,
     pub next_attempt_in: String,
     pub created: String,
+    /// `5 min ago`.
+    pub queued: String,
 }
 
 #[derive(Template)]
@@ -240,12 +242,13 @@ fn entry_row(entry: &SyncEntry) -> EntryRow {
         } else {
             timestamp(entry.next_attempt_time.as_ref())
         },
-        next_attempt_in: if failed {
-            "after a retry".into()
-        } else {
-            ago(entry.next_attempt_time.as_ref())
+        next_attempt_in: match ago(entry.next_attempt_time.as_ref()) {
+            _ if failed => "after a retry".into(),
+            soon if soon.starts_with("in ") => soon,
+            _ => "due now".into(),
         },
         created: timestamp(entry.create_time.as_ref()),
+        queued: ago(entry.create_time.as_ref()),
     }
 }
 
