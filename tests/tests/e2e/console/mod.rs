@@ -2,4 +2,7 @@
 //! (and htmx) would ask for it; `browser.rs` drives a real Chromium.
 
 mod browser;
+mod accounts;
+mod audit;
 mod session;
+mod sync;
