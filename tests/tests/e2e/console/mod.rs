@@ -1,8 +1,8 @@
 //! The web console at `/admin`, over HTTP as a browser without JavaScript
 //! (and htmx) would ask for it; `browser.rs` drives a real Chromium.
 
-mod browser;
 mod accounts;
 mod audit;
+mod browser;
 mod session;
 mod sync;
