@@ -407,11 +407,26 @@ async fn the_sync_sample_in_a_real_browser() {
         "the plan changed Jane: {jane}"
     );
 
+    // The other rooms as they stand after all this.
+    browser.follow_in("#nav", "Sync queue").await;
+    browser.wait_for_heading("Sync queue").await;
+    browser.screenshot("sync-15-sync-queue").await;
+    browser.follow_in("#nav", "Audit").await;
+    browser.wait_for_heading("Audit").await;
+    browser.wait_for_text("openidm-admin").await;
+    browser.screenshot("sync-16-audit").await;
+    browser.phone().await;
+    browser.screenshot("sync-16-audit-390").await;
+    browser.desktop().await;
+    browser.follow_in("#nav", "Accounts").await;
+    browser.wait_for_heading("Accounts").await;
+    browser.screenshot("sync-17-accounts").await;
+
     // Sign out; the back button shows no data.
     sign_out_and_back(
         &browser,
         &["Jon", "Snow", "5559999", "5558901", "5550100"],
-        "sync-15",
+        "sync-18",
     )
     .await;
     browser.close().await;
