@@ -488,8 +488,8 @@ async fn signing_in_and_out_in_a_real_browser() {
 }
 
 /// The problem shown next to the field named `name`: the text of the
-/// element its `aria-describedby` names, else of the element after it
-/// in its field's container.
+/// elements its `aria-describedby` names that sit beside it (in the
+/// field's own container).
 async fn field_problem(browser: &Browser, name: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
@@ -500,7 +500,8 @@ async fn field_problem(browser: &Browser, name: &str) -> String {
                  if (!f) return ''; \
                  const ids = (f.getAttribute('aria-describedby') || '').split(/\\s+/); \
                  const texts = ids.map(id => id && document.getElementById(id)) \
-                   .filter(e => e).map(e => e.innerText.trim()); \
+                   .filter(e => e && f.parentElement.contains(e)) \
+                   .map(e => e.innerText.trim()); \
                  return texts.join(' ');",
                 vec![serde_json::json!(name)],
             )
