@@ -216,8 +216,14 @@ fn property_rows(mapping: &Mapping) -> Vec<PropertyRow> {
             .filter(|(key, _)| rule.get(*key).is_some_and(|v| !v.is_null()))
             .map(|(_, word)| word)
             .collect();
+            let source = text("source");
             PropertyRow {
-                source: text("source"),
+                // An empty source: the whole source object goes to the script.
+                source: if source.is_empty() {
+                    "(the object)".into()
+                } else {
+                    source
+                },
                 target: text("target"),
                 how: how.join(", "),
             }
