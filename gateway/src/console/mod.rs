@@ -36,7 +36,10 @@ mod assets;
 mod dashboard;
 pub mod error;
 mod login;
+pub mod mappings;
 pub mod page;
+pub mod runs;
+pub mod schedules;
 pub mod session;
 
 /// One call of a core service with the viewer's session, an error page on
@@ -103,6 +106,9 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/login", get(login::form).post(login::submit))
         .route("/logout", post(login::logout))
         .merge(assets::routes())
+        .merge(mappings::routes())
+        .merge(runs::routes())
+        .merge(schedules::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_FORM))
         .layer(middleware::from_fn(security_headers))

@@ -9,21 +9,23 @@
 //! - `GET /runs/{id}/progress`: that live part alone (always a fragment).
 //! - `POST /runs/{id}/cancel` (`CancelRecon`) → 303 to the run.
 
+use std::time::Duration;
+
 use askama::Template;
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::{get, post};
 use idm_proto::v1::recon_service_client::ReconServiceClient;
 use idm_proto::v1::{CancelReconRequest, GetReconRequest, ReconFailure, ReconProgress, ReconRun};
 
-use super::error::ConsoleError;
 use super::mappings::format::{self, Count, When};
-use super::mappings::see_other;
-use super::page::{Chrome, Nav, render};
-use super::session::{Form, Viewer};
-use super::{ConsoleState, console_call};
+use super::{
+    Chrome, ConsoleError, ConsoleState, Form, Nav, Viewer, console_call, render, see_other,
+};
+
+/// How long a cancel waits for the core's answer before showing the run.
+const CANCEL_ANSWER: Duration = Duration::from_secs(1);
 
 pub fn routes() -> Router<ConsoleState> {
     Router::new()
@@ -172,11 +174,10 @@ async fn get_run(
 async fn show(
     State(state): State<ConsoleState>,
     viewer: Viewer,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ConsoleError> {
     let run = get_run(&state, &viewer, &id).await?;
-    let chrome = Chrome::new(&state, &viewer, Nav::Mappings, &headers).await;
+    let chrome = Chrome::new(&state, &viewer, Nav::Mappings, &format!("Run {id}")).await;
     Ok(render(&RunPage {
         chrome,
         run: RunView::of(&run),
@@ -203,12 +204,26 @@ async fn cancel(
 ) -> Result<Response, ConsoleError> {
     form.viewer.require_change()?;
     let name = format!("recon/{}", checked_id(&id)?);
-    console_call!(
+    // The core answers once the run has stopped, which can take longer than
+    // a page should (a batch ends first): a refusal comes at once, and a
+    // cancel still under way shows on the run's page.
+    let asked = console_call!(
         &state,
         &form.viewer,
-        ReconServiceClient.cancel_recon(CancelReconRequest { name: name.clone() })
-    )
-    .await?;
+        ReconServiceClient.cancel_recon(CancelReconRequest { name })
+    );
+    let mut asked = tokio::spawn(asked);
+    match tokio::time::timeout(CANCEL_ANSWER, &mut asked).await {
+        Ok(Ok(answer)) => {
+            answer?;
+        }
+        Ok(Err(e)) => {
+            return Err(ConsoleError::Internal(format!(
+                "the cancel call failed: {e}"
+            )));
+        }
+        Err(_) => {}
+    }
     Ok(see_other(&format!("/admin/runs/{id}")))
 }
 

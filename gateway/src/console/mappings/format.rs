@@ -7,7 +7,8 @@ use idm_proto::v1::ReconRun;
 use idm_proto::v1::recon_run::State as RunState;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use time::macros::format_description;
+
+use crate::console::page;
 
 /// Situations in the order of the design's table (most common first), so
 /// every page lists them alike; unknown names follow, sorted.
@@ -41,41 +42,36 @@ const ACTION_ORDER: [&str; 10] = [
     "ASYNC",
 ];
 
-/// A time as people read it (`2026-12-01 18:51:03 UTC`) and as a machine
-/// does (RFC 3339, for `<time datetime>`).
+/// A moment as people read it (`2026-12-01 18:51:03 UTC`, `5 min ago`)
+/// and as a machine does (RFC 3339, for `<time datetime>`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct When {
     pub text: String,
+    pub ago: String,
     pub iso: String,
 }
 
 impl When {
     pub fn of(timestamp: Option<&prost_types::Timestamp>) -> Option<When> {
-        let timestamp = timestamp?;
-        let nanos = i128::from(timestamp.seconds) * 1_000_000_000 + i128::from(timestamp.nanos);
-        let at = OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()?;
-        let text = at
-            .format(format_description!(
-                "[year]-[month]-[day] [hour]:[minute]:[second] UTC"
-            ))
+        let at = timestamp?;
+        let nanos = i128::from(at.seconds) * 1_000_000_000 + i128::from(at.nanos);
+        let iso = OffsetDateTime::from_unix_timestamp_nanos(nanos)
+            .ok()?
+            .format(&Rfc3339)
             .ok()?;
-        let iso = at.format(&Rfc3339).ok()?;
-        Some(When { text, iso })
+        Some(When {
+            text: page::timestamp(Some(at)),
+            ago: page::ago(Some(at)),
+            iso,
+        })
     }
 }
 
-/// `850 ms`, `4.2 s`, `3 min 4 s`, `2 h 5 min`; empty for none.
+/// `850 ms`, `42 s`, `5 min 3 s` (the console's words); empty for none.
 pub fn duration(d: Option<&prost_types::Duration>) -> String {
-    let Some(d) = d else {
-        return String::new();
-    };
-    let millis = i128::from(d.seconds) * 1000 + i128::from(d.nanos) / 1_000_000;
-    match millis {
-        m if m < 0 => String::new(),
-        m if m < 1000 => format!("{m} ms"),
-        m if m < 60_000 => format!("{}.{} s", m / 1000, (m % 1000) / 100),
-        m if m < 3_600_000 => format!("{} min {} s", m / 60_000, (m % 60_000) / 1000),
-        m => format!("{} h {} min", m / 3_600_000, (m % 3_600_000) / 60_000),
+    match d {
+        Some(d) if d.seconds >= 0 && d.nanos >= 0 => page::duration(Some(d)),
+        _ => String::new(),
     }
 }
 
@@ -154,16 +150,9 @@ pub fn run_id(name: &str) -> &str {
     name.strip_prefix("recon/").unwrap_or(name)
 }
 
-/// Characters a path segment keeps as they are (RFC 3986 unreserved).
-const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
 /// A name as one path segment of a link (`/admin/mappings/{segment}`).
 pub fn segment(name: &str) -> String {
-    percent_encoding::utf8_percent_encode(name, SEGMENT).to_string()
+    page::url_part(name)
 }
 
 /// A property value as compact JSON (`"Snow"`, `["a","b"]`); empty for
@@ -181,29 +170,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_read_at_a_glance() {
+    fn durations_and_times() {
         let d = |seconds, nanos| duration(Some(&prost_types::Duration { seconds, nanos }));
         assert_eq!(d(0, 850_000_000), "850 ms");
-        assert_eq!(d(4, 250_000_000), "4.2 s");
         assert_eq!(d(184, 0), "3 min 4 s");
-        assert_eq!(d(7500, 0), "2 h 5 min");
         assert_eq!(d(-1, 0), "");
         assert_eq!(duration(None), "");
-    }
-
-    #[test]
-    fn times_in_utc_and_rfc3339() {
         let when = When::of(Some(&prost_types::Timestamp {
             seconds: 1_795_000_000,
             nanos: 5,
         }))
         .unwrap();
         assert_eq!(when.text, "2026-11-18 11:06:40 UTC");
-        assert!(
-            when.iso.starts_with("2026-11-18T11:06:40.000000005Z"),
-            "{}",
-            when.iso
-        );
+        assert_eq!(when.iso, "2026-11-18T11:06:40.000000005Z");
         assert_eq!(When::of(None), None);
     }
 

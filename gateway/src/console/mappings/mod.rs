@@ -16,8 +16,7 @@ mod plan;
 use askama::Template;
 use axum::Router;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
-use axum::response::{Redirect, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use idm_proto::json::from_proto_struct;
 use idm_proto::v1::config_service_client::ConfigServiceClient;
@@ -29,10 +28,9 @@ use serde::Deserialize;
 
 use self::format::When;
 
-use super::error::ConsoleError;
-use super::page::{Chrome, Nav, render};
-use super::session::{Form, Viewer};
-use super::{ConsoleState, console_call};
+use super::{
+    Chrome, ConsoleError, ConsoleState, Form, Nav, Viewer, console_call, render, see_other,
+};
 
 /// Runs a mapping page lists at a time.
 const HISTORY_PAGE: i32 = 20;
@@ -139,11 +137,7 @@ async fn last_run(
     Ok(listed.runs.into_iter().next())
 }
 
-async fn list(
-    State(state): State<ConsoleState>,
-    viewer: Viewer,
-    headers: HeaderMap,
-) -> Result<Response, ConsoleError> {
+async fn list(State(state): State<ConsoleState>, viewer: Viewer) -> Result<Response, ConsoleError> {
     let listed = console_call!(
         &state,
         &viewer,
@@ -163,7 +157,7 @@ async fn list(
             name,
         });
     }
-    let chrome = Chrome::new(&state, &viewer, Nav::Mappings, &headers).await;
+    let chrome = Chrome::new(&state, &viewer, Nav::Mappings, "Mappings").await;
     Ok(render(&ListPage { chrome, mappings }))
 }
 
@@ -239,7 +233,6 @@ struct HistoryQuery {
 async fn show(
     State(state): State<ConsoleState>,
     viewer: Viewer,
-    headers: HeaderMap,
     Path(name): Path<String>,
     Query(query): Query<HistoryQuery>,
 ) -> Result<Response, ConsoleError> {
@@ -264,7 +257,7 @@ async fn show(
         })
     )
     .await?;
-    let chrome = Chrome::new(&state, &viewer, Nav::Mappings, &headers).await;
+    let chrome = Chrome::new(&state, &viewer, Nav::Mappings, &name).await;
     Ok(render(&ShowPage {
         chrome,
         properties: property_rows(&mapping),
@@ -295,12 +288,6 @@ async fn reconcile(
     )
     .await?;
     Ok(see_other(&format!("/admin/runs/{}", run.id)))
-}
-
-/// PRG: 303 to a page of the console.
-pub(super) fn see_other(to: &str) -> Response {
-    use axum::response::IntoResponse;
-    Redirect::to(to).into_response()
 }
 
 #[cfg(test)]

@@ -5,7 +5,6 @@
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use idm_proto::v1::recon_service_client::ReconServiceClient;
 use idm_proto::v1::{PlanReconRequest, PlannedChange};
@@ -13,11 +12,8 @@ use serde::Deserialize;
 
 use super::format::{self, Count};
 use super::{ConsoleState, checked_name};
-use crate::console::console_call;
-use crate::console::error::ConsoleError;
-use crate::console::page::{Chrome, Nav, render};
 use crate::console::runs::FailureRow;
-use crate::console::session::Viewer;
+use crate::console::{Chrome, ConsoleError, Nav, Viewer, console_call, render};
 
 /// Changes a plan page lists at most (the counts cover all of them).
 pub const PLAN_CHANGES: i32 = 200;
@@ -83,7 +79,6 @@ pub struct PlanQuery {
 pub async fn plan(
     State(state): State<ConsoleState>,
     viewer: Viewer,
-    headers: HeaderMap,
     Path(name): Path<String>,
     Query(query): Query<PlanQuery>,
 ) -> Result<Response, ConsoleError> {
@@ -109,7 +104,7 @@ pub async fn plan(
     )
     .await?;
     let changes: Vec<ChangeRow> = planned.changes.iter().map(ChangeRow::of).collect();
-    let chrome = Chrome::new(&state, &viewer, Nav::Mappings, &headers).await;
+    let chrome = Chrome::new(&state, &viewer, Nav::Mappings, &format!("Plan of {name}")).await;
     Ok(render(&PlanPage {
         chrome,
         situations: format::situations(&planned.situation_counts),

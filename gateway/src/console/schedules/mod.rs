@@ -16,7 +16,6 @@ pub mod cron;
 use askama::Template;
 use axum::Router;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::{get, post};
 use idm_proto::json::from_proto_struct;
@@ -28,12 +27,10 @@ use idm_proto::v1::{
 };
 use serde::Deserialize;
 
-use super::error::ConsoleError;
 use super::mappings::format::{self, When};
-use super::mappings::see_other;
-use super::page::{Chrome, Nav, render};
-use super::session::{Form, Viewer};
-use super::{ConsoleState, console_call};
+use super::{
+    Chrome, ConsoleError, ConsoleState, Form, Nav, Viewer, console_call, render, see_other,
+};
 
 /// Executions a schedule page lists at a time.
 const HISTORY_PAGE: i32 = 20;
@@ -181,11 +178,7 @@ struct ShowPage {
     next_page: Option<String>,
 }
 
-async fn list(
-    State(state): State<ConsoleState>,
-    viewer: Viewer,
-    headers: HeaderMap,
-) -> Result<Response, ConsoleError> {
+async fn list(State(state): State<ConsoleState>, viewer: Viewer) -> Result<Response, ConsoleError> {
     let listed = console_call!(
         &state,
         &viewer,
@@ -194,7 +187,7 @@ async fn list(
     .await?;
     let mut schedules: Vec<ScheduleView> = listed.schedules.iter().map(ScheduleView::of).collect();
     schedules.sort_by(|a, b| a.id.cmp(&b.id));
-    let chrome = Chrome::new(&state, &viewer, Nav::Schedules, &headers).await;
+    let chrome = Chrome::new(&state, &viewer, Nav::Schedules, "Schedules").await;
     Ok(render(&ListPage { chrome, schedules }))
 }
 
@@ -206,7 +199,6 @@ struct HistoryQuery {
 async fn show(
     State(state): State<ConsoleState>,
     viewer: Viewer,
-    headers: HeaderMap,
     Path(name): Path<String>,
     Query(query): Query<HistoryQuery>,
 ) -> Result<Response, ConsoleError> {
@@ -229,10 +221,11 @@ async fn show(
         })
     )
     .await?;
-    let chrome = Chrome::new(&state, &viewer, Nav::Schedules, &headers).await;
+    let view = ScheduleView::of(&schedule);
+    let chrome = Chrome::new(&state, &viewer, Nav::Schedules, &view.id).await;
     Ok(render(&ShowPage {
         chrome,
-        schedule: ScheduleView::of(&schedule),
+        schedule: view,
         executions: history.executions.iter().map(ExecutionRow::of).collect(),
         next_page: (!history.next_page_token.is_empty()).then_some(history.next_page_token),
     }))

@@ -6,47 +6,14 @@
 
 use std::time::{Duration, Instant};
 
-use idm_proto::v1::{CreateAccountRequest, GetScheduleRequest, Scope};
-use idm_tests::console::{Console, Page};
-use idm_tests::rest::{ADMIN, ADMIN_PASSWORD};
-use idm_tests::scim::Gateway;
-use idm_tests::{Idmd, IdmdOptions, TempDir, wren_sample};
+use idm_proto::v1::GetScheduleRequest;
+use idm_tests::console::{Running, start_with};
+use idm_tests::{Idmd, IdmdOptions, wren_sample};
 
-const READER: &str = "auditor";
-const READER_PASSWORD: &str = "Reader-Pass-1";
+use super::mappings::both_ways;
 
-async fn scheduler_sample() -> (TempDir, Idmd, Gateway) {
-    let project = wren_sample("scheduler");
-    let idmd = Idmd::start_with(IdmdOptions {
-        conf: Some(project.path().to_path_buf()),
-        env: vec![("IDM_ADMIN_PASSWORD".into(), ADMIN_PASSWORD.into())],
-        ..IdmdOptions::default()
-    })
-    .await;
-    idmd.clients()
-        .await
-        .accounts
-        .create_account(CreateAccountRequest {
-            name: READER.into(),
-            password: READER_PASSWORD.into(),
-            role: Scope::Read.into(),
-        })
-        .await
-        .unwrap();
-    let gateway = Gateway::start(&idmd).await;
-    (project, idmd, gateway)
-}
-
-async fn both_ways(console: &Console, path: &str, needle: &str) -> Page {
-    let whole = console.get(path).await;
-    assert_eq!(whole.status, 200, "{path}: {}", whole.body);
-    assert!(whole.body.contains("<html"), "{path}: the whole page");
-    assert!(whole.body.contains(needle), "{path} lacks {needle:?}: {}", whole.body);
-    let fragment = console.fragment(path).await;
-    assert_eq!(fragment.status, 200, "{path}: {}", fragment.body);
-    assert!(!fragment.body.contains("<html"), "{path}: only main");
-    assert!(fragment.body.contains(needle), "{path} (htmx) lacks {needle:?}");
-    whole
+async fn scheduler_sample() -> Running {
+    start_with(IdmdOptions::default(), Some(wren_sample("scheduler"))).await
 }
 
 async fn paused(idmd: &Idmd, id: &str) -> bool {
@@ -64,65 +31,111 @@ async fn paused(idmd: &Idmd, id: &str) -> bool {
 
 #[tokio::test]
 async fn schedules_in_words_paused_resumed_and_run_now_with_their_runs() {
-    let (_project, idmd, gateway) = scheduler_sample().await;
-    let admin = Console::login(&gateway, ADMIN, ADMIN_PASSWORD).await;
+    let running = scheduler_sample().await;
+    let (idmd, admin) = (&running.idmd, &running.admin);
 
-    let list = both_ways(&admin, "/admin/schedules", "every 15 seconds").await;
-    for text in ["<code>0/15 * * * * ?</code>", "recon", "greeting", "csvEmployee_managedUser", ">Pause<", ">Run now<"] {
+    let list = both_ways(admin, "/admin/schedules", "every 15 seconds").await;
+    for text in [
+        "<code>0/15 * * * * ?</code>",
+        "recon",
+        "greeting",
+        "csvEmployee_managedUser",
+        ">Pause<",
+        ">Run now<",
+    ] {
         assert!(list.body.contains(text), "{text}: {}", list.body);
     }
-    let page = both_ways(&admin, "/admin/schedules/recon", "every 15 seconds").await;
+    let page = both_ways(admin, "/admin/schedules/recon", "every 15 seconds").await;
     assert!(page.body.contains("Next fire"), "{}", page.body);
 
     // Pause from the list: back to the list, paused, Resume offered.
     let reply = admin
         .post("/admin/schedules/recon/pause", &[("back", "list")])
         .await;
-    assert_eq!((reply.status, reply.location()), (303, "/admin/schedules"), "{}", reply.body);
-    assert!(paused(&idmd, "recon").await);
+    assert_eq!(
+        (reply.status, reply.location().unwrap_or_default()),
+        (303, "/admin/schedules"),
+        "{}",
+        reply.body
+    );
+    assert!(paused(idmd, "recon").await);
     let page = admin.get("/admin/schedules/recon").await;
-    assert!(page.body.contains("paused") && page.body.contains(">Resume<"), "{}", page.body);
+    assert!(
+        page.body.contains("paused") && page.body.contains(">Resume<"),
+        "{}",
+        page.body
+    );
 
     // Run now while paused: an execution that started a recon run.
     let reply = admin.post("/admin/schedules/recon/run", &[]).await;
-    assert_eq!((reply.status, reply.location()), (303, "/admin/schedules/recon"), "{}", reply.body);
+    assert_eq!(
+        (reply.status, reply.location().unwrap_or_default()),
+        (303, "/admin/schedules/recon"),
+        "{}",
+        reply.body
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     let page = loop {
         let page = admin.get("/admin/schedules/recon").await;
         if page.body.contains(">SUCCESS<") && page.body.contains("href=\"/admin/runs/") {
             break page;
         }
-        assert!(Instant::now() < deadline, "no finished execution: {}", page.body);
+        assert!(
+            Instant::now() < deadline,
+            "no finished execution: {}",
+            page.body
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let at = page.body.find("href=\"/admin/runs/").unwrap() + "href=\"".len();
     let run = &page.body[at..at + page.body[at..].find('"').unwrap()];
     let run_page = admin.get(run).await;
     assert_eq!(run_page.status, 200, "{}", run_page.body);
-    assert!(run_page.body.contains("schedules/recon"), "started by the schedule: {}", run_page.body);
+    assert!(
+        run_page.body.contains("schedules/recon"),
+        "started by the schedule: {}",
+        run_page.body
+    );
 
     // Resume from its page: back to its page, active.
     let reply = admin.post("/admin/schedules/recon/resume", &[]).await;
-    assert_eq!((reply.status, reply.location()), (303, "/admin/schedules/recon"));
-    assert!(!paused(&idmd, "recon").await);
+    assert_eq!(
+        (reply.status, reply.location().unwrap_or_default()),
+        (303, "/admin/schedules/recon")
+    );
+    assert!(!paused(idmd, "recon").await);
     let page = admin.get("/admin/schedules/recon").await;
     assert!(page.body.contains(">Pause<"), "{}", page.body);
 
     assert_eq!(admin.get("/admin/schedules/nope").await.status, 404);
-    assert_eq!(admin.post("/admin/schedules/nope/pause", &[]).await.status, 404);
+    assert_eq!(
+        admin.post("/admin/schedules/nope/pause", &[]).await.status,
+        404
+    );
 }
 
 #[tokio::test]
 async fn a_read_account_sees_schedules_but_cannot_pause_or_run_them() {
-    let (_project, idmd, gateway) = scheduler_sample().await;
-    let reader = Console::login(&gateway, READER, READER_PASSWORD).await;
+    let running = scheduler_sample().await;
+    let idmd = &running.idmd;
+    let reader = running.signed_in_as("auditor", "read").await;
     let list = both_ways(&reader, "/admin/schedules", "every 15 seconds").await;
-    assert!(!list.body.contains(">Pause<") && !list.body.contains(">Run now<"), "{}", list.body);
+    assert!(
+        !list.body.contains(">Pause<") && !list.body.contains(">Run now<"),
+        "{}",
+        list.body
+    );
     let page = both_ways(&reader, "/admin/schedules/recon", "every 15 seconds").await;
-    assert!(!page.body.contains("<form method=\"post\""), "{}", page.body);
+    assert!(
+        !page.body.contains("<form method=\"post\""),
+        "{}",
+        page.body
+    );
     for action in ["pause", "resume", "run"] {
-        let refused = reader.post(&format!("/admin/schedules/recon/{action}"), &[]).await;
+        let refused = reader
+            .post(&format!("/admin/schedules/recon/{action}"), &[])
+            .await;
         assert_eq!(refused.status, 403, "{action}: {}", refused.body);
     }
-    assert!(!paused(&idmd, "recon").await);
+    assert!(!paused(idmd, "recon").await);
 }
