@@ -9,11 +9,13 @@ use axum::response::Response;
 use idm_proto::v1::recon_service_client::ReconServiceClient;
 use idm_proto::v1::{PlanReconRequest, PlannedChange};
 use serde::Deserialize;
+use tonic::Code;
 
 use super::format::{self, Count};
 use super::{ConsoleState, checked_name};
 use crate::console::runs::FailureRow;
-use crate::console::{Chrome, ConsoleError, Nav, Viewer, console_call, render};
+use crate::console::{Chrome, ConsoleError, Nav, Viewer, render};
+use crate::core::Core;
 
 /// Changes a plan page lists at most (the counts cover all of them).
 pub const PLAN_CHANGES: i32 = 200;
@@ -93,16 +95,24 @@ pub async fn plan(
         )));
     }
     let source_ids: Vec<String> = source.iter().cloned().collect();
-    let planned = console_call!(
-        &state,
-        &viewer,
-        ReconServiceClient.plan_recon(PlanReconRequest {
+    let request = Core::authorized(
+        &viewer.bearer,
+        PlanReconRequest {
             mapping: name.clone(),
-            source_ids: source_ids.clone(),
+            source_ids,
             page_size: PLAN_CHANGES,
-        })
-    )
-    .await?;
+        },
+    )?;
+    // A plan the core cannot make (of managed objects into a connector) is
+    // said as the core says it, not as a failure of the console.
+    let planned = ReconServiceClient::new(state.core.channel())
+        .plan_recon(request)
+        .await
+        .map_err(|status| match status.code() {
+            Code::Unimplemented => ConsoleError::Conflict(status.message().to_string()),
+            _ => status.into(),
+        })?
+        .into_inner();
     let changes: Vec<ChangeRow> = planned.changes.iter().map(ChangeRow::of).collect();
     let chrome = Chrome::new(&state, &viewer, Nav::Mappings, &format!("Plan of {name}")).await;
     Ok(render(&PlanPage {

@@ -188,7 +188,7 @@ impl Set {
         let step = values[1] - values[0];
         let start = values[0] - self.bounds_min;
         let even = values.windows(2).all(|w| w[1] - w[0] == step);
-        (even && size % step == 0 && start < step && values.len() as u32 == size / step)
+        (even && size.is_multiple_of(step) && start < step && values.len() as u32 == size / step)
             .then_some((values[0], step))
     }
 }

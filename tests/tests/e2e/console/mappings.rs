@@ -208,6 +208,13 @@ async fn reconcile_now_shows_the_run_to_three_created_and_the_plan_changes_nothi
     );
     assert_eq!(doe.revision, 1);
 
+    // A plan the core cannot make says why.
+    let outbound = admin
+        .get("/admin/mappings/managedUser_ldapAccount/plan")
+        .await
+        .expect(409);
+    assert!(outbound.contains("not supported"), "{}", outbound.body);
+
     // Unknown names are the error page, not a crash.
     assert_eq!(admin.get("/admin/mappings/nope").await.status, 404);
     assert_eq!(admin.get("/admin/runs/nope").await.status, 404);
