@@ -20,6 +20,7 @@ use idm_proto::v1::recon_service_client::ReconServiceClient;
 use idm_proto::v1::{CancelReconRequest, GetReconRequest, ReconFailure, ReconProgress, ReconRun};
 
 use super::mappings::format::{self, Count, When};
+use super::page;
 use super::{
     Chrome, ConsoleError, ConsoleState, Form, Nav, Viewer, console_call, render, see_other,
 };
@@ -46,22 +47,26 @@ fn checked_id(id: &str) -> Result<&str, ConsoleError> {
 /// `processed / total` of one side, the total `?` while unknown.
 pub struct Side {
     pub name: &'static str,
-    pub processed: i64,
+    pub processed: String,
     pub total: String,
-    pub existing: i64,
+    pub existing: String,
+    /// `(processed, total)` for a `<progress>` bar, once the total is known.
+    pub bar: Option<(i64, i64)>,
 }
 
 fn side(name: &'static str, p: Option<&ReconProgress>) -> Side {
     let p = p.cloned().unwrap_or_default();
+    let known = p.total > 0;
     Side {
         name,
-        processed: p.processed,
-        total: if p.total > 0 {
-            p.total.to_string()
+        processed: page::thousands(p.processed),
+        total: if known {
+            page::thousands(p.total)
         } else {
             "?".into()
         },
-        existing: p.existing,
+        existing: page::thousands(p.existing),
+        bar: known.then_some((p.processed.clamp(0, p.total), p.total)),
     }
 }
 

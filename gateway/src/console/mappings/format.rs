@@ -80,6 +80,8 @@ pub fn duration(d: Option<&prost_types::Duration>) -> String {
 pub struct Count {
     pub name: String,
     pub count: i64,
+    /// `count` with thousands separators.
+    pub text: String,
 }
 
 fn ordered(counts: &HashMap<String, i64>, order: &[&str], zeros: bool) -> Vec<Count> {
@@ -90,6 +92,7 @@ fn ordered(counts: &HashMap<String, i64>, order: &[&str], zeros: bool) -> Vec<Co
             (zeros || count != 0).then(|| Count {
                 name: (*name).to_string(),
                 count,
+                text: page::thousands(count),
             })
         })
         .collect();
@@ -99,6 +102,7 @@ fn ordered(counts: &HashMap<String, i64>, order: &[&str], zeros: bool) -> Vec<Co
         .map(|(name, count)| Count {
             name: name.clone(),
             count: *count,
+            text: page::thousands(*count),
         })
         .collect();
     other.sort_by(|a, b| a.name.cmp(&b.name));
@@ -123,7 +127,7 @@ pub fn inline(counts: &[Count]) -> String {
     }
     counts
         .iter()
-        .map(|c| format!("{} {}", c.name, c.count))
+        .map(|c| format!("{} {}", c.name, c.text))
         .collect::<Vec<_>>()
         .join(" · ")
 }
@@ -188,14 +192,18 @@ mod tests {
 
     #[test]
     fn counts_in_the_tables_order_zeros_left_out() {
-        let counts: HashMap<String, i64> =
-            [("ABSENT", 3), ("CONFIRMED", 2), ("MISSING", 0), ("NEW", 1)]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect();
+        let counts: HashMap<String, i64> = [
+            ("ABSENT", 3),
+            ("CONFIRMED", 2000),
+            ("MISSING", 0),
+            ("NEW", 1),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
         assert_eq!(
             inline(&situations(&counts)),
-            "CONFIRMED 2 · ABSENT 3 · NEW 1"
+            "CONFIRMED 2,000 · ABSENT 3 · NEW 1"
         );
         assert_eq!(inline(&actions(&HashMap::new())), "none");
     }

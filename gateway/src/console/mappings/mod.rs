@@ -29,7 +29,7 @@ use serde::Deserialize;
 use self::format::When;
 
 use super::{
-    Chrome, ConsoleError, ConsoleState, Form, Nav, Viewer, console_call, render, see_other,
+    Chrome, ConsoleError, ConsoleState, Form, Nav, Viewer, console_call, page, render, see_other,
 };
 
 /// Runs a mapping page lists at a time.
@@ -68,10 +68,10 @@ pub struct RunRow {
     pub state: &'static str,
     pub started: Option<When>,
     pub duration: String,
-    pub processed: i64,
+    pub processed: String,
     pub situations: String,
     pub actions: String,
-    pub failures: i64,
+    pub failures: String,
     pub started_by: String,
 }
 
@@ -84,10 +84,10 @@ impl RunRow {
             state: format::run_state(run),
             started: When::of(run.start_time.as_ref()),
             duration: format::duration(run.duration.as_ref()),
-            processed: run.source.as_ref().map_or(0, |p| p.processed),
+            processed: page::thousands(run.source.as_ref().map_or(0, |p| p.processed)),
             situations: format::inline(&format::situations(&run.situation_counts)),
             actions: format::inline(&format::actions(&run.action_counts)),
-            failures: run.failure_count,
+            failures: page::thousands(run.failure_count),
             started_by: run.started_by.clone(),
         }
     }

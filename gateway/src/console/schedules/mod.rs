@@ -130,34 +130,36 @@ pub struct ExecutionRow {
     pub fired: Option<When>,
     pub started: Option<When>,
     pub outcome: &'static str,
+    /// The stylesheet's class for the outcome's badge.
+    pub class: &'static str,
     pub duration: String,
     pub message: String,
     /// The run's id, for `/admin/runs/{id}`; empty when it started none.
     pub run: String,
-    pub node: String,
 }
 
-fn outcome(e: &Execution) -> &'static str {
+/// The outcome's word and badge class; a skip's reason is its message.
+fn outcome(e: &Execution) -> (&'static str, &'static str) {
     match e.outcome() {
-        Outcome::Unspecified => "UNKNOWN",
-        Outcome::Running => "RUNNING",
-        Outcome::Success => "SUCCESS",
-        Outcome::Failed => "FAILED",
-        Outcome::SkippedConcurrent => "SKIPPED_CONCURRENT",
-        Outcome::SkippedMisfire => "SKIPPED_MISFIRE",
+        Outcome::Unspecified => ("UNKNOWN", ""),
+        Outcome::Running => ("RUNNING", "running"),
+        Outcome::Success => ("SUCCESS", "success"),
+        Outcome::Failed => ("FAILED", "failed"),
+        Outcome::SkippedConcurrent | Outcome::SkippedMisfire => ("SKIPPED", "paused"),
     }
 }
 
 impl ExecutionRow {
     pub fn of(e: &Execution) -> ExecutionRow {
+        let (outcome, class) = outcome(e);
         ExecutionRow {
             fired: When::of(e.fire_time.as_ref()),
             started: When::of(e.start_time.as_ref()),
-            outcome: outcome(e),
+            outcome,
+            class,
             duration: format::duration(e.duration.as_ref()),
             message: e.message.clone(),
             run: format::run_id(&e.recon_run).to_string(),
-            node: e.node.clone(),
         }
     }
 }

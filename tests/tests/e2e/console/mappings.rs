@@ -82,13 +82,13 @@ async fn run_page_until(console: &Console, run: &str, state: &str) -> Page {
     }
 }
 
-/// The `<th>name</th><td>n</td>` of a counts table.
+/// The count `name` shows in a page's situations or actions
+/// (`<dt>name</dt><dd>1,234</dd>`).
 fn count_of(body: &str, name: &str) -> Option<i64> {
-    let at = body.find(&format!(r#"<th scope="row">{name}</th><td>"#))?;
-    let rest = &body[at..];
-    let start = rest.find("<td>")? + 4;
-    let end = rest[start..].find('<')? + start;
-    rest[start..end].parse().ok()
+    let tag = format!("<dt>{name}</dt><dd>");
+    let start = body.find(&tag)? + tag.len();
+    let end = body[start..].find('<')? + start;
+    body[start..end].replace(',', "").parse().ok()
 }
 
 #[tokio::test]
