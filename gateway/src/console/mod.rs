@@ -32,7 +32,9 @@
 //!    `see_other("/admin/…")` (post/redirect/get); on a refusal the form is
 //!    rendered again with the messages.
 
+mod accounts;
 mod assets;
+mod audit;
 mod dashboard;
 pub mod error;
 mod login;
@@ -41,6 +43,7 @@ pub mod page;
 pub mod runs;
 pub mod schedules;
 pub mod session;
+mod sync;
 
 /// One call of a core service with the viewer's session, an error page on
 /// failure: `console_call!(&state, &viewer, ReconServiceClient.get_recon(request))`.
@@ -105,6 +108,9 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/", get(dashboard::show))
         .route("/login", get(login::form).post(login::submit))
         .route("/logout", post(login::logout))
+        .merge(sync::routes())
+        .merge(audit::routes())
+        .merge(accounts::routes())
         .merge(assets::routes())
         .merge(mappings::routes())
         .merge(runs::routes())
