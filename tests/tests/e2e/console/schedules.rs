@@ -98,7 +98,10 @@ async fn schedules_in_words_paused_resumed_and_run_now_with_their_runs() {
     );
 
     // Resume from its page: back to its page, active.
-    let reply = admin.post("/admin/schedules/recon/resume", &[]).await;
+    // (as htmx posts it: the same 303, which htmx follows)
+    let reply = admin
+        .post_fragment("/admin/schedules/recon/resume", &[])
+        .await;
     assert_eq!(
         (reply.status, reply.location().unwrap_or_default()),
         (303, "/admin/schedules/recon")
