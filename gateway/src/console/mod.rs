@@ -38,7 +38,10 @@ mod audit;
 mod dashboard;
 pub mod error;
 mod login;
+pub mod mappings;
 pub mod page;
+pub mod runs;
+pub mod schedules;
 pub mod session;
 mod sync;
 
@@ -109,6 +112,9 @@ pub fn router(state: ConsoleState) -> Router {
         .merge(audit::routes())
         .merge(accounts::routes())
         .merge(assets::routes())
+        .merge(mappings::routes())
+        .merge(runs::routes())
+        .merge(schedules::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_FORM))
         .layer(middleware::from_fn(security_headers))

@@ -4,5 +4,7 @@
 mod accounts;
 mod audit;
 mod browser;
+mod mappings;
+mod schedules;
 mod session;
 mod sync;
