@@ -1,6 +1,6 @@
-//! `idm-gateway`: the HTTPS front of idm. Today a SCIM 2.0 service provider
-//! (RFC 7643/7644) in front of idmd; it owns the SCIM representation and
-//! reaches the data only over gRPC.
+//! `idm-gateway`: the HTTPS front of idm: a SCIM 2.0 service provider
+//! (RFC 7643/7644), Wren's REST API and the web console, in front of idmd;
+//! it reaches the data only over gRPC.
 //!
 //! - `scim/`: the protocol on its own (schemas, messages, loose parsing, PATCH,
 //!   projection, discovery documents).
@@ -14,6 +14,8 @@
 //!   `X-Forwarded-Proto`) and the base URL of locations.
 //! - `rest/`: Wren:IDM's REST API at `/openidm` (its auth, error shape and
 //!   endpoints), over the same gRPC core.
+//! - `console/`: the admin web console at `/admin` (server-rendered pages,
+//!   templates under `templates/console/`), over the same gRPC core.
 //! - `tls.rs`: the certificate served (yours, or a self-signed one kept
 //!   under the data directory) and the rustls configuration.
 
@@ -22,6 +24,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod bearer;
+pub mod console;
 pub mod core;
 pub mod http;
 pub mod mapping;

@@ -12,6 +12,7 @@ use axum_server::tls_rustls::RustlsConfig;
 use clap::Parser;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto::Builder as AutoBuilder;
+use idm_gateway::console::ConsoleState;
 use idm_gateway::core::Core;
 use idm_gateway::http::origin::{Cidr, Origin};
 use idm_gateway::http::{self, App};
@@ -168,6 +169,7 @@ async fn run(args: Args) -> Result<(), String> {
     );
     let app = App {
         rest,
+        console: ConsoleState::new(core.clone()),
         scim: Scim {
             registry,
             maps,

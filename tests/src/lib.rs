@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod console;
 pub mod directory;
 pub mod pki;
 pub mod rest;

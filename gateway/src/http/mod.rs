@@ -41,6 +41,8 @@ pub struct App {
     pub origin: Origin,
     /// Wren's REST API, served at `/openidm`.
     pub rest: crate::rest::RestState,
+    /// The web console, served at `/admin`.
+    pub console: crate::console::ConsoleState,
 }
 
 pub type Shared = Arc<App>;
@@ -48,6 +50,7 @@ pub type Shared = Arc<App>;
 pub fn router(app: App) -> Router {
     let body_limit = app.scim.limits.bulk_max_payload;
     let rest = crate::rest::router(app.rest.clone());
+    let console = crate::console::router(app.console.clone());
     let app = Arc::new(app);
     let scim = Router::new()
         .route("/{resource}", get(resources::list).post(resources::create))
@@ -73,6 +76,7 @@ pub fn router(app: App) -> Router {
     Router::new()
         .nest("/scim/v2", scim)
         .nest_service("/openidm", rest)
+        .nest_service("/admin", console)
         .fallback(outside_v2)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(30)))

@@ -193,7 +193,7 @@ impl From<Status> for RestError {
 /// Wren's `failedPolicyRequirements` array from the core's `ErrorInfo`, if
 /// the status carries one. A malformed or oversized one still makes the
 /// answer a policy failure (the core said so), with an empty array.
-fn policy_failure(status: &Status) -> Option<Value> {
+pub(crate) fn policy_failure(status: &Status) -> Option<Value> {
     let details = status.get_error_details();
     let info = details.error_info()?;
     if info.reason != POLICY_REASON || info.domain != POLICY_DOMAIN {
@@ -213,7 +213,7 @@ fn policy_failure(status: &Status) -> Option<Value> {
 
 /// The core answers a taken unique value with ALREADY_EXISTS and a
 /// `BadRequest` naming the property; Wren reports it as the `unique` policy.
-fn not_unique(status: &Status) -> Option<Value> {
+pub(crate) fn not_unique(status: &Status) -> Option<Value> {
     let details = status.get_error_details();
     let violations = &details.bad_request()?.field_violations;
     let failed: Vec<Value> = violations

@@ -9,6 +9,7 @@ mod auth;
 mod cli;
 mod conf;
 mod conf_secrets;
+mod console;
 mod cookbook;
 mod extremes;
 mod filter_limits;
