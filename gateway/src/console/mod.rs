@@ -36,6 +36,7 @@ mod assets;
 mod dashboard;
 pub mod error;
 mod login;
+mod managed;
 pub mod page;
 pub mod session;
 
@@ -103,6 +104,7 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/login", get(login::form).post(login::submit))
         .route("/logout", post(login::logout))
         .merge(assets::routes())
+        .merge(managed::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_FORM))
         .layer(middleware::from_fn(security_headers))
