@@ -5,7 +5,7 @@
 use clap::{Subcommand, ValueEnum};
 use idm_proto::v1::{
     Account, CreateAccountRequest, DeleteAccountRequest, GetAccountRequest, ListAccountsRequest,
-    Scope, SetAccountEnabledRequest, SetAccountPasswordRequest,
+    Scope, SetAccountEnabledRequest, SetAccountPasswordRequest, SetAccountRoleRequest,
 };
 use serde_json::{Value as Json, json};
 
@@ -32,6 +32,15 @@ pub enum AccountsCommand {
     Show { name: String },
     /// Give an account a new password (asked for, or read from stdin); its sessions end.
     SetPassword { name: String },
+    /// Give an account another role; if it changed, its sessions end. The last
+    /// enabled admin keeps its role.
+    #[command(after_help = "Example:\n  idmctl accounts set-role alice scim")]
+    SetRole {
+        name: String,
+        /// read, scim (writes managed objects) or admin.
+        #[arg(value_enum)]
+        role: RoleArg,
+    },
     /// Disable an account: it cannot log in, and its sessions end.
     Disable { name: String },
     /// Enable a disabled account.
@@ -105,6 +114,16 @@ pub async fn run(ctx: &Context, command: AccountsCommand) -> Result<(), CliError
                 .await?
                 .accounts()
                 .set_account_password(SetAccountPasswordRequest { name, password })
+                .await?
+        }
+        AccountsCommand::SetRole { name, role } => {
+            ctx.connect()
+                .await?
+                .accounts()
+                .set_account_role(SetAccountRoleRequest {
+                    name,
+                    role: Scope::from(role).into(),
+                })
                 .await?
         }
         AccountsCommand::Disable { name } => set_enabled(ctx, name, false).await?,

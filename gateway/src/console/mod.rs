@@ -32,13 +32,19 @@
 //!    `see_other("/admin/…")` (post/redirect/get); on a refusal the form is
 //!    rendered again with the messages.
 
+mod accounts;
 mod assets;
+mod audit;
 mod dashboard;
 pub mod error;
 mod login;
 mod managed;
+pub mod mappings;
 pub mod page;
+pub mod runs;
+pub mod schedules;
 pub mod session;
+mod sync;
 
 /// One call of a core service with the viewer's session, an error page on
 /// failure: `console_call!(&state, &viewer, ReconServiceClient.get_recon(request))`.
@@ -103,8 +109,14 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/", get(dashboard::show))
         .route("/login", get(login::form).post(login::submit))
         .route("/logout", post(login::logout))
+        .merge(sync::routes())
+        .merge(audit::routes())
+        .merge(accounts::routes())
         .merge(assets::routes())
         .merge(managed::routes())
+        .merge(mappings::routes())
+        .merge(runs::routes())
+        .merge(schedules::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_FORM))
         .layer(middleware::from_fn(security_headers))

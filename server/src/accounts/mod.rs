@@ -15,7 +15,9 @@ use idm_proto::v1::Scope;
 
 use crate::api::auth::{TokenRegistry, parse_scope, scope_name};
 use crate::secrets::{self, SecretError};
-use crate::store::{AccountRecord, Store, StoreError, TokenRecord, now_timestamp};
+use crate::store::{
+    AccountChange, AccountChanged, AccountRecord, Store, StoreError, TokenRecord, now_timestamp,
+};
 pub use rules::Violation;
 pub use throttle::{LoginLimits, LoginThrottle};
 
@@ -52,6 +54,11 @@ pub enum AccountError {
     NotFound(String),
     #[error("internal/user/{0} already exists")]
     AlreadyExists(String),
+    /// The change would leave no enabled admin account.
+    #[error(
+        "internal/user/{0} is the last enabled admin account; make another account an admin first"
+    )]
+    LastAdmin(String),
     /// A wrong password, an unknown name or a disabled account: one answer.
     #[error("invalid username or password")]
     LoginRefused {
@@ -175,7 +182,25 @@ impl Accounts {
         Ok(account)
     }
 
-    /// Enables or disables; disabling ends the account's sessions.
+    /// A new role; if it changed, the account's sessions end (a session
+    /// carries the role it was opened with). The last enabled admin keeps
+    /// its role.
+    #[tracing::instrument(skip_all, fields(account = %name))]
+    pub async fn set_role(&self, name: &str, role: Scope) -> Result<AccountRecord, AccountError> {
+        let name = rules::account_name(name)?;
+        let role = role_name(role)?;
+        let (before, after) = self
+            .change(name, &AccountChange::Role(role.to_string()))
+            .await?;
+        if before.role != role {
+            self.end_sessions(name).await?;
+            tracing::info!(from = %before.role, to = role, "account role set");
+        }
+        Ok(after.unwrap_or(before))
+    }
+
+    /// Enables or disables; disabling ends the account's sessions. The last
+    /// enabled admin cannot be disabled.
     #[tracing::instrument(skip_all, fields(account = %name, enabled))]
     pub async fn set_enabled(
         &self,
@@ -183,28 +208,42 @@ impl Accounts {
         enabled: bool,
     ) -> Result<AccountRecord, AccountError> {
         let name = rules::account_name(name)?;
-        let account = self
-            .store
-            .set_account_enabled(name, enabled)
-            .await?
-            .ok_or_else(|| AccountError::NotFound(name.into()))?;
+        let (before, after) = self.change(name, &AccountChange::Enabled(enabled)).await?;
         if !enabled {
             self.end_sessions(name).await?;
         }
         tracing::info!("account {}", if enabled { "enabled" } else { "disabled" });
-        Ok(account)
+        Ok(after.unwrap_or(before))
     }
 
-    /// Deletes an account (an unknown one too) and ends its sessions.
+    /// Deletes an account (an unknown one too) and ends its sessions. The
+    /// last enabled admin cannot be deleted.
     #[tracing::instrument(skip_all, fields(account = %name))]
     pub async fn delete(&self, name: &str) -> Result<(), AccountError> {
         let name = rules::account_name(name)?;
-        let existed = self.store.delete_account(name).await?;
+        let existed = match self.change(name, &AccountChange::Delete).await {
+            Ok(_) => true,
+            Err(AccountError::NotFound(_)) => false,
+            Err(e) => return Err(e),
+        };
         self.end_sessions(name).await?;
         if existed {
             tracing::info!("account deleted");
         }
         Ok(())
+    }
+
+    /// One guarded change: the account before and after it.
+    async fn change(
+        &self,
+        name: &str,
+        change: &AccountChange,
+    ) -> Result<(AccountRecord, Option<AccountRecord>), AccountError> {
+        match self.store.change_account(name, change).await? {
+            AccountChanged::Done { before, after } => Ok((*before, after.map(|a| *a))),
+            AccountChanged::Missing => Err(AccountError::NotFound(name.into())),
+            AccountChanged::LastAdmin => Err(AccountError::LastAdmin(name.into())),
+        }
     }
 
     async fn end_sessions(&self, name: &str) -> Result<(), AccountError> {
@@ -378,10 +417,50 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn every_failure_answers_alike_and_disabled_is_told_only_to_the_audit() {
+    async fn a_new_role_ends_sessions_and_the_last_admin_keeps_its_role() {
         let accounts = accounts(LoginLimits::default()).await;
         accounts
             .create("alice", "Correct-Horse-1", Scope::Admin)
+            .await
+            .unwrap();
+        let session = accounts
+            .login("alice", "Correct-Horse-1", &from("a"))
+            .await
+            .unwrap();
+        let last = accounts.set_role("alice", Scope::Read).await.unwrap_err();
+        assert!(matches!(last, AccountError::LastAdmin(_)), "{last}");
+        assert!(accounts.sessions.authenticate(&session.secret).is_ok());
+        // Unchanged: the session goes on.
+        accounts.set_role("alice", Scope::Admin).await.unwrap();
+        assert!(accounts.sessions.authenticate(&session.secret).is_ok());
+        accounts
+            .create("bob", "Correct-Horse-2", Scope::Admin)
+            .await
+            .unwrap();
+        let read = accounts.set_role("alice", Scope::Read).await.unwrap();
+        assert_eq!(read.role, "read");
+        assert!(accounts.sessions.authenticate(&session.secret).is_err());
+        let session = accounts
+            .login("alice", "Correct-Horse-1", &from("a"))
+            .await
+            .unwrap();
+        assert_eq!(session.scope, Scope::Read);
+        let bad = accounts
+            .set_role("alice", Scope::VerifyPassword)
+            .await
+            .unwrap_err();
+        assert!(bad.to_string().starts_with("role: "), "{bad}");
+        assert!(matches!(
+            accounts.set_role("nobody", Scope::Read).await,
+            Err(AccountError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn every_failure_answers_alike_and_disabled_is_told_only_to_the_audit() {
+        let accounts = accounts(LoginLimits::default()).await;
+        accounts
+            .create("alice", "Correct-Horse-1", Scope::Scim)
             .await
             .unwrap();
         let wrong = accounts

@@ -5,7 +5,7 @@ use idm_proto::v1::account_service_server::AccountService;
 use idm_proto::v1::{
     Account, CreateAccountRequest, DeleteAccountRequest, DeleteAccountResponse, GetAccountRequest,
     ListAccountsRequest, ListAccountsResponse, Scope, SetAccountEnabledRequest,
-    SetAccountPasswordRequest,
+    SetAccountPasswordRequest, SetAccountRoleRequest,
 };
 use tonic::{Request, Response, Status};
 
@@ -104,6 +104,18 @@ impl AccountService for AccountApi {
             .accounts
             .set_enabled(&given.name, given.enabled)
             .await?;
+        Ok(Response::new(to_proto(account)))
+    }
+
+    async fn set_account_role(
+        &self,
+        request: Request<SetAccountRoleRequest>,
+    ) -> Result<Response<Account>, Status> {
+        let given = request.get_ref();
+        admin(&request, &given.name)?;
+        let role = Scope::try_from(given.role).unwrap_or(Scope::Unspecified);
+        trail::detail(&request, &format!("role {}", scope_name(role)));
+        let account = self.accounts.set_role(&given.name, role).await?;
         Ok(Response::new(to_proto(account)))
     }
 

@@ -124,6 +124,7 @@ impl From<AccountError> for Status {
             ),
             AccountError::NotFound(_) => Status::not_found(message),
             AccountError::AlreadyExists(_) => Status::already_exists(message),
+            AccountError::LastAdmin(_) => Status::failed_precondition(message),
             AccountError::LoginRefused { .. } => Status::unauthenticated(message),
             AccountError::Throttled { retry_after } => Status::with_error_details(
                 Code::ResourceExhausted,

@@ -325,6 +325,8 @@ impl ReconService for ReconApi {
             changes,
             situation_counts: outcome.situations.into_iter().collect(),
             action_counts: outcome.actions.into_iter().collect(),
+            failures: outcome.failures.iter().map(failure).collect(),
+            failure_count: outcome.failure_count,
         }))
     }
 }

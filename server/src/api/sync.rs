@@ -106,6 +106,7 @@ impl SyncService for SyncApi {
                 pending: as_count(s.pending),
                 failed: as_count(s.failed),
                 oldest_pending_time: s.oldest_pending.as_deref().and_then(timestamp),
+                oldest_failed_time: s.oldest_failed.as_deref().and_then(timestamp),
                 last_error: s.last_error.unwrap_or_default(),
             })
             .collect();

@@ -49,6 +49,7 @@ const ACTIONS: &[(&str, &str)] = &[
     ),
     // `account.disable` when the handler says so (`action`).
     ("/idm.v1.AccountService/SetAccountEnabled", "account.enable"),
+    ("/idm.v1.AccountService/SetAccountRole", "account.set-role"),
     ("/idm.v1.AccountService/DeleteAccount", "account.delete"),
 ];
 

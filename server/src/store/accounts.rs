@@ -5,7 +5,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Store, StoreError};
+use super::objects::{Tx, cancel, tx_query};
+use super::{Store, StoreError, decode_optional, decode_rows, now_timestamp, with_retry};
 
 /// An account as listed: everything but the password hash.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -109,20 +110,6 @@ impl Store {
         .await
     }
 
-    pub async fn set_account_enabled(
-        &self,
-        name: &str,
-        enabled: bool,
-    ) -> Result<Option<AccountRecord>, StoreError> {
-        self.query_one(
-            &format!(
-                "UPDATE ONLY type::record('account', $name) SET enabled = $enabled RETURN {COLUMNS}"
-            ),
-            json!({ "name": name, "enabled": enabled }),
-        )
-        .await
-    }
-
     pub async fn set_last_login(&self, name: &str, at: &str) -> Result<(), StoreError> {
         self.execute(
             "UPDATE type::record('account', $name) SET last_login = $at RETURN NONE",
@@ -131,16 +118,147 @@ impl Store {
         .await
     }
 
-    /// Deletes an account; whether it existed.
-    pub async fn delete_account(&self, name: &str) -> Result<bool, StoreError> {
-        let deleted: Vec<serde_json::Value> = self
-            .query_all(
-                "DELETE type::record('account', $name) RETURN BEFORE",
-                json!({ "name": name }),
+    /// Changes an account's role or enabled flag, or deletes it, in one
+    /// transaction that refuses to leave no enabled admin account: the
+    /// change is not made when the account is the last enabled admin and
+    /// would stop being one. Two such changes at once (two admins demoting
+    /// each other) both write `meta:admin_guard`, so one of them conflicts
+    /// and re-runs, and sees the other's change.
+    pub async fn change_account(
+        &self,
+        name: &str,
+        change: &AccountChange,
+    ) -> Result<AccountChanged, StoreError> {
+        with_retry(|| async {
+            let tx = self.db.clone().begin().await?;
+            match change_in(&tx, name, change).await {
+                Ok(changed @ AccountChanged::Done { .. }) => {
+                    tx.commit().await?;
+                    Ok(changed)
+                }
+                Ok(refused) => {
+                    cancel(tx).await;
+                    Ok(refused)
+                }
+                Err(e) => {
+                    cancel(tx).await;
+                    Err(e)
+                }
+            }
+        })
+        .await
+    }
+}
+
+/// What [`Store::change_account`] does to an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountChange {
+    /// A token scope name: `read`, `scim` or `admin`.
+    Role(String),
+    Enabled(bool),
+    Delete,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum AccountChanged {
+    /// No such account; nothing changed.
+    Missing,
+    /// The account is the last enabled admin and the change would end that;
+    /// nothing changed.
+    LastAdmin,
+    /// `after` is `None` for a deletion.
+    Done {
+        before: Box<AccountRecord>,
+        after: Option<Box<AccountRecord>>,
+    },
+}
+
+const ADMIN: &str = "admin";
+
+impl AccountRecord {
+    fn is_enabled_admin(&self) -> bool {
+        self.enabled && self.role == ADMIN
+    }
+}
+
+async fn change_in(
+    tx: &Tx,
+    name: &str,
+    change: &AccountChange,
+) -> Result<AccountChanged, StoreError> {
+    let before: Option<AccountRecord> = decode_optional(
+        tx_query(
+            tx,
+            &format!("SELECT {COLUMNS} FROM ONLY type::record('account', $name)"),
+            json!({ "name": name }),
+        )
+        .await?,
+    )?;
+    let Some(before) = before else {
+        return Ok(AccountChanged::Missing);
+    };
+    let stays_admin = match change {
+        AccountChange::Role(role) => role == ADMIN,
+        AccountChange::Enabled(enabled) => *enabled,
+        AccountChange::Delete => false,
+    };
+    if before.is_enabled_admin() && !stays_admin {
+        tx_query(
+            tx,
+            "UPSERT meta:admin_guard SET changed = $now RETURN NONE",
+            json!({ "now": now_timestamp() }),
+        )
+        .await?;
+        let others: Vec<String> = decode_rows(
+            tx_query(
+                tx,
+                "SELECT VALUE name FROM account WHERE role = $admin AND enabled = true \
+                 AND name != $name LIMIT 1",
+                json!({ "name": name, "admin": ADMIN }),
+            )
+            .await?,
+        )?;
+        if others.is_empty() {
+            return Ok(AccountChanged::LastAdmin);
+        }
+    }
+    let record = json!({ "name": name });
+    let after: Option<AccountRecord> = match change {
+        AccountChange::Role(role) => decode_optional(
+            tx_query(
+                tx,
+                &format!(
+                    "UPDATE ONLY type::record('account', $name) SET role = $role RETURN {COLUMNS}"
+                ),
+                json!({ "name": name, "role": role }),
+            )
+            .await?,
+        )?,
+        AccountChange::Enabled(enabled) => decode_optional(
+            tx_query(
+                tx,
+                &format!(
+                    "UPDATE ONLY type::record('account', $name) SET enabled = $enabled \
+                     RETURN {COLUMNS}"
+                ),
+                json!({ "name": name, "enabled": enabled }),
+            )
+            .await?,
+        )?,
+        AccountChange::Delete => {
+            tx_query(
+                tx,
+                "DELETE type::record('account', $name) RETURN NONE",
+                record,
             )
             .await?;
-        Ok(!deleted.is_empty())
-    }
+            None
+        }
+    };
+    Ok(AccountChanged::Done {
+        before: Box::new(before),
+        after: after.map(Box::new),
+    })
 }
 
 #[cfg(test)]
@@ -190,11 +308,13 @@ mod tests {
         assert!(store.set_account_hash("bob", "h").await.unwrap().is_none());
         assert!(store.get_account("bob").await.unwrap().is_none());
         let disabled = store
-            .set_account_enabled("alice", false)
+            .change_account("alice", &AccountChange::Enabled(false))
             .await
-            .unwrap()
             .unwrap();
-        assert!(!disabled.enabled);
+        assert!(
+            matches!(disabled, AccountChanged::Done { after: Some(ref a), .. } if !a.enabled),
+            "{disabled:?}"
+        );
         store
             .set_last_login("alice", "2026-01-01T00:00:00.000000Z")
             .await
@@ -204,14 +324,29 @@ mod tests {
             read.last_login.as_deref(),
             Some("2026-01-01T00:00:00.000000Z")
         );
-        assert!(store.delete_account("alice").await.unwrap());
-        assert!(!store.delete_account("alice").await.unwrap());
+        assert!(matches!(
+            store
+                .change_account("alice", &AccountChange::Delete)
+                .await
+                .unwrap(),
+            AccountChanged::Done { after: None, .. }
+        ));
+        assert_eq!(
+            store
+                .change_account("alice", &AccountChange::Delete)
+                .await
+                .unwrap(),
+            AccountChanged::Missing
+        );
         // The bootstrap path creates, then re-sets keeping `created`.
         store
             .upsert_account("root", "h1", "admin", "2026-01-01T00:00:00.000000Z")
             .await
             .unwrap();
-        store.set_account_enabled("root", false).await.unwrap();
+        store
+            .execute("UPDATE account:root SET enabled = false", json!({}))
+            .await
+            .unwrap();
         store
             .upsert_account("root", "h2", "admin", "2027-01-01T00:00:00.000000Z")
             .await
@@ -222,6 +357,75 @@ mod tests {
         assert_eq!(
             store.account_secret("root").await.unwrap().unwrap().hash,
             "h2"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_last_enabled_admin_keeps_its_role_and_cannot_be_disabled_or_deleted() {
+        let store = Store::open("mem://").await.unwrap();
+        let now = super::super::now_timestamp();
+        store
+            .upsert_account("root", "h", "admin", &now)
+            .await
+            .unwrap();
+        store.insert_account(&alice(), "h").await.unwrap();
+        for change in [
+            AccountChange::Role("read".into()),
+            AccountChange::Enabled(false),
+            AccountChange::Delete,
+        ] {
+            let refused = store.change_account("root", &change).await.unwrap();
+            assert_eq!(refused, AccountChanged::LastAdmin, "{change:?}");
+        }
+        // Harmless changes to it pass.
+        let same = store
+            .change_account("root", &AccountChange::Role("admin".into()))
+            .await
+            .unwrap();
+        assert!(matches!(same, AccountChanged::Done { .. }), "{same:?}");
+        // A second enabled admin lets the first go, and is then the last.
+        store
+            .change_account("alice", &AccountChange::Role("admin".into()))
+            .await
+            .unwrap();
+        let demoted = store
+            .change_account("root", &AccountChange::Role("scim".into()))
+            .await
+            .unwrap();
+        assert!(
+            matches!(demoted, AccountChanged::Done { after: Some(ref a), .. } if a.role == "scim")
+        );
+        assert_eq!(
+            store
+                .change_account("alice", &AccountChange::Enabled(false))
+                .await
+                .unwrap(),
+            AccountChanged::LastAdmin
+        );
+        assert_eq!(
+            store
+                .change_account("nobody", &AccountChange::Enabled(false))
+                .await
+                .unwrap(),
+            AccountChanged::Missing
+        );
+        // Two admins demoting each other at once: one of them stays.
+        store
+            .change_account("root", &AccountChange::Role("admin".into()))
+            .await
+            .unwrap();
+        let (a, b) = tokio::join!(
+            store.change_account("root", &AccountChange::Enabled(false)),
+            store.change_account("alice", &AccountChange::Enabled(false)),
+        );
+        let outcomes = [a.unwrap(), b.unwrap()];
+        assert_eq!(
+            outcomes
+                .iter()
+                .filter(|o| **o == AccountChanged::LastAdmin)
+                .count(),
+            1,
+            "{outcomes:?}"
         );
     }
 }

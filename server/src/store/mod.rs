@@ -26,7 +26,7 @@ use serde_json::Value;
 use surrealdb::Surreal;
 use surrealdb::engine::any::{self, Any};
 
-pub use accounts::{AccountRecord, AccountSecret};
+pub use accounts::{AccountChange, AccountChanged, AccountRecord, AccountSecret};
 pub use audit::{ActionRecord, AuditQuery, AuditRecord};
 pub use config::ConfigDocument;
 pub use keys::{CredentialKey, KeyRecord, Reseal};

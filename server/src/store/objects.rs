@@ -107,7 +107,7 @@ pub struct RelationRow {
     pub target: String,
 }
 
-type Tx = Transaction<Any>;
+pub(super) type Tx = Transaction<Any>;
 
 impl Store {
     pub async fn get_object(
@@ -482,7 +482,7 @@ fn source_of(
     }
 }
 
-async fn cancel(tx: Tx) {
+pub(super) async fn cancel(tx: Tx) {
     if let Err(e) = tx.cancel().await {
         tracing::warn!(error = %e, "cancelling a store transaction failed");
     }
@@ -501,7 +501,7 @@ fn take_count(response: &mut surrealdb::IndexedResults, index: usize) -> Result<
     Ok(count.map_or(0, |c| c.n))
 }
 
-async fn tx_query(tx: &Tx, sql: &str, params: Value) -> Result<Value, StoreError> {
+pub(super) async fn tx_query(tx: &Tx, sql: &str, params: Value) -> Result<Value, StoreError> {
     let mut response = bind_all(tx.query(sql), params).await?.check()?;
     take_json(&mut response, 0)
 }

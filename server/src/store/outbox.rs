@@ -93,6 +93,8 @@ pub struct QueueSummary {
     pub pending: u64,
     pub failed: u64,
     pub oldest_pending: Option<String>,
+    /// When the oldest failed entry was written.
+    pub oldest_failed: Option<String>,
     pub last_error: Option<String>,
 }
 
@@ -339,6 +341,7 @@ impl Store {
                 });
             if group.state == FAILED {
                 summary.failed += group.n;
+                summary.oldest_failed = group.oldest;
             } else {
                 summary.pending += group.n;
                 summary.oldest_pending = group.oldest;
@@ -573,6 +576,7 @@ mod tests {
         assert_eq!(summary.len(), 1);
         assert_eq!((summary[0].pending, summary[0].failed), (1, 1));
         assert!(summary[0].oldest_pending.is_some());
+        assert!(summary[0].oldest_failed.is_some());
         assert!(summary[0].last_error.is_some());
 
         assert_eq!(store.retry_entries("other", &[]).await.unwrap(), 0);

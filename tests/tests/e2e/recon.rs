@@ -441,6 +441,32 @@ async fn a_plan_shows_the_changes_and_makes_none() {
 }
 
 #[tokio::test]
+async fn a_plan_names_the_rows_a_run_would_fail_on() {
+    let conf = idm_conf("sync");
+    write_hr(
+        &conf,
+        "uid,firstName,lastName,telephoneNumber\n123,Jon,Snow,5551234\n124,Too,Few\n",
+    );
+    let idmd = start(&conf).await;
+    let mut clients = idmd.clients().await;
+    let plan = clients
+        .recon
+        .plan_recon(PlanReconRequest {
+            mapping: MAPPING.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(plan.changes.len(), 1, "{plan:?}");
+    assert_eq!(plan.failure_count, 1, "{plan:?}");
+    let failure = &plan.failures[0];
+    assert_eq!((failure.line, failure.source_id.as_str()), (3, "124"));
+    assert!(failure.reason.contains("field"), "{failure:?}");
+    assert_eq!(user_count(&mut clients).await, 0, "a plan creates nothing");
+}
+
+#[tokio::test]
 async fn runs_are_records_watched_listed_and_errors_are_clear() {
     let conf = idm_conf("sync");
     let idmd = start(&conf).await;

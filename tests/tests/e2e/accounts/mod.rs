@@ -6,10 +6,12 @@
 //! no password ever shows in a reply, the audit trail or idmd's log.
 //!
 //! `logins.rs`: throttling and the trail of logins, the bootstrap admin;
-//! `cli.rs`: idmctl login / whoami / logout / accounts.
+//! `cli.rs`: idmctl login / whoami / logout / accounts; `roles.rs`: a new
+//! role, and the last enabled admin account that cannot lose its role.
 
 mod cli;
 mod logins;
+mod roles;
 
 use std::time::Duration;
 
@@ -296,6 +298,8 @@ async fn logout_disable_delete_and_a_new_password_end_sessions() {
     let idmd = Idmd::start().await;
     let mut admin = idmd.clients().await;
     create(&mut admin, "alice", "Alice-Pass-1", Scope::Admin).await;
+    // Another enabled admin, so that alice may be disabled and deleted.
+    create(&mut admin, "bob", "Bob-Pass-12", Scope::Admin).await;
 
     // Logout revokes the calling session only.
     let first = login(&idmd, "alice", "Alice-Pass-1").await.unwrap();
@@ -389,7 +393,7 @@ async fn logout_disable_delete_and_a_new_password_end_sessions() {
 
     let trail: Vec<(String, String, String, String)> = audit_of(
         &mut admin,
-        r#"operation sw "account." or operation eq "auth.logout""#,
+        r#"(operation sw "account." and object eq "internal/user/alice") or operation eq "auth.logout""#,
     )
     .await
     .into_iter()
