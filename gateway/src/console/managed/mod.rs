@@ -289,24 +289,30 @@ pub fn capitalised(name: &str) -> String {
     }
 }
 
-/// The schema of `managed/<type_name>`; 404 when the type is not declared.
-pub async fn schema_of(
+/// Every declared managed type's schema.
+pub async fn schemas(
     state: &ConsoleState,
     viewer: &Viewer,
-    type_name: &str,
-) -> Result<TypeSchema, ConsoleError> {
+) -> Result<Vec<TypeSchema>, ConsoleError> {
     let reply = console_call!(
         state,
         viewer,
         ObjectServiceClient.list_object_types(ListObjectTypesRequest {})
     )
     .await?;
-    let wanted = format!("managed/{type_name}");
-    reply
-        .types
-        .iter()
-        .find(|t| t.name == wanted)
-        .map(TypeSchema::of)
+    Ok(reply.types.iter().map(TypeSchema::of).collect())
+}
+
+/// The schema of `managed/<type_name>`; 404 when the type is not declared.
+pub async fn schema_of(
+    state: &ConsoleState,
+    viewer: &Viewer,
+    type_name: &str,
+) -> Result<TypeSchema, ConsoleError> {
+    schemas(state, viewer)
+        .await?
+        .into_iter()
+        .find(|t| t.name == type_name)
         .ok_or_else(|| ConsoleError::NotFound(format!("There is no managed type \"{type_name}\".")))
 }
 
@@ -366,6 +372,15 @@ impl RefLink {
             href,
             reference: reference.to_string(),
         }
+    }
+
+    /// [`RefLink::of`], called by its name in `labels` when it has one.
+    pub fn named(reference: &str, labels: &std::collections::HashMap<String, String>) -> RefLink {
+        let mut link = RefLink::of(reference);
+        if let Some(label) = labels.get(reference) {
+            link.label = label.clone();
+        }
+        link
     }
 }
 

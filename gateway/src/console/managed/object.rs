@@ -14,11 +14,14 @@ use idm_proto::v1::object_service_client::ObjectServiceClient;
 use idm_proto::v1::recon_service_client::ReconServiceClient;
 use idm_proto::v1::{
     DeleteObjectRequest, GetObjectRequest, ListLinksRequest, ManagedObject, QueryAuditRequest,
+    QueryObjectsRequest,
 };
+use std::collections::{BTreeMap, HashMap};
+
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{Kind, RefLink, TypeSchema, refs, schema_of, shown};
+use super::{Kind, RefLink, TypeSchema, refs, schema_of, schemas, shown};
 use crate::console::page::{thousands, timestamp, url_part};
 use crate::console::{
     Chrome, ConsoleError, ConsoleState, Form, Nav, Viewer, console_call, render, see_other,
@@ -42,8 +45,8 @@ pub struct PropRow {
 pub struct Relation {
     pub name: String,
     pub title: String,
-    /// `user`: what an added id names.
-    pub target_type: String,
+    /// `User`: that type's title.
+    pub target_title: String,
     pub members: Vec<RefLink>,
 }
 
@@ -175,7 +178,14 @@ pub async fn show(
     Query(query): Query<ShowQuery>,
     viewer: Viewer,
 ) -> Result<Response, ConsoleError> {
-    let schema = schema_of(&state, &viewer, &type_name).await?;
+    let all = schemas(&state, &viewer).await?;
+    let schema = all
+        .iter()
+        .find(|t| t.name == type_name)
+        .cloned()
+        .ok_or_else(|| {
+            ConsoleError::NotFound(format!("There is no managed type \"{type_name}\"."))
+        })?;
     let name = schema.object_name(&id);
     let (object, links, audit) = tokio::join!(
         get_object(&state, &viewer, &schema, &id),
@@ -204,6 +214,18 @@ pub async fn show(
         .as_ref()
         .map(from_proto_struct)
         .unwrap_or_default();
+    let mut referenced: Vec<String> = schema
+        .props
+        .iter()
+        .filter(|p| matches!(p.kind, Kind::Relationship | Kind::Relationships))
+        .map(|p| p.name.as_str())
+        .chain(schema.reverse.iter().map(|r| r.name.as_str()))
+        .flat_map(|name| refs(attributes.get(name)))
+        .collect();
+    referenced.sort();
+    referenced.dedup();
+    let labels = labels_of(&state, &viewer, &all, &referenced).await;
+    let link = |r: &String| RefLink::named(r, &labels);
     let props = schema
         .props
         .iter()
@@ -225,17 +247,19 @@ pub async fn show(
         .relations()
         .map(|p| Relation {
             name: p.name.clone(),
-            title: p.title.clone(),
-            target_type: p
+            title: if p.title == p.name {
+                super::capitalised(&p.title)
+            } else {
+                p.title.clone()
+            },
+            target_title: p
                 .collection
                 .as_deref()
                 .and_then(|c| c.strip_prefix("managed/"))
-                .unwrap_or_default()
-                .to_string(),
-            members: refs(attributes.get(&p.name))
-                .iter()
-                .map(|r| RefLink::of(r))
-                .collect(),
+                .and_then(|t| all.iter().find(|s| s.name == t))
+                .map(|t| t.title.clone())
+                .unwrap_or_else(|| "Object".into()),
+            members: refs(attributes.get(&p.name)).iter().map(link).collect(),
         })
         .collect();
     let reverse = schema
@@ -244,10 +268,7 @@ pub async fn show(
         .map(|r| {
             (
                 r.title.clone(),
-                refs(attributes.get(&r.name))
-                    .iter()
-                    .map(|r| RefLink::of(r))
-                    .collect(),
+                refs(attributes.get(&r.name)).iter().map(link).collect(),
             )
         })
         .collect();
@@ -306,6 +327,92 @@ pub async fn show(
         audit_href: format!("/admin/audit?object={}", url_part(&name)),
         base: object_href(&schema.name, &id),
     }))
+}
+
+/// The most referenced objects named on one page; the rest show their ids.
+const MAX_NAMED: usize = 200;
+/// Ids (of at most 100 characters) asked for in one query.
+const NAMED_PER_QUERY: usize = 50;
+
+/// What each referenced object is called (its type's first column: a
+/// user's userName, a group's name), by one query per type. Objects not
+/// found, or a query that fails, leave the ids to speak for themselves.
+async fn labels_of(
+    state: &ConsoleState,
+    viewer: &Viewer,
+    all: &[TypeSchema],
+    referenced: &[String],
+) -> HashMap<String, String> {
+    let mut by_type: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for reference in referenced.iter().take(MAX_NAMED) {
+        let mut parts = reference.splitn(3, '/');
+        if let (Some("managed"), Some(type_name), Some(id)) =
+            (parts.next(), parts.next(), parts.next())
+            && id.len() <= 100
+        {
+            by_type.entry(type_name).or_default().push(id);
+        }
+    }
+    let mut labels = HashMap::new();
+    // Chunks keep each filter well inside the core's length and term limits.
+    let chunks: Vec<(String, Vec<String>)> = by_type
+        .iter()
+        .flat_map(|(type_name, ids)| {
+            ids.chunks(NAMED_PER_QUERY).map(|ids| {
+                (
+                    (*type_name).to_string(),
+                    ids.iter().map(|id| (*id).to_string()).collect(),
+                )
+            })
+        })
+        .collect();
+    for (type_name, ids) in chunks {
+        let Some(target) = all.iter().find(|t| t.name == *type_name) else {
+            continue;
+        };
+        let id_is = |id: &str| {
+            Filter::Compare(
+                AttrPath {
+                    urn: None,
+                    attr: "_id".into(),
+                    sub_attr: None,
+                },
+                CompareOp::Eq,
+                FilterValue::String(id.to_string()),
+            )
+        };
+        let filter = match ids.as_slice() {
+            [one] => id_is(one),
+            many => Filter::Or(many.iter().map(|id| id_is(id)).collect()),
+        };
+        let reply = console_call!(
+            state,
+            viewer,
+            ObjectServiceClient.query_objects(QueryObjectsRequest {
+                parent: format!("managed/{type_name}"),
+                filter: filter.to_string(),
+                order_by: String::new(),
+                page_size: i32::try_from(ids.len()).unwrap_or(i32::MAX),
+                page_token: String::new(),
+                offset: 0,
+                read_mask: None,
+            })
+        )
+        .await;
+        let Ok(reply) = reply else { continue };
+        for object in reply.objects {
+            let attributes = object
+                .attributes
+                .as_ref()
+                .map(from_proto_struct)
+                .unwrap_or_default();
+            labels.insert(
+                target.object_name(&object.id),
+                heading(target, &attributes, &object.id),
+            );
+        }
+    }
+    labels
 }
 
 fn link_row(link: &idm_proto::v1::ObjectLink) -> LinkRow {

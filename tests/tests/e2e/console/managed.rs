@@ -206,7 +206,8 @@ async fn a_user_page_shows_properties_groups_linked_accounts_and_the_audit_trail
         .shows("<dt>Mobile Phone</dt>")
         .shows("555 0100")
         // Groups, from the groups' members.
-        .shows(r#"<a href="/admin/managed/group/watch">watch</a>"#)
+        // Named as their list names them: a group by its name.
+        .shows(r#"<a href="/admin/managed/group/watch">Night&#39;s Watch</a>"#)
         // Every mapping of users, linked or not yet.
         .shows("csvEmployee_managedUser")
         .shows("managedUser_ldapAccount")
@@ -222,7 +223,7 @@ async fn a_user_page_shows_properties_groups_linked_accounts_and_the_audit_trail
     both(&running.admin, "/admin/managed/group/watch", 200)
         .await
         .shows("Night&#39;s Watch")
-        .shows(r#"<a href="/admin/managed/user/123">123</a>"#)
+        .shows(r#"<a href="/admin/managed/user/123">snow123</a>"#)
         .shows(r#"action="/admin/managed/group/watch/related/members/remove""#)
         .shows(r#"action="/admin/managed/group/watch/related/members/add""#);
     both(&running.admin, "/admin/managed/user/nobody", 404).await;
@@ -498,7 +499,7 @@ async fn create_add_a_member_remove_it_and_delete_behind_a_confirmation() {
     admin
         .get("/admin/managed/user/ygritte")
         .await
-        .shows(r#"<a href="/admin/managed/group/free">free</a>"#);
+        .shows(r#"<a href="/admin/managed/group/free">Free Folk</a>"#);
     let group = admin.get("/admin/managed/group/free").await;
     let revision = idm_tests::console::input_value(&group.body, "revision").unwrap();
     admin
