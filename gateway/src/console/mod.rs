@@ -38,6 +38,7 @@ mod audit;
 mod dashboard;
 pub mod error;
 mod login;
+mod managed;
 pub mod mappings;
 pub mod page;
 pub mod runs;
@@ -112,6 +113,7 @@ pub fn router(state: ConsoleState) -> Router {
         .merge(audit::routes())
         .merge(accounts::routes())
         .merge(assets::routes())
+        .merge(managed::routes())
         .merge(mappings::routes())
         .merge(runs::routes())
         .merge(schedules::routes())

@@ -8,6 +8,7 @@ mod bounded;
 mod config;
 mod error;
 mod keys;
+mod links;
 mod login;
 mod objects;
 mod paging;

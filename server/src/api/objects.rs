@@ -6,7 +6,7 @@ use idm_proto::v1::{
     CountObjectsRequest, CountObjectsResponse, CreateObjectRequest, DeleteObjectRequest,
     DeleteObjectResponse, GetObjectRequest, ListObjectTypesRequest, ListObjectTypesResponse,
     ManagedObject, ObjectType, PatchObjectRequest, PolicyFailure, QueryObjectsRequest,
-    QueryObjectsResponse, ReplaceObjectRequest, Scope, ValidateObjectRequest,
+    QueryObjectsResponse, ReplaceObjectRequest, ReverseProperty, Scope, ValidateObjectRequest,
     ValidateObjectResponse, VerifyPasswordRequest, VerifyPasswordResponse,
 };
 use tonic::{Request, Response, Status};
@@ -59,6 +59,32 @@ fn to_proto(view: ObjectView) -> ManagedObject {
 fn usize_of(value: i32, field: &str) -> Result<usize, Status> {
     usize::try_from(value)
         .map_err(|_| Status::invalid_argument(format!("{field} must not be negative")))
+}
+
+/// The names of a declaration's `schema.properties` in `managed.json`'s
+/// order: those in Wren's `schema.order` first, then the rest as written.
+fn property_order(declaration: &serde_json::Map<String, serde_json::Value>) -> Vec<String> {
+    let schema = declaration.get("schema");
+    let Some(properties) = schema
+        .and_then(|s| s.get("properties"))
+        .and_then(serde_json::Value::as_object)
+    else {
+        return Vec::new();
+    };
+    let listed = schema
+        .and_then(|s| s.get("order"))
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(serde_json::Value::as_str)
+        .filter(|name| properties.contains_key(*name));
+    let mut order: Vec<String> = Vec::with_capacity(properties.len());
+    for name in listed.chain(properties.keys().map(String::as_str)) {
+        if !order.iter().any(|seen| seen == name) {
+            order.push(name.to_string());
+        }
+    }
+    order
 }
 
 #[tonic::async_trait]
@@ -246,6 +272,16 @@ impl ObjectService for ObjectApi {
             .map(|t| ObjectType {
                 name: format!("managed/{}", t.name),
                 schema: Some(to_proto_struct(&t.declaration)),
+                property_order: property_order(&t.declaration),
+                reverse_properties: t
+                    .reverse
+                    .iter()
+                    .map(|r| ReverseProperty {
+                        name: r.name.clone(),
+                        source_collection: format!("managed/{}", r.source_type),
+                        source_property: r.source_property.clone(),
+                    })
+                    .collect(),
             })
             .collect();
         Ok(Response::new(ListObjectTypesResponse { types }))
@@ -287,5 +323,29 @@ impl ObjectService for ObjectApi {
             result: failed_policy_requirements.is_empty(),
             failed_policy_requirements,
         }))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::property_order;
+    use serde_json::json;
+
+    #[test]
+    fn properties_come_in_schema_order_then_as_written() {
+        let declaration = json!({"name": "user", "schema": {
+            "order": ["_id", "userName", "sn", "gone"],
+            "properties": {"mail": {}, "sn": {}, "_id": {}, "userName": {}, "city": {}}}});
+        assert_eq!(
+            property_order(declaration.as_object().unwrap()),
+            ["_id", "userName", "sn", "mail", "city"]
+        );
+        let unordered =
+            json!({"name": "group", "schema": {"properties": {"name": {}, "members": {}}}});
+        assert_eq!(
+            property_order(unordered.as_object().unwrap()),
+            ["name", "members"]
+        );
     }
 }

@@ -7,9 +7,10 @@ use idm_proto::json::to_proto_value;
 use idm_proto::v1::recon_run::State;
 use idm_proto::v1::recon_service_server::ReconService;
 use idm_proto::v1::{
-    CancelReconRequest, GetReconRequest, ListReconsRequest, ListReconsResponse, PlanReconRequest,
-    PlanReconResponse, PlannedChange, PropertyChange, ReconByIdRequest, ReconFailure,
-    ReconProgress, ReconRun, Scope, StartReconRequest, WatchReconRequest,
+    CancelReconRequest, GetReconRequest, ListLinksRequest, ListLinksResponse, ListReconsRequest,
+    ListReconsResponse, PlanReconRequest, PlanReconResponse, PlannedChange, PropertyChange,
+    ReconByIdRequest, ReconFailure, ReconProgress, ReconRun, Scope, StartReconRequest,
+    WatchReconRequest,
 };
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -269,6 +270,15 @@ impl ReconService for ReconApi {
             })
             .map(|run| Ok(run_to_proto(&run)));
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn list_links(
+        &self,
+        request: Request<ListLinksRequest>,
+    ) -> Result<Response<ListLinksResponse>, Status> {
+        caller(&request)?.require(Scope::Read)?;
+        let links = super::links::list_links(&self.reconciler, request.into_inner()).await?;
+        Ok(Response::new(links))
     }
 
     async fn plan_recon(

@@ -11,7 +11,7 @@ use idm_proto::v1::{
     SystemObject,
 };
 use serde_json::{Map, Value};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -50,7 +50,7 @@ fn shown(connector: &str, object_type: &str, object: ConnectorObject) -> SystemO
 
 /// A connector error as a status; its message names the connector and the
 /// object, never a secret (`connector::build` scrubs them).
-fn status_of(error: ConnectorError) -> Status {
+pub(super) fn status_of(error: ConnectorError) -> Status {
     let message = error.to_string();
     match error {
         ConnectorError::UnknownObjectType { .. } | ConnectorError::NotFound { .. } => {
@@ -77,25 +77,41 @@ fn plain_name<'a>(field: &str, value: &'a str) -> Result<&'a str, Status> {
     Ok(value)
 }
 
+/// The connector named, built from its stored document, and offering `object_type`.
+pub(super) async fn open_connector(
+    store: &Store,
+    objects: &ManagedObjects,
+    conf_dir: &Path,
+    name: &str,
+    object_type: &str,
+) -> Result<Arc<dyn Connector>, Status> {
+    let name = plain_name("connector", name)?;
+    let object_type = plain_name("object_type", object_type)?;
+    let document = store
+        .get_config("connector", name)
+        .await?
+        .ok_or_else(|| Status::not_found(format!("connector \"{name}\" not found")))?;
+    let built =
+        connector::build(name, &document.body, conf_dir, objects.secrets()).map_err(status_of)?;
+    if !built.object_types().iter().any(|t| t.name == object_type) {
+        return Err(status_of(ConnectorError::UnknownObjectType {
+            connector: name.to_string(),
+            object_type: object_type.to_string(),
+        }));
+    }
+    Ok(built)
+}
+
 impl SystemApi {
-    /// The connector named, built from its stored document, and offering `object_type`.
     async fn open(&self, name: &str, object_type: &str) -> Result<Arc<dyn Connector>, Status> {
-        let name = plain_name("connector", name)?;
-        let object_type = plain_name("object_type", object_type)?;
-        let document = self
-            .store
-            .get_config("connector", name)
-            .await?
-            .ok_or_else(|| Status::not_found(format!("connector \"{name}\" not found")))?;
-        let built = connector::build(name, &document.body, &self.conf_dir, self.objects.secrets())
-            .map_err(status_of)?;
-        if !built.object_types().iter().any(|t| t.name == object_type) {
-            return Err(status_of(ConnectorError::UnknownObjectType {
-                connector: name.to_string(),
-                object_type: object_type.to_string(),
-            }));
-        }
-        Ok(built)
+        open_connector(
+            &self.store,
+            &self.objects,
+            &self.conf_dir,
+            name,
+            object_type,
+        )
+        .await
     }
 }
 

@@ -156,6 +156,7 @@ impl Connector for CsvConnector {
                 name: name.clone(),
                 uid_attribute: t.uid_column.clone(),
                 attributes: read_header(t).unwrap_or_default(),
+                display_attribute: None,
             })
             .collect()
     }

@@ -64,6 +64,10 @@ pub struct ObjectTypeInfo {
     pub name: String,
     pub uid_attribute: String,
     pub attributes: Vec<String>,
+    /// The attribute people know an object by when its uid means nothing to
+    /// them: `dn` for LDAP entries whose uid is an `entryUUID`. `None` when
+    /// the uid is that name already (a DN, a CSV uid).
+    pub display_attribute: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

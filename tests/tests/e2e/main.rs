@@ -17,6 +17,7 @@ mod filters;
 mod gateway_tls;
 mod keys;
 mod ldap;
+mod links;
 mod objects;
 mod paging;
 mod passwords;

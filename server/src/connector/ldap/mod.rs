@@ -407,6 +407,7 @@ impl Connector for LdapConnector {
                     .chain(t.password_attribute.clone())
                     .chain(t.member_attribute.clone())
                     .collect(),
+                display_attribute: self.uid_attribute.as_ref().map(|_| "dn".to_string()),
             })
             .collect()
     }

@@ -107,6 +107,11 @@ impl Reconciler {
         &self.objects
     }
 
+    /// Relative paths in connector documents start here.
+    pub fn conf_dir(&self) -> &std::path::Path {
+        &self.conf_dir
+    }
+
     async fn prepare(&self, name: &str) -> Result<Prepared, ReconError> {
         let document = self
             .store

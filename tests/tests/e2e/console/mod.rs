@@ -4,6 +4,7 @@
 mod accounts;
 mod audit;
 mod browser;
+mod managed;
 mod mappings;
 mod schedules;
 mod session;
