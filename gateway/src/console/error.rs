@@ -170,12 +170,41 @@ impl ConsoleError {
 
 /// The error page: on its own, without the menu (which would need the
 /// core, which may be what failed).
-#[derive(Template)]
+#[derive(Template, Clone)]
 #[template(path = "console/error.html")]
-struct ErrorPage {
+pub struct ErrorPage {
     status: u16,
     reason: &'static str,
     message: String,
+    /// Only the heading and the message, for htmx's `#main` (see
+    /// [`fragment_errors`]).
+    fragment: bool,
+}
+
+/// Middleware: an error answering an htmx request for the main block is
+/// the main block's worth of error (the heading and the message), not a
+/// whole document inside the page.
+pub async fn fragment_errors(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let fragment = super::session::wants_fragment(request.headers());
+    let response = next.run(request).await;
+    if !fragment {
+        return response;
+    }
+    let Some(page) = response.extensions().get::<ErrorPage>().cloned() else {
+        return response;
+    };
+    let mut fragment = super::page::render(&ErrorPage {
+        fragment: true,
+        ..page
+    });
+    *fragment.status_mut() = response.status();
+    fragment
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    fragment
 }
 
 impl IntoResponse for ConsoleError {
@@ -203,8 +232,10 @@ impl IntoResponse for ConsoleError {
             status: status.as_u16(),
             reason: status.canonical_reason().unwrap_or("Error"),
             message: self.message(),
+            fragment: false,
         };
         let mut response = super::page::render(&page);
+        response.extensions_mut().insert(page);
         *response.status_mut() = status;
         response
             .headers_mut()

@@ -119,6 +119,7 @@ pub fn router(state: ConsoleState) -> Router {
         .merge(schedules::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_FORM))
+        .layer(middleware::from_fn(error::fragment_errors))
         .layer(middleware::from_fn(security_headers))
         .with_state(state)
 }

@@ -257,6 +257,14 @@ async fn every_console_response_carries_the_security_headers() {
         assert!(!page.body.contains("style="), "{}", page.body);
     }
     assert_eq!(pages[2].status, 404);
+    assert!(pages[2].is_whole_page());
+    // Asked for by htmx, an error is the main block's worth: not a whole
+    // document swapped into the page.
+    let missing = admin.get_fragment("/admin/no/such/page").await.expect(404);
+    assert!(!missing.is_whole_page(), "{}", missing.body);
+    assert!(missing.contains("<h1>Not Found</h1>"));
+    assert!(missing.contains("There is no such page."));
+    assert_eq!(missing.header("cache-control"), Some("no-store"));
     let htmx = anonymous
         .get("/admin/static/htmx-2.0.11.min.js")
         .await
