@@ -126,7 +126,7 @@ impl RunView {
             mapping_url: format::segment(&run.mapping),
             state: format::run_state(run),
             active: format::run_active(run),
-            stage: run.stage.clone(),
+            stage: stage_in_words(&run.stage),
             started: When::of(run.start_time.as_ref()),
             ended: When::of(run.end_time.as_ref()),
             duration: format::duration(run.duration.as_ref()),
@@ -230,6 +230,22 @@ async fn cancel(
         Err(_) => {}
     }
     Ok(see_other(&format!("/admin/runs/{id}")))
+}
+
+/// Wren's stage names (`ACTIVE_RECONCILING_SOURCE`, …) as people read them;
+/// an unknown one as it is.
+fn stage_in_words(stage: &str) -> String {
+    match stage {
+        "ACTIVE_INITIALIZED" => "starting",
+        "ACTIVE_QUERY_ENTRIES" => "reading the source",
+        "ACTIVE_RECONCILING_SOURCE" => "reconciling source objects",
+        "ACTIVE_RECONCILING_TARGET" => "reconciling target objects",
+        "COMPLETED_SUCCESS" => "completed",
+        "COMPLETED_FAILED" => "stopped by an error",
+        "COMPLETED_CANCELED" => "canceled",
+        other => other,
+    }
+    .to_string()
 }
 
 #[cfg(test)]

@@ -17,6 +17,8 @@ pub const DEFAULT_MANAGED_JSON: &str = include_str!("managed-default.json");
 #[derive(Debug, Clone)]
 pub struct ManagedSchema {
     types: BTreeMap<String, ObjectType>,
+    /// The type names in the order `managed.json` declares them.
+    order: Vec<String>,
     /// What the file declares that idm does not act on, one entry each
     /// (`user.actions: not supported`): logged once at start.
     pub warnings: Vec<String>,
@@ -156,8 +158,13 @@ impl ManagedSchema {
                 ));
             }
         }
-        let mut schema = ManagedSchema { types, warnings };
+        let mut schema = ManagedSchema {
+            types,
+            order: Vec::new(),
+            warnings,
+        };
         schema.link_relationships(&order)?;
+        schema.order = order;
         Ok(schema)
     }
 
@@ -172,8 +179,10 @@ impl ManagedSchema {
             .ok_or_else(|| ManagedError::UnknownType(type_name.to_string()))
     }
 
+    /// Every type, in the order `managed.json` declares them (the
+    /// console's menu and ListObjectTypes follow it).
     pub fn types(&self) -> impl Iterator<Item = &ObjectType> {
-        self.types.values()
+        self.order.iter().filter_map(|name| self.types.get(name))
     }
 
     /// Relationships become stored properties and computed reverse ones.

@@ -253,6 +253,12 @@ async fn object_types_list_their_properties_in_schema_order() {
         .unwrap()
         .into_inner()
         .types;
+    // The types as the file declares them (not alphabetically).
+    let names: Vec<&str> = types.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["managed/user", "managed/role", "managed/assignment"]
+    );
     let user = types.iter().find(|t| t.name == "managed/user").unwrap();
     // Wren's `schema.order` first (the file writes `_id`, `password`,
     // `kbaInfo`, … in another order), then what it leaves out.

@@ -293,6 +293,28 @@ fn again(page: &FormPage, status: StatusCode) -> Response {
     response
 }
 
+/// The heading of an object as stored, not as typed (an emptied userName
+/// would leave only the id): read again for a form shown with its problems.
+async fn stored_heading(
+    state: &ConsoleState,
+    viewer: &Viewer,
+    schema: &TypeSchema,
+    id: &str,
+) -> String {
+    match get_object(state, viewer, schema, id).await {
+        Ok(object) => heading(
+            schema,
+            &object
+                .attributes
+                .as_ref()
+                .map(from_proto_struct)
+                .unwrap_or_default(),
+            &object.id,
+        ),
+        Err(_) => id.to_string(),
+    }
+}
+
 pub async fn save(
     State(state): State<ConsoleState>,
     Path((type_name, id)): Path<(String, String)>,
@@ -304,8 +326,8 @@ pub async fn save(
         ConsoleError::BadRequest("The form lacks the revision it was opened at.".into())
     })?;
     let (values, problems) = read_values(&form, schema.editable());
-    let heading_text = id.clone();
     if !problems.is_empty() {
+        let heading_text = stored_heading(&state, &form.viewer, &schema, &id).await;
         let page = edit_page(
             &state,
             &form.viewer,
@@ -363,6 +385,7 @@ pub async fn save(
         ),
         Err(other) => return Err(other),
     };
+    let heading_text = stored_heading(&state, &form.viewer, &schema, &id).await;
     let page = edit_page(
         &state,
         &form.viewer,

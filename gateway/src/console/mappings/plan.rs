@@ -66,6 +66,9 @@ struct PlanPage {
     situations: Vec<Count>,
     actions: Vec<Count>,
     changes: Vec<ChangeRow>,
+    /// Actions a run would take that change no property (an UPDATE of an
+    /// object already right): counted above, not listed.
+    unchanged: i64,
     failures: Vec<FailureRow>,
     failure_count: i64,
     /// The list stopped at [`PLAN_CHANGES`]: there may be more.
@@ -114,6 +117,15 @@ pub async fn plan(
         })?
         .into_inner();
     let changes: Vec<ChangeRow> = planned.changes.iter().map(ChangeRow::of).collect();
+    let actions_taken: i64 = planned
+        .action_counts
+        .iter()
+        .filter(|(action, _)| action.as_str() != "NOACTION" && action.as_str() != "IGNORE")
+        .map(|(_, n)| *n)
+        .sum();
+    let unchanged = actions_taken
+        .saturating_sub(i64::try_from(changes.len()).unwrap_or(i64::MAX))
+        .max(0);
     let chrome = Chrome::new(&state, &viewer, Nav::Mappings, &format!("Plan of {name}")).await;
     Ok(render(&PlanPage {
         chrome,
@@ -121,6 +133,7 @@ pub async fn plan(
         actions: format::actions(&planned.action_counts),
         capped: changes.len() >= usize::try_from(PLAN_CHANGES).unwrap_or(usize::MAX),
         limit: PLAN_CHANGES,
+        unchanged,
         changes,
         failures: planned.failures.iter().map(FailureRow::of).collect(),
         failure_count: planned.failure_count,

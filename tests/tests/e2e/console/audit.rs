@@ -35,7 +35,7 @@ fn encode(text: &str) -> String {
 
 /// The entries on a page: its rows' time cells.
 fn rows(page: &Page) -> usize {
-    page.body.matches(r#"<td class="mono">"#).count()
+    page.body.matches(r#"<td class="mono nowrap">"#).count()
 }
 
 #[tokio::test]
