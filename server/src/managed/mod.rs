@@ -32,7 +32,8 @@ pub use schema::{
 use crate::secrets::{self, SecretBox, SecretError};
 use crate::store::{
     AsRetryable, Link, NewObject, ObjectChange, Outcome, QueryPlan, RelationRef, RelationRow,
-    Store, StoreError, StoredObject, StoredSecret, Write, object_ref, split_ref,
+    SearchTerm, SortIndex, Store, StoreError, StoredObject, StoredSecret, Write, object_ref,
+    split_ref,
 };
 
 pub const DEFAULT_PAGE_SIZE: usize = 50;
@@ -717,8 +718,40 @@ impl ManagedObjects {
                 }
                 _ => {}
             }
+            if let Some(terms) = search_terms(object_type, filter)
+                && let Some(ids) = self
+                    .store
+                    .search_candidates(&object_type.name, &terms, SEARCH_CAP)
+                    .await?
+            {
+                return Ok(Some(ids));
+            }
         }
         Ok(None)
+    }
+
+    /// Gives the `searchable` string properties of every type sort keys
+    /// (building those that are new, dropping those no longer declared), so
+    /// the console's list pages and searches do not read the whole type.
+    /// Call once at start, before anything writes.
+    pub async fn prepare_indexes(&self) -> Result<(), StoreError> {
+        let wanted = self
+            .schema
+            .types()
+            .map(|t| {
+                let indexes = t
+                    .properties
+                    .iter()
+                    .filter(|(_, p)| sorts_by_keys(p))
+                    .map(|(name, p)| SortIndex {
+                        property: name.clone(),
+                        fold: !p.case_exact,
+                    })
+                    .collect();
+                (t.name.clone(), indexes)
+            })
+            .collect();
+        self.store.prepare_sort_indexes(wanted).await
     }
 
     /// For each `(id, value)`: whether the object's private `property` holds
@@ -1063,6 +1096,50 @@ fn changed_properties(before: &Map<String, Value>, after: &Map<String, Value>) -
     names
 }
 
+/// The most candidates a search reads from the sort keys before it gives up
+/// and scans the type: the filter is checked on each, then they are sorted.
+const SEARCH_CAP: usize = 5_000;
+
+/// A property with sort keys: declared searchable, a string, returned.
+fn sorts_by_keys(property: &Property) -> bool {
+    property.searchable
+        && property.kind == PropertyKind::String
+        && !property.private
+        && !property.hidden
+}
+
+/// `p sw "x"` or `p eq "x"` on properties with sort keys, alone or OR-ed
+/// (the console's search box): what the sort keys can find candidates for.
+fn search_terms(object_type: &ObjectType, filter: &filter::Filter) -> Option<Vec<SearchTerm>> {
+    let operands: Vec<&filter::Filter> = match filter {
+        filter::Filter::Or(operands) => operands.iter().collect(),
+        other => vec![other],
+    };
+    operands
+        .into_iter()
+        .map(|operand| match operand {
+            filter::Filter::Compare(
+                path,
+                op @ (filter::CompareOp::Sw | filter::CompareOp::Eq),
+                filter::Value::String(value),
+            ) if path.urn.is_none()
+                && path.sub_attr.is_none()
+                && object_type
+                    .properties
+                    .get(&path.attr)
+                    .is_some_and(sorts_by_keys) =>
+            {
+                Some(SearchTerm {
+                    property: path.attr.clone(),
+                    value: value.clone(),
+                    prefix: *op == filter::CompareOp::Sw,
+                })
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -1127,5 +1204,264 @@ mod tests {
             .unwrap_err();
         assert!(matches!(&err, ManagedError::NotUnique { .. }), "{err}");
         assert_eq!(objects.count("user", "").await.unwrap(), 1);
+    }
+}
+
+/// Sort keys change how pages are read, never what they hold: the same
+/// writes through a store with sort keys and one without answer every query
+/// alike, through creates, updates and deletes.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod sort_key_tests {
+    use super::*;
+
+    const SCHEMA: &str = r#"{"objects": [{"name": "user", "schema": {"properties": {
+        "a": { "type": ["string", "null"], "caseExact": false, "searchable": true },
+        "b": { "type": ["string", "null"], "searchable": true },
+        "c": { "type": "string" }
+    }}}]}"#;
+
+    const VALUES: &[Option<&str>] = &[
+        Some(""),
+        Some("a"),
+        Some("A"),
+        Some("ab"),
+        Some("Ab"),
+        Some("b"),
+        Some("B"),
+        Some("é"),
+        Some("É"),
+        Some("z"),
+        Some("ß"),
+        Some("İx"),
+        Some("snow"),
+        Some("Snowden"),
+        Some("snowy day"),
+        Some("a\u{1}"),
+        None,
+    ];
+
+    async fn pair() -> (ManagedObjects, ManagedObjects) {
+        let mut both = Vec::new();
+        for indexed in [true, false] {
+            let dir = std::env::temp_dir().join(format!("idm-sorted-{}", uuid::Uuid::new_v4()));
+            let secrets = SecretBox::load_or_create(&dir.join("idm.key"), None).unwrap();
+            let objects = ManagedObjects::new(
+                Arc::new(ManagedSchema::from_json(SCHEMA).unwrap()),
+                Store::open("mem://").await.unwrap(),
+                Arc::new(secrets),
+            );
+            if indexed {
+                objects.prepare_indexes().await.unwrap();
+            }
+            both.push(objects);
+        }
+        let plain = both.pop().unwrap();
+        (both.pop().unwrap(), plain)
+    }
+
+    /// `n`'s attributes: a value, a null or nothing for `a` and `b`.
+    fn attributes(n: usize, salt: usize) -> Map<String, Value> {
+        let mut map = Map::new();
+        let pick = |k: usize| VALUES[(n * 7 + k * 3 + salt) % VALUES.len()];
+        for (k, property) in ["a", "b"].into_iter().enumerate() {
+            match pick(k) {
+                Some(value) => {
+                    map.insert(property.into(), json!(value));
+                }
+                None if (n + k).is_multiple_of(2) => {
+                    map.insert(property.into(), Value::Null);
+                }
+                None => {}
+            }
+        }
+        map.insert("c".into(), json!(format!("c{n}")));
+        map
+    }
+
+    fn oid(n: usize) -> String {
+        ["o", "O", "é", "o-"][n % 4].to_string() + &(n * 37 % 101).to_string()
+    }
+
+    async fn both(
+        indexed: &ManagedObjects,
+        plain: &ManagedObjects,
+        query: &Query,
+    ) -> (Vec<String>, u64) {
+        let ids = |page: Page| -> (Vec<String>, u64) {
+            (page.objects.into_iter().map(|o| o.id).collect(), page.total)
+        };
+        let got = ids(indexed.query("user", query).await.unwrap());
+        let want = ids(plain.query("user", query).await.unwrap());
+        assert_eq!(got, want, "{} / {}", query.filter, query.order_by);
+        got
+    }
+
+    async fn every_query_agrees(indexed: &ManagedObjects, plain: &ManagedObjects) {
+        let filters = [
+            "",
+            r#"a sw "a" or b sw "a""#,
+            r#"a sw "SNOW" or b sw "Snow" or c sw "c1""#,
+            r#"a sw "é" or b sw "É""#,
+            r#"a eq "AB" or b eq "B""#,
+            r#"b sw """#,
+            r#"a sw "zz""#,
+            r#"a sw "s" and c pr"#,
+        ];
+        for filter in filters {
+            for order_by in ["", "a", "a desc", "b asc", "b desc", "c desc", "a, b desc"] {
+                for (offset, page_size) in [(0, 50), (3, 5), (7, 4), (20, 3)] {
+                    let query = Query {
+                        filter: filter.into(),
+                        order_by: order_by.into(),
+                        page_size,
+                        offset,
+                        ..Query::default()
+                    };
+                    both(indexed, plain, &query).await;
+                }
+            }
+            assert_eq!(
+                indexed.count("user", filter).await.unwrap(),
+                plain.count("user", filter).await.unwrap()
+            );
+        }
+    }
+
+    async fn on_both(
+        indexed: &ManagedObjects,
+        plain: &ManagedObjects,
+        write: impl AsyncFn(&ManagedObjects),
+    ) {
+        write(indexed).await;
+        write(plain).await;
+    }
+
+    #[tokio::test]
+    async fn pages_and_searches_over_sort_keys_match_a_scan_through_writes() {
+        let (indexed, plain) = pair().await;
+        let batch: Vec<_> = (0..60).map(|n| (Some(oid(n)), attributes(n, 0))).collect();
+        on_both(&indexed, &plain, async |objects| {
+            objects
+                .create_many("test", "user", batch.clone())
+                .await
+                .unwrap();
+        })
+        .await;
+        // The index path is taken: one key per object per searchable property.
+        for property in ["a", "b"] {
+            assert_eq!(indexed.store.sort_keys("user", property).await.len(), 60);
+        }
+        assert!(plain.store.sort_keys("user", "a").await.is_empty());
+        every_query_agrees(&indexed, &plain).await;
+
+        // Updates move keys (a value, a null, a removed property), deletes drop them.
+        on_both(&indexed, &plain, async |objects| {
+            for n in (0..60).step_by(3) {
+                objects
+                    .replace("test", "user", &oid(n), attributes(n, 5), None)
+                    .await
+                    .unwrap();
+            }
+            for n in (1..60).step_by(7) {
+                let op = PatchOp::new("remove", "/b", None).unwrap();
+                objects
+                    .patch("test", "user", &oid(n), vec![op], None)
+                    .await
+                    .unwrap();
+            }
+            for n in (2..60).step_by(5) {
+                objects.delete("test", "user", &oid(n), None).await.unwrap();
+            }
+        })
+        .await;
+        let left = indexed.count("user", "").await.unwrap();
+        assert_eq!(left, 48);
+        for property in ["a", "b"] {
+            assert_eq!(
+                indexed.store.sort_keys("user", property).await.len() as u64,
+                left
+            );
+        }
+        every_query_agrees(&indexed, &plain).await;
+    }
+
+    #[tokio::test]
+    async fn a_start_builds_keys_for_new_searchable_properties_and_drops_old_ones() {
+        let (indexed, plain) = pair().await;
+        let batch: Vec<_> = (0..30).map(|n| (Some(oid(n)), attributes(n, 1))).collect();
+        // Written before the index existed: a store from before version 5.
+        let before = ManagedObjects::new(
+            Arc::new(ManagedSchema::from_json(SCHEMA).unwrap()),
+            plain.store.clone(),
+            indexed.secrets.clone(),
+        );
+        before
+            .create_many("test", "user", batch.clone())
+            .await
+            .unwrap();
+        before.prepare_indexes().await.unwrap();
+        assert_eq!(plain.store.sort_keys("user", "a").await.len(), 30);
+        indexed.create_many("test", "user", batch).await.unwrap();
+        // Same answers, now both through sort keys.
+        every_query_agrees(&indexed, &before).await;
+
+        // `b` no longer searchable, `a` now case-exact: rebuilt, dropped.
+        let changed = SCHEMA
+            .replace(
+                r#""searchable": true },
+        "c""#,
+                r#""searchable": false },
+        "c""#,
+            )
+            .replace(r#""caseExact": false, "searchable""#, r#""searchable""#);
+        let again = ManagedObjects::new(
+            Arc::new(ManagedSchema::from_json(&changed).unwrap()),
+            plain.store.clone(),
+            indexed.secrets.clone(),
+        );
+        again.prepare_indexes().await.unwrap();
+        assert!(plain.store.sort_keys("user", "b").await.is_empty());
+        let keys = plain.store.sort_keys("user", "a").await;
+        assert_eq!(keys.len(), 30);
+        assert!(
+            keys.iter().any(|k| k[1]
+                .as_str()
+                .is_some_and(|v| v.chars().any(char::is_uppercase))),
+            "case-exact keys keep their case: {keys:?}"
+        );
+    }
+
+    /// A value no key can order (a number in a string property, written
+    /// before the schema said so) sends queries back to the scan.
+    #[tokio::test]
+    async fn values_the_keys_cannot_order_fall_back_to_the_scan() {
+        let (indexed, plain) = pair().await;
+        let mut batch: Vec<_> = (0..20).map(|n| (Some(oid(n)), attributes(n, 2))).collect();
+        batch.truncate(20);
+        for objects in [&indexed, &plain] {
+            objects
+                .create_many("test", "user", batch.clone())
+                .await
+                .unwrap();
+            let write = Write {
+                data: json!({"a": 5, "b": [1, 2]}).as_object().cloned().unwrap(),
+                ..Write::default()
+            };
+            objects
+                .store
+                .create_objects(
+                    "test",
+                    "user",
+                    &[NewObject {
+                        oid: "num".into(),
+                        write,
+                    }],
+                    &[],
+                )
+                .await
+                .unwrap();
+        }
+        every_query_agrees(&indexed, &plain).await;
     }
 }

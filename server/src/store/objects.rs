@@ -10,7 +10,8 @@ use surrealdb::method::Transaction;
 
 use super::links::{INSERT_LINKS, Link, link_rows};
 use super::outbox::{Subscribed, outbox_rows};
-use super::query::{QueryPlan, sort_clauses};
+use super::query::{QueryPlan, ResolvedField, SortKey, sort_clauses};
+use super::sort::{DELETE_KEYS, IndexedSet, changed_keys, insert_keys, keys_of};
 use super::{
     AsRetryable, Count, Store, StoreError, bind_all, decode_optional, decode_rows, now_timestamp,
     with_retry,
@@ -229,6 +230,9 @@ impl Store {
         type_name: &str,
         plan: &QueryPlan,
     ) -> Result<(Vec<StoredObject>, u64), StoreError> {
+        if let Some(page) = self.indexed_query(type_name, plan).await? {
+            return Ok(page);
+        }
         let mut params = plan.filter.params.clone();
         let (projection, order) = sort_clauses(&plan.sort, &mut params, "oid");
         let condition = plan.filter.condition();
@@ -246,11 +250,70 @@ impl Store {
         Ok((rows, total))
     }
 
+    /// A page of a query without a filter, in id order or in the order of
+    /// one indexed property (store/sort.rs), and the type's count (its
+    /// record ids counted, no record read); `None` when the query needs the
+    /// general path.
+    async fn indexed_query(
+        &self,
+        type_name: &str,
+        plan: &QueryPlan,
+    ) -> Result<Option<(Vec<StoredObject>, u64)>, StoreError> {
+        if !plan.filter.sql.is_empty() || plan.only.is_some() {
+            return Ok(None);
+        }
+        let rows = match plan.sort.as_slice() {
+            // Record ids are [type, oid]: the type's range is in oid order.
+            [] => {
+                self.query_all(
+                    &format!(
+                        "SELECT {OBJECT_COLUMNS} FROM object:[$type, NONE]..[$type, ..] LIMIT $limit START $start"
+                    ),
+                    json!({ "type": type_name, "limit": plan.limit, "start": plan.offset }),
+                )
+                .await?
+            }
+            [
+                SortKey {
+                    field: ResolvedField::Property { name, case_exact },
+                    descending,
+                },
+            ] => {
+                let page = self
+                    .sorted_page(
+                        type_name,
+                        name.as_str(),
+                        !case_exact,
+                        *descending,
+                        plan.offset,
+                        plan.limit,
+                    )
+                    .await?;
+                let Some(oids) = page else {
+                    return Ok(None);
+                };
+                let mut found: BTreeMap<String, StoredObject> = self
+                    .get_objects(type_name, &oids)
+                    .await?
+                    .into_iter()
+                    .map(|o| (o.oid.clone(), o))
+                    .collect();
+                oids.iter().filter_map(|oid| found.remove(oid)).collect()
+            }
+            _ => return Ok(None),
+        };
+        let total = self.count_of_type(type_name).await?;
+        Ok(Some((rows, total)))
+    }
+
     pub async fn count_objects(
         &self,
         type_name: &str,
         plan: &QueryPlan,
     ) -> Result<u64, StoreError> {
+        if plan.filter.sql.is_empty() && plan.only.is_none() {
+            return self.count_of_type(type_name).await;
+        }
         let mut params = plan.filter.params.clone();
         let (prelude, source, first) = source_of(type_name, plan, &mut params);
         let count = format!(
@@ -309,9 +372,10 @@ impl Store {
     ) -> Result<Vec<StoredObject>, StoreError> {
         let subscriptions = self.sync.snapshot();
         let outbox = subscriptions.get(type_name).map_or(&[][..], Vec::as_slice);
+        let sorts = self.sorts.snapshot();
         let result = with_retry(|| async {
             let tx = self.db.clone().begin().await?;
-            match create_in(&tx, actor, type_name, objects, links, outbox).await {
+            match create_in(&tx, actor, type_name, objects, links, outbox, &sorts).await {
                 Ok(created) => {
                     tx.commit().await?;
                     if !outbox.is_empty() {
@@ -401,12 +465,15 @@ impl Store {
         E: From<StoreError> + AsRetryable,
     {
         let outbox = self.sync.snapshot();
+        let sorts = self.sorts.snapshot();
         with_retry(|| async {
             let tx = self.db.clone().begin().await.map_err(StoreError::from)?;
-            let result = update_in(
-                &tx, actor, operation, type_name, oid, private, &decide, &outbox,
-            )
-            .await;
+            let hot = Hot {
+                outbox: &outbox,
+                sorts: &sorts,
+            };
+            let result =
+                update_in(&tx, actor, operation, type_name, oid, private, &decide, hot).await;
             match result {
                 Ok(Outcome::Written(object)) => {
                     tx.commit().await.map_err(StoreError::from)?;
@@ -439,9 +506,14 @@ impl Store {
         E: From<StoreError> + AsRetryable,
     {
         let outbox = self.sync.snapshot();
+        let sorts = self.sorts.snapshot();
         with_retry(|| async {
             let tx = self.db.clone().begin().await.map_err(StoreError::from)?;
-            let result = delete_in(&tx, actor, type_name, oid, private, &check, &outbox).await;
+            let hot = Hot {
+                outbox: &outbox,
+                sorts: &sorts,
+            };
+            let result = delete_in(&tx, actor, type_name, oid, private, &check, hot).await;
             match result {
                 Ok(Some(object)) => {
                     tx.commit().await.map_err(StoreError::from)?;
@@ -513,8 +585,11 @@ async fn create_in(
     objects: &[NewObject],
     links: &[Link],
     outbox: &[String],
+    sorts: &IndexedSet,
 ) -> Result<Vec<StoredObject>, StoreError> {
     let now = now_timestamp();
+    let indexes = sorts.of(type_name);
+    let mut sort_keys = Vec::new();
     let mut entries = Vec::new();
     let mut stored = Vec::with_capacity(objects.len());
     let mut rows = Vec::with_capacity(objects.len());
@@ -535,6 +610,7 @@ async fn create_in(
         };
         rows.push(object_row(&record));
         keys.extend(unique_rows(type_name, &object.oid, &write.unique));
+        sort_keys.extend(keys_of(type_name, &object.oid, &write.data, indexes));
         relations.extend(relation_rows(&record.reference(), &write.relations));
         credentials.extend(write.secrets.iter().filter_map(|(property, secret)| {
             secret.as_ref().map(|s| json!({ "id": [type_name, object.oid, property], "hash": s.hash, "sealed": s.sealed }))
@@ -582,12 +658,22 @@ async fn create_in(
     if !links.is_empty() {
         sql.push_str(INSERT_LINKS);
     }
-    tx_query(
-        tx,
-        &sql,
-        json!({ "rows": rows, "keys": keys, "relations": relations, "credentials": credentials, "audits": audits, "links": links, "reverse": reverse, "outbox": entries }),
-    )
-    .await?;
+    let mut params = Map::new();
+    sql.push_str(&insert_keys(sort_keys, &mut params));
+    params.extend(
+        [
+            ("rows", json!(rows)),
+            ("keys", json!(keys)),
+            ("relations", json!(relations)),
+            ("credentials", json!(credentials)),
+            ("audits", json!(audits)),
+            ("links", json!(links)),
+            ("reverse", json!(reverse)),
+            ("outbox", json!(entries)),
+        ]
+        .map(|(name, value)| (name.to_string(), value)),
+    );
+    tx_query(tx, &sql, Value::Object(params)).await?;
     Ok(stored)
 }
 
@@ -604,7 +690,7 @@ async fn update_in<E>(
     oid: &str,
     private: &[String],
     decide: &impl Fn(&StoredObject, &BTreeMap<String, StoredSecret>) -> Result<ObjectChange, E>,
-    outbox: &Subscribed,
+    hot: Hot<'_>,
 ) -> Result<Outcome, E>
 where
     E: From<StoreError>,
@@ -639,10 +725,7 @@ where
         keys: write.unique.clone(),
         ..current.clone()
     };
-    apply_write(
-        tx, actor, operation, &current, &updated, &write, &now, outbox,
-    )
-    .await?;
+    apply_write(tx, actor, operation, &current, &updated, &write, &now, hot).await?;
     Ok(Outcome::Written(updated))
 }
 
@@ -657,8 +740,9 @@ async fn apply_write(
     updated: &StoredObject,
     write: &Write,
     now: &str,
-    outbox: &Subscribed,
+    hot: Hot<'_>,
 ) -> Result<(), StoreError> {
+    let outbox = hot.outbox;
     let type_name = &current.type_name;
     let oid = &current.oid;
     let released: Vec<(String, String)> = current
@@ -705,8 +789,8 @@ async fn apply_write(
         &write.changed,
         now,
     );
-    tx_query(
-        tx,
+    let (unsorted, sorted) = changed_keys(current, Some(updated), hot.sorts.of(type_name));
+    let mut sql = String::from(
         "UPSERT type::record('object', [$type, $oid]) CONTENT $row RETURN NONE;
          FOR $k IN $released { DELETE type::record('unique_key', $k) RETURN NONE; };
          INSERT INTO unique_key $claimed RETURN NONE;
@@ -716,15 +800,41 @@ async fn apply_write(
          FOR $c IN $secrets { UPSERT type::record('credential', $c.id) CONTENT { hash: $c.hash, sealed: $c.sealed } RETURN NONE; };
          INSERT INTO audit [$audit] RETURN NONE;
          INSERT INTO outbox $outbox RETURN NONE;",
-        json!({
-            "type": type_name, "oid": oid, "row": object_content(updated),
-            "released": released_ids, "claimed": claimed_rows,
-            "source": reference, "relations": relations,
-            "cleared": cleared_secrets, "secrets": set_secrets, "audit": audit,
-            "outbox": outbox_rows(subscribed(outbox, type_name), type_name, oid, "update", updated.rev, None, now),
-        }),
-    )
-    .await?;
+    );
+    let mut params = Map::new();
+    if !unsorted.is_empty() {
+        sql.push_str(DELETE_KEYS);
+        params.insert("unsorted".into(), Value::Array(unsorted));
+    }
+    sql.push_str(&insert_keys(sorted, &mut params));
+    params.extend(
+        [
+            ("type", json!(type_name)),
+            ("oid", json!(oid)),
+            ("row", object_content(updated)),
+            ("released", json!(released_ids)),
+            ("claimed", json!(claimed_rows)),
+            ("source", json!(reference)),
+            ("relations", json!(relations)),
+            ("cleared", json!(cleared_secrets)),
+            ("secrets", json!(set_secrets)),
+            ("audit", audit),
+            (
+                "outbox",
+                json!(outbox_rows(
+                    subscribed(outbox, type_name),
+                    type_name,
+                    oid,
+                    "update",
+                    updated.rev,
+                    None,
+                    now
+                )),
+            ),
+        ]
+        .map(|(name, value)| (name.to_string(), value)),
+    );
+    tx_query(tx, &sql, Value::Object(params)).await?;
     Ok(())
 }
 
@@ -735,7 +845,7 @@ async fn delete_in<E>(
     oid: &str,
     private: &[String],
     check: &impl Fn(&StoredObject) -> Result<(), E>,
-    outbox: &Subscribed,
+    hot: Hot<'_>,
 ) -> Result<Option<StoredObject>, E>
 where
     E: From<StoreError>,
@@ -783,7 +893,7 @@ where
             data: write.data.clone(),
             ..holder.clone()
         };
-        apply_write(tx, actor, "patch", &holder, &updated, &write, &now, outbox).await?;
+        apply_write(tx, actor, "patch", &holder, &updated, &write, &now, hot).await?;
     }
     let key_ids: Vec<Value> = current
         .keys
@@ -792,22 +902,33 @@ where
         .collect();
     let credential_ids: Vec<Value> = private.iter().map(|p| json!([type_name, oid, p])).collect();
     let audit = audit_row(actor, "delete", &reference, current.rev, 0, &[], &now);
+    let (unsorted, _) = changed_keys(&current, None, hot.sorts.of(type_name));
     tx_query(
         tx,
-        "DELETE type::record('object', [$type, $oid]) RETURN NONE;
-         FOR $k IN $keys { DELETE type::record('unique_key', $k) RETURN NONE; };
-         FOR $k IN $credentials { DELETE type::record('credential', $k) RETURN NONE; };
-         DELETE relation WHERE source = $source OR target = $source RETURN NONE;
-         INSERT INTO audit [$audit] RETURN NONE;
-         INSERT INTO outbox $outbox RETURN NONE;",
+        &format!(
+            "DELETE type::record('object', [$type, $oid]) RETURN NONE;
+             FOR $k IN $keys {{ DELETE type::record('unique_key', $k) RETURN NONE; }};
+             FOR $k IN $credentials {{ DELETE type::record('credential', $k) RETURN NONE; }};
+             DELETE relation WHERE source = $source OR target = $source RETURN NONE;
+             INSERT INTO audit [$audit] RETURN NONE;
+             INSERT INTO outbox $outbox RETURN NONE;{DELETE_KEYS}"
+        ),
         json!({
             "type": type_name, "oid": oid, "keys": key_ids, "credentials": credential_ids,
-            "source": reference, "audit": audit,
-            "outbox": outbox_rows(subscribed(outbox, type_name), type_name, oid, "delete", 0, Some(&current.data), &now),
+            "source": reference, "audit": audit, "unsorted": unsorted,
+            "outbox": outbox_rows(subscribed(hot.outbox, type_name), type_name, oid, "delete", 0, Some(&current.data), &now),
         }),
     )
     .await?;
     Ok(Some(current))
+}
+
+/// What every write keeps up to date besides the object: the outbox
+/// subscriptions and the sort keys in force when it started.
+#[derive(Clone, Copy)]
+struct Hot<'a> {
+    outbox: &'a Subscribed,
+    sorts: &'a IndexedSet,
 }
 
 fn subscribed<'a>(outbox: &'a Subscribed, type_name: &str) -> &'a [String] {

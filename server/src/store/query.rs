@@ -26,6 +26,10 @@ impl Identifier {
             && name.len() <= 64;
         plain.then(|| Identifier(name.to_string()))
     }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// Where an attribute of the filter lives in a record.
