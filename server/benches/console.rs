@@ -293,6 +293,7 @@ async fn main() {
         store,
         Arc::new(secrets),
     );
+    common::prepare_indexes(&objects).await;
     let created = seed(&objects, total).await;
     println!("seeded: batched creates, {WRITERS} writers: {created:>9.0} users/s");
 

@@ -38,12 +38,12 @@ pub use objects::{
 };
 pub use outbox::{FAILED, OutboxEntry, PENDING, QueueSummary, Reschedule, SyncSubscriptions};
 pub use query::{
-    Columns, CompileError, CompiledFilter, FieldResolver, Identifier, QueryPlan, ResolvedField,
-    SortKey, compile,
+    Columns, CompileError, CompiledFilter, FieldResolver, Identifier, QueryPage, QueryPlan,
+    ResolvedField, SortKey, compile,
 };
 pub use recon::{MAX_KEPT_FAILURES, Progress, ReconFailureRecord, ReconRunRecord};
 pub use schedules::{ExecutionRecord, ScheduleState};
-pub use sort::{SearchTerm, SortIndex};
+pub use sort::{Candidates, SearchTerm, SortIndex};
 pub use tokens::{TokenKind, TokenRecord};
 
 /// Bumped whenever `schema.surql` changes shape; `migrate` takes older stores forward.

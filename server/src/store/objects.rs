@@ -10,7 +10,7 @@ use surrealdb::method::Transaction;
 
 use super::links::{INSERT_LINKS, Link, link_rows};
 use super::outbox::{Subscribed, outbox_rows};
-use super::query::{QueryPlan, ResolvedField, SortKey, sort_clauses};
+use super::query::{QueryPage, QueryPlan, ResolvedField, SortKey, sort_clauses};
 use super::sort::{DELETE_KEYS, IndexedSet, changed_keys, insert_keys, keys_of};
 use super::{
     AsRetryable, Count, Store, StoreError, bind_all, decode_optional, decode_rows, now_timestamp,
@@ -229,9 +229,33 @@ impl Store {
         &self,
         type_name: &str,
         plan: &QueryPlan,
-    ) -> Result<(Vec<StoredObject>, u64), StoreError> {
+    ) -> Result<QueryPage<StoredObject>, StoreError> {
         if let Some(page) = self.indexed_query(type_name, plan).await? {
             return Ok(page);
+        }
+        if let Some(many) = plan.many
+            && let Some(rows) = self.walked_query(type_name, plan).await?
+        {
+            let seen = (plan.offset + rows.len()) as u64;
+            if rows.len() < plan.limit && (!rows.is_empty() || plan.offset == 0) {
+                // The last page: the count is known.
+                return Ok(QueryPage {
+                    rows,
+                    total: seen,
+                    estimated: false,
+                });
+            }
+            let (total, estimated) = if plan.estimate_total {
+                let all = self.count_of_type(type_name).await?;
+                (many.min(all).max(seen), true)
+            } else {
+                (self.count_objects(type_name, plan).await?, false)
+            };
+            return Ok(QueryPage {
+                rows,
+                total,
+                estimated,
+            });
         }
         let mut params = plan.filter.params.clone();
         let (projection, order) = sort_clauses(&plan.sort, &mut params, "oid");
@@ -247,7 +271,26 @@ impl Store {
         let mut response = bind_all(self.db.query(select), Value::Object(params)).await?;
         let rows = decode_rows(take_json(&mut response, first)?)?;
         let total = take_count(&mut response, first + 1)?;
-        Ok((rows, total))
+        Ok(QueryPage {
+            rows,
+            total,
+            estimated: false,
+        })
+    }
+
+    /// Objects by id, in the order of `oids` (those that exist).
+    async fn in_order(
+        &self,
+        type_name: &str,
+        oids: &[String],
+    ) -> Result<Vec<StoredObject>, StoreError> {
+        let mut found: BTreeMap<String, StoredObject> = self
+            .get_objects(type_name, oids)
+            .await?
+            .into_iter()
+            .map(|o| (o.oid.clone(), o))
+            .collect();
+        Ok(oids.iter().filter_map(|oid| found.remove(oid)).collect())
     }
 
     /// A page of a query without a filter, in id order or in the order of
@@ -258,7 +301,7 @@ impl Store {
         &self,
         type_name: &str,
         plan: &QueryPlan,
-    ) -> Result<Option<(Vec<StoredObject>, u64)>, StoreError> {
+    ) -> Result<Option<QueryPage<StoredObject>>, StoreError> {
         if !plan.filter.sql.is_empty() || plan.only.is_some() {
             return Ok(None);
         }
@@ -292,18 +335,68 @@ impl Store {
                 let Some(oids) = page else {
                     return Ok(None);
                 };
-                let mut found: BTreeMap<String, StoredObject> = self
-                    .get_objects(type_name, &oids)
-                    .await?
-                    .into_iter()
-                    .map(|o| (o.oid.clone(), o))
-                    .collect();
-                oids.iter().filter_map(|oid| found.remove(oid)).collect()
+                self.in_order(type_name, &oids).await?
             }
             _ => return Ok(None),
         };
         let total = self.count_of_type(type_name).await?;
-        Ok(Some((rows, total)))
+        Ok(Some(QueryPage {
+            rows,
+            total,
+            estimated: false,
+        }))
+    }
+
+    /// The rows of a page of a filter that matches many objects: read in
+    /// id order or walking one indexed property's keys, until the page is
+    /// full; `None` when the order needs the general path.
+    async fn walked_query(
+        &self,
+        type_name: &str,
+        plan: &QueryPlan,
+    ) -> Result<Option<Vec<StoredObject>>, StoreError> {
+        match plan.sort.as_slice() {
+            [] => {
+                let mut params = plan.filter.params.clone();
+                params.insert("type".into(), json!(type_name));
+                params.insert("limit".into(), json!(plan.limit));
+                params.insert("start".into(), json!(plan.offset));
+                let rows = self
+                    .query_all(
+                        &format!(
+                            "SELECT {OBJECT_COLUMNS} FROM object:[$type, NONE]..[$type, ..] WHERE {} \
+                             LIMIT $limit START $start",
+                            plan.filter.condition()
+                        ),
+                        Value::Object(params),
+                    )
+                    .await?;
+                Ok(Some(rows))
+            }
+            [
+                SortKey {
+                    field: ResolvedField::Property { name, case_exact },
+                    descending,
+                },
+            ] => {
+                let page = self
+                    .walked_page(
+                        type_name,
+                        name.as_str(),
+                        !case_exact,
+                        *descending,
+                        &plan.filter,
+                        plan.offset,
+                        plan.limit,
+                    )
+                    .await?;
+                match page {
+                    Some(oids) => Ok(Some(self.in_order(type_name, &oids).await?)),
+                    None => Ok(None),
+                }
+            }
+            _ => Ok(None),
+        }
     }
 
     pub async fn count_objects(
@@ -542,7 +635,8 @@ fn source_of(
 ) -> (&'static str, &'static str, usize) {
     params.insert("type".into(), json!(type_name));
     match &plan.only {
-        None => ("", "object", 0),
+        // The type's record-id range: never the other types' objects.
+        None => ("", "object:[$type, NONE]..[$type, ..]", 0),
         Some(ids) => {
             params.insert("only".into(), json!(ids));
             (

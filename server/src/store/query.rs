@@ -109,6 +109,22 @@ pub struct QueryPlan {
     pub sort: Vec<SortKey>,
     pub offset: usize,
     pub limit: usize,
+    /// The filter matches more objects than a search reads at once (the
+    /// sort keys say about this many): a page is found early by walking an
+    /// index in order, and the count may be this estimate.
+    pub many: Option<u64>,
+    /// The caller takes an estimated total rather than a count that reads
+    /// every match.
+    pub estimate_total: bool,
+}
+
+/// One page of a query and how many match in all.
+#[derive(Debug, Clone, Default)]
+pub struct QueryPage<T> {
+    pub rows: Vec<T>,
+    pub total: u64,
+    /// `total` is an estimate (an upper bound), not a count.
+    pub estimated: bool,
 }
 
 /// Why a filter cannot be compiled (it parsed, but does not fit the data).
@@ -666,7 +682,7 @@ mod tests {
             limit: 100,
             ..QueryPlan::default()
         };
-        let (rows, total) = store
+        let QueryPage { rows, total, .. } = store
             .query_objects("user", &plan)
             .await
             .unwrap_or_else(|e| panic!("{filter}\n{}\n{e}", plan.filter.sql));

@@ -32,6 +32,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::objects::StoredObject;
+use super::query::CompiledFilter;
 use super::{Store, StoreError};
 
 /// A property kept in sort keys; `fold` when it is compared lower-cased.
@@ -184,6 +185,59 @@ fn after_prefix(prefix: &str) -> Option<String> {
     }
     None
 }
+
+/// What the sort keys know about a search.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Candidates {
+    /// Every object that can match (the filter decides which do).
+    Ids(Vec<String>),
+    /// More than the cap: about this many (the terms' keys counted, an
+    /// upper bound).
+    Many(u64),
+}
+
+/// Keys read, at most, walking an index in order for one page of a broad
+/// search before giving up and scanning the type.
+#[cfg(not(test))]
+const WALK_BUDGET: usize = 20_000;
+#[cfg(not(test))]
+const WALK_CHUNK: usize = 1_000;
+// Small enough for the tests' few objects to take several chunks.
+#[cfg(test)]
+const WALK_BUDGET: usize = 40;
+#[cfg(test)]
+const WALK_CHUNK: usize = 7;
+
+/// The ids of `keys[offset..offset + limit]`. Keys read backward come in
+/// descending value order but with ties by descending id: each value's ids
+/// are put in ascending order (every value's keys are all there, the last
+/// one's being its lowest ids).
+fn page_of(keys: Vec<Key>, descending: bool, offset: usize, limit: usize) -> Vec<String> {
+    let mut groups: Vec<Vec<Key>> = Vec::new();
+    for key in keys {
+        match groups.last_mut() {
+            Some(group) if descending && group[0].0 == key.0 && group[0].1 == key.1 => {
+                group.push(key)
+            }
+            _ => groups.push(vec![key]),
+        }
+    }
+    groups
+        .into_iter()
+        .flat_map(|mut group| {
+            group.sort_by(|a, b| a.2.cmp(&b.2));
+            group
+        })
+        .skip(offset)
+        .take(limit)
+        .map(|(_, _, oid)| oid)
+        .collect()
+}
+
+/// A term's keys: `$range` is `[[rank, from], [rank, to]]`; NONE, not
+/// null, is the lowest id, so the bounds are built in the query.
+const KEY_RANGE: &str = "type::record($table, \
+     [$range[0][0], $range[0][1], NONE]..[$range[1][0], $range[1][1], NONE])";
 
 /// One term of a search: `property sw value` or `property eq value`.
 #[derive(Debug, Clone)]
@@ -390,25 +444,7 @@ impl Store {
                 .await?;
             keys.extend(lowest);
         }
-        // Stable: groups keep their (descending) order, ids ascend within each.
-        let mut groups: Vec<Vec<Key>> = Vec::new();
-        for key in keys {
-            match groups.last_mut() {
-                Some(group) if group[0].0 == key.0 && group[0].1 == key.1 => group.push(key),
-                _ => groups.push(vec![key]),
-            }
-        }
-        let ordered = groups.into_iter().flat_map(|mut group| {
-            group.sort_by(|a, b| a.2.cmp(&b.2));
-            group
-        });
-        Ok(Some(
-            ordered
-                .skip(offset)
-                .take(limit)
-                .map(|(_, _, oid)| oid)
-                .collect(),
-        ))
+        Ok(Some(page_of(keys, true, offset, limit)))
     }
 
     /// The ids of objects that may match `terms` OR-ed (a superset: the
@@ -420,8 +456,9 @@ impl Store {
         type_name: &str,
         terms: &[SearchTerm],
         cap: usize,
-    ) -> Result<Option<Vec<String>>, StoreError> {
+    ) -> Result<Option<Candidates>, StoreError> {
         let mut ids = BTreeSet::new();
+        let mut ranges = Vec::with_capacity(terms.len());
         for term in terms {
             let fold = match self.sorts.snapshot().ready(type_name, &term.property) {
                 Some(index) => index.fold,
@@ -447,20 +484,139 @@ impl Store {
                     [UNORDERED, Value::Null, Value::Null]
                 ]),
             };
-            // NONE, not null, is the lowest id: the bounds are built in the query.
+            ranges.push((table, range));
+        }
+        for (table, range) in &ranges {
             let keys: Vec<Key> = self
                 .query_all(
-                    "SELECT VALUE record::id(id) FROM type::record($table, \
-                     [$range[0][0], $range[0][1], NONE]..[$range[1][0], $range[1][1], NONE]) LIMIT $limit",
+                    &format!("SELECT VALUE record::id(id) FROM {KEY_RANGE} LIMIT $limit"),
                     json!({ "table": table, "range": range, "limit": cap + 1 }),
                 )
                 .await?;
             ids.extend(keys.into_iter().map(|(_, _, oid)| oid));
             if ids.len() > cap {
-                return Ok(None);
+                let mut estimate = 0;
+                for (table, range) in &ranges {
+                    estimate += self
+                        .count(
+                            &format!("SELECT count() AS n FROM {KEY_RANGE} GROUP ALL"),
+                            json!({ "table": table, "range": range }),
+                        )
+                        .await?;
+                }
+                return Ok(Some(Candidates::Many(estimate)));
             }
         }
-        Ok(Some(ids.into_iter().collect()))
+        Ok(Some(Candidates::Ids(ids.into_iter().collect())))
+    }
+
+    /// The objects of `keys` that match `filter`, in the order of `keys`.
+    async fn matching(
+        &self,
+        type_name: &str,
+        filter: &CompiledFilter,
+        keys: Vec<Key>,
+    ) -> Result<Vec<Key>, StoreError> {
+        let mut params = filter.params.clone();
+        params.insert("type".into(), json!(type_name));
+        params.insert(
+            "oids".into(),
+            json!(keys.iter().map(|(_, _, oid)| oid).collect::<Vec<_>>()),
+        );
+        let matched: BTreeSet<String> = self
+            .query_all::<String>(
+                &format!(
+                    "SELECT VALUE oid FROM array::map($oids, |$o| type::record('object', [$type, $o])) WHERE {}",
+                    filter.condition()
+                ),
+                Value::Object(params),
+            )
+            .await?
+            .into_iter()
+            .collect();
+        Ok(keys
+            .into_iter()
+            .filter(|(_, _, oid)| matched.contains(oid))
+            .collect())
+    }
+
+    /// One page of the objects matching `filter` in the order of an indexed
+    /// property (ties by id), walking its keys in order and checking the
+    /// filter a chunk at a time: for filters that match many objects, where
+    /// a page is found long before the end. `None` when the property has no
+    /// usable index or the walk read [`WALK_BUDGET`] keys without filling
+    /// the page.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn walked_page(
+        &self,
+        type_name: &str,
+        property: &str,
+        fold: bool,
+        descending: bool,
+        filter: &CompiledFilter,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let Some(table) = self.usable_index(type_name, property, fold).await? else {
+            return Ok(None);
+        };
+        let wanted = offset + limit;
+        let order = if descending { "ORDER BY id DESC" } else { "" };
+        let mut found: Vec<Key> = Vec::new();
+        let mut start = 0;
+        while found.len() < wanted {
+            if start >= WALK_BUDGET {
+                return Ok(None);
+            }
+            let keys: Vec<Key> = self
+                .query_all(
+                    &format!(
+                        "SELECT VALUE record::id(id) FROM type::table($table) {order} LIMIT $limit START $start"
+                    ),
+                    json!({ "table": table, "limit": WALK_CHUNK, "start": start }),
+                )
+                .await?;
+            start += keys.len();
+            let ended = keys.len() < WALK_CHUNK;
+            found.extend(self.matching(type_name, filter, keys).await?);
+            if ended {
+                break;
+            }
+        }
+        found.truncate(wanted);
+        if descending && found.len() == wanted {
+            // As in `sorted_page`: the last value's lowest matching ids.
+            if let Some((rank, value, _)) = found.last().cloned() {
+                let in_last = found
+                    .iter()
+                    .filter(|(r, v, _)| *r == rank && *v == value)
+                    .count();
+                found.truncate(found.len() - in_last);
+                let mut lowest = Vec::new();
+                let mut start = 0;
+                while lowest.len() < in_last {
+                    if start >= WALK_BUDGET {
+                        return Ok(None);
+                    }
+                    let keys: Vec<Key> = self
+                        .query_all(
+                            "SELECT VALUE record::id(id) FROM type::record($table, [$rank, $value, NONE]..[6]) \
+                             LIMIT $limit START $start",
+                            json!({ "table": table, "rank": rank, "value": value, "limit": WALK_CHUNK, "start": start }),
+                        )
+                        .await?;
+                    start += keys.len();
+                    let last = keys.len() < WALK_CHUNK;
+                    lowest.extend(self.matching(type_name, filter, keys).await?);
+                    if last {
+                        break;
+                    }
+                }
+                lowest.truncate(in_last);
+                found.extend(lowest);
+            }
+        }
+        Ok(Some(page_of(found, descending, offset, limit)))
     }
 }
 
