@@ -24,6 +24,9 @@
 //! before anything writes): a property newly declared searchable is
 //! backfilled from its objects, one no longer declared is dropped.
 //! `sort_index:[type, property]` records which exist and how they fold.
+//! Nodes sharing a store must declare the same searchable properties (as
+//! they must declare the same schema): a node that does not know a
+//! property is indexed writes objects without its keys.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -349,7 +352,8 @@ impl Store {
                 .flat_map(|r| keys_of(type_name, &r.oid, &r.data, std::slice::from_ref(index)))
                 .collect();
             let mut params = Map::new();
-            let sql = insert_keys(keys, &mut params);
+            // IGNORE: another node's write may have put a key there already.
+            let sql = insert_keys(keys, &mut params).replace("INSERT INTO", "INSERT IGNORE INTO");
             self.execute(&sql, Value::Object(params)).await?;
         }
         self.execute(
