@@ -649,14 +649,16 @@ impl ManagedObjects {
             decode_page_token(&query.page_token, &fingerprint)?
         };
         let parsed = parse_filter(&query.filter)?;
-        let (only, many) = match self.candidates(object_type, parsed.as_ref()).await? {
-            None => (None, None),
-            Some(Candidates::Ids(ids)) => (Some(ids), None),
-            Some(Candidates::Many(estimate)) => (None, Some(estimate)),
+        let (only, only_exact, many) = match self.candidates(object_type, parsed.as_ref()).await? {
+            None => (None, false, None),
+            Some(Candidates::Ids(ids)) => (Some(ids), false, None),
+            Some(Candidates::Matches(ids)) => (Some(ids), true, None),
+            Some(Candidates::Many(estimate)) => (None, false, Some(estimate)),
         };
         let plan = QueryPlan {
             filter: compile_parsed(parsed.as_ref(), &ObjectResolver(object_type))?,
             only,
+            only_exact,
             sort: parse_order_by(&query.order_by, &ObjectResolver(object_type))?,
             offset,
             limit,
@@ -687,6 +689,7 @@ impl ManagedObjects {
         let object_type = self.schema.get(type_name)?;
         let parsed = parse_filter(filter_text)?;
         let only = match self.candidates(object_type, parsed.as_ref()).await? {
+            Some(Candidates::Matches(ids)) => return Ok(ids.len() as u64),
             Some(Candidates::Ids(ids)) => Some(ids),
             // Counted exactly: the sort keys only estimate many matches.
             None | Some(Candidates::Many(_)) => None,
@@ -747,7 +750,13 @@ impl ManagedObjects {
                     .search_candidates(&object_type.name, &terms, SEARCH_CAP)
                     .await?
                 {
-                    Some(Candidates::Ids(ids)) => return Ok(Some(Candidates::Ids(ids))),
+                    // The terms are the whole filter: the keys found exactly its matches.
+                    Some(Candidates::Ids(ids)) if std::ptr::eq(filter, parsed) => {
+                        return Ok(Some(Candidates::Matches(ids)));
+                    }
+                    Some(found @ (Candidates::Ids(_) | Candidates::Matches(_))) => {
+                        return Ok(Some(found));
+                    }
                     // Another conjunct may still narrow it down.
                     Some(Candidates::Many(estimate)) => many = Some(estimate),
                     None => {}

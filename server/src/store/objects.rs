@@ -263,14 +263,23 @@ impl Store {
         let (prelude, source, first) = source_of(type_name, plan, &mut params);
         params.insert("limit".into(), json!(plan.limit));
         params.insert("start".into(), json!(plan.offset));
+        let exact = plan.only.as_ref().filter(|_| plan.only_exact).map(Vec::len);
+        let count = match exact {
+            Some(_) => String::new(),
+            None => format!(
+                "SELECT count() AS n FROM {source} WHERE type = $type AND {condition} GROUP ALL;"
+            ),
+        };
         let select = format!(
             "{prelude}SELECT {OBJECT_COLUMNS}{projection} FROM {source} WHERE type = $type AND {condition} \
-             ORDER BY {order} LIMIT $limit START $start;\
-             SELECT count() AS n FROM {source} WHERE type = $type AND {condition} GROUP ALL;"
+             ORDER BY {order} LIMIT $limit START $start;{count}"
         );
         let mut response = bind_all(self.db.query(select), Value::Object(params)).await?;
         let rows = decode_rows(take_json(&mut response, first)?)?;
-        let total = take_count(&mut response, first + 1)?;
+        let total = match exact {
+            Some(n) => n as u64,
+            None => take_count(&mut response, first + 1)?,
+        };
         Ok(QueryPage {
             rows,
             total,

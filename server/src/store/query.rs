@@ -106,6 +106,9 @@ pub struct QueryPlan {
     /// Only these object ids can match (the filter pins `_id` or a unique
     /// property): read them directly instead of scanning the type.
     pub only: Option<Vec<String>>,
+    /// `only` holds exactly the matches (read from sort keys): the total is
+    /// its length, not a count.
+    pub only_exact: bool,
     pub sort: Vec<SortKey>,
     pub offset: usize,
     pub limit: usize,

@@ -194,6 +194,8 @@ fn after_prefix(prefix: &str) -> Option<String> {
 pub enum Candidates {
     /// Every object that can match (the filter decides which do).
     Ids(Vec<String>),
+    /// Exactly the objects that match: the terms were the whole filter.
+    Matches(Vec<String>),
     /// More than the cap: about this many (the terms' keys counted, an
     /// upper bound).
     Many(u64),
