@@ -185,13 +185,13 @@ const FAMILY: &[&str] = &[
     "Mason",
 ];
 
-/// User `n`: `jsnow42` / Jon / Snow / `jon.snow42@example.com`.
+/// User `n` as the cookbook's mapping makes them: `snow42` / Jon / Snow /
+/// `jon.snow42@example.com`.
 fn user(n: usize) -> Map<String, Value> {
     let given = GIVEN[(n * 7) % GIVEN.len()];
     let family = FAMILY[(n * 13 + n / 977) % FAMILY.len()];
-    let initial = given[..1].to_lowercase();
     json!({
-        "userName": format!("{initial}{}{n}", family.to_lowercase()),
+        "userName": format!("{}{n}", family.to_lowercase()),
         "givenName": given,
         "sn": family,
         "mail": format!("{}.{}{n}@example.com", given.to_lowercase(), family.to_lowercase()),
@@ -271,6 +271,11 @@ async fn time_query(objects: &ManagedObjects, runs: usize, label: &str, query: Q
 
 #[tokio::main]
 async fn main() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .init();
+    }
     let total: usize = std::env::var("IDM_BENCH_USERS")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -649,6 +649,7 @@ impl ManagedObjects {
             decode_page_token(&query.page_token, &fingerprint)?
         };
         let parsed = parse_filter(&query.filter)?;
+        let started = std::time::Instant::now();
         let (only, only_exact, many) = match self.candidates(object_type, parsed.as_ref()).await? {
             None => (None, false, None),
             Some(Candidates::Ids(ids)) => (Some(ids), false, None),
@@ -665,11 +666,19 @@ impl ManagedObjects {
             many,
             estimate_total: query.estimate_total,
         };
+        let narrowed = started.elapsed();
         let QueryPage {
             rows: stored,
             total,
             estimated,
         } = self.store.query_objects(type_name, &plan).await?;
+        tracing::debug!(
+            candidates = plan.only.as_ref().map(Vec::len),
+            many = plan.many,
+            narrowing_us = narrowed.as_micros() as u64,
+            store_us = (started.elapsed() - narrowed).as_micros() as u64,
+            "query"
+        );
         let next = offset + stored.len();
         let next_page_token = if (next as u64) < total && !stored.is_empty() {
             encode_page_token(next, &fingerprint)

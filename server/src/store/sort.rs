@@ -241,8 +241,17 @@ fn page_of(keys: Vec<Key>, descending: bool, offset: usize, limit: usize) -> Vec
 
 /// A term's keys: `$range` is `[[rank, from], [rank, to]]`; NONE, not
 /// null, is the lowest id, so the bounds are built in the query.
-const KEY_RANGE: &str = "type::record($table, \
-     [$range[0][0], $range[0][1], NONE]..[$range[1][0], $range[1][1], NONE])";
+/// `{table}` is spliced in (only [A-Za-z0-9_-:], see `table`, between
+/// backticks): a literal record-id range seeks to its start, while
+/// `type::record($table, range)` scans the whole table.
+fn key_range(table: &str) -> String {
+    format!("`{table}`:[$range[0][0], $range[0][1], NONE]..[$range[1][0], $range[1][1], NONE]")
+}
+
+/// From the first key of value `[$rank, $value]` to the end.
+fn from_value(table: &str) -> String {
+    format!("`{table}`:[$rank, $value, NONE]..[6]")
+}
 
 /// One term of a search: `property sw value` or `property eq value`.
 #[derive(Debug, Clone)]
@@ -444,7 +453,10 @@ impl Store {
             keys.truncate(keys.len() - in_last);
             let lowest: Vec<Key> = self
                 .query_all(
-                    "SELECT VALUE record::id(id) FROM type::record($table, [$rank, $value, NONE]..[6]) LIMIT $limit",
+                    &format!(
+                        "SELECT VALUE record::id(id) FROM {} LIMIT $limit",
+                        from_value(&table)
+                    ),
                     json!({ "table": table, "rank": rank, "value": value, "limit": in_last }),
                 )
                 .await?;
@@ -495,7 +507,10 @@ impl Store {
         for (table, range) in &ranges {
             let keys: Vec<Key> = self
                 .query_all(
-                    &format!("SELECT VALUE record::id(id) FROM {KEY_RANGE} LIMIT $limit"),
+                    &format!(
+                        "SELECT VALUE record::id(id) FROM {} LIMIT $limit",
+                        key_range(table)
+                    ),
                     json!({ "table": table, "range": range, "limit": cap + 1 }),
                 )
                 .await?;
@@ -505,7 +520,7 @@ impl Store {
                 for (table, range) in &ranges {
                     estimate += self
                         .count(
-                            &format!("SELECT count() AS n FROM {KEY_RANGE} GROUP ALL"),
+                            &format!("SELECT count() AS n FROM {} GROUP ALL", key_range(table)),
                             json!({ "table": table, "range": range }),
                         )
                         .await?;
@@ -606,8 +621,10 @@ impl Store {
                     }
                     let keys: Vec<Key> = self
                         .query_all(
-                            "SELECT VALUE record::id(id) FROM type::record($table, [$rank, $value, NONE]..[6]) \
-                             LIMIT $limit START $start",
+                            &format!(
+                                "SELECT VALUE record::id(id) FROM {} LIMIT $limit START $start",
+                                from_value(&table)
+                            ),
                             json!({ "table": table, "rank": rank, "value": value, "limit": WALK_CHUNK, "start": start }),
                         )
                         .await?;
@@ -663,5 +680,77 @@ mod tests {
         for (t, p) in [("us`er", "sn"), ("user", "s:n"), ("user", ""), ("a b", "c")] {
             assert!(table(t, p).is_none(), "{t} {p}");
         }
+    }
+
+    /// The search reads keys, not objects: its candidates come back, and
+    /// more than the cap come back as an estimate.
+    #[tokio::test]
+    #[allow(clippy::unwrap_used)]
+    async fn searches_read_their_candidates_from_the_keys() {
+        use crate::store::{NewObject, Write};
+        let store = Store::open("mem://").await.unwrap();
+        store
+            .prepare_sort_indexes(BTreeMap::from([(
+                "user".to_string(),
+                vec![SortIndex {
+                    property: "sn".into(),
+                    fold: true,
+                }],
+            )]))
+            .await
+            .unwrap();
+        let objects: Vec<NewObject> = ["Snow", "snowden", "Stark", "SNOW", "Doe"]
+            .iter()
+            .enumerate()
+            .map(|(n, sn)| NewObject {
+                oid: format!("u{n}"),
+                write: Write {
+                    data: json!({ "sn": sn }).as_object().cloned().unwrap(),
+                    ..Write::default()
+                },
+            })
+            .collect();
+        store
+            .create_objects("test", "user", &objects, &[])
+            .await
+            .unwrap();
+        let term = |value: &str, prefix| SearchTerm {
+            property: "sn".into(),
+            value: value.into(),
+            prefix,
+        };
+        let ids = |oids: &[&str]| {
+            Some(Candidates::Ids(
+                oids.iter().map(|o| o.to_string()).collect(),
+            ))
+        };
+        assert_eq!(
+            store
+                .search_candidates("user", &[term("sNoW", true)], 10)
+                .await
+                .unwrap(),
+            ids(&["u0", "u1", "u3"])
+        );
+        assert_eq!(
+            store
+                .search_candidates("user", &[term("snow", false), term("d", true)], 10)
+                .await
+                .unwrap(),
+            ids(&["u0", "u3", "u4"])
+        );
+        assert_eq!(
+            store
+                .search_candidates("user", &[term("", true)], 3)
+                .await
+                .unwrap(),
+            Some(Candidates::Many(5))
+        );
+        assert_eq!(
+            store
+                .search_candidates("user", &[term("x", true)], 3)
+                .await
+                .unwrap(),
+            ids(&[])
+        );
     }
 }
