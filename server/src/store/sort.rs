@@ -239,18 +239,18 @@ fn page_of(keys: Vec<Key>, descending: bool, offset: usize, limit: usize) -> Vec
         .collect()
 }
 
-/// A term's keys: `$range` is `[[rank, from], [rank, to]]`; NONE, not
-/// null, is the lowest id, so the bounds are built in the query.
+/// A term's keys, `[$r0, $v0]` up to `[$r1, $v1]` (a shorter array sorts
+/// before every longer one it begins).
 /// `{table}` is spliced in (only [A-Za-z0-9_-:], see `table`, between
 /// backticks): a literal record-id range seeks to its start, while
 /// `type::record($table, range)` scans the whole table.
 fn key_range(table: &str) -> String {
-    format!("`{table}`:[$range[0][0], $range[0][1], NONE]..[$range[1][0], $range[1][1], NONE]")
+    format!("`{table}`:[$r0, $v0]..[$r1, $v1]")
 }
 
 /// From the first key of value `[$rank, $value]` to the end.
 fn from_value(table: &str) -> String {
-    format!("`{table}`:[$rank, $value, NONE]..[6]")
+    format!("`{table}`:[$rank, $value]..[6]")
 }
 
 /// One term of a search: `property sw value` or `property eq value`.
@@ -395,14 +395,18 @@ impl Store {
         let Some(table) = table(type_name, property).filter(|_| index.fold == fold) else {
             return Ok(None);
         };
-        // The highest key has the highest rank.
-        let last: Vec<Key> = self
+        // Any key of rank UNORDERED (a range read: a backward scan of the
+        // table for its last key costs as much as reading it all).
+        let unordered: Vec<Key> = self
             .query_all(
-                "SELECT VALUE record::id(id) FROM type::table($table) ORDER BY id DESC LIMIT 1",
-                json!({ "table": table }),
+                &format!(
+                    "SELECT VALUE record::id(id) FROM `{table}`:[{UNORDERED}]..[{}] LIMIT 1",
+                    UNORDERED + 1
+                ),
+                Value::Null,
             )
             .await?;
-        if last.first().is_some_and(|(rank, _, _)| *rank >= UNORDERED) {
+        if !unordered.is_empty() {
             return Ok(None);
         }
         Ok(Some(table))
@@ -504,6 +508,7 @@ impl Store {
             };
             ranges.push((table, range));
         }
+        let started = std::time::Instant::now();
         for (table, range) in &ranges {
             let keys: Vec<Key> = self
                 .query_all(
@@ -511,7 +516,7 @@ impl Store {
                         "SELECT VALUE record::id(id) FROM {} LIMIT $limit",
                         key_range(table)
                     ),
-                    json!({ "table": table, "range": range, "limit": cap + 1 }),
+                    json!({ "r0": range[0][0], "v0": range[0][1], "r1": range[1][0], "v1": range[1][1], "limit": cap + 1 }),
                 )
                 .await?;
             ids.extend(keys.into_iter().map(|(_, _, oid)| oid));
@@ -521,13 +526,18 @@ impl Store {
                     estimate += self
                         .count(
                             &format!("SELECT count() AS n FROM {} GROUP ALL", key_range(table)),
-                            json!({ "table": table, "range": range }),
+                            json!({ "r0": range[0][0], "v0": range[0][1], "r1": range[1][0], "v1": range[1][1] }),
                         )
                         .await?;
                 }
                 return Ok(Some(Candidates::Many(estimate)));
             }
         }
+        tracing::debug!(
+            ranges_us = started.elapsed().as_micros() as u64,
+            ids = ids.len(),
+            "search keys read"
+        );
         Ok(Some(Candidates::Ids(ids.into_iter().collect())))
     }
 
