@@ -293,6 +293,7 @@ async fn query(ctx: &Context, args: QueryArgs) -> Result<(), CliError> {
         page_token: args.page_token.unwrap_or_default(),
         offset: args.offset.unwrap_or_default(),
         read_mask: field_mask(&args.fields),
+        estimate_total: false,
     };
     let mut client = ctx.connect().await?.objects();
     let mut objects = Vec::new();

@@ -403,6 +403,7 @@ impl Scim {
                             page_token: String::new(),
                             offset: i32::try_from(skip).unwrap_or(i32::MAX),
                             read_mask: None,
+                            estimate_total: false,
                         },
                     )
                     .await

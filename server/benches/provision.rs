@@ -152,6 +152,7 @@ async fn implicit_sync(slapd: &Slapd, dir: &Path, users: usize) -> (f64, f64, f6
         .unwrap_or_else(|e| panic!("key: {e}"));
     let schema = ManagedSchema::builtin().unwrap_or_else(|e| panic!("schema: {e}"));
     let objects = ManagedObjects::new(Arc::new(schema), store.clone(), Arc::new(secrets));
+    common::prepare_indexes(&objects).await;
     let sample: Value =
         serde_json::from_str(include_str!("../../tests/fixtures/idm-sync/sync.json"))
             .unwrap_or_else(|e| panic!("sync.json: {e}"));

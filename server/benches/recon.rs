@@ -129,6 +129,7 @@ async fn reconciler(dir: &Path, csv: &Path, writers: usize) -> Reconciler {
         store.clone(),
         Arc::new(secrets),
     );
+    common::prepare_indexes(&objects).await;
     let sample: Value =
         serde_json::from_str(include_str!("../../tests/fixtures/idm-sync/sync.json")).unwrap();
     let mut mapping = sample["mappings"][0].clone();

@@ -101,11 +101,13 @@ async fn open_objects(dir: &std::path::Path) -> ManagedObjects {
         .await
         .unwrap();
     let secrets = SecretBox::load_or_create(&dir.join("idm.key"), None).unwrap();
-    ManagedObjects::new(
+    let objects = ManagedObjects::new(
         Arc::new(ManagedSchema::builtin().unwrap()),
         store,
         Arc::new(secrets),
-    )
+    );
+    common::prepare_indexes(&objects).await;
+    objects
 }
 
 async fn concurrently<F, Fut>(workers: usize, per_worker: usize, work: F) -> f64

@@ -172,6 +172,8 @@ pub async fn run(
     }
     let objects = ManagedObjects::new(Arc::new(conf.schema), store.clone(), keys.secrets())
         .with_password_throttle(settings.password_throttle);
+    // Before anything writes: the sort keys of searchable properties.
+    objects.prepare_indexes().await?;
     // Where paths in documents start: a Wren project directory, or the flat conf directory.
     let conf_dir = config::project_dir(settings.conf.as_deref());
     let policy = Arc::new(config::ApiDocumentPolicy::new(

@@ -105,3 +105,12 @@ pub async fn raw_insert(
     }
     rate(total, start.elapsed())
 }
+
+/// What idmd does at start: sort keys for the schema's searchable
+/// properties (store/sort.rs), unless `IDM_BENCH_SORT_KEYS=0` (to measure
+/// what they cost).
+pub async fn prepare_indexes(objects: &idm_server::managed::ManagedObjects) {
+    if std::env::var("IDM_BENCH_SORT_KEYS").as_deref() != Ok("0") {
+        objects.prepare_indexes().await.unwrap();
+    }
+}

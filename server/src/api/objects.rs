@@ -212,12 +212,14 @@ impl ObjectService for ObjectApi {
             page_token: request.page_token,
             offset: usize_of(request.offset, "offset")?,
             fields: request.read_mask.map(|m| m.paths).unwrap_or_default(),
+            estimate_total: request.estimate_total,
         };
         let page = self.objects.query(type_name, &query).await?;
         Ok(Response::new(QueryObjectsResponse {
             objects: page.objects.into_iter().map(to_proto).collect(),
             next_page_token: page.next_page_token,
             total_size: i64::try_from(page.total).unwrap_or(i64::MAX),
+            total_size_estimated: page.estimated,
         }))
     }
 

@@ -9,7 +9,8 @@ use super::policy::Policy;
 use super::schema::{Property, PropertyKind, SchemaError, schema_error};
 
 /// Keys of a property that carry nothing idm acts on but the admin UI's
-/// presentation, which Wren keeps for its UI too: accepted silently.
+/// presentation, which Wren keeps for its UI too: accepted silently
+/// (`searchable` also gives a string property sort keys: `store/sort.rs`).
 const PRESENTATION: &[&str] = &[
     "title",
     "description",
@@ -146,6 +147,7 @@ pub(super) fn property(
         private,
         hidden,
         case_exact: flag("caseExact").unwrap_or(true),
+        searchable: flag("searchable").unwrap_or(false),
         resource_collection,
         multiple,
         reverse_property,

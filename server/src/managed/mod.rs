@@ -31,8 +31,9 @@ pub use schema::{
 
 use crate::secrets::{self, SecretBox, SecretError};
 use crate::store::{
-    AsRetryable, Link, NewObject, ObjectChange, Outcome, QueryPlan, RelationRef, RelationRow,
-    Store, StoreError, StoredObject, StoredSecret, Write, object_ref, split_ref,
+    AsRetryable, Candidates, Link, NewObject, ObjectChange, Outcome, QueryPage, QueryPlan,
+    RelationRef, RelationRow, SearchTerm, SortIndex, Store, StoreError, StoredObject, StoredSecret,
+    Write, object_ref, split_ref,
 };
 
 pub const DEFAULT_PAGE_SIZE: usize = 50;
@@ -125,12 +126,17 @@ pub struct Query {
     pub page_token: String,
     pub offset: usize,
     pub fields: Vec<String>,
+    /// An estimated total will do when counting would read every match
+    /// (the console's list); `Page::estimated` says when it is one.
+    pub estimate_total: bool,
 }
 
 pub struct Page {
     pub objects: Vec<ObjectView>,
     pub next_page_token: String,
     pub total: u64,
+    /// `total` is an upper-bound estimate, not a count.
+    pub estimated: bool,
 }
 
 /// The managed-object service shared by every front end (gRPC, recon, SCIM).
@@ -643,14 +649,36 @@ impl ManagedObjects {
             decode_page_token(&query.page_token, &fingerprint)?
         };
         let parsed = parse_filter(&query.filter)?;
+        let started = std::time::Instant::now();
+        let (only, only_exact, many) = match self.candidates(object_type, parsed.as_ref()).await? {
+            None => (None, false, None),
+            Some(Candidates::Ids(ids)) => (Some(ids), false, None),
+            Some(Candidates::Matches(ids)) => (Some(ids), true, None),
+            Some(Candidates::Many(estimate)) => (None, false, Some(estimate)),
+        };
         let plan = QueryPlan {
             filter: compile_parsed(parsed.as_ref(), &ObjectResolver(object_type))?,
-            only: self.candidates(object_type, parsed.as_ref()).await?,
+            only,
+            only_exact,
             sort: parse_order_by(&query.order_by, &ObjectResolver(object_type))?,
             offset,
             limit,
+            many,
+            estimate_total: query.estimate_total,
         };
-        let (stored, total) = self.store.query_objects(type_name, &plan).await?;
+        let narrowed = started.elapsed();
+        let QueryPage {
+            rows: stored,
+            total,
+            estimated,
+        } = self.store.query_objects(type_name, &plan).await?;
+        tracing::debug!(
+            candidates = plan.only.as_ref().map(Vec::len),
+            many = plan.many,
+            narrowing_us = narrowed.as_micros() as u64,
+            store_us = (started.elapsed() - narrowed).as_micros() as u64,
+            "query"
+        );
         let next = offset + stored.len();
         let next_page_token = if (next as u64) < total && !stored.is_empty() {
             encode_page_token(next, &fingerprint)
@@ -662,15 +690,22 @@ impl ManagedObjects {
             objects,
             next_page_token,
             total,
+            estimated,
         })
     }
 
     pub async fn count(&self, type_name: &str, filter_text: &str) -> Result<u64, ManagedError> {
         let object_type = self.schema.get(type_name)?;
         let parsed = parse_filter(filter_text)?;
+        let only = match self.candidates(object_type, parsed.as_ref()).await? {
+            Some(Candidates::Matches(ids)) => return Ok(ids.len() as u64),
+            Some(Candidates::Ids(ids)) => Some(ids),
+            // Counted exactly: the sort keys only estimate many matches.
+            None | Some(Candidates::Many(_)) => None,
+        };
         let plan = QueryPlan {
             filter: compile_parsed(parsed.as_ref(), &ObjectResolver(object_type))?,
-            only: self.candidates(object_type, parsed.as_ref()).await?,
+            only,
             ..QueryPlan::default()
         };
         Ok(self.store.count_objects(type_name, &plan).await?)
@@ -683,10 +718,11 @@ impl ManagedObjects {
         &self,
         object_type: &ObjectType,
         parsed: Option<&filter::Filter>,
-    ) -> Result<Option<Vec<String>>, ManagedError> {
+    ) -> Result<Option<Candidates>, ManagedError> {
         let Some(parsed) = parsed else {
             return Ok(None);
         };
+        let mut many = None;
         let mut conjuncts = vec![parsed];
         while let Some(filter) = conjuncts.pop() {
             match filter {
@@ -697,7 +733,7 @@ impl ManagedObjects {
                     filter::Value::String(value),
                 ) if path.urn.is_none() && path.sub_attr.is_none() => {
                     if path.attr == "_id" {
-                        return Ok(Some(vec![value.clone()]));
+                        return Ok(Some(Candidates::Ids(vec![value.clone()])));
                     }
                     let Some(property) = object_type.properties.get(&path.attr) else {
                         continue;
@@ -712,13 +748,55 @@ impl ManagedObjects {
                             .store
                             .lookup_unique(&object_type.name, &path.attr, &key)
                             .await?;
-                        return Ok(Some(found.into_iter().collect()));
+                        return Ok(Some(Candidates::Ids(found.into_iter().collect())));
                     }
                 }
                 _ => {}
             }
+            if let Some(terms) = search_terms(object_type, filter) {
+                match self
+                    .store
+                    .search_candidates(&object_type.name, &terms, SEARCH_CAP)
+                    .await?
+                {
+                    // The terms are the whole filter: the keys found exactly its matches.
+                    Some(Candidates::Ids(ids)) if std::ptr::eq(filter, parsed) => {
+                        return Ok(Some(Candidates::Matches(ids)));
+                    }
+                    Some(found @ (Candidates::Ids(_) | Candidates::Matches(_))) => {
+                        return Ok(Some(found));
+                    }
+                    // Another conjunct may still narrow it down.
+                    Some(Candidates::Many(estimate)) => many = Some(estimate),
+                    None => {}
+                }
+            }
         }
-        Ok(None)
+        Ok(many.map(Candidates::Many))
+    }
+
+    /// Gives the `searchable` string properties of every type sort keys
+    /// (building those that are new, dropping those no longer declared), so
+    /// the console's list pages and searches do not read the whole type.
+    /// Call once at start, before anything writes.
+    pub async fn prepare_indexes(&self) -> Result<(), StoreError> {
+        let wanted = self
+            .schema
+            .types()
+            .map(|t| {
+                let indexes = t
+                    .properties
+                    .iter()
+                    .filter(|(_, p)| sorts_by_keys(p))
+                    .map(|(name, p)| SortIndex {
+                        property: name.clone(),
+                        fold: !p.case_exact,
+                    })
+                    .collect();
+                (t.name.clone(), indexes)
+            })
+            .collect();
+        self.store.prepare_sort_indexes(wanted).await
     }
 
     /// For each `(id, value)`: whether the object's private `property` holds
@@ -1063,6 +1141,55 @@ fn changed_properties(before: &Map<String, Value>, after: &Map<String, Value>) -
     names
 }
 
+/// The most candidates a search reads from the sort keys; the filter is
+/// checked on each, then they are sorted. Past it, a page is found walking
+/// an index in order (`store/sort.rs`).
+#[cfg(not(test))]
+const SEARCH_CAP: usize = 5_000;
+/// Small enough for the tests' few objects to walk.
+#[cfg(test)]
+const SEARCH_CAP: usize = 6;
+
+/// A property with sort keys: declared searchable, a string, returned.
+fn sorts_by_keys(property: &Property) -> bool {
+    property.searchable
+        && property.kind == PropertyKind::String
+        && !property.private
+        && !property.hidden
+}
+
+/// `p sw "x"` or `p eq "x"` on properties with sort keys, alone or OR-ed
+/// (the console's search box): what the sort keys can find candidates for.
+fn search_terms(object_type: &ObjectType, filter: &filter::Filter) -> Option<Vec<SearchTerm>> {
+    let operands: Vec<&filter::Filter> = match filter {
+        filter::Filter::Or(operands) => operands.iter().collect(),
+        other => vec![other],
+    };
+    operands
+        .into_iter()
+        .map(|operand| match operand {
+            filter::Filter::Compare(
+                path,
+                op @ (filter::CompareOp::Sw | filter::CompareOp::Eq),
+                filter::Value::String(value),
+            ) if path.urn.is_none()
+                && path.sub_attr.is_none()
+                && object_type
+                    .properties
+                    .get(&path.attr)
+                    .is_some_and(sorts_by_keys) =>
+            {
+                Some(SearchTerm {
+                    property: path.attr.clone(),
+                    value: value.clone(),
+                    prefix: *op == filter::CompareOp::Sw,
+                })
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -1127,5 +1254,279 @@ mod tests {
             .unwrap_err();
         assert!(matches!(&err, ManagedError::NotUnique { .. }), "{err}");
         assert_eq!(objects.count("user", "").await.unwrap(), 1);
+    }
+}
+
+/// Sort keys change how pages are read, never what they hold: the same
+/// writes through a store with sort keys and one without answer every query
+/// alike, through creates, updates and deletes.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod sort_key_tests {
+    use super::*;
+
+    const SCHEMA: &str = r#"{"objects": [{"name": "user", "schema": {"properties": {
+        "a": { "type": ["string", "null"], "caseExact": false, "searchable": true },
+        "b": { "type": ["string", "null"], "searchable": true },
+        "c": { "type": "string" }
+    }}}]}"#;
+
+    const VALUES: &[Option<&str>] = &[
+        Some(""),
+        Some("a"),
+        Some("A"),
+        Some("ab"),
+        Some("Ab"),
+        Some("b"),
+        Some("B"),
+        Some("é"),
+        Some("É"),
+        Some("z"),
+        Some("ß"),
+        Some("İx"),
+        Some("snow"),
+        Some("Snowden"),
+        Some("snowy day"),
+        Some("a\u{1}"),
+        None,
+    ];
+
+    async fn pair() -> (ManagedObjects, ManagedObjects) {
+        let mut both = Vec::new();
+        for indexed in [true, false] {
+            let dir = std::env::temp_dir().join(format!("idm-sorted-{}", uuid::Uuid::new_v4()));
+            let secrets = SecretBox::load_or_create(&dir.join("idm.key"), None).unwrap();
+            let objects = ManagedObjects::new(
+                Arc::new(ManagedSchema::from_json(SCHEMA).unwrap()),
+                Store::open("mem://").await.unwrap(),
+                Arc::new(secrets),
+            );
+            if indexed {
+                objects.prepare_indexes().await.unwrap();
+            }
+            both.push(objects);
+        }
+        let plain = both.pop().unwrap();
+        (both.pop().unwrap(), plain)
+    }
+
+    /// `n`'s attributes: a value, a null or nothing for `a` and `b`.
+    fn attributes(n: usize, salt: usize) -> Map<String, Value> {
+        let mut map = Map::new();
+        let pick = |k: usize| VALUES[(n * 7 + k * 3 + salt) % VALUES.len()];
+        for (k, property) in ["a", "b"].into_iter().enumerate() {
+            match pick(k) {
+                Some(value) => {
+                    map.insert(property.into(), json!(value));
+                }
+                None if (n + k).is_multiple_of(2) => {
+                    map.insert(property.into(), Value::Null);
+                }
+                None => {}
+            }
+        }
+        map.insert("c".into(), json!(format!("c{n}")));
+        map
+    }
+
+    fn oid(n: usize) -> String {
+        ["o", "O", "é", "o-"][n % 4].to_string() + &(n * 37 % 101).to_string()
+    }
+
+    async fn both(
+        indexed: &ManagedObjects,
+        plain: &ManagedObjects,
+        query: &Query,
+    ) -> (Vec<String>, u64) {
+        let ids = |page: Page| -> (Vec<String>, u64, bool) {
+            (
+                page.objects.into_iter().map(|o| o.id).collect(),
+                page.total,
+                page.estimated,
+            )
+        };
+        let (got, total, estimated) = ids(indexed.query("user", query).await.unwrap());
+        let (want, exact, _) = ids(plain.query("user", query).await.unwrap());
+        let what = format!(
+            "{} / {} / {}+{}",
+            query.filter, query.order_by, query.offset, query.page_size
+        );
+        assert_eq!(got, want, "{what}");
+        if estimated {
+            assert!(query.estimate_total, "{what}");
+            assert!(total >= exact, "{what}: {total} < {exact}");
+        } else {
+            assert_eq!(total, exact, "{what}");
+        }
+        (got, total)
+    }
+
+    async fn every_query_agrees(indexed: &ManagedObjects, plain: &ManagedObjects) {
+        let filters = [
+            "",
+            r#"a sw "a" or b sw "a""#,
+            r#"a sw "SNOW" or b sw "Snow" or c sw "c1""#,
+            r#"a sw "é" or b sw "É""#,
+            r#"a eq "AB" or b eq "B""#,
+            r#"b sw """#,
+            r#"a sw "zz""#,
+            r#"a sw "s" and c pr"#,
+        ];
+        for filter in filters {
+            for order_by in ["", "a", "a desc", "b desc", "a, b desc"] {
+                for (offset, page_size) in [(0, 50), (3, 5), (7, 4), (20, 3)] {
+                    let query = Query {
+                        filter: filter.into(),
+                        order_by: order_by.into(),
+                        page_size,
+                        offset,
+                        estimate_total: offset % 2 == 1,
+                        ..Query::default()
+                    };
+                    both(indexed, plain, &query).await;
+                }
+            }
+            assert_eq!(
+                indexed.count("user", filter).await.unwrap(),
+                plain.count("user", filter).await.unwrap()
+            );
+        }
+    }
+
+    async fn on_both(
+        indexed: &ManagedObjects,
+        plain: &ManagedObjects,
+        write: impl AsyncFn(&ManagedObjects),
+    ) {
+        write(indexed).await;
+        write(plain).await;
+    }
+
+    #[tokio::test]
+    async fn pages_and_searches_over_sort_keys_match_a_scan_through_writes() {
+        let (indexed, plain) = pair().await;
+        let batch: Vec<_> = (0..60).map(|n| (Some(oid(n)), attributes(n, 0))).collect();
+        on_both(&indexed, &plain, async |objects| {
+            objects
+                .create_many("test", "user", batch.clone())
+                .await
+                .unwrap();
+        })
+        .await;
+        // The index path is taken: one key per object per searchable property.
+        for property in ["a", "b"] {
+            assert_eq!(indexed.store.sort_keys("user", property).await.len(), 60);
+        }
+        assert!(plain.store.sort_keys("user", "a").await.is_empty());
+        every_query_agrees(&indexed, &plain).await;
+
+        // Updates move keys (a value, a null, a removed property), deletes drop them.
+        on_both(&indexed, &plain, async |objects| {
+            for n in (0..60).step_by(3) {
+                objects
+                    .replace("test", "user", &oid(n), attributes(n, 5), None)
+                    .await
+                    .unwrap();
+            }
+            for n in (1..60).step_by(7) {
+                let op = PatchOp::new("remove", "/b", None).unwrap();
+                objects
+                    .patch("test", "user", &oid(n), vec![op], None)
+                    .await
+                    .unwrap();
+            }
+            for n in (2..60).step_by(5) {
+                objects.delete("test", "user", &oid(n), None).await.unwrap();
+            }
+        })
+        .await;
+        let left = indexed.count("user", "").await.unwrap();
+        assert_eq!(left, 48);
+        for property in ["a", "b"] {
+            assert_eq!(
+                indexed.store.sort_keys("user", property).await.len() as u64,
+                left
+            );
+        }
+        every_query_agrees(&indexed, &plain).await;
+    }
+
+    #[tokio::test]
+    async fn a_start_builds_keys_for_new_searchable_properties_and_drops_old_ones() {
+        let (indexed, plain) = pair().await;
+        let batch: Vec<_> = (0..30).map(|n| (Some(oid(n)), attributes(n, 1))).collect();
+        // Written before the index existed: a store from before version 5.
+        let before = ManagedObjects::new(
+            Arc::new(ManagedSchema::from_json(SCHEMA).unwrap()),
+            plain.store.clone(),
+            indexed.secrets.clone(),
+        );
+        before
+            .create_many("test", "user", batch.clone())
+            .await
+            .unwrap();
+        before.prepare_indexes().await.unwrap();
+        assert_eq!(plain.store.sort_keys("user", "a").await.len(), 30);
+        indexed.create_many("test", "user", batch).await.unwrap();
+        // Same answers, now both through sort keys.
+        every_query_agrees(&indexed, &before).await;
+
+        // `b` no longer searchable, `a` now case-exact: rebuilt, dropped.
+        let changed = SCHEMA
+            .replace(
+                r#""searchable": true },
+        "c""#,
+                r#""searchable": false },
+        "c""#,
+            )
+            .replace(r#""caseExact": false, "searchable""#, r#""searchable""#);
+        let again = ManagedObjects::new(
+            Arc::new(ManagedSchema::from_json(&changed).unwrap()),
+            plain.store.clone(),
+            indexed.secrets.clone(),
+        );
+        again.prepare_indexes().await.unwrap();
+        assert!(plain.store.sort_keys("user", "b").await.is_empty());
+        let keys = plain.store.sort_keys("user", "a").await;
+        assert_eq!(keys.len(), 30);
+        assert!(
+            keys.iter().any(|k| k[1]
+                .as_str()
+                .is_some_and(|v| v.chars().any(char::is_uppercase))),
+            "case-exact keys keep their case: {keys:?}"
+        );
+    }
+
+    /// A value no key can order (a number in a string property, written
+    /// before the schema said so) sends queries back to the scan.
+    #[tokio::test]
+    async fn values_the_keys_cannot_order_fall_back_to_the_scan() {
+        let (indexed, plain) = pair().await;
+        let mut batch: Vec<_> = (0..20).map(|n| (Some(oid(n)), attributes(n, 2))).collect();
+        batch.truncate(20);
+        for objects in [&indexed, &plain] {
+            objects
+                .create_many("test", "user", batch.clone())
+                .await
+                .unwrap();
+            let write = Write {
+                data: json!({"a": 5, "b": [1, 2]}).as_object().cloned().unwrap(),
+                ..Write::default()
+            };
+            objects
+                .store
+                .create_objects(
+                    "test",
+                    "user",
+                    &[NewObject {
+                        oid: "num".into(),
+                        write,
+                    }],
+                    &[],
+                )
+                .await
+                .unwrap();
+        }
+        every_query_agrees(&indexed, &plain).await;
     }
 }

@@ -53,6 +53,10 @@ pub struct Property {
     pub hidden: bool,
     /// False: compared, filtered and kept unique ignoring case.
     pub case_exact: bool,
+    /// Wren's "indexed in the repository": a list column of the console.
+    /// A string property gets sort keys, for ordered pages and prefix
+    /// searches that do not read the whole type (`store/sort.rs`).
+    pub searchable: bool,
     /// For relationships (`type: relationship`, or an array of them): the
     /// collection the references point into, e.g. `managed/user`.
     pub resource_collection: Option<String>,

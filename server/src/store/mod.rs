@@ -16,6 +16,7 @@ mod outbox;
 mod query;
 mod recon;
 mod schedules;
+mod sort;
 mod tokens;
 
 use std::future::Future;
@@ -37,11 +38,12 @@ pub use objects::{
 };
 pub use outbox::{FAILED, OutboxEntry, PENDING, QueueSummary, Reschedule, SyncSubscriptions};
 pub use query::{
-    Columns, CompileError, CompiledFilter, FieldResolver, Identifier, QueryPlan, ResolvedField,
-    SortKey, compile,
+    Columns, CompileError, CompiledFilter, FieldResolver, Identifier, QueryPage, QueryPlan,
+    ResolvedField, SortKey, compile,
 };
 pub use recon::{MAX_KEPT_FAILURES, Progress, ReconFailureRecord, ReconRunRecord};
 pub use schedules::{ExecutionRecord, ScheduleState};
+pub use sort::{Candidates, SearchTerm, SortIndex};
 pub use tokens::{TokenKind, TokenRecord};
 
 /// Bumped whenever `schema.surql` changes shape; `migrate` takes older stores forward.
@@ -49,7 +51,10 @@ pub use tokens::{TokenKind, TokenRecord};
 /// 3: audit entries have an `outcome` (and admin actions are audited).
 /// 4: `account` (people's logins); login sessions in `token` (`kind`,
 ///    `account`, `idle_timeout`, `last_used`; older tokens read as API tokens).
-pub const SCHEMA_VERSION: i64 = 4;
+/// 5: sort keys of searchable properties (`sort:<type>:<property>`,
+///    `sort_index`), built at start; an older idmd would write objects
+///    without them, so it must not open the store.
+pub const SCHEMA_VERSION: i64 = 5;
 const SCHEMA: &str = include_str!("schema.surql");
 const WRITE_ATTEMPTS: u32 = 8;
 /// Root credentials for a `ws://` SurrealDB server.
@@ -94,6 +99,8 @@ pub struct Store {
     sync: SyncSubscriptions,
     /// Wakes outbox delivery after a write added entries.
     outbox_signal: std::sync::Arc<tokio::sync::Notify>,
+    /// Which properties of each type have sort keys (store/sort.rs).
+    sorts: sort::SortIndexes,
 }
 
 impl Store {
@@ -133,6 +140,7 @@ impl Store {
             embedded_dir,
             sync: SyncSubscriptions::default(),
             outbox_signal: std::sync::Arc::default(),
+            sorts: sort::SortIndexes::default(),
         };
         store.migrate().await?;
         Ok(store)

@@ -10,7 +10,8 @@ use surrealdb::method::Transaction;
 
 use super::links::{INSERT_LINKS, Link, link_rows};
 use super::outbox::{Subscribed, outbox_rows};
-use super::query::{QueryPlan, sort_clauses};
+use super::query::{QueryPage, QueryPlan, ResolvedField, SortKey, sort_clauses};
+use super::sort::{DELETE_KEYS, IndexedSet, changed_keys, insert_keys, keys_of};
 use super::{
     AsRetryable, Count, Store, StoreError, bind_all, decode_optional, decode_rows, now_timestamp,
     with_retry,
@@ -228,22 +229,185 @@ impl Store {
         &self,
         type_name: &str,
         plan: &QueryPlan,
-    ) -> Result<(Vec<StoredObject>, u64), StoreError> {
+    ) -> Result<QueryPage<StoredObject>, StoreError> {
+        if let Some(page) = self.indexed_query(type_name, plan).await? {
+            return Ok(page);
+        }
+        if let Some(many) = plan.many
+            && let Some(rows) = self.walked_query(type_name, plan).await?
+        {
+            let seen = (plan.offset + rows.len()) as u64;
+            if rows.len() < plan.limit && (!rows.is_empty() || plan.offset == 0) {
+                // The last page: the count is known.
+                return Ok(QueryPage {
+                    rows,
+                    total: seen,
+                    estimated: false,
+                });
+            }
+            let (total, estimated) = if plan.estimate_total {
+                let all = self.count_of_type(type_name).await?;
+                (many.min(all).max(seen), true)
+            } else {
+                (self.count_objects(type_name, plan).await?, false)
+            };
+            return Ok(QueryPage {
+                rows,
+                total,
+                estimated,
+            });
+        }
         let mut params = plan.filter.params.clone();
         let (projection, order) = sort_clauses(&plan.sort, &mut params, "oid");
         let condition = plan.filter.condition();
         let (prelude, source, first) = source_of(type_name, plan, &mut params);
         params.insert("limit".into(), json!(plan.limit));
         params.insert("start".into(), json!(plan.offset));
+        let exact = plan.only.as_ref().filter(|_| plan.only_exact).map(Vec::len);
+        let count = match exact {
+            Some(_) => String::new(),
+            None => format!(
+                "SELECT count() AS n FROM {source} WHERE type = $type AND {condition} GROUP ALL;"
+            ),
+        };
         let select = format!(
             "{prelude}SELECT {OBJECT_COLUMNS}{projection} FROM {source} WHERE type = $type AND {condition} \
-             ORDER BY {order} LIMIT $limit START $start;\
-             SELECT count() AS n FROM {source} WHERE type = $type AND {condition} GROUP ALL;"
+             ORDER BY {order} LIMIT $limit START $start;{count}"
         );
         let mut response = bind_all(self.db.query(select), Value::Object(params)).await?;
         let rows = decode_rows(take_json(&mut response, first)?)?;
-        let total = take_count(&mut response, first + 1)?;
-        Ok((rows, total))
+        let total = match exact {
+            Some(n) => n as u64,
+            None => take_count(&mut response, first + 1)?,
+        };
+        Ok(QueryPage {
+            rows,
+            total,
+            estimated: false,
+        })
+    }
+
+    /// Objects by id, in the order of `oids` (those that exist).
+    async fn in_order(
+        &self,
+        type_name: &str,
+        oids: &[String],
+    ) -> Result<Vec<StoredObject>, StoreError> {
+        let mut found: BTreeMap<String, StoredObject> = self
+            .get_objects(type_name, oids)
+            .await?
+            .into_iter()
+            .map(|o| (o.oid.clone(), o))
+            .collect();
+        Ok(oids.iter().filter_map(|oid| found.remove(oid)).collect())
+    }
+
+    /// A page of a query without a filter, in id order or in the order of
+    /// one indexed property (store/sort.rs), and the type's count (its
+    /// record ids counted, no record read); `None` when the query needs the
+    /// general path.
+    async fn indexed_query(
+        &self,
+        type_name: &str,
+        plan: &QueryPlan,
+    ) -> Result<Option<QueryPage<StoredObject>>, StoreError> {
+        if !plan.filter.sql.is_empty() || plan.only.is_some() {
+            return Ok(None);
+        }
+        let rows = match plan.sort.as_slice() {
+            // Record ids are [type, oid]: the type's range is in oid order.
+            [] => {
+                self.query_all(
+                    &format!(
+                        "SELECT {OBJECT_COLUMNS} FROM object:[$type, NONE]..[$type, ..] LIMIT $limit START $start"
+                    ),
+                    json!({ "type": type_name, "limit": plan.limit, "start": plan.offset }),
+                )
+                .await?
+            }
+            [
+                SortKey {
+                    field: ResolvedField::Property { name, case_exact },
+                    descending,
+                },
+            ] => {
+                let page = self
+                    .sorted_page(
+                        type_name,
+                        name.as_str(),
+                        !case_exact,
+                        *descending,
+                        plan.offset,
+                        plan.limit,
+                    )
+                    .await?;
+                let Some(oids) = page else {
+                    return Ok(None);
+                };
+                self.in_order(type_name, &oids).await?
+            }
+            _ => return Ok(None),
+        };
+        let total = self.count_of_type(type_name).await?;
+        Ok(Some(QueryPage {
+            rows,
+            total,
+            estimated: false,
+        }))
+    }
+
+    /// The rows of a page of a filter that matches many objects: read in
+    /// id order or walking one indexed property's keys, until the page is
+    /// full; `None` when the order needs the general path.
+    async fn walked_query(
+        &self,
+        type_name: &str,
+        plan: &QueryPlan,
+    ) -> Result<Option<Vec<StoredObject>>, StoreError> {
+        match plan.sort.as_slice() {
+            [] => {
+                let mut params = plan.filter.params.clone();
+                params.insert("type".into(), json!(type_name));
+                params.insert("limit".into(), json!(plan.limit));
+                params.insert("start".into(), json!(plan.offset));
+                let rows = self
+                    .query_all(
+                        // Not the type's range: with a filter, a range scan of it
+                        // overflows a debug build's stack on the deepest filters.
+                        &format!(
+                            "SELECT {OBJECT_COLUMNS} FROM object WHERE type = $type AND {} \
+                             LIMIT $limit START $start",
+                            plan.filter.condition()
+                        ),
+                        Value::Object(params),
+                    )
+                    .await?;
+                Ok(Some(rows))
+            }
+            [
+                SortKey {
+                    field: ResolvedField::Property { name, case_exact },
+                    descending,
+                },
+            ] => {
+                let page = self
+                    .walked_page(
+                        type_name,
+                        name.as_str(),
+                        !case_exact,
+                        *descending,
+                        &plan.filter,
+                        plan.offset,
+                        plan.limit,
+                    )
+                    .await?;
+                match page {
+                    Some(oids) => Ok(Some(self.in_order(type_name, &oids).await?)),
+                    None => Ok(None),
+                }
+            }
+            _ => Ok(None),
+        }
     }
 
     pub async fn count_objects(
@@ -251,6 +415,9 @@ impl Store {
         type_name: &str,
         plan: &QueryPlan,
     ) -> Result<u64, StoreError> {
+        if plan.filter.sql.is_empty() && plan.only.is_none() {
+            return self.count_of_type(type_name).await;
+        }
         let mut params = plan.filter.params.clone();
         let (prelude, source, first) = source_of(type_name, plan, &mut params);
         let count = format!(
@@ -309,9 +476,10 @@ impl Store {
     ) -> Result<Vec<StoredObject>, StoreError> {
         let subscriptions = self.sync.snapshot();
         let outbox = subscriptions.get(type_name).map_or(&[][..], Vec::as_slice);
+        let sorts = self.sorts.snapshot();
         let result = with_retry(|| async {
             let tx = self.db.clone().begin().await?;
-            match create_in(&tx, actor, type_name, objects, links, outbox).await {
+            match create_in(&tx, actor, type_name, objects, links, outbox, &sorts).await {
                 Ok(created) => {
                     tx.commit().await?;
                     if !outbox.is_empty() {
@@ -401,12 +569,15 @@ impl Store {
         E: From<StoreError> + AsRetryable,
     {
         let outbox = self.sync.snapshot();
+        let sorts = self.sorts.snapshot();
         with_retry(|| async {
             let tx = self.db.clone().begin().await.map_err(StoreError::from)?;
-            let result = update_in(
-                &tx, actor, operation, type_name, oid, private, &decide, &outbox,
-            )
-            .await;
+            let hot = Hot {
+                outbox: &outbox,
+                sorts: &sorts,
+            };
+            let result =
+                update_in(&tx, actor, operation, type_name, oid, private, &decide, hot).await;
             match result {
                 Ok(Outcome::Written(object)) => {
                     tx.commit().await.map_err(StoreError::from)?;
@@ -439,9 +610,14 @@ impl Store {
         E: From<StoreError> + AsRetryable,
     {
         let outbox = self.sync.snapshot();
+        let sorts = self.sorts.snapshot();
         with_retry(|| async {
             let tx = self.db.clone().begin().await.map_err(StoreError::from)?;
-            let result = delete_in(&tx, actor, type_name, oid, private, &check, &outbox).await;
+            let hot = Hot {
+                outbox: &outbox,
+                sorts: &sorts,
+            };
+            let result = delete_in(&tx, actor, type_name, oid, private, &check, hot).await;
             match result {
                 Ok(Some(object)) => {
                     tx.commit().await.map_err(StoreError::from)?;
@@ -470,6 +646,8 @@ fn source_of(
 ) -> (&'static str, &'static str, usize) {
     params.insert("type".into(), json!(type_name));
     match &plan.only {
+        // Not `object:[$type, NONE]..[$type, ..]`: with a filter, a range
+        // scan overflows a debug build's stack on the deepest filters.
         None => ("", "object", 0),
         Some(ids) => {
             params.insert("only".into(), json!(ids));
@@ -513,8 +691,11 @@ async fn create_in(
     objects: &[NewObject],
     links: &[Link],
     outbox: &[String],
+    sorts: &IndexedSet,
 ) -> Result<Vec<StoredObject>, StoreError> {
     let now = now_timestamp();
+    let indexes = sorts.of(type_name);
+    let mut sort_keys = Vec::new();
     let mut entries = Vec::new();
     let mut stored = Vec::with_capacity(objects.len());
     let mut rows = Vec::with_capacity(objects.len());
@@ -535,6 +716,7 @@ async fn create_in(
         };
         rows.push(object_row(&record));
         keys.extend(unique_rows(type_name, &object.oid, &write.unique));
+        sort_keys.extend(keys_of(type_name, &object.oid, &write.data, indexes));
         relations.extend(relation_rows(&record.reference(), &write.relations));
         credentials.extend(write.secrets.iter().filter_map(|(property, secret)| {
             secret.as_ref().map(|s| json!({ "id": [type_name, object.oid, property], "hash": s.hash, "sealed": s.sealed }))
@@ -582,12 +764,22 @@ async fn create_in(
     if !links.is_empty() {
         sql.push_str(INSERT_LINKS);
     }
-    tx_query(
-        tx,
-        &sql,
-        json!({ "rows": rows, "keys": keys, "relations": relations, "credentials": credentials, "audits": audits, "links": links, "reverse": reverse, "outbox": entries }),
-    )
-    .await?;
+    let mut params = Map::new();
+    sql.push_str(&insert_keys(sort_keys, &mut params));
+    params.extend(
+        [
+            ("rows", json!(rows)),
+            ("keys", json!(keys)),
+            ("relations", json!(relations)),
+            ("credentials", json!(credentials)),
+            ("audits", json!(audits)),
+            ("links", json!(links)),
+            ("reverse", json!(reverse)),
+            ("outbox", json!(entries)),
+        ]
+        .map(|(name, value)| (name.to_string(), value)),
+    );
+    tx_query(tx, &sql, Value::Object(params)).await?;
     Ok(stored)
 }
 
@@ -604,7 +796,7 @@ async fn update_in<E>(
     oid: &str,
     private: &[String],
     decide: &impl Fn(&StoredObject, &BTreeMap<String, StoredSecret>) -> Result<ObjectChange, E>,
-    outbox: &Subscribed,
+    hot: Hot<'_>,
 ) -> Result<Outcome, E>
 where
     E: From<StoreError>,
@@ -639,10 +831,7 @@ where
         keys: write.unique.clone(),
         ..current.clone()
     };
-    apply_write(
-        tx, actor, operation, &current, &updated, &write, &now, outbox,
-    )
-    .await?;
+    apply_write(tx, actor, operation, &current, &updated, &write, &now, hot).await?;
     Ok(Outcome::Written(updated))
 }
 
@@ -657,8 +846,9 @@ async fn apply_write(
     updated: &StoredObject,
     write: &Write,
     now: &str,
-    outbox: &Subscribed,
+    hot: Hot<'_>,
 ) -> Result<(), StoreError> {
+    let outbox = hot.outbox;
     let type_name = &current.type_name;
     let oid = &current.oid;
     let released: Vec<(String, String)> = current
@@ -705,8 +895,8 @@ async fn apply_write(
         &write.changed,
         now,
     );
-    tx_query(
-        tx,
+    let (unsorted, sorted) = changed_keys(current, Some(updated), hot.sorts.of(type_name));
+    let mut sql = String::from(
         "UPSERT type::record('object', [$type, $oid]) CONTENT $row RETURN NONE;
          FOR $k IN $released { DELETE type::record('unique_key', $k) RETURN NONE; };
          INSERT INTO unique_key $claimed RETURN NONE;
@@ -716,15 +906,41 @@ async fn apply_write(
          FOR $c IN $secrets { UPSERT type::record('credential', $c.id) CONTENT { hash: $c.hash, sealed: $c.sealed } RETURN NONE; };
          INSERT INTO audit [$audit] RETURN NONE;
          INSERT INTO outbox $outbox RETURN NONE;",
-        json!({
-            "type": type_name, "oid": oid, "row": object_content(updated),
-            "released": released_ids, "claimed": claimed_rows,
-            "source": reference, "relations": relations,
-            "cleared": cleared_secrets, "secrets": set_secrets, "audit": audit,
-            "outbox": outbox_rows(subscribed(outbox, type_name), type_name, oid, "update", updated.rev, None, now),
-        }),
-    )
-    .await?;
+    );
+    let mut params = Map::new();
+    if !unsorted.is_empty() {
+        sql.push_str(DELETE_KEYS);
+        params.insert("unsorted".into(), Value::Array(unsorted));
+    }
+    sql.push_str(&insert_keys(sorted, &mut params));
+    params.extend(
+        [
+            ("type", json!(type_name)),
+            ("oid", json!(oid)),
+            ("row", object_content(updated)),
+            ("released", json!(released_ids)),
+            ("claimed", json!(claimed_rows)),
+            ("source", json!(reference)),
+            ("relations", json!(relations)),
+            ("cleared", json!(cleared_secrets)),
+            ("secrets", json!(set_secrets)),
+            ("audit", audit),
+            (
+                "outbox",
+                json!(outbox_rows(
+                    subscribed(outbox, type_name),
+                    type_name,
+                    oid,
+                    "update",
+                    updated.rev,
+                    None,
+                    now
+                )),
+            ),
+        ]
+        .map(|(name, value)| (name.to_string(), value)),
+    );
+    tx_query(tx, &sql, Value::Object(params)).await?;
     Ok(())
 }
 
@@ -735,7 +951,7 @@ async fn delete_in<E>(
     oid: &str,
     private: &[String],
     check: &impl Fn(&StoredObject) -> Result<(), E>,
-    outbox: &Subscribed,
+    hot: Hot<'_>,
 ) -> Result<Option<StoredObject>, E>
 where
     E: From<StoreError>,
@@ -783,7 +999,7 @@ where
             data: write.data.clone(),
             ..holder.clone()
         };
-        apply_write(tx, actor, "patch", &holder, &updated, &write, &now, outbox).await?;
+        apply_write(tx, actor, "patch", &holder, &updated, &write, &now, hot).await?;
     }
     let key_ids: Vec<Value> = current
         .keys
@@ -792,22 +1008,33 @@ where
         .collect();
     let credential_ids: Vec<Value> = private.iter().map(|p| json!([type_name, oid, p])).collect();
     let audit = audit_row(actor, "delete", &reference, current.rev, 0, &[], &now);
+    let (unsorted, _) = changed_keys(&current, None, hot.sorts.of(type_name));
     tx_query(
         tx,
-        "DELETE type::record('object', [$type, $oid]) RETURN NONE;
-         FOR $k IN $keys { DELETE type::record('unique_key', $k) RETURN NONE; };
-         FOR $k IN $credentials { DELETE type::record('credential', $k) RETURN NONE; };
-         DELETE relation WHERE source = $source OR target = $source RETURN NONE;
-         INSERT INTO audit [$audit] RETURN NONE;
-         INSERT INTO outbox $outbox RETURN NONE;",
+        &format!(
+            "DELETE type::record('object', [$type, $oid]) RETURN NONE;
+             FOR $k IN $keys {{ DELETE type::record('unique_key', $k) RETURN NONE; }};
+             FOR $k IN $credentials {{ DELETE type::record('credential', $k) RETURN NONE; }};
+             DELETE relation WHERE source = $source OR target = $source RETURN NONE;
+             INSERT INTO audit [$audit] RETURN NONE;
+             INSERT INTO outbox $outbox RETURN NONE;{DELETE_KEYS}"
+        ),
         json!({
             "type": type_name, "oid": oid, "keys": key_ids, "credentials": credential_ids,
-            "source": reference, "audit": audit,
-            "outbox": outbox_rows(subscribed(outbox, type_name), type_name, oid, "delete", 0, Some(&current.data), &now),
+            "source": reference, "audit": audit, "unsorted": unsorted,
+            "outbox": outbox_rows(subscribed(hot.outbox, type_name), type_name, oid, "delete", 0, Some(&current.data), &now),
         }),
     )
     .await?;
     Ok(Some(current))
+}
+
+/// What every write keeps up to date besides the object: the outbox
+/// subscriptions and the sort keys in force when it started.
+#[derive(Clone, Copy)]
+struct Hot<'a> {
+    outbox: &'a Subscribed,
+    sorts: &'a IndexedSet,
 }
 
 fn subscribed<'a>(outbox: &'a Subscribed, type_name: &str) -> &'a [String] {

@@ -26,6 +26,10 @@ impl Identifier {
             && name.len() <= 64;
         plain.then(|| Identifier(name.to_string()))
     }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// Where an attribute of the filter lives in a record.
@@ -102,9 +106,28 @@ pub struct QueryPlan {
     /// Only these object ids can match (the filter pins `_id` or a unique
     /// property): read them directly instead of scanning the type.
     pub only: Option<Vec<String>>,
+    /// `only` holds exactly the matches (read from sort keys): the total is
+    /// its length, not a count.
+    pub only_exact: bool,
     pub sort: Vec<SortKey>,
     pub offset: usize,
     pub limit: usize,
+    /// The filter matches more objects than a search reads at once (the
+    /// sort keys say about this many): a page is found early by walking an
+    /// index in order, and the count may be this estimate.
+    pub many: Option<u64>,
+    /// The caller takes an estimated total rather than a count that reads
+    /// every match.
+    pub estimate_total: bool,
+}
+
+/// One page of a query and how many match in all.
+#[derive(Debug, Clone, Default)]
+pub struct QueryPage<T> {
+    pub rows: Vec<T>,
+    pub total: u64,
+    /// `total` is an estimate (an upper bound), not a count.
+    pub estimated: bool,
 }
 
 /// Why a filter cannot be compiled (it parsed, but does not fit the data).
@@ -662,7 +685,7 @@ mod tests {
             limit: 100,
             ..QueryPlan::default()
         };
-        let (rows, total) = store
+        let QueryPage { rows, total, .. } = store
             .query_objects("user", &plan)
             .await
             .unwrap_or_else(|e| panic!("{filter}\n{}\n{e}", plan.filter.sql));

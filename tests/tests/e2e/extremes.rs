@@ -293,6 +293,7 @@ async fn sweep(c: &mut Clients, x: &Extreme) -> Vec<(String, Result<(), Status>)
                 page_token: t.clone(),
                 offset: x.int,
                 read_mask: mask.clone(),
+                estimate_total: true,
             })
         );
         call!(
@@ -305,6 +306,7 @@ async fn sweep(c: &mut Clients, x: &Extreme) -> Vec<(String, Result<(), Status>)
                 page_token: t.clone(),
                 offset: x.int,
                 read_mask: None,
+                estimate_total: true,
             })
         );
         call!(

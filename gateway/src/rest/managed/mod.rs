@@ -195,6 +195,7 @@ async fn query(
             page_token: cookie.clone(),
             offset: i32::try_from(query.offset).unwrap_or(i32::MAX),
             read_mask: mask(&query.fields),
+            estimate_total: false,
         };
         let page = core_call!(
             &state,
