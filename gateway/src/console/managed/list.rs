@@ -156,8 +156,9 @@ fn list_href(type_name: &str, q: &str, sort: &str, page: i32) -> String {
     }
 }
 
-/// `1–50 of 3,000`; `none` for an empty list.
-fn range_text(offset: i64, shown: usize, total: i64) -> String {
+/// `1–50 of 3,000` (`of about 17,501` when the core estimated the total);
+/// `none` for an empty list.
+fn range_text(offset: i64, shown: usize, total: i64, estimated: bool) -> String {
     if shown == 0 {
         return if total > 0 {
             format!("nothing here; {} in all", thousands(total))
@@ -167,9 +168,10 @@ fn range_text(offset: i64, shown: usize, total: i64) -> String {
     }
     let last = offset + i64::try_from(shown).unwrap_or(0);
     format!(
-        "{}–{} of {}",
+        "{}–{} of {}{}",
         thousands(offset + 1),
         thousands(last),
+        if estimated { "about " } else { "" },
         thousands(total)
     )
 }
@@ -207,11 +209,15 @@ pub async fn show(
             page_token: String::new(),
             offset,
             read_mask: None,
+            // A broad search need not count every match to show a page:
+            // an upper bound, said as "about".
+            estimate_total: true,
         })
     )
     .await?;
     let rows = rows_of(&schema, &columns, &reply.objects);
     let total = reply.total_size;
+    let estimated = reply.total_size_estimated;
     let shown_to = i64::from(offset) + i64::try_from(rows.len()).unwrap_or(0);
     let columns = columns
         .iter()
@@ -237,9 +243,10 @@ pub async fn show(
     .await;
     Ok(render(&ListPage {
         chrome,
-        range: range_text(i64::from(offset), rows.len(), total),
+        range: range_text(i64::from(offset), rows.len(), total, estimated),
         previous: (page > 1).then(|| list_href(&schema.name, &q, &sort, page - 1)),
-        next: (shown_to < total && !rows.is_empty())
+        // An estimate is an upper bound: a short page is the last one.
+        next: (shown_to < total && rows.len() >= usize::try_from(PAGE_SIZE).unwrap_or(50))
             .then(|| list_href(&schema.name, &q, &sort, page + 1)),
         type_name: schema.name.clone(),
         title: schema.title.clone(),
@@ -344,9 +351,10 @@ mod tests {
         assert!(page_number(Some("0")).is_err());
         assert!(page_number(Some("99999999999")).is_err());
         assert!(page_number(Some("x")).is_err());
-        assert_eq!(range_text(0, 50, 3000), "1–50 of 3,000");
-        assert_eq!(range_text(2950, 50, 3000), "2,951–3,000 of 3,000");
-        assert_eq!(range_text(0, 0, 0), "none");
+        assert_eq!(range_text(0, 50, 3000, false), "1–50 of 3,000");
+        assert_eq!(range_text(0, 50, 17501, true), "1–50 of about 17,501");
+        assert_eq!(range_text(2950, 50, 3000, false), "2,951–3,000 of 3,000");
+        assert_eq!(range_text(0, 0, 0, false), "none");
         assert_eq!(
             list_href("user", "a&b", "-sn", 2),
             "/admin/managed/user?q=a%26b&sort=-sn&page=2"

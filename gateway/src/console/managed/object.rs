@@ -396,6 +396,8 @@ async fn labels_of(
                 page_token: String::new(),
                 offset: 0,
                 read_mask: None,
+                // Only the objects are shown, never their number.
+                estimate_total: true,
             })
         )
         .await;
