@@ -341,6 +341,15 @@ impl Store {
         const PAGE: usize = 5_000;
         let started = std::time::Instant::now();
         self.drop_sort_index(type_name, &index.property).await?;
+        // The table exists even while no object has a key in it: reading
+        // a table that does not exist is an error, not an empty answer.
+        if let Some(table) = table(type_name, &index.property) {
+            self.execute(
+                &format!("DEFINE TABLE IF NOT EXISTS `{table}` SCHEMALESS;"),
+                Value::Null,
+            )
+            .await?;
+        }
         let mut start = 0;
         loop {
             #[derive(Deserialize)]

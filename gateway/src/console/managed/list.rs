@@ -187,8 +187,12 @@ pub async fn show(
     let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
     let page = page_number(query.page.as_deref())?;
     let q = query.q.trim().to_string();
-    let sorted = sort_key(&query.sort, &names);
-    let sort = match sorted {
+    // By the first column unless asked otherwise: people look for a name,
+    // and an ordered page reads the sort keys instead of the whole type.
+    let asked = sort_key(&query.sort, &names);
+    let sorted = asked.or_else(|| names.first().map(|first| (*first, false)));
+    // Links keep only the order asked for: the default needs no parameter.
+    let sort = match asked {
         Some((name, true)) => format!("-{name}"),
         Some((name, false)) => name.to_string(),
         None => String::new(),

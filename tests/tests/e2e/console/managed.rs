@@ -116,6 +116,7 @@ async fn the_user_list_searches_sorts_and_pages_over_the_searchable_columns() {
             first
                 .body
                 .find(&format!(">{t}</a></th>"))
+                .or_else(|| first.body.find(&format!(">{t} ▲</a></th>")))
                 .unwrap_or_else(|| panic!("column {t}"))
         })
         .collect();
@@ -123,6 +124,14 @@ async fn the_user_list_searches_sorts_and_pages_over_the_searchable_columns() {
     assert!(
         !first.contains(">Mobile Phone<"),
         "not searchable: no column"
+    );
+    // Sorted by the first column when nothing else is asked for.
+    assert!(
+        first.contains(
+            r#"aria-sort="ascending"><a href="/admin/managed/user?sort=-userName">Username ▲</a>"#
+        ),
+        "{}",
+        first.body
     );
     let first = first
         .shows("1–50 of 120")
