@@ -35,6 +35,10 @@ async fn accounts_are_created_given_roles_disabled_and_deleted_after_a_confirmat
     shows_whole_and_fragment(&whole, &fragment, "Create an account");
     assert!(whole.contains("openidm-admin"));
     assert!(whole.contains(r#"<span class="badge">you</span>"#));
+    // No button locks you out of your own console.
+    assert!(!whole.contains(r#"aria-label="Disable openidm-admin""#));
+    assert!(!whole.contains(r#"aria-label="Delete openidm-admin""#));
+    assert!(whole.contains("Another admin can disable or delete your account."));
 
     // Create; the answer is a redirect to the list, which says so.
     admin
