@@ -46,6 +46,7 @@ pub struct QueueRow {
     pub pending: String,
     pub failed: i64,
     pub oldest: String,
+    pub oldest_failed: String,
 }
 
 pub struct FailedSchedule {
@@ -193,6 +194,11 @@ async fn queue(state: &ConsoleState, viewer: &Viewer) -> Result<Vec<QueueRow>, C
         .map(|m| QueueRow {
             oldest: if m.pending > 0 {
                 ago(m.oldest_pending_time.as_ref())
+            } else {
+                "—".into()
+            },
+            oldest_failed: if m.failed > 0 {
+                ago(m.oldest_failed_time.as_ref())
             } else {
                 "—".into()
             },

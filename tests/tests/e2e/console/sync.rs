@@ -64,6 +64,20 @@ async fn failed_entries_show_why_and_are_retried_or_discarded_after_a_confirmati
     }
     failed(&mut clients, 2).await;
 
+    // The dashboard counts them, with how long the oldest has waited.
+    let dashboard = admin.get("/admin/").await.expect(200);
+    assert!(
+        dashboard.contains(r#"<span class="state failed">2</span>"#),
+        "{}",
+        dashboard.body
+    );
+    assert!(dashboard.contains("<th scope=\"col\">Oldest failed</th>"));
+    assert!(
+        dashboard.contains(" ago</td>\n      </tr>")
+            || dashboard.contains("just now</td>\n      </tr>"),
+        "the oldest failure's age: {}",
+        dashboard.body
+    );
     let whole = admin.get("/admin/sync").await.expect(200);
     let fragment = admin.get_fragment("/admin/sync").await.expect(200);
     assert!(whole.is_whole_page() && !fragment.is_whole_page());
