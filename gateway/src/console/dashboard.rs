@@ -17,6 +17,7 @@ use idm_proto::v1::{
 };
 
 use super::page::{ago, thousands};
+use super::sync::MappingRow as QueueRow;
 use super::{Chrome, ConsoleError, ConsoleState, Nav, Viewer, console_call, render};
 
 pub struct TypeCount {
@@ -39,14 +40,6 @@ pub struct RunSummary {
     pub when: String,
     /// `CONFIRMED 3, FOUND 1`.
     pub situations: String,
-}
-
-pub struct QueueRow {
-    pub mapping: String,
-    pub pending: String,
-    pub failed: i64,
-    pub oldest: String,
-    pub oldest_failed: String,
 }
 
 pub struct FailedSchedule {
@@ -188,25 +181,7 @@ async fn queue(state: &ConsoleState, viewer: &Viewer) -> Result<Vec<QueueRow>, C
         SyncServiceClient.get_sync_queue(GetSyncQueueRequest {})
     )
     .await?;
-    Ok(summary
-        .mappings
-        .into_iter()
-        .map(|m| QueueRow {
-            oldest: if m.pending > 0 {
-                ago(m.oldest_pending_time.as_ref())
-            } else {
-                "—".into()
-            },
-            oldest_failed: if m.failed > 0 {
-                ago(m.oldest_failed_time.as_ref())
-            } else {
-                "—".into()
-            },
-            mapping: m.mapping,
-            pending: thousands(m.pending),
-            failed: m.failed,
-        })
-        .collect())
+    Ok(summary.mappings.into_iter().map(QueueRow::of).collect())
 }
 
 async fn failed_schedules(

@@ -15,7 +15,7 @@ use idm_proto::v1::sync_entry::State as EntryState;
 use idm_proto::v1::sync_service_client::SyncServiceClient;
 use idm_proto::v1::{
     DiscardSyncEntriesRequest, GetSyncQueueRequest, ListSyncEntriesRequest,
-    RetrySyncEntriesRequest, SyncEntry,
+    RetrySyncEntriesRequest, SyncEntry, SyncQueueSummary,
 };
 use serde::Deserialize;
 
@@ -53,6 +53,8 @@ pub struct QueueQuery {
     discarded: Option<i64>,
 }
 
+/// One mapping's part of the queue, as the queue page and the dashboard
+/// show it.
 pub struct MappingRow {
     pub mapping: String,
     pub pending: String,
@@ -61,6 +63,23 @@ pub struct MappingRow {
     pub oldest_pending: String,
     pub oldest_failed: String,
     pub last_error: String,
+}
+
+impl MappingRow {
+    pub fn of(m: SyncQueueSummary) -> MappingRow {
+        let age_if = |any: bool, at: Option<&prost_types::Timestamp>| {
+            if any { ago(at) } else { "—".into() }
+        };
+        MappingRow {
+            oldest_pending: age_if(m.pending > 0, m.oldest_pending_time.as_ref()),
+            oldest_failed: age_if(m.failed > 0, m.oldest_failed_time.as_ref()),
+            pending: thousands(m.pending),
+            failed_text: thousands(m.failed),
+            failed: m.failed,
+            mapping: m.mapping,
+            last_error: m.last_error,
+        }
+    }
 }
 
 pub struct EntryRow {
@@ -178,27 +197,7 @@ pub async fn show(
     let chrome = Chrome::new(&state, &viewer, Nav::Sync, "Sync queue");
     let (summary, listed, chrome) = tokio::join!(summary, listed, chrome);
     let (summary, listed) = (summary?, listed?);
-    let mappings: Vec<MappingRow> = summary
-        .mappings
-        .into_iter()
-        .map(|m| MappingRow {
-            oldest_pending: if m.pending > 0 {
-                ago(m.oldest_pending_time.as_ref())
-            } else {
-                "—".into()
-            },
-            oldest_failed: if m.failed > 0 {
-                ago(m.oldest_failed_time.as_ref())
-            } else {
-                "—".into()
-            },
-            mapping: m.mapping,
-            pending: thousands(m.pending),
-            failed: m.failed,
-            failed_text: thousands(m.failed),
-            last_error: m.last_error,
-        })
-        .collect();
+    let mappings: Vec<MappingRow> = summary.mappings.into_iter().map(MappingRow::of).collect();
     let entries = listed.entries.iter().map(entry_row).collect();
     let mapping_listed = query.mapping.is_empty()
         || mappings

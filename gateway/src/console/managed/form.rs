@@ -14,12 +14,12 @@ use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use idm_proto::json::{from_proto_struct, to_proto_struct, to_proto_value};
+use idm_proto::json::{to_proto_struct, to_proto_value};
 use idm_proto::v1::object_service_client::ObjectServiceClient;
 use idm_proto::v1::{CreateObjectRequest, PatchObjectRequest, PatchOperation};
 use serde_json::{Map, Value, json};
 
-use super::object::{get_object, heading, revision_of};
+use super::object::{attributes_of, get_object, heading, revision_of};
 use super::{Kind, Prop, TypeSchema, schema_of, shown};
 use crate::console::error::FieldProblem;
 use crate::console::page::url_part;
@@ -230,11 +230,7 @@ pub async fn edit(
     viewer.require_change()?;
     let schema = schema_of(&state, &viewer, &type_name).await?;
     let object = get_object(&state, &viewer, &schema, &id).await?;
-    let attributes = object
-        .attributes
-        .as_ref()
-        .map(from_proto_struct)
-        .unwrap_or_default();
+    let attributes = attributes_of(&object);
     let page = edit_page(
         &state,
         &viewer,
@@ -302,15 +298,7 @@ async fn stored_heading(
     id: &str,
 ) -> String {
     match get_object(state, viewer, schema, id).await {
-        Ok(object) => heading(
-            schema,
-            &object
-                .attributes
-                .as_ref()
-                .map(from_proto_struct)
-                .unwrap_or_default(),
-            &object.id,
-        ),
+        Ok(object) => heading(schema, &attributes_of(&object), &object.id),
         Err(_) => id.to_string(),
     }
 }
@@ -561,11 +549,7 @@ pub async fn password(
     viewer.require_change()?;
     let schema = schema_of(&state, &viewer, &type_name).await?;
     let object = get_object(&state, &viewer, &schema, &id).await?;
-    let attributes = object
-        .attributes
-        .as_ref()
-        .map(from_proto_struct)
-        .unwrap_or_default();
+    let attributes = attributes_of(&object);
     let heading = heading(&schema, &attributes, &object.id);
     let page = password_page(&state, &viewer, &schema, &object.id, &heading, &[]).await?;
     Ok(render(&page))
@@ -673,11 +657,7 @@ async fn change_related(
             schema.title
         )));
     }
-    let attributes = object
-        .attributes
-        .as_ref()
-        .map(from_proto_struct)
-        .unwrap_or_default();
+    let attributes = attributes_of(&object);
     let mut list: Vec<Value> = attributes
         .get(&property.name)
         .and_then(Value::as_array)

@@ -6,11 +6,11 @@ use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use idm_proto::filter::{AttrPath, CompareOp, Filter, Value as FilterValue};
-use idm_proto::json::from_proto_struct;
 use idm_proto::v1::QueryObjectsRequest;
 use idm_proto::v1::object_service_client::ObjectServiceClient;
 use serde::Deserialize;
 
+use super::object::attributes_of;
 use super::{Prop, TypeSchema, schema_of, shown};
 use crate::console::page::{thousands, url_part};
 use crate::console::{Chrome, ConsoleError, ConsoleState, Nav, Viewer, console_call, render};
@@ -269,11 +269,7 @@ fn rows_of(
     objects
         .iter()
         .map(|object| {
-            let attributes = object
-                .attributes
-                .as_ref()
-                .map(from_proto_struct)
-                .unwrap_or_default();
+            let attributes = attributes_of(object);
             let mut cells: Vec<String> = columns
                 .iter()
                 .map(|c| attributes.get(&c.name).map(shown).unwrap_or_default())

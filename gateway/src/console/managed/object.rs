@@ -148,6 +148,15 @@ pub async fn get_object(
 }
 
 /// What a page calls the object: its first column's value, else its id.
+/// An object's attributes as JSON (none: an empty map).
+pub fn attributes_of(object: &ManagedObject) -> Map<String, Value> {
+    object
+        .attributes
+        .as_ref()
+        .map(from_proto_struct)
+        .unwrap_or_default()
+}
+
 pub fn heading(schema: &TypeSchema, attributes: &Map<String, Value>, id: &str) -> String {
     schema
         .columns()
@@ -209,11 +218,7 @@ pub async fn show(
         ),
     );
     let object = object?;
-    let attributes = object
-        .attributes
-        .as_ref()
-        .map(from_proto_struct)
-        .unwrap_or_default();
+    let attributes = attributes_of(&object);
     let mut referenced: Vec<String> = schema
         .props
         .iter()
@@ -403,11 +408,7 @@ async fn labels_of(
         .await;
         let Ok(reply) = reply else { continue };
         for object in reply.objects {
-            let attributes = object
-                .attributes
-                .as_ref()
-                .map(from_proto_struct)
-                .unwrap_or_default();
+            let attributes = attributes_of(&object);
             labels.insert(
                 target.object_name(&object.id),
                 heading(target, &attributes, &object.id),
@@ -460,11 +461,7 @@ pub async fn confirm_delete(
     viewer.require_change()?;
     let schema = schema_of(&state, &viewer, &type_name).await?;
     let object = get_object(&state, &viewer, &schema, &id).await?;
-    let attributes = object
-        .attributes
-        .as_ref()
-        .map(from_proto_struct)
-        .unwrap_or_default();
+    let attributes = attributes_of(&object);
     let heading = heading(&schema, &attributes, &object.id);
     let chrome = Chrome::new(
         &state,

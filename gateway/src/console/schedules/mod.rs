@@ -39,9 +39,7 @@ pub fn routes() -> Router<ConsoleState> {
     Router::new()
         .route("/schedules", get(list))
         .route("/schedules/{name}", get(show))
-        .route("/schedules/{name}/pause", post(pause))
-        .route("/schedules/{name}/resume", post(resume))
-        .route("/schedules/{name}/run", post(run_now))
+        .route("/schedules/{name}/{action}", post(act))
 }
 
 /// A schedule id as a path segment.
@@ -241,50 +239,40 @@ fn back(form: &Form, id: &str) -> Response {
     }
 }
 
-async fn pause(
+/// Pause, resume or run now: the schedule's buttons.
+async fn act(
     State(state): State<ConsoleState>,
-    Path(id): Path<String>,
+    Path((id, action)): Path<(String, String)>,
     form: Form,
 ) -> Result<Response, ConsoleError> {
     form.viewer.require_change()?;
     let name = format!("schedules/{}", checked_name(&id)?);
-    console_call!(
-        &state,
-        &form.viewer,
-        ScheduleServiceClient.pause_schedule(PauseScheduleRequest { name: name.clone() })
-    )
-    .await?;
-    Ok(back(&form, &id))
-}
-
-async fn resume(
-    State(state): State<ConsoleState>,
-    Path(id): Path<String>,
-    form: Form,
-) -> Result<Response, ConsoleError> {
-    form.viewer.require_change()?;
-    let name = format!("schedules/{}", checked_name(&id)?);
-    console_call!(
-        &state,
-        &form.viewer,
-        ScheduleServiceClient.resume_schedule(ResumeScheduleRequest { name: name.clone() })
-    )
-    .await?;
-    Ok(back(&form, &id))
-}
-
-async fn run_now(
-    State(state): State<ConsoleState>,
-    Path(id): Path<String>,
-    form: Form,
-) -> Result<Response, ConsoleError> {
-    form.viewer.require_change()?;
-    let name = format!("schedules/{}", checked_name(&id)?);
-    console_call!(
-        &state,
-        &form.viewer,
-        ScheduleServiceClient.run_schedule(RunScheduleRequest { name: name.clone() })
-    )
-    .await?;
+    match action.as_str() {
+        "pause" => {
+            console_call!(
+                &state,
+                &form.viewer,
+                ScheduleServiceClient.pause_schedule(PauseScheduleRequest { name })
+            )
+            .await?;
+        }
+        "resume" => {
+            console_call!(
+                &state,
+                &form.viewer,
+                ScheduleServiceClient.resume_schedule(ResumeScheduleRequest { name })
+            )
+            .await?;
+        }
+        "run" => {
+            console_call!(
+                &state,
+                &form.viewer,
+                ScheduleServiceClient.run_schedule(RunScheduleRequest { name })
+            )
+            .await?;
+        }
+        _ => return Err(ConsoleError::NotFound("There is no such page.".into())),
+    }
     Ok(back(&form, &id))
 }
