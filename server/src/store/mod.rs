@@ -15,6 +15,7 @@ mod objects;
 mod outbox;
 mod query;
 mod recon;
+mod retention;
 mod schedules;
 mod sort;
 mod tokens;
