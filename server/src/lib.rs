@@ -7,6 +7,7 @@ pub mod config;
 pub mod connector;
 pub mod keys;
 pub mod managed;
+pub mod retention;
 pub mod scheduler;
 pub mod script;
 pub mod secrets;
@@ -53,6 +54,8 @@ pub struct Settings {
     /// Directories besides the conf directory that files named by documents
     /// sent over the API may be in (`--allow-path`, `IDM_CONF_PATHS`).
     pub allow_paths: Vec<PathBuf>,
+    /// How long each kind of history is kept (`--retain-*`).
+    pub retention: retention::Retention,
 }
 
 /// By hand, so the key and the admin token never reach a log line.
@@ -74,6 +77,7 @@ impl std::fmt::Debug for Settings {
             .field("password_throttle", &self.password_throttle)
             .field("conf_env_allow", &self.conf_env_allow)
             .field("allow_paths", &self.allow_paths)
+            .field("retention", &self.retention)
             .finish()
     }
 }
@@ -216,6 +220,12 @@ pub async fn run(
         shutdown.await;
         let _ = stop.send(true);
     });
+    // History past its age goes in the background (retention.rs).
+    let mut pruner = tokio::spawn(retention::run(
+        store.clone(),
+        settings.retention,
+        stopped.clone(),
+    ));
     let drain = wait_for_stop(stopped.clone());
     let deadline = async move {
         wait_for_stop(stopped).await;
@@ -235,6 +245,14 @@ pub async fn run(
     drop(reconciler);
     drop(implicit);
     drop(scheduler);
+    // It stops at its next batch; its store handle must go before the close.
+    if tokio::time::timeout(SHUTDOWN_GRACE, &mut pruner)
+        .await
+        .is_err()
+    {
+        pruner.abort();
+        let _ = pruner.await;
+    }
     refresh.abort();
     let _ = refresh.await;
     store.close(SHUTDOWN_GRACE).await;
@@ -270,6 +288,7 @@ mod tests {
             password_throttle: managed::ThrottleLimits::default(),
             conf_env_allow: Vec::new(),
             allow_paths: Vec::new(),
+            retention: retention::Retention::default(),
         };
         for shown in [format!("{settings:?}"), format!("{settings:#?}")] {
             assert!(!shown.contains("c2VjcmV0"), "{shown}");

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use idm_server::accounts::{LoginLimits, SessionPolicy};
 use idm_server::managed::ThrottleLimits;
+use idm_server::retention::{Age, Retention};
 use idm_server::{Settings, run};
 use tracing_subscriber::EnvFilter;
 
@@ -83,6 +84,56 @@ struct Args {
     /// The window of --login-failures, in seconds; also the first lock's length.
     #[arg(long, env = "IDM_LOGIN_FAILURE_WINDOW", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     login_failure_window: u64,
+    /// How long claimed schedule ticks are kept: the records that keep two
+    /// idmd nodes from firing one tick twice (each schedule's newest always
+    /// stays). A duration (30d, 12h, 1y) or `forever`, like every --retain-*.
+    #[arg(
+        long,
+        env = "IDM_RETAIN_SCHEDULE_TICKS",
+        default_value = "1d",
+        value_name = "AGE"
+    )]
+    retain_schedule_ticks: Age,
+    /// How long schedule executions (the history ListExecutions shows) are
+    /// kept, from their start; a RUNNING one stays.
+    #[arg(
+        long,
+        env = "IDM_RETAIN_EXECUTIONS",
+        default_value = "90d",
+        value_name = "AGE"
+    )]
+    retain_executions: Age,
+    /// How long reconciliation run records (counts, situations, kept
+    /// failures) are kept, from their start; a PENDING or ACTIVE one stays.
+    #[arg(
+        long,
+        env = "IDM_RETAIN_RECON_RUNS",
+        default_value = "90d",
+        value_name = "AGE"
+    )]
+    retain_recon_runs: Age,
+    /// How long audit entries (object writes, admin actions, password
+    /// checks) are kept.
+    #[arg(
+        long,
+        env = "IDM_RETAIN_AUDIT",
+        default_value = "365d",
+        value_name = "AGE"
+    )]
+    retain_audit: Age,
+    /// How long implicit-sync changes that failed for good (the sync
+    /// queue's failed entries, which RetryEntries could still send) are
+    /// kept, from their last attempt; pending changes always stay.
+    #[arg(
+        long,
+        env = "IDM_RETAIN_FAILED_SYNC",
+        default_value = "30d",
+        value_name = "AGE"
+    )]
+    retain_failed_sync: Age,
+    /// How often history past its age is pruned (tests use seconds).
+    #[arg(long, env = "IDM_RETENTION_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration, hide = true)]
+    retention_interval: Duration,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -134,6 +185,14 @@ async fn main() -> ExitCode {
         },
         conf_env_allow: args.conf_env_allow,
         allow_paths: args.allow_paths,
+        retention: Retention {
+            schedule_ticks: args.retain_schedule_ticks,
+            executions: args.retain_executions,
+            recon_runs: args.retain_recon_runs,
+            audit: args.retain_audit,
+            failed_sync: args.retain_failed_sync,
+            interval: args.retention_interval,
+        },
     };
     match run(settings, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -43,6 +43,7 @@ pub use query::{
     ResolvedField, SortKey, compile,
 };
 pub use recon::{MAX_KEPT_FAILURES, Progress, ReconFailureRecord, ReconRunRecord};
+pub use retention::PRUNE_BATCH;
 pub use schedules::{ExecutionRecord, ScheduleState};
 pub use sort::{Candidates, SearchTerm, SortIndex};
 pub use tokens::{TokenKind, TokenRecord};
