@@ -25,6 +25,7 @@ mod policies;
 mod recon;
 mod rest;
 mod rest_ops;
+mod retention;
 mod scheduler;
 mod scim;
 mod scim_location;
