@@ -218,6 +218,26 @@ impl Store {
     }
 }
 
+/// For the pruner's tests (`crate::retention`), which live outside this module.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+impl Store {
+    pub(crate) async fn execute_for_tests(&self, sql: &str, params: Value) {
+        self.execute(sql, params).await.unwrap();
+    }
+
+    pub(crate) async fn count_for_tests(&self, table: &str) -> usize {
+        let n = self
+            .count(
+                "SELECT count() AS n FROM type::table($table) GROUP ALL",
+                json!({ "table": table }),
+            )
+            .await
+            .unwrap();
+        usize::try_from(n).unwrap()
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -508,25 +528,5 @@ mod tests {
         }
         assert_eq!(batches, [500, 500, 200]);
         assert!(ids(&store, "SELECT VALUE aid FROM audit").await.is_empty());
-    }
-}
-
-/// For the pruner's tests (`crate::retention`), which live outside this module.
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-impl Store {
-    pub(crate) async fn execute_for_tests(&self, sql: &str, params: Value) {
-        self.execute(sql, params).await.unwrap();
-    }
-
-    pub(crate) async fn count_for_tests(&self, table: &str) -> usize {
-        let n = self
-            .count(
-                "SELECT count() AS n FROM type::table($table) GROUP ALL",
-                json!({ "table": table }),
-            )
-            .await
-            .unwrap();
-        usize::try_from(n).unwrap()
     }
 }
