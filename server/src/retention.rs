@@ -178,13 +178,15 @@ pub async fn run(store: Store, retention: Retention, mut stop: watch::Receiver<b
         let _ = stop.wait_for(|stop| *stop).await;
         return;
     }
-    let mut wait = FIRST_PASS.min(retention.interval);
+    // Never a busy loop, whatever the (hidden) flag says.
+    let interval = retention.interval.max(Duration::from_millis(100));
+    let mut wait = FIRST_PASS.min(interval);
     loop {
         if !pause(&mut stop, wait).await {
             return;
         }
         prune_pass(&store, &retention, PACE, &mut stop).await;
-        wait = retention.interval;
+        wait = interval;
     }
 }
 

@@ -12,16 +12,14 @@
 //! - `schedule_tick:[schedule, fire time]` sorts by schedule, then time: one
 //!   range per schedule, below its newest tick.
 //! - failed outbox entries have no key order by age (the outbox is keyed by
-//!   object); the outbox holds only what is not delivered yet, so the scan
-//!   stays small, and stops at the LIMIT.
-
-use std::collections::BTreeSet;
+//!   object), but every object with one has an `outbox_parked` hint: only
+//!   those objects' entries are read, never a backlog of pending ones.
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use super::objects::{cancel, tx_query};
+use super::objects::{Tx, cancel, tx_query};
 use super::{FAILED, Store, StoreError, decode_rows, format_timestamp, with_retry};
 
 /// Rows deleted per call (and so per transaction) unless told otherwise.
@@ -163,46 +161,19 @@ impl Store {
     /// `failed`) and whose last attempt was due before `before`; never a
     /// pending one. An object left with no failed entry loses its
     /// `outbox_parked` hint in the same transaction.
+    ///
+    /// The hints are the index: every failed entry's object has one (it is
+    /// written with the failure), so only parked objects' entries are read,
+    /// never a backlog of pending ones.
     pub async fn prune_failed_sync(
         &self,
         before: OffsetDateTime,
         limit: usize,
     ) -> Result<u64, StoreError> {
-        let params = json!({
-            "failed": FAILED, "cutoff": format_timestamp(before), "limit": limit,
-        });
+        let cutoff = format_timestamp(before);
         with_retry(|| async {
             let tx = self.db.clone().begin().await?;
-            let result = async {
-                let keys: Vec<Vec<String>> = decode_rows(
-                    tx_query(
-                        &tx,
-                        "SELECT VALUE record::id(id) FROM outbox \
-                         WHERE state = $failed AND due < $cutoff LIMIT $limit",
-                        params.clone(),
-                    )
-                    .await?,
-                )?;
-                if keys.is_empty() {
-                    return Ok(0);
-                }
-                let parked: BTreeSet<&[String]> =
-                    keys.iter().filter_map(|k| k.get(..3)).collect();
-                tx_query(
-                    &tx,
-                    "DELETE array::map($keys, |$k| type::record('outbox', $k)) RETURN NONE; \
-                     FOR $p IN $parked { \
-                       IF array::len((SELECT VALUE id FROM outbox:[$p[0], $p[1], $p[2], NONE]..[$p[0], $p[1], $p[2], ..] \
-                         WHERE state = $failed LIMIT 1)) = 0 { \
-                         DELETE type::record('outbox_parked', $p) RETURN NONE; \
-                       }; \
-                     };",
-                    json!({ "keys": keys, "parked": parked, "failed": FAILED }),
-                )
-                .await?;
-                Ok::<_, StoreError>(keys.len() as u64)
-            }
-            .await;
+            let result = prune_failed_in(&tx, &cutoff, limit).await;
             match result {
                 Ok(n) => {
                     tx.commit().await?;
@@ -216,6 +187,73 @@ impl Store {
         })
         .await
     }
+}
+
+/// Parked objects read per statement by [`prune_failed_in`].
+const PARKED_CHUNK: usize = 100;
+
+async fn prune_failed_in(tx: &Tx, cutoff: &str, limit: usize) -> Result<u64, StoreError> {
+    #[derive(Deserialize)]
+    struct Parked {
+        key: Vec<String>,
+        /// `[entry key, due]` of its failed entries, oldest first, at most
+        /// `limit + 1`.
+        failed: Vec<(Vec<String>, String)>,
+    }
+    let parked: Vec<Vec<String>> = decode_rows(
+        tx_query(
+            tx,
+            "SELECT VALUE record::id(id) FROM outbox_parked",
+            json!({}),
+        )
+        .await?,
+    )?;
+    let mut doomed: Vec<Vec<String>> = Vec::new();
+    let mut settled: Vec<Vec<String>> = Vec::new();
+    for chunk in parked.chunks(PARKED_CHUNK) {
+        let rows: Vec<Parked> = decode_rows(
+            tx_query(
+                tx,
+                "array::map($chunk, |$p| { key: $p, failed: (SELECT VALUE [record::id(id), due] \
+                 FROM outbox:[$p[0], $p[1], $p[2], NONE]..[$p[0], $p[1], $p[2], ..] \
+                 WHERE state = $failed LIMIT $cap) })",
+                json!({ "chunk": chunk, "failed": FAILED, "cap": limit + 1 }),
+            )
+            .await?,
+        )?;
+        for row in rows {
+            let room = limit - doomed.len();
+            let old: Vec<Vec<String>> = row
+                .failed
+                .iter()
+                .filter(|(_, due)| due.as_str() < cutoff)
+                .map(|(key, _)| key.clone())
+                .take(room)
+                .collect();
+            // No failed entry left once these go: the hint goes too.
+            if old.len() == row.failed.len() {
+                settled.push(row.key);
+            }
+            doomed.extend(old);
+            if doomed.len() >= limit {
+                break;
+            }
+        }
+        if doomed.len() >= limit {
+            break;
+        }
+    }
+    if doomed.is_empty() && settled.is_empty() {
+        return Ok(0);
+    }
+    tx_query(
+        tx,
+        "DELETE array::map($doomed, |$k| type::record('outbox', $k)) RETURN NONE; \
+         DELETE array::map($settled, |$p| type::record('outbox_parked', $p)) RETURN NONE;",
+        json!({ "doomed": doomed, "settled": settled }),
+    )
+    .await?;
+    Ok(doomed.len() as u64)
 }
 
 /// For the pruner's tests (`crate::retention`), which live outside this module.
@@ -479,9 +517,19 @@ mod tests {
             .await
             .unwrap();
 
+        // A stale hint: c has no failed entry.
+        store
+            .execute(
+                "UPSERT outbox_parked:['toLdap', 'user', 'c'] RETURN NONE",
+                json!({}),
+            )
+            .await
+            .unwrap();
+
+        assert_eq!(store.prune_failed_sync(ago(DAY * 30), 1).await.unwrap(), 1);
         assert_eq!(
             store.prune_failed_sync(ago(DAY * 30), 500).await.unwrap(),
-            2
+            1
         );
         assert_eq!(
             store.prune_failed_sync(ago(DAY * 30), 500).await.unwrap(),
@@ -495,7 +543,7 @@ mod tests {
         );
         let mut parked = ids(&store, "SELECT VALUE record::id(id)[2] FROM outbox_parked").await;
         parked.sort();
-        assert_eq!(parked, ["b"], "a has no failed entry left");
+        assert_eq!(parked, ["b"], "a and c have no failed entry left");
     }
 
     #[tokio::test]
