@@ -58,6 +58,10 @@ impl fmt::Display for Age {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
             None => f.write_str("forever"),
+            // Whole days as days: humantime would say 90d is "2months 29days 7h 34m 48s".
+            Some(d) if d.as_secs() % DAY.as_secs() == 0 && d.subsec_nanos() == 0 => {
+                write!(f, "{}d", d.as_secs() / DAY.as_secs())
+            }
             Some(d) => write!(f, "{}", humantime::format_duration(d)),
         }
     }
@@ -265,7 +269,8 @@ mod tests {
         assert!("0s".parse::<Age>().is_err());
         assert!("soon".parse::<Age>().is_err());
         assert!("-1d".parse::<Age>().is_err());
-        assert_eq!(Age::days(1).to_string(), "1day");
+        assert_eq!(Age::days(90).to_string(), "90d");
+        assert_eq!("36h".parse::<Age>().unwrap().to_string(), "1day 12h");
         assert_eq!(Age::FOREVER.to_string(), "forever");
         let defaults = Retention::default();
         assert_eq!(
