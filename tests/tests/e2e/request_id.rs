@@ -286,3 +286,59 @@ async fn grpc_callers_name_their_calls_with_x_request_id_metadata() {
         idmd.log()
     );
 }
+
+#[tokio::test]
+async fn directory_work_at_info_names_no_person() {
+    let mut slapd = crate::ldap::slapd();
+    let conf = idm_tests::idm_conf("sync");
+    let mut env = crate::ldap::ldap_env(&slapd);
+    env.push(("RUST_LOG".into(), "info".into()));
+    let idmd = Idmd::start_with(IdmdOptions {
+        conf: Some(conf.path().to_path_buf()),
+        env,
+        ..IdmdOptions::default()
+    })
+    .await;
+    let mut c = idmd.clients().await;
+    // Users from the CSV file reach the directory (adds), one changes (a
+    // read and a modify by uid), and a reconciliation compares every account
+    // (searches).
+    crate::recon(&mut c, "csvEmployee_managedUser").await;
+    crate::ldap::drained(&mut c).await;
+    // The directory goes down under a change: its delivery fails (and is
+    // logged) until it comes back.
+    slapd.stop();
+    c.objects
+        .patch_object(idm_proto::v1::PatchObjectRequest {
+            name: "managed/user/123".into(),
+            operations: vec![idm_proto::v1::PatchOperation {
+                operation: "replace".into(),
+                field: "/telephoneNumber".into(),
+                value: Some(idm_proto::json::to_proto_value(&json!("5550000"))),
+            }],
+            expected_revision: None,
+        })
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !idmd.log().contains("delivery failed") {
+        assert!(std::time::Instant::now() < deadline, "{}", idmd.log());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    slapd.restart().unwrap();
+    crate::ldap::drained(&mut c).await;
+    crate::recon(&mut c, "managedUser_ldapAccount").await;
+    let log = idmd.log();
+    assert!(log.contains("reconciliation"), "{log}");
+    // managed/user/123 is "object=123" in a text line.
+    for person in [
+        "snow123",
+        "jon.snow",
+        "Snow",
+        "5550000",
+        "object=123",
+        "=123 ",
+    ] {
+        assert!(!log.contains(person), "idmd's log holds {person}:\n{log}");
+    }
+}
