@@ -342,3 +342,60 @@ async fn directory_work_at_info_names_no_person() {
         assert!(!log.contains(person), "idmd's log holds {person}:\n{log}");
     }
 }
+
+#[tokio::test]
+async fn one_idmctl_run_is_one_request_id() {
+    let idmd = Idmd::start().await;
+    let home = idm_tests::TempDir::new("idmctl-home");
+    let home = home.path().to_str().unwrap();
+    let created = idmd.idmctl_env(
+        &[
+            "--token",
+            &idmd.admin_token,
+            "tokens",
+            "create",
+            "--scope",
+            "read",
+        ],
+        &[
+            ("IDM_REQUEST_ID", "cli-run-1"),
+            ("HOME", home),
+            ("XDG_CONFIG_HOME", home),
+        ],
+        None,
+    );
+    assert!(created.status.success(), "{created:?}");
+    let entries = audit_of(&mut idmd.clients().await, "cli-run-1").await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].operation, "token.create");
+
+    // Without IDM_REQUEST_ID each run makes one; the audit output shows both.
+    let again = idmd.idmctl(&["tokens", "create", "--scope", "read"]);
+    assert!(again.status.success(), "{again:?}");
+    let listed = idmd.idmctl(&[
+        "--output",
+        "json",
+        "audit",
+        "query",
+        "--filter",
+        "operation eq \"token.create\"",
+        "--sort",
+        "time asc",
+    ]);
+    assert!(listed.status.success(), "{listed:?}");
+    let page: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let ids: Vec<&str> = page["result"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{page}"))
+        .iter()
+        .map(|e| e["requestId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2, "{page}");
+    assert_eq!(ids[0], "cli-run-1");
+    assert!(is_uuid_v7(ids[1]), "{ids:?}");
+    let table = idmd.idmctl(&["audit", "query"]);
+    assert!(
+        String::from_utf8_lossy(&table.stdout).contains("cli-run-1"),
+        "{table:?}"
+    );
+}
