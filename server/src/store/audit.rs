@@ -120,16 +120,19 @@ mod tests {
             .await
             .unwrap();
         store.migrate().await.unwrap();
-        store
-            .record_action(&ActionRecord {
+        // Written as part of a call: the entry names its request id.
+        crate::request_id::scope(
+            "req-1".into(),
+            store.record_action(&ActionRecord {
                 actor: "bootstrap",
                 action: "token.create",
                 target: "tokens/abc",
                 outcome: "INVALID_ARGUMENT",
                 detail: Some("scope read"),
-            })
-            .await
-            .unwrap();
+            }),
+        )
+        .await
+        .unwrap();
         let query = AuditQuery {
             filter: CompiledFilter::default(),
             sort: Vec::new(),
@@ -149,5 +152,8 @@ mod tests {
             ),
             ("token.create", Some("INVALID_ARGUMENT"), Some("scope read"))
         );
+        // Old entries read without a request id.
+        assert_eq!(rows[0].request_id, None);
+        assert_eq!(rows[1].request_id.as_deref(), Some("req-1"));
     }
 }
