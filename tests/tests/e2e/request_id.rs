@@ -203,6 +203,32 @@ async fn a_bad_or_missing_request_id_is_replaced_by_a_fresh_uuid_v7() {
         .await;
     assert_eq!(unauthorized_with.header("x-request-id"), Some("who-1"));
 
+    // Wren's REST API, the console and paths outside every router too.
+    let origin = gateway.base.trim_end_matches("/scim/v2");
+    for path in [
+        "/openidm/info/ping",
+        "/openidm/managed/user",
+        "/admin/login",
+        "/elsewhere",
+    ] {
+        let response = gateway
+            .client()
+            .get(format!("{origin}{path}"))
+            .header("X-Request-Id", "front-1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok()),
+            Some("front-1"),
+            "{path}: {}",
+            response.status()
+        );
+    }
+
     // The fresh id made for a bad one is the one the core records.
     let created = gateway
         .send(
