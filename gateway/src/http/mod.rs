@@ -88,6 +88,10 @@ pub fn router(app: App) -> Router {
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
+                .on_request(|request: &Request, _: &tracing::Span| {
+                    // The raw path names objects: at debug only.
+                    tracing::debug!(path = %request.uri().path(), "request");
+                })
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
         // Outside the trace layer, so its span has the id.
