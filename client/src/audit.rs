@@ -18,7 +18,7 @@ Examples:
   idmctl audit query --filter 'operation sw \"token.\" and outcome ne \"success\"'
 
 Filterable: actor, operation, object, time, revisionBefore, revisionAfter, changedProperties,
-outcome, detail.";
+outcome, detail, requestId (the X-Request-Id of the call that caused the entry).";
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
@@ -80,6 +80,7 @@ pub async fn run(ctx: &Context, command: AuditCommand) -> Result<(), CliError> {
                     "outcome",
                     "rev",
                     "changed",
+                    "request",
                 ]);
                 for entry in &page.entries {
                     table.add_row([
@@ -90,6 +91,7 @@ pub async fn run(ctx: &Context, command: AuditCommand) -> Result<(), CliError> {
                         entry.outcome.clone(),
                         format!("{}→{}", entry.revision_before, entry.revision_after),
                         entry.changed_properties.join(", "),
+                        entry.request_id.clone(),
                     ]);
                 }
                 print_line(&table.to_string())?;
@@ -116,5 +118,6 @@ fn entry_json(entry: &AuditEntry) -> Json {
         "changedProperties": entry.changed_properties,
         "outcome": entry.outcome,
         "detail": entry.detail,
+        "requestId": entry.request_id,
     })
 }

@@ -29,7 +29,14 @@ pub struct Context {
     pub format: Format,
     /// `--ca`/`IDM_CA`, read: extra roots for https:// endpoints.
     ca: Option<Vec<u8>>,
+    /// Sent as `x-request-id` with every call of this invocation, so one
+    /// command can be found in idmd's log and audit trail: `IDM_REQUEST_ID`
+    /// if set (and plain: 1–64 of `[A-Za-z0-9._:-]`), else a new UUIDv7.
+    request_id: String,
 }
+
+/// Names the calls of one idmctl run (see [`Context`]'s `request_id`).
+pub const REQUEST_ID_ENV: &str = "IDM_REQUEST_ID";
 
 /// A CA file is read whole; a bundle of roots fits well within this.
 const MAX_CA_BYTES: u64 = 1024 * 1024;
@@ -73,6 +80,10 @@ impl Context {
             token: token.filter(|t| !t.is_empty()),
             format,
             ca: None,
+            request_id: idm_proto::request_id::accept_or(
+                std::env::var(REQUEST_ID_ENV).ok().as_deref(),
+                || uuid::Uuid::now_v7().to_string(),
+            ),
         }
     }
 
@@ -88,7 +99,7 @@ impl Context {
     /// Dials idmd. Commands read their local input first, so a bad `--data`
     /// fails before any network traffic.
     pub async fn connect(&self) -> Result<Connection, CliError> {
-        let auth = BearerAuth::new(self.token.as_deref())?;
+        let auth = BearerAuth::new(self.token.as_deref(), &self.request_id)?;
         let channel = endpoint(&self.endpoint, self.ca.as_deref())?
             .connect()
             .await
@@ -106,12 +117,13 @@ fn endpoint(url: &str, ca: Option<&[u8]>) -> Result<Endpoint, CliError> {
 }
 
 /// Adds `authorization: Bearer <token>` to every request when there is a token.
-/// Without one the call still goes out: the server decides.
+/// Without one the call still goes out: the server decides. Adds the run's
+/// `x-request-id` too.
 #[derive(Clone)]
-pub struct BearerAuth(Option<MetadataValue<Ascii>>);
+pub struct BearerAuth(Option<MetadataValue<Ascii>>, Option<MetadataValue<Ascii>>);
 
 impl BearerAuth {
-    fn new(token: Option<&str>) -> Result<Self, CliError> {
+    fn new(token: Option<&str>, request_id: &str) -> Result<Self, CliError> {
         let value = match token {
             None => None,
             Some(token) => {
@@ -124,7 +136,7 @@ impl BearerAuth {
                 Some(value)
             }
         };
-        Ok(Self(value))
+        Ok(Self(value, MetadataValue::try_from(request_id).ok()))
     }
 }
 
@@ -134,6 +146,11 @@ impl Interceptor for BearerAuth {
             request
                 .metadata_mut()
                 .insert("authorization", value.clone());
+        }
+        if let Some(id) = &self.1 {
+            request
+                .metadata_mut()
+                .insert(idm_proto::request_id::METADATA_KEY, id.clone());
         }
         Ok(request)
     }
@@ -202,13 +219,14 @@ mod tests {
 
     #[test]
     fn bearer_header_is_added_only_with_a_token() {
-        let mut auth = BearerAuth::new(Some("s3cret")).unwrap();
+        let mut auth = BearerAuth::new(Some("s3cret"), "run-1").unwrap();
         let request = auth.call(Request::new(())).unwrap();
         assert_eq!(
             request.metadata().get("authorization").unwrap(),
             "Bearer s3cret"
         );
-        let mut none = BearerAuth::new(None).unwrap();
+        assert_eq!(request.metadata().get("x-request-id").unwrap(), "run-1");
+        let mut none = BearerAuth::new(None, "run-2").unwrap();
         let request = none.call(Request::new(())).unwrap();
         assert!(request.metadata().get("authorization").is_none());
     }

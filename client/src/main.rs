@@ -31,7 +31,9 @@ use output::{CliError, Format, print_error};
 #[command(after_help = "\
 Single objects print as pretty Wren:IDM JSON; lists print as tables (or JSON with --output json).
 Errors go to stderr as `idmctl: <CODE>: <message>`; the exit code is 1 for server and
-connection errors and 2 for usage errors.")]
+connection errors and 2 for usage errors.
+Every call of one run carries the same x-request-id (IDM_REQUEST_ID if set, else a new UUIDv7):
+find it in idmd's log, or with `idmctl audit query --filter 'requestId eq \"<id>\"'`.")]
 struct Cli {
     /// The idmd gRPC endpoint.
     #[arg(

@@ -2,6 +2,7 @@
 //! the SCIM client's bearer token passed through so the core alone decides
 //! what the caller may do.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,8 @@ use idm_proto::v1::{
 };
 use serde_json::{Map, Value};
 use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
@@ -26,12 +29,50 @@ pub enum CoreError {
     Endpoint(#[from] idm_proto::dial::DialError),
 }
 
+tokio::task_local! {
+    /// The id of the HTTP request being served (set by the middleware in
+    /// `http/mod.rs`), sent with every call to the core.
+    static REQUEST_ID: String;
+}
+
+/// Runs `work` (one HTTP request's handling) with `id` as the request id
+/// every call to the core made within it carries (`x-request-id`).
+pub async fn with_request_id<F: Future>(id: String, work: F) -> F::Output {
+    REQUEST_ID.scope(id, work).await
+}
+
+/// Puts the request id of the HTTP request being served (if any) on every
+/// call to the core as `x-request-id` metadata: one place, so no handler
+/// has to remember it. A call made from a spawned task has none, and the
+/// core makes its own.
+#[derive(Clone, Copy, Default)]
+pub struct TagRequestId;
+
+impl Interceptor for TagRequestId {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let value = REQUEST_ID
+            .try_with(|id| MetadataValue::<Ascii>::try_from(id.as_str()).ok())
+            .ok()
+            .flatten();
+        if let Some(value) = value {
+            request
+                .metadata_mut()
+                .insert(idm_proto::request_id::METADATA_KEY, value);
+        }
+        Ok(request)
+    }
+}
+
+/// The connection to the core every client uses: the one HTTP/2 channel,
+/// each call tagged with the request id.
+pub type CoreChannel = InterceptedService<Channel, TagRequestId>;
+
 /// A cheap handle: clones share one HTTP/2 connection.
 #[derive(Clone)]
 pub struct Core {
-    channel: Channel,
-    objects: ObjectServiceClient<Channel>,
-    tokens: TokenServiceClient<Channel>,
+    channel: CoreChannel,
+    objects: ObjectServiceClient<CoreChannel>,
+    tokens: TokenServiceClient<CoreChannel>,
     verified: Arc<VerifiedBearers>,
 }
 
@@ -53,6 +94,7 @@ impl Core {
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .connect_lazy();
+        let channel = InterceptedService::new(channel, TagRequestId);
         Ok(Core {
             channel: channel.clone(),
             objects: ObjectServiceClient::new(channel.clone()),
@@ -84,8 +126,9 @@ impl Core {
 
     /// The shared connection to the core, for any service's client
     /// (`ReconServiceClient::new(core.channel())`): clients are cheap and
-    /// clones multiplex over the one HTTP/2 connection.
-    pub fn channel(&self) -> Channel {
+    /// clones multiplex over the one HTTP/2 connection. Every call through
+    /// it carries the request id (see [`TagRequestId`]).
+    pub fn channel(&self) -> CoreChannel {
         self.channel.clone()
     }
 

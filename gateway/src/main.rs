@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum_server::tls_rustls::RustlsConfig;
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto::Builder as AutoBuilder;
 use idm_gateway::console::ConsoleState;
@@ -84,19 +84,33 @@ struct Args {
     /// Print the built-in attribute map (a start for `--map`) and exit.
     #[arg(long)]
     print_default_map: bool,
+    /// Log lines as text, or as one JSON object per line (for a log
+    /// collector). Each request's line carries its `request_id`.
+    #[arg(long, env = "IDM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    // Colours only for a person at a terminal, not in a log file.
-    tracing_subscriber::fmt()
+    let args = Args::parse();
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
-    let args = Args::parse();
+        );
+    match args.log_format {
+        // Colours only for a person at a terminal, not in a log file.
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs.json().init(),
+    }
     if args.print_default_map {
         print!("{}", idm_gateway::mapping::DEFAULT_MAP_JSON);
         return ExitCode::SUCCESS;

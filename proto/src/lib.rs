@@ -6,6 +6,7 @@ pub mod dial;
 pub mod filter;
 pub mod filter_match;
 pub mod json;
+pub mod request_id;
 
 /// Generated `idm.v1` types, clients and servers.
 #[allow(

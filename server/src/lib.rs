@@ -7,6 +7,7 @@ pub mod config;
 pub mod connector;
 pub mod keys;
 pub mod managed;
+pub mod request_id;
 pub mod retention;
 pub mod scheduler;
 pub mod script;

@@ -57,7 +57,9 @@ struct Args {
     /// repeat it, or list them comma-separated in IDM_CONF_PATHS.
     #[arg(long = "allow-path", env = "IDM_CONF_PATHS", value_delimiter = ',')]
     allow_paths: Vec<PathBuf>,
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    /// Log lines as text, or as one JSON object per line (for a log
+    /// collector). Each gRPC call's lines carry its `request_id`.
+    #[arg(long, env = "IDM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     /// Failed password checks (VerifyPassword) one object may have within
     /// the window before checks of it answer RESOURCE_EXHAUSTED.

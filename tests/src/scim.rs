@@ -36,6 +36,8 @@ pub struct GatewayOptions {
     /// `--core`; default: the idmd's endpoint.
     pub core: Option<String>,
     pub args: Vec<String>,
+    /// Extra environment (`RUST_LOG`, …) for this gateway only.
+    pub env: Vec<(String, String)>,
 }
 
 /// A running idm-gateway; killed on drop.
@@ -176,6 +178,7 @@ impl Gateway {
         let child = command
             .args(&options.args)
             .env("RUST_LOG", "info,idm_gateway=debug")
+            .envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()

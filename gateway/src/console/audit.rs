@@ -241,6 +241,8 @@ pub struct EntryRow {
     pub revisions: String,
     pub changed: String,
     pub detail: String,
+    /// The X-Request-Id of the call that caused it; empty for background work.
+    pub request_id: String,
 }
 
 #[derive(Template)]
@@ -357,6 +359,7 @@ pub async fn show(
             object: e.object,
             outcome: e.outcome,
             detail: e.detail,
+            request_id: e.request_id,
         })
         .collect();
     Ok(render(&page))

@@ -10,16 +10,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
-use axum::http::header::{self, HeaderValue};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request};
+use axum::http::header::{self, HeaderName, HeaderValue};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::Value;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::RequestBodyTimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
 
 use self::body::BodyRefused;
 use self::origin::{Origin, Scheme};
@@ -80,7 +82,20 @@ pub fn router(app: App) -> Router {
         .fallback(outside_v2)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(30)))
-        .layer(TraceLayer::new_for_http())
+        // One line per request at info: method, route template, status,
+        // latency and request id; never the raw path or query (object ids,
+        // filters).
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_request(|request: &Request, _: &tracing::Span| {
+                    // The raw path names objects: at debug only.
+                    tracing::debug!(path = %request.uri().path(), "request");
+                })
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        // Outside the trace layer, so its span has the id.
+        .layer(axum::middleware::from_fn(request_id))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             origin::mark_scheme,
@@ -93,6 +108,52 @@ pub fn router(app: App) -> Router {
             header::COOKIE,
         ]))
         .with_state(app)
+}
+
+/// The request id of an HTTP request (see [`idm_proto::request_id`]), in
+/// its extensions.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+const REQUEST_ID: HeaderName = HeaderName::from_static(idm_proto::request_id::METADATA_KEY);
+
+/// Gives every request an id: the client's `X-Request-Id` if it is 1–64
+/// characters of `[A-Za-z0-9._:-]`, else a new UUIDv7. The id goes in the
+/// request's extensions (for the trace span), with every call to the core
+/// (see [`crate::core::TagRequestId`]) and back on the response, whatever
+/// it is (errors and 401s included).
+async fn request_id(mut request: Request, next: Next) -> Response {
+    let incoming = request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok());
+    let id = idm_proto::request_id::accept_or(incoming, || uuid::Uuid::now_v7().to_string());
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let header = HeaderValue::from_str(&id).ok();
+    let mut response = crate::core::with_request_id(id, next.run(request)).await;
+    if let Some(header) = header {
+        response.headers_mut().insert(REQUEST_ID, header);
+    }
+    response
+}
+
+/// The span of one HTTP request: the route template (`/scim/v2/{resource}/{id}`),
+/// not the path, so no object id or filter reaches an info line.
+fn request_span(request: &Request) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("", MatchedPath::as_str);
+    let id = request
+        .extensions()
+        .get::<RequestId>()
+        .map_or("", |id| id.0.as_str());
+    tracing::info_span!(
+        "http",
+        method = %request.method(),
+        route,
+        request_id = id,
+    )
 }
 
 impl IntoResponse for ScimError {

@@ -77,6 +77,7 @@ fn core_field(name: &str) -> &str {
         "revision" => "revisionAfter",
         "status" | "result" => "outcome",
         "message" => "detail",
+        "transactionId" => "requestId",
         other => other,
     }
 }
@@ -171,10 +172,17 @@ fn wren_operation(operation: &str) -> String {
 fn entry(topic: Topic, e: &AuditEntry) -> Value {
     let id = e.name.strip_prefix("audit/").unwrap_or(&e.name);
     let timestamp = e.time.as_ref().map(ToString::to_string).unwrap_or_default();
+    // Wren's transaction id is the request's: the X-Request-Id of the call
+    // that caused the entry; the entry's own id when it has none.
+    let transaction = if e.request_id.is_empty() {
+        id
+    } else {
+        e.request_id.as_str()
+    };
     match topic {
         Topic::Activity => json!({
             "_id": id, "timestamp": timestamp, "eventName": "activity",
-            "transactionId": id, "userId": e.actor, "runAs": e.actor,
+            "transactionId": transaction, "userId": e.actor, "runAs": e.actor,
             "objectId": e.object, "operation": wren_operation(&e.operation),
             "revision": e.revision_after.to_string(), "changedFields": e.changed_properties,
             "passwordChanged": e.changed_properties.iter().any(|p| p.to_ascii_lowercase().contains("password")),
@@ -194,7 +202,7 @@ fn entry(topic: Topic, e: &AuditEntry) -> Value {
             };
             json!({
                 "_id": id, "timestamp": timestamp, "eventName": "recon",
-                "transactionId": id, "userId": e.actor, "reconId": recon_id,
+                "transactionId": transaction, "userId": e.actor, "reconId": recon_id,
                 "entryType": entry_type, "action": wren_operation(&e.operation),
                 "targetObjectId": e.object, "status": status(&e.outcome),
                 "message": e.detail,
@@ -204,7 +212,7 @@ fn entry(topic: Topic, e: &AuditEntry) -> Value {
             let ok = status(&e.outcome) == "SUCCESS";
             json!({
                 "_id": id, "timestamp": timestamp, "eventName": "authentication",
-                "transactionId": id, "userId": e.actor, "principal": [e.actor],
+                "transactionId": transaction, "userId": e.actor, "principal": [e.actor],
                 "result": if ok { "SUCCESSFUL" } else { "FAILED" },
                 "method": if e.operation == "password.verify" { "MANAGED_USER" } else { "INTERNAL_USER" },
                 "entries": [{"moduleId": e.operation, "result": if ok { "SUCCESSFUL" } else { "FAILED" },
@@ -213,7 +221,7 @@ fn entry(topic: Topic, e: &AuditEntry) -> Value {
         }
         Topic::Access => json!({
             "_id": id, "timestamp": timestamp, "eventName": "access",
-            "transactionId": id, "userId": e.actor,
+            "transactionId": transaction, "userId": e.actor,
             "request": {"protocol": "gRPC", "operation": e.operation},
             "response": {"status": if status(&e.outcome) == "SUCCESS" { "SUCCESSFUL" } else { "FAILED" },
                          "statusCode": if e.outcome.is_empty() { "success" } else { e.outcome.as_str() },

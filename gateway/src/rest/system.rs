@@ -28,7 +28,6 @@ use idm_proto::v1::{
     SystemObject, TestConnectorRequest, TestConnectorResponse,
 };
 use serde_json::{Value, json};
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use super::core_call;
@@ -48,7 +47,7 @@ pub fn routes() -> Router<RestState> {
 /// naming the connector (not the core, which answered).
 async fn system_call<T, F, Fut>(state: &RestState, caller: &Caller, f: F) -> Result<T, RestError>
 where
-    F: Fn(SystemServiceClient<Channel>, Bearer) -> Fut,
+    F: Fn(SystemServiceClient<crate::core::CoreChannel>, Bearer) -> Fut,
     Fut: Future<Output = Result<T, Status>>,
 {
     caller

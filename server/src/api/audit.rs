@@ -27,6 +27,7 @@ const AUDIT_FIELDS: Columns = Columns {
         ("changedProperties", "changed"),
         ("outcome", "outcome"),
         ("detail", "detail"),
+        ("requestId", "request_id"),
     ],
 };
 
@@ -69,6 +70,7 @@ impl AuditService for AuditApi {
                 changed_properties: r.changed,
                 outcome: r.outcome.unwrap_or_else(|| "success".into()),
                 detail: r.detail.unwrap_or_default(),
+                request_id: r.request_id.unwrap_or_default(),
             })
             .collect();
         Ok(Response::new(QueryAuditResponse {

@@ -13,6 +13,7 @@ mod login;
 mod objects;
 mod paging;
 mod recon;
+pub mod request_id;
 mod schedules;
 mod sessions;
 mod sync;
@@ -156,7 +157,15 @@ pub async fn serve(
     }
     tracing::info!(%addr, tls = identity.is_some(), "idmd serving gRPC");
     server
-        .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
+        // `request_id` is recorded by the RequestIdLayer, which decides it.
+        .trace_fn(|request| {
+            tracing::info_span!(
+                "grpc",
+                path = %request.uri().path(),
+                request_id = tracing::field::Empty
+            )
+        })
+        .layer(request_id::RequestIdLayer)
         .layer(bounded::BoundedStatusLayer)
         .layer(trail::AuditLayer {
             store: core.store.clone(),

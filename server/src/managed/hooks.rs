@@ -206,7 +206,12 @@ pub fn notify(
     );
     match result {
         Err(e) if hook.starts_with("post") => {
-            tracing::warn!(hook, resource = resource_name, error = %e, "a post hook failed; the write stands");
+            // The object's id at debug only; its type names the hook.
+            let kind = resource_name
+                .rsplit_once('/')
+                .map_or(resource_name, |(kind, _)| kind);
+            tracing::warn!(hook, resource = kind, error = %e, "a post hook failed; the write stands");
+            tracing::debug!(hook, resource = resource_name, "the post hook's object");
             Ok(())
         }
         other => other.map(|_| ()),

@@ -25,6 +25,10 @@ pub struct AuditRecord {
     pub outcome: Option<String>,
     #[serde(default)]
     pub detail: Option<String>,
+    /// The request id of the call that caused the entry; none for
+    /// background work and for entries written before request ids.
+    #[serde(default)]
+    pub request_id: Option<String>,
 }
 
 /// One admin action (or password check) for the audit trail.
@@ -54,10 +58,13 @@ impl Store {
     /// the target).
     pub async fn record_action(&self, action: &ActionRecord<'_>) -> Result<(), StoreError> {
         let aid = uuid::Uuid::now_v7().to_string();
+        // The call being audited (see `crate::request_id`).
+        let request_id = crate::request_id::current();
         let row = json!({
             "aid": aid, "time": super::now_timestamp(), "actor": action.actor,
             "operation": action.action, "object": action.target, "rev_before": 0,
             "rev_after": 0, "changed": [], "outcome": action.outcome, "detail": action.detail,
+            "request_id": request_id,
         });
         self.execute(
             "CREATE type::record('audit', $aid) CONTENT $row RETURN NONE",
@@ -76,7 +83,8 @@ impl Store {
         params.insert("limit".into(), json!(query.limit));
         params.insert("start".into(), json!(query.offset));
         let select = format!(
-            "SELECT aid, time, actor, operation, object, rev_before, rev_after, changed, outcome, detail{projection} \
+            "SELECT aid, time, actor, operation, object, rev_before, rev_after, changed, outcome, detail, \
+             request_id{projection} \
              FROM audit WHERE {condition} ORDER BY {order} LIMIT $limit START $start"
         );
         let rows = self
@@ -112,16 +120,19 @@ mod tests {
             .await
             .unwrap();
         store.migrate().await.unwrap();
-        store
-            .record_action(&ActionRecord {
+        // Written as part of a call: the entry names its request id.
+        crate::request_id::scope(
+            "req-1".into(),
+            store.record_action(&ActionRecord {
                 actor: "bootstrap",
                 action: "token.create",
                 target: "tokens/abc",
                 outcome: "INVALID_ARGUMENT",
                 detail: Some("scope read"),
-            })
-            .await
-            .unwrap();
+            }),
+        )
+        .await
+        .unwrap();
         let query = AuditQuery {
             filter: CompiledFilter::default(),
             sort: Vec::new(),
@@ -141,5 +152,8 @@ mod tests {
             ),
             ("token.create", Some("INVALID_ARGUMENT"), Some("scope read"))
         );
+        // Old entries read without a request id.
+        assert_eq!(rows[0].request_id, None);
+        assert_eq!(rows[1].request_id.as_deref(), Some("req-1"));
     }
 }

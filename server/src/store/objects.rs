@@ -1121,9 +1121,12 @@ pub(super) fn audit_row(
     now: &str,
 ) -> Value {
     let aid = uuid::Uuid::now_v7().to_string();
+    // The call that caused the write (none for a reconciliation's rows).
+    let request_id = crate::request_id::current();
     json!({
         "id": aid, "aid": aid, "time": now, "actor": actor, "operation": operation, "object": object,
         "rev_before": before, "rev_after": after, "changed": changed, "outcome": "success",
+        "request_id": request_id,
     })
 }
 

@@ -377,6 +377,7 @@ impl Dispatcher {
             }
         };
         let (applier, recorder) = (provisioner.applier(), provisioner.recorder());
+        let mapping_name = mapping.to_string();
         Applying {
             objects: keys.clone(),
             work: Box::pin(async move {
@@ -387,8 +388,11 @@ impl Dispatcher {
                     match &result.result {
                         Ok(()) => settled.append(&mut entries),
                         Err(failure) => {
-                            tracing::info!(object = %oid, situation = %result.situation, error = %failure.message,
+                            // The object and the target's message (a DN, a
+                            // value) at debug; the sync queue keeps both.
+                            tracing::info!(mapping = %mapping_name, situation = %result.situation,
                                 transient = failure.transient, "delivery failed; will retry");
+                            tracing::debug!(object = %oid, error = %failure.message, "delivery failed");
                             failures.extend(
                                 entries
                                     .iter()

@@ -22,7 +22,7 @@ const USERS: &str = "managedUser_ldapAccount";
 /// Long enough for a retry after backoff on a loaded CI machine.
 const PATIENCE: Duration = Duration::from_secs(60);
 
-fn slapd() -> Slapd {
+pub fn slapd() -> Slapd {
     Slapd::start().unwrap_or_else(|e| panic!("a real slapd is needed for these tests: {e}"))
 }
 
@@ -74,7 +74,7 @@ async fn queue(clients: &mut Clients) -> Vec<SyncQueueSummary> {
 }
 
 /// Waits until no entry of any mapping is pending or failed.
-async fn drained(clients: &mut Clients) {
+pub async fn drained(clients: &mut Clients) {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let left = queue(clients).await;

@@ -23,6 +23,7 @@ mod paging;
 mod passwords;
 mod policies;
 mod recon;
+mod request_id;
 mod rest;
 mod rest_ops;
 mod retention;

@@ -417,7 +417,9 @@ impl Connector for LdapConnector {
         object_type: &'a str,
         uid: &'a str,
     ) -> BoxFuture<'a, Result<Option<ConnectorObject>, ConnectorError>> {
-        let span = tracing::info_span!("ldap.get", connector = %self.name, object_type, uid);
+        // Uids and DNs name people: at debug only (here and below).
+        let span = tracing::info_span!("ldap.get", connector = %self.name, object_type);
+        tracing::debug!(parent: &span, uid, "LDAP read");
         async move {
             let ldap_type = self.ldap_type(object_type)?;
             self.read_one(object_type, ldap_type, uid).await
@@ -545,12 +547,7 @@ impl Connector for LdapConnector {
         object_type: &'a str,
         attributes: &'a Map<String, Value>,
     ) -> BoxFuture<'a, Result<String, ConnectorError>> {
-        let span = tracing::info_span!(
-            "ldap.create",
-            connector = %self.name,
-            object_type,
-            dn = tracing::field::Empty
-        );
+        let span = tracing::info_span!("ldap.create", connector = %self.name, object_type);
         self.create_entry(object_type, attributes)
             .instrument(span)
             .boxed()
@@ -562,13 +559,8 @@ impl Connector for LdapConnector {
         uid: &'a str,
         changes: &'a Map<String, Value>,
     ) -> BoxFuture<'a, Result<String, ConnectorError>> {
-        let span = tracing::info_span!(
-            "ldap.update",
-            connector = %self.name,
-            object_type,
-            uid,
-            dn = tracing::field::Empty
-        );
+        let span = tracing::info_span!("ldap.update", connector = %self.name, object_type);
+        tracing::debug!(parent: &span, uid, "LDAP update");
         self.update_entry(object_type, uid, changes)
             .instrument(span)
             .boxed()
@@ -579,7 +571,8 @@ impl Connector for LdapConnector {
         object_type: &'a str,
         uid: &'a str,
     ) -> BoxFuture<'a, Result<(), ConnectorError>> {
-        let span = tracing::info_span!("ldap.delete", connector = %self.name, object_type, uid);
+        let span = tracing::info_span!("ldap.delete", connector = %self.name, object_type);
+        tracing::debug!(parent: &span, uid, "LDAP delete");
         self.delete_entry(object_type, uid).instrument(span).boxed()
     }
 }

@@ -95,7 +95,9 @@ impl LdapConnector {
             Ok(t) => t,
             Err(e) => return futures::stream::once(async { Err(e) }).boxed(),
         };
-        let span = tracing::info_span!("ldap.search", connector = %self.name, object_type, %filter);
+        // The filter holds values (a name, a mail): at debug only.
+        let span = tracing::info_span!("ldap.search", connector = %self.name, object_type);
+        tracing::debug!(parent: &span, %filter, "LDAP search");
         let state = Paging {
             stream: None,
             generation: 0,

@@ -143,7 +143,7 @@ impl LdapConnector {
         let dn = self
             .dn_for(ldap_type, attributes)
             .map_err(|m| self.rejected(&format!("system/{}/{object_type}", self.name), m))?;
-        tracing::Span::current().record("dn", dn.as_str());
+        tracing::debug!(%dn, "LDAP add");
         let object = self.object_name(object_type, &dn);
         let entry = self.entry_attributes(&object, ldap_type, attributes)?;
         let timeout = self.timeout;
@@ -197,7 +197,7 @@ impl LdapConnector {
             dn = rename.dn;
             renamed = true;
         }
-        tracing::Span::current().record("dn", dn.as_str());
+        tracing::debug!(%dn, "LDAP modify");
 
         let object = self.object_name(object_type, &dn);
         let mut mods = Vec::new();
