@@ -7,6 +7,7 @@ pub mod config;
 pub mod connector;
 pub mod keys;
 pub mod managed;
+pub mod metrics;
 pub mod scheduler;
 pub mod script;
 pub mod secrets;
@@ -53,6 +54,8 @@ pub struct Settings {
     /// Directories besides the conf directory that files named by documents
     /// sent over the API may be in (`--allow-path`, `IDM_CONF_PATHS`).
     pub allow_paths: Vec<PathBuf>,
+    /// `--metrics`: where Prometheus metrics are served; none by default.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// By hand, so the key and the admin token never reach a log line.
@@ -74,6 +77,7 @@ impl std::fmt::Debug for Settings {
             .field("password_throttle", &self.password_throttle)
             .field("conf_env_allow", &self.conf_env_allow)
             .field("allow_paths", &self.allow_paths)
+            .field("metrics", &self.metrics)
             .finish()
     }
 }
@@ -96,6 +100,8 @@ pub enum StartError {
     Scheduler(#[from] scheduler::SchedulerError),
     #[error("{0}")]
     Account(#[from] accounts::AccountError),
+    #[error("{0}")]
+    Metrics(#[from] metrics::MetricsError),
 }
 
 /// How long in-flight calls get to finish after a shutdown signal; idle
@@ -123,6 +129,10 @@ pub async fn run(
             "gRPC in plaintext on a non-loopback address (--allow-plaintext): \
              tokens and passwords cross the network in clear unless a TLS-terminating proxy is in front"
         ),
+    }
+    // A port in use stops the start before anything is opened.
+    if let Some(addr) = settings.metrics {
+        metrics::install(addr)?;
     }
     let conf = config::read(settings.conf.as_deref())?;
     connector::warn_insecure_documents(&conf.documents);
@@ -216,6 +226,10 @@ pub async fn run(
         shutdown.await;
         let _ = stop.send(true);
     });
+    // The outbox gauges; it ends when `stop` turns true.
+    let sampler = settings
+        .metrics
+        .map(|_| tokio::spawn(metrics::run_outbox_sampler(store.clone(), stopped.clone())));
     let drain = wait_for_stop(stopped.clone());
     let deadline = async move {
         wait_for_stop(stopped).await;
@@ -237,6 +251,9 @@ pub async fn run(
     drop(scheduler);
     refresh.abort();
     let _ = refresh.await;
+    if let Some(sampler) = sampler {
+        let _ = sampler.await;
+    }
     store.close(SHUTDOWN_GRACE).await;
     tracing::info!("idmd stopped");
     Ok(())
@@ -270,6 +287,7 @@ mod tests {
             password_throttle: managed::ThrottleLimits::default(),
             conf_env_allow: Vec::new(),
             allow_paths: Vec::new(),
+            metrics: None,
         };
         for shown in [format!("{settings:?}"), format!("{settings:#?}")] {
             assert!(!shown.contains("c2VjcmV0"), "{shown}");

@@ -83,6 +83,10 @@ struct Args {
     /// The window of --login-failures, in seconds; also the first lock's length.
     #[arg(long, env = "IDM_LOGIN_FAILURE_WINDOW", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     login_failure_window: u64,
+    /// Serve Prometheus metrics at http://ADDR/metrics (plain HTTP; keep it
+    /// on a loopback or private address). Off by default.
+    #[arg(long, env = "IDM_METRICS", value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -134,6 +138,7 @@ async fn main() -> ExitCode {
         },
         conf_env_allow: args.conf_env_allow,
         allow_paths: args.allow_paths,
+        metrics: args.metrics,
     };
     match run(settings, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,

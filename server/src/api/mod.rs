@@ -10,6 +10,7 @@ mod error;
 mod keys;
 mod links;
 mod login;
+mod measured;
 mod objects;
 mod paging;
 mod recon;
@@ -157,6 +158,7 @@ pub async fn serve(
     tracing::info!(%addr, tls = identity.is_some(), "idmd serving gRPC");
     server
         .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
+        .layer(measured::MeasuredLayer)
         .layer(bounded::BoundedStatusLayer)
         .layer(trail::AuditLayer {
             store: core.store.clone(),
