@@ -84,6 +84,10 @@ struct Args {
     /// Print the built-in attribute map (a start for `--map`) and exit.
     #[arg(long)]
     print_default_map: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics (plain HTTP; keep it
+    /// on a loopback or private address). Off by default.
+    #[arg(long, env = "IDM_GATEWAY_METRICS", value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
 }
 
 #[tokio::main]
@@ -151,6 +155,9 @@ async fn run(args: Args) -> Result<(), String> {
     } else {
         Some(server_tls(&args)?)
     };
+    if let Some(addr) = args.metrics {
+        idm_gateway::metrics::install(addr)?;
+    }
     let listener = std::net::TcpListener::bind(&args.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;

@@ -117,6 +117,7 @@ pub fn router(state: ConsoleState) -> Router {
         .merge(mappings::routes())
         .merge(runs::routes())
         .merge(schedules::routes())
+        .route_layer(middleware::from_fn(crate::metrics::mark_route))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_FORM))
         .layer(middleware::from_fn(error::fragment_errors))

@@ -71,6 +71,7 @@ pub fn router(app: App) -> Router {
         .route("/ResourceTypes/{id}", get(resource_type))
         .route("/Schemas", get(schemas))
         .route("/Schemas/{id}", get(schema))
+        .route_layer(axum::middleware::from_fn(crate::metrics::mark_route))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found);
     Router::new()
@@ -81,6 +82,8 @@ pub fn router(app: App) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(30)))
         .layer(TraceLayer::new_for_http())
+        // Every request counted under its route template (or `unmatched`).
+        .layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             origin::mark_scheme,
