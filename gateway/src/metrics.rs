@@ -58,9 +58,10 @@ pub fn install(addr: SocketAddr) -> Result<(), String> {
 #[derive(Clone)]
 struct Route(MatchedPath);
 
-/// A `route_layer` of each router: marks the response with the template its
-/// request matched (nested services set their own, fuller template, which
-/// the layer around everything cannot see on the request).
+/// A layer of each router: marks the response with the template its request
+/// matched, if any (a nested service sets its own, fuller template, which
+/// the layer around everything cannot see on the request). A wrong method on
+/// a matched path counts under the path's template.
 pub async fn mark_route(request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().cloned();
     let mut response = next.run(request).await;
@@ -82,7 +83,11 @@ pub async fn track(request: Request, next: Next) -> Response {
 }
 
 fn route_label(template: Option<&str>) -> String {
-    template.unwrap_or(UNMATCHED).to_string()
+    match template {
+        // `/admin` + `/`, nested, reads `/admin//`.
+        Some(template) => template.replace("//", "/"),
+        None => UNMATCHED.to_string(),
+    }
 }
 
 /// The status as its three digits (bounded: a status is 100 to 999).
@@ -100,8 +105,75 @@ mod tests {
             route_label(Some("/scim/v2/{resource}/{id}")),
             "/scim/v2/{resource}/{id}"
         );
+        assert_eq!(route_label(Some("/admin//")), "/admin/");
         assert_eq!(route_label(None), "unmatched");
         assert_eq!(status_label(axum::http::StatusCode::NOT_FOUND), "404");
         assert_eq!(status_label(axum::http::StatusCode::OK), "200");
+    }
+
+    /// The routers' shape (a nested router, a nested service, fallbacks)
+    /// with the two layers where `http::router` puts them: every request
+    /// counts once, under its template or `unmatched`.
+    #[test]
+    fn requests_count_under_their_route_template_nested_or_not() {
+        use axum::Router;
+        use axum::body::Body;
+        use axum::routing::{get, post};
+        use tonic::codegen::Service;
+
+        let scim = Router::new()
+            .route("/{resource}", get(|| async { "list" }))
+            .route("/{resource}/{id}", get(|| async { "one" }))
+            .route("/Bulk", post(|| async { "bulk" }))
+            .fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "no") })
+            .layer(axum::middleware::from_fn(mark_route));
+        let rest = Router::new()
+            .route("/managed/{type}/{id}", get(|| async { "rest" }))
+            .layer(axum::middleware::from_fn(mark_route));
+        let mut app = Router::new()
+            .nest("/scim/v2", scim)
+            .nest_service("/openidm", rest)
+            .fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "outside") })
+            .layer(axum::middleware::from_fn(track));
+
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        metrics::with_local_recorder(&recorder, || {
+            runtime.block_on(async {
+                for (method, path) in [
+                    ("GET", "/scim/v2/Users"),
+                    ("GET", "/scim/v2/Users/bjensen"),
+                    ("GET", "/scim/v2/Groups/g-1"),
+                    ("GET", "/scim/v2/Bulk"),
+                    ("GET", "/scim/v2/a/b/c"),
+                    ("GET", "/openidm/managed/user/bjensen"),
+                    ("GET", "/openidm/nothing"),
+                    ("GET", "/secret/path"),
+                ] {
+                    let request = axum::http::Request::builder()
+                        .method(method)
+                        .uri(path)
+                        .body(Body::empty())
+                        .unwrap();
+                    app.call(request).await.unwrap();
+                }
+            });
+        });
+        let text = handle.render();
+        for line in [
+            r#"idm_http_requests_total{route="/scim/v2/{resource}",status="200"} 1"#,
+            r#"idm_http_requests_total{route="/scim/v2/{resource}/{id}",status="200"} 2"#,
+            r#"idm_http_requests_total{route="/scim/v2/Bulk",status="405"} 1"#,
+            r#"idm_http_requests_total{route="/openidm/managed/{type}/{id}",status="200"} 1"#,
+            r#"idm_http_requests_total{route="unmatched",status="404"} 3"#,
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+        for raw in ["bjensen", "Users", "secret", "nothing", "g-1"] {
+            assert!(!text.contains(raw), "{raw} in\n{text}");
+        }
     }
 }

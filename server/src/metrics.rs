@@ -20,7 +20,8 @@ use crate::store::{ReconRunRecord, Reschedule};
 pub const GRPC_REQUESTS: &str = "idm_grpc_requests_total";
 /// `{method}`: time to the answer's headers.
 pub const GRPC_DURATION: &str = "idm_grpc_request_duration_seconds";
-/// `{mapping}`: source, target and link rows a finished run processed.
+/// `{mapping}`: source rows a finished run processed (the target phase's
+/// objects show in the situations).
 pub const RECON_ROWS: &str = "idm_recon_rows_total";
 /// `{mapping, situation}`.
 pub const RECON_SITUATIONS: &str = "idm_recon_situations_total";
@@ -108,13 +109,19 @@ pub fn install(addr: SocketAddr) -> Result<(), MetricsError> {
 }
 
 fn describe() {
-    describe_counter!(GRPC_REQUESTS, "gRPC calls answered, by method and status code");
+    describe_counter!(
+        GRPC_REQUESTS,
+        "gRPC calls answered, by method and status code"
+    );
     describe_histogram!(
         GRPC_DURATION,
         Unit::Seconds,
         "Time from a gRPC call to its answer's headers"
     );
-    describe_counter!(RECON_ROWS, "Rows a finished reconciliation run processed");
+    describe_counter!(
+        RECON_ROWS,
+        "Source rows finished reconciliation runs processed"
+    );
     describe_counter!(RECON_SITUATIONS, "Situations reconciliation runs found");
     describe_counter!(RECON_ACTIONS, "Actions reconciliation runs took");
     describe_histogram!(
@@ -214,8 +221,8 @@ pub fn grpc_answered(method: &'static str, code: tonic::Code, took: Duration) {
 /// A reconciliation run ended, as its final record says.
 pub fn recon_ended(run: &ReconRunRecord, took: Duration) {
     let mapping = run.mapping.clone();
-    let rows = run.source.processed + run.target.processed + run.links.processed;
-    counter!(RECON_ROWS, "mapping" => mapping.clone()).increment(u64::try_from(rows).unwrap_or(0));
+    counter!(RECON_ROWS, "mapping" => mapping.clone())
+        .increment(u64::try_from(run.source.processed).unwrap_or(0));
     for (situation, n) in &run.situations {
         counter!(RECON_SITUATIONS, "mapping" => mapping.clone(), "situation" => situation.clone())
             .increment(u64::try_from(*n).unwrap_or(0));
@@ -355,5 +362,68 @@ mod tests {
         assert_eq!(oldest_age(Some("2026-01-01T00:02:00.000000Z"), now), 0.0);
         assert_eq!(oldest_age(Some("not a time"), now), 0.0);
         assert_eq!(oldest_age(None, now), 0.0);
+    }
+
+    #[test]
+    fn a_queue_that_emptied_reads_zero_not_its_last_value() {
+        use crate::store::QueueSummary;
+        let now = time::OffsetDateTime::parse(
+            "2026-01-01T00:01:00.000000Z",
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let mut seen = std::collections::BTreeSet::new();
+        metrics::with_local_recorder(&recorder, || {
+            outbox_sampled(
+                &[
+                    QueueSummary {
+                        mapping: "toLdap".into(),
+                        pending: 3,
+                        failed: 1,
+                        oldest_pending: Some("2026-01-01T00:00:30.000000Z".into()),
+                        ..QueueSummary::default()
+                    },
+                    QueueSummary {
+                        mapping: "toCsv".into(),
+                        pending: 2,
+                        ..QueueSummary::default()
+                    },
+                ],
+                &mut seen,
+                now,
+            );
+        });
+        let text = handle.render();
+        for line in [
+            r#"idm_outbox_pending{mapping="toLdap"} 3"#,
+            r#"idm_outbox_failed{mapping="toLdap"} 1"#,
+            r#"idm_outbox_oldest_pending_age_seconds{mapping="toLdap"} 30"#,
+            r#"idm_outbox_pending{mapping="toCsv"} 2"#,
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+        // toLdap's queue emptied: no row for it any more.
+        metrics::with_local_recorder(&recorder, || {
+            outbox_sampled(
+                &[QueueSummary {
+                    mapping: "toCsv".into(),
+                    pending: 1,
+                    ..QueueSummary::default()
+                }],
+                &mut seen,
+                now,
+            );
+        });
+        let text = handle.render();
+        for line in [
+            r#"idm_outbox_pending{mapping="toLdap"} 0"#,
+            r#"idm_outbox_failed{mapping="toLdap"} 0"#,
+            r#"idm_outbox_oldest_pending_age_seconds{mapping="toLdap"} 0"#,
+            r#"idm_outbox_pending{mapping="toCsv"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
     }
 }

@@ -71,9 +71,9 @@ pub fn router(app: App) -> Router {
         .route("/ResourceTypes/{id}", get(resource_type))
         .route("/Schemas", get(schemas))
         .route("/Schemas/{id}", get(schema))
-        .route_layer(axum::middleware::from_fn(crate::metrics::mark_route))
         .method_not_allowed_fallback(method_not_allowed)
-        .fallback(not_found);
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(crate::metrics::mark_route));
     Router::new()
         .nest("/scim/v2", scim)
         .nest_service("/openidm", rest)

@@ -135,10 +135,10 @@ pub fn router(state: RestState) -> Router {
         .merge(config::routes())
         .merge(audit::routes())
         .merge(policy::routes())
-        .route_layer(axum::middleware::from_fn(crate::metrics::mark_route))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(crate::metrics::mark_route))
         .with_state(state)
 }
 

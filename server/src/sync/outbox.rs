@@ -410,7 +410,9 @@ impl Dispatcher {
                         match recorder.record(&delivery, &settled).await {
                             Ok(_) => crate::metrics::outbox_delivered(&mapping, settled.len()),
                             // The targets are written; the next delivery finds and links them.
-                            Err(e) => tracing::warn!(error = %e, "recording an implicit sync batch failed; it will be delivered again"),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "recording an implicit sync batch failed; it will be delivered again")
+                            }
                         }
                         reschedule_all(&store, &failures).await;
                     }),

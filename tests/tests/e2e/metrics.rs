@@ -17,7 +17,9 @@ use crate::recon;
 
 /// The text of `http://<addr>/metrics`.
 async fn scrape(addr: &str) -> String {
-    let response = reqwest::get(format!("http://{addr}/metrics")).await.unwrap();
+    let response = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     response.text().await.unwrap()
 }
@@ -52,7 +54,10 @@ async fn until(addr: &str, limit: Duration, what: &str, check: impl Fn(&str) -> 
         if check(&text) {
             return text;
         }
-        assert!(Instant::now() < deadline, "{what} within {limit:?}:\n{text}");
+        assert!(
+            Instant::now() < deadline,
+            "{what} within {limit:?}:\n{text}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -70,8 +75,9 @@ async fn idmd_and_gateway_metrics_move_with_the_work_they_count() {
     })
     .await;
     assert!(
-        idmd.log()
-            .contains(&format!("serving Prometheus metrics at http://{metrics}/metrics")),
+        idmd.log().contains(&format!(
+            "serving Prometheus metrics at http://{metrics}/metrics"
+        )),
         "{}",
         idmd.log()
     );
@@ -86,7 +92,7 @@ async fn idmd_and_gateway_metrics_move_with_the_work_they_count() {
     let run = recon(&mut c, mapping.1).await;
     assert_eq!(run.state(), idm_proto::v1::recon_run::State::Success);
     let text = scrape(&metrics).await;
-    assert!(sample(&text, "idm_recon_rows_total", &[mapping]) >= 3.0);
+    assert_eq!(sample(&text, "idm_recon_rows_total", &[mapping]), 3.0);
     assert_eq!(
         sample(
             &text,
@@ -116,10 +122,7 @@ async fn idmd_and_gateway_metrics_move_with_the_work_they_count() {
         sample(
             &text,
             "idm_grpc_requests_total",
-            &[
-                ("method", "idm.v1.ReconService/StartRecon"),
-                ("code", "OK")
-            ]
+            &[("method", "idm.v1.ReconService/StartRecon"), ("code", "OK")]
         ),
         1.0
     );
@@ -157,7 +160,9 @@ async fn idmd_and_gateway_metrics_move_with_the_work_they_count() {
     );
     assert_eq!(sample(&text, "idm_outbox_failed", &[ldap]), 0.0);
     assert!(sample(&text, "idm_outbox_oldest_pending_age_seconds", &[ldap]) >= 0.0);
-    assert!(text.contains("idm_outbox_oldest_pending_age_seconds{mapping=\"managedUser_ldapAccount\"}"));
+    assert!(
+        text.contains("idm_outbox_oldest_pending_age_seconds{mapping=\"managedUser_ldapAccount\"}")
+    );
     assert!(
         sample(
             &text,
@@ -184,7 +189,10 @@ async fn idmd_and_gateway_metrics_move_with_the_work_they_count() {
         .await;
     assert!(failed.is_err());
     let text = scrape(&metrics).await;
-    assert_eq!(sample(&text, "idm_logins_total", &[("outcome", "failed")]), 1.0);
+    assert_eq!(
+        sample(&text, "idm_logins_total", &[("outcome", "failed")]),
+        1.0
+    );
     assert_eq!(
         sample(
             &text,
@@ -226,13 +234,18 @@ async fn idmd_and_gateway_metrics_move_with_the_work_they_count() {
         })
         .await
         .unwrap();
-    until(&metrics, Duration::from_secs(20), "a schedule fire", |text| {
-        sample(
-            text,
-            "idm_schedule_fires_total",
-            &[("schedule", "nightly"), ("outcome", "SUCCESS")],
-        ) == 1.0
-    })
+    until(
+        &metrics,
+        Duration::from_secs(20),
+        "a schedule fire",
+        |text| {
+            sample(
+                text,
+                "idm_schedule_fires_total",
+                &[("schedule", "nightly"), ("outcome", "SUCCESS")],
+            ) == 1.0
+        },
+    )
     .await;
 
     // Through the gateway: HTTP by route template; gRPC in the core.
@@ -256,16 +269,23 @@ async fn idmd_and_gateway_metrics_move_with_the_work_they_count() {
     gateway.get("/Users/no-such-user-4711").await.expect(404);
     let outside = gateway
         .client()
-        .get(format!("https://127.0.0.1:{}/secret-probe-path", gateway.port))
+        .get(format!(
+            "https://127.0.0.1:{}/secret-probe-path",
+            gateway.port
+        ))
         .send()
         .await
         .unwrap();
     assert_eq!(outside.status(), 404);
+    gateway.get("/Bulk").await.expect(405);
     // Wren's REST API, nested under /openidm: a wrong password is a failed
     // login in the core.
     let rest_login = gateway
         .client()
-        .get(format!("https://127.0.0.1:{}/openidm/info/login", gateway.port))
+        .get(format!(
+            "https://127.0.0.1:{}/openidm/info/login",
+            gateway.port
+        ))
         .header("X-OpenIDM-Username", "openidm-admin")
         .header("X-OpenIDM-Password", "wrong-password")
         .send()
@@ -278,7 +298,11 @@ async fn idmd_and_gateway_metrics_move_with_the_work_they_count() {
     let users = ("route", "/scim/v2/{resource}");
     let user = ("route", "/scim/v2/{resource}/{id}");
     assert_eq!(
-        sample(&http, "idm_http_requests_total", &[users, ("status", "200")]),
+        sample(
+            &http,
+            "idm_http_requests_total",
+            &[users, ("status", "200")]
+        ),
         1.0
     );
     assert_eq!(
@@ -306,15 +330,22 @@ async fn idmd_and_gateway_metrics_move_with_the_work_they_count() {
         1.0,
         "{http}"
     );
+    assert_eq!(
+        sample(
+            &http,
+            "idm_http_requests_total",
+            &[("route", "/scim/v2/Bulk"), ("status", "405")]
+        ),
+        1.0
+    );
     assert!(sample(&http, "idm_http_request_duration_seconds_count", &[user]) >= 2.0);
     assert!(http.contains("idm_http_request_duration_seconds_bucket{"));
     // Never a raw path or an id.
     for raw in ["secret-probe-path", "no-such-user-4711", "/Users", "123"] {
         assert!(
-            !http
-                .lines()
-                .filter(|l| !l.starts_with('#'))
-                .any(|l| l.split_once(' ').is_some_and(|(series, _)| series.contains(raw))),
+            !http.lines().filter(|l| !l.starts_with('#')).any(|l| l
+                .split_once(' ')
+                .is_some_and(|(series, _)| series.contains(raw))),
             "{raw} in\n{http}"
         );
     }
