@@ -51,6 +51,9 @@ pub fn install(addr: SocketAddr) -> Result<(), String> {
         "Time from an HTTP request to its response's headers, by route template"
     );
     tracing::info!(%addr, "serving Prometheus metrics at http://{addr}/metrics");
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "--metrics on a non-loopback address: anyone who reaches it reads the metrics (plain HTTP, no authentication)");
+    }
     Ok(())
 }
 

@@ -105,6 +105,9 @@ pub fn install(addr: SocketAddr) -> Result<(), MetricsError> {
         .map_err(failed)?;
     describe();
     tracing::info!(%addr, "serving Prometheus metrics at http://{addr}/metrics");
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "--metrics on a non-loopback address: anyone who reaches it reads the metrics (plain HTTP, no authentication)");
+    }
     Ok(())
 }
 
