@@ -44,6 +44,39 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+/// The TCP ports process `pid` listens on (Linux: its socket inodes
+/// looked up among the LISTEN rows of /proc/net/tcp and tcp6).
+fn listening_ports(pid: u32) -> Vec<u16> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_string_lossy().into_owned();
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_string(),
+            )
+        })
+        .collect();
+    let mut ports = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for row in text.lines().skip(1) {
+            let fields: Vec<&str> = row.split_whitespace().collect();
+            // local_address is field 1 (ADDR:PORT in hex), st field 3, inode field 9.
+            if fields.len() > 9 && fields[3] == "0A" && inodes.iter().any(|i| i == fields[9]) {
+                let port = fields[1].rsplit_once(':').unwrap().1;
+                ports.push(u16::from_str_radix(port, 16).unwrap());
+            }
+        }
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
 /// Scrapes until `check` holds (the outbox gauges are sampled every few
 /// seconds, deliveries retried in the background); panics with the last
 /// scrape after `limit`.
@@ -81,6 +114,8 @@ async fn idmd_and_gateway_metrics_move_with_the_work_they_count() {
         "{}",
         idmd.log()
     );
+    let metrics_port: u16 = metrics.rsplit_once(':').unwrap().1.parse().unwrap();
+    assert!(listening_ports(idmd.pid()).contains(&metrics_port));
     let before = scrape(&metrics).await;
     assert!(before.contains("# HELP idm_store_operation_duration_seconds"));
     assert!(before.contains("# TYPE idm_store_operation_duration_seconds histogram"));
@@ -251,6 +286,12 @@ async fn idmd_and_gateway_metrics_move_with_the_work_they_count() {
     // Through the gateway: HTTP by route template; gRPC in the core.
     let gateway_metrics = format!("127.0.0.1:{}", free_port());
     let gateway = Gateway::start_with(&idmd, &["--metrics", &gateway_metrics]).await;
+    let gateway_metrics_port: u16 = gateway_metrics.rsplit_once(':').unwrap().1.parse().unwrap();
+    assert_eq!(listening_ports(gateway.pid()), {
+        let mut both = vec![gateway.port, gateway_metrics_port];
+        both.sort_unstable();
+        both
+    });
     assert!(gateway.log().contains(&format!(
         "serving Prometheus metrics at http://{gateway_metrics}/metrics"
     )));
@@ -367,6 +408,10 @@ async fn without_metrics_nothing_is_served_and_a_port_in_use_stops_the_start() {
     let gateway = Gateway::start(&idmd).await;
     assert!(!idmd.log().contains("Prometheus"), "{}", idmd.log());
     assert!(!gateway.log().contains("Prometheus"), "{}", gateway.log());
+    // Each listens on its own port only.
+    let grpc: u16 = idmd.endpoint.rsplit_once(':').unwrap().1.parse().unwrap();
+    assert_eq!(listening_ports(idmd.pid()), vec![grpc]);
+    assert_eq!(listening_ports(gateway.pid()), vec![gateway.port]);
 
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
