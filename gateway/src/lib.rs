@@ -28,6 +28,7 @@ pub mod console;
 pub mod core;
 pub mod http;
 pub mod mapping;
+pub mod metrics;
 pub mod rest;
 pub mod scim;
 pub mod service;

@@ -88,6 +88,10 @@ struct Args {
     /// collector). Each request's line carries its `request_id`.
     #[arg(long, env = "IDM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Serve Prometheus metrics at http://ADDR/metrics (plain HTTP; keep it
+    /// on a loopback or private address). Off by default.
+    #[arg(long, env = "IDM_GATEWAY_METRICS", value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -165,6 +169,9 @@ async fn run(args: Args) -> Result<(), String> {
     } else {
         Some(server_tls(&args)?)
     };
+    if let Some(addr) = args.metrics {
+        idm_gateway::metrics::install(addr)?;
+    }
     let listener = std::net::TcpListener::bind(&args.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;

@@ -9,6 +9,7 @@ pub mod keys;
 pub mod managed;
 pub mod request_id;
 pub mod retention;
+pub mod metrics;
 pub mod scheduler;
 pub mod script;
 pub mod secrets;
@@ -57,6 +58,8 @@ pub struct Settings {
     pub allow_paths: Vec<PathBuf>,
     /// How long each kind of history is kept (`--retain-*`).
     pub retention: retention::Retention,
+    /// `--metrics`: where Prometheus metrics are served; none by default.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// By hand, so the key and the admin token never reach a log line.
@@ -79,6 +82,7 @@ impl std::fmt::Debug for Settings {
             .field("conf_env_allow", &self.conf_env_allow)
             .field("allow_paths", &self.allow_paths)
             .field("retention", &self.retention)
+            .field("metrics", &self.metrics)
             .finish()
     }
 }
@@ -101,6 +105,8 @@ pub enum StartError {
     Scheduler(#[from] scheduler::SchedulerError),
     #[error("{0}")]
     Account(#[from] accounts::AccountError),
+    #[error("{0}")]
+    Metrics(#[from] metrics::MetricsError),
 }
 
 /// How long in-flight calls get to finish after a shutdown signal; idle
@@ -128,6 +134,10 @@ pub async fn run(
             "gRPC in plaintext on a non-loopback address (--allow-plaintext): \
              tokens and passwords cross the network in clear unless a TLS-terminating proxy is in front"
         ),
+    }
+    // A port in use stops the start before anything is opened.
+    if let Some(addr) = settings.metrics {
+        metrics::install(addr)?;
     }
     let conf = config::read(settings.conf.as_deref())?;
     connector::warn_insecure_documents(&conf.documents);
@@ -227,6 +237,10 @@ pub async fn run(
         settings.retention,
         stopped.clone(),
     ));
+    // The outbox gauges; it ends when `stop` turns true.
+    let sampler = settings
+        .metrics
+        .map(|_| tokio::spawn(metrics::run_outbox_sampler(store.clone(), stopped.clone())));
     let drain = wait_for_stop(stopped.clone());
     let deadline = async move {
         wait_for_stop(stopped).await;
@@ -256,6 +270,9 @@ pub async fn run(
     }
     refresh.abort();
     let _ = refresh.await;
+    if let Some(sampler) = sampler {
+        let _ = sampler.await;
+    }
     store.close(SHUTDOWN_GRACE).await;
     tracing::info!("idmd stopped");
     Ok(())
@@ -290,6 +307,7 @@ mod tests {
             conf_env_allow: Vec::new(),
             allow_paths: Vec::new(),
             retention: retention::Retention::default(),
+            metrics: None,
         };
         for shown in [format!("{settings:?}"), format!("{settings:#?}")] {
             assert!(!shown.contains("c2VjcmV0"), "{shown}");

@@ -136,6 +136,10 @@ struct Args {
     /// How often history past its age is pruned (tests use seconds).
     #[arg(long, env = "IDM_RETENTION_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration, hide = true)]
     retention_interval: Duration,
+    /// Serve Prometheus metrics at http://ADDR/metrics (plain HTTP; keep it
+    /// on a loopback or private address). Off by default.
+    #[arg(long, env = "IDM_METRICS", value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -195,6 +199,7 @@ async fn main() -> ExitCode {
             failed_sync: args.retain_failed_sync,
             interval: args.retention_interval,
         },
+        metrics: args.metrics,
     };
     match run(settings, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,

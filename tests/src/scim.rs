@@ -311,6 +311,10 @@ impl Gateway {
 }
 
 impl Gateway {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stops the process (as a crash would).
     pub fn kill(&mut self) {
         let _ = self.child.kill();

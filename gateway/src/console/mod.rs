@@ -118,6 +118,7 @@ pub fn router(state: ConsoleState) -> Router {
         .merge(runs::routes())
         .merge(schedules::routes())
         .fallback(not_found)
+        .layer(middleware::from_fn(crate::metrics::mark_route))
         .layer(DefaultBodyLimit::max(MAX_FORM))
         .layer(middleware::from_fn(error::fragment_errors))
         .layer(middleware::from_fn(security_headers))

@@ -74,7 +74,8 @@ pub fn router(app: App) -> Router {
         .route("/Schemas", get(schemas))
         .route("/Schemas/{id}", get(schema))
         .method_not_allowed_fallback(method_not_allowed)
-        .fallback(not_found);
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(crate::metrics::mark_route));
     Router::new()
         .nest("/scim/v2", scim)
         .nest_service("/openidm", rest)
@@ -94,6 +95,9 @@ pub fn router(app: App) -> Router {
                 })
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
+        // Outside the trace layer, so its span has the id.
+        // Every request counted under its route template (or `unmatched`).
+        .layer(axum::middleware::from_fn(crate::metrics::track))
         // Outside the trace layer, so its span has the id.
         .layer(axum::middleware::from_fn(request_id))
         .layer(axum::middleware::from_fn_with_state(

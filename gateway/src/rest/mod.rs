@@ -138,6 +138,7 @@ pub fn router(state: RestState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(crate::metrics::mark_route))
         .with_state(state)
 }
 

@@ -302,6 +302,17 @@ impl Accounts {
         password: &str,
         from: &LoginSource,
     ) -> Result<Session, AccountError> {
+        let result = self.check_login(name, password, from).await;
+        crate::metrics::login(login_outcome(&result));
+        result
+    }
+
+    async fn check_login(
+        &self,
+        name: &str,
+        password: &str,
+        from: &LoginSource,
+    ) -> Result<Session, AccountError> {
         let tried = tried_name(name);
         let attempt = self
             .throttle
@@ -349,6 +360,16 @@ impl Accounts {
             scope,
             idle_timeout: self.policy.idle_timeout,
         })
+    }
+}
+
+/// The `outcome` label of a login's `idm_logins_total`.
+fn login_outcome<T>(result: &Result<T, AccountError>) -> &'static str {
+    match result {
+        Ok(_) => "success",
+        Err(AccountError::LoginRefused { .. }) => "failed",
+        Err(AccountError::Throttled { .. }) => "throttled",
+        Err(_) => "error",
     }
 }
 
@@ -510,5 +531,19 @@ mod tests {
             boot.to_string(),
             "IDM_ADMIN_PASSWORD: a password must be at least 8 characters"
         );
+    }
+
+    #[test]
+    fn login_outcomes_are_success_failed_throttled_or_error() {
+        let ok: Result<(), AccountError> = Ok(());
+        assert_eq!(login_outcome(&ok), "success");
+        let refused: Result<(), _> = Err(AccountError::LoginRefused { disabled: true });
+        assert_eq!(login_outcome(&refused), "failed");
+        let throttled: Result<(), _> = Err(AccountError::Throttled {
+            retry_after: Duration::from_secs(1),
+        });
+        assert_eq!(login_outcome(&throttled), "throttled");
+        let broken: Result<(), _> = Err(AccountError::Store(StoreError::Contention));
+        assert_eq!(login_outcome(&broken), "error");
     }
 }

@@ -10,6 +10,7 @@ mod error;
 mod keys;
 mod links;
 mod login;
+mod measured;
 mod objects;
 mod paging;
 mod recon;
@@ -166,6 +167,7 @@ pub async fn serve(
             )
         })
         .layer(request_id::RequestIdLayer)
+        .layer(measured::MeasuredLayer)
         .layer(bounded::BoundedStatusLayer)
         .layer(trail::AuditLayer {
             store: core.store.clone(),

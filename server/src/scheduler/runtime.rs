@@ -425,6 +425,7 @@ impl Scheduler {
                     execution.message = message;
                 }
             }
+            crate::metrics::schedule_fired(&name, &execution.outcome);
             if let Err(e) = this.inner.store.save_execution(&execution).await {
                 tracing::error!(error = %e, "recording the end of a scheduled run failed");
             }
@@ -471,6 +472,9 @@ impl Scheduler {
             node: self.inner.node.clone(),
         };
         self.inner.store.save_execution(&execution).await?;
+        if outcome != "RUNNING" {
+            crate::metrics::schedule_fired(name, outcome);
+        }
         Ok(execution)
     }
 

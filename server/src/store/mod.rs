@@ -215,6 +215,7 @@ impl Store {
         sql: &str,
         params: Value,
     ) -> Result<Option<T>, StoreError> {
+        let _timer = crate::metrics::store_timer(crate::metrics::StoreOp::QueryOne);
         let mut response = bind_all(self.db.query(sql), params).await?;
         let value: surrealdb::types::Value = response.take(0)?;
         decode_optional(value.into_json_value())
@@ -225,6 +226,7 @@ impl Store {
         sql: &str,
         params: Value,
     ) -> Result<Vec<T>, StoreError> {
+        let _timer = crate::metrics::store_timer(crate::metrics::StoreOp::QueryAll);
         let mut response = bind_all(self.db.query(sql), params).await?;
         let value: surrealdb::types::Value = response.take(0)?;
         decode_rows(value.into_json_value())
@@ -232,11 +234,15 @@ impl Store {
 
     /// The `n` of a `SELECT count() AS n … GROUP ALL`; 0 when nothing matched.
     async fn count(&self, sql: &str, params: Value) -> Result<u64, StoreError> {
-        let count: Option<Count> = self.query_one(sql, params).await?;
+        let _timer = crate::metrics::store_timer(crate::metrics::StoreOp::Count);
+        let mut response = bind_all(self.db.query(sql), params).await?;
+        let value: surrealdb::types::Value = response.take(0)?;
+        let count: Option<Count> = decode_optional(value.into_json_value())?;
         Ok(count.map_or(0, |c| c.n))
     }
 
     async fn execute(&self, sql: &str, params: Value) -> Result<(), StoreError> {
+        let _timer = crate::metrics::store_timer(crate::metrics::StoreOp::Execute);
         bind_all(self.db.query(sql), params).await?.check()?;
         Ok(())
     }
@@ -299,6 +305,7 @@ where
     Fut: Future<Output = Result<T, E>>,
     E: From<StoreError> + AsRetryable,
 {
+    let _timer = crate::metrics::store_timer(crate::metrics::StoreOp::Transaction);
     let mut delay = Duration::from_millis(2);
     for retry in 1..WRITE_ATTEMPTS {
         match attempt().await {

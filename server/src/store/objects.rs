@@ -274,6 +274,7 @@ impl Store {
             "{prelude}SELECT {OBJECT_COLUMNS}{projection} FROM {source} WHERE type = $type AND {condition} \
              ORDER BY {order} LIMIT $limit START $start;{count}"
         );
+        let _timer = crate::metrics::store_timer(crate::metrics::StoreOp::Search);
         let mut response = bind_all(self.db.query(select), Value::Object(params)).await?;
         let rows = decode_rows(take_json(&mut response, first)?)?;
         let total = match exact {
@@ -424,6 +425,7 @@ impl Store {
             "{prelude}SELECT count() AS n FROM {source} WHERE type = $type AND {} GROUP ALL",
             plan.filter.condition()
         );
+        let _timer = crate::metrics::store_timer(crate::metrics::StoreOp::Count);
         let mut response = bind_all(self.db.query(count), Value::Object(params)).await?;
         take_count(&mut response, first)
     }

@@ -308,29 +308,48 @@ impl Store {
     /// entry's time and the latest error.
     pub async fn queue_summary(&self) -> Result<Vec<QueueSummary>, StoreError> {
         #[derive(Deserialize)]
+        struct LastError {
+            mapping: String,
+            last_error: String,
+        }
+        let mut queues = self.queue_counts().await?;
+        let errors: Vec<LastError> = self
+            .query_all(
+                "SELECT mapping, last_error, due FROM outbox WHERE last_error != NONE \
+                 ORDER BY due DESC",
+                Value::Null,
+            )
+            .await?;
+        for error in errors {
+            if let Some(summary) = queues.iter_mut().find(|q| q.mapping == error.mapping)
+                && summary.last_error.is_none()
+            {
+                summary.last_error = Some(error.last_error);
+            }
+        }
+        Ok(queues)
+    }
+
+    /// [`Store::queue_summary`] without the latest errors: one grouped
+    /// count, what the metrics sampler reads every few seconds.
+    pub async fn queue_counts(&self) -> Result<Vec<QueueSummary>, StoreError> {
+        #[derive(Deserialize)]
         struct Group {
             mapping: String,
             state: String,
             n: u64,
             oldest: Option<String>,
         }
-        #[derive(Deserialize)]
-        struct LastError {
-            mapping: String,
-            last_error: String,
-        }
+        let _timer = crate::metrics::store_timer(crate::metrics::StoreOp::OutboxSummary);
         let mut response = bind_all(
             self.db.query(
                 "SELECT mapping, state, count() AS n, array::min(array::group(created)) AS oldest FROM outbox \
-                 GROUP BY mapping, state; \
-                 SELECT mapping, last_error, due FROM outbox WHERE last_error != NONE \
-                 ORDER BY due DESC;",
+                 GROUP BY mapping, state",
             ),
             Value::Null,
         )
         .await?;
         let groups: Vec<Group> = decode_rows(take_json(&mut response, 0)?)?;
-        let errors: Vec<LastError> = decode_rows(take_json(&mut response, 1)?)?;
         let mut by_mapping: BTreeMap<String, QueueSummary> = BTreeMap::new();
         for group in groups {
             let summary = by_mapping
@@ -345,13 +364,6 @@ impl Store {
             } else {
                 summary.pending += group.n;
                 summary.oldest_pending = group.oldest;
-            }
-        }
-        for error in errors {
-            if let Some(summary) = by_mapping.get_mut(&error.mapping)
-                && summary.last_error.is_none()
-            {
-                summary.last_error = Some(error.last_error);
             }
         }
         Ok(by_mapping.into_values().collect())

@@ -410,9 +410,12 @@ impl Dispatcher {
                     objects: keys,
                     work: Box::pin(async move {
                         let settled: Vec<&OutboxEntry> = settled.iter().collect();
-                        if let Err(e) = recorder.record(&delivery, &settled).await {
+                        match recorder.record(&delivery, &settled).await {
+                            Ok(_) => crate::metrics::outbox_delivered(&mapping_name, settled.len()),
                             // The targets are written; the next delivery finds and links them.
-                            tracing::warn!(error = %e, "recording an implicit sync batch failed; it will be delivered again");
+                            Err(e) => {
+                                tracing::warn!(error = %e, "recording an implicit sync batch failed; it will be delivered again")
+                            }
                         }
                         reschedule_all(&store, &failures).await;
                     }),
@@ -466,6 +469,7 @@ impl Dispatcher {
 }
 
 async fn reschedule_all(store: &Store, failures: &[Reschedule]) {
+    crate::metrics::outbox_failed(failures);
     if let Err(e) = store.reschedule_entries(failures).await {
         tracing::warn!(error = %e, "recording failed deliveries failed; they will be tried again at once");
     }

@@ -18,6 +18,7 @@ mod gateway_tls;
 mod keys;
 mod ldap;
 mod links;
+mod metrics;
 mod objects;
 mod paging;
 mod passwords;

@@ -50,7 +50,7 @@ impl LdapConnector {
             return Ok((generation, ldap.clone(), false));
         }
         link.ldap = None;
-        let ldap = self.connect().await?;
+        let ldap = self.measured("connect", self.connect()).await?;
         self.heard_from_server();
         link.generation += 1;
         link.ldap = Some(ldap.clone());

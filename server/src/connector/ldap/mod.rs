@@ -373,6 +373,18 @@ impl LdapConnector {
         format!("system/{}/{object_type}/{dn}", self.name)
     }
 
+    /// Runs one operation, its latency and failure counted for `--metrics`.
+    async fn measured<T>(
+        &self,
+        operation: &'static str,
+        call: impl std::future::Future<Output = Result<T, ConnectorError>>,
+    ) -> Result<T, ConnectorError> {
+        let started = std::time::Instant::now();
+        let result = call.await;
+        crate::metrics::ldap_operation(&self.name, operation, started, result.is_ok());
+        result
+    }
+
     fn rejected(&self, object: &str, message: impl Into<String>) -> ConnectorError {
         ConnectorError::Rejected {
             connector: self.name.clone(),
@@ -420,10 +432,10 @@ impl Connector for LdapConnector {
         // Uids and DNs name people: at debug only (here and below).
         let span = tracing::info_span!("ldap.get", connector = %self.name, object_type);
         tracing::debug!(parent: &span, uid, "LDAP read");
-        async move {
+        self.measured("get", async move {
             let ldap_type = self.ldap_type(object_type)?;
             self.read_one(object_type, ldap_type, uid).await
-        }
+        })
         .instrument(span)
         .boxed()
     }
@@ -548,7 +560,7 @@ impl Connector for LdapConnector {
         attributes: &'a Map<String, Value>,
     ) -> BoxFuture<'a, Result<String, ConnectorError>> {
         let span = tracing::info_span!("ldap.create", connector = %self.name, object_type);
-        self.create_entry(object_type, attributes)
+        self.measured("create", self.create_entry(object_type, attributes))
             .instrument(span)
             .boxed()
     }
@@ -561,7 +573,7 @@ impl Connector for LdapConnector {
     ) -> BoxFuture<'a, Result<String, ConnectorError>> {
         let span = tracing::info_span!("ldap.update", connector = %self.name, object_type);
         tracing::debug!(parent: &span, uid, "LDAP update");
-        self.update_entry(object_type, uid, changes)
+        self.measured("update", self.update_entry(object_type, uid, changes))
             .instrument(span)
             .boxed()
     }
@@ -573,7 +585,9 @@ impl Connector for LdapConnector {
     ) -> BoxFuture<'a, Result<(), ConnectorError>> {
         let span = tracing::info_span!("ldap.delete", connector = %self.name, object_type);
         tracing::debug!(parent: &span, uid, "LDAP delete");
-        self.delete_entry(object_type, uid).instrument(span).boxed()
+        self.measured("delete", self.delete_entry(object_type, uid))
+            .instrument(span)
+            .boxed()
     }
 }
 

@@ -104,6 +104,7 @@ impl LdapConnector {
             yielded: 0,
             retried: false,
             done: false,
+            started: std::time::Instant::now(),
         };
         let object = format!(
             "system/{}/{object_type} under {}",
@@ -112,10 +113,16 @@ impl LdapConnector {
         futures::stream::unfold(state, move |mut state| {
             let (filter, object) = (filter.clone(), object.clone());
             async move {
+                let was_done = state.done;
                 let item = self
                     .next_entry(ldap_type, &object, &filter, &mut state)
-                    .await?;
-                Some((item, state))
+                    .await;
+                // The whole search, once, when it ends (whole or failed).
+                if state.done && !was_done {
+                    let ok = !matches!(item, Some(Err(_)));
+                    crate::metrics::ldap_operation(&self.name, "search", state.started, ok);
+                }
+                Some((item?, state))
             }
             .instrument(span.clone())
         })
@@ -233,6 +240,8 @@ struct Paging {
     yielded: u64,
     retried: bool,
     done: bool,
+    /// When the search began, for its latency.
+    started: std::time::Instant,
 }
 
 impl LdapConnector {

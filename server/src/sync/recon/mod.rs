@@ -258,6 +258,7 @@ impl Reconciler {
         publish: watch::Sender<ReconRunRecord>,
     ) {
         tracing::info!("reconciliation started");
+        let started = std::time::Instant::now();
         let work = self.run(Arc::clone(&recon), prepared, only);
         tokio::pin!(work);
         let mut report = tokio::time::interval(REPORT_EVERY);
@@ -292,6 +293,7 @@ impl Reconciler {
             r.stage = stage.into();
         });
         let last = recon.snapshot();
+        crate::metrics::recon_ended(&last, started.elapsed());
         if let Err(e) = self.store.save_run(&last).await {
             tracing::error!(error = %e, "saving the final recon record failed");
         }
