@@ -21,12 +21,10 @@ pub async fn run(ctx: &Context, to: &Path, force: bool) -> Result<(), CliError> 
         )));
     }
     let partial = partial_path(to);
-    let file = private_file(&partial).map_err(|e| {
-        CliError::input(format!("cannot write {}: {e}", partial.display()))
-    })?;
+    let file = private_file(&partial)
+        .map_err(|e| CliError::input(format!("cannot write {}: {e}", partial.display())))?;
     let written = receive(ctx, file, &partial).await;
-    let (verified, size) = match written.and_then(|done| keep(&partial, to, force).map(|()| done))
-    {
+    let (verified, size) = match written.and_then(|done| keep(&partial, to, force).map(|()| done)) {
         Ok(done) => done,
         Err(error) => {
             let _ = std::fs::remove_file(&partial);
@@ -44,7 +42,10 @@ pub async fn run(ctx: &Context, to: &Path, force: bool) -> Result<(), CliError> 
             "idmdVersion": header.idmd_version,
         })),
         Format::Table => {
-            print_line(&format!("backup written to {} ({size} bytes)", to.display()))?;
+            print_line(&format!(
+                "backup written to {} ({size} bytes)",
+                to.display()
+            ))?;
             print_line(&format!("schema version:  {}", header.schema_version))?;
             print_line(&format!("key fingerprint: {}", header.key_fingerprint))?;
             print_line(

@@ -208,7 +208,8 @@ impl Verifier {
                 EnvelopeError::Foreign("its first line is not an idm backup header".into())
             });
         };
-        let missing = || EnvelopeError::Truncated("its last line is not the backup's trailer".into());
+        let missing =
+            || EnvelopeError::Truncated("its last line is not the backup's trailer".into());
         // `…export\n{trailer}\n`: the trailer is between the last two newlines.
         let Some(without_end) = self.tail.strip_suffix(b"\n") else {
             return Err(missing());
@@ -299,7 +300,9 @@ mod tests {
 
     #[test]
     fn a_sealed_export_verifies_and_yields_exactly_its_bytes() {
-        let big: Vec<u8> = (0..5000u32).flat_map(|i| format!("{i};\n").into_bytes()).collect();
+        let big: Vec<u8> = (0..5000u32)
+            .flat_map(|i| format!("{i};\n").into_bytes())
+            .collect();
         for body in [b"".to_vec(), b"x".to_vec(), b"line\n\n".to_vec(), big] {
             let file = sealed(&body);
             for chunk in [1, 3, 64, 1000, 1 << 20] {
@@ -313,7 +316,9 @@ mod tests {
 
     #[test]
     fn truncated_altered_and_foreign_files_are_refused() {
-        let body: Vec<u8> = (0..3000u32).flat_map(|i| format!("{i};\n").into_bytes()).collect();
+        let body: Vec<u8> = (0..3000u32)
+            .flat_map(|i| format!("{i};\n").into_bytes())
+            .collect();
         let file = sealed(&body);
         for cut in [1, 10, file.len() / 2, file.len() - 1, file.len() - 30] {
             assert!(verify(&file[..cut], 100).is_err(), "cut at {cut}");
@@ -335,9 +340,10 @@ mod tests {
             verify(&vec![b'{'; 10_000], 100),
             Err(EnvelopeError::Foreign(_))
         ));
-        let newer = String::from_utf8(file.clone())
-            .unwrap()
-            .replacen("\"version\":1", "\"version\":2", 1);
+        let newer =
+            String::from_utf8(file.clone())
+                .unwrap()
+                .replacen("\"version\":1", "\"version\":2", 1);
         assert_eq!(
             verify(newer.as_bytes(), 50).unwrap_err(),
             EnvelopeError::Version { found: 2 }

@@ -129,10 +129,7 @@ pub enum RestoreError {
     #[error("{path}: {reason}")]
     File { path: String, reason: String },
     #[error("{path}: {source}")]
-    Envelope {
-        path: String,
-        source: EnvelopeError,
-    },
+    Envelope { path: String, source: EnvelopeError },
     #[error(
         "{path} holds schema version {found}, newer than this idmd ({SCHEMA_VERSION}); restore \
          it with the idmd that made it, or a newer one"
@@ -356,7 +353,10 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(other, RestoreError::KeyMismatch { .. }), "{other}");
-        assert!(!dir.join("restored").exists(), "nothing written on a refusal");
+        assert!(
+            !dir.join("restored").exists(),
+            "nothing written on a refusal"
+        );
 
         let restored = restore(request(Some(key)), "test").await.unwrap();
         assert_eq!(restored.header, header);

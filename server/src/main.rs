@@ -182,7 +182,9 @@ async fn main() -> ExitCode {
 async fn restore(from: PathBuf, store: String, key_file: Option<&std::path::Path>) -> ExitCode {
     use idm_server::secrets::{KEY_ENV, KeyMaterial};
     let key = match (std::env::var(KEY_ENV).ok(), key_file) {
-        (Some(encoded), _) => KeyMaterial::from_base64(&encoded, KEY_ENV).map(|k| Some((k, KEY_ENV))),
+        (Some(encoded), _) => {
+            KeyMaterial::from_base64(&encoded, KEY_ENV).map(|k| Some((k, KEY_ENV)))
+        }
         (None, Some(path)) => match KeyMaterial::read_file(path) {
             Ok(Some(key)) => Ok(Some((key, "--key-file"))),
             Ok(None) => {

@@ -16,9 +16,9 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::auth::caller;
+use super::paging::Page;
 use super::trail;
 use crate::backup::{self, BackupError};
-use super::paging::Page;
 use crate::connector::{self, Connector, ConnectorError, ConnectorObject, SourceItem};
 use crate::managed::ManagedObjects;
 use crate::store::Store;

@@ -44,7 +44,9 @@ impl Store {
     pub async fn export(&self) -> Result<ExportStream, StoreError> {
         use futures::StreamExt;
         let backup = self.db.export(()).await?;
-        Ok(Box::pin(backup.map(|piece| piece.map_err(StoreError::from))))
+        Ok(Box::pin(
+            backup.map(|piece| piece.map_err(StoreError::from)),
+        ))
     }
 
     /// Replays an export (a SurrealQL file) into this store.
