@@ -313,7 +313,7 @@ fn with_sync_mode(url: &str) -> Result<String, StoreError> {
             Ok(url.to_string())
         }
         None => {
-            tracing::debug!(sync = SYNC_EVERY, "store durability: fsync at every commit");
+            tracing::info!(sync = SYNC_EVERY, "store durability: fsync at every commit");
             let joined = if query.is_empty() {
                 format!("{path}?sync={SYNC_EVERY}")
             } else {
