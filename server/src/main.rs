@@ -90,10 +90,12 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Restores a backup file (`idmctl backup --to FILE`) into a new, empty
-    /// store, then exits. The file is checked whole (header, length, SHA-256)
-    /// before the store is opened. Serve the restored store with the same
-    /// encryption key: its passwords and connector secrets are sealed under it.
+    /// Restore a backup file into a new, empty store, then exit.
+    ///
+    /// The file (`idmctl backup --to FILE`) is checked whole (header, length,
+    /// SHA-256) before the store is opened. Serve the restored store with the
+    /// same encryption key: its passwords and connector secrets are sealed
+    /// under it.
     Restore {
         /// The backup file.
         #[arg(long, value_name = "FILE")]
