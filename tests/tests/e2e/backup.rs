@@ -10,10 +10,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use idm_proto::backup::{Header, Sealer};
+use idm_proto::v1::system_service_server::{SystemService, SystemServiceServer};
 use idm_proto::v1::{
-    CreateObjectRequest, CreateScheduleRequest, DeleteObjectRequest, GetScheduleRequest,
-    ListLinksRequest, ListMappingsRequest, ListSchedulesRequest, PatchObjectRequest,
-    PatchOperation, PauseScheduleRequest, QueryAuditRequest, QueryObjectsRequest, Schedule, Scope,
+    BackupChunk, CreateObjectRequest, CreateScheduleRequest, DeleteObjectRequest,
+    GetScheduleRequest, ListLinksRequest, ListMappingsRequest, ListSchedulesRequest,
+    PatchObjectRequest, PatchOperation, PauseScheduleRequest, QueryAuditRequest,
+    QueryObjectsRequest, Schedule, Scope,
 };
 use idm_tests::{Clients, Idmd, IdmdOptions, TempDir, attrs, binary, idm_conf};
 use serde_json::json;
@@ -373,6 +376,103 @@ async fn a_backup_of_a_running_idmd_restores_into_a_new_store_that_reads_the_sam
     // The read token made before the backup still reads.
     let mut as_reader = restored.clients_with(Some(reader)).await;
     assert_eq!(all_of(&mut as_reader, "user").await.len(), users.len());
+}
+
+/// A SystemService whose backup breaks part-way: an error after some bytes,
+/// or a stream that just ends without the trailer.
+struct Broken {
+    fails: bool,
+}
+
+type Chunks =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<BackupChunk, tonic::Status>> + Send>>;
+
+#[tonic::async_trait]
+impl SystemService for Broken {
+    type BackupStream = Chunks;
+
+    async fn get_system_object(
+        &self,
+        _: tonic::Request<idm_proto::v1::GetSystemObjectRequest>,
+    ) -> Result<tonic::Response<idm_proto::v1::SystemObject>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not here"))
+    }
+
+    async fn query_system_objects(
+        &self,
+        _: tonic::Request<idm_proto::v1::QuerySystemObjectsRequest>,
+    ) -> Result<tonic::Response<idm_proto::v1::QuerySystemObjectsResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not here"))
+    }
+
+    async fn backup(
+        &self,
+        _: tonic::Request<idm_proto::v1::BackupRequest>,
+    ) -> Result<tonic::Response<Chunks>, tonic::Status> {
+        let header = Header::new(5, "f00d", "2026-01-01T00:00:00Z", "0.1.0");
+        let mut items = vec![
+            Ok(BackupChunk {
+                data: Sealer::header_line(&header),
+            }),
+            Ok(BackupChunk {
+                data: vec![b'-'; 100_000],
+            }),
+        ];
+        if self.fails {
+            items.push(Err(tonic::Status::internal(
+                "store failure; see the server log",
+            )));
+        }
+        Ok(tonic::Response::new(Box::pin(tokio_stream::iter(items))))
+    }
+}
+
+#[tokio::test]
+async fn a_backup_that_breaks_part_way_leaves_no_file() {
+    for fails in [true, false] {
+        let port = idm_tests::free_port();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(SystemServiceServer::new(Broken { fails }))
+                .serve(([127, 0, 0, 1], port).into()),
+        );
+        let out_dir = TempDir::new("broken-backup");
+        let file = out_dir.path().join("idm.backup");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let mut output = None;
+        // The server task binds as it starts.
+        for _ in 0..100 {
+            // Awaited: the fake server runs on this test's runtime.
+            let ran = tokio::process::Command::new(binary("idmctl"))
+                .args(["--endpoint", &endpoint, "backup", "--to"])
+                .arg(&file)
+                .env("IDM_TOKEN", "t")
+                .env_remove("IDM_CA")
+                .output()
+                .await
+                .unwrap();
+            if !text(&ran.stderr).contains("cannot reach idmd") {
+                output = Some(ran);
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let output = output.expect("idmctl reached the fake server");
+        assert!(!output.status.success());
+        let said = text(&output.stderr);
+        if fails {
+            assert!(said.contains("INTERNAL"), "{said}");
+        } else {
+            assert!(said.contains("ended early"), "{said}");
+        }
+        assert!(!file.exists());
+        assert_eq!(
+            std::fs::read_dir(out_dir.path()).unwrap().count(),
+            0,
+            "no partial file left: {said}"
+        );
+        server.abort();
+    }
 }
 
 fn base64_key() -> String {
