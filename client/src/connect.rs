@@ -10,6 +10,7 @@ use idm_proto::v1::object_service_client::ObjectServiceClient;
 use idm_proto::v1::recon_service_client::ReconServiceClient;
 use idm_proto::v1::schedule_service_client::ScheduleServiceClient;
 use idm_proto::v1::sync_service_client::SyncServiceClient;
+use idm_proto::v1::system_service_client::SystemServiceClient;
 use idm_proto::v1::token_service_client::TokenServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
@@ -204,6 +205,10 @@ impl Connection {
     pub fn schedules(&self) -> ScheduleServiceClient<AuthChannel> {
         ScheduleServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
             .max_decoding_message_size(MAX_REPLY_BYTES)
+    }
+
+    pub fn system(&self) -> SystemServiceClient<AuthChannel> {
+        SystemServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
     }
 
     pub fn config(&self) -> ConfigServiceClient<AuthChannel> {

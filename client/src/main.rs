@@ -3,6 +3,7 @@
 
 mod accounts;
 mod audit;
+mod backup;
 mod config;
 mod connect;
 mod input;
@@ -117,6 +118,22 @@ enum Command {
     /// People's accounts: create, list, show, set-password, disable, enable, delete.
     #[command(subcommand)]
     Accounts(accounts::AccountsCommand),
+    /// Back up the whole store while idmd runs (admin scope): objects, password
+    /// hashes and sealed secrets as stored, links, conf, audit, accounts,
+    /// tokens' hashes, schedules' state.
+    ///
+    /// The file is written 0600 beside FILE and renamed into place once all of
+    /// it has arrived and its SHA-256 checks out. Restore it with
+    /// `idmd restore --from FILE --store URL`, and serve the restored store
+    /// with the same encryption key.
+    Backup {
+        /// Where to write the backup.
+        #[arg(long, value_name = "FILE")]
+        to: std::path::PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
     /// Log in with an account name and password; later commands use the session.
     ///
     /// The password is asked for without echo, or read from the first line of
@@ -197,6 +214,7 @@ async fn run(
         Command::Tokens(command) => tokens::run(ctx, command).await?,
         Command::Keys(command) => keys::run(ctx, command).await?,
         Command::Accounts(command) => accounts::run(ctx, command).await?,
+        Command::Backup { to, force } => backup::run(ctx, &to, force).await?,
         Command::Login { name } => session::login(ctx, name).await?,
         Command::Whoami => session::whoami(ctx).await?,
         Command::Logout => session::logout(ctx, stored).await?,

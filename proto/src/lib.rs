@@ -2,6 +2,7 @@
 //! stubs, and the descriptor set for server reflection) and the SCIM filter
 //! grammar, because a filter string is part of every query the API takes.
 
+pub mod backup;
 pub mod dial;
 pub mod filter;
 pub mod filter_match;

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use std::time::Duration;
 
 use idm_server::accounts::{LoginLimits, SessionPolicy};
@@ -21,6 +21,9 @@ use tracing_subscriber::EnvFilter;
     about = "idm core: managed identities over gRPC, stored in SurrealDB"
 )]
 struct Args {
+    /// Without a command, idmd serves.
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Conf directory: managed.json, connector-*.json or provisioner.openicf-*.json,
     /// sync.json, schedule-*.json; or a Wren project directory holding them in conf/.
     /// Without it, the built-in managed/user and managed/group types are used.
@@ -142,6 +145,30 @@ struct Args {
     metrics: Option<SocketAddr>,
 }
 
+#[derive(Subcommand)]
+enum Command {
+    /// Restore a backup file into a new, empty store, then exit.
+    ///
+    /// The file (`idmctl backup --to FILE`) is checked whole (header, length,
+    /// SHA-256) before the store is opened. Serve the restored store with the
+    /// same encryption key: its passwords and connector secrets are sealed
+    /// under it.
+    Restore {
+        /// The backup file.
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+        /// The new store: surrealkv://PATH (a directory that does not exist
+        /// yet, or holds an empty store), or ws://HOST:PORT.
+        #[arg(long, value_name = "URL")]
+        store: String,
+        /// The key file of the idmd that will serve the store: checked
+        /// against the backup's key fingerprint before anything is written
+        /// (IDM_ENCRYPTION_KEY, if set, is checked instead). Optional.
+        #[arg(long, value_name = "FILE")]
+        key_file: Option<PathBuf>,
+    },
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Text,
@@ -160,6 +187,14 @@ async fn main() -> ExitCode {
     match args.log_format {
         LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => logs.json().init(),
+    }
+    if let Some(Command::Restore {
+        from,
+        store,
+        key_file,
+    }) = args.command
+    {
+        return restore(from, store, key_file.as_deref()).await;
     }
     let settings = Settings {
         conf: args.conf,
@@ -206,6 +241,87 @@ async fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("idmd cannot start: {e}");
             eprintln!("idmd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `idmd restore`: what was restored, by kind; never a secret.
+async fn restore(from: PathBuf, store: String, key_file: Option<&std::path::Path>) -> ExitCode {
+    use idm_server::secrets::{KEY_ENV, KeyMaterial};
+    let key = match (std::env::var(KEY_ENV).ok(), key_file) {
+        (Some(encoded), _) => {
+            KeyMaterial::from_base64(&encoded, KEY_ENV).map(|k| Some((k, KEY_ENV)))
+        }
+        (None, Some(path)) => match KeyMaterial::read_file(path) {
+            Ok(Some(key)) => Ok(Some((key, "--key-file"))),
+            Ok(None) => {
+                eprintln!("idmd restore: key file {}: not found", path.display());
+                return ExitCode::FAILURE;
+            }
+            Err(e) => Err(e),
+        },
+        (None, None) => Ok(None),
+    };
+    let (key, origin) = match key {
+        Ok(Some((key, origin))) => (Some(key), origin),
+        Ok(None) => (None, ""),
+        Err(e) => {
+            eprintln!("idmd restore: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let key_checked = key.is_some();
+    let request = idm_server::backup::RestoreRequest {
+        from: from.clone(),
+        store_url: store.clone(),
+        key,
+    };
+    match idm_server::backup::restore(request, origin).await {
+        Ok(done) => {
+            let h = &done.header;
+            let c = &done.counts;
+            println!("restored {} into {store}", from.display());
+            println!(
+                "  backup made {} by idmd {}, schema version {}{}",
+                h.created,
+                h.idmd_version,
+                h.schema_version,
+                if h.schema_version < idm_server::store::SCHEMA_VERSION {
+                    format!(" (taken forward to {})", idm_server::store::SCHEMA_VERSION)
+                } else {
+                    String::new()
+                }
+            );
+            println!("  {} bytes of export replayed", done.bytes);
+            println!(
+                "  {} managed objects, {} passwords and other private values, {} relationships, \
+                 {} links, {} conf documents, {} accounts, {} tokens, {} schedule states, \
+                 {} audit entries",
+                c.objects,
+                c.credentials,
+                c.relations,
+                c.links,
+                c.config,
+                c.accounts,
+                c.tokens,
+                c.schedule_states,
+                c.audit
+            );
+            if key_checked {
+                println!("  the key given ({origin}) is the backup's key");
+            }
+            println!(
+                "serve it with the same encryption key (fingerprint {}): the key file or {KEY_ENV} \
+                 of the idmd the backup came from; another key cannot open its secrets, and idmd \
+                 refuses to start with one",
+                h.key_fingerprint
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!("restore failed: {e}");
+            eprintln!("idmd restore: {e}");
             ExitCode::FAILURE
         }
     }

@@ -7,8 +7,8 @@ use futures::StreamExt;
 use idm_proto::json::to_proto_struct;
 use idm_proto::v1::system_service_server::SystemService;
 use idm_proto::v1::{
-    GetSystemObjectRequest, QuerySystemObjectsRequest, QuerySystemObjectsResponse, Scope,
-    SystemObject,
+    BackupChunk, BackupRequest, GetSystemObjectRequest, QuerySystemObjectsRequest,
+    QuerySystemObjectsResponse, Scope, SystemObject,
 };
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
@@ -17,6 +17,8 @@ use tonic::{Request, Response, Status};
 
 use super::auth::caller;
 use super::paging::Page;
+use super::trail;
+use crate::backup::{self, BackupError};
 use crate::connector::{self, Connector, ConnectorError, ConnectorObject, SourceItem};
 use crate::managed::ManagedObjects;
 use crate::store::Store;
@@ -115,8 +117,47 @@ impl SystemApi {
     }
 }
 
+/// The chunks of a backup as gRPC messages.
+pub type BackupChunks =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<BackupChunk, Status>> + Send>>;
+
+fn backup_status(error: BackupError) -> Status {
+    match error {
+        BackupError::Store(e) => Status::from(e),
+        refused @ (BackupError::Rotating { .. } | BackupError::NoKey) => {
+            Status::failed_precondition(refused.to_string())
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl SystemService for SystemApi {
+    type BackupStream = BackupChunks;
+
+    /// The store in idm's backup file, streamed (see `crate::backup`).
+    #[tracing::instrument(skip_all)]
+    async fn backup(
+        &self,
+        request: Request<BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        trail::target(&request, "store");
+        caller(&request)?.require(Scope::Admin)?;
+        let outgoing = backup::start(&self.store).await.map_err(backup_status)?;
+        trail::detail(
+            &request,
+            &format!(
+                "schema {}, key {}",
+                outgoing.header.schema_version, outgoing.header.key_fingerprint
+            ),
+        );
+        let chunks = tokio_stream::wrappers::ReceiverStream::new(outgoing.chunks).map(|chunk| {
+            chunk
+                .map(|data| BackupChunk { data })
+                .map_err(backup_status)
+        });
+        Ok(Response::new(Box::pin(chunks)))
+    }
+
     #[tracing::instrument(skip_all, fields(connector = %request.get_ref().connector))]
     async fn get_system_object(
         &self,

@@ -39,6 +39,7 @@ const ACTIONS: &[(&str, &str)] = &[
     ("/idm.v1.SyncService/DiscardSyncEntries", "sync.discard"),
     ("/idm.v1.ObjectService/VerifyPassword", "password.verify"),
     ("/idm.v1.KeyService/RotateKey", "key.rotate"),
+    ("/idm.v1.SystemService/Backup", "system.backup"),
     // Logins are recorded whatever their outcome, actor the name tried.
     ("/idm.v1.AuthService/Login", "auth.login"),
     ("/idm.v1.AuthService/Logout", "auth.logout"),

@@ -8,6 +8,7 @@
 
 mod accounts;
 mod audit;
+mod backup;
 mod config;
 mod keys;
 mod links;
@@ -30,6 +31,7 @@ use surrealdb::engine::any::{self, Any};
 
 pub use accounts::{AccountChange, AccountChanged, AccountRecord, AccountSecret};
 pub use audit::{ActionRecord, AuditQuery, AuditRecord};
+pub use backup::{ExportStream, RestoredCounts};
 pub use config::ConfigDocument;
 pub use keys::{CredentialKey, KeyRecord, Reseal};
 pub use links::Link;
@@ -83,6 +85,11 @@ pub enum StoreError {
     MissingReference(String),
     #[error("write conflict persisted after {WRITE_ATTEMPTS} attempts")]
     Contention,
+    #[error(
+        "store URL {url}: sync={value} is not a sync mode; use sync=every (the default: \
+         fsync at every commit), sync=never, or an interval above 100ms such as sync=1s"
+    )]
+    SyncMode { url: String, value: String },
 }
 
 impl From<surrealdb::Error> for StoreError {
@@ -107,8 +114,40 @@ pub struct Store {
 
 impl Store {
     /// Opens `mem://`, `surrealkv://PATH` or `ws://HOST:PORT` and applies the schema.
+    ///
+    /// # Durability of `surrealkv://`
+    ///
+    /// SurrealKV writes every commit to its write-ahead log; its `sync` mode
+    /// says when that log is forced to disk (`fsync`), and so what a crash can
+    /// take back after a write was acknowledged:
+    ///
+    /// - `sync=every` (idm's default, and SurrealKV's): a commit returns once
+    ///   its log record is on disk (commits arriving together share one
+    ///   fsync). Neither a killed process nor a machine that loses power
+    ///   loses an acknowledged write.
+    /// - `sync=<interval>` (`sync=1s`, above 100ms): a background thread
+    ///   fsyncs on that interval. A killed process loses nothing (the log is
+    ///   in the OS's page cache); a power loss or kernel crash loses up to the
+    ///   last interval of acknowledged writes.
+    /// - `sync=never`: the OS writes the log back when it chooses. A killed
+    ///   process loses nothing; a power loss or kernel crash may lose
+    ///   acknowledged writes from the last ~30 s (the kernel's writeback), the
+    ///   outbox entries and audit entries of those writes with them.
+    ///
+    /// The URL's `?sync=` is passed to SurrealKV as written; without one idm
+    /// asks for `every` explicitly. Any other value is refused here (SurrealKV
+    /// itself would only log a warning and fall back to its default).
     #[tracing::instrument(skip_all, fields(url = %url))]
     pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let store = Self::connect(url).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Opens the store without applying the schema: `restore` checks that a
+    /// new store is empty, imports, and then migrates.
+    pub(crate) async fn connect(url: &str) -> Result<Self, StoreError> {
+        let url = &with_sync_mode(url)?;
         let open_error = |e: surrealdb::Error| StoreError::Open {
             url: url.to_string(),
             reason: e.to_string(),
@@ -144,7 +183,6 @@ impl Store {
             outbox_signal: std::sync::Arc::default(),
             sorts: sort::SortIndexes::default(),
         };
-        store.migrate().await?;
         Ok(store)
     }
 
@@ -178,7 +216,8 @@ impl Store {
         }
     }
 
-    async fn migrate(&self) -> Result<(), StoreError> {
+    /// Applies the schema, taking an older store forward.
+    pub(crate) async fn migrate(&self) -> Result<(), StoreError> {
         self.execute("DEFINE TABLE IF NOT EXISTS meta SCHEMALESS", Value::Null)
             .await?;
         let found: Option<i64> = self
@@ -246,6 +285,87 @@ impl Store {
         bind_all(self.db.query(sql), params).await?.check()?;
         Ok(())
     }
+}
+
+/// The SurrealKV sync modes `surrealkv://…?sync=` takes (see [`Store::open`]).
+const SYNC_EVERY: &str = "every";
+
+/// `url` with its durability made explicit: a `surrealkv://` URL without
+/// `sync=` gets `sync=every`; one with a `sync=` SurrealKV would not parse is
+/// refused. Other URLs are returned as they are.
+fn with_sync_mode(url: &str) -> Result<String, StoreError> {
+    if !url.starts_with("surrealkv://") {
+        return Ok(url.to_string());
+    }
+    let (path, query) = match url.split_once('?') {
+        Some((path, query)) => (path, query),
+        None => (url, ""),
+    };
+    let mut sync = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        // SurrealKV reads `sync`, or `sync_data` when there is no `sync`.
+        if key.eq_ignore_ascii_case("sync") || key.eq_ignore_ascii_case("sync_data") {
+            if !is_sync_mode(value) {
+                return Err(StoreError::SyncMode {
+                    url: url.to_string(),
+                    value: value.to_string(),
+                });
+            }
+            sync = Some(value.to_ascii_lowercase());
+        }
+    }
+    match sync {
+        Some(mode) => {
+            tracing::info!(sync = %mode, "store durability: as the store URL says");
+            Ok(url.to_string())
+        }
+        None => {
+            tracing::info!(sync = SYNC_EVERY, "store durability: fsync at every commit");
+            let joined = if query.is_empty() {
+                format!("{path}?sync={SYNC_EVERY}")
+            } else {
+                format!("{path}?{query}&sync={SYNC_EVERY}")
+            };
+            Ok(joined)
+        }
+    }
+}
+
+/// `every`, `never`, or an interval above 100ms SurrealKV parses: whole
+/// seconds (`5`), or numbers with `ms`, `s`, `m`, `h`, `d` (`1s`, `1m30s`).
+fn is_sync_mode(value: &str) -> bool {
+    let value = value.to_ascii_lowercase();
+    if value == "every" || value == "never" {
+        return true;
+    }
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return value.parse::<u64>().is_ok_and(|seconds| seconds >= 1);
+    }
+    let mut millis: u128 = 0;
+    let mut rest = value.as_str();
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 || digits > 12 {
+            return false;
+        }
+        let Ok(number) = rest[..digits].parse::<u128>() else {
+            return false;
+        };
+        rest = &rest[digits..];
+        let unit = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let per = match &rest[..unit] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return false,
+        };
+        millis += number * per;
+        rest = &rest[unit..];
+    }
+    millis > 100
 }
 
 /// The row of a `SELECT count() AS n … GROUP ALL`.
@@ -358,6 +478,44 @@ pub fn format_timestamp(t: time::OffsetDateTime) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_surrealkv_url_says_its_sync_mode_and_a_wrong_one_is_refused() {
+        assert_eq!(
+            with_sync_mode("surrealkv://data/idm").unwrap(),
+            "surrealkv://data/idm?sync=every"
+        );
+        assert_eq!(
+            with_sync_mode("surrealkv://data/idm?versioned=false").unwrap(),
+            "surrealkv://data/idm?versioned=false&sync=every"
+        );
+        for kept in [
+            "surrealkv://d?sync=never",
+            "surrealkv://d?sync=every",
+            "surrealkv://d?sync=1s",
+            "surrealkv://d?sync=250ms",
+            "surrealkv://d?sync=1m30s",
+            "surrealkv://d?sync=2",
+            "surrealkv://d?SYNC=Never",
+            "mem://",
+            "ws://127.0.0.1:8000",
+        ] {
+            assert_eq!(with_sync_mode(kept).unwrap(), kept);
+        }
+        for refused in [
+            "surrealkv://d?sync=",
+            "surrealkv://d?sync=always",
+            "surrealkv://d?sync=100ms",
+            "surrealkv://d?sync=0",
+            "surrealkv://d?sync=5x",
+            "surrealkv://d?sync=s",
+            "surrealkv://d?sync_data=sometimes",
+        ] {
+            let error = with_sync_mode(refused).unwrap_err();
+            assert!(matches!(error, StoreError::SyncMode { .. }), "{refused}");
+            assert!(error.to_string().contains("sync=every"), "{error}");
+        }
+    }
 
     #[tokio::test]
     async fn a_closed_embedded_store_can_be_opened_again_with_its_data() {
