@@ -178,8 +178,15 @@ enum LogFormat {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    // surrealkv::lsm at error: its tree warns "No runtime available for
+    // closing the store correctly" when it is dropped off the runtime, which
+    // happens at every stop *after* the engine's own shutdown has fsynced the
+    // WAL and closed the tree (surrealdb-engine-local calls `kvs.shutdown()`);
+    // a warning an operator cannot act on at every stop would hide real ones.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("info,surrealdb=warn,surrealdb_core=warn,surrealkv=warn")
+        EnvFilter::new(
+            "info,surrealdb=warn,surrealdb_core=warn,surrealkv=warn,surrealkv::lsm=error",
+        )
     });
     let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
