@@ -22,7 +22,9 @@ use tokio::sync::watch;
 use super::mapping::{Endpoint, Mapping};
 use super::provision::{Change, Provisioner, Referrer};
 use crate::connector;
+use crate::health::{self, Health};
 use crate::managed::ManagedObjects;
+use crate::supervise::{self, Backoff, Task};
 use crate::store::{OutboxEntry, Reschedule, Store, StoreError, format_timestamp, now_timestamp};
 
 /// Objects per batch.
@@ -107,35 +109,81 @@ pub struct ImplicitSync {
     /// The current enableSync mappings, handed to the dispatcher.
     reload: watch::Sender<Arc<Vec<Mapping>>>,
     stop: watch::Sender<bool>,
+    /// The dispatcher's supervisor.
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The stuck-dispatcher watchdog's supervisor.
+    watchdog: tokio::task::JoinHandle<()>,
 }
 
 impl ImplicitSync {
     /// Subscribes the enableSync mappings' source types to the outbox and
-    /// starts delivering (entries left by an earlier run included).
+    /// starts delivering (entries left by an earlier run included), on a
+    /// health of its own (benches, tests).
     pub async fn start(
         store: Store,
         objects: ManagedObjects,
         conf_dir: PathBuf,
     ) -> Result<Self, StoreError> {
+        let (health, _) = Health::new().await;
+        Self::start_with(store, objects, conf_dir, &health, Backoff::default()).await
+    }
+
+    /// [`ImplicitSync::start`] under supervision: a dispatcher that dies is
+    /// restarted after `backoff` (`idm.outbox` NOT_SERVING meanwhile) and
+    /// delivers what was queued; a watchdog turns `idm.outbox` NOT_SERVING
+    /// while the dispatcher is stuck (see [`crate::health::watch_outbox`]).
+    pub async fn start_with(
+        store: Store,
+        objects: ManagedObjects,
+        conf_dir: PathBuf,
+        health: &Health,
+        backoff: Backoff,
+    ) -> Result<Self, StoreError> {
         let mappings = Arc::new(load_sync_mappings(&store, &objects, &conf_dir).await?);
         store.set_sync_subscriptions(subscriptions(&mappings));
-        let (reload, reloads) = watch::channel(Arc::clone(&mappings));
+        let (reload, _) = watch::channel(Arc::clone(&mappings));
         let (stop, stopped) = watch::channel(false);
         let handle = tokio::runtime::Handle::current();
         let (for_store, for_objects, for_dir) = (store.clone(), objects.clone(), conf_dir.clone());
+        let (reloads, for_health, for_stop) = (reload.clone(), health.clone(), stopped.clone());
         // Provisioners own script engines (single-threaded): one thread for all.
-        let task = tokio::task::spawn_blocking(move || {
-            let dispatcher = Dispatcher {
-                store: for_store,
-                objects: for_objects,
-                conf_dir: for_dir,
-                mappings,
-                provisioners: HashMap::new(),
-                queued: VecDeque::new(),
-            };
-            handle.block_on(dispatcher.run(reloads, stopped));
-        });
+        let task = supervise::spawn_blocking(
+            Task::new("outbox-dispatcher", Some(health::OUTBOX)).with_backoff(backoff),
+            health,
+            stopped.clone(),
+            move || {
+                let mut reloads = reloads.subscribe();
+                let (store, objects, conf_dir, health) = (
+                    for_store.clone(),
+                    for_objects.clone(),
+                    for_dir.clone(),
+                    for_health.clone(),
+                );
+                let (handle, stopped) = (handle.clone(), for_stop.clone());
+                move || {
+                    let dispatcher = Dispatcher {
+                        store,
+                        objects,
+                        conf_dir,
+                        mappings: Arc::clone(&reloads.borrow_and_update()),
+                        provisioners: HashMap::new(),
+                        queued: VecDeque::new(),
+                        health,
+                    };
+                    handle.block_on(dispatcher.run(reloads, stopped));
+                }
+            },
+        );
+        let (watched, stuck_after) = (store.clone(), health::OUTBOX_STUCK_AFTER);
+        let watchdog = supervise::spawn(
+            Task::new("outbox-watchdog", Some(health::OUTBOX)).with_backoff(backoff),
+            health,
+            stopped.clone(),
+            {
+                let (health, stopped) = (health.clone(), stopped);
+                move || health::watch_outbox(watched.clone(), health.clone(), stuck_after, stopped.clone())
+            },
+        );
         Ok(ImplicitSync {
             store,
             objects,
@@ -143,6 +191,7 @@ impl ImplicitSync {
             reload,
             stop,
             task: std::sync::Mutex::new(Some(task)),
+            watchdog,
         })
     }
 
@@ -159,6 +208,7 @@ impl ImplicitSync {
     /// entries stay in the store for the next start.
     pub async fn shutdown(&self, grace: Duration) {
         let _ = self.stop.send(true);
+        self.watchdog.abort();
         let task = self
             .task
             .lock()
@@ -180,6 +230,8 @@ struct Dispatcher {
     provisioners: HashMap<String, Provisioner>,
     /// Batches read ahead, waiting for their turn.
     queued: VecDeque<Batch>,
+    /// Told of progress (the stuck-dispatcher watchdog's heartbeat).
+    health: Health,
 }
 
 /// One mapping's objects and their entries, in order.
@@ -237,7 +289,12 @@ impl Dispatcher {
                     continue;
                 }
             };
+            #[cfg(test)]
+            if next.is_some() && faults::PANIC_ON_NEXT_BATCH.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                panic!("fault injected: the dispatcher dies with a batch in hand");
+            }
             if next.is_none() && applying.is_none() && recording.is_none() {
+                self.health.outbox_progress();
                 let wait = self.idle_wait().await;
                 tokio::select! {
                     () = signal.notified() => {}
@@ -269,6 +326,7 @@ impl Dispatcher {
             );
             applying = prepared;
             recording = applied;
+            self.health.outbox_progress();
         }
     }
 
@@ -459,6 +517,15 @@ impl Dispatcher {
             .get_mut(name)
             .ok_or_else(|| format!("mapping {name} has no provisioner"))
     }
+}
+
+/// Faults tests inject into the dispatcher.
+#[cfg(test)]
+pub(crate) mod faults {
+    use std::sync::atomic::AtomicBool;
+
+    /// The dispatcher panics when it next has a batch in hand.
+    pub static PANIC_ON_NEXT_BATCH: AtomicBool = AtomicBool::new(false);
 }
 
 async fn reschedule_all(store: &Store, failures: &[Reschedule]) {
