@@ -154,9 +154,13 @@ impl Health {
         self.up(component, task).await;
     }
 
-    /// Whether `component` is up now.
-    pub fn is_up(&self, component: &str) -> bool {
-        self.lock().up(component)
+    /// Whether `name` (a component, an `idm.v1` service or `""`) is SERVING now.
+    pub fn is_up(&self, name: &str) -> bool {
+        self.lock()
+            .statuses()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .is_some_and(|(_, up)| up)
     }
 
     /// Every component's status as it changes (`true`: SERVING).

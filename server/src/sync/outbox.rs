@@ -579,6 +579,125 @@ mod tests {
         Duration::try_from(due - time::OffsetDateTime::now_utc()).unwrap_or(Duration::ZERO)
     }
 
+    /// The LDAP entry `uid=<uid>` as the directory holds it, if any.
+    async fn ldap_entry(slapd: &idm_testkit::Slapd, uid: &str) -> bool {
+        let (connection, mut ldap) = ldap3::LdapConnAsync::new(&slapd.url()).await.unwrap();
+        tokio::spawn(connection.drive());
+        ldap.simple_bind(slapd.admin_dn(), slapd.admin_password())
+            .await
+            .unwrap();
+        let (entries, _) = ldap
+            .search(
+                slapd.base_dn(),
+                ldap3::Scope::Subtree,
+                &format!("(uid={uid})"),
+                vec!["uid"],
+            )
+            .await
+            .unwrap()
+            .success()
+            .unwrap();
+        !entries.is_empty()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dispatcher_that_panics_is_restarted_and_delivers_what_was_queued() {
+        use serde_json::json;
+        let slapd = idm_testkit::Slapd::start().unwrap();
+        let store = Store::open("mem://").await.unwrap();
+        let dir = std::env::temp_dir().join(format!("idm-outbox-{}", uuid::Uuid::new_v4()));
+        let secrets = crate::secrets::SecretBox::load_or_create(&dir.join("idm.key"), None).unwrap();
+        let objects = ManagedObjects::new(
+            Arc::new(crate::managed::ManagedSchema::builtin().unwrap()),
+            store.clone(),
+            Arc::new(secrets),
+        );
+        let connector = json!({
+            "connectorType": "ldap", "url": slapd.url(), "baseDn": slapd.base_dn(),
+            "bindDn": slapd.admin_dn(), "bindPassword": slapd.admin_password(),
+            "startTls": false, "timeoutSeconds": 10,
+            "objectTypes": {"account": {"namingAttribute": "uid",
+                "objectClasses": ["top", "person", "organizationalPerson", "inetOrgPerson"]}}
+        });
+        let mapping = json!({
+            "name": "managedUser_ldapAccount",
+            "source": "managed/user", "target": "system/ldap/account", "enableSync": true,
+            "properties": [{"source": "userName", "target": "uid"},
+                           {"source": "userName", "target": "cn"},
+                           {"source": "sn", "target": "sn"}],
+            "policies": [{"situation": "MISSING", "action": "CREATE"}]
+        });
+        for (kind, name, body) in [
+            ("connector", "ldap", connector),
+            ("mapping", "managedUser_ldapAccount", mapping),
+        ] {
+            store
+                .put_config(&crate::store::ConfigDocument {
+                    kind: kind.into(),
+                    name: name.into(),
+                    body: body.as_object().cloned().unwrap(),
+                    source: "test".into(),
+                })
+                .await
+                .unwrap();
+        }
+        let (health, _) = Health::new().await;
+        // Long enough to see idm.outbox NOT_SERVING while the dispatcher is down.
+        let backoff = Backoff {
+            first: Duration::from_secs(2),
+            ..Backoff::default()
+        };
+        faults::PANIC_ON_NEXT_BATCH.store(true, std::sync::atomic::Ordering::SeqCst);
+        let sync = ImplicitSync::start_with(
+            store.clone(),
+            objects.clone(),
+            dir.clone(),
+            &health,
+            backoff,
+        )
+        .await
+        .unwrap();
+        let mut changes = health.watch();
+        objects
+            .create(
+                "test",
+                "user",
+                Some("1".into()),
+                json!({"userName": "jdoe", "sn": "Doe"})
+                    .as_object()
+                    .cloned()
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let patience = Duration::from_secs(60);
+        tokio::time::timeout(patience, changes.wait_for(|c| !c[health::OUTBOX]))
+            .await
+            .expect("idm.outbox NOT_SERVING after the dispatcher died")
+            .unwrap();
+        assert!(!health.is_up(""), "overall is down with the dispatcher");
+        assert!(
+            !ldap_entry(&slapd, "jdoe").await,
+            "nothing was delivered by the dispatcher that died"
+        );
+        tokio::time::timeout(patience, changes.wait_for(|c| c[health::OUTBOX]))
+            .await
+            .expect("idm.outbox SERVING again")
+            .unwrap();
+        // The restarted dispatcher delivers the entry the dead one had in hand.
+        let mut delivered = false;
+        for _ in 0..300 {
+            if ldap_entry(&slapd, "jdoe").await {
+                delivered = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(delivered, "the queued change reached the directory");
+        sync.shutdown(Duration::from_secs(5)).await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn outages_back_off_without_giving_up_and_refusals_give_up() {
         let first = reschedule(&entry(0), "down", true);
