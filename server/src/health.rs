@@ -333,7 +333,11 @@ mod tests {
     async fn a_component_is_down_while_any_of_its_tasks_is_and_overall_follows() {
         let (health, _) = Health::new().await;
         for name in ["", STORE, OUTBOX, SCHEDULER, TOKENS, "idm.v1.ObjectService"] {
-            assert_eq!(status(&health, name).await, ServingStatus::Serving, "{name}");
+            assert_eq!(
+                status(&health, name).await,
+                ServingStatus::Serving,
+                "{name}"
+            );
         }
         health.down(SCHEDULER, "schedule a").await;
         health.down(SCHEDULER, "schedule b").await;
@@ -373,7 +377,10 @@ mod tests {
         health.drain().await;
         let second = stream.next().await.unwrap().unwrap();
         assert_eq!(second.status, ServingStatus::NotServing as i32);
-        assert!(stream.next().await.is_none(), "the watch ends after the drain");
+        assert!(
+            stream.next().await.is_none(),
+            "the watch ends after the drain"
+        );
         health.up(STORE, "probe").await;
         assert!(!health.is_up(STORE), "nothing comes back up while draining");
     }

@@ -286,17 +286,11 @@ pub async fn run(
         match tokio::time::timeout_at(deadline, &mut serve).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "the gRPC server stopped with an error"),
-            Err(_) => tracing::warn!(
-                "calls still going after {SHUTDOWN_GRACE:?}; stopping anyway"
-            ),
+            Err(_) => tracing::warn!("calls still going after {SHUTDOWN_GRACE:?}; stopping anyway"),
         }
     };
-    let runs = async {
-        futures::join!(
-            scheduler.finish_runs(deadline),
-            reconciler.shutdown(left())
-        )
-    };
+    let runs =
+        async { futures::join!(scheduler.finish_runs(deadline), reconciler.shutdown(left())) };
     futures::join!(calls, runs);
     drop(serve);
     // A reconciliation started by a call that was still draining.

@@ -143,7 +143,9 @@ fn supervise(
             }
             let why = match ended {
                 Ok(()) => "it ended".to_string(),
-                Err(e) if e.is_panic() => format!("it panicked: {}", panic_message(&e.into_panic())),
+                Err(e) if e.is_panic() => {
+                    format!("it panicked: {}", panic_message(&e.into_panic()))
+                }
                 Err(e) => e.to_string(),
             };
             if started.elapsed() >= backoff.healthy_after {

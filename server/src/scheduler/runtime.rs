@@ -200,7 +200,8 @@ impl Scheduler {
                 &self.inner.health,
                 self.inner.stop.subscribe(),
                 move || {
-                    let (this, name, schedule) = (this.clone(), name.clone(), Arc::clone(&schedule));
+                    let (this, name, schedule) =
+                        (this.clone(), name.clone(), Arc::clone(&schedule));
                     let mut stop = this.inner.stop.subscribe();
                     let span = tracing::info_span!("schedule", name = %name);
                     tracing::Instrument::instrument(
@@ -352,7 +353,9 @@ impl Scheduler {
             for run in runs.values() {
                 run.cancel.store(true, Ordering::Relaxed);
             }
-            runs.values_mut().filter_map(|run| run.task.take()).collect()
+            runs.values_mut()
+                .filter_map(|run| run.task.take())
+                .collect()
         };
         if tasks.is_empty() {
             return;

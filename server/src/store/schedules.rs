@@ -269,8 +269,14 @@ mod tests {
             recon_run: None,
             node: "idmd-1".into(),
         };
-        store.save_execution(&execution("e1", "SUCCESS")).await.unwrap();
-        store.save_execution(&execution("e2", "RUNNING")).await.unwrap();
+        store
+            .save_execution(&execution("e1", "SUCCESS"))
+            .await
+            .unwrap();
+        store
+            .save_execution(&execution("e2", "RUNNING"))
+            .await
+            .unwrap();
         assert_eq!(
             store
                 .fail_unfinished_executions("idmd stopped during the run")
@@ -286,7 +292,10 @@ mod tests {
         );
         assert!(e2.end.is_some());
         let e1 = all.iter().find(|e| e.eid == "e1").unwrap();
-        assert_eq!((e1.outcome.as_str(), e1.message.as_str()), ("SUCCESS", "done"));
+        assert_eq!(
+            (e1.outcome.as_str(), e1.message.as_str()),
+            ("SUCCESS", "done")
+        );
     }
 
     #[tokio::test]

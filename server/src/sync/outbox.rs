@@ -24,8 +24,8 @@ use super::provision::{Change, Provisioner, Referrer};
 use crate::connector;
 use crate::health::{self, Health};
 use crate::managed::ManagedObjects;
-use crate::supervise::{self, Backoff, Task};
 use crate::store::{OutboxEntry, Reschedule, Store, StoreError, format_timestamp, now_timestamp};
+use crate::supervise::{self, Backoff, Task};
 
 /// Objects per batch.
 const BATCH: usize = 500;
@@ -181,7 +181,14 @@ impl ImplicitSync {
             stopped.clone(),
             {
                 let (health, stopped) = (health.clone(), stopped);
-                move || health::watch_outbox(watched.clone(), health.clone(), stuck_after, stopped.clone())
+                move || {
+                    health::watch_outbox(
+                        watched.clone(),
+                        health.clone(),
+                        stuck_after,
+                        stopped.clone(),
+                    )
+                }
             },
         );
         Ok(ImplicitSync {
@@ -290,7 +297,10 @@ impl Dispatcher {
                 }
             };
             #[cfg(test)]
-            if next.is_some() && faults::PANIC_ON_NEXT_BATCH.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            #[allow(clippy::panic)]
+            if next.is_some()
+                && faults::PANIC_ON_NEXT_BATCH.swap(false, std::sync::atomic::Ordering::SeqCst)
+            {
                 panic!("fault injected: the dispatcher dies with a batch in hand");
             }
             if next.is_none() && applying.is_none() && recording.is_none() {
@@ -551,7 +561,7 @@ fn reschedule(entry: &OutboxEntry, error: &str, transient: bool) -> Reschedule {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -606,7 +616,8 @@ mod tests {
         let slapd = idm_testkit::Slapd::start().unwrap();
         let store = Store::open("mem://").await.unwrap();
         let dir = std::env::temp_dir().join(format!("idm-outbox-{}", uuid::Uuid::new_v4()));
-        let secrets = crate::secrets::SecretBox::load_or_create(&dir.join("idm.key"), None).unwrap();
+        let secrets =
+            crate::secrets::SecretBox::load_or_create(&dir.join("idm.key"), None).unwrap();
         let objects = ManagedObjects::new(
             Arc::new(crate::managed::ManagedSchema::builtin().unwrap()),
             store.clone(),

@@ -111,7 +111,10 @@ async fn every_named_component_serves_on_a_healthy_idmd() {
 async fn at_sigterm_health_turns_not_serving_first_and_a_running_script_is_cancelled_and_recorded()
 {
     let store = TempDir::new("health-store");
-    let (token, key) = ("admin-health-term", "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY=");
+    let (token, key) = (
+        "admin-health-term",
+        "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY=",
+    );
     let mut idmd = idmd_on(&store, token, key).await;
     let mut clients = idmd.clients().await;
     let started = start_slow_run(&mut clients).await;
@@ -183,7 +186,10 @@ async fn at_sigterm_health_turns_not_serving_first_and_a_running_script_is_cance
 #[tokio::test]
 async fn an_execution_left_running_by_a_crash_is_failed_at_the_next_start() {
     let store = TempDir::new("health-crash");
-    let (token, key) = ("admin-health-crash", "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY=");
+    let (token, key) = (
+        "admin-health-crash",
+        "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY=",
+    );
     let mut idmd = idmd_on(&store, token, key).await;
     let mut clients = idmd.clients().await;
     let started = start_slow_run(&mut clients).await;
