@@ -380,6 +380,11 @@ impl Scheduler {
     }
 
     async fn drive(self, name: String, schedule: Arc<Schedule>) {
+        #[cfg(test)]
+        #[allow(clippy::panic)]
+        if name == faults::PANICS_ONCE && faults::PANIC_IN_LOOP.swap(false, Ordering::SeqCst) {
+            panic!("fault injected: a schedule's loop dies");
+        }
         let mut stop = self.inner.stop.subscribe();
         if let Err(e) = self.catch_up(&name, &schedule).await {
             tracing::warn!(error = %e, "checking for missed ticks failed");
@@ -758,6 +763,17 @@ impl Scheduler {
     }
 }
 
+/// Faults tests inject into the scheduler.
+#[cfg(test)]
+pub(crate) mod faults {
+    use std::sync::atomic::AtomicBool;
+
+    /// The loop of the schedule named [`PANICS_ONCE`] panics when it next
+    /// starts (only that name: tests in one process do not disturb each other).
+    pub static PANIC_IN_LOOP: AtomicBool = AtomicBool::new(false);
+    pub const PANICS_ONCE: &str = "fault-panics-once";
+}
+
 /// A scheduled script's `idm` object: `idm.read("managed/user/123")` (null
 /// if there is none) and `idm.query("managed/user", 'sn eq "Doe"')` (up to
 /// 1,000 objects). Read only; runs on the script's blocking thread.
@@ -875,6 +891,38 @@ mod tests {
             .collect();
         list.sort();
         list
+    }
+
+    #[tokio::test]
+    async fn a_schedule_loop_that_panics_is_restarted_and_fires_again() {
+        let (store, reconciler) = store_and_reconciler().await;
+        let tick = faults::PANICS_ONCE;
+        put(&store, tick, script("* * * * * ?", "'after'", true)).await;
+        let (health, _) = Health::new().await;
+        let mut changes = health.watch();
+        faults::PANIC_IN_LOOP.store(true, Ordering::SeqCst);
+        let scheduler = Scheduler::start(
+            store.clone(),
+            reconciler.objects().clone(),
+            reconciler.clone(),
+            PathBuf::from("."),
+            "a".into(),
+            &health,
+        )
+        .await
+        .unwrap();
+        // Down for the backoff's first second, then running again.
+        changes.wait_for(|c| !c[health::SCHEDULER]).await.unwrap();
+        assert!(!health.is_up(""));
+        changes.wait_for(|c| c[health::SCHEDULER]).await.unwrap();
+        loop {
+            let seen = outcomes(&store, tick).await;
+            if seen.iter().any(|(_, o)| o == "SUCCESS") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        scheduler.shutdown();
     }
 
     #[tokio::test]

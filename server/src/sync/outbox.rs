@@ -298,7 +298,9 @@ impl Dispatcher {
             };
             #[cfg(test)]
             #[allow(clippy::panic)]
-            if next.is_some()
+            if next
+                .as_ref()
+                .is_some_and(|(mapping, _)| mapping == faults::PANICS_ONCE)
                 && faults::PANIC_ON_NEXT_BATCH.swap(false, std::sync::atomic::Ordering::SeqCst)
             {
                 panic!("fault injected: the dispatcher dies with a batch in hand");
@@ -534,8 +536,11 @@ impl Dispatcher {
 pub(crate) mod faults {
     use std::sync::atomic::AtomicBool;
 
-    /// The dispatcher panics when it next has a batch in hand.
+    /// The dispatcher panics when it next has a batch of the mapping named
+    /// [`PANICS_ONCE`] in hand (only that name: tests in one process do not
+    /// disturb each other).
     pub static PANIC_ON_NEXT_BATCH: AtomicBool = AtomicBool::new(false);
+    pub const PANICS_ONCE: &str = "fault_panics_once";
 }
 
 async fn reschedule_all(store: &Store, failures: &[Reschedule]) {
@@ -631,7 +636,7 @@ mod tests {
                 "objectClasses": ["top", "person", "organizationalPerson", "inetOrgPerson"]}}
         });
         let mapping = json!({
-            "name": "managedUser_ldapAccount",
+            "name": faults::PANICS_ONCE,
             "source": "managed/user", "target": "system/ldap/account", "enableSync": true,
             "properties": [{"source": "userName", "target": "uid"},
                            {"source": "userName", "target": "cn"},
@@ -640,7 +645,7 @@ mod tests {
         });
         for (kind, name, body) in [
             ("connector", "ldap", connector),
-            ("mapping", "managedUser_ldapAccount", mapping),
+            ("mapping", faults::PANICS_ONCE, mapping),
         ] {
             store
                 .put_config(&crate::store::ConfigDocument {
