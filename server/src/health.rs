@@ -203,6 +203,26 @@ impl Health {
         }
     }
 
+    /// What `grpc.health.v1.Health/Check` answers for `name` (through the
+    /// service's own code), for tests.
+    #[cfg(test)]
+    pub(crate) async fn check(&self, name: &str) -> Result<ServingStatus, tonic::Status> {
+        use tonic_health::pb::health_server::Health as _;
+        let service =
+            tonic_health::server::HealthService::from_health_reporter(self.inner.reporter.clone());
+        let answer = service
+            .check(tonic::Request::new(tonic_health::pb::HealthCheckRequest {
+                service: name.into(),
+            }))
+            .await?
+            .into_inner();
+        Ok(if answer.status == ServingStatus::Serving as i32 {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        })
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.inner
             .state
@@ -312,21 +332,7 @@ mod tests {
     use super::*;
 
     async fn status(health: &Health, name: &str) -> ServingStatus {
-        let reporter = &health.inner.reporter;
-        // The reporter's own Check, as a client would ask.
-        let service = tonic_health::server::HealthService::from_health_reporter(reporter.clone());
-        use tonic_health::pb::health_server::Health as _;
-        let answer = service
-            .check(tonic::Request::new(tonic_health::pb::HealthCheckRequest {
-                service: name.into(),
-            }))
-            .await
-            .unwrap();
-        if answer.into_inner().status == ServingStatus::Serving as i32 {
-            ServingStatus::Serving
-        } else {
-            ServingStatus::NotServing
-        }
+        health.check(name).await.unwrap()
     }
 
     #[tokio::test]
@@ -383,6 +389,36 @@ mod tests {
         );
         health.up(STORE, "probe").await;
         assert!(!health.is_up(STORE), "nothing comes back up while draining");
+    }
+
+    #[tokio::test]
+    async fn the_outbox_is_stuck_while_entries_are_overdue_and_no_batch_ends() {
+        let (health, _) = Health::new().await;
+        let store = Store::open("mem://").await.unwrap();
+        let stuck_after = Duration::from_millis(300);
+        let (stop, stopped) = watch::channel(false);
+        let watchdog = tokio::spawn(watch_outbox(
+            store.clone(),
+            health.clone(),
+            stuck_after,
+            stopped,
+        ));
+        // Nothing due: silence is not stuck.
+        let mut changes = health.watch();
+        tokio::time::sleep(stuck_after * 3).await;
+        assert!(health.is_up(OUTBOX));
+        // Due entries and no dispatcher to deliver them.
+        store
+            .enqueue("m", "user", &["u1".to_string()], "update")
+            .await
+            .unwrap();
+        changes.wait_for(|c| !c[OUTBOX]).await.unwrap();
+        assert_eq!(status(&health, OUTBOX).await, ServingStatus::NotServing);
+        // A batch ended.
+        health.outbox_progress();
+        changes.wait_for(|c| c[OUTBOX]).await.unwrap();
+        stop.send(true).unwrap();
+        watchdog.await.unwrap();
     }
 
     #[tokio::test]

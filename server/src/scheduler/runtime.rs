@@ -913,6 +913,10 @@ mod tests {
         .unwrap();
         // Down for the backoff's first second, then running again.
         changes.wait_for(|c| !c[health::SCHEDULER]).await.unwrap();
+        assert_eq!(
+            health.check(health::SCHEDULER).await.unwrap(),
+            tonic_health::ServingStatus::NotServing
+        );
         assert!(!health.is_up(""));
         changes.wait_for(|c| c[health::SCHEDULER]).await.unwrap();
         loop {

@@ -691,6 +691,11 @@ mod tests {
             .await
             .expect("idm.outbox NOT_SERVING after the dispatcher died")
             .unwrap();
+        assert_eq!(
+            health.check(health::OUTBOX).await.unwrap(),
+            tonic_health::ServingStatus::NotServing,
+            "Check names the component down"
+        );
         assert!(!health.is_up(""), "overall is down with the dispatcher");
         assert!(
             !ldap_entry(&slapd, "jdoe").await,
