@@ -105,6 +105,10 @@ pub enum StartError {
 /// one deadline (each step gets what is left); idle client connections do
 /// not hold idmd up beyond it.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// The last part of the grace, kept for the store's close: the steps before
+/// it end this much before the deadline, so a slow drain never leaves the
+/// store no time to close cleanly.
+const STORE_CLOSE_RESERVE: Duration = Duration::from_secs(1);
 
 /// What an execution or a recon run cut short by a stop or a crash says.
 const STOPPED_DURING_RUN: &str = "idmd stopped during the run";
@@ -270,9 +274,11 @@ pub async fn run(
         }
         () = shutdown => {}
     }
-    // One deadline for the whole shutdown; each step gets what is left.
+    // One deadline for the whole shutdown; each step gets what is left, the
+    // store's close the last STORE_CLOSE_RESERVE of it at least.
     let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
-    let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
+    let work_deadline = deadline - STORE_CLOSE_RESERVE;
+    let left = || work_deadline.saturating_duration_since(tokio::time::Instant::now());
     // First: every health service NOT_SERVING, so that a load balancer
     // watching stops sending calls here.
     health.drain().await;
@@ -283,14 +289,20 @@ pub async fn run(
     // mid-batch) while the calls drain.
     scheduler.shutdown();
     let calls = async {
-        match tokio::time::timeout_at(deadline, &mut serve).await {
+        match tokio::time::timeout_at(work_deadline, &mut serve).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "the gRPC server stopped with an error"),
-            Err(_) => tracing::warn!("calls still going after {SHUTDOWN_GRACE:?}; stopping anyway"),
+            Err(_) => tracing::warn!(
+                "calls still going at the end of the shutdown grace ({SHUTDOWN_GRACE:?}); stopping anyway"
+            ),
         }
     };
-    let runs =
-        async { futures::join!(scheduler.finish_runs(deadline), reconciler.shutdown(left())) };
+    let runs = async {
+        futures::join!(
+            scheduler.finish_runs(work_deadline),
+            reconciler.shutdown(left())
+        )
+    };
     futures::join!(calls, runs);
     drop(serve);
     // A reconciliation started by a call that was still draining.
@@ -300,7 +312,7 @@ pub async fn run(
     let _ = stop_tasks.send(true);
     for task in [probe, refresh] {
         let abort = task.abort_handle();
-        if tokio::time::timeout_at(deadline, task).await.is_err() {
+        if tokio::time::timeout_at(work_deadline, task).await.is_err() {
             abort.abort();
         }
     }
@@ -308,7 +320,9 @@ pub async fn run(
     drop(reconciler);
     drop(implicit);
     drop(scheduler);
-    store.close(left()).await;
+    store
+        .close(deadline.saturating_duration_since(tokio::time::Instant::now()))
+        .await;
     tracing::info!("idmd stopped");
     Ok(())
 }

@@ -107,7 +107,9 @@ async fn every_named_component_serves_on_a_healthy_idmd() {
     }
 }
 
-#[tokio::test]
+// Multi-threaded: the clients' connections answer the server's goodbye
+// (GOAWAY, PING) while this thread waits for the exit, as a live client would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_sigterm_health_turns_not_serving_first_and_a_running_script_is_cancelled_and_recorded()
 {
     let store = TempDir::new("health-store");
@@ -148,7 +150,7 @@ async fn at_sigterm_health_turns_not_serving_first_and_a_running_script_is_cance
     // Then the Watch ends (cleanly), so that it does not hold the drain up.
     assert!(matches!(watch.message().await, Ok(None)));
 
-    let exit = idmd.terminate();
+    let exit = tokio::task::block_in_place(|| idmd.terminate());
     assert!(exit.success(), "{exit:?}\n{}", idmd.log());
     let took = signalled.elapsed();
     let log = idmd.log();
