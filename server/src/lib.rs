@@ -111,7 +111,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const STORE_CLOSE_RESERVE: Duration = Duration::from_secs(1);
 
 /// What an execution or a recon run cut short by a stop or a crash says.
-const STOPPED_DURING_RUN: &str = "idmd stopped during the run";
+const STOPPED_DURING_RUN: &str = scheduler::runtime::STOPPED;
 
 /// Starts idmd and serves until `shutdown` resolves.
 pub async fn run(

@@ -521,6 +521,10 @@ impl Scheduler {
                 task: None,
             },
         );
+        // Stopped since the check above: the run is cancelled from the start.
+        if *self.inner.stop.borrow() {
+            cancel.store(true, Ordering::Relaxed);
+        }
         let task = tokio::spawn(async move {
             let mut execution = started;
             let keep_lease = (!schedule.concurrent_execution).then(|| this.keep_lease(&name));
