@@ -16,6 +16,7 @@
 //!   endpoints), over the same gRPC core.
 //! - `console/`: the admin web console at `/admin` (server-rendered pages,
 //!   templates under `templates/console/`), over the same gRPC core.
+//! - `health.rs`: `GET /health` (the gateway's and the core's components).
 //! - `tls.rs`: the certificate served (yours, or a self-signed one kept
 //!   under the data directory) and the rustls configuration.
 
@@ -26,6 +27,7 @@
 pub mod bearer;
 pub mod console;
 pub mod core;
+pub mod health;
 pub mod http;
 pub mod mapping;
 pub mod metrics;

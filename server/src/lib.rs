@@ -6,15 +6,17 @@ pub mod api;
 pub mod backup;
 pub mod config;
 pub mod connector;
+pub mod health;
 pub mod keys;
 pub mod managed;
+pub mod metrics;
 pub mod request_id;
 pub mod retention;
-pub mod metrics;
 pub mod scheduler;
 pub mod script;
 pub mod secrets;
 pub mod store;
+pub mod supervise;
 pub mod sync;
 
 use std::net::SocketAddr;
@@ -110,9 +112,18 @@ pub enum StartError {
     Metrics(#[from] metrics::MetricsError),
 }
 
-/// How long in-flight calls get to finish after a shutdown signal; idle
-/// client connections do not hold idmd up beyond it.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// The whole shutdown, from the signal to the store closed: in-flight calls,
+/// scheduled runs, the outbox batch in hand and the store's close share this
+/// one deadline (each step gets what is left); idle client connections do
+/// not hold idmd up beyond it.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// The last part of the grace, kept for the store's close: the steps before
+/// it end this much before the deadline, so a slow drain never leaves the
+/// store no time to close cleanly.
+const STORE_CLOSE_RESERVE: Duration = Duration::from_secs(1);
+
+/// What an execution or a recon run cut short by a stop or a crash says.
+const STOPPED_DURING_RUN: &str = scheduler::runtime::STOPPED;
 
 /// Starts idmd and serves until `shutdown` resolves.
 pub async fn run(
@@ -153,15 +164,36 @@ pub async fn run(
         .await?,
     );
     let changed = config::apply(&store, &conf, &keys.secrets()).await?;
-    let interrupted = store
-        .fail_unfinished_runs("idmd stopped during the run")
-        .await?;
+    let interrupted = store.fail_unfinished_runs(STOPPED_DURING_RUN).await?;
     if interrupted > 0 {
         tracing::warn!(
             runs = interrupted,
             "reconciliations cut short by the last stop are marked FAILED"
         );
     }
+    // Note: on a store shared by several nodes this also fails the other
+    // nodes' live executions, as the line above does their recon runs
+    // (issue 17 owns that).
+    let cut_short = store.fail_unfinished_executions(STOPPED_DURING_RUN).await?;
+    if cut_short > 0 {
+        tracing::warn!(
+            executions = cut_short,
+            "scheduled runs cut short by the last stop are marked FAILED"
+        );
+    }
+    let (health, health_service) = health::Health::new().await;
+    // Background tasks stop when this turns true (after the calls drained).
+    let (stop_tasks, tasks_stopped) = watch::channel(false);
+    let probe = {
+        let (store, for_health) = (store.clone(), health.clone());
+        let stopped = tasks_stopped.clone();
+        supervise::spawn(
+            supervise::Task::new("store-probe", Some(health::STORE)),
+            &health,
+            tasks_stopped.clone(),
+            move || health::probe_store(store.clone(), for_health.clone(), stopped.clone()),
+        )
+    };
     tracing::info!(
         types = conf.schema.types().count(),
         documents = conf.documents.len(),
@@ -172,7 +204,15 @@ pub async fn run(
     if !tokens.has_bootstrap() {
         tracing::warn!("IDM_ADMIN_TOKEN is not set: only tokens created earlier can call idmd");
     }
-    let refresh = tokens.spawn_refresh();
+    let refresh = {
+        let (tokens, stopped) = (Arc::clone(&tokens), tasks_stopped.clone());
+        supervise::spawn(
+            supervise::Task::new("token-refresh", Some(health::TOKENS)),
+            &health,
+            tasks_stopped.clone(),
+            move || Arc::clone(&tokens).run_refresh(stopped.clone()),
+        )
+    };
     let accounts = accounts::Accounts::new(
         store.clone(),
         Arc::clone(&tokens),
@@ -199,7 +239,14 @@ pub async fn run(
     ));
     let reconciler = sync::recon::Reconciler::new(store.clone(), objects.clone(), conf_dir.clone());
     let implicit = Arc::new(
-        sync::outbox::ImplicitSync::start(store.clone(), objects.clone(), conf_dir.clone()).await?,
+        sync::outbox::ImplicitSync::start_with(
+            store.clone(),
+            objects.clone(),
+            conf_dir.clone(),
+            &health,
+            supervise::Backoff::default(),
+        )
+        .await?,
     );
     // Unique per process: ticks and run leases are claimed in its name.
     let node = format!(
@@ -213,6 +260,7 @@ pub async fn run(
         reconciler.clone(),
         conf_dir.clone(),
         node,
+        &health,
     )
     .await?;
     let core = api::Core {
@@ -227,54 +275,94 @@ pub async fn run(
         conf_dir,
         policy,
     };
-    let (stop, stopped) = watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop.send(true);
-    });
     // History past its age goes in the background (retention.rs).
-    let mut pruner = tokio::spawn(retention::run(
-        store.clone(),
-        settings.retention,
-        stopped.clone(),
-    ));
-    // The outbox gauges; it ends when `stop` turns true.
-    let sampler = settings
-        .metrics
-        .map(|_| tokio::spawn(metrics::run_outbox_sampler(store.clone(), stopped.clone())));
-    let drain = wait_for_stop(stopped.clone());
-    let deadline = async move {
-        wait_for_stop(stopped).await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    let pruner = {
+        let (store, retention) = (store.clone(), settings.retention);
+        let stopped = tasks_stopped.clone();
+        supervise::spawn(
+            supervise::Task::new("retention", None),
+            &health,
+            tasks_stopped.clone(),
+            move || retention::run(store.clone(), retention, stopped.clone()),
+        )
     };
+    // The outbox gauges, only when metrics are served.
+    let sampler = settings.metrics.map(|_| {
+        let (store, stopped) = (store.clone(), tasks_stopped.clone());
+        supervise::spawn(
+            supervise::Task::new("outbox-sampler", None),
+            &health,
+            tasks_stopped.clone(),
+            move || metrics::run_outbox_sampler(store.clone(), stopped.clone()),
+        )
+    });
+    let (stop_serving, serving_stopped) = watch::channel(false);
+    let mut serve = Box::pin(api::serve(
+        core,
+        settings.grpc,
+        identity.as_ref(),
+        health_service,
+        wait_for_stop(serving_stopped),
+    ));
     tokio::select! {
-        served = api::serve(core, settings.grpc, identity.as_ref(), drain) => served?,
-        () = deadline => tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; stopping anyway"),
+        served = &mut serve => {
+            // The listener ended without a signal: only an error does that.
+            served?;
+        }
+        () = shutdown => {}
     }
-    // No new ticks; then runs still going end CANCELED rather than be cut
-    // off mid-batch.
+    // One deadline for the whole shutdown; each step gets what is left, the
+    // store's close the last STORE_CLOSE_RESERVE of it at least.
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    let work_deadline = deadline - STORE_CLOSE_RESERVE;
+    let left = || work_deadline.saturating_duration_since(tokio::time::Instant::now());
+    // First: every health service NOT_SERVING, so that a load balancer
+    // watching stops sending calls here.
+    health.drain().await;
+    tracing::info!("health NOT_SERVING; draining calls and stopping scheduled runs");
+    let _ = stop_serving.send(true);
+    // No new ticks; runs in flight are cancelled and awaited (scripts are
+    // interrupted; reconciliations end CANCELED rather than be cut off
+    // mid-batch) while the calls drain.
     scheduler.shutdown();
-    reconciler.shutdown(SHUTDOWN_GRACE).await;
+    let calls = async {
+        match tokio::time::timeout_at(work_deadline, &mut serve).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "the gRPC server stopped with an error"),
+            Err(_) => tracing::warn!(
+                "calls still going at the end of the shutdown grace ({SHUTDOWN_GRACE:?}); stopping anyway"
+            ),
+        }
+    };
+    let runs = async {
+        futures::join!(
+            scheduler.finish_runs(work_deadline),
+            reconciler.shutdown(left())
+        )
+    };
+    futures::join!(calls, runs);
+    drop(serve);
+    // A reconciliation started by a call that was still draining.
+    reconciler.shutdown(left()).await;
     // Deliveries in hand finish; the rest wait in the outbox for the next start.
-    implicit.shutdown(SHUTDOWN_GRACE).await;
+    implicit.shutdown(left()).await;
+    let _ = stop_tasks.send(true);
+    for task in [Some(probe), Some(refresh), Some(pruner), sampler]
+        .into_iter()
+        .flatten()
+    {
+        let abort = task.abort_handle();
+        if tokio::time::timeout_at(work_deadline, task).await.is_err() {
+            abort.abort();
+        }
+    }
     // Every store handle goes before the store closes (it closes with the last).
     drop(reconciler);
     drop(implicit);
     drop(scheduler);
-    // It stops at its next batch; its store handle must go before the close.
-    if tokio::time::timeout(SHUTDOWN_GRACE, &mut pruner)
-        .await
-        .is_err()
-    {
-        pruner.abort();
-        let _ = pruner.await;
-    }
-    refresh.abort();
-    let _ = refresh.await;
-    if let Some(sampler) = sampler {
-        let _ = sampler.await;
-    }
-    store.close(SHUTDOWN_GRACE).await;
+    store
+        .close(deadline.saturating_duration_since(tokio::time::Instant::now()))
+        .await;
     tracing::info!("idmd stopped");
     Ok(())
 }

@@ -53,6 +53,9 @@ pub fn router(app: App) -> Router {
     let body_limit = app.scim.limits.bulk_max_payload;
     let rest = crate::rest::router(app.rest.clone());
     let console = crate::console::router(app.console.clone());
+    let health = crate::health::router(Arc::new(crate::health::CoreHealth::new(
+        app.scim.core.channel(),
+    )));
     let app = Arc::new(app);
     let scim = Router::new()
         .route("/{resource}", get(resources::list).post(resources::create))
@@ -80,6 +83,8 @@ pub fn router(app: App) -> Router {
         .nest("/scim/v2", scim)
         .nest_service("/openidm", rest)
         .nest_service("/admin", console)
+        // No auth: status words only (see health.rs).
+        .route_service("/health", health)
         .fallback(outside_v2)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(30)))

@@ -173,23 +173,24 @@ impl TokenRegistry {
         }
     }
 
-    /// Keeps the in-memory copy in step with the store.
-    /// Re-reads the token table every few seconds until the handle is aborted.
-    pub fn spawn_refresh(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
-        let registry = Arc::clone(self);
-        tokio::spawn(async move {
-            for round in 1u32.. {
-                tokio::time::sleep(REFRESH_EVERY).await;
-                if round % PURGE_EVERY_REFRESHES == 0
-                    && let Err(e) = registry.store.purge_sessions(&now_timestamp()).await
-                {
-                    tracing::warn!(error = %e, "deleting ended sessions failed");
-                }
-                if let Err(e) = registry.refresh().await {
-                    tracing::warn!(error = %e, "refreshing API tokens failed");
-                }
+    /// Keeps the in-memory copy in step with the store: re-reads the token
+    /// table every few seconds (and deletes ended sessions now and then)
+    /// until `stop`. Run under the supervisor (`idm.tokens`).
+    pub async fn run_refresh(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        for round in 1u32.. {
+            tokio::select! {
+                () = tokio::time::sleep(REFRESH_EVERY) => {}
+                _ = stop.wait_for(|stop| *stop) => return,
             }
-        })
+            if round % PURGE_EVERY_REFRESHES == 0
+                && let Err(e) = self.store.purge_sessions(&now_timestamp()).await
+            {
+                tracing::warn!(error = %e, "deleting ended sessions failed");
+            }
+            if let Err(e) = self.refresh().await {
+                tracing::warn!(error = %e, "refreshing API tokens failed");
+            }
+        }
     }
 
     pub fn has_bootstrap(&self) -> bool {

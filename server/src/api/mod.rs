@@ -83,17 +83,17 @@ pub enum ServeError {
 
 /// Serves until `shutdown` resolves, then drains in-flight calls. With an
 /// `identity`, every connection is TLS (health and reflection included).
+/// `health_service` answers `grpc.health.v1.Health` (see `health.rs`).
 pub async fn serve(
     core: Core,
     addr: SocketAddr,
     identity: Option<&tls::ServerIdentity>,
+    health_service: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let auth = Authenticate(Arc::clone(&core.tokens));
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<ObjectServiceServer<objects::ObjectApi>>()
-        .await;
     // Health's own descriptors too, so reflection lists grpc.health.v1.Health.
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(idm_proto::FILE_DESCRIPTOR_SET)

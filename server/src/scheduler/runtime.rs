@@ -21,6 +21,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -29,9 +30,11 @@ use serde_json::{Map, Value};
 use tokio::sync::watch;
 
 use super::schedule::{Invoke, MisfirePolicy, Schedule};
+use crate::health::{self, Health};
 use crate::managed::{ManagedError, ManagedObjects, ObjectView, Query};
 use crate::script::{HostCall, Limits, ScriptEngine};
 use crate::store::{ConfigDocument, ExecutionRecord, Store, StoreError, now_timestamp};
+use crate::supervise::{self, Task};
 use crate::sync::recon::Reconciler;
 
 /// How long a run lease lasts before it must be renewed.
@@ -81,10 +84,32 @@ struct Inner {
     conf_dir: PathBuf,
     /// Who claims ticks and leases: unique per process.
     node: String,
+    /// Each schedule's loop, under its supervisor (`idm.scheduler`).
     tasks: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
     /// Schedules with a run going on this node (the lease covers other nodes).
     running: Mutex<HashSet<String>>,
+    /// Runs in flight on this node, by execution id: cancelled and awaited
+    /// at shutdown.
+    runs: Mutex<HashMap<String, InFlight>>,
     stop: watch::Sender<bool>,
+    health: Health,
+}
+
+/// A run in flight.
+struct InFlight {
+    /// Set at shutdown: the run stops (a script is interrupted).
+    cancel: Arc<AtomicBool>,
+    /// Its execution as it started, to record it FAILED if it does not end in time.
+    execution: ExecutionRecord,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// What an execution cut short by a stop says.
+pub const STOPPED: &str = "idmd stopped during the run";
+
+/// The supervised task of a schedule's loop.
+fn task_name(schedule: &str) -> String {
+    format!("schedule {schedule}")
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -104,6 +129,7 @@ impl Scheduler {
         reconciler: Reconciler,
         conf_dir: PathBuf,
         node: String,
+        health: &Health,
     ) -> Result<Self, SchedulerError> {
         let (stop, _) = watch::channel(false);
         let scheduler = Scheduler {
@@ -115,19 +141,47 @@ impl Scheduler {
                 node,
                 tasks: Mutex::new(HashMap::new()),
                 running: Mutex::new(HashSet::new()),
+                runs: Mutex::new(HashMap::new()),
                 stop,
+                health: health.clone(),
             }),
         };
         scheduler.reload().await?;
         Ok(scheduler)
     }
 
-    /// Rebuilds the running set from the stored schedule documents.
+    /// Rebuilds the running set from the stored schedule documents. Each
+    /// schedule's loop runs under a supervisor: a loop that dies is logged
+    /// and restarted, `idm.scheduler` NOT_SERVING meanwhile.
     pub async fn reload(&self) -> Result<(), SchedulerError> {
         let documents = self.inner.store.list_config("schedule").await?;
-        let mut tasks = lock(&self.inner.tasks);
-        for (_, task) in tasks.drain() {
+        let gone: Vec<String> = {
+            let mut tasks = lock(&self.inner.tasks);
+            self.start_loops(&mut tasks, documents)
+        };
+        // The loops replaced are not down: they are gone on purpose.
+        for name in gone {
+            self.inner
+                .health
+                .forget(health::SCHEDULER, &task_name(&name))
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Replaces the loops in `tasks`; returns the names of those stopped.
+    fn start_loops(
+        &self,
+        tasks: &mut HashMap<String, tokio::task::JoinHandle<()>>,
+        documents: Vec<ConfigDocument>,
+    ) -> Vec<String> {
+        let mut gone = Vec::new();
+        for (name, task) in tasks.drain() {
             task.abort();
+            gone.push(name);
+        }
+        if *self.inner.stop.borrow() {
+            return gone;
         }
         for document in documents {
             let schedule = match self.parse(&document.name, &document.body) {
@@ -140,14 +194,30 @@ impl Scheduler {
             };
             let this = self.clone();
             let name = document.name.clone();
-            let span = tracing::info_span!("schedule", name = %name);
-            let task = tokio::spawn(tracing::Instrument::instrument(
-                async move { this.drive(name, Arc::new(schedule)).await },
-                span,
-            ));
+            let schedule = Arc::new(schedule);
+            let task = supervise::spawn(
+                Task::new(task_name(&name), Some(health::SCHEDULER)),
+                &self.inner.health,
+                self.inner.stop.subscribe(),
+                move || {
+                    let (this, name, schedule) =
+                        (this.clone(), name.clone(), Arc::clone(&schedule));
+                    let mut stop = this.inner.stop.subscribe();
+                    let span = tracing::info_span!("schedule", name = %name);
+                    tracing::Instrument::instrument(
+                        async move {
+                            this.drive(name, schedule).await;
+                            // A schedule past its endTime has nothing left to
+                            // do, which is not a death.
+                            let _ = stop.wait_for(|stop| *stop).await;
+                        },
+                        span,
+                    )
+                },
+            );
             tasks.insert(document.name, task);
         }
-        Ok(())
+        gone
     }
 
     fn parse(&self, name: &str, body: &Map<String, Value>) -> Result<Schedule, SchedulerError> {
@@ -265,7 +335,7 @@ impl Scheduler {
             .await?)
     }
 
-    /// Stops firing; runs in progress are left to end.
+    /// Stops firing; runs in progress go on (see [`Scheduler::finish_runs`]).
     pub fn shutdown(&self) {
         let _ = self.inner.stop.send(true);
         for (_, task) in lock(&self.inner.tasks).drain() {
@@ -273,7 +343,48 @@ impl Scheduler {
         }
     }
 
+    /// Cancels the runs in flight on this node (a script is interrupted; a
+    /// reconciliation is cancelled by the reconciler's own shutdown) and
+    /// waits for them until `deadline`; an execution still RUNNING then is
+    /// saved FAILED ([`STOPPED`]).
+    pub async fn finish_runs(&self, deadline: tokio::time::Instant) {
+        let tasks: Vec<tokio::task::JoinHandle<()>> = {
+            let mut runs = lock(&self.inner.runs);
+            for run in runs.values() {
+                run.cancel.store(true, Ordering::Relaxed);
+            }
+            runs.values_mut()
+                .filter_map(|run| run.task.take())
+                .collect()
+        };
+        if tasks.is_empty() {
+            return;
+        }
+        tracing::info!(runs = tasks.len(), "cancelling scheduled runs in flight");
+        let all = futures::future::join_all(tasks);
+        if tokio::time::timeout_at(deadline, all).await.is_err() {
+            tracing::warn!("scheduled runs still going at the end of the shutdown grace");
+        }
+        let unfinished: Vec<ExecutionRecord> = lock(&self.inner.runs)
+            .drain()
+            .map(|(_, run)| run.execution)
+            .collect();
+        for mut execution in unfinished {
+            execution.outcome = "FAILED".into();
+            execution.end = Some(now_timestamp());
+            execution.message = format!("{STOPPED}: it did not stop within the shutdown grace");
+            if let Err(e) = self.inner.store.save_execution(&execution).await {
+                tracing::error!(error = %e, schedule = %execution.schedule, "recording a run cut short failed");
+            }
+        }
+    }
+
     async fn drive(self, name: String, schedule: Arc<Schedule>) {
+        #[cfg(test)]
+        #[allow(clippy::panic)]
+        if name == faults::PANICS_ONCE && faults::PANIC_IN_LOOP.swap(false, Ordering::SeqCst) {
+            panic!("fault injected: a schedule's loop dies");
+        }
         let mut stop = self.inner.stop.subscribe();
         if let Err(e) = self.catch_up(&name, &schedule).await {
             tracing::warn!(error = %e, "checking for missed ticks failed");
@@ -348,6 +459,9 @@ impl Scheduler {
         manual: bool,
     ) -> Result<Option<ExecutionRecord>, SchedulerError> {
         let store = &self.inner.store;
+        if *self.inner.stop.borrow() {
+            return Ok(None);
+        }
         if !manual {
             if store.schedule_state(name).await?.paused {
                 return Ok(None);
@@ -397,10 +511,33 @@ impl Scheduler {
         let this = self.clone();
         let (schedule, started) = (Arc::clone(schedule), running.clone());
         let name = name.to_string();
-        tokio::spawn(async move {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let eid = running.eid.clone();
+        lock(&self.inner.runs).insert(
+            eid.clone(),
+            InFlight {
+                cancel: Arc::clone(&cancel),
+                execution: running.clone(),
+                task: None,
+            },
+        );
+        // Stopped since the check above: the run is cancelled from the start.
+        if *self.inner.stop.borrow() {
+            cancel.store(true, Ordering::Relaxed);
+        }
+        let task = tokio::spawn(async move {
             let mut execution = started;
             let keep_lease = (!schedule.concurrent_execution).then(|| this.keep_lease(&name));
-            let outcome = this.invoke(&name, &schedule, &mut execution).await;
+            let outcome = this
+                .invoke(&name, &schedule, &mut execution, &cancel)
+                .await
+                .map_err(|message| {
+                    if cancel.load(Ordering::Relaxed) {
+                        format!("{STOPPED}: {message}")
+                    } else {
+                        message
+                    }
+                });
             if let Some(keeper) = keep_lease {
                 keeper.abort();
                 if let Err(e) = this
@@ -429,7 +566,11 @@ impl Scheduler {
             if let Err(e) = this.inner.store.save_execution(&execution).await {
                 tracing::error!(error = %e, "recording the end of a scheduled run failed");
             }
+            lock(&this.inner.runs).remove(&execution.eid);
         });
+        if let Some(run) = lock(&self.inner.runs).get_mut(&eid) {
+            run.task = Some(task);
+        }
         Ok(Some(running))
     }
 
@@ -484,6 +625,7 @@ impl Scheduler {
         name: &str,
         schedule: &Schedule,
         execution: &mut ExecutionRecord,
+        cancel: &Arc<AtomicBool>,
     ) -> Result<String, String> {
         match &schedule.invoke {
             Invoke::Sync { mapping } => self.reconcile(name, mapping, None, execution).await,
@@ -491,8 +633,10 @@ impl Scheduler {
                 let script = script.clone();
                 let objects = self.inner.objects.clone();
                 let handle = tokio::runtime::Handle::current();
+                let cancel = Arc::clone(cancel);
                 tokio::task::spawn_blocking(move || {
                     let mut engine = ScriptEngine::new(SCRIPT_LIMITS).map_err(|e| e.to_string())?;
+                    engine.set_cancel(cancel);
                     let idm: HostCall =
                         Rc::new(move |method, args| idm_call(&handle, &objects, method, &args));
                     engine
@@ -627,6 +771,17 @@ impl Scheduler {
     }
 }
 
+/// Faults tests inject into the scheduler.
+#[cfg(test)]
+pub(crate) mod faults {
+    use std::sync::atomic::AtomicBool;
+
+    /// The loop of the schedule named [`PANICS_ONCE`] panics when it next
+    /// starts (only that name: tests in one process do not disturb each other).
+    pub static PANIC_IN_LOOP: AtomicBool = AtomicBool::new(false);
+    pub const PANICS_ONCE: &str = "fault-panics-once";
+}
+
 /// A scheduled script's `idm` object: `idm.read("managed/user/123")` (null
 /// if there is none) and `idm.query("managed/user", 'sn eq "Doe"')` (up to
 /// 1,000 objects). Read only; runs on the script's blocking thread.
@@ -728,6 +883,7 @@ mod tests {
             reconciler.clone(),
             PathBuf::from("."),
             node.into(),
+            &Health::new().await.0,
         )
         .await
         .unwrap()
@@ -743,6 +899,42 @@ mod tests {
             .collect();
         list.sort();
         list
+    }
+
+    #[tokio::test]
+    async fn a_schedule_loop_that_panics_is_restarted_and_fires_again() {
+        let (store, reconciler) = store_and_reconciler().await;
+        let tick = faults::PANICS_ONCE;
+        put(&store, tick, script("* * * * * ?", "'after'", true)).await;
+        let (health, _) = Health::new().await;
+        let mut changes = health.watch();
+        faults::PANIC_IN_LOOP.store(true, Ordering::SeqCst);
+        let scheduler = Scheduler::start(
+            store.clone(),
+            reconciler.objects().clone(),
+            reconciler.clone(),
+            PathBuf::from("."),
+            "a".into(),
+            &health,
+        )
+        .await
+        .unwrap();
+        // Down for the backoff's first second, then running again.
+        changes.wait_for(|c| !c[health::SCHEDULER]).await.unwrap();
+        assert_eq!(
+            health.check(health::SCHEDULER).await.unwrap(),
+            tonic_health::ServingStatus::NotServing
+        );
+        assert!(!health.is_up(""));
+        changes.wait_for(|c| c[health::SCHEDULER]).await.unwrap();
+        loop {
+            let seen = outcomes(&store, tick).await;
+            if seen.iter().any(|(_, o)| o == "SUCCESS") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        scheduler.shutdown();
     }
 
     #[tokio::test]

@@ -26,7 +26,8 @@ use rewrite::Rewrite;
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rquickjs::context::EvalOptions;
@@ -57,6 +58,8 @@ pub enum ScriptError {
     Runtime { script: String, message: String },
     #[error("{script}: stopped after running for more than {limit:?}")]
     Timeout { script: String, limit: Duration },
+    #[error("{script}: canceled (idmd is stopping)")]
+    Canceled { script: String },
     #[error("{script}: out of memory (the script engine's limit was reached)")]
     OutOfMemory { script: String },
     #[error("binding {name:?} is not a plain JavaScript identifier")]
@@ -200,6 +203,10 @@ pub struct ScriptEngine {
     id: u64,
     deadline: Rc<Cell<Option<Instant>>>,
     interrupted: Rc<Cell<bool>>,
+    /// Set from another thread to stop the script in hand (shutdown).
+    cancel: Rc<RefCell<Arc<AtomicBool>>>,
+    /// The interrupt handler stopped a script because of `cancel`.
+    canceled: Rc<Cell<bool>>,
     current: Rc<RefCell<Rc<str>>>,
 }
 
@@ -210,10 +217,17 @@ impl ScriptEngine {
         runtime.set_memory_limit(limits.memory_bytes);
         let deadline: Rc<Cell<Option<Instant>>> = Rc::new(Cell::new(None));
         let interrupted = Rc::new(Cell::new(false));
+        let cancel: Rc<RefCell<Arc<AtomicBool>>> = Rc::default();
+        let canceled = Rc::new(Cell::new(false));
         {
             let deadline = deadline.clone();
             let interrupted = interrupted.clone();
+            let (cancel, canceled) = (cancel.clone(), canceled.clone());
             runtime.set_interrupt_handler(Some(Box::new(move || {
+                if cancel.borrow().load(Ordering::Relaxed) {
+                    canceled.set(true);
+                    return true;
+                }
                 let expired = deadline.get().is_some_and(|at| Instant::now() >= at);
                 if expired {
                     interrupted.set(true);
@@ -234,8 +248,17 @@ impl ScriptEngine {
             id: NEXT_ENGINE.fetch_add(1, Ordering::Relaxed),
             deadline,
             interrupted,
+            cancel,
+            canceled,
             current,
         })
+    }
+
+    /// A flag another thread sets to stop the script running now (and any
+    /// later one) with [`ScriptError::Canceled`]: how a scheduled script is
+    /// cancelled at shutdown, under the same interrupt handler as the deadline.
+    pub fn set_cancel(&mut self, cancel: Arc<AtomicBool>) {
+        self.cancel.replace(cancel);
     }
 
     /// Gives scripts a global object `name` whose `methods` call back into
@@ -327,7 +350,7 @@ impl ScriptEngine {
         let limit = self.limits.time;
         self.interrupted.set(false);
         self.deadline.set(Some(Instant::now() + limit));
-        let interrupted = &self.interrupted;
+        let (interrupted, canceled) = (&self.interrupted, &self.canceled);
         let outcome = self
             .context
             .with(|ctx| -> Result<serde_json::Value, Failure> {
@@ -345,7 +368,7 @@ impl ScriptEngine {
                 // only on what scripts cannot catch (time, memory); its
                 // exception is left pending in the context.
                 let mut ran_jobs = false;
-                while !interrupted.get() && ctx.execute_pending_job() {
+                while !interrupted.get() && !canceled.get() && ctx.execute_pending_job() {
                     ran_jobs = true;
                 }
                 if ran_jobs {
@@ -357,6 +380,12 @@ impl ScriptEngine {
                 to_json(&ctx, &result).map_err(|e| Failure::caught(&ctx, e))
             });
         self.deadline.set(None);
+        if self.canceled.replace(false) {
+            self.interrupted.set(false);
+            return Err(ScriptError::Canceled {
+                script: name.to_string(),
+            });
+        }
         // A deadline that passed while promise jobs ran fails the call even
         // though its own result was already there.
         if self.interrupted.replace(false) {
@@ -485,6 +514,10 @@ impl ScriptEngine {
 
     fn failure(&self, name: &str, failure: Failure) -> ScriptError {
         let script = name.to_owned();
+        if self.canceled.replace(false) {
+            self.interrupted.set(false);
+            return ScriptError::Canceled { script };
+        }
         if self.interrupted.replace(false) {
             return ScriptError::Timeout {
                 script,

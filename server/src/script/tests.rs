@@ -439,6 +439,36 @@ fn runaway_loops_are_stopped_by_the_time_limit() {
 }
 
 #[test]
+fn a_running_script_is_canceled_from_another_thread_long_before_its_limit() {
+    let mut engine = ScriptEngine::new(Limits {
+        time: Duration::from_secs(300),
+        memory_bytes: 0,
+    })
+    .unwrap();
+    let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    engine.set_cancel(Arc::clone(&cancel));
+    let id = engine
+        .compile(&source("try { while (true) {} } catch (e) { 'swallowed' }"))
+        .unwrap();
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let canceller = {
+        let cancel = Arc::clone(&cancel);
+        std::thread::spawn(move || {
+            started_rx.recv().unwrap();
+            cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        })
+    };
+    started_tx.send(()).unwrap();
+    let err = engine.eval(id, &[]).unwrap_err();
+    canceller.join().unwrap();
+    assert!(
+        matches!(&err, ScriptError::Canceled { script } if script == "test.transform"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("idmd is stopping"), "{err}");
+}
+
+#[test]
 fn memory_bombs_hit_the_memory_limit() {
     let mut engine = ScriptEngine::new(Limits {
         time: Duration::from_secs(10),

@@ -216,6 +216,17 @@ impl Store {
         }
     }
 
+    /// A trivial bound query: the store answers (the health probe).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let answer: Option<i64> = self
+            .query_one("RETURN $one", serde_json::json!({ "one": 1 }))
+            .await?;
+        match answer {
+            Some(1) => Ok(()),
+            other => Err(StoreError::Decode(format!("ping answered {other:?}"))),
+        }
+    }
+
     /// Applies the schema, taking an older store forward.
     pub(crate) async fn migrate(&self) -> Result<(), StoreError> {
         self.execute("DEFINE TABLE IF NOT EXISTS meta SCHEMALESS", Value::Null)

@@ -213,6 +213,30 @@ impl Store {
         .await
     }
 
+    /// Marks every execution still RUNNING as FAILED with `reason`: at
+    /// start, those are runs a crash cut short (like
+    /// [`Store::fail_unfinished_runs`] for reconciliations). On a store
+    /// shared by several nodes this also fails other nodes' live
+    /// executions, as it does their recon runs (issue 17 owns that).
+    /// Returns how many there were.
+    pub async fn fail_unfinished_executions(&self, reason: &str) -> Result<usize, StoreError> {
+        let unfinished: Vec<ExecutionRecord> = self
+            .query_all(
+                "SELECT eid, schedule, fire_time, start, end, outcome, message, recon_run, node \
+                 FROM execution WHERE outcome = 'RUNNING'",
+                json!({}),
+            )
+            .await?;
+        let end = super::now_timestamp();
+        for mut execution in unfinished.iter().cloned() {
+            execution.outcome = "FAILED".into();
+            execution.end = Some(end.clone());
+            execution.message = reason.to_string();
+            self.save_execution(&execution).await?;
+        }
+        Ok(unfinished.len())
+    }
+
     /// Forgets a deleted schedule's state, lease and claimed ticks (its
     /// execution history stays).
     pub async fn forget_schedule(&self, schedule: &str) -> Result<(), StoreError> {
@@ -230,6 +254,49 @@ impl Store {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn executions_left_running_are_failed_and_finished_ones_kept() {
+        let store = Store::open("mem://").await.unwrap();
+        let execution = |eid: &str, outcome: &str| ExecutionRecord {
+            eid: eid.into(),
+            schedule: "nightly".into(),
+            fire_time: "2026-11-23T10:00:00.000000Z".into(),
+            start: "2026-11-23T10:00:00.100000Z".into(),
+            end: (outcome != "RUNNING").then(|| "2026-11-23T10:00:01.000000Z".into()),
+            outcome: outcome.into(),
+            message: "done".into(),
+            recon_run: None,
+            node: "idmd-1".into(),
+        };
+        store
+            .save_execution(&execution("e1", "SUCCESS"))
+            .await
+            .unwrap();
+        store
+            .save_execution(&execution("e2", "RUNNING"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .fail_unfinished_executions("idmd stopped during the run")
+                .await
+                .unwrap(),
+            1
+        );
+        let all = store.list_executions("nightly", 10, 0).await.unwrap();
+        let e2 = all.iter().find(|e| e.eid == "e2").unwrap();
+        assert_eq!(
+            (e2.outcome.as_str(), e2.message.as_str()),
+            ("FAILED", "idmd stopped during the run")
+        );
+        assert!(e2.end.is_some());
+        let e1 = all.iter().find(|e| e.eid == "e1").unwrap();
+        assert_eq!(
+            (e1.outcome.as_str(), e1.message.as_str()),
+            ("SUCCESS", "done")
+        );
+    }
 
     #[tokio::test]
     async fn a_tick_is_claimed_once_however_many_nodes_try() {

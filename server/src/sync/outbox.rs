@@ -22,8 +22,10 @@ use tokio::sync::watch;
 use super::mapping::{Endpoint, Mapping};
 use super::provision::{Change, Provisioner, Referrer};
 use crate::connector;
+use crate::health::{self, Health};
 use crate::managed::ManagedObjects;
 use crate::store::{OutboxEntry, Reschedule, Store, StoreError, format_timestamp, now_timestamp};
+use crate::supervise::{self, Backoff, Task};
 
 /// Objects per batch.
 const BATCH: usize = 500;
@@ -107,35 +109,88 @@ pub struct ImplicitSync {
     /// The current enableSync mappings, handed to the dispatcher.
     reload: watch::Sender<Arc<Vec<Mapping>>>,
     stop: watch::Sender<bool>,
+    /// The dispatcher's supervisor.
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The stuck-dispatcher watchdog's supervisor.
+    watchdog: tokio::task::JoinHandle<()>,
 }
 
 impl ImplicitSync {
     /// Subscribes the enableSync mappings' source types to the outbox and
-    /// starts delivering (entries left by an earlier run included).
+    /// starts delivering (entries left by an earlier run included), on a
+    /// health of its own (benches, tests).
     pub async fn start(
         store: Store,
         objects: ManagedObjects,
         conf_dir: PathBuf,
     ) -> Result<Self, StoreError> {
+        let (health, _) = Health::new().await;
+        Self::start_with(store, objects, conf_dir, &health, Backoff::default()).await
+    }
+
+    /// [`ImplicitSync::start`] under supervision: a dispatcher that dies is
+    /// restarted after `backoff` (`idm.outbox` NOT_SERVING meanwhile) and
+    /// delivers what was queued; a watchdog turns `idm.outbox` NOT_SERVING
+    /// while the dispatcher is stuck (see [`crate::health::watch_outbox`]).
+    pub async fn start_with(
+        store: Store,
+        objects: ManagedObjects,
+        conf_dir: PathBuf,
+        health: &Health,
+        backoff: Backoff,
+    ) -> Result<Self, StoreError> {
         let mappings = Arc::new(load_sync_mappings(&store, &objects, &conf_dir).await?);
         store.set_sync_subscriptions(subscriptions(&mappings));
-        let (reload, reloads) = watch::channel(Arc::clone(&mappings));
+        let (reload, _) = watch::channel(Arc::clone(&mappings));
         let (stop, stopped) = watch::channel(false);
         let handle = tokio::runtime::Handle::current();
         let (for_store, for_objects, for_dir) = (store.clone(), objects.clone(), conf_dir.clone());
+        let (reloads, for_health, for_stop) = (reload.clone(), health.clone(), stopped.clone());
         // Provisioners own script engines (single-threaded): one thread for all.
-        let task = tokio::task::spawn_blocking(move || {
-            let dispatcher = Dispatcher {
-                store: for_store,
-                objects: for_objects,
-                conf_dir: for_dir,
-                mappings,
-                provisioners: HashMap::new(),
-                queued: VecDeque::new(),
-            };
-            handle.block_on(dispatcher.run(reloads, stopped));
-        });
+        let task = supervise::spawn_blocking(
+            Task::new("outbox-dispatcher", Some(health::OUTBOX)).with_backoff(backoff),
+            health,
+            stopped.clone(),
+            move || {
+                let mut reloads = reloads.subscribe();
+                let (store, objects, conf_dir, health) = (
+                    for_store.clone(),
+                    for_objects.clone(),
+                    for_dir.clone(),
+                    for_health.clone(),
+                );
+                let (handle, stopped) = (handle.clone(), for_stop.clone());
+                move || {
+                    let dispatcher = Dispatcher {
+                        store,
+                        objects,
+                        conf_dir,
+                        mappings: Arc::clone(&reloads.borrow_and_update()),
+                        provisioners: HashMap::new(),
+                        queued: VecDeque::new(),
+                        health,
+                    };
+                    handle.block_on(dispatcher.run(reloads, stopped));
+                }
+            },
+        );
+        let (watched, stuck_after) = (store.clone(), health::OUTBOX_STUCK_AFTER);
+        let watchdog = supervise::spawn(
+            Task::new("outbox-watchdog", Some(health::OUTBOX)).with_backoff(backoff),
+            health,
+            stopped.clone(),
+            {
+                let (health, stopped) = (health.clone(), stopped);
+                move || {
+                    health::watch_outbox(
+                        watched.clone(),
+                        health.clone(),
+                        stuck_after,
+                        stopped.clone(),
+                    )
+                }
+            },
+        );
         Ok(ImplicitSync {
             store,
             objects,
@@ -143,6 +198,7 @@ impl ImplicitSync {
             reload,
             stop,
             task: std::sync::Mutex::new(Some(task)),
+            watchdog,
         })
     }
 
@@ -159,6 +215,7 @@ impl ImplicitSync {
     /// entries stay in the store for the next start.
     pub async fn shutdown(&self, grace: Duration) {
         let _ = self.stop.send(true);
+        self.watchdog.abort();
         let task = self
             .task
             .lock()
@@ -180,6 +237,8 @@ struct Dispatcher {
     provisioners: HashMap<String, Provisioner>,
     /// Batches read ahead, waiting for their turn.
     queued: VecDeque<Batch>,
+    /// Told of progress (the stuck-dispatcher watchdog's heartbeat).
+    health: Health,
 }
 
 /// One mapping's objects and their entries, in order.
@@ -237,7 +296,17 @@ impl Dispatcher {
                     continue;
                 }
             };
+            #[cfg(test)]
+            #[allow(clippy::panic)]
+            if next
+                .as_ref()
+                .is_some_and(|(mapping, _)| mapping == faults::PANICS_ONCE)
+                && faults::PANIC_ON_NEXT_BATCH.swap(false, std::sync::atomic::Ordering::SeqCst)
+            {
+                panic!("fault injected: the dispatcher dies with a batch in hand");
+            }
             if next.is_none() && applying.is_none() && recording.is_none() {
+                self.health.outbox_progress();
                 let wait = self.idle_wait().await;
                 tokio::select! {
                     () = signal.notified() => {}
@@ -269,6 +338,7 @@ impl Dispatcher {
             );
             applying = prepared;
             recording = applied;
+            self.health.outbox_progress();
         }
     }
 
@@ -468,6 +538,18 @@ impl Dispatcher {
     }
 }
 
+/// Faults tests inject into the dispatcher.
+#[cfg(test)]
+pub(crate) mod faults {
+    use std::sync::atomic::AtomicBool;
+
+    /// The dispatcher panics when it next has a batch of the mapping named
+    /// [`PANICS_ONCE`] in hand (only that name: tests in one process do not
+    /// disturb each other).
+    pub static PANIC_ON_NEXT_BATCH: AtomicBool = AtomicBool::new(false);
+    pub const PANICS_ONCE: &str = "fault_panics_once";
+}
+
 async fn reschedule_all(store: &Store, failures: &[Reschedule]) {
     crate::metrics::outbox_failed(failures);
     if let Err(e) = store.reschedule_entries(failures).await {
@@ -492,7 +574,7 @@ fn reschedule(entry: &OutboxEntry, error: &str, transient: bool) -> Reschedule {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -518,6 +600,131 @@ mod tests {
             time::OffsetDateTime::parse(&r.due, &time::format_description::well_known::Rfc3339)
                 .unwrap();
         Duration::try_from(due - time::OffsetDateTime::now_utc()).unwrap_or(Duration::ZERO)
+    }
+
+    /// The LDAP entry `uid=<uid>` as the directory holds it, if any.
+    async fn ldap_entry(slapd: &idm_testkit::Slapd, uid: &str) -> bool {
+        let (connection, mut ldap) = ldap3::LdapConnAsync::new(&slapd.url()).await.unwrap();
+        tokio::spawn(connection.drive());
+        ldap.simple_bind(slapd.admin_dn(), slapd.admin_password())
+            .await
+            .unwrap();
+        let (entries, _) = ldap
+            .search(
+                slapd.base_dn(),
+                ldap3::Scope::Subtree,
+                &format!("(uid={uid})"),
+                vec!["uid"],
+            )
+            .await
+            .unwrap()
+            .success()
+            .unwrap();
+        !entries.is_empty()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dispatcher_that_panics_is_restarted_and_delivers_what_was_queued() {
+        use serde_json::json;
+        let slapd = idm_testkit::Slapd::start().unwrap();
+        let store = Store::open("mem://").await.unwrap();
+        let dir = std::env::temp_dir().join(format!("idm-outbox-{}", uuid::Uuid::new_v4()));
+        let secrets =
+            crate::secrets::SecretBox::load_or_create(&dir.join("idm.key"), None).unwrap();
+        let objects = ManagedObjects::new(
+            Arc::new(crate::managed::ManagedSchema::builtin().unwrap()),
+            store.clone(),
+            Arc::new(secrets),
+        );
+        let connector = json!({
+            "connectorType": "ldap", "url": slapd.url(), "baseDn": slapd.base_dn(),
+            "bindDn": slapd.admin_dn(), "bindPassword": slapd.admin_password(),
+            "startTls": false, "timeoutSeconds": 10,
+            "objectTypes": {"account": {"namingAttribute": "uid",
+                "objectClasses": ["top", "person", "organizationalPerson", "inetOrgPerson"]}}
+        });
+        let mapping = json!({
+            "name": faults::PANICS_ONCE,
+            "source": "managed/user", "target": "system/ldap/account", "enableSync": true,
+            "properties": [{"source": "userName", "target": "uid"},
+                           {"source": "userName", "target": "cn"},
+                           {"source": "sn", "target": "sn"}],
+            "policies": [{"situation": "MISSING", "action": "CREATE"}]
+        });
+        for (kind, name, body) in [
+            ("connector", "ldap", connector),
+            ("mapping", faults::PANICS_ONCE, mapping),
+        ] {
+            store
+                .put_config(&crate::store::ConfigDocument {
+                    kind: kind.into(),
+                    name: name.into(),
+                    body: body.as_object().cloned().unwrap(),
+                    source: "test".into(),
+                })
+                .await
+                .unwrap();
+        }
+        let (health, _) = Health::new().await;
+        // Long enough to see idm.outbox NOT_SERVING while the dispatcher is down.
+        let backoff = Backoff {
+            first: Duration::from_secs(2),
+            ..Backoff::default()
+        };
+        faults::PANIC_ON_NEXT_BATCH.store(true, std::sync::atomic::Ordering::SeqCst);
+        let sync = ImplicitSync::start_with(
+            store.clone(),
+            objects.clone(),
+            dir.clone(),
+            &health,
+            backoff,
+        )
+        .await
+        .unwrap();
+        let mut changes = health.watch();
+        objects
+            .create(
+                "test",
+                "user",
+                Some("1".into()),
+                json!({"userName": "jdoe", "sn": "Doe"})
+                    .as_object()
+                    .cloned()
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let patience = Duration::from_secs(60);
+        tokio::time::timeout(patience, changes.wait_for(|c| !c[health::OUTBOX]))
+            .await
+            .expect("idm.outbox NOT_SERVING after the dispatcher died")
+            .unwrap();
+        assert_eq!(
+            health.check(health::OUTBOX).await.unwrap(),
+            tonic_health::ServingStatus::NotServing,
+            "Check names the component down"
+        );
+        assert!(!health.is_up(""), "overall is down with the dispatcher");
+        assert!(
+            !ldap_entry(&slapd, "jdoe").await,
+            "nothing was delivered by the dispatcher that died"
+        );
+        tokio::time::timeout(patience, changes.wait_for(|c| c[health::OUTBOX]))
+            .await
+            .expect("idm.outbox SERVING again")
+            .unwrap();
+        // The restarted dispatcher delivers the entry the dead one had in hand.
+        let mut delivered = false;
+        for _ in 0..300 {
+            if ldap_entry(&slapd, "jdoe").await {
+                delivered = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(delivered, "the queued change reached the directory");
+        sync.shutdown(Duration::from_secs(5)).await;
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod extremes;
 mod filter_limits;
 mod filters;
 mod gateway_tls;
+mod health;
 mod keys;
 mod ldap;
 mod links;
