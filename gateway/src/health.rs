@@ -18,11 +18,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::core::CoreChannel as Channel;
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{MethodRouter, get};
 use serde::Serialize;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -136,10 +135,11 @@ impl CoreHealth {
     }
 }
 
-/// `/health`, with its own state: mounted by `http::router`.
-pub fn router(health: Arc<CoreHealth>) -> Router {
-    Router::new()
-        .route("/health", get(answer))
+/// The `GET /health` route, with its own state: `http::router` mounts it
+/// at `/health` (marked with its template, so metrics count it as `/health`).
+pub fn route<S: Clone + Send + Sync + 'static>(health: Arc<CoreHealth>) -> MethodRouter<S> {
+    get(answer)
+        .layer(axum::middleware::from_fn(crate::metrics::mark_route))
         .with_state(health)
 }
 

@@ -53,7 +53,7 @@ pub fn router(app: App) -> Router {
     let body_limit = app.scim.limits.bulk_max_payload;
     let rest = crate::rest::router(app.rest.clone());
     let console = crate::console::router(app.console.clone());
-    let health = crate::health::router(Arc::new(crate::health::CoreHealth::new(
+    let health = crate::health::route(Arc::new(crate::health::CoreHealth::new(
         app.scim.core.channel(),
     )));
     let app = Arc::new(app);
@@ -84,7 +84,7 @@ pub fn router(app: App) -> Router {
         .nest_service("/openidm", rest)
         .nest_service("/admin", console)
         // No auth: status words only (see health.rs).
-        .route_service("/health", health)
+        .route("/health", health)
         .fallback(outside_v2)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(30)))
@@ -100,7 +100,6 @@ pub fn router(app: App) -> Router {
                 })
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
-        // Outside the trace layer, so its span has the id.
         // Every request counted under its route template (or `unmatched`).
         .layer(axum::middleware::from_fn(crate::metrics::track))
         // Outside the trace layer, so its span has the id.

@@ -333,6 +333,14 @@ async fn idmd_and_gateway_metrics_move_with_the_work_they_count() {
         .await
         .unwrap();
     assert_eq!(rest_login.status(), 401);
+    // The load balancer's probe counts under its own route, not `unmatched`.
+    let health = gateway
+        .client()
+        .get(format!("https://127.0.0.1:{}/health", gateway.port))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
 
     let http = scrape(&gateway_metrics).await;
     assert!(http.contains("# HELP idm_http_requests_total"));
@@ -378,6 +386,15 @@ async fn idmd_and_gateway_metrics_move_with_the_work_they_count() {
             &[("route", "/scim/v2/Bulk"), ("status", "405")]
         ),
         1.0
+    );
+    assert_eq!(
+        sample(
+            &http,
+            "idm_http_requests_total",
+            &[("route", "/health"), ("status", "200")]
+        ),
+        1.0,
+        "{http}"
     );
     assert!(sample(&http, "idm_http_request_duration_seconds_count", &[user]) >= 2.0);
     assert!(http.contains("idm_http_request_duration_seconds_bucket{"));
