@@ -122,7 +122,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// store no time to close cleanly.
 const STORE_CLOSE_RESERVE: Duration = Duration::from_secs(1);
 
-/// What an execution or a recon run cut short by a stop or a crash says.
+/// What an execution cut short by a stop or a crash says.
 const STOPPED_DURING_RUN: &str = scheduler::runtime::STOPPED;
 
 /// Starts idmd and serves until `shutdown` resolves.
@@ -164,16 +164,18 @@ pub async fn run(
         .await?,
     );
     let changed = config::apply(&store, &conf, &keys.secrets()).await?;
-    let interrupted = store.fail_unfinished_runs(STOPPED_DURING_RUN).await?;
+    // Recon runs whose node stopped (this one's last stop or another
+    // node's crash) once their heartbeat expired; other nodes' live runs
+    // stay. A supervised sweep below goes on looking.
+    let interrupted = store.fail_expired_runs(sync::recon::NODE_STOPPED).await?;
     if interrupted > 0 {
         tracing::warn!(
             runs = interrupted,
-            "reconciliations cut short by the last stop are marked FAILED"
+            "reconciliations whose node stopped are marked FAILED"
         );
     }
     // Note: on a store shared by several nodes this also fails the other
-    // nodes' live executions, as the line above does their recon runs
-    // (issue 17 owns that).
+    // nodes' live executions (issue 17: executions are not owned yet).
     let cut_short = store.fail_unfinished_executions(STOPPED_DURING_RUN).await?;
     if cut_short > 0 {
         tracing::warn!(
@@ -237,7 +239,23 @@ pub async fn run(
         &settings.conf_env_allow,
         &settings.allow_paths,
     ));
-    let reconciler = sync::recon::Reconciler::new(store.clone(), objects.clone(), conf_dir.clone());
+    // Unique per process: ticks, run leases and recon runs are claimed in its name.
+    let node = format!(
+        "idmd-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let reconciler = sync::recon::Reconciler::new(store.clone(), objects.clone(), conf_dir.clone())
+        .with_node(node.clone());
+    let sweeper = {
+        let (reconciler, stopped) = (reconciler.clone(), tasks_stopped.clone());
+        supervise::spawn(
+            supervise::Task::new("recon-sweeper", None),
+            &health,
+            tasks_stopped.clone(),
+            move || reconciler.clone().run_sweeper(stopped.clone()),
+        )
+    };
     let implicit = Arc::new(
         sync::outbox::ImplicitSync::start_with(
             store.clone(),
@@ -247,12 +265,6 @@ pub async fn run(
             supervise::Backoff::default(),
         )
         .await?,
-    );
-    // Unique per process: ticks and run leases are claimed in its name.
-    let node = format!(
-        "idmd-{}-{}",
-        std::process::id(),
-        uuid::Uuid::new_v4().simple()
     );
     let scheduler = scheduler::Scheduler::start(
         store.clone(),
@@ -347,9 +359,15 @@ pub async fn run(
     // Deliveries in hand finish; the rest wait in the outbox for the next start.
     implicit.shutdown(left()).await;
     let _ = stop_tasks.send(true);
-    for task in [Some(probe), Some(refresh), Some(pruner), sampler]
-        .into_iter()
-        .flatten()
+    for task in [
+        Some(probe),
+        Some(refresh),
+        Some(pruner),
+        Some(sweeper),
+        sampler,
+    ]
+    .into_iter()
+    .flatten()
     {
         let abort = task.abort_handle();
         if tokio::time::timeout_at(work_deadline, task).await.is_err() {

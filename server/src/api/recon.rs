@@ -15,7 +15,6 @@ use idm_proto::v1::{
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::WatchStream;
 use tonic::{Request, Response, Status};
 
 use super::auth::caller;
@@ -24,7 +23,7 @@ use super::timestamp;
 use super::trail;
 use crate::managed::compile_filter;
 use crate::store::{Columns, Progress, ReconFailureRecord, ReconRunRecord};
-use crate::sync::recon::{ReconError, Reconciler, is_finished};
+use crate::sync::recon::{ReconError, Reconciler};
 
 pub struct ReconApi {
     pub reconciler: Reconciler,
@@ -253,22 +252,15 @@ impl ReconService for ReconApi {
         request: Request<WatchReconRequest>,
     ) -> Result<Response<Self::WatchReconStream>, Status> {
         caller(&request)?.require(Scope::Read)?;
-        let rid = run_id(&request.get_ref().name)?.to_string();
-        let Some(updates) = self.reconciler.watch(&rid) else {
-            // Ended (or unknown): one snapshot, then the stream closes.
-            let run = self.reconciler.get(&rid).await?;
-            let once = futures::stream::once(async move { Ok(run_to_proto(&run)) });
-            return Ok(Response::new(Box::pin(once)));
-        };
-        // Snapshots until the final one, inclusive.
-        let mut finished = false;
-        let stream = WatchStream::new(updates)
-            .take_while(move |run| {
-                let more = !finished;
-                finished = is_finished(&run.state);
-                more
-            })
-            .map(|run| Ok(run_to_proto(&run)));
+        let rid = run_id(&request.get_ref().name)?;
+        // Unknown runs are NOT_FOUND before the stream starts.
+        self.reconciler.get(rid).await?;
+        // Snapshots until the final one, inclusive: live on the node running
+        // it, read from the store on the others.
+        let stream = self
+            .reconciler
+            .follow(rid)
+            .map(|run| run.map(|run| run_to_proto(&run)).map_err(Status::from));
         Ok(Response::new(Box::pin(stream)))
     }
 

@@ -1,13 +1,27 @@
 //! Recon run records: what a reconciliation did, kept as history. The engine
 //! saves the whole record as it progresses; readers get the latest copy.
+//!
+//! Runs are owned, so that several idmd nodes can share one store:
+//! - a run records its `node` and a heartbeat `until` (the store's clock),
+//!   renewed by that node while the run goes on; a run still ACTIVE whose
+//!   `until` has passed was cut short (its node stopped) and any node marks
+//!   it FAILED ([`Store::fail_expired_runs`]);
+//! - `recon_lease:[mapping]` (`rid`, `node`, `until`) is held by the run of a
+//!   mapping, taken in the run's creating transaction only when free or
+//!   expired, renewed with the heartbeat and released at the end: one run per
+//!   mapping across the cluster;
+//! - `cancel_requested` on the run record is how any node asks the owner to
+//!   cancel; the owner reads it back with each progress save.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
 use super::query::CompiledFilter;
-use super::{Store, StoreError, now_timestamp};
+use super::{Store, StoreError, bind_all, now_timestamp, with_retry};
 
 /// Failures kept per run record (all are counted in `failure_count`).
 pub const MAX_KEPT_FAILURES: usize = 1000;
@@ -32,6 +46,13 @@ pub struct ReconRunRecord {
     pub ended: Option<String>,
     pub started_by: String,
     pub error: Option<String>,
+    /// The node running (or that ran) it; empty on runs older than owned runs.
+    #[serde(default)]
+    pub node: String,
+    /// Another node asked the owner to cancel. Read only: the progress saves
+    /// never write it, so they never undo a request.
+    #[serde(default, skip_serializing)]
+    pub cancel_requested: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -62,13 +83,39 @@ impl ReconRunRecord {
 }
 
 const RUN_COLUMNS: &str = "rid, mapping, state, stage, source, target, links, situations, actions, failures, \
-                           failure_count, started, ended, started_by, error";
+                           failure_count, started, ended, started_by, error, node ?? '' AS node, \
+                           cancel_requested ?? false AS cancel_requested";
+
+/// What a progress save writes: every field but the heartbeat and the cancel request.
+const RUN_SET: &str = "rid = $run.rid, mapping = $run.mapping, state = $run.state, stage = $run.stage, \
+                       source = $run.source, target = $run.target, links = $run.links, \
+                       situations = $run.situations, actions = $run.actions, failures = $run.failures, \
+                       failure_count = $run.failure_count, started = $run.started, ended = $run.ended, \
+                       started_by = $run.started_by, error = $run.error, node = $run.node";
+
+/// The marker of a refused lease in the store's error, followed by the holder's run id.
+const LEASE_HELD: &str = "recon-lease-held:";
+
+/// A duration as SurrealQL casts it from a string (`<duration> $ttl`).
+fn surreal_duration(d: Duration) -> String {
+    format!("{}ms", d.as_millis().max(1))
+}
+
+/// What the owner of a run learns when it saves progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStanding {
+    /// Still its run; `cancel_requested` if another node asked it to stop.
+    Owned { cancel_requested: bool },
+    /// No longer ACTIVE under this node: another node marked it FAILED after
+    /// its heartbeat expired.
+    Lost,
+}
 
 impl Store {
     /// Creates or replaces a run record.
     pub async fn save_run(&self, run: &ReconRunRecord) -> Result<(), StoreError> {
         self.execute(
-            "UPSERT type::record('recon_run', $run.rid) CONTENT $run RETURN NONE",
+            &format!("UPSERT type::record('recon_run', $run.rid) SET {RUN_SET} RETURN NONE"),
             json!({ "run": run }),
         )
         .await
@@ -110,25 +157,123 @@ impl Store {
         Ok((runs, total))
     }
 
-    /// Marks runs that were PENDING or ACTIVE when idmd stopped as FAILED, so
-    /// the history never shows a run as running forever. Returns how many.
-    pub async fn fail_unfinished_runs(&self, reason: &str) -> Result<usize, StoreError> {
-        let unfinished: Vec<ReconRunRecord> = self
-            .query_all(
+    /// Creates an owned run: takes the mapping's lease and saves the record
+    /// with a heartbeat of `ttl`, in one transaction. `Ok(Err(rid))` when a
+    /// live run `rid` (on any node) holds the mapping.
+    pub async fn begin_run(
+        &self,
+        run: &ReconRunRecord,
+        ttl: Duration,
+    ) -> Result<Result<(), String>, StoreError> {
+        let sql = format!(
+            "BEGIN TRANSACTION; \
+             LET $lease = type::record('recon_lease', $run.mapping); \
+             LET $held = $lease.rid; \
+             IF $held != NONE AND $lease.until >= time::now() {{ THROW '{LEASE_HELD}' + $held; }}; \
+             UPSERT $lease CONTENT {{ mapping: $run.mapping, rid: $run.rid, node: $run.node, \
+                until: time::now() + <duration> $ttl }} RETURN NONE; \
+             UPSERT type::record('recon_run', $run.rid) SET {RUN_SET}, \
+                until = time::now() + <duration> $ttl, cancel_requested = false RETURN NONE; \
+             COMMIT TRANSACTION;"
+        );
+        let params = json!({ "run": run, "ttl": surreal_duration(ttl) });
+        with_retry(|| async {
+            let mut response = bind_all(self.db.query(sql.as_str()), params.clone()).await?;
+            let errors = response.take_errors();
+            // A refusal fails every statement of the transaction; the THROW says why.
+            let messages: Vec<String> = errors.into_values().map(|e| e.to_string()).collect();
+            if let Some(held) = messages.iter().find(|m| m.contains(LEASE_HELD)) {
+                let holder = held
+                    .split(LEASE_HELD)
+                    .nth(1)
+                    .unwrap_or_default()
+                    .chars()
+                    .take_while(|c| c.is_ascii_hexdigit() || *c == '-')
+                    .collect();
+                return Ok(Err(holder));
+            }
+            match messages
+                .into_iter()
+                .find(|m| !m.contains("failed transaction"))
+            {
+                Some(message) => Err(StoreError::Query(message)),
+                None => Ok(Ok(())),
+            }
+        })
+        .await
+    }
+
+    /// The owner's progress save, which also renews the run's heartbeat and
+    /// its mapping's lease by `ttl` and reads back a cancel request. Applies
+    /// only while the run is ACTIVE under `run.node` (a final save with the
+    /// run's end state included).
+    pub async fn save_progress(
+        &self,
+        run: &ReconRunRecord,
+        ttl: Duration,
+    ) -> Result<RunStanding, StoreError> {
+        let params = json!({ "run": run, "ttl": surreal_duration(ttl) });
+        let cancel: Option<bool> = self
+            .query_one(
                 &format!(
-                    "SELECT {RUN_COLUMNS} FROM recon_run WHERE state IN ['PENDING', 'ACTIVE']"
+                    "UPDATE type::record('recon_run', $run.rid) SET {RUN_SET}, \
+                     until = time::now() + <duration> $ttl \
+                     WHERE node = $run.node AND state = 'ACTIVE' RETURN VALUE cancel_requested ?? false"
                 ),
-                json!({}),
+                params.clone(),
             )
             .await?;
-        for mut run in unfinished.iter().cloned() {
-            run.state = "FAILED".into();
-            run.stage = "COMPLETED_FAILED".into();
-            run.ended = Some(now_timestamp());
-            run.error = Some(reason.to_string());
-            self.save_run(&run).await?;
-        }
-        Ok(unfinished.len())
+        let Some(cancel_requested) = cancel else {
+            return Ok(RunStanding::Lost);
+        };
+        // Only a run still owned renews its mapping's lease.
+        self.execute(
+            "UPDATE type::record('recon_lease', $run.mapping) SET until = time::now() + <duration> $ttl \
+             WHERE rid = $run.rid AND node = $run.node RETURN NONE",
+            params,
+        )
+        .await?;
+        Ok(RunStanding::Owned { cancel_requested })
+    }
+
+    /// Gives the mapping's lease back, if this run still holds it.
+    pub async fn release_run_lease(&self, mapping: &str, rid: &str) -> Result<(), StoreError> {
+        self.execute(
+            "DELETE type::record('recon_lease', $mapping) WHERE rid = $rid RETURN NONE",
+            json!({ "mapping": mapping, "rid": rid }),
+        )
+        .await
+    }
+
+    /// Asks the owner of an ACTIVE run to cancel it; the run as it is stored
+    /// (`None` if there is no such run). A finished run is left as it is.
+    pub async fn request_cancel(&self, rid: &str) -> Result<Option<ReconRunRecord>, StoreError> {
+        self.execute(
+            "UPDATE type::record('recon_run', $rid) SET cancel_requested = true \
+             WHERE state IN ['PENDING', 'ACTIVE'] RETURN NONE",
+            json!({ "rid": rid }),
+        )
+        .await?;
+        self.get_run(rid).await
+    }
+
+    /// Marks FAILED, with `reason`, the runs still PENDING or ACTIVE whose
+    /// heartbeat has expired (by the store's clock): their node stopped. Runs
+    /// without a heartbeat (written before runs were owned) count as
+    /// expired. Any node may call this; a live run of any node is left alone.
+    /// Returns how many.
+    pub async fn fail_expired_runs(&self, reason: &str) -> Result<usize, StoreError> {
+        let params = json!({ "reason": reason, "ended": now_timestamp() });
+        let failed: Vec<String> = with_retry(|| {
+            self.query_all(
+                "UPDATE recon_run SET state = 'FAILED', stage = 'COMPLETED_FAILED', ended = $ended, \
+                 error = $reason WHERE state IN ['PENDING', 'ACTIVE'] \
+                 AND (until == NONE OR until < time::now()) RETURN VALUE rid",
+                params.clone(),
+            )
+        })
+        .await?;
+        Ok(failed.len())
     }
 }
 
@@ -190,10 +335,11 @@ mod tests {
 
         assert_eq!(
             store
-                .fail_unfinished_runs("idmd stopped during the run")
+                .fail_expired_runs("idmd stopped during the run")
                 .await
                 .unwrap(),
-            1
+            1,
+            "a run without a heartbeat counts as cut short"
         );
         let interrupted = store.get_run("0003").await.unwrap().unwrap();
         assert_eq!(
@@ -201,6 +347,125 @@ mod tests {
             ("FAILED", Some("idmd stopped during the run"))
         );
         assert!(interrupted.ended.is_some());
+    }
+
+    fn owned(rid: &str, mapping: &str, node: &str) -> ReconRunRecord {
+        ReconRunRecord {
+            node: node.into(),
+            ..run(rid, mapping, "ACTIVE")
+        }
+    }
+
+    const LONG: Duration = Duration::from_secs(3600);
+
+    #[tokio::test]
+    async fn a_mapping_has_one_live_run_across_nodes_and_only_expired_runs_fail() {
+        let store = Store::open("mem://").await.unwrap();
+        let a = owned("0001", "m", "node-a");
+        assert_eq!(store.begin_run(&a, LONG).await.unwrap(), Ok(()));
+        // Node b: the same mapping is refused, naming the live run; another goes.
+        assert_eq!(
+            store
+                .begin_run(&owned("0002", "m", "node-b"), LONG)
+                .await
+                .unwrap(),
+            Err("0001".to_string())
+        );
+        assert!(store.get_run("0002").await.unwrap().is_none());
+        assert_eq!(
+            store
+                .begin_run(&owned("0003", "other", "node-b"), LONG)
+                .await
+                .unwrap(),
+            Ok(())
+        );
+        // A cancel request from any node reaches the owner's next save.
+        assert_eq!(
+            store.save_progress(&a, LONG).await.unwrap(),
+            RunStanding::Owned {
+                cancel_requested: false
+            }
+        );
+        let asked = store.request_cancel("0001").await.unwrap().unwrap();
+        assert!(asked.cancel_requested);
+        assert_eq!(
+            store.save_progress(&a, LONG).await.unwrap(),
+            RunStanding::Owned {
+                cancel_requested: true
+            }
+        );
+        assert!(store.request_cancel("nope").await.unwrap().is_none());
+
+        // Live heartbeats: nothing to fail, whoever looks.
+        assert_eq!(store.fail_expired_runs("gone").await.unwrap(), 0);
+        // A run whose node stopped: its heartbeat (1 ms) is past once we look.
+        let dead = owned("0004", "third", "node-c");
+        assert_eq!(
+            store
+                .begin_run(&dead, Duration::from_millis(1))
+                .await
+                .unwrap(),
+            Ok(())
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(store.fail_expired_runs("gone").await.unwrap(), 1);
+        let failed = store.get_run("0004").await.unwrap().unwrap();
+        assert_eq!(
+            (failed.state.as_str(), failed.error.as_deref()),
+            ("FAILED", Some("gone"))
+        );
+        assert_eq!(
+            store.get_run("0001").await.unwrap().unwrap().state,
+            "ACTIVE"
+        );
+        assert_eq!(
+            store.get_run("0003").await.unwrap().unwrap().state,
+            "ACTIVE"
+        );
+        // Its node, back, finds it is no longer its run and cannot undo that.
+        let mut late = dead.clone();
+        late.state = "SUCCESS".into();
+        assert_eq!(
+            store.save_progress(&late, LONG).await.unwrap(),
+            RunStanding::Lost
+        );
+        assert_eq!(
+            store.get_run("0004").await.unwrap().unwrap().state,
+            "FAILED"
+        );
+        // Its expired lease is taken over by the next run of the mapping.
+        assert_eq!(
+            store
+                .begin_run(&owned("0005", "third", "node-b"), LONG)
+                .await
+                .unwrap(),
+            Ok(())
+        );
+
+        // A finished run gives its mapping back.
+        let mut done = a.clone();
+        done.state = "CANCELED".into();
+        assert!(matches!(
+            store.save_progress(&done, LONG).await.unwrap(),
+            RunStanding::Owned { .. }
+        ));
+        store.release_run_lease("m", "0001").await.unwrap();
+        assert_eq!(
+            store
+                .begin_run(&owned("0006", "m", "node-b"), LONG)
+                .await
+                .unwrap(),
+            Ok(())
+        );
+        // Releasing a lease another run holds does nothing.
+        store.release_run_lease("m", "0001").await.unwrap();
+        assert_eq!(
+            store
+                .begin_run(&owned("0007", "m", "node-a"), LONG)
+                .await
+                .unwrap(),
+            Err("0006".to_string())
+        );
     }
 
     #[test]

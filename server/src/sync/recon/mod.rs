@@ -9,7 +9,6 @@ mod worker;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -20,14 +19,42 @@ pub use run::{PlanOutcome, PlannedChange, PropertyChange};
 
 use crate::connector::{self, Connector, ConnectorError};
 use crate::managed::{ManagedError, ManagedObjects};
-use crate::store::{ReconRunRecord, Store, StoreError, now_timestamp};
+use crate::store::{ReconRunRecord, RunStanding, Store, StoreError, now_timestamp};
 use crate::sync::provision::Provisioner;
 use crate::sync::{Endpoint, Mapping, MappingError};
 use run::Recon;
 
 /// How often a running reconciliation publishes progress and saves its record.
 const REPORT_EVERY: Duration = Duration::from_millis(250);
+/// The owner's save also renews the run's heartbeat and reads back a
+/// cancel request from another node, so a cancel takes at most this long.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
+/// How often a node looks for runs whose node stopped (and at start).
+pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// How often a node that is not running a run reads it while it waits or
+/// watches.
+const POLL_EVERY: Duration = Duration::from_millis(250);
+/// What a run whose node stopped heartbeating ends with.
+pub const NODE_STOPPED: &str =
+    "idmd stopped during the run: the node running it stopped (its heartbeat expired)";
+
+/// How long a run's heartbeat (and its mapping's lease) lasts without renewal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// Renewed this often (with the progress save, at most every [`SAVE_EVERY`]).
+    pub renew: Duration,
+    /// Expired this long after the last renewal.
+    pub ttl: Duration,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Heartbeat {
+            renew: Duration::from_secs(2),
+            ttl: Duration::from_secs(10),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconError {
@@ -83,6 +110,9 @@ pub struct Reconciler {
     objects: ManagedObjects,
     conf_dir: PathBuf,
     active: Arc<Mutex<HashMap<String, ActiveRun>>>,
+    /// Runs are saved in this node's name.
+    node: String,
+    heartbeat: Heartbeat,
 }
 
 pub fn is_finished(state: &str) -> bool {
@@ -96,6 +126,62 @@ impl Reconciler {
             objects,
             conf_dir,
             active: Arc::new(Mutex::new(HashMap::new())),
+            node: format!(
+                "idmd-{}-{}",
+                std::process::id(),
+                uuid::Uuid::new_v4().simple()
+            ),
+            heartbeat: Heartbeat::default(),
+        }
+    }
+
+    /// Runs in the name of this node (the process's node id).
+    pub fn with_node(mut self, node: impl Into<String>) -> Self {
+        self.node = node.into();
+        self
+    }
+
+    pub fn with_heartbeat(mut self, heartbeat: Heartbeat) -> Self {
+        self.heartbeat = heartbeat;
+        self
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Marks FAILED the runs of any node whose heartbeat expired.
+    pub async fn fail_expired(&self) -> Result<usize, ReconError> {
+        let failed = self.store.fail_expired_runs(NODE_STOPPED).await?;
+        if failed > 0 {
+            tracing::warn!(
+                runs = failed,
+                "reconciliations whose node stopped are marked FAILED"
+            );
+        }
+        Ok(failed)
+    }
+
+    /// [`Reconciler::fail_expired`] every [`SWEEP_EVERY`] until `stop`
+    /// (a supervised background task).
+    pub async fn run_sweeper(self, mut stop: watch::Receiver<bool>) {
+        let mut every = tokio::time::interval(SWEEP_EVERY);
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            tokio::select! {
+                _ = every.tick() => {
+                    if let Err(e) = self.fail_expired().await {
+                        tracing::warn!(error = %e, "looking for runs whose node stopped failed");
+                    }
+                }
+                changed = stop.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+            }
         }
     }
 
@@ -196,6 +282,7 @@ impl Reconciler {
             stage: "ACTIVE_INITIALIZED".into(),
             started: now_timestamp(),
             started_by: started_by.to_string(),
+            node: self.node.clone(),
             ..ReconRunRecord::default()
         };
         let recon = Arc::new(Recon::new(
@@ -224,9 +311,20 @@ impl Reconciler {
                 },
             );
         }
-        if let Err(e) = self.store.save_run(&record).await {
-            self.forget(&record.rid);
-            return Err(e.into());
+        // One run per mapping across the nodes: the store's lease decides.
+        match self.store.begin_run(&record, self.heartbeat.ttl).await {
+            Ok(Ok(())) => {}
+            Ok(Err(holder)) => {
+                self.forget(&record.rid);
+                return Err(ReconError::AlreadyRunning {
+                    mapping: mapping.to_string(),
+                    rid: holder,
+                });
+            }
+            Err(e) => {
+                self.forget(&record.rid);
+                return Err(e.into());
+            }
         }
         let this = self.clone();
         let rid = record.rid.clone();
@@ -261,17 +359,32 @@ impl Reconciler {
         let started = std::time::Instant::now();
         let work = self.run(Arc::clone(&recon), prepared, only);
         tokio::pin!(work);
-        let mut report = tokio::time::interval(REPORT_EVERY);
+        let mut report = tokio::time::interval(REPORT_EVERY.min(self.heartbeat.renew));
+        let save_every = SAVE_EVERY.min(self.heartbeat.renew);
         let mut last_save = tokio::time::Instant::now();
+        let mut lost = false;
         let outcome = loop {
             tokio::select! {
                 outcome = &mut work => break outcome,
                 _ = report.tick() => {
                     let snapshot = recon.snapshot();
-                    if last_save.elapsed() >= SAVE_EVERY {
+                    if last_save.elapsed() >= save_every {
                         last_save = tokio::time::Instant::now();
-                        if let Err(e) = self.store.save_run(&snapshot).await {
-                            tracing::warn!(error = %e, "saving recon progress failed");
+                        match self.store.save_progress(&snapshot, self.heartbeat.ttl).await {
+                            Ok(RunStanding::Owned { cancel_requested: true }) => {
+                                if !recon.is_cancelled() {
+                                    tracing::info!("cancel requested through the store");
+                                    recon.cancel();
+                                }
+                            }
+                            Ok(RunStanding::Owned { .. }) => {}
+                            Ok(RunStanding::Lost) => {
+                                // Our heartbeat lapsed and another node failed the run.
+                                tracing::error!("the run was marked FAILED by another node (its heartbeat expired); stopping it");
+                                lost = true;
+                                recon.cancel();
+                            }
+                            Err(e) => tracing::warn!(error = %e, "saving recon progress failed"),
                         }
                     }
                     publish.send_replace(snapshot);
@@ -292,10 +405,26 @@ impl Reconciler {
             r.state = state.into();
             r.stage = stage.into();
         });
-        let last = recon.snapshot();
+        let mut last = recon.snapshot();
         crate::metrics::recon_ended(&last, started.elapsed());
-        if let Err(e) = self.store.save_run(&last).await {
-            tracing::error!(error = %e, "saving the final recon record failed");
+        if !lost {
+            match self.store.save_progress(&last, self.heartbeat.ttl).await {
+                Ok(RunStanding::Owned { .. }) => {}
+                Ok(RunStanding::Lost) => {
+                    tracing::error!("the run was marked FAILED by another node before it ended");
+                    lost = true;
+                }
+                Err(e) => tracing::error!(error = %e, "saving the final recon record failed"),
+            }
+        }
+        if lost {
+            // What the store says stands.
+            if let Ok(Some(stored)) = self.store.get_run(&last.rid).await {
+                last = stored;
+            }
+        }
+        if let Err(e) = self.store.release_run_lease(&last.mapping, &last.rid).await {
+            tracing::warn!(error = %e, "releasing the mapping's run lease failed (it expires)");
         }
         tracing::info!(
             state = %last.state,
@@ -359,12 +488,65 @@ impl Reconciler {
             .ok_or_else(|| ReconError::UnknownRun(rid.to_string()))
     }
 
-    /// Waits for a run to end and returns its final record.
+    /// Waits for a run to end and returns its final record: a run of this
+    /// node through its updates, another node's through the store.
     pub async fn wait(&self, rid: &str) -> Result<ReconRunRecord, ReconError> {
         if let Some(mut updates) = self.watch(rid) {
             let _ = updates.wait_for(|r| is_finished(&r.state)).await;
+            return self.get(rid).await;
         }
-        self.get(rid).await
+        loop {
+            let run = self.get(rid).await?;
+            if is_finished(&run.state) {
+                return Ok(run);
+            }
+            tokio::time::sleep(POLL_EVERY).await;
+        }
+    }
+
+    /// The record of a run as it changes, until it ended (inclusive): a run
+    /// of this node from its updates, another node's by reading the store.
+    pub fn follow(
+        &self,
+        rid: &str,
+    ) -> futures::stream::BoxStream<'static, Result<ReconRunRecord, ReconError>> {
+        use futures::StreamExt;
+        if let Some(updates) = self.watch(rid) {
+            let mut finished = false;
+            return tokio_stream::wrappers::WatchStream::new(updates)
+                .take_while(move |run| {
+                    let more = !finished;
+                    finished = is_finished(&run.state);
+                    futures::future::ready(more)
+                })
+                .map(Ok)
+                .boxed();
+        }
+        let this = self.clone();
+        let rid = rid.to_string();
+        // (this, rid, last sent, ended)
+        futures::stream::unfold(
+            (this, rid, None::<ReconRunRecord>, false),
+            |(this, rid, last, ended)| async move {
+                if ended {
+                    return None;
+                }
+                loop {
+                    if last.is_some() {
+                        tokio::time::sleep(POLL_EVERY).await;
+                    }
+                    match this.get(&rid).await {
+                        Err(e) => return Some((Err(e), (this, rid, last, true))),
+                        Ok(run) if last.as_ref() == Some(&run) => {}
+                        Ok(run) => {
+                            let ended = is_finished(&run.state);
+                            return Some((Ok(run.clone()), (this, rid, Some(run), ended)));
+                        }
+                    }
+                }
+            },
+        )
+        .boxed()
     }
 
     /// Asks a run to stop and waits until it has (workers finish the batch in hand).
@@ -375,19 +557,24 @@ impl Reconciler {
             .unwrap_or_else(PoisonError::into_inner)
             .get(rid)
             .map(|run| Arc::clone(&run.recon));
-        match recon {
-            Some(recon) => {
-                recon.cancelled.store(true, Ordering::Relaxed);
-                self.wait(rid).await
-            }
-            None => {
-                let run = self.get(rid).await?;
-                Err(ReconError::Ended {
-                    rid: run.rid,
-                    state: run.state,
-                })
-            }
+        if let Some(recon) = recon {
+            recon.cancel();
+            return self.wait(rid).await;
         }
+        // Another node's run: asked through the store, which its owner reads
+        // with its next save (a dead owner's run is failed once it expired).
+        let run = self
+            .store
+            .request_cancel(rid)
+            .await?
+            .ok_or_else(|| ReconError::UnknownRun(rid.to_string()))?;
+        if is_finished(&run.state) {
+            return Err(ReconError::Ended {
+                rid: run.rid,
+                state: run.state,
+            });
+        }
+        self.wait(rid).await
     }
 
     /// Cancels every active run and waits for them, at most `grace`.
@@ -395,7 +582,7 @@ impl Reconciler {
         let runs: Vec<String> = {
             let active = self.active.lock().unwrap_or_else(PoisonError::into_inner);
             for run in active.values() {
-                run.recon.cancelled.store(true, Ordering::Relaxed);
+                run.recon.cancel();
             }
             active.keys().cloned().collect()
         };
@@ -439,5 +626,220 @@ impl Reconciler {
         )
         .await?;
         Ok(recon.outcome())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    //! Two nodes are two Reconcilers over one store with different node ids.
+    //! The source is a named pipe held open and never written: a run reads
+    //! it until the test closes it, so it stays ACTIVE as long as needed.
+
+    use super::*;
+    use crate::managed::ManagedSchema;
+    use crate::secrets::SecretBox;
+    use crate::store::ConfigDocument;
+    use futures::StreamExt;
+    use serde_json::{Value, json};
+
+    const MAPPING: &str = "csvEmployee_managedUser";
+    const LIMIT: Duration = Duration::from_secs(60);
+
+    struct Cluster {
+        store: Store,
+        objects: ManagedObjects,
+        dir: PathBuf,
+        /// Both ends of the pipe: while open, readers wait for rows.
+        pipe: Option<std::fs::File>,
+    }
+
+    impl Cluster {
+        async fn new() -> Self {
+            let store = Store::open("mem://").await.unwrap();
+            let dir = std::env::temp_dir().join(format!("idm-runs-{}", uuid::Uuid::new_v4()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let secrets = SecretBox::load_or_create(&dir.join("idm.key"), None).unwrap();
+            let objects = ManagedObjects::new(
+                Arc::new(ManagedSchema::builtin().unwrap()),
+                store.clone(),
+                Arc::new(secrets),
+            );
+            let hr = dir.join("hr.csv");
+            let made = std::process::Command::new("mkfifo")
+                .arg(&hr)
+                .status()
+                .unwrap();
+            assert!(made.success());
+            let pipe = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&hr)
+                .unwrap();
+            let sample: Value = serde_json::from_str(include_str!(
+                "../../../../tests/fixtures/idm-sync/sync.json"
+            ))
+            .unwrap();
+            let mut mapping = sample["mappings"][0].clone();
+            mapping["properties"]
+                .as_array_mut()
+                .unwrap()
+                .retain(|p| p["target"] != "password");
+            for (kind, name, body) in [
+                (
+                    "connector",
+                    "csv",
+                    json!({"connectorType": "csv", "file": hr, "objectTypes": {"employee": {"uidColumn": "uid"}}}),
+                ),
+                ("mapping", MAPPING, mapping),
+            ] {
+                store
+                    .put_config(&ConfigDocument {
+                        kind: kind.into(),
+                        name: name.into(),
+                        body: body.as_object().cloned().unwrap(),
+                        source: "test".into(),
+                    })
+                    .await
+                    .unwrap();
+            }
+            Cluster {
+                store,
+                objects,
+                dir,
+                pipe: Some(pipe),
+            }
+        }
+
+        fn node(&self, node: &str) -> Reconciler {
+            Reconciler::new(self.store.clone(), self.objects.clone(), self.dir.clone())
+                .with_node(node)
+        }
+    }
+
+    impl Drop for Cluster {
+        fn drop(&mut self) {
+            // End of file for the readers still waiting on the pipe.
+            self.pipe.take();
+        }
+    }
+
+    async fn within<T>(what: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(LIMIT, what).await.unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_mapping_runs_once_across_nodes_and_any_node_cancels_it() {
+        let cluster = Cluster::new().await;
+        let (a, b) = (cluster.node("node-a"), cluster.node("node-b"));
+        let run = a.start(MAPPING, None, "test").await.unwrap();
+        assert_eq!(
+            (run.state.as_str(), run.node.as_str()),
+            ("ACTIVE", "node-a")
+        );
+
+        // B refuses a second run of the mapping, naming A's.
+        match b.start(MAPPING, None, "test").await {
+            Err(ReconError::AlreadyRunning { rid, .. }) => assert_eq!(rid, run.rid),
+            other => panic!("expected AlreadyRunning, got {other:?}"),
+        }
+        assert!(matches!(
+            a.start(MAPPING, None, "test").await,
+            Err(ReconError::AlreadyRunning { .. })
+        ));
+        // B reads A's run from the store; B's sweep leaves A's live run alone.
+        let seen = b.get(&run.rid).await.unwrap();
+        assert_eq!(
+            (seen.state.as_str(), seen.node.as_str()),
+            ("ACTIVE", "node-a")
+        );
+        assert_eq!(b.fail_expired().await.unwrap(), 0);
+        assert_eq!(b.get(&run.rid).await.unwrap().state, "ACTIVE");
+
+        // B's watch follows A's run from the store to its end.
+        let mut watched = b.follow(&run.rid);
+        let first = within(watched.next()).await.unwrap().unwrap();
+        assert_eq!(first.state, "ACTIVE");
+
+        // B cancels A's run: A sees the request with its next save and stops.
+        let canceled = within(b.cancel(&run.rid)).await.unwrap();
+        assert_eq!(canceled.state, "CANCELED");
+        assert_eq!(a.get(&run.rid).await.unwrap().state, "CANCELED");
+        let mut last = first;
+        while let Some(next) = within(watched.next()).await {
+            last = next.unwrap();
+        }
+        assert_eq!(last.state, "CANCELED");
+        assert!(matches!(
+            b.cancel(&run.rid).await,
+            Err(ReconError::Ended { .. })
+        ));
+
+        // The mapping is free again: B runs it, A cancels B's run.
+        let again = within(async {
+            loop {
+                match b.start(MAPPING, None, "test").await {
+                    // A's lease goes right after its final save.
+                    Err(ReconError::AlreadyRunning { .. }) => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    other => break other.unwrap(),
+                }
+            }
+        })
+        .await;
+        assert_eq!(again.node, "node-b");
+        let canceled = within(a.cancel(&again.rid)).await.unwrap();
+        assert_eq!(canceled.state, "CANCELED");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_run_whose_node_stopped_is_failed_by_another_node_once_its_heartbeat_expired() {
+        let cluster = Cluster::new().await;
+        let b = cluster.node("node-b");
+        // Node A runs in a runtime of its own, which the test then drops
+        // with everything in it: A's heartbeat stops as if A were killed.
+        let a = cluster.node("node-a").with_heartbeat(Heartbeat {
+            renew: Duration::from_millis(100),
+            ttl: Duration::from_secs(3),
+        });
+        let (node_a, run) = tokio::task::spawn_blocking(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            let run = runtime.block_on(a.start(MAPPING, None, "test")).unwrap();
+            (runtime, run)
+        })
+        .await
+        .unwrap();
+        node_a.shutdown_background();
+
+        // Until it expires, the run is A's: not failed, the mapping held.
+        assert_eq!(b.fail_expired().await.unwrap(), 0);
+        assert_eq!(b.get(&run.rid).await.unwrap().state, "ACTIVE");
+        assert!(matches!(
+            b.start(MAPPING, None, "test").await,
+            Err(ReconError::AlreadyRunning { .. })
+        ));
+
+        // Then any node's sweep fails it, and a new run of the mapping goes.
+        within(async {
+            while b.fail_expired().await.unwrap() == 0 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+        let failed = b.get(&run.rid).await.unwrap();
+        assert_eq!(
+            (failed.state.as_str(), failed.error.as_deref()),
+            ("FAILED", Some(NODE_STOPPED))
+        );
+        assert!(failed.ended.is_some());
+        let next = b.start(MAPPING, None, "test").await.unwrap();
+        assert_eq!(next.node, "node-b");
+        let canceled = within(b.cancel(&next.rid)).await.unwrap();
+        assert_eq!(canceled.state, "CANCELED");
     }
 }

@@ -60,7 +60,9 @@ pub(super) struct Recon {
     pub actor: String,
     /// `Some(limit)`: a dry run listing at most `limit` changes.
     pub plan: Option<usize>,
-    pub cancelled: AtomicBool,
+    cancelled: AtomicBool,
+    /// Wakes a source read waiting on a slow connector when the run is cancelled.
+    cancel_signal: tokio::sync::Notify,
     /// Source records that failed without a uid: their sources' absence
     /// from the read is then no proof that they are gone.
     pub unread_sources: AtomicU64,
@@ -102,6 +104,7 @@ impl Recon {
             store,
             plan,
             cancelled: AtomicBool::new(false),
+            cancel_signal: tokio::sync::Notify::new(),
             unread_sources: AtomicU64::new(0),
             state: Mutex::new(RunState {
                 record,
@@ -114,6 +117,12 @@ impl Recon {
 
     pub fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::Relaxed)
+    }
+
+    /// Stops the run: the source read at once, workers after the batch in hand.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Relaxed);
+        self.cancel_signal.notify_waiters();
     }
 
     pub fn snapshot(&self) -> ReconRunRecord {
@@ -212,7 +221,7 @@ pub(super) async fn reconcile(
                 let result = worker.source_batch(batch).await;
                 if result.is_err() {
                     // Stop the reader; the run fails with this error.
-                    worker.recon().cancelled.store(true, Ordering::Relaxed);
+                    worker.recon().cancel();
                     return result;
                 }
             }
@@ -274,10 +283,19 @@ async fn read_source(
     let wanted = |uid: &str| only.is_none_or(|ids| ids.contains(uid));
     let mut items = connector.query(object_type);
     let mut batch = Vec::with_capacity(BATCH);
-    while let Some(item) = items.next().await {
+    // A cancel does not wait for the connector's next object.
+    let cancelled = recon.cancel_signal.notified();
+    tokio::pin!(cancelled);
+    cancelled.as_mut().enable();
+    loop {
         if recon.is_cancelled() {
             return Ok(());
         }
+        let item = tokio::select! {
+            item = items.next() => item,
+            () = &mut cancelled => return Ok(()),
+        };
+        let Some(item) = item else { break };
         match item? {
             SourceItem::Object(object) if wanted(&object.uid) => {
                 batch.push(object);
