@@ -164,19 +164,28 @@ pub async fn run(
         .await?,
     );
     let changed = config::apply(&store, &conf, &keys.secrets()).await?;
-    // Recon runs whose node stopped (this one's last stop or another
-    // node's crash) once their heartbeat expired; other nodes' live runs
-    // stay. A supervised sweep below goes on looking.
-    let interrupted = store.fail_expired_runs(sync::recon::NODE_STOPPED).await?;
+    // Runs and executions a stop or a crash cut short. An embedded store
+    // has one process: all that is unfinished at its start was cut short.
+    // On a shared store, only those whose node's heartbeat expired; other
+    // nodes' live runs stay, and a supervised sweep below goes on looking.
+    let embedded = is_embedded(&settings.store_url);
+    let (interrupted, cut_short) = if embedded {
+        (
+            store.fail_unfinished_runs(STOPPED_DURING_RUN).await?,
+            store.fail_unfinished_executions(STOPPED_DURING_RUN).await?,
+        )
+    } else {
+        (
+            store.fail_expired_runs(sync::recon::NODE_STOPPED).await?,
+            store.fail_expired_executions(STOPPED_DURING_RUN).await?,
+        )
+    };
     if interrupted > 0 {
         tracing::warn!(
             runs = interrupted,
-            "reconciliations whose node stopped are marked FAILED"
+            "reconciliations cut short by the last stop are marked FAILED"
         );
     }
-    // Note: on a store shared by several nodes this also fails the other
-    // nodes' live executions (issue 17: executions are not owned yet).
-    let cut_short = store.fail_unfinished_executions(STOPPED_DURING_RUN).await?;
     if cut_short > 0 {
         tracing::warn!(
             executions = cut_short,
@@ -247,15 +256,16 @@ pub async fn run(
     );
     let reconciler = sync::recon::Reconciler::new(store.clone(), objects.clone(), conf_dir.clone())
         .with_node(node.clone());
-    let sweeper = {
-        let (reconciler, stopped) = (reconciler.clone(), tasks_stopped.clone());
+    // Runs and executions whose node stopped, on a store nodes share.
+    let sweeper = (!embedded).then(|| {
+        let (store, stopped) = (store.clone(), tasks_stopped.clone());
         supervise::spawn(
-            supervise::Task::new("recon-sweeper", None),
+            supervise::Task::new("expiry-sweeper", None),
             &health,
             tasks_stopped.clone(),
-            move || reconciler.clone().run_sweeper(stopped.clone()),
+            move || sweep_expired(store.clone(), stopped.clone()),
         )
-    };
+    });
     let implicit = Arc::new(
         sync::outbox::ImplicitSync::start_with(
             store.clone(),
@@ -359,15 +369,9 @@ pub async fn run(
     // Deliveries in hand finish; the rest wait in the outbox for the next start.
     implicit.shutdown(left()).await;
     let _ = stop_tasks.send(true);
-    for task in [
-        Some(probe),
-        Some(refresh),
-        Some(pruner),
-        Some(sweeper),
-        sampler,
-    ]
-    .into_iter()
-    .flatten()
+    for task in [Some(probe), Some(refresh), Some(pruner), sweeper, sampler]
+        .into_iter()
+        .flatten()
     {
         let abort = task.abort_handle();
         if tokio::time::timeout_at(work_deadline, task).await.is_err() {
@@ -383,6 +387,45 @@ pub async fn run(
         .await;
     tracing::info!("idmd stopped");
     Ok(())
+}
+
+/// Whether the store lives in this process (`mem://`, `surrealkv://`), so
+/// that no other node can share it.
+fn is_embedded(store_url: &str) -> bool {
+    store_url.starts_with("mem:") || store_url.starts_with("surrealkv:")
+}
+
+/// How often a node looks for runs and executions whose node stopped.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Marks FAILED, every [`SWEEP_EVERY`] until `stop`, the recon runs and
+/// scheduled executions of any node whose heartbeat expired.
+async fn sweep_expired(store: Store, mut stop: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        tokio::select! {
+            _ = every.tick() => {
+                match store.fail_expired_runs(sync::recon::NODE_STOPPED).await {
+                    Ok(0) => {}
+                    Ok(runs) => tracing::warn!(runs, "reconciliations whose node stopped are marked FAILED"),
+                    Err(e) => tracing::warn!(error = %e, "looking for runs whose node stopped failed"),
+                }
+                match store.fail_expired_executions(STOPPED_DURING_RUN).await {
+                    Ok(0) => {}
+                    Ok(executions) => tracing::warn!(executions, "scheduled runs whose node stopped are marked FAILED"),
+                    Err(e) => tracing::warn!(error = %e, "looking for executions whose node stopped failed"),
+                }
+            }
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 async fn wait_for_stop(mut stopped: watch::Receiver<bool>) {

@@ -39,6 +39,11 @@ use crate::sync::recon::Reconciler;
 
 /// How long a run lease lasts before it must be renewed.
 const LEASE: Duration = Duration::from_secs(60);
+/// A RUNNING execution's heartbeat (the store's clock): renewed this often
+/// by its node, and expired (any node then marks it FAILED) this long
+/// after the last renewal.
+const HEARTBEAT_RENEW: Duration = Duration::from_secs(2);
+const HEARTBEAT_TTL: Duration = Duration::from_secs(10);
 /// A scheduled script may take longer than a transform (1 s): it is a job.
 const SCRIPT_LIMITS: Limits = Limits {
     time: Duration::from_secs(300),
@@ -528,6 +533,7 @@ impl Scheduler {
         let task = tokio::spawn(async move {
             let mut execution = started;
             let keep_lease = (!schedule.concurrent_execution).then(|| this.keep_lease(&name));
+            let heartbeat = this.keep_heartbeat(&execution.eid);
             let outcome = this
                 .invoke(&name, &schedule, &mut execution, &cancel)
                 .await
@@ -538,6 +544,7 @@ impl Scheduler {
                         message
                     }
                 });
+            heartbeat.abort();
             if let Some(keeper) = keep_lease {
                 keeper.abort();
                 if let Err(e) = this
@@ -572,6 +579,34 @@ impl Scheduler {
             run.task = Some(task);
         }
         Ok(Some(running))
+    }
+
+    /// Renews an execution's heartbeat while it runs.
+    fn keep_heartbeat(&self, eid: &str) -> tokio::task::JoinHandle<()> {
+        let (this, eid) = (self.clone(), eid.to_string());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(HEARTBEAT_RENEW).await;
+                match this
+                    .inner
+                    .store
+                    .beat_execution(&eid, &this.inner.node, HEARTBEAT_TTL)
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(
+                            eid = %eid,
+                            "the execution is no longer RUNNING here (ended, or failed by another node after its heartbeat expired)"
+                        );
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(eid = %eid, error = %e, "renewing the execution's heartbeat failed")
+                    }
+                }
+            }
+        })
     }
 
     /// Renews the run lease while a run goes on.
@@ -612,8 +647,13 @@ impl Scheduler {
             recon_run: None,
             node: self.inner.node.clone(),
         };
-        self.inner.store.save_execution(&execution).await?;
-        if outcome != "RUNNING" {
+        if outcome == "RUNNING" {
+            self.inner
+                .store
+                .start_execution(&execution, HEARTBEAT_TTL)
+                .await?;
+        } else {
+            self.inner.store.save_execution(&execution).await?;
             crate::metrics::schedule_fired(name, outcome);
         }
         Ok(execution)

@@ -263,12 +263,23 @@ impl Store {
     /// expired. Any node may call this; a live run of any node is left alone.
     /// Returns how many.
     pub async fn fail_expired_runs(&self, reason: &str) -> Result<usize, StoreError> {
-        let params = json!({ "reason": reason, "ended": now_timestamp() });
+        self.fail_runs(reason, false).await
+    }
+
+    /// Marks every run still PENDING or ACTIVE FAILED, live heartbeat or
+    /// not: at the start of the one process an embedded store has, they can
+    /// only be runs its last stop or crash cut short. Returns how many.
+    pub async fn fail_unfinished_runs(&self, reason: &str) -> Result<usize, StoreError> {
+        self.fail_runs(reason, true).await
+    }
+
+    async fn fail_runs(&self, reason: &str, all: bool) -> Result<usize, StoreError> {
+        let params = json!({ "reason": reason, "ended": now_timestamp(), "all": all });
         let failed: Vec<String> = with_retry(|| {
             self.query_all(
                 "UPDATE recon_run SET state = 'FAILED', stage = 'COMPLETED_FAILED', ended = $ended, \
                  error = $reason WHERE state IN ['PENDING', 'ACTIVE'] \
-                 AND (until == NONE OR until < time::now()) RETURN VALUE rid",
+                 AND ($all OR until == NONE OR until < time::now()) RETURN VALUE rid",
                 params.clone(),
             )
         })

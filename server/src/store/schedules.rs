@@ -13,6 +13,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use std::time::Duration;
+
 use super::{Store, StoreError, with_retry};
 
 /// A schedule's runtime state.
@@ -177,11 +179,69 @@ impl Store {
         let mut row =
             serde_json::to_value(execution).map_err(|e| StoreError::Decode(e.to_string()))?;
         row["id"] = json!(execution.eid);
+        // MERGE: the heartbeat (`until`) a RUNNING execution carries stays.
         self.execute(
-            "UPSERT type::record('execution', $row.id) CONTENT $row RETURN NONE",
+            "UPSERT type::record('execution', $row.id) MERGE $row RETURN NONE",
             json!({ "row": row }),
         )
         .await
+    }
+
+    /// Records an execution RUNNING on `execution.node` with a heartbeat of
+    /// `ttl` (the store's clock), which that node renews while it runs
+    /// ([`Store::beat_execution`]); once it expired, any node may mark the
+    /// execution FAILED ([`Store::fail_expired_executions`]).
+    pub async fn start_execution(
+        &self,
+        execution: &ExecutionRecord,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let mut row =
+            serde_json::to_value(execution).map_err(|e| StoreError::Decode(e.to_string()))?;
+        row["id"] = json!(execution.eid);
+        self.execute(
+            "BEGIN TRANSACTION; \
+             UPSERT type::record('execution', $row.id) MERGE $row RETURN NONE; \
+             UPDATE type::record('execution', $row.id) SET until = time::now() + <duration> $ttl RETURN NONE; \
+             COMMIT TRANSACTION;",
+            json!({ "row": row, "ttl": format!("{}ms", ttl.as_millis().max(1)) }),
+        )
+        .await
+    }
+
+    /// Renews the heartbeat of an execution still RUNNING on `node`; `false`
+    /// if it is no longer (another node failed it after it expired).
+    pub async fn beat_execution(
+        &self,
+        eid: &str,
+        node: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let beat: Option<String> = self
+            .query_one(
+                "UPDATE type::record('execution', $eid) SET until = time::now() + <duration> $ttl \
+                 WHERE node = $node AND outcome = 'RUNNING' RETURN VALUE eid",
+                json!({ "eid": eid, "node": node, "ttl": format!("{}ms", ttl.as_millis().max(1)) }),
+            )
+            .await?;
+        Ok(beat.is_some())
+    }
+
+    /// Marks FAILED, with `reason`, the executions still RUNNING whose
+    /// heartbeat expired (their node stopped; those without one, from
+    /// before executions had one, count as expired). Any node may call it;
+    /// live executions of any node stay. Returns how many.
+    pub async fn fail_expired_executions(&self, reason: &str) -> Result<usize, StoreError> {
+        let params = json!({ "reason": reason, "end": super::now_timestamp() });
+        let failed: Vec<String> = with_retry(|| {
+            self.query_all(
+                "UPDATE execution SET outcome = 'FAILED', end = $end, message = $reason \
+                 WHERE outcome = 'RUNNING' AND (until == NONE OR until < time::now()) RETURN VALUE eid",
+                params.clone(),
+            )
+        })
+        .await?;
+        Ok(failed.len())
     }
 
     /// Executions, newest first: of one schedule, or of all when `schedule` is empty.
@@ -213,12 +273,11 @@ impl Store {
         .await
     }
 
-    /// Marks every execution still RUNNING as FAILED with `reason`: at
-    /// start, those are runs a crash cut short (like
-    /// [`Store::fail_unfinished_runs`] for reconciliations). On a store
-    /// shared by several nodes this also fails other nodes' live
-    /// executions, as it does their recon runs (issue 17 owns that).
-    /// Returns how many there were.
+    /// Marks every execution still RUNNING as FAILED with `reason`: at the
+    /// start of the one process an embedded store has, those are runs a
+    /// crash cut short (like [`Store::fail_unfinished_runs`] for
+    /// reconciliations). A store shared by several nodes uses
+    /// [`Store::fail_expired_executions`]. Returns how many there were.
     pub async fn fail_unfinished_executions(&self, reason: &str) -> Result<usize, StoreError> {
         let unfinished: Vec<ExecutionRecord> = self
             .query_all(
@@ -324,6 +383,50 @@ mod tests {
 
         store.forget_schedule("recon").await.unwrap();
         assert!(store.claim_tick("recon", fire, "node-b").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn only_executions_whose_heartbeat_expired_are_failed_by_another_node() {
+        let store = Store::open("mem://").await.unwrap();
+        let execution = |eid: &str, node: &str| ExecutionRecord {
+            eid: eid.into(),
+            schedule: "nightly".into(),
+            fire_time: "2026-11-23T10:00:00.000000Z".into(),
+            start: "2026-11-23T10:00:00.100000Z".into(),
+            outcome: "RUNNING".into(),
+            node: node.into(),
+            ..ExecutionRecord::default()
+        };
+        let hour = Duration::from_secs(3600);
+        let live = execution("live", "node-a");
+        store.start_execution(&live, hour).await.unwrap();
+        // A save while it runs (its recon run id) keeps the heartbeat.
+        let mut with_run = live.clone();
+        with_run.recon_run = Some("recon/1".into());
+        store.save_execution(&with_run).await.unwrap();
+        let dead = execution("dead", "node-c");
+        store
+            .start_execution(&dead, Duration::from_millis(1))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+
+        // Node b's sweep: only the expired one.
+        assert_eq!(store.fail_expired_executions("gone").await.unwrap(), 1);
+        let all = store.list_executions("nightly", 10, 0).await.unwrap();
+        let outcome = |eid: &str| {
+            let e = all.iter().find(|e| e.eid == eid).unwrap();
+            (e.outcome.clone(), e.message.clone(), e.recon_run.clone())
+        };
+        assert_eq!(outcome("dead"), ("FAILED".into(), "gone".into(), None));
+        assert_eq!(
+            outcome("live"),
+            ("RUNNING".into(), String::new(), Some("recon/1".into()))
+        );
+        // Its owner renews it; a dead node, back, finds it is no longer its.
+        assert!(store.beat_execution("live", "node-a", hour).await.unwrap());
+        assert!(!store.beat_execution("live", "node-b", hour).await.unwrap());
+        assert!(!store.beat_execution("dead", "node-c", hour).await.unwrap());
     }
 
     #[tokio::test]

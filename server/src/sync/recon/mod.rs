@@ -29,8 +29,6 @@ const REPORT_EVERY: Duration = Duration::from_millis(250);
 /// The owner's save also renews the run's heartbeat and reads back a
 /// cancel request from another node, so a cancel takes at most this long.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
-/// How often a node looks for runs whose node stopped (and at start).
-pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// How often a node that is not running a run reads it while it waits or
 /// watches.
 const POLL_EVERY: Duration = Duration::from_millis(250);
@@ -160,29 +158,6 @@ impl Reconciler {
             );
         }
         Ok(failed)
-    }
-
-    /// [`Reconciler::fail_expired`] every [`SWEEP_EVERY`] until `stop`
-    /// (a supervised background task).
-    pub async fn run_sweeper(self, mut stop: watch::Receiver<bool>) {
-        let mut every = tokio::time::interval(SWEEP_EVERY);
-        loop {
-            if *stop.borrow() {
-                return;
-            }
-            tokio::select! {
-                _ = every.tick() => {
-                    if let Err(e) = self.fail_expired().await {
-                        tracing::warn!(error = %e, "looking for runs whose node stopped failed");
-                    }
-                }
-                changed = stop.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                }
-            }
-        }
     }
 
     pub fn store(&self) -> &Store {
