@@ -277,9 +277,11 @@ impl Store {
         let params = json!({ "reason": reason, "ended": now_timestamp(), "all": all });
         let failed: Vec<String> = with_retry(|| {
             self.query_all(
-                "UPDATE recon_run SET state = 'FAILED', stage = 'COMPLETED_FAILED', ended = $ended, \
-                 error = $reason WHERE state IN ['PENDING', 'ACTIVE'] \
-                 AND ($all OR until == NONE OR until < time::now()) RETURN VALUE rid",
+                // The unfinished runs through the state index, then those records.
+                "UPDATE (SELECT VALUE id FROM recon_run WHERE state IN ['PENDING', 'ACTIVE'] \
+                 AND ($all OR until == NONE OR until < time::now())) \
+                 SET state = 'FAILED', stage = 'COMPLETED_FAILED', ended = $ended, error = $reason \
+                 WHERE state IN ['PENDING', 'ACTIVE'] RETURN VALUE rid",
                 params.clone(),
             )
         })
@@ -407,8 +409,22 @@ mod tests {
         );
         assert!(store.request_cancel("nope").await.unwrap().is_none());
 
+        // A run that ended long ago (its heartbeat expired with it) stays as it ended.
+        let mut ended = owned("0000", "old", "node-c");
+        let short = Duration::from_millis(1);
+        assert_eq!(store.begin_run(&ended, short).await.unwrap(), Ok(()));
+        ended.state = "SUCCESS".into();
+        assert!(matches!(
+            store.save_progress(&ended, short).await.unwrap(),
+            RunStanding::Owned { .. }
+        ));
+        tokio::time::sleep(Duration::from_millis(20)).await;
         // Live heartbeats: nothing to fail, whoever looks.
         assert_eq!(store.fail_expired_runs("gone").await.unwrap(), 0);
+        assert_eq!(
+            store.get_run("0000").await.unwrap().unwrap().state,
+            "SUCCESS"
+        );
         // A run whose node stopped: its heartbeat (1 ms) is past once we look.
         let dead = owned("0004", "third", "node-c");
         assert_eq!(

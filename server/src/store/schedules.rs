@@ -235,8 +235,11 @@ impl Store {
         let params = json!({ "reason": reason, "end": super::now_timestamp() });
         let failed: Vec<String> = with_retry(|| {
             self.query_all(
-                "UPDATE execution SET outcome = 'FAILED', end = $end, message = $reason \
-                 WHERE outcome = 'RUNNING' AND (until == NONE OR until < time::now()) RETURN VALUE eid",
+                // The RUNNING ones through the outcome index, then those records.
+                "UPDATE (SELECT VALUE id FROM execution WHERE outcome = 'RUNNING' \
+                 AND (until == NONE OR until < time::now())) \
+                 SET outcome = 'FAILED', end = $end, message = $reason \
+                 WHERE outcome = 'RUNNING' RETURN VALUE eid",
                 params.clone(),
             )
         })
@@ -404,6 +407,15 @@ mod tests {
         let mut with_run = live.clone();
         with_run.recon_run = Some("recon/1".into());
         store.save_execution(&with_run).await.unwrap();
+        // Ended long ago: its expired heartbeat does not matter.
+        let mut old = execution("old", "node-c");
+        store
+            .start_execution(&old, Duration::from_millis(1))
+            .await
+            .unwrap();
+        old.outcome = "SUCCESS".into();
+        old.message = "done".into();
+        store.save_execution(&old).await.unwrap();
         let dead = execution("dead", "node-c");
         store
             .start_execution(&dead, Duration::from_millis(1))
@@ -419,6 +431,7 @@ mod tests {
             (e.outcome.clone(), e.message.clone(), e.recon_run.clone())
         };
         assert_eq!(outcome("dead"), ("FAILED".into(), "gone".into(), None));
+        assert_eq!(outcome("old"), ("SUCCESS".into(), "done".into(), None));
         assert_eq!(
             outcome("live"),
             ("RUNNING".into(), String::new(), Some("recon/1".into()))
