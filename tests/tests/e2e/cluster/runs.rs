@@ -133,7 +133,11 @@ async fn a_recon_whose_node_is_killed_fails_after_its_heartbeat_expires_and_a_ne
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let seen = get_run(&mut b, &run.name).await;
-        assert_eq!(seen.state(), State::Active, "the run ended before the kill: {seen:?}");
+        assert_eq!(
+            seen.state(),
+            State::Active,
+            "the run ended before the kill: {seen:?}"
+        );
         if seen.source.is_some_and(|s| s.processed > 0) {
             break;
         }
@@ -166,7 +170,10 @@ async fn a_recon_whose_node_is_killed_fails_after_its_heartbeat_expires_and_a_ne
     };
     assert!(killed_at.elapsed() >= Duration::from_secs(8), "{failed:?}");
     assert_eq!(failed.state(), State::Failed, "{failed:?}");
-    assert!(failed.error.contains("the node running it stopped"), "{failed:?}");
+    assert!(
+        failed.error.contains("the node running it stopped"),
+        "{failed:?}"
+    );
 
     // A new run on B completes; one user per row, none twice.
     let again = start_run(&mut b, true).await.unwrap();
