@@ -1,9 +1,21 @@
 //! API tokens and login sessions. Only a SHA-256 of each secret is stored.
+//!
+//! Every change another node must hear of (a token or session created, a
+//! revocation, a session ended) stamps the records it touches with the next
+//! number of one store-wide counter (`meta:token_seq`), in the same
+//! transaction; as every such transaction writes the counter, they commit in
+//! the counter's order, so a node that has read every change up to `n`
+//! misses none when it next reads `changed > n` (one range of the
+//! `token_changed` index). A session's last use is not such a change: it is
+//! written often, and a node reads it by record id when it needs it.
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Store, StoreError};
+use std::future::Future;
+
+use super::objects::{Tx, cancel, tx_query};
+use super::{Store, StoreError, decode_optional, decode_rows, with_retry};
 
 /// What a bearer record is: an API token (`idmctl tokens create`) or a
 /// session from `AuthService.Login`. Records written before schema version 4
@@ -38,6 +50,10 @@ pub struct TokenRecord {
     /// A session's last use as last written (the node keeps fresher times in memory).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_used: Option<String>,
+    /// The change number of the last create or revocation (`None` before
+    /// schema version 6 and for records not yet written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed: Option<i64>,
 }
 
 /// NONE (a record from before sessions) reads as an API token.
@@ -45,13 +61,92 @@ fn kind_or_token<'de, D: serde::Deserializer<'de>>(d: D) -> Result<TokenKind, D:
     Ok(Option::<TokenKind>::deserialize(d)?.unwrap_or_default())
 }
 
-const COLUMNS: &str = "tid, scope, description, hash, created, expires, revoked, kind, account, idle_timeout, last_used";
+const COLUMNS: &str = "tid, scope, description, hash, created, expires, revoked, kind, account, idle_timeout, last_used, changed";
+
+/// The next change number, taken inside `tx`.
+async fn next_change(tx: &Tx) -> Result<i64, StoreError> {
+    let n: Option<i64> = decode_optional(
+        tx_query(
+            tx,
+            "UPSERT meta:token_seq SET n = (n ?? 0) + 1 RETURN VALUE n",
+            json!({}),
+        )
+        .await?,
+    )?;
+    n.ok_or_else(|| StoreError::Decode("meta:token_seq has no number".into()))
+}
+
+/// Runs `work` with a fresh change number in one transaction (retried on
+/// write conflicts: two nodes taking a number at once).
+async fn changing<T, F, Fut>(store: &Store, work: F) -> Result<T, StoreError>
+where
+    F: Fn(Tx, i64) -> Fut,
+    Fut: Future<Output = Result<(Tx, T), (Tx, StoreError)>>,
+{
+    with_retry(|| async {
+        let tx = store.db.clone().begin().await?;
+        let n = match next_change(&tx).await {
+            Ok(n) => n,
+            Err(e) => {
+                cancel(tx).await;
+                return Err(e);
+            }
+        };
+        match work(tx, n).await {
+            Ok((tx, done)) => {
+                tx.commit().await?;
+                Ok(done)
+            }
+            Err((tx, e)) => {
+                cancel(tx).await;
+                Err(e)
+            }
+        }
+    })
+    .await
+}
 
 impl Store {
-    pub async fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
-        self.execute(
-            "CREATE type::record('token', $record.tid) CONTENT $record RETURN NONE",
-            json!({ "record": token }),
+    /// Writes a new token or session; returns it with its change number.
+    pub async fn insert_token(&self, token: &TokenRecord) -> Result<TokenRecord, StoreError> {
+        changing(self, |tx, n| async move {
+            let mut record = token.clone();
+            record.changed = Some(n);
+            match tx_query(
+                &tx,
+                "CREATE type::record('token', $record.tid) CONTENT $record RETURN NONE",
+                json!({ "record": record }),
+            )
+            .await
+            {
+                Ok(_) => Ok((tx, record)),
+                Err(e) => Err((tx, e)),
+            }
+        })
+        .await
+    }
+
+    /// One token or session by id (a point read), `None` if there is none.
+    pub async fn get_token(&self, tid: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.query_one(
+            &format!("SELECT {COLUMNS} FROM type::record('token', $tid)"),
+            json!({ "tid": tid }),
+        )
+        .await
+    }
+
+    /// Tokens and sessions changed after change number `since`, in change
+    /// order, at most `limit` (one range of the `token_changed` index).
+    pub async fn changed_tokens(
+        &self,
+        since: i64,
+        limit: usize,
+    ) -> Result<Vec<TokenRecord>, StoreError> {
+        self.query_all(
+            &format!(
+                "SELECT {COLUMNS} FROM token WHERE changed > $since ORDER BY changed LIMIT $limit"
+            ),
+            json!({ "since": since, "limit": limit }),
         )
         .await
     }
@@ -67,23 +162,44 @@ impl Store {
 
     /// Marks a token revoked; `None` if there is no such token.
     pub async fn revoke_token(&self, tid: &str) -> Result<Option<TokenRecord>, StoreError> {
-        self.query_one(
-            &format!("UPDATE type::record('token', $tid) SET revoked = true RETURN {COLUMNS}"),
-            json!({ "tid": tid }),
-        )
+        changing(self, |tx, n| async move {
+            let answer = tx_query(
+                &tx,
+                &format!(
+                    "UPDATE type::record('token', $tid) SET revoked = true, changed = $n \
+                     RETURN {COLUMNS}"
+                ),
+                json!({ "tid": tid, "n": n }),
+            )
+            .await
+            .and_then(decode_optional);
+            match answer {
+                Ok(record) => Ok((tx, record)),
+                Err(e) => Err((tx, e)),
+            }
+        })
         .await
     }
 
     /// Revokes every live session of `account`; returns them.
     pub async fn revoke_sessions(&self, account: &str) -> Result<Vec<TokenRecord>, StoreError> {
-        self.query_all(
-            &format!(
-                "UPDATE token SET revoked = true \
-                 WHERE account = $account AND kind = 'session' AND revoked = false \
-                 RETURN {COLUMNS}"
-            ),
-            json!({ "account": account }),
-        )
+        changing(self, |tx, n| async move {
+            let answer = tx_query(
+                &tx,
+                &format!(
+                    "UPDATE token SET revoked = true, changed = $n \
+                     WHERE account = $account AND kind = 'session' AND revoked = false \
+                     RETURN {COLUMNS}"
+                ),
+                json!({ "account": account, "n": n }),
+            )
+            .await
+            .and_then(decode_rows);
+            match answer {
+                Ok(records) => Ok((tx, records)),
+                Err(e) => Err((tx, e)),
+            }
+        })
         .await
     }
 
@@ -105,5 +221,13 @@ impl Store {
             json!({ "now": now }),
         )
         .await
+    }
+
+    /// Removes the token table, so that reading its changes fails.
+    #[cfg(test)]
+    pub(crate) async fn break_tokens_for_tests(&self) {
+        self.execute("REMOVE TABLE token", json!({}))
+            .await
+            .expect("the token table is removed");
     }
 }
