@@ -924,6 +924,48 @@ mod tests {
         assert_eq!(b.point_reads(), 0, "the poll, not point reads, carried it");
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_changes_on_two_nodes_all_reach_a_third_polling_meanwhile() {
+        let (store, a, b) = two_nodes(Timing::default()).await;
+        let c = TokenRegistry::load(store.clone(), None).await.unwrap();
+        let mut writers = Vec::new();
+        for node in [&a, &b] {
+            let node = Arc::clone(node);
+            writers.push(tokio::spawn(async move {
+                let mut made = Vec::new();
+                for i in 0..20 {
+                    let (record, secret) =
+                        node.create(Scope::Read, String::new(), None).await.unwrap();
+                    if i % 2 == 0 {
+                        node.revoke(&record.tid).await.unwrap();
+                    }
+                    made.push((secret, i % 2 == 0));
+                }
+                made
+            }));
+        }
+        let polling = {
+            let c = Arc::clone(&c);
+            tokio::spawn(async move {
+                for _ in 0..50 {
+                    c.poll().await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        let mut made = Vec::new();
+        for writer in writers {
+            made.extend(writer.await.unwrap());
+        }
+        polling.await.unwrap();
+        c.poll().await.unwrap();
+        for (secret, revoked) in &made {
+            // From memory alone: no point read.
+            assert_eq!(c.authenticate(secret).is_err(), *revoked);
+        }
+        assert_eq!(c.point_reads(), 0);
+    }
+
     #[tokio::test]
     async fn an_older_answer_never_undoes_a_revocation() {
         let (store, a, b) = two_nodes(Timing::default()).await;

@@ -231,3 +231,34 @@ impl Store {
             .expect("the token table is removed");
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The plan SurrealDB makes for `sql`, as text.
+    async fn plan(store: &Store, sql: &str, params: serde_json::Value) -> String {
+        let mut response = super::super::bind_all(store.db.query(format!("{sql} EXPLAIN")), params)
+            .await
+            .unwrap();
+        let value: surrealdb::types::Value = response.take(0).unwrap();
+        value.into_json_value().to_string()
+    }
+
+    #[tokio::test]
+    async fn the_poll_reads_one_index_range() {
+        let store = Store::open("mem://").await.unwrap();
+        let shown = plan(
+            &store,
+            &format!(
+                "SELECT {COLUMNS} FROM token WHERE changed > $since ORDER BY changed LIMIT $limit"
+            ),
+            json!({ "since": 3, "limit": 10 }),
+        )
+        .await;
+        assert!(shown.contains("\"IndexScan\""), "{shown}");
+        assert!(shown.contains("\"index\":\"token_changed\""), "{shown}");
+        assert!(!shown.contains("TableScan"), "{shown}");
+    }
+}
