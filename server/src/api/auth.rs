@@ -28,7 +28,9 @@ use subtle::ConstantTimeEq;
 use tonic::{Request, Status};
 
 use super::sessions::{LastUses, Touch};
-use crate::store::{Store, StoreError, TokenKind, TokenRecord, format_timestamp, now_timestamp};
+use crate::store::{
+    AccountSecret, Store, StoreError, TokenKind, TokenRecord, format_timestamp, now_timestamp,
+};
 
 /// The actor name of the bootstrap token from `IDM_ADMIN_TOKEN`.
 pub const BOOTSTRAP_ACTOR: &str = "bootstrap";
@@ -407,8 +409,8 @@ impl TokenRegistry {
         match self.store.get_token(tid).await {
             Ok(Some(record)) => {
                 let now = time::OffsetDateTime::now_utc();
-                let alive = !record.revoked
-                    && !(record.kind == TokenKind::Session && self.last_uses.idle(&record, now));
+                let idle = record.kind == TokenKind::Session && self.last_uses.idle(&record, now);
+                let alive = !(record.revoked || idle);
                 if let Ok(mut known) = self.known.write() {
                     known.merge(record);
                 }
@@ -569,13 +571,17 @@ impl TokenRegistry {
     }
 
     /// Opens a login session for `account`; returns its record and secret.
+    /// With `seen` (the account as the login checked it), `None` if the
+    /// account has changed since (disabled, deleted, another role or
+    /// password).
     pub async fn create_session(
         &self,
         account: &str,
         scope: Scope,
         lifetime: Duration,
         idle: Duration,
-    ) -> Result<(TokenRecord, String), StoreError> {
+        seen: Option<&AccountSecret>,
+    ) -> Result<Option<(TokenRecord, String)>, StoreError> {
         let now = time::OffsetDateTime::now_utc();
         let expires = now
             .checked_add(time::Duration::try_from(lifetime).unwrap_or(time::Duration::DAY))
@@ -595,9 +601,15 @@ impl TokenRegistry {
             last_used: None,
             changed: None,
         };
-        let record = self.store.insert_token(&record).await?;
+        let record = match seen {
+            Some(seen) => match self.store.insert_session(&record, seen).await? {
+                Some(record) => record,
+                None => return Ok(None),
+            },
+            None => self.store.insert_token(&record).await?,
+        };
         self.remember(record.clone());
-        Ok((record, secret))
+        Ok(Some((record, secret)))
     }
 
     /// Ends every session of `account` (disabled, deleted, new password).
@@ -897,8 +909,9 @@ mod tests {
         // A session made on A too.
         let hour = Duration::from_secs(3600);
         let (_, session) = a
-            .create_session("alice", Scope::Read, hour, hour)
+            .create_session("alice", Scope::Read, hour, hour, None)
             .await
+            .unwrap()
             .unwrap();
         assert_eq!(
             call(&b, &session).await.unwrap().account.as_deref(),
@@ -984,12 +997,14 @@ mod tests {
         let (store, a, b) = two_nodes(Timing::default()).await;
         let hour = Duration::from_secs(3600);
         let (_, alice) = a
-            .create_session("alice", Scope::Read, hour, hour)
+            .create_session("alice", Scope::Read, hour, hour, None)
             .await
+            .unwrap()
             .unwrap();
         let (_, bob) = a
-            .create_session("bob", Scope::Read, hour, hour)
+            .create_session("bob", Scope::Read, hour, hour, None)
             .await
+            .unwrap()
             .unwrap();
         call(&b, &alice).await.unwrap();
         call(&b, &bob).await.unwrap();
@@ -1011,6 +1026,47 @@ mod tests {
             let refused = call(&b, secret).await.unwrap_err();
             assert!(refused.message().contains("revoked"), "{refused:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn no_session_is_made_for_an_account_changed_since_the_login_checked_it() {
+        let (store, a, b) = two_nodes(Timing::default()).await;
+        let accounts = crate::accounts::Accounts::new(
+            store.clone(),
+            Arc::clone(&b),
+            crate::accounts::LoginLimits::default(),
+            crate::accounts::SessionPolicy::default(),
+        );
+        accounts
+            .create("alice", "Correct-Horse-1", Scope::Read)
+            .await
+            .unwrap();
+        let hour = Duration::from_secs(3600);
+        let seen = store.account_secret("alice").await.unwrap().unwrap();
+        // As the login on A saw it: a session.
+        let made = a
+            .create_session("alice", Scope::Read, hour, hour, Some(&seen))
+            .await
+            .unwrap();
+        assert!(made.is_some());
+        // Disabled on B after A's check, before A makes the session: none.
+        accounts.set_enabled("alice", false).await.unwrap();
+        let made = a
+            .create_session("alice", Scope::Read, hour, hour, Some(&seen))
+            .await
+            .unwrap();
+        assert!(made.is_none());
+        // Enabled again with another password: the old check is stale too.
+        accounts.set_enabled("alice", true).await.unwrap();
+        accounts
+            .set_password("alice", "Battery-Staple-2")
+            .await
+            .unwrap();
+        let made = a
+            .create_session("alice", Scope::Read, hour, hour, Some(&seen))
+            .await
+            .unwrap();
+        assert!(made.is_none());
     }
 
     #[tokio::test]
@@ -1066,8 +1122,9 @@ mod tests {
         let (store, a, b) = two_nodes(Timing::default()).await;
         let idle = Duration::from_secs(60);
         let (record, secret) = a
-            .create_session("alice", Scope::Read, Duration::from_secs(3600), idle)
+            .create_session("alice", Scope::Read, Duration::from_secs(3600), idle, None)
             .await
+            .unwrap()
             .unwrap();
         call(&a, &secret).await.unwrap();
         // Ninety seconds ago it was made; B used it (and wrote so) just now.
@@ -1111,7 +1168,7 @@ mod tests {
         assert!(node.authenticate("boot").is_ok());
         // The loop says so in health, and lifts it once a read succeeds.
         let (health, _service) = crate::health::Health::new().await;
-        store.break_tokens_for_tests().await;
+        store.break_tokens_for_tests().await.unwrap();
         assert!(node.poll().await.is_err(), "the store cannot answer");
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let looping = tokio::spawn(Arc::clone(&node).run_poll(health.clone(), stopped));

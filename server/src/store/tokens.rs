@@ -12,10 +12,12 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use std::future::Future;
+use std::time::Duration;
 
-use super::objects::{Tx, cancel, tx_query};
-use super::{Store, StoreError, decode_optional, decode_rows, with_retry};
+use serde_json::Value;
+
+use super::objects::take_json;
+use super::{AccountSecret, Store, StoreError, bind_all, decode_optional, decode_rows};
 
 /// What a bearer record is: an API token (`idmctl tokens create`) or a
 /// session from `AuthService.Login`. Records written before schema version 4
@@ -63,67 +65,108 @@ fn kind_or_token<'de, D: serde::Deserializer<'de>>(d: D) -> Result<TokenKind, D:
 
 const COLUMNS: &str = "tid, scope, description, hash, created, expires, revoked, kind, account, idle_timeout, last_used, changed";
 
-/// The next change number, taken inside `tx`.
-async fn next_change(tx: &Tx) -> Result<i64, StoreError> {
-    let n: Option<i64> = decode_optional(
-        tx_query(
-            tx,
-            "UPSERT meta:token_seq SET n = (n ?? 0) + 1 RETURN VALUE n",
-            json!({}),
-        )
-        .await?,
-    )?;
-    n.ok_or_else(|| StoreError::Decode("meta:token_seq has no number".into()))
+/// Runs `statements` in one transaction (one round trip, so that two
+/// nodes' changes overlap as little as possible) after `LET $n = <the next
+/// change number>`; returns what the last of them answered. Retried on write
+/// conflicts (two nodes taking a number at once).
+async fn changing(store: &Store, statements: &str, params: Value) -> Result<Value, StoreError> {
+    let sql = format!(
+        "BEGIN; \
+         LET $n = (UPSERT meta:token_seq SET n = (n ?? 0) + 1 RETURN VALUE n)[0]; \
+         {statements}; \
+         COMMIT;"
+    );
+    // Every token change writes the counter, so two at once conflict: more
+    // attempts than other writes, with short full-jitter waits, so that a
+    // node taking numbers in a tight loop cannot starve another.
+    let mut cap = Duration::from_millis(1);
+    for _ in 1..CHANGE_ATTEMPTS {
+        match change_once(store, &sql, &params).await {
+            Err(e) if super::is_retryable(&e) => {
+                let wait = rand::random_range(0..=cap.as_micros() as u64);
+                tokio::time::sleep(Duration::from_micros(wait)).await;
+                cap = (cap * 2).min(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+    match change_once(store, &sql, &params).await {
+        Err(e) if super::is_retryable(&e) => Err(StoreError::Contention),
+        other => other,
+    }
 }
 
-/// Runs `work` with a fresh change number in one transaction (retried on
-/// write conflicts: two nodes taking a number at once).
-async fn changing<T, F, Fut>(store: &Store, work: F) -> Result<T, StoreError>
-where
-    F: Fn(Tx, i64) -> Fut,
-    Fut: Future<Output = Result<(Tx, T), (Tx, StoreError)>>,
-{
-    with_retry(|| async {
-        let tx = store.db.clone().begin().await?;
-        let n = match next_change(&tx).await {
-            Ok(n) => n,
-            Err(e) => {
-                cancel(tx).await;
-                return Err(e);
-            }
-        };
-        match work(tx, n).await {
-            Ok((tx, done)) => {
-                tx.commit().await?;
-                Ok(done)
-            }
-            Err((tx, e)) => {
-                cancel(tx).await;
-                Err(e)
-            }
+/// The most attempts at one token change.
+const CHANGE_ATTEMPTS: u32 = 32;
+
+async fn change_once(store: &Store, sql: &str, params: &Value) -> Result<Value, StoreError> {
+    let _timer = crate::metrics::store_timer(crate::metrics::StoreOp::Transaction);
+    {
+        let mut response = bind_all(store.db.query(sql), params.clone()).await?;
+        let mut errors: Vec<(usize, String)> = response
+            .take_errors()
+            .into_iter()
+            .map(|(at, e)| (at, e.to_string()))
+            .collect();
+        errors.sort();
+        // The statements after a failure all answer "not executed due to a
+        // failed transaction"; the cause (a conflict, say) is another one.
+        if let Some((_, cause)) = errors
+            .iter()
+            .find(|(_, e)| !e.contains("not executed due to a failed transaction"))
+            .or(errors.first())
+        {
+            return Err(StoreError::Query(cause.clone()));
         }
-    })
-    .await
+        // The answers: BEGIN's, LET's, the statements', COMMIT's.
+        let last = response
+            .num_statements()
+            .checked_sub(2)
+            .ok_or_else(|| StoreError::Decode("a token change answered nothing".into()))?;
+        take_json(&mut response, last)
+    }
 }
 
 impl Store {
     /// Writes a new token or session; returns it with its change number.
     pub async fn insert_token(&self, token: &TokenRecord) -> Result<TokenRecord, StoreError> {
-        changing(self, |tx, n| async move {
-            let mut record = token.clone();
-            record.changed = Some(n);
-            match tx_query(
-                &tx,
-                "CREATE type::record('token', $record.tid) CONTENT $record RETURN NONE",
-                json!({ "record": record }),
-            )
-            .await
-            {
-                Ok(_) => Ok((tx, record)),
-                Err(e) => Err((tx, e)),
-            }
-        })
-        .await
+        let answer = changing(
+            self,
+            &format!(
+                "CREATE type::record('token', $record.tid) CONTENT $record RETURN NONE; \
+                 UPDATE type::record('token', $record.tid) SET changed = $n RETURN {COLUMNS}"
+            ),
+            json!({ "record": token }),
+        )
+        .await?;
+        decode_optional(answer)?
+            .ok_or_else(|| StoreError::Decode("a new token was not written".into()))
+    }
+
+    /// Writes a new session unless its account changed since the login read
+    /// it as `seen` (disabled, deleted, another role or password): `None`
+    /// then. As this and [`Store::revoke_sessions`] both take a change
+    /// number, one of them commits first: a session made while the account
+    /// is disabled is either refused here or revoked there.
+    pub async fn insert_session(
+        &self,
+        session: &TokenRecord,
+        seen: &AccountSecret,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        let answer = changing(
+            self,
+            &format!(
+                "LET $same = (SELECT VALUE enabled = true AND role = $role AND hash = $hash \
+                   FROM ONLY type::record('account', $record.account)) = true; \
+                 IF $same {{ CREATE type::record('token', $record.tid) CONTENT $record \
+                   RETURN NONE; }}; \
+                 UPDATE type::record('token', $record.tid) SET changed = $n WHERE $same \
+                   RETURN {COLUMNS}"
+            ),
+            json!({ "record": session, "role": seen.role, "hash": seen.hash }),
+        )
+        .await?;
+        decode_optional(answer)
     }
 
     /// One token or session by id (a point read), `None` if there is none.
@@ -162,45 +205,31 @@ impl Store {
 
     /// Marks a token revoked; `None` if there is no such token.
     pub async fn revoke_token(&self, tid: &str) -> Result<Option<TokenRecord>, StoreError> {
-        changing(self, |tx, n| async move {
-            let answer = tx_query(
-                &tx,
-                &format!(
-                    "UPDATE type::record('token', $tid) SET revoked = true, changed = $n \
-                     RETURN {COLUMNS}"
-                ),
-                json!({ "tid": tid, "n": n }),
-            )
-            .await
-            .and_then(decode_optional);
-            match answer {
-                Ok(record) => Ok((tx, record)),
-                Err(e) => Err((tx, e)),
-            }
-        })
-        .await
+        let answer = changing(
+            self,
+            &format!(
+                "UPDATE type::record('token', $tid) SET revoked = true, changed = $n \
+                 RETURN {COLUMNS}"
+            ),
+            json!({ "tid": tid }),
+        )
+        .await?;
+        decode_optional(answer)
     }
 
     /// Revokes every live session of `account`; returns them.
     pub async fn revoke_sessions(&self, account: &str) -> Result<Vec<TokenRecord>, StoreError> {
-        changing(self, |tx, n| async move {
-            let answer = tx_query(
-                &tx,
-                &format!(
-                    "UPDATE token SET revoked = true, changed = $n \
-                     WHERE account = $account AND kind = 'session' AND revoked = false \
-                     RETURN {COLUMNS}"
-                ),
-                json!({ "account": account, "n": n }),
-            )
-            .await
-            .and_then(decode_rows);
-            match answer {
-                Ok(records) => Ok((tx, records)),
-                Err(e) => Err((tx, e)),
-            }
-        })
-        .await
+        let answer = changing(
+            self,
+            &format!(
+                "UPDATE token SET revoked = true, changed = $n \
+                 WHERE account = $account AND kind = 'session' AND revoked = false \
+                 RETURN {COLUMNS}"
+            ),
+            json!({ "account": account }),
+        )
+        .await?;
+        decode_rows(answer)
     }
 
     /// Moves a session's written last use forward to `at` (never back).
@@ -225,10 +254,8 @@ impl Store {
 
     /// Removes the token table, so that reading its changes fails.
     #[cfg(test)]
-    pub(crate) async fn break_tokens_for_tests(&self) {
-        self.execute("REMOVE TABLE token", json!({}))
-            .await
-            .expect("the token table is removed");
+    pub(crate) async fn break_tokens_for_tests(&self) -> Result<(), StoreError> {
+        self.execute("REMOVE TABLE token", json!({})).await
     }
 }
 
