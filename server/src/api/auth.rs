@@ -402,6 +402,17 @@ impl TokenRegistry {
 
     /// Reads one bearer by id, within the rate limit, and takes it in.
     pub async fn look_up(&self, tid: &str) -> Lookup {
+        let outcome = self.look_up_counted(tid).await;
+        crate::metrics::token_lookup(match outcome {
+            Lookup::Found => "found",
+            Lookup::Missing => "missing",
+            Lookup::Skipped => "skipped",
+            Lookup::Failed => "failed",
+        });
+        outcome
+    }
+
+    async fn look_up_counted(&self, tid: &str) -> Lookup {
         if !well_formed_id(tid) || !self.take_read() {
             return Lookup::Skipped;
         }

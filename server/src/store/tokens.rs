@@ -76,6 +76,7 @@ async fn changing(store: &Store, statements: &str, params: Value) -> Result<Valu
          {statements}; \
          COMMIT;"
     );
+    let _timer = crate::metrics::store_timer(crate::metrics::StoreOp::Transaction);
     // Every token change writes the counter, so two at once conflict: more
     // attempts than other writes, with short full-jitter waits, so that a
     // node taking numbers in a tight loop cannot starve another.
@@ -100,7 +101,6 @@ async fn changing(store: &Store, statements: &str, params: Value) -> Result<Valu
 const CHANGE_ATTEMPTS: u32 = 32;
 
 async fn change_once(store: &Store, sql: &str, params: &Value) -> Result<Value, StoreError> {
-    let _timer = crate::metrics::store_timer(crate::metrics::StoreOp::Transaction);
     {
         let mut response = bind_all(store.db.query(sql), params.clone()).await?;
         let mut errors: Vec<(usize, String)> = response
