@@ -9,12 +9,10 @@
 //! `token_changed` index). A session's last use is not such a change: it is
 //! written often, and a node reads it by record id when it needs it.
 
-use serde::{Deserialize, Serialize};
-use serde_json::json;
-
 use std::time::Duration;
 
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 
 use super::objects::take_json;
 use super::{AccountSecret, Store, StoreError, bind_all, decode_optional, decode_rows};
@@ -101,30 +99,28 @@ async fn changing(store: &Store, statements: &str, params: Value) -> Result<Valu
 const CHANGE_ATTEMPTS: u32 = 32;
 
 async fn change_once(store: &Store, sql: &str, params: &Value) -> Result<Value, StoreError> {
+    let mut response = bind_all(store.db.query(sql), params.clone()).await?;
+    let mut errors: Vec<(usize, String)> = response
+        .take_errors()
+        .into_iter()
+        .map(|(at, e)| (at, e.to_string()))
+        .collect();
+    errors.sort();
+    // The statements after a failure all answer "not executed due to a
+    // failed transaction"; the cause (a conflict, say) is another one.
+    if let Some((_, cause)) = errors
+        .iter()
+        .find(|(_, e)| !e.contains("not executed due to a failed transaction"))
+        .or(errors.first())
     {
-        let mut response = bind_all(store.db.query(sql), params.clone()).await?;
-        let mut errors: Vec<(usize, String)> = response
-            .take_errors()
-            .into_iter()
-            .map(|(at, e)| (at, e.to_string()))
-            .collect();
-        errors.sort();
-        // The statements after a failure all answer "not executed due to a
-        // failed transaction"; the cause (a conflict, say) is another one.
-        if let Some((_, cause)) = errors
-            .iter()
-            .find(|(_, e)| !e.contains("not executed due to a failed transaction"))
-            .or(errors.first())
-        {
-            return Err(StoreError::Query(cause.clone()));
-        }
-        // The answers: BEGIN's, LET's, the statements', COMMIT's.
-        let last = response
-            .num_statements()
-            .checked_sub(2)
-            .ok_or_else(|| StoreError::Decode("a token change answered nothing".into()))?;
-        take_json(&mut response, last)
+        return Err(StoreError::Query(cause.clone()));
     }
+    // The answers: BEGIN's, LET's, the statements', COMMIT's.
+    let last = response
+        .num_statements()
+        .checked_sub(2)
+        .ok_or_else(|| StoreError::Decode("a token change answered nothing".into()))?;
+    take_json(&mut response, last)
 }
 
 impl Store {
