@@ -48,8 +48,7 @@ async fn works(node: &Idmd, secret: &str) -> Result<String, tonic::Status> {
 }
 
 #[tokio::test]
-async fn a_token_made_on_one_node_works_on_the_other_at_once_and_its_revocation_within_a_second()
-{
+async fn a_token_made_on_one_node_works_on_the_other_at_once_and_its_revocation_within_a_second() {
     let cluster = Cluster::start(2, ClusterOptions::default()).await;
     let (a, b) = (cluster.node(0), cluster.node(1));
     let mut admin_a = a.clients().await;
@@ -82,7 +81,9 @@ async fn a_token_made_on_one_node_works_on_the_other_at_once_and_its_revocation_
     }
     // A bogus bearer is refused by both.
     for node in [a, b] {
-        let refused = works(node, "idm_0011223344556677_forged").await.unwrap_err();
+        let refused = works(node, "idm_0011223344556677_forged")
+            .await
+            .unwrap_err();
         assert_eq!(refused.code(), Code::Unauthenticated);
     }
 }
