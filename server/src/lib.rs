@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod api;
 pub mod backup;
+pub mod conf_watch;
 pub mod config;
 pub mod connector;
 pub mod health;
@@ -163,7 +164,12 @@ pub async fn run(
         )
         .await?,
     );
-    let changed = config::apply(&store, &conf, &keys.secrets()).await?;
+    // A node without `--conf` runs what the store holds (applying the
+    // empty conf would delete the file documents another node applied).
+    let changed = match settings.conf {
+        Some(_) => config::apply(&store, &conf, &keys.secrets()).await?,
+        None => 0,
+    };
     let interrupted = store.fail_unfinished_runs(STOPPED_DURING_RUN).await?;
     if interrupted > 0 {
         tracing::warn!(
@@ -263,6 +269,25 @@ pub async fn run(
         &health,
     )
     .await?;
+    // Conf changes made on other nodes (and writes' stale subscriptions).
+    implicit.follow_conf();
+    let conf_follower = {
+        let follower = conf_watch::ConfFollower {
+            store: store.clone(),
+            implicit: Arc::clone(&implicit),
+            scheduler: scheduler.clone(),
+        };
+        let stopped = tasks_stopped.clone();
+        // Under `idm.scheduler`: while the loop is down, the node's writes
+        // still follow the conf (they check it themselves) but its
+        // schedules do not.
+        supervise::spawn(
+            supervise::Task::new("conf-follower", Some(health::SCHEDULER)),
+            &health,
+            tasks_stopped.clone(),
+            move || follower.clone().run(stopped.clone()),
+        )
+    };
     let core = api::Core {
         store: store.clone(),
         objects,
@@ -324,6 +349,9 @@ pub async fn run(
     // No new ticks; runs in flight are cancelled and awaited (scripts are
     // interrupted; reconciliations end CANCELED rather than be cut off
     // mid-batch) while the calls drain.
+    // Not before: a conf change seen now must not restart schedules.
+    conf_follower.abort();
+    let _ = conf_follower.await;
     scheduler.shutdown();
     let calls = async {
         match tokio::time::timeout_at(work_deadline, &mut serve).await {

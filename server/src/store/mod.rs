@@ -39,7 +39,7 @@ pub use objects::{
     NewObject, ObjectChange, Outcome, RelationRef, RelationRow, StoredObject, StoredSecret, Write,
     object_ref, split_ref,
 };
-pub use outbox::{FAILED, OutboxEntry, PENDING, QueueSummary, Reschedule, SyncSubscriptions};
+pub use outbox::{ConfReload, FAILED, OutboxEntry, PENDING, QueueSummary, Reschedule, SyncSubscriptions};
 pub use query::{
     Columns, CompileError, CompiledFilter, FieldResolver, Identifier, QueryPage, QueryPlan,
     ResolvedField, SortKey, compile,
@@ -106,6 +106,8 @@ pub struct Store {
     embedded_dir: Option<std::path::PathBuf>,
     /// Which mappings' outboxes each managed type's writes feed.
     sync: SyncSubscriptions,
+    /// Re-reads the conf when a write finds its subscriptions stale.
+    conf_reload: std::sync::Arc<std::sync::RwLock<Option<outbox::ConfReload>>>,
     /// Wakes outbox delivery after a write added entries.
     outbox_signal: std::sync::Arc<tokio::sync::Notify>,
     /// Which properties of each type have sort keys (store/sort.rs).
@@ -180,6 +182,7 @@ impl Store {
             db,
             embedded_dir,
             sync: SyncSubscriptions::default(),
+            conf_reload: std::sync::Arc::default(),
             outbox_signal: std::sync::Arc::default(),
             sorts: sort::SortIndexes::default(),
         };
@@ -458,11 +461,17 @@ where
 /// Errors that may wrap a retryable store conflict.
 pub trait AsRetryable {
     fn is_retryable(&self) -> bool;
+    /// The write found the conf changed since its subscriptions were read
+    /// (see [`Store::set_sync_subscriptions_at`]).
+    fn is_conf_stale(&self) -> bool;
 }
 
 impl AsRetryable for StoreError {
     fn is_retryable(&self) -> bool {
         is_retryable(self)
+    }
+    fn is_conf_stale(&self) -> bool {
+        matches!(self, StoreError::Query(message) if message.contains(objects::CONF_STALE))
     }
 }
 

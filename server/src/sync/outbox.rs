@@ -113,6 +113,9 @@ pub struct ImplicitSync {
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// The stuck-dispatcher watchdog's supervisor.
     watchdog: tokio::task::JoinHandle<()>,
+    /// One reload at a time (a conf change seen by the watcher and by
+    /// several stale writes at once).
+    reloading: tokio::sync::Mutex<()>,
 }
 
 impl ImplicitSync {
@@ -139,8 +142,9 @@ impl ImplicitSync {
         health: &Health,
         backoff: Backoff,
     ) -> Result<Self, StoreError> {
+        let version = store.conf_version().await?;
         let mappings = Arc::new(load_sync_mappings(&store, &objects, &conf_dir).await?);
-        store.set_sync_subscriptions(subscriptions(&mappings));
+        store.set_sync_subscriptions_at(subscriptions(&mappings), version);
         let (reload, _) = watch::channel(Arc::clone(&mappings));
         let (stop, stopped) = watch::channel(false);
         let handle = tokio::runtime::Handle::current();
@@ -199,16 +203,46 @@ impl ImplicitSync {
             stop,
             task: std::sync::Mutex::new(Some(task)),
             watchdog,
+            reloading: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Makes a managed write that finds the stored conf newer than its
+    /// subscriptions reload through `self` before it is made again (see
+    /// [`Store::set_sync_subscriptions_at`]). Held weakly: once implicit
+    /// sync is dropped, stale writes only stop checking.
+    pub fn follow_conf(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        self.store.on_conf_stale(Arc::new(move || {
+            let weak = weak.clone();
+            Box::pin(async move {
+                match weak.upgrade() {
+                    Some(implicit) => implicit.reload().await,
+                    None => Ok(()),
+                }
+            })
+        }));
     }
 
     /// Re-reads the mappings after a conf change: writes from now on feed
     /// the new set of outboxes, and deliveries use the new mappings.
+    ///
+    /// The version is read before the mappings: a change committed between
+    /// the two leaves the subscriptions tagged older than what they hold, and
+    /// the next write or watcher poll reloads again (never the reverse).
     pub async fn reload(&self) -> Result<(), StoreError> {
+        let _one = self.reloading.lock().await;
+        let version = self.store.conf_version().await?;
         let mappings = load_sync_mappings(&self.store, &self.objects, &self.conf_dir).await?;
-        self.store.set_sync_subscriptions(subscriptions(&mappings));
+        self.store
+            .set_sync_subscriptions_at(subscriptions(&mappings), version);
         self.reload.send_replace(Arc::new(mappings));
         Ok(())
+    }
+
+    /// The conf version the current mappings were read at.
+    pub fn conf_version(&self) -> Option<u64> {
+        self.store.sync_subscriptions_version()
     }
 
     /// Stops after the batch in hand (waiting at most `grace`); undelivered
