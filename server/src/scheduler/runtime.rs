@@ -150,6 +150,12 @@ impl Scheduler {
         Ok(scheduler)
     }
 
+    /// Whether the schedule's loop runs on this node.
+    #[cfg(test)]
+    pub(crate) fn is_running(&self, name: &str) -> bool {
+        lock(&self.inner.tasks).contains_key(name)
+    }
+
     /// Rebuilds the running set from the stored schedule documents. Each
     /// schedule's loop runs under a supervisor: a loop that dies is logged
     /// and restarted, `idm.scheduler` NOT_SERVING meanwhile.

@@ -23,8 +23,7 @@ pub struct ConfigDocument {
 }
 
 /// Bumps the conf version; part of every document write's transaction.
-const BUMP_CONF_VERSION: &str =
-    "UPSERT meta:conf SET version = (version ?? 0) + 1 RETURN NONE;";
+const BUMP_CONF_VERSION: &str = "UPSERT meta:conf SET version = (version ?? 0) + 1 RETURN NONE;";
 
 /// The stored conf version (NONE before the first document write).
 pub(super) const CONF_VERSION: &str = "RETURN meta:conf.version ?? 0;";

@@ -39,7 +39,9 @@ pub use objects::{
     NewObject, ObjectChange, Outcome, RelationRef, RelationRow, StoredObject, StoredSecret, Write,
     object_ref, split_ref,
 };
-pub use outbox::{ConfReload, FAILED, OutboxEntry, PENDING, QueueSummary, Reschedule, SyncSubscriptions};
+pub use outbox::{
+    ConfReload, FAILED, OutboxEntry, PENDING, QueueSummary, Reschedule, SyncSubscriptions,
+};
 pub use query::{
     Columns, CompileError, CompiledFilter, FieldResolver, Identifier, QueryPage, QueryPlan,
     ResolvedField, SortKey, compile,
@@ -115,6 +117,21 @@ pub struct Store {
 }
 
 impl Store {
+    /// The same database as another node sees it: its own outbox
+    /// subscriptions, conf reload and outbox signal (tests stand for two
+    /// nodes with two of these).
+    #[cfg(test)]
+    pub(crate) fn another_node(&self) -> Store {
+        Store {
+            db: self.db.clone(),
+            embedded_dir: self.embedded_dir.clone(),
+            sync: SyncSubscriptions::default(),
+            conf_reload: std::sync::Arc::default(),
+            outbox_signal: std::sync::Arc::default(),
+            sorts: self.sorts.clone(),
+        }
+    }
+
     /// Opens `mem://`, `surrealkv://PATH` or `ws://HOST:PORT` and applies the schema.
     ///
     /// # Durability of `surrealkv://`

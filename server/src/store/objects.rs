@@ -9,7 +9,7 @@ use surrealdb::engine::any::Any;
 use surrealdb::method::Transaction;
 
 use super::links::{INSERT_LINKS, Link, link_rows};
-use super::outbox::{Versioned, Subscribed, outbox_rows};
+use super::outbox::{Subscribed, Versioned, outbox_rows};
 use super::query::{QueryPage, QueryPlan, ResolvedField, SortKey, sort_clauses};
 use super::sort::{DELETE_KEYS, IndexedSet, changed_keys, insert_keys, keys_of};
 use super::{
@@ -604,29 +604,29 @@ impl Store {
             let outbox = subscriptions.by_type;
             let sorts = self.sorts.snapshot();
             let result = with_retry(|| async {
-            let tx = self.db.clone().begin().await.map_err(StoreError::from)?;
-            let hot = Hot {
-                outbox: &outbox,
-                conf: subscriptions.version,
-                sorts: &sorts,
-            };
-            let result =
-                update_in(&tx, actor, operation, type_name, oid, private, &decide, hot).await;
-            match result {
-                Ok(Outcome::Written(object)) => {
-                    tx.commit().await.map_err(StoreError::from)?;
-                    if !outbox.is_empty() {
-                        self.announce_outbox();
+                let tx = self.db.clone().begin().await.map_err(StoreError::from)?;
+                let hot = Hot {
+                    outbox: &outbox,
+                    conf: subscriptions.version,
+                    sorts: &sorts,
+                };
+                let result =
+                    update_in(&tx, actor, operation, type_name, oid, private, &decide, hot).await;
+                match result {
+                    Ok(Outcome::Written(object)) => {
+                        tx.commit().await.map_err(StoreError::from)?;
+                        if !outbox.is_empty() {
+                            self.announce_outbox();
+                        }
+                        Ok(Outcome::Written(object))
                     }
-                    Ok(Outcome::Written(object))
+                    other => {
+                        cancel(tx).await;
+                        other
+                    }
                 }
-                other => {
-                    cancel(tx).await;
-                    other
-                }
-            }
-        })
-        .await;
+            })
+            .await;
             match result {
                 Err(e) if e.is_conf_stale() && reloads < CONF_RELOADS => {
                     reloads += 1;
@@ -657,28 +657,28 @@ impl Store {
             let outbox = subscriptions.by_type;
             let sorts = self.sorts.snapshot();
             let result = with_retry(|| async {
-            let tx = self.db.clone().begin().await.map_err(StoreError::from)?;
-            let hot = Hot {
-                outbox: &outbox,
-                conf: subscriptions.version,
-                sorts: &sorts,
-            };
-            let result = delete_in(&tx, actor, type_name, oid, private, &check, hot).await;
-            match result {
-                Ok(Some(object)) => {
-                    tx.commit().await.map_err(StoreError::from)?;
-                    if !outbox.is_empty() {
-                        self.announce_outbox();
+                let tx = self.db.clone().begin().await.map_err(StoreError::from)?;
+                let hot = Hot {
+                    outbox: &outbox,
+                    conf: subscriptions.version,
+                    sorts: &sorts,
+                };
+                let result = delete_in(&tx, actor, type_name, oid, private, &check, hot).await;
+                match result {
+                    Ok(Some(object)) => {
+                        tx.commit().await.map_err(StoreError::from)?;
+                        if !outbox.is_empty() {
+                            self.announce_outbox();
+                        }
+                        Ok(Some(object))
                     }
-                    Ok(Some(object))
+                    other => {
+                        cancel(tx).await;
+                        other
+                    }
                 }
-                other => {
-                    cancel(tx).await;
-                    other
-                }
-            }
-        })
-        .await;
+            })
+            .await;
             match result {
                 Err(e) if e.is_conf_stale() && reloads < CONF_RELOADS => {
                     reloads += 1;

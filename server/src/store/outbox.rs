@@ -43,9 +43,8 @@ pub(super) struct Versioned {
 
 /// How a store re-reads the conf when a write found its subscriptions stale
 /// (registered by implicit sync: it owns the mappings).
-pub type ConfReload = Arc<
-    dyn Fn() -> futures::future::BoxFuture<'static, Result<(), StoreError>> + Send + Sync,
->;
+pub type ConfReload =
+    Arc<dyn Fn() -> futures::future::BoxFuture<'static, Result<(), StoreError>> + Send + Sync>;
 
 impl SyncSubscriptions {
     pub fn set(&self, by_type: BTreeMap<String, Vec<String>>) {
@@ -60,7 +59,13 @@ impl SyncSubscriptions {
     }
 
     pub(super) fn snapshot(&self) -> Subscribed {
-        Arc::clone(&self.0.read().unwrap_or_else(PoisonError::into_inner).by_type)
+        Arc::clone(
+            &self
+                .0
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .by_type,
+        )
     }
 
     pub(super) fn versioned(&self) -> Versioned {
@@ -226,7 +231,8 @@ impl Store {
         match reload {
             Some(reload) => reload().await,
             None => {
-                self.sync.set_versioned((*self.sync.snapshot()).clone(), None);
+                self.sync
+                    .set_versioned((*self.sync.snapshot()).clone(), None);
                 Ok(())
             }
         }

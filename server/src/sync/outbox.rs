@@ -240,6 +240,12 @@ impl ImplicitSync {
         Ok(())
     }
 
+    /// The mappings handed to the dispatcher, as they change.
+    #[cfg(test)]
+    pub(crate) fn watch_mappings(&self) -> watch::Receiver<Arc<Vec<Mapping>>> {
+        self.reload.subscribe()
+    }
+
     /// The conf version the current mappings were read at.
     pub fn conf_version(&self) -> Option<u64> {
         self.store.sync_subscriptions_version()
