@@ -738,6 +738,7 @@ pub(super) async fn tx_query(tx: &Tx, sql: &str, params: Value) -> Result<Value,
     take_json(&mut response, 0)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn create_in(
     tx: &Tx,
     actor: &str,
