@@ -350,4 +350,62 @@ mod tests {
         );
         shutdown([&a, &b]).await;
     }
+
+    #[tokio::test]
+    async fn a_second_node_starting_with_the_conf_directory_changes_nothing_and_keeps_api_edits() {
+        let dir = std::env::temp_dir().join(format!("idm-conf-apply-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let schedule = |source: &str| {
+            json!({"type": "cron", "schedule": "0 0 0 1 1 ? 2099", "invokeService": "script",
+                   "invokeContext": {"script": {"type": "text/javascript", "source": source}}})
+            .to_string()
+        };
+        std::fs::write(dir.join("schedule-nightly.json"), schedule("'file'")).unwrap();
+        std::fs::write(dir.join("schedule-weekly.json"), schedule("'file'")).unwrap();
+        let conf = crate::config::read(Some(&dir)).unwrap();
+        let secrets = SecretBox::load_or_create(&dir.join("idm.key"), None).unwrap();
+        let store = Store::open("mem://").await.unwrap();
+        // The first node applies the directory, the second finds it there.
+        assert_eq!(
+            crate::config::apply(&store, &conf, &secrets).await.unwrap(),
+            2
+        );
+        let version = store.conf_version().await.unwrap();
+        assert_eq!(
+            crate::config::apply(&store, &conf, &secrets).await.unwrap(),
+            0
+        );
+        assert_eq!(
+            store.conf_version().await.unwrap(),
+            version,
+            "nothing rewritten"
+        );
+        // An operator's edit through the API, then a node (re)starts with the directory.
+        put(
+            &store,
+            "schedule",
+            "nightly",
+            serde_json::from_str(&schedule("'api'")).unwrap(),
+        )
+        .await;
+        assert_eq!(
+            crate::config::apply(&store, &conf, &secrets).await.unwrap(),
+            0
+        );
+        let kept = store
+            .get_config("schedule", "nightly")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(kept.source, "api");
+        assert_eq!(kept.body["invokeContext"]["script"]["source"], "'api'");
+        // A changed file still applies to the documents it owns.
+        std::fs::write(dir.join("schedule-weekly.json"), schedule("'file v2'")).unwrap();
+        let conf = crate::config::read(Some(&dir)).unwrap();
+        assert_eq!(
+            crate::config::apply(&store, &conf, &secrets).await.unwrap(),
+            1
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
