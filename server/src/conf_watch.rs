@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::scheduler::{Scheduler, SchedulerError};
-use crate::store::{Store, StoreError};
+use crate::store::{ConfigDocument, Store, StoreError};
 use crate::sync::outbox::ImplicitSync;
 
 /// How often each node reads the conf version.
@@ -39,12 +39,24 @@ pub enum ConfWatchError {
 /// What a node reloads when the stored conf changes.
 #[derive(Clone)]
 pub struct ConfFollower {
-    pub store: Store,
-    pub implicit: Arc<ImplicitSync>,
-    pub scheduler: Scheduler,
+    store: Store,
+    implicit: Arc<ImplicitSync>,
+    scheduler: Scheduler,
+    /// The schedule documents the scheduler last reloaded from: a reload
+    /// restarts every schedule's loop, so a change of mappings or
+    /// connectors alone does not.
+    schedules: Arc<tokio::sync::Mutex<Option<Vec<ConfigDocument>>>>,
 }
 
 impl ConfFollower {
+    pub fn new(store: Store, implicit: Arc<ImplicitSync>, scheduler: Scheduler) -> Self {
+        ConfFollower {
+            store,
+            implicit,
+            scheduler,
+            schedules: Arc::default(),
+        }
+    }
     /// Reloads if the stored conf version is not `seen`; returns the version
     /// now followed. `None` reloads whatever the version (a restarted loop
     /// does not know what the last one saw).
@@ -60,7 +72,12 @@ impl ConfFollower {
         if self.implicit.conf_version() != Some(version) || seen.is_none() {
             self.implicit.reload().await?;
         }
-        self.scheduler.reload().await?;
+        let schedules = self.store.list_config("schedule").await?;
+        let mut last = self.schedules.lock().await;
+        if last.as_ref() != Some(&schedules) {
+            self.scheduler.reload().await?;
+            *last = Some(schedules);
+        }
         Ok(version)
     }
 
@@ -96,7 +113,6 @@ mod tests {
     use crate::health::Health;
     use crate::managed::{ManagedObjects, ManagedSchema};
     use crate::secrets::SecretBox;
-    use crate::store::ConfigDocument;
     use crate::sync::recon::Reconciler;
     use serde_json::{Map, Value, json};
     use std::path::PathBuf;
@@ -135,11 +151,7 @@ mod tests {
         Node {
             store: store.clone(),
             objects,
-            follower: ConfFollower {
-                store,
-                implicit,
-                scheduler,
-            },
+            follower: ConfFollower::new(store, implicit, scheduler),
         }
     }
 
@@ -308,6 +320,12 @@ mod tests {
         let seen = b.follower.catch_up(None).await.unwrap();
         assert_eq!(b.follower.scheduler.list().await.unwrap().len(), 1);
         assert!(b.follower.scheduler.is_running("later"));
+        // A mapping changed: B follows it, and its schedule loops go on as they were.
+        let running = b.follower.scheduler.loop_id("later");
+        put(&a.store, "mapping", "users", mapping(false)).await;
+        let seen = b.follower.catch_up(Some(seen)).await.unwrap();
+        assert_eq!(b.follower.implicit.conf_version(), Some(seen));
+        assert_eq!(b.follower.scheduler.loop_id("later"), running);
         a.follower.scheduler.delete("later").await.unwrap();
         // Nothing changed since: no reload.
         let moved = b.follower.catch_up(Some(seen)).await.unwrap();
@@ -407,5 +425,26 @@ mod tests {
             1
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_follower_loop_picks_up_a_change_no_write_triggered() {
+        let (a, b) = two_nodes().await;
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(b.follower.clone().run(stopped));
+        put(&a.store, "mapping", "users", mapping(true)).await;
+        let version = a.store.conf_version().await.unwrap();
+        let mut mappings = b.follower.implicit.watch_mappings();
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            mappings.wait_for(|m| m.iter().any(|m| m.name == "users")),
+        )
+        .await
+        .expect("B's dispatcher was handed the new mapping")
+        .unwrap();
+        assert_eq!(b.follower.implicit.conf_version(), Some(version));
+        stop.send(true).unwrap();
+        task.await.unwrap();
+        shutdown([&a, &b]).await;
     }
 }

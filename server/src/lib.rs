@@ -254,6 +254,8 @@ pub async fn run(
         )
         .await?,
     );
+    // A write that finds the conf changed on another node reloads first.
+    implicit.follow_conf();
     // Unique per process: ticks and run leases are claimed in its name.
     let node = format!(
         "idmd-{}-{}",
@@ -269,14 +271,10 @@ pub async fn run(
         &health,
     )
     .await?;
-    // Conf changes made on other nodes (and writes' stale subscriptions).
-    implicit.follow_conf();
+    // Conf changes made on other nodes.
     let conf_follower = {
-        let follower = conf_watch::ConfFollower {
-            store: store.clone(),
-            implicit: Arc::clone(&implicit),
-            scheduler: scheduler.clone(),
-        };
+        let follower =
+            conf_watch::ConfFollower::new(store.clone(), Arc::clone(&implicit), scheduler.clone());
         let stopped = tasks_stopped.clone();
         // Under `idm.scheduler`: while the loop is down, the node's writes
         // still follow the conf (they check it themselves) but its

@@ -156,6 +156,12 @@ impl Scheduler {
         lock(&self.inner.tasks).contains_key(name)
     }
 
+    /// The id of the schedule's loop (a reload starts a new one).
+    #[cfg(test)]
+    pub(crate) fn loop_id(&self, name: &str) -> Option<tokio::task::Id> {
+        lock(&self.inner.tasks).get(name).map(|t| t.id())
+    }
+
     /// Rebuilds the running set from the stored schedule documents. Each
     /// schedule's loop runs under a supervisor: a loop that dies is logged
     /// and restarted, `idm.scheduler` NOT_SERVING meanwhile.
