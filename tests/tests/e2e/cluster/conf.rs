@@ -4,8 +4,8 @@
 //! being told anything.
 //!
 //! DRAFT: written against the harness of `h-server` (`tests/src/cluster.rs`)
-//! before it was on main; not compiled or run yet. Wire with `mod conf;` in
-//! `cluster/mod.rs`.
+//! before it was on main; it compiles with h-server merged (`mod conf;` in
+//! `cluster/mod.rs`), and has not run yet (no SurrealDB server binary built).
 
 use idm_proto::json::{from_proto_struct, to_proto_struct};
 use idm_proto::v1::{GetMappingRequest, Mapping, PutMappingRequest};
