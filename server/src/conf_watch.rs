@@ -5,7 +5,8 @@
 //! (one point read) and, when it moved, reloads what the node that made the
 //! change reloaded at once: implicit sync's mappings and outbox
 //! subscriptions (its delivery provisioners, built from the mappings'
-//! connectors, are rebuilt with them) and the scheduler's schedules. Recon
+//! connectors, are rebuilt with them) and, if schedule documents changed,
+//! the scheduler's schedules (a reload restarts every loop). Recon
 //! runs read their mapping and connector from the store when they start, so
 //! nothing else is cached.
 //!
@@ -22,7 +23,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::scheduler::{Scheduler, SchedulerError};
-use crate::store::{ConfigDocument, Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::sync::outbox::ImplicitSync;
 
 /// How often each node reads the conf version.
@@ -42,10 +43,6 @@ pub struct ConfFollower {
     store: Store,
     implicit: Arc<ImplicitSync>,
     scheduler: Scheduler,
-    /// The schedule documents the scheduler last reloaded from: a reload
-    /// restarts every schedule's loop, so a change of mappings or
-    /// connectors alone does not.
-    schedules: Arc<tokio::sync::Mutex<Option<Vec<ConfigDocument>>>>,
 }
 
 impl ConfFollower {
@@ -54,7 +51,6 @@ impl ConfFollower {
             store,
             implicit,
             scheduler,
-            schedules: Arc::default(),
         }
     }
     /// Reloads if the stored conf version is not `seen`; returns the version
@@ -72,12 +68,7 @@ impl ConfFollower {
         if self.implicit.conf_version() != Some(version) || seen.is_none() {
             self.implicit.reload().await?;
         }
-        let schedules = self.store.list_config("schedule").await?;
-        let mut last = self.schedules.lock().await;
-        if last.as_ref() != Some(&schedules) {
-            self.scheduler.reload().await?;
-            *last = Some(schedules);
-        }
+        self.scheduler.reload_if_changed().await?;
         Ok(version)
     }
 
@@ -113,6 +104,7 @@ mod tests {
     use crate::health::Health;
     use crate::managed::{ManagedObjects, ManagedSchema};
     use crate::secrets::SecretBox;
+    use crate::store::ConfigDocument;
     use crate::sync::recon::Reconciler;
     use serde_json::{Map, Value, json};
     use std::path::PathBuf;

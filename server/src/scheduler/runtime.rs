@@ -86,6 +86,8 @@ struct Inner {
     node: String,
     /// Each schedule's loop, under its supervisor (`idm.scheduler`).
     tasks: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    /// The schedule documents of the last reload, as stored.
+    loaded: Mutex<Vec<ConfigDocument>>,
     /// Schedules with a run going on this node (the lease covers other nodes).
     running: Mutex<HashSet<String>>,
     /// Runs in flight on this node, by execution id: cancelled and awaited
@@ -140,6 +142,7 @@ impl Scheduler {
                 conf_dir,
                 node,
                 tasks: Mutex::new(HashMap::new()),
+                loaded: Mutex::new(Vec::new()),
                 running: Mutex::new(HashSet::new()),
                 runs: Mutex::new(HashMap::new()),
                 stop,
@@ -167,8 +170,26 @@ impl Scheduler {
     /// and restarted, `idm.scheduler` NOT_SERVING meanwhile.
     pub async fn reload(&self) -> Result<(), SchedulerError> {
         let documents = self.inner.store.list_config("schedule").await?;
+        self.start_documents(documents).await;
+        Ok(())
+    }
+
+    /// [`Scheduler::reload`] if the stored schedule documents are not the
+    /// ones running (a reload restarts every schedule's loop, so a conf
+    /// change elsewhere leaves them be); returns whether it reloaded.
+    pub async fn reload_if_changed(&self) -> Result<bool, SchedulerError> {
+        let documents = self.inner.store.list_config("schedule").await?;
+        if *lock(&self.inner.loaded) == documents {
+            return Ok(false);
+        }
+        self.start_documents(documents).await;
+        Ok(true)
+    }
+
+    async fn start_documents(&self, documents: Vec<ConfigDocument>) {
         let gone: Vec<String> = {
             let mut tasks = lock(&self.inner.tasks);
+            *lock(&self.inner.loaded) = documents.clone();
             self.start_loops(&mut tasks, documents)
         };
         // The loops replaced are not down: they are gone on purpose.
@@ -178,7 +199,6 @@ impl Scheduler {
                 .forget(health::SCHEDULER, &task_name(&name))
                 .await;
         }
-        Ok(())
     }
 
     /// Replaces the loops in `tasks`; returns the names of those stopped.
