@@ -468,6 +468,14 @@ impl Dispatcher {
                 work: Box::pin(async move { recording }),
             }
         };
+        // While this node has not followed a conf change made on another
+        // node (a mapping made enableSync there, whose entries that node's
+        // writes feed), a mapping it does not know is not a refusal: it is
+        // tried again without giving up.
+        if let Err(message) = self.provisioner(mapping).await.map(|_| ()) {
+            let behind = self.conf_behind().await;
+            return failed(keys, message, behind);
+        }
         let provisioner = match self.provisioner(mapping).await {
             Ok(provisioner) => provisioner,
             Err(message) => return failed(keys, message, false),
@@ -535,6 +543,20 @@ impl Dispatcher {
     }
 
     /// The mapping's provisioner, built on first use.
+    /// Whether the stored conf is newer than the mappings this node runs
+    /// (one point read per batch; the conf follower catches up within
+    /// `conf_watch::CONF_POLL`).
+    async fn conf_behind(&self) -> bool {
+        match (
+            self.store.conf_version().await,
+            self.store.sync_subscriptions_version(),
+        ) {
+            (Ok(stored), Some(followed)) => stored != followed,
+            (Err(_), _) => true,
+            (Ok(_), None) => false,
+        }
+    }
+
     async fn provisioner(&mut self, name: &str) -> Result<&mut Provisioner, String> {
         if !self.provisioners.contains_key(name) {
             let mapping = self
