@@ -789,6 +789,87 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    #[tokio::test]
+    async fn a_mapping_unknown_while_the_node_is_behind_the_stored_conf_is_not_given_up() {
+        use serde_json::json;
+        let store = Store::open("mem://").await.unwrap();
+        let dir = std::env::temp_dir().join(format!("idm-outbox-{}", uuid::Uuid::new_v4()));
+        let secrets =
+            crate::secrets::SecretBox::load_or_create(&dir.join("idm.key"), None).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let objects = ManagedObjects::new(
+            Arc::new(crate::managed::ManagedSchema::builtin().unwrap()),
+            store.clone(),
+            Arc::new(secrets),
+        );
+        let mapping = json!({"name": "users", "source": "managed/user",
+            "target": "system/ldap/account", "enableSync": true,
+            "properties": [{"source": "userName", "target": "uid"}]});
+        store
+            .put_config(&crate::store::ConfigDocument {
+                kind: "mapping".into(),
+                name: "users".into(),
+                body: mapping.as_object().cloned().unwrap(),
+                source: "api".into(),
+            })
+            .await
+            .unwrap();
+        let version = store.conf_version().await.unwrap();
+        // Node A follows the new mapping; its write queues an entry.
+        store.set_sync_subscriptions_at(
+            BTreeMap::from([("user".into(), vec!["users".into()])]),
+            version,
+        );
+        objects
+            .create(
+                "test",
+                "user",
+                Some("u".into()),
+                json!({"userName": "u"}).as_object().cloned().unwrap(),
+            )
+            .await
+            .unwrap();
+        let mut entry = store.due_entries("9999", 10).await.unwrap().remove(0);
+        // Its last attempt before a refusal gives up.
+        entry.attempts = MAX_ATTEMPTS - 1;
+        // Node B's dispatcher does not know the mapping.
+        let b = store.another_node();
+        let (health, _) = Health::new().await;
+        let mut dispatcher = Dispatcher {
+            store: b.clone(),
+            objects: objects.clone(),
+            conf_dir: PathBuf::from("."),
+            mappings: Arc::new(Vec::new()),
+            provisioners: HashMap::new(),
+            queued: VecDeque::new(),
+            health,
+        };
+        let failed = |summary: Vec<crate::store::QueueSummary>| {
+            summary.iter().map(|s| s.failed).sum::<u64>()
+        };
+        // Behind the store: retried as an outage.
+        b.set_sync_subscriptions_at(BTreeMap::new(), version - 1);
+        let batch = vec![("u".to_string(), vec![entry.clone()])];
+        dispatcher
+            .prepare("users", batch.clone())
+            .await
+            .work
+            .await
+            .work
+            .await;
+        assert_eq!(failed(store.queue_summary().await.unwrap()), 0);
+        // Up to date: a mapping it does not know is a refusal, given up.
+        b.set_sync_subscriptions_at(BTreeMap::new(), version);
+        dispatcher
+            .prepare("users", batch)
+            .await
+            .work
+            .await
+            .work
+            .await;
+        assert_eq!(failed(store.queue_summary().await.unwrap()), 1);
+    }
+
     #[test]
     fn outages_back_off_without_giving_up_and_refusals_give_up() {
         let first = reschedule(&entry(0), "down", true);
