@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod api;
 pub mod backup;
+pub mod conf_watch;
 pub mod config;
 pub mod connector;
 pub mod health;
@@ -163,7 +164,12 @@ pub async fn run(
         )
         .await?,
     );
-    let changed = config::apply(&store, &conf, &keys.secrets()).await?;
+    // A node without `--conf` runs what the store holds (applying the
+    // empty conf would delete the file documents another node applied).
+    let changed = match settings.conf {
+        Some(_) => config::apply(&store, &conf, &keys.secrets()).await?,
+        None => 0,
+    };
     // Runs and executions a stop or a crash cut short. An embedded store
     // has one process: all that is unfinished at its start was cut short.
     // On a shared store, only those whose node's heartbeat expired; other
@@ -277,6 +283,8 @@ pub async fn run(
         )
         .await?,
     );
+    // A write that finds the conf changed on another node reloads first.
+    implicit.follow_conf();
     let scheduler = scheduler::Scheduler::start(
         store.clone(),
         objects.clone(),
@@ -286,6 +294,21 @@ pub async fn run(
         &health,
     )
     .await?;
+    // Conf changes made on other nodes.
+    let conf_follower = {
+        let follower =
+            conf_watch::ConfFollower::new(store.clone(), Arc::clone(&implicit), scheduler.clone());
+        let stopped = tasks_stopped.clone();
+        // Under `idm.scheduler`: while the loop is down, the node's writes
+        // still follow the conf (they check it themselves) but its
+        // schedules do not.
+        supervise::spawn(
+            supervise::Task::new("conf-follower", Some(health::SCHEDULER)),
+            &health,
+            tasks_stopped.clone(),
+            move || follower.clone().run(stopped.clone()),
+        )
+    };
     let core = api::Core {
         store: store.clone(),
         objects,
@@ -347,6 +370,9 @@ pub async fn run(
     // No new ticks; runs in flight are cancelled and awaited (scripts are
     // interrupted; reconciliations end CANCELED rather than be cut off
     // mid-batch) while the calls drain.
+    // Not before: a conf change seen now must not restart schedules.
+    conf_follower.abort();
+    let _ = conf_follower.await;
     scheduler.shutdown();
     let calls = async {
         match tokio::time::timeout_at(work_deadline, &mut serve).await {

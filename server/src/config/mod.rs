@@ -195,10 +195,25 @@ pub fn read(dir: Option<&Path>) -> Result<Conf, ConfError> {
 /// file-sourced documents whose file no longer declares them. Sealing is
 /// randomized, so a document counts as unchanged when the stored one, opened,
 /// equals the file's: an unchanged file writes nothing.
+///
+/// Several nodes may start with the conf directory: applying is idempotent,
+/// so the first applies it and the others find it there. A document last
+/// written through the API is kept (a node starting, or restarting in a
+/// rolling upgrade, does not undo an operator's change made on another
+/// node); deleting it through the API lets the file's apply at the next start.
 pub async fn apply(store: &Store, conf: &Conf, secrets: &SecretBox) -> Result<usize, ConfError> {
     let mut changed = 0;
     for doc in &conf.documents {
         let current = store.get_config(&doc.kind, &doc.name).await?;
+        if current.as_ref().is_some_and(|c| c.source == "api") {
+            tracing::warn!(
+                kind = %doc.kind,
+                name = %doc.name,
+                file = %doc.source,
+                "kept the version written through the API; the file's is not applied (delete the document through the API to go back to the file)"
+            );
+            continue;
+        }
         let unchanged = current.is_some_and(|c| {
             c.source == doc.source
                 && sealing::open_sealed(&c.body, secrets).is_ok_and(|opened| opened == doc.body)

@@ -86,6 +86,9 @@ impl AsRetryable for ManagedError {
     fn is_retryable(&self) -> bool {
         matches!(self, ManagedError::Store(e) if e.is_retryable())
     }
+    fn is_conf_stale(&self) -> bool {
+        matches!(self, ManagedError::Store(e) if e.is_conf_stale())
+    }
 }
 
 fn from_store(error: StoreError) -> ManagedError {

@@ -91,6 +91,8 @@ struct Inner {
     node: String,
     /// Each schedule's loop, under its supervisor (`idm.scheduler`).
     tasks: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    /// The schedule documents of the last reload, as stored.
+    loaded: Mutex<Vec<ConfigDocument>>,
     /// Schedules with a run going on this node (the lease covers other nodes).
     running: Mutex<HashSet<String>>,
     /// Runs in flight on this node, by execution id: cancelled and awaited
@@ -145,6 +147,7 @@ impl Scheduler {
                 conf_dir,
                 node,
                 tasks: Mutex::new(HashMap::new()),
+                loaded: Mutex::new(Vec::new()),
                 running: Mutex::new(HashSet::new()),
                 runs: Mutex::new(HashMap::new()),
                 stop,
@@ -155,13 +158,43 @@ impl Scheduler {
         Ok(scheduler)
     }
 
+    /// Whether the schedule's loop runs on this node.
+    #[cfg(test)]
+    pub(crate) fn is_running(&self, name: &str) -> bool {
+        lock(&self.inner.tasks).contains_key(name)
+    }
+
+    /// The id of the schedule's loop (a reload starts a new one).
+    #[cfg(test)]
+    pub(crate) fn loop_id(&self, name: &str) -> Option<tokio::task::Id> {
+        lock(&self.inner.tasks).get(name).map(|t| t.id())
+    }
+
     /// Rebuilds the running set from the stored schedule documents. Each
     /// schedule's loop runs under a supervisor: a loop that dies is logged
     /// and restarted, `idm.scheduler` NOT_SERVING meanwhile.
     pub async fn reload(&self) -> Result<(), SchedulerError> {
         let documents = self.inner.store.list_config("schedule").await?;
+        self.start_documents(documents).await;
+        Ok(())
+    }
+
+    /// [`Scheduler::reload`] if the stored schedule documents are not the
+    /// ones running (a reload restarts every schedule's loop, so a conf
+    /// change elsewhere leaves them be); returns whether it reloaded.
+    pub async fn reload_if_changed(&self) -> Result<bool, SchedulerError> {
+        let documents = self.inner.store.list_config("schedule").await?;
+        if *lock(&self.inner.loaded) == documents {
+            return Ok(false);
+        }
+        self.start_documents(documents).await;
+        Ok(true)
+    }
+
+    async fn start_documents(&self, documents: Vec<ConfigDocument>) {
         let gone: Vec<String> = {
             let mut tasks = lock(&self.inner.tasks);
+            *lock(&self.inner.loaded) = documents.clone();
             self.start_loops(&mut tasks, documents)
         };
         // The loops replaced are not down: they are gone on purpose.
@@ -171,7 +204,6 @@ impl Scheduler {
                 .forget(health::SCHEDULER, &task_name(&name))
                 .await;
         }
-        Ok(())
     }
 
     /// Replaces the loops in `tasks`; returns the names of those stopped.

@@ -1,5 +1,11 @@
 //! Documents of the conf directory (connectors, mappings, schedules), kept in
 //! the store so they can also be managed at runtime.
+//!
+//! Every write or delete of a document bumps `meta:conf {version}` in the
+//! same transaction, so every node sharing the store can tell, with one point
+//! read, that the conf changed and reload it (`conf_watch.rs`), and a managed
+//! write can check, inside its own transaction, that the outbox
+//! subscriptions it used are the current ones (`store/objects.rs`).
 
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -16,6 +22,12 @@ pub struct ConfigDocument {
     pub source: String,
 }
 
+/// Bumps the conf version; part of every document write's transaction.
+const BUMP_CONF_VERSION: &str = "UPSERT meta:conf SET version = (version ?? 0) + 1 RETURN NONE;";
+
+/// The stored conf version (NONE before the first document write).
+pub(super) const CONF_VERSION: &str = "RETURN meta:conf.version ?? 0;";
+
 impl Store {
     /// Creates or replaces a document; returns whether it changed.
     pub async fn put_config(&self, document: &ConfigDocument) -> Result<bool, StoreError> {
@@ -24,7 +36,11 @@ impl Store {
             return Ok(false);
         }
         self.execute(
-            "UPSERT type::record('config', [$kind, $name]) CONTENT { kind: $kind, name: $name, body: $body, source: $source } RETURN NONE",
+            &format!(
+                "BEGIN TRANSACTION; \
+                 UPSERT type::record('config', [$kind, $name]) CONTENT {{ kind: $kind, name: $name, body: $body, source: $source }} RETURN NONE; \
+                 {BUMP_CONF_VERSION} COMMIT TRANSACTION;"
+            ),
             json!({ "kind": document.kind, "name": document.name, "body": document.body, "source": document.source }),
         )
         .await?;
@@ -54,10 +70,20 @@ impl Store {
     pub async fn delete_config(&self, kind: &str, name: &str) -> Result<bool, StoreError> {
         let existed = self.get_config(kind, name).await?.is_some();
         self.execute(
-            "DELETE type::record('config', [$kind, $name])",
+            &format!(
+                "BEGIN TRANSACTION; DELETE type::record('config', [$kind, $name]) RETURN NONE; \
+                 {BUMP_CONF_VERSION} COMMIT TRANSACTION;"
+            ),
             json!({ "kind": kind, "name": name }),
         )
         .await?;
         Ok(existed)
+    }
+
+    /// The conf version: bumped by every document write or delete; 0 before
+    /// the first. One point read.
+    pub async fn conf_version(&self) -> Result<u64, StoreError> {
+        let version: Option<u64> = self.query_one(CONF_VERSION, json!({})).await?;
+        Ok(version.unwrap_or(0))
     }
 }

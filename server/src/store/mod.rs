@@ -39,7 +39,9 @@ pub use objects::{
     NewObject, ObjectChange, Outcome, RelationRef, RelationRow, StoredObject, StoredSecret, Write,
     object_ref, split_ref,
 };
-pub use outbox::{FAILED, OutboxEntry, PENDING, QueueSummary, Reschedule, SyncSubscriptions};
+pub use outbox::{
+    ConfReload, FAILED, OutboxEntry, PENDING, QueueSummary, Reschedule, SyncSubscriptions,
+};
 pub use query::{
     Columns, CompileError, CompiledFilter, FieldResolver, Identifier, QueryPage, QueryPlan,
     ResolvedField, SortKey, compile,
@@ -111,6 +113,8 @@ pub struct Store {
     embedded_dir: Option<std::path::PathBuf>,
     /// Which mappings' outboxes each managed type's writes feed.
     sync: SyncSubscriptions,
+    /// Re-reads the conf when a write finds its subscriptions stale.
+    conf_reload: std::sync::Arc<std::sync::RwLock<Option<outbox::ConfReload>>>,
     /// Wakes outbox delivery after a write added entries.
     outbox_signal: std::sync::Arc<tokio::sync::Notify>,
     /// Which properties of each type have sort keys (store/sort.rs).
@@ -118,6 +122,21 @@ pub struct Store {
 }
 
 impl Store {
+    /// The same database as another node sees it: its own outbox
+    /// subscriptions, conf reload and outbox signal (tests stand for two
+    /// nodes with two of these).
+    #[cfg(test)]
+    pub(crate) fn another_node(&self) -> Store {
+        Store {
+            db: self.db.clone(),
+            embedded_dir: self.embedded_dir.clone(),
+            sync: SyncSubscriptions::default(),
+            conf_reload: std::sync::Arc::default(),
+            outbox_signal: std::sync::Arc::default(),
+            sorts: self.sorts.clone(),
+        }
+    }
+
     /// Opens `mem://`, `surrealkv://PATH` or `ws://HOST:PORT` and applies the schema.
     ///
     /// # Durability of `surrealkv://`
@@ -185,6 +204,7 @@ impl Store {
             db,
             embedded_dir,
             sync: SyncSubscriptions::default(),
+            conf_reload: std::sync::Arc::default(),
             outbox_signal: std::sync::Arc::default(),
             sorts: sort::SortIndexes::default(),
         };
@@ -463,11 +483,17 @@ where
 /// Errors that may wrap a retryable store conflict.
 pub trait AsRetryable {
     fn is_retryable(&self) -> bool;
+    /// The write found the conf changed since its subscriptions were read
+    /// (see [`Store::set_sync_subscriptions_at`]).
+    fn is_conf_stale(&self) -> bool;
 }
 
 impl AsRetryable for StoreError {
     fn is_retryable(&self) -> bool {
         is_retryable(self)
+    }
+    fn is_conf_stale(&self) -> bool {
+        matches!(self, StoreError::Query(message) if message.contains(objects::CONF_STALE))
     }
 }
 

@@ -9,7 +9,7 @@ use surrealdb::engine::any::Any;
 use surrealdb::method::Transaction;
 
 use super::links::{INSERT_LINKS, Link, link_rows};
-use super::outbox::{Subscribed, outbox_rows};
+use super::outbox::{Subscribed, Versioned, outbox_rows};
 use super::query::{QueryPage, QueryPlan, ResolvedField, SortKey, sort_clauses};
 use super::sort::{DELETE_KEYS, IndexedSet, changed_keys, insert_keys, keys_of};
 use super::{
@@ -476,12 +476,47 @@ impl Store {
         objects: &[NewObject],
         links: &[Link],
     ) -> Result<Vec<StoredObject>, StoreError> {
-        let subscriptions = self.sync.snapshot();
-        let outbox = subscriptions.get(type_name).map_or(&[][..], Vec::as_slice);
+        let mut reloads = 0;
+        let result = loop {
+            let subscriptions = self.sync.versioned();
+            let result = self
+                .create_once(actor, type_name, objects, links, &subscriptions)
+                .await;
+            match result {
+                Err(e) if e.is_conf_stale() && reloads < CONF_RELOADS => {
+                    reloads += 1;
+                    self.reload_conf().await?;
+                }
+                other => break other,
+            }
+        };
+        match result {
+            Err(StoreError::Query(message)) if message.contains("already exists") => Err(self
+                .why_taken(type_name, objects)
+                .await?
+                .unwrap_or(StoreError::Query(message))),
+            other => other,
+        }
+    }
+
+    /// One try of [`Store::create_objects`] under these subscriptions.
+    async fn create_once(
+        &self,
+        actor: &str,
+        type_name: &str,
+        objects: &[NewObject],
+        links: &[Link],
+        subscriptions: &Versioned,
+    ) -> Result<Vec<StoredObject>, StoreError> {
+        let outbox = subscriptions
+            .by_type
+            .get(type_name)
+            .map_or(&[][..], Vec::as_slice);
+        let conf = subscriptions.version;
         let sorts = self.sorts.snapshot();
-        let result = with_retry(|| async {
+        with_retry(|| async {
             let tx = self.db.clone().begin().await?;
-            match create_in(&tx, actor, type_name, objects, links, outbox, &sorts).await {
+            match create_in(&tx, actor, type_name, objects, links, outbox, conf, &sorts).await {
                 Ok(created) => {
                     tx.commit().await?;
                     if !outbox.is_empty() {
@@ -495,14 +530,7 @@ impl Store {
                 }
             }
         })
-        .await;
-        match result {
-            Err(StoreError::Query(message)) if message.contains("already exists") => Err(self
-                .why_taken(type_name, objects)
-                .await?
-                .unwrap_or(StoreError::Query(message))),
-            other => other,
-        }
+        .await
     }
 
     /// After a create collided: the id or unique value that was taken.
@@ -570,31 +598,43 @@ impl Store {
     where
         E: From<StoreError> + AsRetryable,
     {
-        let outbox = self.sync.snapshot();
-        let sorts = self.sorts.snapshot();
-        with_retry(|| async {
-            let tx = self.db.clone().begin().await.map_err(StoreError::from)?;
-            let hot = Hot {
-                outbox: &outbox,
-                sorts: &sorts,
-            };
-            let result =
-                update_in(&tx, actor, operation, type_name, oid, private, &decide, hot).await;
-            match result {
-                Ok(Outcome::Written(object)) => {
-                    tx.commit().await.map_err(StoreError::from)?;
-                    if !outbox.is_empty() {
-                        self.announce_outbox();
+        let mut reloads = 0;
+        loop {
+            let subscriptions = self.sync.versioned();
+            let outbox = subscriptions.by_type;
+            let sorts = self.sorts.snapshot();
+            let result = with_retry(|| async {
+                let tx = self.db.clone().begin().await.map_err(StoreError::from)?;
+                let hot = Hot {
+                    outbox: &outbox,
+                    conf: subscriptions.version,
+                    sorts: &sorts,
+                };
+                let result =
+                    update_in(&tx, actor, operation, type_name, oid, private, &decide, hot).await;
+                match result {
+                    Ok(Outcome::Written(object)) => {
+                        tx.commit().await.map_err(StoreError::from)?;
+                        if !outbox.is_empty() {
+                            self.announce_outbox();
+                        }
+                        Ok(Outcome::Written(object))
                     }
-                    Ok(Outcome::Written(object))
+                    other => {
+                        cancel(tx).await;
+                        other
+                    }
                 }
-                other => {
-                    cancel(tx).await;
-                    other
+            })
+            .await;
+            match result {
+                Err(e) if e.is_conf_stale() && reloads < CONF_RELOADS => {
+                    reloads += 1;
+                    self.reload_conf().await?;
                 }
+                other => return other,
             }
-        })
-        .await
+        }
     }
 
     /// Deletes an object after `check` accepted it, removing references to it
@@ -611,30 +651,42 @@ impl Store {
     where
         E: From<StoreError> + AsRetryable,
     {
-        let outbox = self.sync.snapshot();
-        let sorts = self.sorts.snapshot();
-        with_retry(|| async {
-            let tx = self.db.clone().begin().await.map_err(StoreError::from)?;
-            let hot = Hot {
-                outbox: &outbox,
-                sorts: &sorts,
-            };
-            let result = delete_in(&tx, actor, type_name, oid, private, &check, hot).await;
-            match result {
-                Ok(Some(object)) => {
-                    tx.commit().await.map_err(StoreError::from)?;
-                    if !outbox.is_empty() {
-                        self.announce_outbox();
+        let mut reloads = 0;
+        loop {
+            let subscriptions = self.sync.versioned();
+            let outbox = subscriptions.by_type;
+            let sorts = self.sorts.snapshot();
+            let result = with_retry(|| async {
+                let tx = self.db.clone().begin().await.map_err(StoreError::from)?;
+                let hot = Hot {
+                    outbox: &outbox,
+                    conf: subscriptions.version,
+                    sorts: &sorts,
+                };
+                let result = delete_in(&tx, actor, type_name, oid, private, &check, hot).await;
+                match result {
+                    Ok(Some(object)) => {
+                        tx.commit().await.map_err(StoreError::from)?;
+                        if !outbox.is_empty() {
+                            self.announce_outbox();
+                        }
+                        Ok(Some(object))
                     }
-                    Ok(Some(object))
+                    other => {
+                        cancel(tx).await;
+                        other
+                    }
                 }
-                other => {
-                    cancel(tx).await;
-                    other
+            })
+            .await;
+            match result {
+                Err(e) if e.is_conf_stale() && reloads < CONF_RELOADS => {
+                    reloads += 1;
+                    self.reload_conf().await?;
                 }
+                other => return other,
             }
-        })
-        .await
+        }
     }
 }
 
@@ -686,6 +738,7 @@ pub(super) async fn tx_query(tx: &Tx, sql: &str, params: Value) -> Result<Value,
     take_json(&mut response, 0)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn create_in(
     tx: &Tx,
     actor: &str,
@@ -693,6 +746,7 @@ async fn create_in(
     objects: &[NewObject],
     links: &[Link],
     outbox: &[String],
+    conf: Option<u64>,
     sorts: &IndexedSet,
 ) -> Result<Vec<StoredObject>, StoreError> {
     let now = now_timestamp();
@@ -746,9 +800,9 @@ async fn create_in(
     check_targets(tx, &relations).await?;
     // Taken ids and unique values make these inserts fail (record ids collide);
     // `create_objects` then works out which one it was.
-    let mut sql = String::from(
-        "INSERT INTO object $rows RETURN NONE; INSERT INTO audit $audits RETURN NONE;",
-    );
+    let mut params = Map::new();
+    let mut sql = conf_guard(conf, &mut params);
+    sql.push_str("INSERT INTO object $rows RETURN NONE; INSERT INTO audit $audits RETURN NONE;");
     for (rows_of, statement) in [
         (&keys, "INSERT INTO unique_key $keys RETURN NONE;"),
         (&relations, "INSERT INTO relation $relations RETURN NONE;"),
@@ -766,7 +820,6 @@ async fn create_in(
     if !links.is_empty() {
         sql.push_str(INSERT_LINKS);
     }
-    let mut params = Map::new();
     sql.push_str(&insert_keys(sort_keys, &mut params));
     params.extend(
         [
@@ -898,7 +951,9 @@ async fn apply_write(
         now,
     );
     let (unsorted, sorted) = changed_keys(current, Some(updated), hot.sorts.of(type_name));
-    let mut sql = String::from(
+    let mut params = Map::new();
+    let mut sql = conf_guard(hot.conf, &mut params);
+    sql.push_str(
         "UPSERT type::record('object', [$type, $oid]) CONTENT $row RETURN NONE;
          FOR $k IN $released { DELETE type::record('unique_key', $k) RETURN NONE; };
          INSERT INTO unique_key $claimed RETURN NONE;
@@ -909,7 +964,6 @@ async fn apply_write(
          INSERT INTO audit [$audit] RETURN NONE;
          INSERT INTO outbox $outbox RETURN NONE;",
     );
-    let mut params = Map::new();
     if !unsorted.is_empty() {
         sql.push_str(DELETE_KEYS);
         params.insert("unsorted".into(), Value::Array(unsorted));
@@ -1011,21 +1065,27 @@ where
     let credential_ids: Vec<Value> = private.iter().map(|p| json!([type_name, oid, p])).collect();
     let audit = audit_row(actor, "delete", &reference, current.rev, 0, &[], &now);
     let (unsorted, _) = changed_keys(&current, None, hot.sorts.of(type_name));
+    let mut guard_params = Map::new();
+    let guard = conf_guard(hot.conf, &mut guard_params);
+    let mut params = json!({
+        "type": type_name, "oid": oid, "keys": key_ids, "credentials": credential_ids,
+        "source": reference, "audit": audit, "unsorted": unsorted,
+        "outbox": outbox_rows(subscribed(hot.outbox, type_name), type_name, oid, "delete", 0, Some(&current.data), &now),
+    });
+    if let Value::Object(params) = &mut params {
+        params.extend(guard_params);
+    }
     tx_query(
         tx,
         &format!(
-            "DELETE type::record('object', [$type, $oid]) RETURN NONE;
+            "{guard}DELETE type::record('object', [$type, $oid]) RETURN NONE;
              FOR $k IN $keys {{ DELETE type::record('unique_key', $k) RETURN NONE; }};
              FOR $k IN $credentials {{ DELETE type::record('credential', $k) RETURN NONE; }};
              DELETE relation WHERE source = $source OR target = $source RETURN NONE;
              INSERT INTO audit [$audit] RETURN NONE;
              INSERT INTO outbox $outbox RETURN NONE;{DELETE_KEYS}"
         ),
-        json!({
-            "type": type_name, "oid": oid, "keys": key_ids, "credentials": credential_ids,
-            "source": reference, "audit": audit, "unsorted": unsorted,
-            "outbox": outbox_rows(subscribed(hot.outbox, type_name), type_name, oid, "delete", 0, Some(&current.data), &now),
-        }),
+        params,
     )
     .await?;
     Ok(Some(current))
@@ -1036,7 +1096,38 @@ where
 #[derive(Clone, Copy)]
 struct Hot<'a> {
     outbox: &'a Subscribed,
+    /// The conf version `outbox` was read at (see [`conf_guard`]).
+    conf: Option<u64>,
     sorts: &'a IndexedSet,
+}
+
+/// What a write that found the conf changed fails with (see [`conf_guard`]).
+pub(super) const CONF_STALE: &str = "idm-conf-stale";
+
+/// How many times a write re-reads the conf before it gives up (conf
+/// changes faster than the write can be made).
+const CONF_RELOADS: usize = 3;
+
+/// The statement a managed write starts with when its outbox subscriptions
+/// were read at conf version `conf`: it aborts the write if the stored
+/// version moved since. The read is inside the write's own transaction, so a
+/// write either commits under the conf its transaction sees (a mapping made
+/// `enableSync` by a transaction committed before it began gets its entry)
+/// or is undone and made again after a reload. No round trip is added: the
+/// check rides on the write's statement batch.
+///
+/// What remains: a write whose transaction began before the conf change
+/// committed is ordered before that change (snapshot isolation), so it feeds
+/// the old subscriptions; that is the order a single node gives too (a
+/// write in flight while the mapping is switched on).
+fn conf_guard(conf: Option<u64>, params: &mut Map<String, Value>) -> String {
+    match conf {
+        Some(version) => {
+            params.insert("conf".into(), json!(version));
+            format!("IF (meta:conf.version ?? 0) != $conf {{ THROW \"{CONF_STALE}\" }};")
+        }
+        None => String::new(),
+    }
 }
 
 fn subscribed<'a>(outbox: &'a Subscribed, type_name: &str) -> &'a [String] {

@@ -24,20 +24,55 @@ pub const PENDING: &str = "pending";
 pub const FAILED: &str = "failed";
 
 /// Which `enableSync` mappings take each managed type's writes:
-/// type → mapping names. Shared by every clone of a [`Store`].
+/// type → mapping names, and the conf version they were read at. Shared by
+/// every clone of a [`Store`].
 #[derive(Clone, Default)]
-pub struct SyncSubscriptions(Arc<RwLock<Subscribed>>);
+pub struct SyncSubscriptions(Arc<RwLock<Versioned>>);
 
 /// Type → mapping names; swapped whole, so a write sees one consistent set.
 pub(super) type Subscribed = Arc<BTreeMap<String, Vec<String>>>;
 
+/// The subscriptions and the conf version (`meta:conf`) they were computed
+/// from; `None` when no one follows the stored conf (benches, tests), and
+/// writes then check nothing.
+#[derive(Clone, Default)]
+pub(super) struct Versioned {
+    pub(super) by_type: Subscribed,
+    pub(super) version: Option<u64>,
+}
+
+/// How a store re-reads the conf when a write found its subscriptions stale
+/// (registered by implicit sync: it owns the mappings).
+pub type ConfReload =
+    Arc<dyn Fn() -> futures::future::BoxFuture<'static, Result<(), StoreError>> + Send + Sync>;
+
 impl SyncSubscriptions {
     pub fn set(&self, by_type: BTreeMap<String, Vec<String>>) {
-        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(by_type);
+        self.set_versioned(by_type, None);
+    }
+
+    pub fn set_versioned(&self, by_type: BTreeMap<String, Vec<String>>, version: Option<u64>) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Versioned {
+            by_type: Arc::new(by_type),
+            version,
+        };
     }
 
     pub(super) fn snapshot(&self) -> Subscribed {
-        Arc::clone(&self.0.read().unwrap_or_else(PoisonError::into_inner))
+        Arc::clone(
+            &self
+                .0
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .by_type,
+        )
+    }
+
+    pub(super) fn versioned(&self) -> Versioned {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -160,6 +195,47 @@ impl Store {
     /// Sets which mappings receive which types' writes; writes from now on follow it.
     pub fn set_sync_subscriptions(&self, by_type: BTreeMap<String, Vec<String>>) {
         self.sync.set(by_type);
+    }
+
+    /// [`Store::set_sync_subscriptions`] as computed from the conf at
+    /// `version`: from now on every managed write checks, in its own
+    /// transaction, that the stored conf version is still `version`; if it
+    /// moved, the write is undone, `reload` (registered with
+    /// [`Store::on_conf_stale`]) runs and the write is made again with the
+    /// new subscriptions.
+    pub fn set_sync_subscriptions_at(&self, by_type: BTreeMap<String, Vec<String>>, version: u64) {
+        self.sync.set_versioned(by_type, Some(version));
+    }
+
+    /// The conf version the current subscriptions were read at, if any.
+    pub fn sync_subscriptions_version(&self) -> Option<u64> {
+        self.sync.versioned().version
+    }
+
+    /// What a write that found its subscriptions stale runs before it is made again.
+    pub fn on_conf_stale(&self, reload: ConfReload) {
+        *self
+            .conf_reload
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(reload);
+    }
+
+    /// Runs the registered reload (none registered: the subscriptions are
+    /// unversioned and nothing is stale).
+    pub(super) async fn reload_conf(&self) -> Result<(), StoreError> {
+        let reload = self
+            .conf_reload
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        match reload {
+            Some(reload) => reload().await,
+            None => {
+                self.sync
+                    .set_versioned((*self.sync.snapshot()).clone(), None);
+                Ok(())
+            }
+        }
     }
 
     /// Woken after a write committed outbox entries.

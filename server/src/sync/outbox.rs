@@ -113,6 +113,9 @@ pub struct ImplicitSync {
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// The stuck-dispatcher watchdog's supervisor.
     watchdog: tokio::task::JoinHandle<()>,
+    /// One reload at a time (a conf change seen by the watcher and by
+    /// several stale writes at once).
+    reloading: tokio::sync::Mutex<()>,
 }
 
 impl ImplicitSync {
@@ -139,8 +142,9 @@ impl ImplicitSync {
         health: &Health,
         backoff: Backoff,
     ) -> Result<Self, StoreError> {
+        let version = store.conf_version().await?;
         let mappings = Arc::new(load_sync_mappings(&store, &objects, &conf_dir).await?);
-        store.set_sync_subscriptions(subscriptions(&mappings));
+        store.set_sync_subscriptions_at(subscriptions(&mappings), version);
         let (reload, _) = watch::channel(Arc::clone(&mappings));
         let (stop, stopped) = watch::channel(false);
         let handle = tokio::runtime::Handle::current();
@@ -199,16 +203,52 @@ impl ImplicitSync {
             stop,
             task: std::sync::Mutex::new(Some(task)),
             watchdog,
+            reloading: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Makes a managed write that finds the stored conf newer than its
+    /// subscriptions reload through `self` before it is made again (see
+    /// [`Store::set_sync_subscriptions_at`]). Held weakly: once implicit
+    /// sync is dropped, stale writes only stop checking.
+    pub fn follow_conf(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        self.store.on_conf_stale(Arc::new(move || {
+            let weak = weak.clone();
+            Box::pin(async move {
+                match weak.upgrade() {
+                    Some(implicit) => implicit.reload().await,
+                    None => Ok(()),
+                }
+            })
+        }));
     }
 
     /// Re-reads the mappings after a conf change: writes from now on feed
     /// the new set of outboxes, and deliveries use the new mappings.
+    ///
+    /// The version is read before the mappings: a change committed between
+    /// the two leaves the subscriptions tagged older than what they hold, and
+    /// the next write or watcher poll reloads again (never the reverse).
     pub async fn reload(&self) -> Result<(), StoreError> {
+        let _one = self.reloading.lock().await;
+        let version = self.store.conf_version().await?;
         let mappings = load_sync_mappings(&self.store, &self.objects, &self.conf_dir).await?;
-        self.store.set_sync_subscriptions(subscriptions(&mappings));
+        self.store
+            .set_sync_subscriptions_at(subscriptions(&mappings), version);
         self.reload.send_replace(Arc::new(mappings));
         Ok(())
+    }
+
+    /// The mappings handed to the dispatcher, as they change.
+    #[cfg(test)]
+    pub(crate) fn watch_mappings(&self) -> watch::Receiver<Arc<Vec<Mapping>>> {
+        self.reload.subscribe()
+    }
+
+    /// The conf version the current mappings were read at.
+    pub fn conf_version(&self) -> Option<u64> {
+        self.store.sync_subscriptions_version()
     }
 
     /// Stops after the batch in hand (waiting at most `grace`); undelivered
@@ -428,6 +468,14 @@ impl Dispatcher {
                 work: Box::pin(async move { recording }),
             }
         };
+        // While this node has not followed a conf change made on another
+        // node (a mapping made enableSync there, whose entries that node's
+        // writes feed), a mapping it does not know is not a refusal: it is
+        // tried again without giving up.
+        if let Err(message) = self.provisioner(mapping).await.map(|_| ()) {
+            let behind = self.conf_behind().await;
+            return failed(keys, message, behind);
+        }
         let provisioner = match self.provisioner(mapping).await {
             Ok(provisioner) => provisioner,
             Err(message) => return failed(keys, message, false),
@@ -495,6 +543,20 @@ impl Dispatcher {
     }
 
     /// The mapping's provisioner, built on first use.
+    /// Whether the stored conf is newer than the mappings this node runs
+    /// (one point read per batch; the conf follower catches up within
+    /// `conf_watch::CONF_POLL`).
+    async fn conf_behind(&self) -> bool {
+        match (
+            self.store.conf_version().await,
+            self.store.sync_subscriptions_version(),
+        ) {
+            (Ok(stored), Some(followed)) => stored != followed,
+            (Err(_), _) => true,
+            (Ok(_), None) => false,
+        }
+    }
+
     async fn provisioner(&mut self, name: &str) -> Result<&mut Provisioner, String> {
         if !self.provisioners.contains_key(name) {
             let mapping = self
@@ -725,6 +787,87 @@ mod tests {
         assert!(delivered, "the queued change reached the directory");
         sync.shutdown(Duration::from_secs(5)).await;
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_mapping_unknown_while_the_node_is_behind_the_stored_conf_is_not_given_up() {
+        use serde_json::json;
+        let store = Store::open("mem://").await.unwrap();
+        let dir = std::env::temp_dir().join(format!("idm-outbox-{}", uuid::Uuid::new_v4()));
+        let secrets =
+            crate::secrets::SecretBox::load_or_create(&dir.join("idm.key"), None).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let objects = ManagedObjects::new(
+            Arc::new(crate::managed::ManagedSchema::builtin().unwrap()),
+            store.clone(),
+            Arc::new(secrets),
+        );
+        let mapping = json!({"name": "users", "source": "managed/user",
+            "target": "system/ldap/account", "enableSync": true,
+            "properties": [{"source": "userName", "target": "uid"}]});
+        store
+            .put_config(&crate::store::ConfigDocument {
+                kind: "mapping".into(),
+                name: "users".into(),
+                body: mapping.as_object().cloned().unwrap(),
+                source: "api".into(),
+            })
+            .await
+            .unwrap();
+        let version = store.conf_version().await.unwrap();
+        // Node A follows the new mapping; its write queues an entry.
+        store.set_sync_subscriptions_at(
+            BTreeMap::from([("user".into(), vec!["users".into()])]),
+            version,
+        );
+        objects
+            .create(
+                "test",
+                "user",
+                Some("u".into()),
+                json!({"userName": "u"}).as_object().cloned().unwrap(),
+            )
+            .await
+            .unwrap();
+        let mut entry = store.due_entries("9999", 10).await.unwrap().remove(0);
+        // Its last attempt before a refusal gives up.
+        entry.attempts = MAX_ATTEMPTS - 1;
+        // Node B's dispatcher does not know the mapping.
+        let b = store.another_node();
+        let (health, _) = Health::new().await;
+        let mut dispatcher = Dispatcher {
+            store: b.clone(),
+            objects: objects.clone(),
+            conf_dir: PathBuf::from("."),
+            mappings: Arc::new(Vec::new()),
+            provisioners: HashMap::new(),
+            queued: VecDeque::new(),
+            health,
+        };
+        let failed = |summary: Vec<crate::store::QueueSummary>| {
+            summary.iter().map(|s| s.failed).sum::<u64>()
+        };
+        // Behind the store: retried as an outage.
+        b.set_sync_subscriptions_at(BTreeMap::new(), version - 1);
+        let batch = vec![("u".to_string(), vec![entry.clone()])];
+        dispatcher
+            .prepare("users", batch.clone())
+            .await
+            .work
+            .await
+            .work
+            .await;
+        assert_eq!(failed(store.queue_summary().await.unwrap()), 0);
+        // Up to date: a mapping it does not know is a refusal, given up.
+        b.set_sync_subscriptions_at(BTreeMap::new(), version);
+        dispatcher
+            .prepare("users", batch)
+            .await
+            .work
+            .await
+            .work
+            .await;
+        assert_eq!(failed(store.queue_summary().await.unwrap()), 1);
     }
 
     #[test]
