@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod browser;
+pub mod cluster;
 pub mod console;
 pub mod directory;
 pub mod pki;
