@@ -26,6 +26,9 @@ pub struct ClusterOptions {
     pub database_user: bool,
     /// Keep the server's data in SurrealKV instead of memory.
     pub surrealkv: bool,
+    /// The server serves `wss://localhost:<port>` with a certificate from
+    /// its own test CA, which the nodes trust through `SSL_CERT_FILE`.
+    pub tls: bool,
 }
 
 /// A SurrealDB server and the idmd nodes on it; all killed on drop.
@@ -36,7 +39,8 @@ pub struct Cluster {
     server: SurrealServer,
     admin_token: String,
     encryption_key: String,
-    /// What nodes sign in with: `IDM_STORE_USERNAME`, `…_PASSWORD`, `…_AUTH`.
+    /// What nodes sign in with: `IDM_STORE_USERNAME`, `…_PASSWORD`, `…_AUTH`
+    /// (and `SSL_CERT_FILE` with TLS).
     store_env: Vec<(String, String)>,
 }
 
@@ -44,16 +48,18 @@ impl Cluster {
     /// A fresh server and `nodes` idmd nodes on it, started one after the
     /// other (the first applies the schema), each serving when this returns.
     pub async fn start(nodes: usize, options: ClusterOptions) -> Self {
-        let builder = if options.surrealkv {
-            SurrealServer::builder().surrealkv()
-        } else {
-            SurrealServer::builder()
-        };
+        let mut builder = SurrealServer::builder();
+        if options.surrealkv {
+            builder = builder.surrealkv();
+        }
+        if options.tls {
+            builder = builder.tls();
+        }
         let server = tokio::task::spawn_blocking(move || builder.start())
             .await
             .unwrap()
             .unwrap_or_else(|e| panic!("the SurrealDB server did not start: {e}"));
-        let store_env = if options.database_user {
+        let mut store_env = if options.database_user {
             let password = format!("pw{:x}", rand::random::<u64>());
             server
                 .define_database_user("idm", "idm", "idmd", &password)
@@ -76,6 +82,9 @@ impl Cluster {
                 ("IDM_STORE_AUTH".to_string(), "root".to_string()),
             ]
         };
+        if let Some(ca) = server.tls_ca() {
+            store_env.push(("SSL_CERT_FILE".to_string(), ca.display().to_string()));
+        }
         let mut cluster = Cluster {
             nodes: Vec::new(),
             node_options: Vec::new(),

@@ -46,6 +46,21 @@ async fn two_nodes_signed_in_as_a_database_user_share_their_writes() {
 }
 
 #[tokio::test]
+async fn two_nodes_over_wss_trusting_the_servers_ca_share_their_writes() {
+    let cluster = Cluster::start(
+        2,
+        ClusterOptions {
+            tls: true,
+            database_user: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(cluster.server().url().starts_with("wss://localhost:"));
+    a_write_on_each_node_reads_on_the_other(&cluster).await;
+}
+
+#[tokio::test]
 async fn a_wrong_store_password_is_refused_without_being_logged() {
     let server = tokio::task::spawn_blocking(idm_testkit::SurrealServer::start)
         .await
