@@ -274,6 +274,11 @@ impl Idmd {
             .env_remove("IDM_TLS_CERT")
             .env_remove("IDM_TLS_KEY")
             .env_remove("IDM_ALLOW_PLAINTEXT")
+            .env_remove("IDM_STORE_USERNAME")
+            .env_remove("IDM_STORE_PASSWORD")
+            .env_remove("IDM_STORE_AUTH")
+            // What a wss:// store trusts (the cluster harness sets it).
+            .env_remove("SSL_CERT_FILE")
             // A conf with LDAP mappings must never reach a directory the test
             // did not start (the sample's own slapd on 3389, say): port 9 refuses
             // (IDM_LDAP_PORT: the Wren sample's &{idm.ldap.port}).

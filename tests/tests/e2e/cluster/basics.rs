@@ -58,6 +58,20 @@ async fn two_nodes_over_wss_trusting_the_servers_ca_share_their_writes() {
     .await;
     assert!(cluster.server().url().starts_with("wss://localhost:"));
     a_write_on_each_node_reads_on_the_other(&cluster).await;
+
+    // A node that does not trust the server's CA does not start.
+    let server = cluster.server();
+    let log = idm_tests::Idmd::start_failure(IdmdOptions {
+        store: Some(server.url()),
+        env: vec![
+            ("IDM_STORE_USERNAME".into(), server.root_user().into()),
+            ("IDM_STORE_PASSWORD".into(), server.root_password().into()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    assert!(log.contains("cannot open the store"), "{log}");
+    assert!(!log.contains(server.root_password()), "{log}");
 }
 
 #[tokio::test]
