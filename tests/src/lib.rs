@@ -317,7 +317,9 @@ impl Idmd {
             log_path,
             ca_pem,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Generous: only a failing start waits this long, and a node on a
+        // debug-built SurrealDB server on a busy machine takes tens of seconds.
+        let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             if let Ok(Some(_)) = idmd.child.try_wait() {
                 return Err(idmd.log());
