@@ -19,6 +19,9 @@
 //! ```
 
 pub mod pki;
+pub mod surreal;
+
+pub use surreal::{SurrealError, SurrealServer, SurrealServerBuilder};
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
@@ -151,9 +154,10 @@ impl SlapdBuilder {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            slapd.port = free_port()?;
+            slapd.port = free_port().map_err(io_error("cannot find a free loopback port"))?;
             if self.tls {
-                slapd.ldaps_port = Some(free_port()?);
+                slapd.ldaps_port =
+                    Some(free_port().map_err(io_error("cannot find a free loopback port"))?);
             }
             match slapd.spawn_and_wait() {
                 // Someone took the port between our probe and slapd's bind.
@@ -409,26 +413,31 @@ pub fn sandbox_script() -> PathBuf {
 }
 
 fn fresh_dir() -> Result<PathBuf, SlapdError> {
+    let dir = fresh_dir_named("slapd");
+    dir.map_err(io_error("cannot create a temporary directory"))
+}
+
+/// A new directory `idm-<label>-<pid>-<n>-<nanos>` under the temporary directory.
+pub(crate) fn fresh_dir_named(label: &str) -> io::Result<PathBuf> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     let dir = std::env::temp_dir().join(format!(
-        "idm-slapd-{}-{}-{nanos}",
+        "idm-{label}-{}-{}-{nanos}",
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     ));
-    std::fs::create_dir(&dir).map_err(io_error(format!("cannot create {}", dir.display())))?;
+    std::fs::create_dir(&dir)?;
     Ok(dir)
 }
 
 /// A loopback port nobody listens on right now.
-fn free_port() -> Result<u16, SlapdError> {
+pub(crate) fn free_port() -> io::Result<u16> {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|listener| listener.local_addr())
         .map(|address| address.port())
-        .map_err(io_error("cannot find a free loopback port"))
 }
 
 /// A simple bind with OpenLDAP's `ldapwhoami` (ldap-utils, which the tests

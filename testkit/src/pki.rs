@@ -40,6 +40,11 @@ impl TestCa {
         self.issuer.pem()
     }
 
+    /// The CA certificate in DER, for a rustls root store.
+    pub fn der(&self) -> Vec<u8> {
+        self.issuer.der().to_vec()
+    }
+
     /// A server certificate for `names` (DNS names or IP addresses):
     /// `(certificate PEM, key PEM)`.
     pub fn issue(&self, names: &[&str]) -> (String, String) {

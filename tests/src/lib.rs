@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod browser;
+pub mod cluster;
 pub mod console;
 pub mod directory;
 pub mod pki;
@@ -273,6 +274,11 @@ impl Idmd {
             .env_remove("IDM_TLS_CERT")
             .env_remove("IDM_TLS_KEY")
             .env_remove("IDM_ALLOW_PLAINTEXT")
+            .env_remove("IDM_STORE_USERNAME")
+            .env_remove("IDM_STORE_PASSWORD")
+            .env_remove("IDM_STORE_AUTH")
+            // What a wss:// store trusts (the cluster harness sets it).
+            .env_remove("SSL_CERT_FILE")
             // A conf with LDAP mappings must never reach a directory the test
             // did not start (the sample's own slapd on 3389, say): port 9 refuses
             // (IDM_LDAP_PORT: the Wren sample's &{idm.ldap.port}).
@@ -311,7 +317,9 @@ impl Idmd {
             log_path,
             ca_pem,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Generous: only a failing start waits this long, and a node on a
+        // debug-built SurrealDB server on a busy machine takes tens of seconds.
+        let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             if let Ok(Some(_)) = idmd.child.try_wait() {
                 return Err(idmd.log());

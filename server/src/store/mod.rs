@@ -68,9 +68,16 @@ pub use tokens::{TokenKind, TokenRecord};
 pub const SCHEMA_VERSION: i64 = 6;
 const SCHEMA: &str = include_str!("schema.surql");
 const WRITE_ATTEMPTS: u32 = 8;
-/// Root credentials for a `ws://` SurrealDB server.
+/// Credentials for a `ws://` SurrealDB server.
 pub const STORE_USER_ENV: &str = "IDM_STORE_USERNAME";
 pub const STORE_PASSWORD_ENV: &str = "IDM_STORE_PASSWORD";
+/// Whom those credentials name: `root` (the default: a root user of the
+/// server) or `database` (a user defined `ON DATABASE` of namespace `idm`,
+/// database `idm`, which is all idmd needs: role EDITOR or OWNER).
+pub const STORE_AUTH_ENV: &str = "IDM_STORE_AUTH";
+/// The namespace and database idmd keeps everything in.
+pub const NAMESPACE: &str = "idm";
+pub const DATABASE: &str = "idm";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -188,15 +195,50 @@ impl Store {
         }
         let db = any::connect(url).await.map_err(open_error)?;
         // A SurrealDB server wants a sign-in; the embedded engines do not.
+        // The error says who was refused, never the password.
         if let (Ok(username), Ok(password)) = (
             std::env::var(STORE_USER_ENV),
             std::env::var(STORE_PASSWORD_ENV),
         ) {
-            db.signin(surrealdb::opt::auth::Root { username, password })
-                .await
-                .map_err(open_error)?;
+            let auth = std::env::var(STORE_AUTH_ENV).unwrap_or_default();
+            let signin_error = |level: &str, username: &str| {
+                let username = username.to_string();
+                let level = level.to_string();
+                move |e: surrealdb::Error| StoreError::Open {
+                    url: url.to_string(),
+                    reason: format!("{level} sign-in as {username:?} refused: {e}"),
+                }
+            };
+            match auth.as_str() {
+                "" | "root" => {
+                    let refused = signin_error("root", &username);
+                    db.signin(surrealdb::opt::auth::Root { username, password })
+                        .await
+                        .map_err(refused)?;
+                }
+                "database" => {
+                    let refused = signin_error("database (idm/idm)", &username);
+                    db.signin(surrealdb::opt::auth::Database {
+                        namespace: NAMESPACE.into(),
+                        database: DATABASE.into(),
+                        username,
+                        password,
+                    })
+                    .await
+                    .map_err(refused)?;
+                }
+                other => {
+                    return Err(StoreError::Open {
+                        url: url.to_string(),
+                        reason: format!("{STORE_AUTH_ENV}={other:?}: use root or database"),
+                    });
+                }
+            }
         }
-        db.use_ns("idm").use_db("idm").await.map_err(open_error)?;
+        db.use_ns(NAMESPACE)
+            .use_db(DATABASE)
+            .await
+            .map_err(open_error)?;
         let embedded_dir = url
             .strip_prefix("surrealkv://")
             .map(|p| std::path::PathBuf::from(p.split('?').next().unwrap_or(p)));

@@ -8,6 +8,7 @@ mod audit;
 mod auth;
 mod backup;
 mod cli;
+mod cluster;
 mod conf;
 mod conf_secrets;
 mod console;

@@ -1,0 +1,4 @@
+//! Several idmd nodes on one real SurrealDB server (`idm_tests::cluster`):
+//! what a deployment behind a load balancer relies on.
+
+mod basics;
