@@ -222,13 +222,12 @@ pub async fn run(
         tracing::warn!("IDM_ADMIN_TOKEN is not set: only tokens created earlier can call idmd");
     }
     let refresh = {
-        let (tokens, stopped, for_tokens) =
-            (Arc::clone(&tokens), tasks_stopped.clone(), health.clone());
+        let (tokens, stopped) = (Arc::clone(&tokens), tasks_stopped.clone());
         supervise::spawn(
             supervise::Task::new("token-refresh", Some(health::TOKENS)),
             &health,
             tasks_stopped.clone(),
-            move || Arc::clone(&tokens).run_poll(for_tokens.clone(), stopped.clone()),
+            move || Arc::clone(&tokens).run_refresh(stopped.clone()),
         )
     };
     let accounts = accounts::Accounts::new(
