@@ -2,3 +2,4 @@
 //! what a deployment behind a load balancer relies on.
 
 mod basics;
+mod runs;
