@@ -465,6 +465,27 @@ impl Store {
         .await
     }
 
+    /// Runs a write under this node's outbox subscriptions; a write that
+    /// another node's conf change made stale (see `conf_guard`) reloads them
+    /// and runs again, at most [`CONF_RELOADS`] times.
+    async fn under_current_conf<T, E, F, Fut>(&self, mut write: F) -> Result<T, E>
+    where
+        F: FnMut(Versioned) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: From<StoreError> + AsRetryable,
+    {
+        let mut reloads = 0;
+        loop {
+            match write(self.sync.versioned()).await {
+                Err(e) if e.is_conf_stale() && reloads < CONF_RELOADS => {
+                    reloads += 1;
+                    self.reload_conf().await?;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Creates objects of one type in one transaction: all or none.
     #[tracing::instrument(skip_all, fields(type_name, count = objects.len()))]
     /// `links` (a reconciliation's, for sources not linked yet) are written
@@ -476,20 +497,12 @@ impl Store {
         objects: &[NewObject],
         links: &[Link],
     ) -> Result<Vec<StoredObject>, StoreError> {
-        let mut reloads = 0;
-        let result = loop {
-            let subscriptions = self.sync.versioned();
-            let result = self
-                .create_once(actor, type_name, objects, links, &subscriptions)
-                .await;
-            match result {
-                Err(e) if e.is_conf_stale() && reloads < CONF_RELOADS => {
-                    reloads += 1;
-                    self.reload_conf().await?;
-                }
-                other => break other,
-            }
-        };
+        let result = self
+            .under_current_conf(|subscriptions| async move {
+                self.create_once(actor, type_name, objects, links, &subscriptions)
+                    .await
+            })
+            .await;
         match result {
             Err(StoreError::Query(message)) if message.contains("already exists") => Err(self
                 .why_taken(type_name, objects)
@@ -598,12 +611,11 @@ impl Store {
     where
         E: From<StoreError> + AsRetryable,
     {
-        let mut reloads = 0;
-        loop {
-            let subscriptions = self.sync.versioned();
+        let decide = &decide;
+        self.under_current_conf(|subscriptions| async move {
             let outbox = subscriptions.by_type;
             let sorts = self.sorts.snapshot();
-            let result = with_retry(|| async {
+            with_retry(|| async {
                 let tx = self.db.clone().begin().await.map_err(StoreError::from)?;
                 let hot = Hot {
                     outbox: &outbox,
@@ -626,15 +638,9 @@ impl Store {
                     }
                 }
             })
-            .await;
-            match result {
-                Err(e) if e.is_conf_stale() && reloads < CONF_RELOADS => {
-                    reloads += 1;
-                    self.reload_conf().await?;
-                }
-                other => return other,
-            }
-        }
+            .await
+        })
+        .await
     }
 
     /// Deletes an object after `check` accepted it, removing references to it
@@ -651,12 +657,11 @@ impl Store {
     where
         E: From<StoreError> + AsRetryable,
     {
-        let mut reloads = 0;
-        loop {
-            let subscriptions = self.sync.versioned();
+        let check = &check;
+        self.under_current_conf(|subscriptions| async move {
             let outbox = subscriptions.by_type;
             let sorts = self.sorts.snapshot();
-            let result = with_retry(|| async {
+            with_retry(|| async {
                 let tx = self.db.clone().begin().await.map_err(StoreError::from)?;
                 let hot = Hot {
                     outbox: &outbox,
@@ -678,15 +683,9 @@ impl Store {
                     }
                 }
             })
-            .await;
-            match result {
-                Err(e) if e.is_conf_stale() && reloads < CONF_RELOADS => {
-                    reloads += 1;
-                    self.reload_conf().await?;
-                }
-                other => return other,
-            }
-        }
+            .await
+        })
+        .await
     }
 }
 
