@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::objects::{Tx, cancel, tx_query};
+use super::objects::{Tx, tx_query};
 use super::{Store, StoreError, decode_optional, decode_rows, now_timestamp, with_retry};
 
 /// An account as listed: everything but the password hash.
@@ -130,18 +130,18 @@ impl Store {
         change: &AccountChange,
     ) -> Result<AccountChanged, StoreError> {
         with_retry(|| async {
-            let tx = self.db.clone().begin().await?;
+            let tx = self.db.begin().await?;
             match change_in(&tx, name, change).await {
                 Ok(changed @ AccountChanged::Done { .. }) => {
-                    tx.commit().await?;
+                    self.db.commit(tx).await?;
                     Ok(changed)
                 }
                 Ok(refused) => {
-                    cancel(tx).await;
+                    self.db.cancel(tx).await;
                     Ok(refused)
                 }
                 Err(e) => {
-                    cancel(tx).await;
+                    self.db.cancel(tx).await;
                     Err(e)
                 }
             }

@@ -43,7 +43,7 @@ impl Store {
     /// at a time (a channel of one): a reader that stops reading stops it.
     pub async fn export(&self) -> Result<ExportStream, StoreError> {
         use futures::StreamExt;
-        let backup = self.db.export(()).await?;
+        let backup = self.db.shared().export(()).await?;
         Ok(Box::pin(
             backup.map(|piece| piece.map_err(StoreError::from)),
         ))
@@ -51,7 +51,7 @@ impl Store {
 
     /// Replays an export (a SurrealQL file) into this store.
     pub(crate) async fn import(&self, file: &Path) -> Result<(), StoreError> {
-        self.db.import(file).await?;
+        self.db.shared().import(file).await?;
         Ok(())
     }
 
@@ -59,7 +59,7 @@ impl Store {
     /// and which of managed objects, conf documents, accounts and a key
     /// fingerprint have rows. Empty when the store is new.
     pub(crate) async fn existing_contents(&self) -> Result<Vec<String>, StoreError> {
-        let mut response = self.db.query("INFO FOR DB").await?;
+        let mut response = self.db.shared().query("INFO FOR DB").await?;
         let info: surrealdb::types::Value = response.take(0)?;
         let info = info.into_json_value();
         let tables: Vec<String> = info

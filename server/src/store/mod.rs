@@ -18,6 +18,7 @@ mod query;
 mod recon;
 mod retention;
 mod schedules;
+mod sessions;
 mod sort;
 mod tokens;
 
@@ -26,8 +27,8 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use surrealdb::Surreal;
-use surrealdb::engine::any::{self, Any};
+
+use surrealdb::engine::any;
 
 pub use accounts::{AccountChange, AccountChanged, AccountRecord, AccountSecret};
 pub use audit::{ActionRecord, AuditQuery, AuditRecord};
@@ -110,7 +111,8 @@ impl From<surrealdb::Error> for StoreError {
 /// A handle on the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    db: Surreal<Any>,
+    /// One shared session, and idle ones for transactions (store/sessions.rs).
+    db: sessions::Sessions,
     /// The SurrealKV directory of an embedded store, to know when it closed.
     embedded_dir: Option<std::path::PathBuf>,
     /// Which mappings' outboxes each managed type's writes feed.
@@ -238,7 +240,7 @@ impl Store {
             .strip_prefix("surrealkv://")
             .map(|p| std::path::PathBuf::from(p.split('?').next().unwrap_or(p)));
         let store = Store {
-            db,
+            db: sessions::Sessions::new(db),
             embedded_dir,
             sync: SyncSubscriptions::default(),
             conf_reload: std::sync::Arc::default(),
@@ -257,7 +259,7 @@ impl Store {
         let Store {
             db, embedded_dir, ..
         } = self;
-        drop(db);
+        db.close();
         let Some(dir) = embedded_dir else { return };
         // SurrealKV holds an OS lock on `LOCK` while open: taking it proves the close.
         let lock = dir.join("LOCK");
@@ -302,7 +304,7 @@ impl Store {
                 supported: SCHEMA_VERSION,
             });
         }
-        self.db.query(SCHEMA).await?.check()?;
+        self.db.shared().query(SCHEMA).await?.check()?;
         if found.is_some_and(|v| v < 3) {
             // Every entry before version 3 recorded a committed object write.
             self.execute(
@@ -312,6 +314,7 @@ impl Store {
             .await?;
         }
         self.db
+            .shared()
             .query("UPSERT meta:schema SET version = $version")
             .bind(("version", SCHEMA_VERSION))
             .await?
@@ -328,7 +331,7 @@ impl Store {
         params: Value,
     ) -> Result<Option<T>, StoreError> {
         let _timer = crate::metrics::store_timer(crate::metrics::StoreOp::QueryOne);
-        let mut response = bind_all(self.db.query(sql), params).await?;
+        let mut response = bind_all(self.db.shared().query(sql), params).await?;
         let value: surrealdb::types::Value = response.take(0)?;
         decode_optional(value.into_json_value())
     }
@@ -339,7 +342,7 @@ impl Store {
         params: Value,
     ) -> Result<Vec<T>, StoreError> {
         let _timer = crate::metrics::store_timer(crate::metrics::StoreOp::QueryAll);
-        let mut response = bind_all(self.db.query(sql), params).await?;
+        let mut response = bind_all(self.db.shared().query(sql), params).await?;
         let value: surrealdb::types::Value = response.take(0)?;
         decode_rows(value.into_json_value())
     }
@@ -347,7 +350,7 @@ impl Store {
     /// The `n` of a `SELECT count() AS n … GROUP ALL`; 0 when nothing matched.
     async fn count(&self, sql: &str, params: Value) -> Result<u64, StoreError> {
         let _timer = crate::metrics::store_timer(crate::metrics::StoreOp::Count);
-        let mut response = bind_all(self.db.query(sql), params).await?;
+        let mut response = bind_all(self.db.shared().query(sql), params).await?;
         let value: surrealdb::types::Value = response.take(0)?;
         let count: Option<Count> = decode_optional(value.into_json_value())?;
         Ok(count.map_or(0, |c| c.n))
@@ -355,7 +358,9 @@ impl Store {
 
     async fn execute(&self, sql: &str, params: Value) -> Result<(), StoreError> {
         let _timer = crate::metrics::store_timer(crate::metrics::StoreOp::Execute);
-        bind_all(self.db.query(sql), params).await?.check()?;
+        bind_all(self.db.shared().query(sql), params)
+            .await?
+            .check()?;
         Ok(())
     }
 }

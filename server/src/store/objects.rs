@@ -5,8 +5,6 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use surrealdb::engine::any::Any;
-use surrealdb::method::Transaction;
 
 use super::links::{INSERT_LINKS, Link, link_rows};
 use super::outbox::{Subscribed, Versioned, outbox_rows};
@@ -108,7 +106,7 @@ pub struct RelationRow {
     pub target: String,
 }
 
-pub(super) type Tx = Transaction<Any>;
+pub(super) use super::sessions::Tx;
 
 impl Store {
     pub async fn get_object(
@@ -275,7 +273,7 @@ impl Store {
              ORDER BY {order} LIMIT $limit START $start;{count}"
         );
         let _timer = crate::metrics::store_timer(crate::metrics::StoreOp::Search);
-        let mut response = bind_all(self.db.query(select), Value::Object(params)).await?;
+        let mut response = bind_all(self.db.shared().query(select), Value::Object(params)).await?;
         let rows = decode_rows(take_json(&mut response, first)?)?;
         let total = match exact {
             Some(n) => n as u64,
@@ -426,7 +424,7 @@ impl Store {
             plan.filter.condition()
         );
         let _timer = crate::metrics::store_timer(crate::metrics::StoreOp::Count);
-        let mut response = bind_all(self.db.query(count), Value::Object(params)).await?;
+        let mut response = bind_all(self.db.shared().query(count), Value::Object(params)).await?;
         take_count(&mut response, first)
     }
 
@@ -528,17 +526,17 @@ impl Store {
         let conf = subscriptions.version;
         let sorts = self.sorts.snapshot();
         with_retry(|| async {
-            let tx = self.db.clone().begin().await?;
+            let tx = self.db.begin().await?;
             match create_in(&tx, actor, type_name, objects, links, outbox, conf, &sorts).await {
                 Ok(created) => {
-                    tx.commit().await?;
+                    self.db.commit(tx).await?;
                     if !outbox.is_empty() {
                         self.announce_outbox();
                     }
                     Ok(created)
                 }
                 Err(e) => {
-                    cancel(tx).await;
+                    self.db.cancel(tx).await;
                     Err(e)
                 }
             }
@@ -616,7 +614,7 @@ impl Store {
             let outbox = subscriptions.by_type;
             let sorts = self.sorts.snapshot();
             with_retry(|| async {
-                let tx = self.db.clone().begin().await.map_err(StoreError::from)?;
+                let tx = self.db.begin().await?;
                 let hot = Hot {
                     outbox: &outbox,
                     conf: subscriptions.version,
@@ -626,14 +624,14 @@ impl Store {
                     update_in(&tx, actor, operation, type_name, oid, private, &decide, hot).await;
                 match result {
                     Ok(Outcome::Written(object)) => {
-                        tx.commit().await.map_err(StoreError::from)?;
+                        self.db.commit(tx).await?;
                         if !outbox.is_empty() {
                             self.announce_outbox();
                         }
                         Ok(Outcome::Written(object))
                     }
                     other => {
-                        cancel(tx).await;
+                        self.db.cancel(tx).await;
                         other
                     }
                 }
@@ -662,7 +660,7 @@ impl Store {
             let outbox = subscriptions.by_type;
             let sorts = self.sorts.snapshot();
             with_retry(|| async {
-                let tx = self.db.clone().begin().await.map_err(StoreError::from)?;
+                let tx = self.db.begin().await?;
                 let hot = Hot {
                     outbox: &outbox,
                     conf: subscriptions.version,
@@ -671,14 +669,14 @@ impl Store {
                 let result = delete_in(&tx, actor, type_name, oid, private, &check, hot).await;
                 match result {
                     Ok(Some(object)) => {
-                        tx.commit().await.map_err(StoreError::from)?;
+                        self.db.commit(tx).await?;
                         if !outbox.is_empty() {
                             self.announce_outbox();
                         }
                         Ok(Some(object))
                     }
                     other => {
-                        cancel(tx).await;
+                        self.db.cancel(tx).await;
                         other
                     }
                 }
@@ -710,12 +708,6 @@ fn source_of(
                 1,
             )
         }
-    }
-}
-
-pub(super) async fn cancel(tx: Tx) {
-    if let Err(e) = tx.cancel().await {
-        tracing::warn!(error = %e, "cancelling a store transaction failed");
     }
 }
 

@@ -418,7 +418,7 @@ impl Store {
         }
         let _timer = crate::metrics::store_timer(crate::metrics::StoreOp::OutboxSummary);
         let mut response = bind_all(
-            self.db.query(
+            self.db.shared().query(
                 "SELECT mapping, state, count() AS n, array::min(array::group(created)) AS oldest FROM outbox \
                  GROUP BY mapping, state",
             ),

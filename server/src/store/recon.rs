@@ -178,7 +178,8 @@ impl Store {
         );
         let params = json!({ "run": run, "ttl": surreal_duration(ttl) });
         with_retry(|| async {
-            let mut response = bind_all(self.db.query(sql.as_str()), params.clone()).await?;
+            let mut response =
+                bind_all(self.db.shared().query(sql.as_str()), params.clone()).await?;
             let errors = response.take_errors();
             // A refusal fails every statement of the transaction; the THROW says why.
             let messages: Vec<String> = errors.into_values().map(|e| e.to_string()).collect();

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use super::objects::{Tx, cancel, tx_query};
+use super::objects::{Tx, tx_query};
 use super::{FAILED, Store, StoreError, decode_rows, format_timestamp, with_retry};
 
 /// Rows deleted per call (and so per transaction) unless told otherwise.
@@ -172,15 +172,15 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let cutoff = format_timestamp(before);
         with_retry(|| async {
-            let tx = self.db.clone().begin().await?;
+            let tx = self.db.begin().await?;
             let result = prune_failed_in(&tx, &cutoff, limit).await;
             match result {
                 Ok(n) => {
-                    tx.commit().await?;
+                    self.db.commit(tx).await?;
                     Ok(n)
                 }
                 Err(e) => {
-                    cancel(tx).await;
+                    self.db.cancel(tx).await;
                     Err(e)
                 }
             }

@@ -1,0 +1,82 @@
+//! Database sessions for transactions.
+//!
+//! With the SDK of SurrealDB 3, `Surreal::clone` opens a new session, and on
+//! a SurrealDB server a new session replays the sign-in: one password hash on
+//! the server per clone (argon2; ~25 ms of a release server's core, ~0.4 s of
+//! a debug one). `Store` therefore shares one handle, and a transaction, which
+//! must own a handle (`Surreal::begin(self)`), takes an idle session from
+//! here and gives it back when it commits or is cancelled: a write pays for a
+//! sign-in only when more transactions run at once than ever before.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use surrealdb::Surreal;
+use surrealdb::engine::any::Any;
+use surrealdb::method::Transaction;
+
+use super::StoreError;
+
+/// Idle sessions kept; more concurrent transactions open (and later drop)
+/// their own.
+const MAX_IDLE: usize = 32;
+
+pub(super) type Tx = Transaction<Any>;
+
+/// The shared handle and the idle sessions beside it; cheap to clone.
+#[derive(Clone)]
+pub(super) struct Sessions {
+    shared: Arc<Surreal<Any>>,
+    idle: Arc<Mutex<Vec<Surreal<Any>>>>,
+}
+
+impl Sessions {
+    pub(super) fn new(db: Surreal<Any>) -> Self {
+        Sessions {
+            shared: Arc::new(db),
+            idle: Arc::default(),
+        }
+    }
+
+    /// The handle every query outside a transaction uses.
+    pub(super) fn shared(&self) -> &Surreal<Any> {
+        &self.shared
+    }
+
+    /// Begins a transaction on an idle session (a new one if none is idle).
+    pub(super) async fn begin(&self) -> Result<Tx, StoreError> {
+        let idle = self.lock().pop();
+        let session = idle.unwrap_or_else(|| (*self.shared).clone());
+        Ok(session.begin().await?)
+    }
+
+    /// Commits, and keeps the session for the next transaction.
+    pub(super) async fn commit(&self, tx: Tx) -> Result<(), StoreError> {
+        let session = tx.commit().await?;
+        self.give_back(session);
+        Ok(())
+    }
+
+    /// Cancels (the error that made the caller cancel is what it reports).
+    pub(super) async fn cancel(&self, tx: Tx) {
+        match tx.cancel().await {
+            Ok(session) => self.give_back(session),
+            Err(e) => tracing::warn!(error = %e, "cancelling a store transaction failed"),
+        }
+    }
+
+    /// Drops every session: the embedded engine closes once the last is gone.
+    pub(super) fn close(self) {
+        self.lock().clear();
+    }
+
+    fn give_back(&self, session: Surreal<Any>) {
+        let mut idle = self.lock();
+        if idle.len() < MAX_IDLE {
+            idle.push(session);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Surreal<Any>>> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
