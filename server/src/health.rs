@@ -6,7 +6,8 @@
 //! - `idm.outbox`: the implicit-sync dispatcher runs and is not stuck (see
 //!   [`Health::outbox_progress`]).
 //! - `idm.scheduler`: every schedule's loop runs.
-//! - `idm.tokens`: the token refresh runs.
+//! - `idm.tokens`: the token refresh runs and has read the store's token
+//!   changes lately (else bearers are refused: `api/auth.rs`).
 //! - every `idm.v1.*Service`: SERVING while the store is (each of them
 //!   needs it).
 //! - `""`: SERVING iff every component is.

@@ -222,12 +222,13 @@ pub async fn run(
         tracing::warn!("IDM_ADMIN_TOKEN is not set: only tokens created earlier can call idmd");
     }
     let refresh = {
-        let (tokens, stopped) = (Arc::clone(&tokens), tasks_stopped.clone());
+        let (tokens, stopped, for_tokens) =
+            (Arc::clone(&tokens), tasks_stopped.clone(), health.clone());
         supervise::spawn(
             supervise::Task::new("token-refresh", Some(health::TOKENS)),
             &health,
             tasks_stopped.clone(),
-            move || Arc::clone(&tokens).run_refresh(stopped.clone()),
+            move || Arc::clone(&tokens).run_poll(for_tokens.clone(), stopped.clone()),
         )
     };
     let accounts = accounts::Accounts::new(

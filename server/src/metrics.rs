@@ -49,6 +49,7 @@ pub const LDAP_ERRORS: &str = "idm_ldap_errors_total";
 /// `{outcome}`: success, failed (wrong password, unknown name, disabled),
 /// throttled, error.
 pub const LOGINS: &str = "idm_logins_total";
+pub const TOKEN_LOOKUPS: &str = "idm_token_lookups_total";
 /// `{task}`: background tasks restarted after they died (the supervisor's).
 pub const BACKGROUND_RESTARTS: &str = "idm_background_restarts_total";
 
@@ -156,6 +157,10 @@ fn describe() {
     );
     describe_counter!(LDAP_ERRORS, "LDAP operations that failed");
     describe_counter!(LOGINS, "Password logins by outcome");
+    describe_counter!(
+        TOKEN_LOOKUPS,
+        "Bearers this node did not know, read from the store by id (or not), by outcome"
+    );
     describe_counter!(
         BACKGROUND_RESTARTS,
         "Background tasks restarted after they stopped"
@@ -271,6 +276,12 @@ pub fn ldap_operation(connector: &str, operation: &'static str, started: Instant
 }
 
 /// A password login ended: `success`, `failed`, `throttled` or `error`.
+/// A bearer this node did not know was read by id (`found`, `missing`,
+/// `failed`) or not (`skipped`: the rate limit was spent).
+pub fn token_lookup(outcome: &'static str) {
+    counter!(TOKEN_LOOKUPS, "outcome" => outcome).increment(1);
+}
+
 pub fn login(outcome: &'static str) {
     counter!(LOGINS, "outcome" => outcome).increment(1);
 }

@@ -346,10 +346,20 @@ impl Accounts {
                 StoreError::Decode(format!("internal/user/{name}: role \"{}\"", account.role))
             })?;
         self.throttle.succeeded(attempt);
-        let (record, secret) = self
+        let created = self
             .sessions
-            .create_session(name, scope, self.policy.lifetime, self.policy.idle_timeout)
+            .create_session(
+                name,
+                scope,
+                self.policy.lifetime,
+                self.policy.idle_timeout,
+                Some(&account),
+            )
             .await?;
+        // Disabled, deleted, or given another role or password since the check.
+        let Some((record, secret)) = created else {
+            return Err(AccountError::LoginRefused { disabled: false });
+        };
         if let Err(e) = self.store.set_last_login(name, &record.created).await {
             tracing::warn!(error = %e, "recording the last login failed");
         }

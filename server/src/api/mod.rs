@@ -172,6 +172,9 @@ pub async fn serve(
         .layer(trail::AuditLayer {
             store: core.store.clone(),
         })
+        // Reads bearers this node has not seen (made on another node) before
+        // the interceptor checks them.
+        .layer(auth::LookupLayer(Arc::clone(&core.tokens)))
         .add_service(health_service)
         .add_service(InterceptedService::new(reflection_v1, auth.clone()))
         .add_service(InterceptedService::new(reflection_v1alpha, auth.clone()))

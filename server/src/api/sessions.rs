@@ -1,8 +1,9 @@
 //! When a login session was last used, and when that is worth writing down.
 //!
 //! The interceptor checks a session on every call without a store round trip,
-//! so the last use is kept in memory here, beside (not inside) the token table
-//! the 5 s refresh replaces. It is written to the store at most every
+//! so the last use is kept in memory here, beside (not inside) the token
+//! records. A node that finds a session idle too long by what it knows reads
+//! the record again before refusing (another node may have used it). It is written to the store at most every
 //! [`write_every`] per session, so a restart or another node sees a time at
 //! most that old: a session can outlive its idle timeout there by that much,
 //! never end early.
@@ -89,6 +90,30 @@ impl LastUses {
         }
     }
 
+    /// Whether `session` has been idle too long at `now` as this node knows
+    /// it (its own uses and the store's record); changes nothing.
+    pub fn idle(&self, session: &TokenRecord, now: OffsetDateTime) -> bool {
+        let Some(idle) = session.idle_timeout.map(Duration::seconds) else {
+            return false;
+        };
+        let parse = |t: &str| OffsetDateTime::parse(t, &Rfc3339).ok();
+        let stored = session
+            .last_used
+            .as_deref()
+            .and_then(parse)
+            .into_iter()
+            .chain(parse(&session.created))
+            .max()
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let seen = self
+            .0
+            .lock()
+            .ok()
+            .and_then(|uses| uses.get(&session.tid).map(|u| u.at));
+        let last = seen.map_or(stored, |at| at.max(stored));
+        idle_expired(last, idle, now)
+    }
+
     /// Forgets sessions no longer in the registry.
     pub fn retain(&self, live: impl Fn(&str) -> bool) {
         if let Ok(mut uses) = self.0.lock() {
@@ -120,6 +145,7 @@ mod tests {
             account: Some("alice".into()),
             idle_timeout: Some(idle_secs),
             last_used: last_used.map(format_timestamp),
+            changed: None,
         }
     }
 

@@ -61,7 +61,12 @@ pub use tokens::{TokenKind, TokenRecord};
 /// 5: sort keys of searchable properties (`sort:<type>:<property>`,
 ///    `sort_index`), built at start; an older idmd would write objects
 ///    without them, so it must not open the store.
-pub const SCHEMA_VERSION: i64 = 5;
+/// 6: tokens carry `changed`, a number from `meta:token_seq` bumped by every
+///    create and revocation (index `token_changed`), which nodes poll by;
+///    older tokens read with none (found by id). An older idmd would revoke
+///    without a number, unseen by the other nodes, so it must not open the
+///    store.
+pub const SCHEMA_VERSION: i64 = 6;
 const SCHEMA: &str = include_str!("schema.surql");
 const WRITE_ATTEMPTS: u32 = 8;
 /// Credentials for a `ws://` SurrealDB server.
