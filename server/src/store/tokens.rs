@@ -99,7 +99,7 @@ async fn changing(store: &Store, statements: &str, params: Value) -> Result<Valu
 const CHANGE_ATTEMPTS: u32 = 32;
 
 async fn change_once(store: &Store, sql: &str, params: &Value) -> Result<Value, StoreError> {
-    let mut response = bind_all(store.db.query(sql), params.clone()).await?;
+    let mut response = bind_all(store.db.shared().query(sql), params.clone()).await?;
     let mut errors: Vec<(usize, String)> = response
         .take_errors()
         .into_iter()
@@ -262,9 +262,10 @@ mod tests {
 
     /// The plan SurrealDB makes for `sql`, as text.
     async fn plan(store: &Store, sql: &str, params: serde_json::Value) -> String {
-        let mut response = super::super::bind_all(store.db.query(format!("{sql} EXPLAIN")), params)
-            .await
-            .unwrap();
+        let mut response =
+            super::super::bind_all(store.db.shared().query(format!("{sql} EXPLAIN")), params)
+                .await
+                .unwrap();
         let value: surrealdb::types::Value = response.take(0).unwrap();
         value.into_json_value().to_string()
     }

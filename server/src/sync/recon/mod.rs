@@ -9,6 +9,7 @@ mod worker;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -332,40 +333,32 @@ impl Reconciler {
     ) {
         tracing::info!("reconciliation started");
         let started = std::time::Instant::now();
+        // Saved by a task of its own: the heartbeat is renewed on time however
+        // long the run's own awaits take.
+        let lost = Arc::new(AtomicBool::new(false));
+        let saver = tokio::spawn(
+            keep_saving(
+                self.store.clone(),
+                Arc::clone(&recon),
+                self.heartbeat,
+                Arc::clone(&lost),
+            )
+            .in_current_span(),
+        );
         let work = self.run(Arc::clone(&recon), prepared, only);
         tokio::pin!(work);
         let mut report = tokio::time::interval(REPORT_EVERY.min(self.heartbeat.renew));
-        let save_every = SAVE_EVERY.min(self.heartbeat.renew);
-        let mut last_save = tokio::time::Instant::now();
-        let mut lost = false;
         let outcome = loop {
             tokio::select! {
                 outcome = &mut work => break outcome,
                 _ = report.tick() => {
-                    let snapshot = recon.snapshot();
-                    if last_save.elapsed() >= save_every {
-                        last_save = tokio::time::Instant::now();
-                        match self.store.save_progress(&snapshot, self.heartbeat.ttl).await {
-                            Ok(RunStanding::Owned { cancel_requested: true }) => {
-                                if !recon.is_cancelled() {
-                                    tracing::info!("cancel requested through the store");
-                                    recon.cancel();
-                                }
-                            }
-                            Ok(RunStanding::Owned { .. }) => {}
-                            Ok(RunStanding::Lost) => {
-                                // Our heartbeat lapsed and another node failed the run.
-                                tracing::error!("the run was marked FAILED by another node (its heartbeat expired); stopping it");
-                                lost = true;
-                                recon.cancel();
-                            }
-                            Err(e) => tracing::warn!(error = %e, "saving recon progress failed"),
-                        }
-                    }
-                    publish.send_replace(snapshot);
+                    publish.send_replace(recon.snapshot());
                 }
             }
         };
+        saver.abort();
+        let _ = saver.await;
+        let mut lost = lost.load(Ordering::SeqCst);
         let cancelled = recon.is_cancelled();
         recon.update(|r| {
             r.ended = Some(now_timestamp());
@@ -601,6 +594,39 @@ impl Reconciler {
         )
         .await?;
         Ok(recon.outcome())
+    }
+}
+
+/// Saves the owner's progress every [`SAVE_EVERY`] (at most every
+/// `heartbeat.renew`), which renews the run's heartbeat and reads back a
+/// cancel request from another node; runs until aborted.
+async fn keep_saving(store: Store, recon: Arc<Recon>, heartbeat: Heartbeat, lost: Arc<AtomicBool>) {
+    let mut every = tokio::time::interval(SAVE_EVERY.min(heartbeat.renew));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        match store.save_progress(&recon.snapshot(), heartbeat.ttl).await {
+            Ok(RunStanding::Owned {
+                cancel_requested: true,
+            }) => {
+                if !recon.is_cancelled() {
+                    tracing::info!("cancel requested through the store");
+                    recon.cancel();
+                }
+            }
+            Ok(RunStanding::Owned { .. }) => {}
+            Ok(RunStanding::Lost) => {
+                // Our heartbeat lapsed and another node failed the run.
+                tracing::error!(
+                    "the run was marked FAILED by another node (its heartbeat expired); stopping it"
+                );
+                lost.store(true, Ordering::SeqCst);
+                recon.cancel();
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "saving recon progress failed"),
+        }
     }
 }
 

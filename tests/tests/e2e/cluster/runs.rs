@@ -1,14 +1,14 @@
-//! DRAFT — not compiled, not run, not in `cluster/mod.rs` (which is on the
-//! server helper's branch, with `idm_tests::cluster`). To wire at merge: add
-//! `mod runs;` to `tests/tests/e2e/cluster/mod.rs`, build, run, fix.
-//!
 //! Owned recon runs on two idmd nodes over one SurrealDB server: a run of
 //! a mapping is refused on the other node, cancelled and watched from it;
 //! `kill -9` of the node running a recon leaves the run ACTIVE until its
 //! heartbeat expires (10 s after the last renewal, renewed every 1–2 s),
 //! then the other node's sweep (every 5 s) marks it FAILED, and a new run
 //! completes with exactly one user per row. Rows: 3 000 (the issue says
-//! 20 000; 3 000 keeps a debug build's run past the kill within test time).
+//! 20 000; 3 000 keeps a debug build's run past the kill within test time),
+//! and the mapping without its `password` default (an argon2 hash per row
+//! is what issue 18 takes off the recon path, not what runs prove) and with
+//! one worker (`taskThreads: 1`): a cancel lands between batches, and with
+//! Wren's ten workers every row of a small file is in flight at once.
 
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,27 @@ use tonic::Code;
 const MAPPING: &str = "csvEmployee_managedUser";
 const ROWS: usize = 3_000;
 
+/// The cookbook mapping without its `password` default, on one worker.
+fn lean_mapping(conf: &TempDir) {
+    let path = conf.path().join("sync.json");
+    let mut sync: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mapping = sync["mappings"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|m| m["name"] == MAPPING)
+        .unwrap();
+    mapping["properties"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|p| p["target"] != "password");
+    mapping["taskThreads"] = 1.into();
+    std::fs::write(&path, serde_json::to_string_pretty(&sync).unwrap()).unwrap();
+}
+
 fn write_rows(conf: &TempDir, rows: usize) {
+    lean_mapping(conf);
     let mut text = String::from("uid,firstName,lastName,telephoneNumber\n");
     for i in 0..rows {
         text.push_str(&format!("{i},First{i},Last{i},555{i}\n"));
@@ -82,7 +102,6 @@ async fn user_count(clients: &mut Clients) -> i64 {
 }
 
 #[tokio::test]
-#[ignore = "fails under a loaded CI machine: against the debug-built test server the owner's heartbeat lapses (it is renewed with the run's progress saves, which wait behind its batch writes); run with --run-ignored"]
 async fn a_run_is_refused_watched_and_cancelled_from_the_other_node() {
     let conf = idm_conf("sync");
     write_rows(&conf, ROWS);
@@ -122,7 +141,6 @@ async fn a_run_is_refused_watched_and_cancelled_from_the_other_node() {
 }
 
 #[tokio::test]
-#[ignore = "fails under a loaded CI machine: against the debug-built test server the owner's heartbeat lapses (it is renewed with the run's progress saves, which wait behind its batch writes); run with --run-ignored"]
 async fn a_recon_whose_node_is_killed_fails_after_its_heartbeat_expires_and_a_new_run_completes() {
     let conf = idm_conf("sync");
     write_rows(&conf, ROWS);
