@@ -238,6 +238,12 @@ pub async fn run(
         &settings.allow_paths,
     ));
     let reconciler = sync::recon::Reconciler::new(store.clone(), objects.clone(), conf_dir.clone());
+    // Unique per process: ticks, run leases and outbox objects are claimed in its name.
+    let node = format!(
+        "idmd-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    );
     let implicit = Arc::new(
         sync::outbox::ImplicitSync::start_with(
             store.clone(),
@@ -245,14 +251,9 @@ pub async fn run(
             conf_dir.clone(),
             &health,
             supervise::Backoff::default(),
+            sync::outbox::Claims::new(node.clone()),
         )
         .await?,
-    );
-    // Unique per process: ticks and run leases are claimed in its name.
-    let node = format!(
-        "idmd-{}-{}",
-        std::process::id(),
-        uuid::Uuid::new_v4().simple()
     );
     let scheduler = scheduler::Scheduler::start(
         store.clone(),

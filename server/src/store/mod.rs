@@ -39,7 +39,9 @@ pub use objects::{
     NewObject, ObjectChange, Outcome, RelationRef, RelationRow, StoredObject, StoredSecret, Write,
     object_ref, split_ref,
 };
-pub use outbox::{FAILED, OutboxEntry, PENDING, QueueSummary, Reschedule, SyncSubscriptions};
+pub use outbox::{
+    ClaimKey, DueEntries, FAILED, OutboxEntry, PENDING, QueueSummary, Reschedule, SyncSubscriptions,
+};
 pub use query::{
     Columns, CompileError, CompiledFilter, FieldResolver, Identifier, QueryPage, QueryPlan,
     ResolvedField, SortKey, compile,

@@ -10,10 +10,16 @@
 //! Delivery is state-based (see `provision.rs`), so an object's entries are
 //! delivered together and in order, and delivering one again after a crash
 //! changes nothing.
+//!
+//! Nodes sharing a store share the outbox: a dispatcher claims the objects
+//! of a batch before delivering it ([`Claims`]), renews its claims while
+//! they are in flight and releases them once the batch is recorded; other
+//! nodes' reads leave those objects out. A node that dies leaves its claims
+//! to expire after [`CLAIM_TTL`]; another node then delivers the entries.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::future::LocalBoxFuture;
@@ -24,7 +30,9 @@ use super::provision::{Change, Provisioner, Referrer};
 use crate::connector;
 use crate::health::{self, Health};
 use crate::managed::ManagedObjects;
-use crate::store::{OutboxEntry, Reschedule, Store, StoreError, format_timestamp, now_timestamp};
+use crate::store::{
+    ClaimKey, OutboxEntry, Reschedule, Store, StoreError, format_timestamp, now_timestamp,
+};
 use crate::supervise::{self, Backoff, Task};
 
 /// Objects per batch.
@@ -38,6 +46,64 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How often the dispatcher looks for entries when nothing wakes it
 /// (another node's writes, entries falling due).
 const IDLE_POLL: Duration = Duration::from_secs(2);
+/// How often the dispatcher looks again while every due entry belongs to
+/// objects other nodes hold.
+const HELD_POLL: Duration = Duration::from_millis(500);
+/// How long a claim on an object lasts unless renewed (store clock).
+pub const CLAIM_TTL: Duration = Duration::from_secs(10);
+/// How often a dispatcher renews the claims it holds.
+pub const CLAIM_RENEW: Duration = Duration::from_secs(2);
+
+/// Who claims the objects a dispatcher delivers, and for how long.
+#[derive(Debug, Clone)]
+pub struct Claims {
+    /// This node's id (`lib.rs`).
+    pub node: String,
+    pub ttl: Duration,
+    pub renew_every: Duration,
+}
+
+impl Claims {
+    /// `node`'s claims, with the default expiry and renewal.
+    pub fn new(node: impl Into<String>) -> Self {
+        Claims {
+            node: node.into(),
+            ttl: CLAIM_TTL,
+            renew_every: CLAIM_RENEW,
+        }
+    }
+}
+
+/// The claims a dispatcher holds, renewed in the background while held.
+type Held = Arc<Mutex<HashSet<ClaimKey>>>;
+
+/// Renews `held` every `claims.renew_every` until dropped.
+struct Renewer(tokio::task::JoinHandle<()>);
+
+impl Renewer {
+    fn start(store: Store, claims: Claims, held: Held) -> Self {
+        Renewer(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(claims.renew_every).await;
+                let keys: Vec<ClaimKey> = held
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .iter()
+                    .cloned()
+                    .collect();
+                if let Err(e) = store.renew_claims(&claims.node, claims.ttl, &keys).await {
+                    tracing::warn!(error = %e, claims = keys.len(), "renewing outbox claims failed; retrying");
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for Renewer {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// The enableSync mappings that provision managed objects into a connector,
 /// by source type, from the stored mapping documents.
@@ -125,19 +191,30 @@ impl ImplicitSync {
         conf_dir: PathBuf,
     ) -> Result<Self, StoreError> {
         let (health, _) = Health::new().await;
-        Self::start_with(store, objects, conf_dir, &health, Backoff::default()).await
+        let node = format!("idmd-{}", uuid::Uuid::new_v4().simple());
+        Self::start_with(
+            store,
+            objects,
+            conf_dir,
+            &health,
+            Backoff::default(),
+            Claims::new(node),
+        )
+        .await
     }
 
     /// [`ImplicitSync::start`] under supervision: a dispatcher that dies is
     /// restarted after `backoff` (`idm.outbox` NOT_SERVING meanwhile) and
     /// delivers what was queued; a watchdog turns `idm.outbox` NOT_SERVING
     /// while the dispatcher is stuck (see [`crate::health::watch_outbox`]).
+    /// Objects are claimed in the name of `claims.node`.
     pub async fn start_with(
         store: Store,
         objects: ManagedObjects,
         conf_dir: PathBuf,
         health: &Health,
         backoff: Backoff,
+        claims: Claims,
     ) -> Result<Self, StoreError> {
         let mappings = Arc::new(load_sync_mappings(&store, &objects, &conf_dir).await?);
         store.set_sync_subscriptions(subscriptions(&mappings));
@@ -160,8 +237,12 @@ impl ImplicitSync {
                     for_health.clone(),
                 );
                 let (handle, stopped) = (handle.clone(), for_stop.clone());
+                let claims = claims.clone();
                 move || {
                     let dispatcher = Dispatcher {
+                        claims,
+                        held: Held::default(),
+                        held_elsewhere: false,
                         store,
                         objects,
                         conf_dir,
@@ -230,6 +311,11 @@ impl ImplicitSync {
 }
 
 struct Dispatcher {
+    claims: Claims,
+    /// The objects this dispatcher has claimed and not yet released.
+    held: Held,
+    /// Whether the last read left out due entries other nodes hold.
+    held_elsewhere: bool,
     store: Store,
     objects: ManagedObjects,
     conf_dir: PathBuf,
@@ -266,6 +352,13 @@ impl Dispatcher {
         mut stopped: watch::Receiver<bool>,
     ) {
         let signal = self.store.outbox_signal();
+        // Stops (aborts) with the dispatcher, a panic included: the claims
+        // then expire unless a restarted dispatcher takes them again.
+        let _renewer = Renewer::start(
+            self.store.clone(),
+            self.claims.clone(),
+            Arc::clone(&self.held),
+        );
         let mut applying: Option<Applying> = None;
         let mut recording: Option<Recording> = None;
         loop {
@@ -344,6 +437,9 @@ impl Dispatcher {
 
     /// How long to sleep when nothing is due: until the next entry is, at most [`IDLE_POLL`].
     async fn idle_wait(&self) -> Duration {
+        if self.held_elsewhere {
+            return HELD_POLL;
+        }
         let Ok(Some(next)) = self.store.next_due().await else {
             return IDLE_POLL;
         };
@@ -363,16 +459,59 @@ impl Dispatcher {
     /// The next batch: due entries of one mapping, oldest first, grouped by
     /// object. Due entries are read [`READ_AHEAD`] batches at a time (one
     /// scan of the outbox instead of one per batch), leaving out objects
-    /// still in flight in a later stage; a batch holds one mapping's objects.
+    /// still in flight in a later stage and objects other nodes hold; a batch
+    /// holds one mapping's objects. A batch is claimed when it is taken:
+    /// objects another node claimed meanwhile, or whose entries changed
+    /// since the read, are dropped from it (the next read sees them again).
     async fn next_batch(
+        &mut self,
+        busy: &[&Option<&HashSet<(String, String)>>],
+    ) -> Result<Option<Batch>, StoreError> {
+        loop {
+            let Some((mapping, objects)) = self.next_unclaimed(busy).await? else {
+                return Ok(None);
+            };
+            let firsts: Vec<&OutboxEntry> = objects
+                .iter()
+                .filter_map(|(_, entries)| entries.first())
+                .collect();
+            let claimed: HashSet<ClaimKey> = self
+                .store
+                .claim_objects(&self.claims.node, self.claims.ttl, &firsts)
+                .await?
+                .into_iter()
+                .collect();
+            let objects: Vec<(String, Vec<OutboxEntry>)> = objects
+                .into_iter()
+                .filter(|(_, entries)| {
+                    entries
+                        .first()
+                        .is_some_and(|e| claimed.contains(&e.claim_key()))
+                })
+                .collect();
+            if objects.is_empty() {
+                continue;
+            }
+            self.held
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend(claimed);
+            return Ok(Some((mapping, objects)));
+        }
+    }
+
+    /// The next batch read, before it is claimed.
+    async fn next_unclaimed(
         &mut self,
         busy: &[&Option<&HashSet<(String, String)>>],
     ) -> Result<Option<Batch>, StoreError> {
         if self.queued.is_empty() {
             let due = self
                 .store
-                .due_entries(&now_timestamp(), READ_AHEAD * BATCH)
+                .due_entries_for(&self.claims.node, &now_timestamp(), READ_AHEAD * BATCH)
                 .await?;
+            self.held_elsewhere = due.held_elsewhere > 0;
+            let due = due.entries;
             let mut batches: Vec<Batch> = Vec::new();
             let mut placed: HashMap<(String, String), (usize, usize)> = HashMap::new();
             for entry in due {
@@ -401,8 +540,39 @@ impl Dispatcher {
 
     /// Prepares one batch (steps 1 to 3, on this thread's script engine) and
     /// returns the rest of its way: its target writes, then its recording.
-    #[tracing::instrument(skip_all, fields(mapping = %mapping, objects = objects.len()))]
+    /// The batch's claims are released once it is recorded.
     async fn prepare(
+        &mut self,
+        mapping: &str,
+        objects: Vec<(String, Vec<OutboxEntry>)>,
+    ) -> Applying {
+        let keys: Vec<ClaimKey> = objects
+            .iter()
+            .filter_map(|(_, entries)| entries.first().map(OutboxEntry::claim_key))
+            .collect();
+        let applying = self.prepare_batch(mapping, objects).await;
+        let (store, node, held) = (
+            self.store.clone(),
+            self.claims.node.clone(),
+            Arc::clone(&self.held),
+        );
+        Applying {
+            objects: applying.objects,
+            work: Box::pin(async move {
+                let recording = applying.work.await;
+                Recording {
+                    objects: recording.objects,
+                    work: Box::pin(async move {
+                        recording.work.await;
+                        release(&store, &node, &held, &keys).await;
+                    }),
+                }
+            }),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(mapping = %mapping, objects = objects.len()))]
+    async fn prepare_batch(
         &mut self,
         mapping: &str,
         objects: Vec<(String, Vec<OutboxEntry>)>,
@@ -550,6 +720,19 @@ pub(crate) mod faults {
     pub const PANICS_ONCE: &str = "fault_panics_once";
 }
 
+/// Releases a recorded batch's claims. One that fails to go expires.
+async fn release(store: &Store, node: &str, held: &Held, keys: &[ClaimKey]) {
+    {
+        let mut held = held.lock().unwrap_or_else(PoisonError::into_inner);
+        for key in keys {
+            held.remove(key);
+        }
+    }
+    if let Err(e) = store.release_claims(node, keys).await {
+        tracing::warn!(error = %e, "releasing outbox claims failed; they expire");
+    }
+}
+
 async fn reschedule_all(store: &Store, failures: &[Reschedule]) {
     crate::metrics::outbox_failed(failures);
     if let Err(e) = store.reschedule_entries(failures).await {
@@ -678,6 +861,7 @@ mod tests {
             dir.clone(),
             &health,
             backoff,
+            Claims::new("test-node"),
         )
         .await
         .unwrap();
