@@ -550,6 +550,8 @@ impl Dispatcher {
             .iter()
             .filter_map(|(_, entries)| entries.first().map(OutboxEntry::claim_key))
             .collect();
+        #[cfg(test)]
+        let watched = faults::begin(&self.claims.node, mapping, &objects);
         let applying = self.prepare_batch(mapping, objects).await;
         let (store, node, held) = (
             self.store.clone(),
@@ -564,6 +566,8 @@ impl Dispatcher {
                     objects: recording.objects,
                     work: Box::pin(async move {
                         recording.work.await;
+                        #[cfg(test)]
+                        faults::end(watched);
                         release(&store, &node, &held, &keys).await;
                     }),
                 }
@@ -718,6 +722,72 @@ pub(crate) mod faults {
     /// disturb each other).
     pub static PANIC_ON_NEXT_BATCH: AtomicBool = AtomicBool::new(false);
     pub const PANICS_ONCE: &str = "fault_panics_once";
+
+    /// One batch's delivery of one object: by which node, which entries.
+    #[derive(Debug, Clone)]
+    pub struct Delivered {
+        pub node: String,
+        pub mapping: String,
+        pub oid: String,
+        pub seqs: Vec<String>,
+    }
+
+    /// Every delivery recorded, in the order the batches were recorded.
+    pub static DELIVERED: Mutex<Vec<Delivered>> = Mutex::new(Vec::new());
+    /// (mapping, oid) being delivered now, by node.
+    static IN_FLIGHT: Mutex<Vec<(String, String, String)>> = Mutex::new(Vec::new());
+    /// Objects a node began delivering while another node was: (mapping, oid).
+    pub static OVERLAPS: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+    use std::sync::Mutex;
+
+    use crate::store::OutboxEntry;
+
+    /// A batch begins: notes objects another node is delivering now.
+    pub fn begin(
+        node: &str,
+        mapping: &str,
+        objects: &[(String, Vec<OutboxEntry>)],
+    ) -> Vec<Delivered> {
+        let mut in_flight = IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner());
+        let mut started = Vec::new();
+        for (oid, entries) in objects {
+            if in_flight
+                .iter()
+                .any(|(n, m, o)| n != node && m == mapping && o == oid)
+            {
+                OVERLAPS
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((mapping.to_string(), oid.clone()));
+            }
+            in_flight.push((node.to_string(), mapping.to_string(), oid.clone()));
+            started.push(Delivered {
+                node: node.to_string(),
+                mapping: mapping.to_string(),
+                oid: oid.clone(),
+                seqs: entries.iter().map(|e| e.seq.clone()).collect(),
+            });
+        }
+        started
+    }
+
+    /// A batch is recorded.
+    pub fn end(batch: Vec<Delivered>) {
+        let mut in_flight = IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner());
+        for d in &batch {
+            if let Some(i) = in_flight
+                .iter()
+                .position(|(n, m, o)| *n == d.node && *m == d.mapping && *o == d.oid)
+            {
+                in_flight.swap_remove(i);
+            }
+        }
+        DELIVERED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(batch);
+    }
 }
 
 /// Releases a recorded batch's claims. One that fails to go expires.
@@ -804,6 +874,288 @@ mod tests {
             .success()
             .unwrap();
         !entries.is_empty()
+    }
+
+    /// The `sn` of the LDAP entry `uid=<uid>`, if there is one.
+    async fn ldap_sn(slapd: &idm_testkit::Slapd, uid: &str) -> Option<String> {
+        let (connection, mut ldap) = ldap3::LdapConnAsync::new(&slapd.url()).await.unwrap();
+        tokio::spawn(connection.drive());
+        ldap.simple_bind(slapd.admin_dn(), slapd.admin_password())
+            .await
+            .unwrap();
+        let (entries, _) = ldap
+            .search(
+                slapd.base_dn(),
+                ldap3::Scope::Subtree,
+                &format!("(uid={uid})"),
+                vec!["sn"],
+            )
+            .await
+            .unwrap()
+            .success()
+            .unwrap();
+        entries.into_iter().next().and_then(|e| {
+            ldap3::SearchEntry::construct(e)
+                .attrs
+                .get("sn")
+                .and_then(|v| v.first().cloned())
+        })
+    }
+
+    /// A store with an LDAP connector on `slapd` and an enableSync mapping
+    /// `mapping` of users to it.
+    async fn ldap_sync_store(
+        slapd: &idm_testkit::Slapd,
+        mapping: &str,
+    ) -> (Store, ManagedObjects, PathBuf) {
+        use serde_json::json;
+        let store = Store::open("mem://").await.unwrap();
+        let dir = std::env::temp_dir().join(format!("idm-outbox-{}", uuid::Uuid::new_v4()));
+        let secrets =
+            crate::secrets::SecretBox::load_or_create(&dir.join("idm.key"), None).unwrap();
+        let objects = ManagedObjects::new(
+            Arc::new(crate::managed::ManagedSchema::builtin().unwrap()),
+            store.clone(),
+            Arc::new(secrets),
+        );
+        let connector = json!({
+            "connectorType": "ldap", "url": slapd.url(), "baseDn": slapd.base_dn(),
+            "bindDn": slapd.admin_dn(), "bindPassword": slapd.admin_password(),
+            "startTls": false, "timeoutSeconds": 10,
+            "objectTypes": {"account": {"namingAttribute": "uid",
+                "objectClasses": ["top", "person", "organizationalPerson", "inetOrgPerson"]}}
+        });
+        let body = json!({
+            "name": mapping,
+            "source": "managed/user", "target": "system/ldap/account", "enableSync": true,
+            "properties": [{"source": "userName", "target": "uid"},
+                           {"source": "userName", "target": "cn"},
+                           {"source": "sn", "target": "sn"}],
+            "policies": [{"situation": "MISSING", "action": "CREATE"},
+                         {"situation": "CONFIRMED", "action": "UPDATE"},
+                         {"situation": "FOUND", "action": "UPDATE"}]
+        });
+        for (kind, name, body) in [("connector", "ldap", connector), ("mapping", mapping, body)] {
+            store
+                .put_config(&crate::store::ConfigDocument {
+                    kind: kind.into(),
+                    name: name.into(),
+                    body: body.as_object().cloned().unwrap(),
+                    source: "test".into(),
+                })
+                .await
+                .unwrap();
+        }
+        (store, objects, dir)
+    }
+
+    fn user_body(name: &str, sn: &str) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::json!({"userName": name, "sn": sn})
+            .as_object()
+            .cloned()
+            .unwrap()
+    }
+
+    /// Waits until the mapping's queue is empty.
+    async fn drained(store: &Store, mapping: &str) -> bool {
+        for _ in 0..600 {
+            let queues = store.queue_counts().await.unwrap();
+            if !queues
+                .iter()
+                .any(|q| q.mapping == mapping && q.pending + q.failed > 0)
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_nodes_deliver_every_change_once_and_in_order_per_object() {
+        const MAPPING: &str = "two_nodes_once";
+        const USERS: usize = 30;
+        const ROUNDS: usize = 4;
+        let slapd = idm_testkit::Slapd::start().unwrap();
+        let (store, objects, dir) = ldap_sync_store(&slapd, MAPPING).await;
+        let mut nodes = Vec::new();
+        for node in ["node-a", "node-b"] {
+            let (health, _) = Health::new().await;
+            nodes.push(
+                ImplicitSync::start_with(
+                    store.clone(),
+                    objects.clone(),
+                    dir.clone(),
+                    &health,
+                    Backoff::default(),
+                    Claims::new(node),
+                )
+                .await
+                .unwrap(),
+            );
+        }
+        // Writes while both deliver: each user created, then changed ROUNDS times.
+        let name = |u: usize| format!("twonodes{u}");
+        for u in 0..USERS {
+            objects
+                .create("test", "user", Some(name(u)), user_body(&name(u), "v0"))
+                .await
+                .unwrap();
+        }
+        for round in 1..=ROUNDS {
+            for u in 0..USERS {
+                objects
+                    .replace(
+                        "test",
+                        "user",
+                        &name(u),
+                        user_body(&name(u), &format!("v{round}")),
+                        None,
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+        assert!(drained(&store, MAPPING).await, "the outbox drained");
+        for u in 0..USERS {
+            assert_eq!(
+                ldap_sn(&slapd, &name(u)).await.as_deref(),
+                Some(format!("v{ROUNDS}").as_str()),
+                "{} holds the last change",
+                name(u)
+            );
+        }
+        for node in &nodes {
+            node.shutdown(Duration::from_secs(5)).await;
+        }
+
+        let overlaps: Vec<_> = faults::OVERLAPS
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, _)| m == MAPPING)
+            .cloned()
+            .collect();
+        assert!(
+            overlaps.is_empty(),
+            "objects delivered by two nodes at once: {overlaps:?}"
+        );
+        let delivered: Vec<faults::Delivered> = faults::DELIVERED
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|d| d.mapping == MAPPING)
+            .cloned()
+            .collect();
+        let mut seen = HashSet::new();
+        let mut last: HashMap<&str, &str> = HashMap::new();
+        for d in &delivered {
+            for seq in &d.seqs {
+                assert!(seen.insert(seq.clone()), "entry {seq} of {} delivered twice", d.oid);
+                if let Some(before) = last.insert(&d.oid, seq) {
+                    assert!(before < seq.as_str(), "{}: {seq} delivered after {before}", d.oid);
+                }
+            }
+        }
+        assert_eq!(
+            seen.len(),
+            USERS * (ROUNDS + 1),
+            "every change delivered once"
+        );
+        let by_node = |node: &str| delivered.iter().filter(|d| d.node == node).count();
+        eprintln!(
+            "deliveries: node-a {}, node-b {}",
+            by_node("node-a"),
+            by_node("node-b")
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dead_nodes_claim_holds_its_object_back_until_it_expires() {
+        const MAPPING: &str = "dead_node_claim";
+        let slapd = idm_testkit::Slapd::start().unwrap();
+        let (store, objects, dir) = ldap_sync_store(&slapd, MAPPING).await;
+        store.set_sync_subscriptions(BTreeMap::from([(
+            "user".to_string(),
+            vec![MAPPING.to_string()],
+        )]));
+        objects
+            .create("test", "user", Some("held".into()), user_body("held", "Held"))
+            .await
+            .unwrap();
+        // A node claimed it and died: its claim is never renewed nor released.
+        let ttl = Duration::from_secs(5);
+        let due = store.due_entries(&now_timestamp(), 10).await.unwrap();
+        let claimed_at = std::time::Instant::now();
+        let claimed = store
+            .claim_objects("dead-node", ttl, &[&due[0]])
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+
+        let (health, _) = Health::new().await;
+        let sync = ImplicitSync::start_with(
+            store.clone(),
+            objects.clone(),
+            dir.clone(),
+            &health,
+            Backoff::default(),
+            Claims::new("live-node"),
+        )
+        .await
+        .unwrap();
+        objects
+            .create("test", "user", Some("free".into()), user_body("free", "Free"))
+            .await
+            .unwrap();
+        let mut free_seen = false;
+        for _ in 0..300 {
+            if ldap_sn(&slapd, "free").await.is_some() {
+                free_seen = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(free_seen, "the live node delivers objects nobody holds");
+        let free_after = claimed_at.elapsed();
+        if free_after < ttl {
+            assert_eq!(
+                ldap_sn(&slapd, "held").await,
+                None,
+                "the dead node's object waits for its claim to expire"
+            );
+        }
+        let mut held_seen = false;
+        for _ in 0..600 {
+            if ldap_sn(&slapd, "held").await.is_some() {
+                held_seen = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(held_seen, "the live node delivers it once the claim expired");
+        assert!(
+            claimed_at.elapsed() >= ttl,
+            "delivered {:?} after the claim of {ttl:?}",
+            claimed_at.elapsed()
+        );
+        assert!(drained(&store, MAPPING).await);
+        let delivered: Vec<faults::Delivered> = faults::DELIVERED
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|d| d.mapping == MAPPING)
+            .cloned()
+            .collect();
+        assert!(delivered.iter().all(|d| d.node == "live-node"));
+        assert_eq!(
+            delivered.iter().filter(|d| d.oid == "held").count(),
+            1,
+            "{delivered:?}"
+        );
+        sync.shutdown(Duration::from_secs(5)).await;
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
