@@ -304,42 +304,51 @@ impl Store {
         if firsts.is_empty() {
             return Ok(Vec::new());
         }
-        let objects: Vec<Value> = firsts
+        let keys: Vec<Value> = firsts.iter().map(|e| e.key()).collect();
+        // Every first entry was due when read: one that is not due by the
+        // latest of their times was rescheduled since (or retried, or
+        // delivered and gone): the read is stale for that object.
+        let read = firsts
             .iter()
-            .map(|e| {
-                json!({
-                    "key": [e.mapping, e.type_name, e.oid], "first": e.key(),
-                    "attempts": e.attempts,
-                })
-            })
-            .collect();
+            .map(|e| e.due.as_str())
+            .max()
+            .unwrap_or_default();
+        #[derive(Deserialize)]
+        struct Claimed {
+            key: ClaimKey,
+            node: String,
+        }
         let _timer = crate::metrics::store_timer(crate::metrics::StoreOp::Execute);
         let mut response = bind_all(
             self.db.query(
                 "BEGIN; \
                  LET $now = time::now(); \
                  LET $until = $now + <duration> $ttl; \
-                 FOR $o IN $objects { \
-                   LET $c = (SELECT node, until FROM ONLY type::record('outbox_claim', $o.key)); \
-                   LET $e = (SELECT state, attempts FROM ONLY type::record('outbox', $o.first)); \
-                   IF ($c = NONE OR $c.node = $node OR $c.until < $now) \
-                      AND $e != NONE AND $e.state = $pending AND $e.attempts = $o.attempts { \
-                     UPSERT type::record('outbox_claim', $o.key) CONTENT { node: $node, until: $until } RETURN NONE; \
-                   }; \
-                 }; \
-                 SELECT VALUE record::id(id) FROM array::map($objects, |$o| type::record('outbox_claim', $o.key)) \
-                   WHERE node = $node AND until = $until; \
+                 LET $live = (SELECT VALUE array::slice(record::id(id), 0, 3) \
+                   FROM array::map($firsts, |$k| type::record('outbox', $k)) \
+                   WHERE state = $pending AND due <= $read); \
+                 INSERT INTO outbox_claim \
+                   array::map($live, |$k| { id: type::record('outbox_claim', $k), node: $node, until: $until }) \
+                   ON DUPLICATE KEY UPDATE \
+                     node = IF until < $now OR node = $node { $node } ELSE { node }, \
+                     until = IF until < $now OR node = $node { $until } ELSE { until } \
+                   RETURN record::id(id) AS key, node; \
                  COMMIT;",
             ),
             json!({
-                "objects": objects, "node": node, "pending": PENDING,
+                "firsts": keys, "node": node, "pending": PENDING, "read": read,
                 "ttl": format!("{}ms", ttl.as_millis().max(1)),
             }),
         )
         .await?;
-        // The SELECT's result, before COMMIT's.
-        let claimed = response.num_statements().saturating_sub(2);
-        decode_rows(take_json(&mut response, claimed)?)
+        // The INSERT's result, before COMMIT's.
+        let at = response.num_statements().saturating_sub(2);
+        let claimed: Vec<Claimed> = decode_rows(take_json(&mut response, at)?)?;
+        Ok(claimed
+            .into_iter()
+            .filter(|c| c.node == node)
+            .map(|c| c.key)
+            .collect())
     }
 
     /// Extends `node`'s claims on these objects to `ttl` from now (store clock).

@@ -1051,9 +1051,17 @@ mod tests {
         let mut last: HashMap<&str, &str> = HashMap::new();
         for d in &delivered {
             for seq in &d.seqs {
-                assert!(seen.insert(seq.clone()), "entry {seq} of {} delivered twice", d.oid);
+                assert!(
+                    seen.insert(seq.clone()),
+                    "entry {seq} of {} delivered twice",
+                    d.oid
+                );
                 if let Some(before) = last.insert(&d.oid, seq) {
-                    assert!(before < seq.as_str(), "{}: {seq} delivered after {before}", d.oid);
+                    assert!(
+                        before < seq.as_str(),
+                        "{}: {seq} delivered after {before}",
+                        d.oid
+                    );
                 }
             }
         }
@@ -1081,7 +1089,12 @@ mod tests {
             vec![MAPPING.to_string()],
         )]));
         objects
-            .create("test", "user", Some("held".into()), user_body("held", "Held"))
+            .create(
+                "test",
+                "user",
+                Some("held".into()),
+                user_body("held", "Held"),
+            )
             .await
             .unwrap();
         // A node claimed it and died: its claim is never renewed nor released.
@@ -1106,7 +1119,12 @@ mod tests {
         .await
         .unwrap();
         objects
-            .create("test", "user", Some("free".into()), user_body("free", "Free"))
+            .create(
+                "test",
+                "user",
+                Some("free".into()),
+                user_body("free", "Free"),
+            )
             .await
             .unwrap();
         let mut free_seen = false;
@@ -1134,7 +1152,10 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert!(held_seen, "the live node delivers it once the claim expired");
+        assert!(
+            held_seen,
+            "the live node delivers it once the claim expired"
+        );
         assert!(
             claimed_at.elapsed() >= ttl,
             "delivered {:?} after the claim of {ttl:?}",
