@@ -984,5 +984,35 @@ mod tests {
             1,
             "B holds it now"
         );
+
+        // A renewal (B's own only) keeps a claim past its first expiry.
+        store
+            .execute(
+                "UPDATE outbox_claim SET until = time::now() - 1s RETURN NONE",
+                Value::Null,
+            )
+            .await
+            .unwrap();
+        store
+            .renew_claims("dead", std::time::Duration::from_secs(60), &[a.claim_key()])
+            .await
+            .unwrap();
+        let seen = store
+            .due_entries_for("dead", &now_timestamp(), 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            seen.held_elsewhere, 0,
+            "another node's renewal is no renewal"
+        );
+        store
+            .renew_claims("B", std::time::Duration::from_secs(60), &[a.claim_key()])
+            .await
+            .unwrap();
+        let seen = store
+            .due_entries_for("dead", &now_timestamp(), 10)
+            .await
+            .unwrap();
+        assert_eq!(seen.held_elsewhere, 1, "B's renewal holds it again");
     }
 }

@@ -74,10 +74,14 @@ impl Claims {
     }
 }
 
-/// The claims a dispatcher holds, renewed in the background while held.
-type Held = Arc<Mutex<HashSet<ClaimKey>>>;
+/// The claims a dispatcher holds, with when each was last claimed or
+/// renewed; renewed in the background while held.
+type Held = Arc<Mutex<HashMap<ClaimKey, std::time::Instant>>>;
 
-/// Renews `held` every `claims.renew_every` until dropped.
+/// Every `claims.renew_every`, renews the claims in `held` older than that,
+/// until dropped: a claim is renewed at the latest two periods after it was
+/// made, well within its expiry, and a batch quicker than one period costs
+/// no renewal.
 struct Renewer(tokio::task::JoinHandle<()>);
 
 impl Renewer {
@@ -85,12 +89,20 @@ impl Renewer {
         Renewer(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(claims.renew_every).await;
-                let keys: Vec<ClaimKey> = held
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .iter()
-                    .cloned()
-                    .collect();
+                let keys: Vec<ClaimKey> = {
+                    let mut held = held.lock().unwrap_or_else(PoisonError::into_inner);
+                    let now = std::time::Instant::now();
+                    held.iter_mut()
+                        .filter(|(_, at)| now.duration_since(**at) >= claims.renew_every)
+                        .map(|(key, at)| {
+                            *at = now;
+                            key.clone()
+                        })
+                        .collect()
+                };
+                if keys.is_empty() {
+                    continue;
+                }
                 if let Err(e) = store.renew_claims(&claims.node, claims.ttl, &keys).await {
                     tracing::warn!(error = %e, claims = keys.len(), "renewing outbox claims failed; retrying");
                 }
@@ -492,10 +504,11 @@ impl Dispatcher {
             if objects.is_empty() {
                 continue;
             }
+            let now = std::time::Instant::now();
             self.held
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .extend(claimed);
+                .extend(claimed.into_iter().map(|key| (key, now)));
             return Ok(Some((mapping, objects)));
         }
     }
