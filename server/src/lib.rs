@@ -255,7 +255,8 @@ pub async fn run(
         &settings.conf_env_allow,
         &settings.allow_paths,
     ));
-    // Unique per process: ticks, run leases and recon runs are claimed in its name.
+    // Unique per process: ticks, run leases, recon runs and outbox objects
+    // are claimed in its name.
     let node = format!(
         "idmd-{}-{}",
         std::process::id(),
@@ -280,6 +281,11 @@ pub async fn run(
             conf_dir.clone(),
             &health,
             supervise::Backoff::default(),
+            if embedded {
+                sync::outbox::Claims::sole(node.clone())
+            } else {
+                sync::outbox::Claims::new(node.clone())
+            },
         )
         .await?,
     );

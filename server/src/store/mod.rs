@@ -41,7 +41,8 @@ pub use objects::{
     object_ref, split_ref,
 };
 pub use outbox::{
-    ConfReload, FAILED, OutboxEntry, PENDING, QueueSummary, Reschedule, SyncSubscriptions,
+    ClaimKey, ConfReload, DueEntries, FAILED, OutboxEntry, PENDING, QueueSummary, Reschedule,
+    SyncSubscriptions,
 };
 pub use query::{
     Columns, CompileError, CompiledFilter, FieldResolver, Identifier, QueryPage, QueryPlan,

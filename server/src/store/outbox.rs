@@ -8,6 +8,14 @@
 //! target in line with the object, one range delete drops every entry of that
 //! object up to the last one the delivery saw (failed ones included). Entries
 //! written meanwhile stay and are delivered next.
+//!
+//! Several nodes share one outbox: a node claims the objects of a batch
+//! (`outbox_claim:[mapping, type, oid]`, its node and an `until` on the
+//! store's clock) before delivering them, renews the claims while it
+//! delivers and releases them once the batch is recorded, so an object's
+//! entries are delivered by one node at a time, in order. Other nodes' due
+//! reads leave claimed objects out; a dead node's claims expire and another
+//! node takes its objects over.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -109,6 +117,26 @@ impl OutboxEntry {
     fn key(&self) -> Value {
         json!([self.mapping, self.type_name, self.oid, self.seq])
     }
+
+    /// The claim key of the entry's object.
+    pub fn claim_key(&self) -> ClaimKey {
+        (
+            self.mapping.clone(),
+            self.type_name.clone(),
+            self.oid.clone(),
+        )
+    }
+}
+
+/// An object's claim key, `[mapping, type, oid]`.
+pub type ClaimKey = (String, String, String);
+
+/// Due entries as a node sees them: those of objects no other node holds.
+#[derive(Debug, Default)]
+pub struct DueEntries {
+    pub entries: Vec<OutboxEntry>,
+    /// Due entries left out because another node holds their object.
+    pub held_elsewhere: usize,
 }
 
 /// A delivery that did not succeed: when to try again, or that it gave up.
@@ -295,6 +323,140 @@ impl Store {
                  ORDER BY seq LIMIT $limit"
             ),
             json!({ "pending": PENDING, "now": now, "limit": limit }),
+        )
+        .await
+    }
+
+    /// [`Store::due_entries`] as `node` sees them: entries of objects another
+    /// node holds a live claim on are left out (one read of the live claims
+    /// with the entries, in the same round trip).
+    pub async fn due_entries_for(
+        &self,
+        node: &str,
+        now: &str,
+        limit: usize,
+    ) -> Result<DueEntries, StoreError> {
+        let _timer = crate::metrics::store_timer(crate::metrics::StoreOp::QueryAll);
+        let mut response = bind_all(
+            self.db.shared().query(format!(
+                "SELECT {ENTRY_COLUMNS} FROM outbox WHERE state = $pending AND due <= $now \
+                 ORDER BY seq LIMIT $limit; \
+                 SELECT VALUE record::id(id) FROM outbox_claim WHERE until >= time::now() AND node != $node;"
+            )),
+            json!({ "pending": PENDING, "now": now, "limit": limit, "node": node }),
+        )
+        .await?;
+        let entries: Vec<OutboxEntry> = decode_rows(take_json(&mut response, 0)?)?;
+        let held: Vec<ClaimKey> = decode_rows(take_json(&mut response, 1)?)?;
+        if held.is_empty() {
+            return Ok(DueEntries {
+                entries,
+                held_elsewhere: 0,
+            });
+        }
+        let held: std::collections::HashSet<ClaimKey> = held.into_iter().collect();
+        let before = entries.len();
+        let entries: Vec<OutboxEntry> = entries
+            .into_iter()
+            .filter(|e| !held.contains(&e.claim_key()))
+            .collect();
+        Ok(DueEntries {
+            held_elsewhere: before - entries.len(),
+            entries,
+        })
+    }
+
+    /// Claims for `node`, until `ttl` from now on the store's clock, the
+    /// objects whose oldest read entries are `firsts`, in one transaction;
+    /// returns the objects claimed. An object is skipped while another node
+    /// holds a live claim on it, and when its oldest entry is no longer as
+    /// it was read (delivered, or rescheduled, meanwhile: the read is stale).
+    pub async fn claim_objects(
+        &self,
+        node: &str,
+        ttl: std::time::Duration,
+        firsts: &[&OutboxEntry],
+    ) -> Result<Vec<ClaimKey>, StoreError> {
+        if firsts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<Value> = firsts.iter().map(|e| e.key()).collect();
+        // Every first entry was due when read: one that is not due by the
+        // latest of their times was rescheduled since (or retried, or
+        // delivered and gone): the read is stale for that object.
+        let read = firsts
+            .iter()
+            .map(|e| e.due.as_str())
+            .max()
+            .unwrap_or_default();
+        #[derive(Deserialize)]
+        struct Claimed {
+            key: ClaimKey,
+            node: String,
+        }
+        let _timer = crate::metrics::store_timer(crate::metrics::StoreOp::Execute);
+        let mut response = bind_all(
+            self.db.shared().query(
+                "BEGIN; \
+                 LET $now = time::now(); \
+                 LET $until = $now + <duration> $ttl; \
+                 LET $live = (SELECT VALUE array::slice(record::id(id), 0, 3) \
+                   FROM array::map($firsts, |$k| type::record('outbox', $k)) \
+                   WHERE state = $pending AND due <= $read); \
+                 INSERT INTO outbox_claim \
+                   array::map($live, |$k| { id: type::record('outbox_claim', $k), node: $node, until: $until }) \
+                   ON DUPLICATE KEY UPDATE \
+                     node = IF until < $now OR node = $node { $node } ELSE { node }, \
+                     until = IF until < $now OR node = $node { $until } ELSE { until } \
+                   RETURN record::id(id) AS key, node; \
+                 COMMIT;",
+            ),
+            json!({
+                "firsts": keys, "node": node, "pending": PENDING, "read": read,
+                "ttl": format!("{}ms", ttl.as_millis().max(1)),
+            }),
+        )
+        .await?;
+        // The INSERT's result, before COMMIT's.
+        let at = response.num_statements().saturating_sub(2);
+        let claimed: Vec<Claimed> = decode_rows(take_json(&mut response, at)?)?;
+        Ok(claimed
+            .into_iter()
+            .filter(|c| c.node == node)
+            .map(|c| c.key)
+            .collect())
+    }
+
+    /// Extends `node`'s claims on these objects to `ttl` from now (store clock).
+    pub async fn renew_claims(
+        &self,
+        node: &str,
+        ttl: std::time::Duration,
+        keys: &[ClaimKey],
+    ) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.execute(
+            "UPDATE array::map($keys, |$k| type::record('outbox_claim', $k)) \
+             SET until = time::now() + <duration> $ttl WHERE node = $node RETURN NONE",
+            json!({
+                "keys": keys, "node": node,
+                "ttl": format!("{}ms", ttl.as_millis().max(1)),
+            }),
+        )
+        .await
+    }
+
+    /// Drops `node`'s claims on these objects (the batch is recorded).
+    pub async fn release_claims(&self, node: &str, keys: &[ClaimKey]) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.execute(
+            "DELETE array::map($keys, |$k| type::record('outbox_claim', $k)) \
+             WHERE node = $node RETURN NONE",
+            json!({ "keys": keys, "node": node }),
         )
         .await
     }
@@ -716,5 +878,217 @@ mod tests {
             (0, 1),
             "a's parked create went with its update; b's stays"
         );
+    }
+
+    fn keys_of(claimed: &[ClaimKey]) -> Vec<&str> {
+        let mut oids: Vec<&str> = claimed.iter().map(|(_, _, o)| o.as_str()).collect();
+        oids.sort_unstable();
+        oids
+    }
+
+    #[tokio::test]
+    async fn an_object_is_claimed_by_one_node_at_a_time_and_left_out_of_other_nodes_reads() {
+        let store = subscribed_store().await;
+        store
+            .create_objects("test", "user", &[user("a", "a"), user("b", "b")], &[])
+            .await
+            .unwrap();
+        let ttl = std::time::Duration::from_secs(60);
+        let read_a = store
+            .due_entries_for("A", &now_timestamp(), 10)
+            .await
+            .unwrap();
+        let read_b = store
+            .due_entries_for("B", &now_timestamp(), 10)
+            .await
+            .unwrap();
+        assert_eq!((read_a.entries.len(), read_b.entries.len()), (2, 2));
+        let of = |read: &DueEntries, oid: &str| -> OutboxEntry {
+            read.entries.iter().find(|e| e.oid == oid).unwrap().clone()
+        };
+
+        // A claims a; B's claim of a and b gets b only.
+        let claimed = store
+            .claim_objects("A", ttl, &[&of(&read_a, "a")])
+            .await
+            .unwrap();
+        assert_eq!(keys_of(&claimed), ["a"]);
+        let claimed = store
+            .claim_objects("B", ttl, &[&of(&read_b, "a"), &of(&read_b, "b")])
+            .await
+            .unwrap();
+        assert_eq!(keys_of(&claimed), ["b"], "a is A's");
+        // A claiming again what it holds (a restarted dispatcher) is fine.
+        assert_eq!(
+            keys_of(
+                &store
+                    .claim_objects("A", ttl, &[&of(&read_a, "a")])
+                    .await
+                    .unwrap()
+            ),
+            ["a"]
+        );
+
+        // Each node's read leaves out what the other holds.
+        let seen_by_a = store
+            .due_entries_for("A", &now_timestamp(), 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            seen_by_a
+                .entries
+                .iter()
+                .map(|e| e.oid.as_str())
+                .collect::<Vec<_>>(),
+            ["a"]
+        );
+        assert_eq!(seen_by_a.held_elsewhere, 1);
+        store
+            .renew_claims("A", ttl, &[of(&read_a, "a").claim_key()])
+            .await
+            .unwrap();
+
+        // A delivers a and releases it: B's read of a is stale, so its claim
+        // is refused; a write after the delivery is claimed from a fresh read.
+        let delivered = of(&read_a, "a");
+        store
+            .record_delivery("toLdap", &[], &[], &[], &[&delivered])
+            .await
+            .unwrap();
+        // B cannot release A's claim.
+        store
+            .release_claims("B", &[delivered.claim_key()])
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .due_entries_for("B", &now_timestamp(), 10)
+                .await
+                .unwrap()
+                .held_elsewhere,
+            0,
+            "a's entries are gone; b is B's own"
+        );
+        store
+            .release_claims("A", &[delivered.claim_key()])
+            .await
+            .unwrap();
+        assert!(
+            store
+                .claim_objects("B", ttl, &[&of(&read_b, "a")])
+                .await
+                .unwrap()
+                .is_empty(),
+            "a stale read claims nothing"
+        );
+        rename(&store, "a", "a2").await;
+        let fresh = store
+            .due_entries_for("B", &now_timestamp(), 10)
+            .await
+            .unwrap();
+        let a2 = fresh.entries.iter().find(|e| e.oid == "a").unwrap();
+        assert_eq!(
+            keys_of(&store.claim_objects("B", ttl, &[a2]).await.unwrap()),
+            ["a"]
+        );
+
+        // A reschedule since the read also makes it stale.
+        let b = of(&read_b, "b");
+        store
+            .reschedule_entries(&[Reschedule {
+                entry: b.clone(),
+                attempts: 1,
+                due: now_timestamp(),
+                failed: false,
+                error: "down".into(),
+            }])
+            .await
+            .unwrap();
+        assert!(
+            store
+                .claim_objects("B", ttl, &[&b])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_expired_claim_is_taken_over() {
+        let store = subscribed_store().await;
+        store
+            .create_objects("test", "user", &[user("a", "a")], &[])
+            .await
+            .unwrap();
+        let read = store
+            .due_entries_for("B", &now_timestamp(), 10)
+            .await
+            .unwrap();
+        let a = read.entries[0].clone();
+        // A dead node's claim, already past its time on the store's clock.
+        store
+            .claim_objects("dead", std::time::Duration::from_millis(1), &[&a])
+            .await
+            .unwrap();
+        store
+            .execute(
+                "UPDATE outbox_claim SET until = time::now() - 1s RETURN NONE",
+                Value::Null,
+            )
+            .await
+            .unwrap();
+        let again = store
+            .due_entries_for("B", &now_timestamp(), 10)
+            .await
+            .unwrap();
+        assert_eq!((again.entries.len(), again.held_elsewhere), (1, 0));
+        assert_eq!(
+            keys_of(
+                &store
+                    .claim_objects("B", std::time::Duration::from_secs(60), &[&a])
+                    .await
+                    .unwrap()
+            ),
+            ["a"]
+        );
+        assert_eq!(
+            store
+                .due_entries_for("dead", &now_timestamp(), 10)
+                .await
+                .unwrap()
+                .held_elsewhere,
+            1,
+            "B holds it now"
+        );
+
+        // A renewal (B's own only) keeps a claim past its first expiry.
+        store
+            .execute(
+                "UPDATE outbox_claim SET until = time::now() - 1s RETURN NONE",
+                Value::Null,
+            )
+            .await
+            .unwrap();
+        store
+            .renew_claims("dead", std::time::Duration::from_secs(60), &[a.claim_key()])
+            .await
+            .unwrap();
+        let seen = store
+            .due_entries_for("dead", &now_timestamp(), 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            seen.held_elsewhere, 0,
+            "another node's renewal is no renewal"
+        );
+        store
+            .renew_claims("B", std::time::Duration::from_secs(60), &[a.claim_key()])
+            .await
+            .unwrap();
+        let seen = store
+            .due_entries_for("dead", &now_timestamp(), 10)
+            .await
+            .unwrap();
+        assert_eq!(seen.held_elsewhere, 1, "B's renewal holds it again");
     }
 }

@@ -10,10 +10,16 @@
 //! Delivery is state-based (see `provision.rs`), so an object's entries are
 //! delivered together and in order, and delivering one again after a crash
 //! changes nothing.
+//!
+//! Nodes sharing a store share the outbox: a dispatcher claims the objects
+//! of a batch before delivering it ([`Claims`]), renews its claims while
+//! they are in flight and releases them once the batch is recorded; other
+//! nodes' reads leave those objects out. A node that dies leaves its claims
+//! to expire after [`CLAIM_TTL`]; another node then delivers the entries.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::future::LocalBoxFuture;
@@ -24,7 +30,9 @@ use super::provision::{Change, Provisioner, Referrer};
 use crate::connector;
 use crate::health::{self, Health};
 use crate::managed::ManagedObjects;
-use crate::store::{OutboxEntry, Reschedule, Store, StoreError, format_timestamp, now_timestamp};
+use crate::store::{
+    ClaimKey, OutboxEntry, Reschedule, Store, StoreError, format_timestamp, now_timestamp,
+};
 use crate::supervise::{self, Backoff, Task};
 
 /// Objects per batch.
@@ -38,6 +46,91 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How often the dispatcher looks for entries when nothing wakes it
 /// (another node's writes, entries falling due).
 const IDLE_POLL: Duration = Duration::from_secs(2);
+/// How often the dispatcher looks again while every due entry belongs to
+/// objects other nodes hold.
+const HELD_POLL: Duration = Duration::from_millis(500);
+/// How long a claim on an object lasts unless renewed (store clock).
+pub const CLAIM_TTL: Duration = Duration::from_secs(10);
+/// How often a dispatcher renews the claims it holds.
+pub const CLAIM_RENEW: Duration = Duration::from_secs(2);
+
+/// Who claims the objects a dispatcher delivers, and for how long.
+#[derive(Debug, Clone)]
+pub struct Claims {
+    /// This node's id (`lib.rs`).
+    pub node: String,
+    pub ttl: Duration,
+    pub renew_every: Duration,
+    /// Whether other nodes may deliver from this outbox. An embedded store
+    /// has one process (SurrealKV locks its directory; `mem://` is the
+    /// process's own), so its dispatcher claims nothing: claims would only
+    /// cost store round trips per batch.
+    pub shared: bool,
+}
+
+impl Claims {
+    /// `node`'s claims on a store nodes share, with the default expiry and
+    /// renewal.
+    pub fn new(node: impl Into<String>) -> Self {
+        Claims {
+            node: node.into(),
+            ttl: CLAIM_TTL,
+            renew_every: CLAIM_RENEW,
+            shared: true,
+        }
+    }
+
+    /// The only node of an embedded store: nothing to claim.
+    pub fn sole(node: impl Into<String>) -> Self {
+        Claims {
+            shared: false,
+            ..Claims::new(node)
+        }
+    }
+}
+
+/// The claims a dispatcher holds, with when each was last claimed or
+/// renewed; renewed in the background while held.
+type Held = Arc<Mutex<HashMap<ClaimKey, std::time::Instant>>>;
+
+/// Every `claims.renew_every`, renews the claims in `held` older than that,
+/// until dropped: a claim is renewed at the latest two periods after it was
+/// made, well within its expiry, and a batch quicker than one period costs
+/// no renewal.
+struct Renewer(tokio::task::JoinHandle<()>);
+
+impl Renewer {
+    fn start(store: Store, claims: Claims, held: Held) -> Self {
+        Renewer(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(claims.renew_every).await;
+                let keys: Vec<ClaimKey> = {
+                    let mut held = held.lock().unwrap_or_else(PoisonError::into_inner);
+                    let now = std::time::Instant::now();
+                    held.iter_mut()
+                        .filter(|(_, at)| now.duration_since(**at) >= claims.renew_every)
+                        .map(|(key, at)| {
+                            *at = now;
+                            key.clone()
+                        })
+                        .collect()
+                };
+                if keys.is_empty() {
+                    continue;
+                }
+                if let Err(e) = store.renew_claims(&claims.node, claims.ttl, &keys).await {
+                    tracing::warn!(error = %e, claims = keys.len(), "renewing outbox claims failed; retrying");
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for Renewer {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// The enableSync mappings that provision managed objects into a connector,
 /// by source type, from the stored mapping documents.
@@ -128,19 +221,30 @@ impl ImplicitSync {
         conf_dir: PathBuf,
     ) -> Result<Self, StoreError> {
         let (health, _) = Health::new().await;
-        Self::start_with(store, objects, conf_dir, &health, Backoff::default()).await
+        let node = format!("idmd-{}", uuid::Uuid::new_v4().simple());
+        Self::start_with(
+            store,
+            objects,
+            conf_dir,
+            &health,
+            Backoff::default(),
+            Claims::new(node),
+        )
+        .await
     }
 
     /// [`ImplicitSync::start`] under supervision: a dispatcher that dies is
     /// restarted after `backoff` (`idm.outbox` NOT_SERVING meanwhile) and
     /// delivers what was queued; a watchdog turns `idm.outbox` NOT_SERVING
     /// while the dispatcher is stuck (see [`crate::health::watch_outbox`]).
+    /// Objects are claimed in the name of `claims.node`.
     pub async fn start_with(
         store: Store,
         objects: ManagedObjects,
         conf_dir: PathBuf,
         health: &Health,
         backoff: Backoff,
+        claims: Claims,
     ) -> Result<Self, StoreError> {
         let version = store.conf_version().await?;
         let mappings = Arc::new(load_sync_mappings(&store, &objects, &conf_dir).await?);
@@ -164,8 +268,12 @@ impl ImplicitSync {
                     for_health.clone(),
                 );
                 let (handle, stopped) = (handle.clone(), for_stop.clone());
+                let claims = claims.clone();
                 move || {
                     let dispatcher = Dispatcher {
+                        claims,
+                        held: Held::default(),
+                        held_elsewhere: false,
                         store,
                         objects,
                         conf_dir,
@@ -270,6 +378,11 @@ impl ImplicitSync {
 }
 
 struct Dispatcher {
+    claims: Claims,
+    /// The objects this dispatcher has claimed and not yet released.
+    held: Held,
+    /// Whether the last read left out due entries other nodes hold.
+    held_elsewhere: bool,
     store: Store,
     objects: ManagedObjects,
     conf_dir: PathBuf,
@@ -306,6 +419,15 @@ impl Dispatcher {
         mut stopped: watch::Receiver<bool>,
     ) {
         let signal = self.store.outbox_signal();
+        // Stops (aborts) with the dispatcher, a panic included: the claims
+        // then expire unless a restarted dispatcher takes them again.
+        let _renewer = self.claims.shared.then(|| {
+            Renewer::start(
+                self.store.clone(),
+                self.claims.clone(),
+                Arc::clone(&self.held),
+            )
+        });
         let mut applying: Option<Applying> = None;
         let mut recording: Option<Recording> = None;
         loop {
@@ -384,6 +506,9 @@ impl Dispatcher {
 
     /// How long to sleep when nothing is due: until the next entry is, at most [`IDLE_POLL`].
     async fn idle_wait(&self) -> Duration {
+        if self.held_elsewhere {
+            return HELD_POLL;
+        }
         let Ok(Some(next)) = self.store.next_due().await else {
             return IDLE_POLL;
         };
@@ -403,16 +528,68 @@ impl Dispatcher {
     /// The next batch: due entries of one mapping, oldest first, grouped by
     /// object. Due entries are read [`READ_AHEAD`] batches at a time (one
     /// scan of the outbox instead of one per batch), leaving out objects
-    /// still in flight in a later stage; a batch holds one mapping's objects.
+    /// still in flight in a later stage and objects other nodes hold; a batch
+    /// holds one mapping's objects. A batch is claimed when it is taken:
+    /// objects another node claimed meanwhile, or whose entries changed
+    /// since the read, are dropped from it (the next read sees them again).
     async fn next_batch(
         &mut self,
         busy: &[&Option<&HashSet<(String, String)>>],
     ) -> Result<Option<Batch>, StoreError> {
-        if self.queued.is_empty() {
-            let due = self
+        loop {
+            let Some((mapping, objects)) = self.next_unclaimed(busy).await? else {
+                return Ok(None);
+            };
+            if !self.claims.shared {
+                return Ok(Some((mapping, objects)));
+            }
+            let firsts: Vec<&OutboxEntry> = objects
+                .iter()
+                .filter_map(|(_, entries)| entries.first())
+                .collect();
+            let claimed: HashSet<ClaimKey> = self
                 .store
-                .due_entries(&now_timestamp(), READ_AHEAD * BATCH)
-                .await?;
+                .claim_objects(&self.claims.node, self.claims.ttl, &firsts)
+                .await?
+                .into_iter()
+                .collect();
+            let objects: Vec<(String, Vec<OutboxEntry>)> = objects
+                .into_iter()
+                .filter(|(_, entries)| {
+                    entries
+                        .first()
+                        .is_some_and(|e| claimed.contains(&e.claim_key()))
+                })
+                .collect();
+            if objects.is_empty() {
+                continue;
+            }
+            let now = std::time::Instant::now();
+            self.held
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend(claimed.into_iter().map(|key| (key, now)));
+            return Ok(Some((mapping, objects)));
+        }
+    }
+
+    /// The next batch read, before it is claimed.
+    async fn next_unclaimed(
+        &mut self,
+        busy: &[&Option<&HashSet<(String, String)>>],
+    ) -> Result<Option<Batch>, StoreError> {
+        if self.queued.is_empty() {
+            let (now, limit) = (now_timestamp(), READ_AHEAD * BATCH);
+            let due = if self.claims.shared {
+                let due = self
+                    .store
+                    .due_entries_for(&self.claims.node, &now, limit)
+                    .await?;
+                self.held_elsewhere = due.held_elsewhere > 0;
+                due.entries
+            } else {
+                self.store.due_entries(&now, limit).await?
+            };
             let mut batches: Vec<Batch> = Vec::new();
             let mut placed: HashMap<(String, String), (usize, usize)> = HashMap::new();
             for entry in due {
@@ -441,8 +618,47 @@ impl Dispatcher {
 
     /// Prepares one batch (steps 1 to 3, on this thread's script engine) and
     /// returns the rest of its way: its target writes, then its recording.
-    #[tracing::instrument(skip_all, fields(mapping = %mapping, objects = objects.len()))]
+    /// The batch's claims are released once it is recorded.
     async fn prepare(
+        &mut self,
+        mapping: &str,
+        objects: Vec<(String, Vec<OutboxEntry>)>,
+    ) -> Applying {
+        let keys: Vec<ClaimKey> = if self.claims.shared {
+            objects
+                .iter()
+                .filter_map(|(_, entries)| entries.first().map(OutboxEntry::claim_key))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        #[cfg(test)]
+        let watched = faults::begin(&self.claims.node, mapping, &objects);
+        let applying = self.prepare_batch(mapping, objects).await;
+        let (store, node, held) = (
+            self.store.clone(),
+            self.claims.node.clone(),
+            Arc::clone(&self.held),
+        );
+        Applying {
+            objects: applying.objects,
+            work: Box::pin(async move {
+                let recording = applying.work.await;
+                Recording {
+                    objects: recording.objects,
+                    work: Box::pin(async move {
+                        recording.work.await;
+                        #[cfg(test)]
+                        faults::end(watched);
+                        release(&store, &node, &held, &keys).await;
+                    }),
+                }
+            }),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(mapping = %mapping, objects = objects.len()))]
+    async fn prepare_batch(
         &mut self,
         mapping: &str,
         objects: Vec<(String, Vec<OutboxEntry>)>,
@@ -610,6 +826,88 @@ pub(crate) mod faults {
     /// disturb each other).
     pub static PANIC_ON_NEXT_BATCH: AtomicBool = AtomicBool::new(false);
     pub const PANICS_ONCE: &str = "fault_panics_once";
+
+    /// One batch's delivery of one object: by which node, which entries.
+    #[derive(Debug, Clone)]
+    pub struct Delivered {
+        pub node: String,
+        pub mapping: String,
+        pub oid: String,
+        pub seqs: Vec<String>,
+    }
+
+    /// Every delivery recorded, in the order the batches were recorded.
+    pub static DELIVERED: Mutex<Vec<Delivered>> = Mutex::new(Vec::new());
+    /// (mapping, oid) being delivered now, by node.
+    static IN_FLIGHT: Mutex<Vec<(String, String, String)>> = Mutex::new(Vec::new());
+    /// Objects a node began delivering while another node was: (mapping, oid).
+    pub static OVERLAPS: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+    use std::sync::Mutex;
+
+    use crate::store::OutboxEntry;
+
+    /// A batch begins: notes objects another node is delivering now.
+    pub fn begin(
+        node: &str,
+        mapping: &str,
+        objects: &[(String, Vec<OutboxEntry>)],
+    ) -> Vec<Delivered> {
+        let mut in_flight = IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner());
+        let mut started = Vec::new();
+        for (oid, entries) in objects {
+            if in_flight
+                .iter()
+                .any(|(n, m, o)| n != node && m == mapping && o == oid)
+            {
+                OVERLAPS
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((mapping.to_string(), oid.clone()));
+            }
+            in_flight.push((node.to_string(), mapping.to_string(), oid.clone()));
+            started.push(Delivered {
+                node: node.to_string(),
+                mapping: mapping.to_string(),
+                oid: oid.clone(),
+                seqs: entries.iter().map(|e| e.seq.clone()).collect(),
+            });
+        }
+        started
+    }
+
+    /// A batch is recorded.
+    pub fn end(batch: Vec<Delivered>) {
+        let mut in_flight = IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner());
+        for d in &batch {
+            if let Some(i) = in_flight
+                .iter()
+                .position(|(n, m, o)| *n == d.node && *m == d.mapping && *o == d.oid)
+            {
+                in_flight.swap_remove(i);
+            }
+        }
+        DELIVERED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(batch);
+    }
+}
+
+/// Releases a recorded batch's claims. One that fails to go expires.
+async fn release(store: &Store, node: &str, held: &Held, keys: &[ClaimKey]) {
+    if keys.is_empty() {
+        return;
+    }
+    {
+        let mut held = held.lock().unwrap_or_else(PoisonError::into_inner);
+        for key in keys {
+            held.remove(key);
+        }
+    }
+    if let Err(e) = store.release_claims(node, keys).await {
+        tracing::warn!(error = %e, "releasing outbox claims failed; they expire");
+    }
 }
 
 async fn reschedule_all(store: &Store, failures: &[Reschedule]) {
@@ -685,6 +983,309 @@ mod tests {
         !entries.is_empty()
     }
 
+    /// The `sn` of the LDAP entry `uid=<uid>`, if there is one.
+    async fn ldap_sn(slapd: &idm_testkit::Slapd, uid: &str) -> Option<String> {
+        let (connection, mut ldap) = ldap3::LdapConnAsync::new(&slapd.url()).await.unwrap();
+        tokio::spawn(connection.drive());
+        ldap.simple_bind(slapd.admin_dn(), slapd.admin_password())
+            .await
+            .unwrap();
+        let (entries, _) = ldap
+            .search(
+                slapd.base_dn(),
+                ldap3::Scope::Subtree,
+                &format!("(uid={uid})"),
+                vec!["sn"],
+            )
+            .await
+            .unwrap()
+            .success()
+            .unwrap();
+        entries.into_iter().next().and_then(|e| {
+            ldap3::SearchEntry::construct(e)
+                .attrs
+                .get("sn")
+                .and_then(|v| v.first().cloned())
+        })
+    }
+
+    /// A store with an LDAP connector on `slapd` and an enableSync mapping
+    /// `mapping` of users to it.
+    async fn ldap_sync_store(
+        slapd: &idm_testkit::Slapd,
+        mapping: &str,
+    ) -> (Store, ManagedObjects, PathBuf) {
+        use serde_json::json;
+        let store = Store::open("mem://").await.unwrap();
+        let dir = std::env::temp_dir().join(format!("idm-outbox-{}", uuid::Uuid::new_v4()));
+        let secrets =
+            crate::secrets::SecretBox::load_or_create(&dir.join("idm.key"), None).unwrap();
+        let objects = ManagedObjects::new(
+            Arc::new(crate::managed::ManagedSchema::builtin().unwrap()),
+            store.clone(),
+            Arc::new(secrets),
+        );
+        let connector = json!({
+            "connectorType": "ldap", "url": slapd.url(), "baseDn": slapd.base_dn(),
+            "bindDn": slapd.admin_dn(), "bindPassword": slapd.admin_password(),
+            "startTls": false, "timeoutSeconds": 10,
+            "objectTypes": {"account": {"namingAttribute": "uid",
+                "objectClasses": ["top", "person", "organizationalPerson", "inetOrgPerson"]}}
+        });
+        let body = json!({
+            "name": mapping,
+            "source": "managed/user", "target": "system/ldap/account", "enableSync": true,
+            "properties": [{"source": "userName", "target": "uid"},
+                           {"source": "userName", "target": "cn"},
+                           {"source": "sn", "target": "sn"}],
+            "policies": [{"situation": "MISSING", "action": "CREATE"},
+                         {"situation": "CONFIRMED", "action": "UPDATE"},
+                         {"situation": "FOUND", "action": "UPDATE"}]
+        });
+        for (kind, name, body) in [("connector", "ldap", connector), ("mapping", mapping, body)] {
+            store
+                .put_config(&crate::store::ConfigDocument {
+                    kind: kind.into(),
+                    name: name.into(),
+                    body: body.as_object().cloned().unwrap(),
+                    source: "test".into(),
+                })
+                .await
+                .unwrap();
+        }
+        (store, objects, dir)
+    }
+
+    fn user_body(name: &str, sn: &str) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::json!({"userName": name, "sn": sn})
+            .as_object()
+            .cloned()
+            .unwrap()
+    }
+
+    /// Waits until the mapping's queue is empty.
+    async fn drained(store: &Store, mapping: &str) -> bool {
+        for _ in 0..600 {
+            let queues = store.queue_counts().await.unwrap();
+            if !queues
+                .iter()
+                .any(|q| q.mapping == mapping && q.pending + q.failed > 0)
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_nodes_deliver_every_change_once_and_in_order_per_object() {
+        const MAPPING: &str = "two_nodes_once";
+        const USERS: usize = 30;
+        const ROUNDS: usize = 4;
+        let slapd = idm_testkit::Slapd::start().unwrap();
+        let (store, objects, dir) = ldap_sync_store(&slapd, MAPPING).await;
+        let mut nodes = Vec::new();
+        for node in ["node-a", "node-b"] {
+            let (health, _) = Health::new().await;
+            nodes.push(
+                ImplicitSync::start_with(
+                    store.clone(),
+                    objects.clone(),
+                    dir.clone(),
+                    &health,
+                    Backoff::default(),
+                    Claims::new(node),
+                )
+                .await
+                .unwrap(),
+            );
+        }
+        // Writes while both deliver: each user created, then changed ROUNDS times.
+        let name = |u: usize| format!("twonodes{u}");
+        for u in 0..USERS {
+            objects
+                .create("test", "user", Some(name(u)), user_body(&name(u), "v0"))
+                .await
+                .unwrap();
+        }
+        for round in 1..=ROUNDS {
+            for u in 0..USERS {
+                objects
+                    .replace(
+                        "test",
+                        "user",
+                        &name(u),
+                        user_body(&name(u), &format!("v{round}")),
+                        None,
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+        assert!(drained(&store, MAPPING).await, "the outbox drained");
+        for u in 0..USERS {
+            assert_eq!(
+                ldap_sn(&slapd, &name(u)).await.as_deref(),
+                Some(format!("v{ROUNDS}").as_str()),
+                "{} holds the last change",
+                name(u)
+            );
+        }
+        for node in &nodes {
+            node.shutdown(Duration::from_secs(5)).await;
+        }
+
+        let overlaps: Vec<_> = faults::OVERLAPS
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, _)| m == MAPPING)
+            .cloned()
+            .collect();
+        assert!(
+            overlaps.is_empty(),
+            "objects delivered by two nodes at once: {overlaps:?}"
+        );
+        let delivered: Vec<faults::Delivered> = faults::DELIVERED
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|d| d.mapping == MAPPING)
+            .cloned()
+            .collect();
+        let mut seen = HashSet::new();
+        let mut last: HashMap<&str, &str> = HashMap::new();
+        for d in &delivered {
+            for seq in &d.seqs {
+                assert!(
+                    seen.insert(seq.clone()),
+                    "entry {seq} of {} delivered twice",
+                    d.oid
+                );
+                if let Some(before) = last.insert(&d.oid, seq) {
+                    assert!(
+                        before < seq.as_str(),
+                        "{}: {seq} delivered after {before}",
+                        d.oid
+                    );
+                }
+            }
+        }
+        assert_eq!(
+            seen.len(),
+            USERS * (ROUNDS + 1),
+            "every change delivered once"
+        );
+        let by_node = |node: &str| delivered.iter().filter(|d| d.node == node).count();
+        eprintln!(
+            "deliveries: node-a {}, node-b {}",
+            by_node("node-a"),
+            by_node("node-b")
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dead_nodes_claim_holds_its_object_back_until_it_expires() {
+        const MAPPING: &str = "dead_node_claim";
+        let slapd = idm_testkit::Slapd::start().unwrap();
+        let (store, objects, dir) = ldap_sync_store(&slapd, MAPPING).await;
+        store.set_sync_subscriptions(BTreeMap::from([(
+            "user".to_string(),
+            vec![MAPPING.to_string()],
+        )]));
+        objects
+            .create(
+                "test",
+                "user",
+                Some("held".into()),
+                user_body("held", "Held"),
+            )
+            .await
+            .unwrap();
+        // A node claimed it and died: its claim is never renewed nor released.
+        let ttl = Duration::from_secs(5);
+        let due = store.due_entries(&now_timestamp(), 10).await.unwrap();
+        let claimed_at = std::time::Instant::now();
+        let claimed = store
+            .claim_objects("dead-node", ttl, &[&due[0]])
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+
+        let (health, _) = Health::new().await;
+        let sync = ImplicitSync::start_with(
+            store.clone(),
+            objects.clone(),
+            dir.clone(),
+            &health,
+            Backoff::default(),
+            Claims::new("live-node"),
+        )
+        .await
+        .unwrap();
+        objects
+            .create(
+                "test",
+                "user",
+                Some("free".into()),
+                user_body("free", "Free"),
+            )
+            .await
+            .unwrap();
+        let mut free_seen = false;
+        for _ in 0..300 {
+            if ldap_sn(&slapd, "free").await.is_some() {
+                free_seen = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(free_seen, "the live node delivers objects nobody holds");
+        let free_after = claimed_at.elapsed();
+        if free_after < ttl {
+            assert_eq!(
+                ldap_sn(&slapd, "held").await,
+                None,
+                "the dead node's object waits for its claim to expire"
+            );
+        }
+        let mut held_seen = false;
+        for _ in 0..600 {
+            if ldap_sn(&slapd, "held").await.is_some() {
+                held_seen = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            held_seen,
+            "the live node delivers it once the claim expired"
+        );
+        assert!(
+            claimed_at.elapsed() >= ttl,
+            "delivered {:?} after the claim of {ttl:?}",
+            claimed_at.elapsed()
+        );
+        assert!(drained(&store, MAPPING).await);
+        let delivered: Vec<faults::Delivered> = faults::DELIVERED
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|d| d.mapping == MAPPING)
+            .cloned()
+            .collect();
+        assert!(delivered.iter().all(|d| d.node == "live-node"));
+        assert_eq!(
+            delivered.iter().filter(|d| d.oid == "held").count(),
+            1,
+            "{delivered:?}"
+        );
+        sync.shutdown(Duration::from_secs(5)).await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_dispatcher_that_panics_is_restarted_and_delivers_what_was_queued() {
         use serde_json::json;
@@ -740,6 +1341,7 @@ mod tests {
             dir.clone(),
             &health,
             backoff,
+            Claims::new("test-node"),
         )
         .await
         .unwrap();
@@ -836,6 +1438,9 @@ mod tests {
         let b = store.another_node();
         let (health, _) = Health::new().await;
         let mut dispatcher = Dispatcher {
+            claims: Claims::sole("node-b"),
+            held: Held::default(),
+            held_elsewhere: false,
             store: b.clone(),
             objects: objects.clone(),
             conf_dir: PathBuf::from("."),
