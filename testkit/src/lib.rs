@@ -82,6 +82,7 @@ pub struct SlapdBuilder {
     size_limit: Option<u32>,
     tls: bool,
     durable: bool,
+    log_operations: bool,
 }
 
 impl Default for SlapdBuilder {
@@ -92,6 +93,7 @@ impl Default for SlapdBuilder {
             size_limit: None,
             tls: false,
             durable: false,
+            log_operations: false,
         }
     }
 }
@@ -136,6 +138,14 @@ impl SlapdBuilder {
         self
     }
 
+    /// slapd logs every operation it serves (`-d stats`), which
+    /// [`Slapd::operations`] reads back: what tests count to prove a change
+    /// reached the directory once.
+    pub fn log_operations(mut self) -> Self {
+        self.log_operations = true;
+        self
+    }
+
     /// Creates the directory in a fresh temporary directory and starts slapd
     /// on a free loopback port; returns once the admin can bind.
     pub fn start(self) -> Result<Slapd, SlapdError> {
@@ -148,6 +158,7 @@ impl SlapdBuilder {
             admin_dn: format!("cn=admin,{}", self.base_dn),
             admin_password: self.admin_password.clone(),
             child: None,
+            log_operations: self.log_operations,
         };
         // From here on, Drop removes the directory whatever fails.
         slapd.init(self.size_limit, self.tls, self.durable)?;
@@ -179,6 +190,7 @@ pub struct Slapd {
     admin_dn: String,
     admin_password: String,
     child: Option<Child>,
+    log_operations: bool,
 }
 
 impl Slapd {
@@ -263,6 +275,21 @@ impl Slapd {
         std::fs::read_to_string(self.dir.join("slapd.log")).unwrap_or_default()
     }
 
+    /// The operations slapd served of one kind (`ADD`, `MOD`, `DEL`,
+    /// `MODRDN`), as the DNs they named, in order, across restarts; only
+    /// with [`SlapdBuilder::log_operations`].
+    pub fn operations(&self, kind: &str) -> Vec<String> {
+        let marker = format!(" {kind} dn=\"");
+        self.log()
+            .lines()
+            .filter_map(|line| {
+                let at = line.find(&marker)?;
+                let dn = &line[at + marker.len()..];
+                Some(dn.strip_suffix('"').unwrap_or(dn).to_string())
+            })
+            .collect()
+    }
+
     fn init(&self, size_limit: Option<u32>, tls: bool, durable: bool) -> Result<(), SlapdError> {
         let mut command = Command::new(sandbox_script());
         command
@@ -330,6 +357,10 @@ impl Slapd {
             .arg("run")
             .arg(&self.dir)
             .arg(&urls)
+            .env(
+                "SLAPD_SANDBOX_DEBUG",
+                if self.log_operations { "stats" } else { "none" },
+            )
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(stderr)

@@ -89,7 +89,7 @@ pub async fn drained(clients: &mut Clients) {
     }
 }
 
-fn op(operation: &str, field: &str, value: Value) -> PatchOperation {
+pub fn op(operation: &str, field: &str, value: Value) -> PatchOperation {
     PatchOperation {
         operation: operation.into(),
         field: field.into(),
@@ -97,7 +97,7 @@ fn op(operation: &str, field: &str, value: Value) -> PatchOperation {
     }
 }
 
-async fn patch(clients: &mut Clients, name: &str, operations: Vec<PatchOperation>) {
+pub async fn patch(clients: &mut Clients, name: &str, operations: Vec<PatchOperation>) {
     clients
         .objects
         .patch_object(PatchObjectRequest {

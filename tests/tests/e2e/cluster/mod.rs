@@ -2,5 +2,7 @@
 //! what a deployment behind a load balancer relies on.
 
 mod basics;
+mod conf;
 mod runs;
+mod sync;
 mod tokens;
