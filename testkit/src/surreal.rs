@@ -83,6 +83,7 @@ enum Storage {
 pub struct SurrealServerBuilder {
     storage: Storage,
     tls: bool,
+    binary: Option<PathBuf>,
 }
 
 impl SurrealServerBuilder {
@@ -100,6 +101,13 @@ impl SurrealServerBuilder {
         self
     }
 
+    /// Run this `idm-surreal-server` instead of [`binary`]'s (the benches
+    /// take a release build).
+    pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
+        self.binary = Some(path.into());
+        self
+    }
+
     /// Starts the server on a free loopback port; returns once it answers.
     pub fn start(self) -> Result<SurrealServer, SurrealError> {
         let dir = fresh_dir_named("surreal").map_err(io_error("cannot create a directory"))?;
@@ -111,6 +119,7 @@ impl SurrealServerBuilder {
             root_password: format!("{:x}{:x}", random_u64(), random_u64()),
             tls: None,
             child: None,
+            binary: self.binary.unwrap_or_else(binary),
         };
         if self.tls {
             let tls_dir = server.dir.join("tls");
@@ -158,6 +167,8 @@ pub struct SurrealServer {
     storage: Storage,
     root_user: String,
     root_password: String,
+    /// The `idm-surreal-server` it runs.
+    binary: PathBuf,
     tls: Option<Tls>,
     child: Option<Child>,
 }
@@ -350,7 +361,7 @@ impl SurrealServer {
             Storage::Memory => "memory".to_string(),
             Storage::SurrealKv => format!("surrealkv://{}", self.dir.join("data").display()),
         };
-        let mut command = Command::new(binary());
+        let mut command = Command::new(&self.binary);
         command
             .arg("start")
             .arg("--no-banner")
@@ -376,7 +387,7 @@ impl SurrealServer {
             .stdout(log)
             .stderr(stderr)
             .spawn()
-            .map_err(io_error(format!("cannot run {}", binary().display())))?;
+            .map_err(io_error(format!("cannot run {}", self.binary.display())))?;
         self.child = Some(child);
 
         let log_since_start = || {
