@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use futures::future::LocalBoxFuture;
@@ -35,6 +35,11 @@ use crate::store::{
 };
 use crate::supervise::{self, Backoff, Task};
 
+mod claims;
+
+pub use claims::{CLAIM_TTL, Claims};
+use claims::{Held, Renewer, release};
+
 /// Objects per batch.
 const BATCH: usize = 500;
 /// Batches' worth of due entries read at once.
@@ -49,88 +54,6 @@ const IDLE_POLL: Duration = Duration::from_secs(2);
 /// How often the dispatcher looks again while every due entry belongs to
 /// objects other nodes hold.
 const HELD_POLL: Duration = Duration::from_millis(500);
-/// How long a claim on an object lasts unless renewed (store clock).
-pub const CLAIM_TTL: Duration = Duration::from_secs(10);
-/// How often a dispatcher renews the claims it holds.
-pub const CLAIM_RENEW: Duration = Duration::from_secs(2);
-
-/// Who claims the objects a dispatcher delivers, and for how long.
-#[derive(Debug, Clone)]
-pub struct Claims {
-    /// This node's id (`lib.rs`).
-    pub node: String,
-    pub ttl: Duration,
-    pub renew_every: Duration,
-    /// Whether other nodes may deliver from this outbox. An embedded store
-    /// has one process (SurrealKV locks its directory; `mem://` is the
-    /// process's own), so its dispatcher claims nothing: claims would only
-    /// cost store round trips per batch.
-    pub shared: bool,
-}
-
-impl Claims {
-    /// `node`'s claims on a store nodes share, with the default expiry and
-    /// renewal.
-    pub fn new(node: impl Into<String>) -> Self {
-        Claims {
-            node: node.into(),
-            ttl: CLAIM_TTL,
-            renew_every: CLAIM_RENEW,
-            shared: true,
-        }
-    }
-
-    /// The only node of an embedded store: nothing to claim.
-    pub fn sole(node: impl Into<String>) -> Self {
-        Claims {
-            shared: false,
-            ..Claims::new(node)
-        }
-    }
-}
-
-/// The claims a dispatcher holds, with when each was last claimed or
-/// renewed; renewed in the background while held.
-type Held = Arc<Mutex<HashMap<ClaimKey, std::time::Instant>>>;
-
-/// Every `claims.renew_every`, renews the claims in `held` older than that,
-/// until dropped: a claim is renewed at the latest two periods after it was
-/// made, well within its expiry, and a batch quicker than one period costs
-/// no renewal.
-struct Renewer(tokio::task::JoinHandle<()>);
-
-impl Renewer {
-    fn start(store: Store, claims: Claims, held: Held) -> Self {
-        Renewer(tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(claims.renew_every).await;
-                let keys: Vec<ClaimKey> = {
-                    let mut held = held.lock().unwrap_or_else(PoisonError::into_inner);
-                    let now = std::time::Instant::now();
-                    held.iter_mut()
-                        .filter(|(_, at)| now.duration_since(**at) >= claims.renew_every)
-                        .map(|(key, at)| {
-                            *at = now;
-                            key.clone()
-                        })
-                        .collect()
-                };
-                if keys.is_empty() {
-                    continue;
-                }
-                if let Err(e) = store.renew_claims(&claims.node, claims.ttl, &keys).await {
-                    tracing::warn!(error = %e, claims = keys.len(), "renewing outbox claims failed; retrying");
-                }
-            }
-        }))
-    }
-}
-
-impl Drop for Renewer {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
 
 /// The enableSync mappings that provision managed objects into a connector,
 /// by source type, from the stored mapping documents.
@@ -891,22 +814,6 @@ pub(crate) mod faults {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .extend(batch);
-    }
-}
-
-/// Releases a recorded batch's claims. One that fails to go expires.
-async fn release(store: &Store, node: &str, held: &Held, keys: &[ClaimKey]) {
-    if keys.is_empty() {
-        return;
-    }
-    {
-        let mut held = held.lock().unwrap_or_else(PoisonError::into_inner);
-        for key in keys {
-            held.remove(key);
-        }
-    }
-    if let Err(e) = store.release_claims(node, keys).await {
-        tracing::warn!(error = %e, "releasing outbox claims failed; they expire");
     }
 }
 
