@@ -80,3 +80,43 @@ impl Sessions {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn idle(sessions: &Sessions) -> usize {
+        sessions.lock().len()
+    }
+
+    #[tokio::test]
+    async fn transactions_reuse_idle_sessions_instead_of_opening_new_ones() {
+        let db = surrealdb::engine::any::connect("mem://").await.unwrap();
+        db.use_ns("t").use_db("t").await.unwrap();
+        let sessions = Sessions::new(db);
+        // Three at once open three sessions, kept once they end.
+        let (a, b, c) = tokio::join!(sessions.begin(), sessions.begin(), sessions.begin());
+        sessions.commit(a.unwrap()).await.unwrap();
+        sessions.cancel(b.unwrap()).await;
+        sessions.commit(c.unwrap()).await.unwrap();
+        assert_eq!(idle(&sessions), 3);
+        // One after the other they take and give back the same ones.
+        for _ in 0..10 {
+            let tx = sessions.begin().await.unwrap();
+            assert_eq!(idle(&sessions), 2);
+            sessions.commit(tx).await.unwrap();
+        }
+        assert_eq!(idle(&sessions), 3);
+        // No more than MAX_IDLE are kept.
+        let many: Vec<Tx> = futures::future::join_all((0..MAX_IDLE + 5).map(|_| sessions.begin()))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        for tx in many {
+            sessions.commit(tx).await.unwrap();
+        }
+        assert_eq!(idle(&sessions), MAX_IDLE);
+    }
+}
