@@ -518,6 +518,7 @@ mod tests {
             storage: Storage::Memory,
             root_user: server.root_user.clone(),
             root_password: "wrong".into(),
+            binary: server.binary.clone(),
             tls: None,
             child: None,
         };
