@@ -395,7 +395,7 @@ impl Store {
             node: String,
         }
         let _timer = crate::metrics::store_timer(crate::metrics::StoreOp::Execute);
-        let mut response = bind_all(
+        let response = bind_all(
             self.db.shared().query(
                 "BEGIN; \
                  LET $now = time::now(); \
@@ -416,10 +416,27 @@ impl Store {
                 "ttl": format!("{}ms", ttl.as_millis().max(1)),
             }),
         )
-        .await?;
-        // The INSERT's result, before COMMIT's.
-        let at = response.num_statements().saturating_sub(2);
-        let claimed: Vec<Claimed> = decode_rows(take_json(&mut response, at)?)?;
+        .await;
+        // The INSERT's result, before COMMIT's. Another node claiming some of
+        // the same objects at the same moment makes one of the two commits
+        // conflict: that node claimed nothing now, and its next read leaves
+        // the other's objects out.
+        let claimed = response.map_err(StoreError::from).and_then(|mut response| {
+            let at = response.num_statements().saturating_sub(2);
+            decode_rows::<Claimed>(take_json(&mut response, at)?)
+        });
+        let claimed = match claimed {
+            Err(StoreError::Query(message))
+                if message.contains("failed transaction") || message.contains("conflict") =>
+            {
+                tracing::debug!(
+                    objects = firsts.len(),
+                    "outbox claim conflicted with another node's; claimed nothing"
+                );
+                return Ok(Vec::new());
+            }
+            other => other?,
+        };
         Ok(claimed
             .into_iter()
             .filter(|c| c.node == node)

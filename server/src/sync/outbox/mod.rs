@@ -397,7 +397,13 @@ impl Dispatcher {
                     () = signal.notified() => {}
                     () = tokio::time::sleep(wait) => {}
                     _ = stopped.changed() => {}
-                    _ = reloads.changed() => {}
+                    // `changed` marks the new mappings seen, so the check at the
+                    // top of the loop would miss them: take them here.
+                    _ = reloads.changed() => {
+                        self.mappings = Arc::clone(&reloads.borrow_and_update());
+                        self.provisioners.clear();
+                        self.queued.clear();
+                    }
                 }
                 continue;
             }
