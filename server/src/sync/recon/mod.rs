@@ -798,8 +798,11 @@ mod tests {
     async fn a_run_whose_node_stopped_is_failed_by_another_node_once_its_heartbeat_expired() {
         let cluster = Cluster::new().await;
         let b = cluster.node("node-b");
-        // Node A runs in a runtime of its own, which the test then drops
-        // with everything in it: A's heartbeat stops as if A were killed.
+        // Node A runs in a runtime of its own with one worker thread, which
+        // the test then blocks for good: nothing of A runs any more (its
+        // heartbeat stops, its run never ends), as if A were killed. (Shutting
+        // the runtime down instead lets the run see its workers cancelled and
+        // end itself, releasing the mapping, before it is dropped.)
         let a = cluster.node("node-a").with_heartbeat(Heartbeat {
             renew: Duration::from_millis(100),
             ttl: Duration::from_secs(3),
@@ -815,15 +818,16 @@ mod tests {
         })
         .await
         .unwrap();
-        node_a.shutdown_background();
+        node_a.spawn(async { std::thread::sleep(Duration::from_secs(600)) });
 
         // Until it expires, the run is A's: not failed, the mapping held.
         assert_eq!(b.fail_expired().await.unwrap(), 0);
         assert_eq!(b.get(&run.rid).await.unwrap().state, "ACTIVE");
-        assert!(matches!(
-            b.start(MAPPING, None, "test").await,
-            Err(ReconError::AlreadyRunning { .. })
-        ));
+        let refused = b.start(MAPPING, None, "test").await;
+        assert!(
+            matches!(refused, Err(ReconError::AlreadyRunning { .. })),
+            "{refused:?}"
+        );
 
         // Then any node's sweep fails it, and a new run of the mapping goes.
         within(async {
@@ -842,5 +846,6 @@ mod tests {
         assert_eq!(next.node, "node-b");
         let canceled = within(b.cancel(&next.rid)).await.unwrap();
         assert_eq!(canceled.state, "CANCELED");
+        node_a.shutdown_background();
     }
 }
