@@ -17,7 +17,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::secrets::{KeyMaterial, KeySource, SealedWith, sync_dir};
-use crate::store::Reseal;
+use crate::store::{Reseal, StoreError};
 
 use super::walk::reseal_values;
 use super::{KeyError, KeyManager, pending_path};
@@ -195,7 +195,19 @@ impl KeyManager {
                     Err(_) => pass.unreadable += 1,
                 }
             }
-            let written = self.store.reseal_credentials(&updates).await?;
+            // A batch that kept colliding with password writes is missed
+            // this pass, like a value changed under it; the next pass reads
+            // it again.
+            let written = match self.store.reseal_credentials(&updates).await {
+                Err(StoreError::Contention) => {
+                    tracing::debug!(
+                        credentials = updates.len(),
+                        "re-seal batch contended; next pass"
+                    );
+                    0
+                }
+                written => written?,
+            };
             pass.credentials += written;
             pass.missed += updates.len() as u64 - written.min(updates.len() as u64);
         }
