@@ -5,13 +5,12 @@
 
 use idm_proto::json::{from_proto_struct, to_proto_struct};
 use idm_proto::v1::{GetMappingRequest, Mapping, PutMappingRequest};
-use idm_tests::cluster::{Cluster, ClusterOptions};
 use idm_tests::directory;
-use idm_tests::{IdmdOptions, idm_conf};
+use idm_tests::idm_conf;
 use serde_json::{Value, json};
 
 use crate::create_user;
-use crate::ldap::{eventually, ldap_env, slapd};
+use crate::ldap::{eventually, slapd};
 
 const USERS: &str = "managedUser_ldapAccount";
 
@@ -28,18 +27,7 @@ async fn a_mapping_made_enable_sync_on_node_a_makes_node_b_writes_reach_ldap() {
         }
     }
     std::fs::write(&file, serde_json::to_vec_pretty(&sync).unwrap()).unwrap();
-    let cluster = Cluster::start(
-        2,
-        ClusterOptions {
-            idmd: IdmdOptions {
-                conf: Some(conf.path().to_path_buf()),
-                env: ldap_env(&slapd),
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-    )
-    .await;
+    let cluster = super::two_nodes(&conf, &slapd).await;
     let mut a = cluster.node(0).clients().await;
     let mut b = cluster.node(1).clients().await;
     create_user(&mut b, "before", json!({"userName": "before", "sn": "B"})).await;

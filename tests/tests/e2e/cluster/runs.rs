@@ -17,12 +17,12 @@ use idm_proto::v1::{
     CancelReconRequest, CountObjectsRequest, GetReconRequest, ReconRun, StartReconRequest,
     WatchReconRequest,
 };
-use idm_tests::cluster::{Cluster, ClusterOptions};
-use idm_tests::directory::{self, Slapd};
-use idm_tests::{Clients, IdmdOptions, TempDir, idm_conf};
+
+use idm_tests::directory;
+use idm_tests::{Clients, TempDir, idm_conf};
 use tonic::Code;
 
-use crate::ldap::{drained_within, ldap_env, slapd};
+use crate::ldap::{drained_within, slapd};
 
 const MAPPING: &str = "csvEmployee_managedUser";
 const ROWS: usize = 3_000;
@@ -53,23 +53,6 @@ fn write_rows(conf: &TempDir, rows: usize) {
         text.push_str(&format!("{i},First{i},Last{i},555{i}\n"));
     }
     std::fs::write(conf.path().join("data/hr.csv"), text).unwrap();
-}
-
-/// Both nodes start with the same conf directory (the CSV path in the
-/// connector document is relative to it) and the same directory.
-async fn two_nodes(conf: &TempDir, slapd: &Slapd) -> Cluster {
-    Cluster::start(
-        2,
-        ClusterOptions {
-            idmd: IdmdOptions {
-                conf: Some(conf.path().to_path_buf()),
-                env: ldap_env(slapd),
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-    )
-    .await
 }
 
 async fn start_run(clients: &mut Clients, wait: bool) -> Result<ReconRun, tonic::Status> {
@@ -110,7 +93,7 @@ async fn a_run_is_refused_watched_and_cancelled_from_the_other_node() {
     let conf = idm_conf("sync");
     write_rows(&conf, ROWS);
     let slapd = slapd();
-    let cluster = two_nodes(&conf, &slapd).await;
+    let cluster = super::two_nodes(&conf, &slapd).await;
     let mut a = cluster.node(0).clients().await;
     let mut b = cluster.node(1).clients().await;
 
@@ -150,7 +133,7 @@ async fn a_recon_whose_node_is_killed_fails_after_its_heartbeat_expires_and_a_ne
     let conf = idm_conf("sync");
     write_rows(&conf, ROWS);
     let slapd = slapd();
-    let mut cluster = two_nodes(&conf, &slapd).await;
+    let mut cluster = super::two_nodes(&conf, &slapd).await;
     let mut a = cluster.node(0).clients().await;
     let mut b = cluster.node(1).clients().await;
 

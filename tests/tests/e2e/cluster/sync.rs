@@ -6,13 +6,12 @@
 
 use std::collections::BTreeMap;
 
-use idm_tests::cluster::{Cluster, ClusterOptions};
 use idm_tests::directory::{self, Slapd};
-use idm_tests::{IdmdOptions, idm_conf};
+use idm_tests::idm_conf;
 use serde_json::json;
 
 use crate::create_user;
-use crate::ldap::{drained, eventually, ldap_env, op, patch};
+use crate::ldap::{drained, eventually, op, patch};
 
 const PER_NODE: usize = 20;
 
@@ -23,18 +22,7 @@ async fn changes_made_on_both_nodes_while_ldap_is_down_all_arrive_once_when_it_r
         .start()
         .unwrap_or_else(|e| panic!("a real slapd is needed for these tests: {e}"));
     let conf = idm_conf("sync");
-    let cluster = Cluster::start(
-        2,
-        ClusterOptions {
-            idmd: IdmdOptions {
-                conf: Some(conf.path().to_path_buf()),
-                env: ldap_env(&slapd),
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-    )
-    .await;
+    let cluster = super::two_nodes(&conf, &slapd).await;
     let mut a = cluster.node(0).clients().await;
     let mut b = cluster.node(1).clients().await;
 
