@@ -1183,13 +1183,23 @@ mod tests {
             claimed_at.elapsed()
         );
         assert!(drained(&store, MAPPING).await);
-        let delivered: Vec<faults::Delivered> = faults::DELIVERED
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|d| d.mapping == MAPPING)
-            .cloned()
-            .collect();
+        // The batch is noted delivered just after its recording commits.
+        let delivered = || -> Vec<faults::Delivered> {
+            faults::DELIVERED
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|d| d.mapping == MAPPING)
+                .cloned()
+                .collect()
+        };
+        for _ in 0..100 {
+            if delivered().iter().any(|d| d.oid == "held") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let delivered = delivered();
         assert!(delivered.iter().all(|d| d.node == "live-node"));
         assert_eq!(
             delivered.iter().filter(|d| d.oid == "held").count(),
