@@ -364,10 +364,7 @@ impl Dispatcher {
                 if *stopped.borrow() {
                     return;
                 }
-                // New mappings: provisioners are rebuilt from them on first use.
-                self.mappings = Arc::clone(&reloads.borrow_and_update());
-                self.provisioners.clear();
-                self.queued.clear();
+                self.take_mappings(&mut reloads);
             }
             let busy = [
                 &applying.as_ref().map(|a| &a.objects),
@@ -399,11 +396,7 @@ impl Dispatcher {
                     _ = stopped.changed() => {}
                     // `changed` marks the new mappings seen, so the check at the
                     // top of the loop would miss them: take them here.
-                    _ = reloads.changed() => {
-                        self.mappings = Arc::clone(&reloads.borrow_and_update());
-                        self.provisioners.clear();
-                        self.queued.clear();
-                    }
+                    _ = reloads.changed() => self.take_mappings(&mut reloads),
                 }
                 continue;
             }
@@ -431,6 +424,14 @@ impl Dispatcher {
             recording = applied;
             self.health.outbox_progress();
         }
+    }
+
+    /// New mappings: provisioners are rebuilt from them on first use, and
+    /// entries read under the old ones are read again.
+    fn take_mappings(&mut self, reloads: &mut watch::Receiver<Arc<Vec<Mapping>>>) {
+        self.mappings = Arc::clone(&reloads.borrow_and_update());
+        self.provisioners.clear();
+        self.queued.clear();
     }
 
     /// How long to sleep when nothing is due: until the next entry is, at most [`IDLE_POLL`].
