@@ -320,7 +320,7 @@ pub async fn run(
         objects,
         tokens,
         accounts,
-        keys,
+        keys: Arc::clone(&keys),
         reconciler: reconciler.clone(),
         implicit: Arc::clone(&implicit),
         scheduler: scheduler.clone(),
@@ -336,6 +336,16 @@ pub async fn run(
             &health,
             tasks_stopped.clone(),
             move || retention::run(store.clone(), retention, stopped.clone()),
+        )
+    };
+    // Passwords written sealed get their argon2 hashes here (managed/hashing.rs).
+    let hasher = {
+        let (store, secrets, stopped) = (store.clone(), keys.secrets(), tasks_stopped.clone());
+        supervise::spawn(
+            supervise::Task::new("password-hasher", None),
+            &health,
+            tasks_stopped.clone(),
+            move || managed::hashing::run(store.clone(), Arc::clone(&secrets), stopped.clone()),
         )
     };
     // The outbox gauges, only when metrics are served.
@@ -402,9 +412,16 @@ pub async fn run(
     // Deliveries in hand finish; the rest wait in the outbox for the next start.
     implicit.shutdown(left()).await;
     let _ = stop_tasks.send(true);
-    for task in [Some(probe), Some(refresh), Some(pruner), sweeper, sampler]
-        .into_iter()
-        .flatten()
+    for task in [
+        Some(probe),
+        Some(refresh),
+        Some(pruner),
+        Some(hasher),
+        sweeper,
+        sampler,
+    ]
+    .into_iter()
+    .flatten()
     {
         let abort = task.abort_handle();
         if tokio::time::timeout_at(work_deadline, task).await.is_err() {

@@ -347,6 +347,63 @@ pub async fn verify_password(password: String, phc: String) -> bool {
     .unwrap_or(false)
 }
 
+/// A password for the background hasher and where its hash goes.
+type IdleJob = (
+    String,
+    tokio::sync::oneshot::Sender<Result<String, SecretError>>,
+);
+
+/// The background hasher's queue: one thread of its own, started on first
+/// use, at the lowest CPU priority (nice 19), with one working-memory buffer
+/// of its own. It takes no permit: it never delays a login or a verify, and
+/// on a busy machine it runs only on what the foreground leaves.
+static IDLE_HASHER: LazyLock<Result<std::sync::mpsc::Sender<IdleJob>, String>> = LazyLock::new(
+    || {
+        let (jobs, queue) = std::sync::mpsc::channel::<IdleJob>();
+        std::thread::Builder::new()
+            .name(IDLE_HASHER_THREAD.into())
+            .spawn(move || {
+                use thread_priority::{ThreadPriority, set_current_thread_priority};
+                if let Err(e) = set_current_thread_priority(ThreadPriority::Min) {
+                    tracing::warn!(error = ?e, "the background password hasher runs at normal priority");
+                }
+                let mut blocks = vec![Block::new(); Params::DEFAULT_M_COST as usize];
+                for (password, reply) in queue {
+                    let hashed = hash_now(&password, &mut blocks);
+                    blocks.fill(Block::new());
+                    let _ = reply.send(hashed);
+                }
+            })
+            .map(|_| jobs)
+            .map_err(|e| e.to_string())
+    },
+);
+
+/// The name of the background hasher's thread.
+pub const IDLE_HASHER_THREAD: &str = "idm-hash-idle";
+
+/// An argon2id hash computed by the background hasher (see [`IDLE_HASHER`]):
+/// for work nobody waits on, such as hashing passwords that were stored
+/// sealed.
+pub async fn hash_password_when_idle(password: String) -> Result<String, SecretError> {
+    let jobs = IDLE_HASHER
+        .as_ref()
+        .map_err(|e| SecretError::Hash(e.clone()))?;
+    let (reply, hashed) = tokio::sync::oneshot::channel();
+    jobs.send((password, reply))
+        .map_err(|_| SecretError::Hash("the background hasher is gone".into()))?;
+    hashed
+        .await
+        .map_err(|_| SecretError::Hash("the background hasher is gone".into()))?
+}
+
+/// Whether `password` equals `stored` (a sealed copy, opened), comparing in
+/// constant time for equal lengths.
+pub fn same_password(password: &str, stored: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    bool::from(password.as_bytes().ct_eq(stored.as_bytes()))
+}
+
 /// Runs `f` with a working-memory buffer from the pool (a new one if none is
 /// free: at most one per permit ever exists), zeroed before it goes back.
 fn with_argon2_memory<T>(f: impl FnOnce(&mut [Block]) -> T) -> T {
@@ -514,6 +571,33 @@ mod tests {
         .unwrap()
         .to_string();
         assert!(verify_password("Cheap-1".into(), cheap).await);
+    }
+
+    #[tokio::test]
+    async fn the_background_hasher_makes_the_same_hashes_at_the_lowest_priority() {
+        let hash = hash_password_when_idle("FooBar123".into()).await.unwrap();
+        assert!(verify_password("FooBar123".into(), hash.clone()).await);
+        assert!(!verify_password("FooBar124".into(), hash).await);
+        // Its thread's nice value (field 19 of /proc/<pid>/task/<tid>/stat,
+        // after the parenthesised name) is 19.
+        let nice = std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|task| {
+                let path = task.ok()?.path();
+                let name = std::fs::read_to_string(path.join("comm")).ok()?;
+                (name.trim() == IDLE_HASHER_THREAD)
+                    .then(|| std::fs::read_to_string(path.join("stat")).ok())
+                    .flatten()
+            })
+            .map(|stat| {
+                let after_name = stat.rsplit_once(')').unwrap().1;
+                after_name.split_whitespace().nth(16).unwrap().to_string()
+            })
+            .next();
+        assert_eq!(nice.as_deref(), Some("19"));
+        assert!(same_password("FooBar123", "FooBar123"));
+        assert!(!same_password("FooBar123", "FooBar124"));
+        assert!(!same_password("FooBar123", "FooBar1234"));
     }
 
     #[tokio::test]

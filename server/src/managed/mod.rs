@@ -3,6 +3,7 @@
 
 mod declare;
 mod enforce;
+pub mod hashing;
 mod hooks;
 mod password;
 mod patch;
@@ -13,7 +14,6 @@ mod schema;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use futures::{StreamExt, TryStreamExt};
 use idm_proto::filter;
 use serde_json::{Map, Value, json};
 
@@ -268,23 +268,16 @@ impl ManagedObjects {
             };
             prepared_objects.push((id, prepared));
         }
-        // Hashing is the slow part of a create: one per core at a time (each
-        // argon2id call holds ~19 MiB, so unbounded fan-out would exhaust memory).
-        let passwords: Vec<BTreeMap<String, String>> = prepared_objects
-            .iter()
-            .map(|(_, prepared)| prepared.passwords.clone())
-            .collect();
-        let hashed: Vec<BTreeMap<String, Hashed>> = futures::stream::iter(passwords)
-            .map(|passwords| async move { hash_all(&passwords).await })
-            .buffered(hashing_parallelism())
-            .try_collect()
-            .await?;
         // Sealed and committed under one hold: a key rotation cannot switch
-        // keys in between (see `SecretBox::hold`).
-        let _hold = self.hold_key(hashed.iter().any(|h| !h.is_empty())).await;
-        let sealed = hashed
-            .into_iter()
-            .map(|hashed| self.seal_hashed(hashed))
+        // keys in between (see `SecretBox::hold`). The hashes come later
+        // (hashing.rs).
+        let with_passwords = prepared_objects
+            .iter()
+            .any(|(_, prepared)| !prepared.passwords.is_empty());
+        let _hold = self.hold_key(with_passwords).await;
+        let sealed = prepared_objects
+            .iter()
+            .map(|(_, prepared)| self.seal_all(&prepared.passwords))
             .collect::<Result<Vec<_>, _>>()?;
         let new_objects: Vec<NewObject> = prepared_objects
             .into_iter()
@@ -310,6 +303,9 @@ impl ManagedObjects {
             .create_objects(actor, type_name, &new_objects, links)
             .await
             .map_err(|e| unique_policy(object_type, from_store(e)))?;
+        if with_passwords {
+            self.store.announce_hashes();
+        }
         // Nothing can refer to an object that did not exist: no reverse lookup.
         let views = assemble_views(object_type, stored, &[], BTreeMap::new());
         for view in &views {
@@ -381,9 +377,8 @@ impl ManagedObjects {
         )?;
         let failures = self.lookup_failures(object_type, &attributes, None).await?;
         let prepared = merge_failures(prepare(object_type, attributes, true), failures)?;
-        let hashed = hash_all(&prepared.passwords).await?;
-        let _hold = self.hold_key(!hashed.is_empty()).await;
-        let sealed = self.seal_hashed(hashed)?;
+        let _hold = self.hold_key(!prepared.passwords.is_empty()).await;
+        let sealed = self.seal_all(&prepared.passwords)?;
         let view = self
             .write(actor, "replace", object_type, id, expected_rev, |current| {
                 // Hidden properties are never shown, so a replace keeps them.
@@ -399,6 +394,9 @@ impl ManagedObjects {
                 Ok((prepared, sealed.clone(), Vec::new()))
             })
             .await?;
+        if !sealed.is_empty() {
+            self.store.announce_hashes();
+        }
         hooks::notify(
             &object_type.hooks,
             "postUpdate",
@@ -465,9 +463,8 @@ impl ManagedObjects {
             }
         }
         let lookups = self.lookup_failures(object_type, &written, None).await?;
-        let hashed = hash_all(&passwords).await?;
-        let _hold = self.hold_key(!hashed.is_empty()).await;
-        let sealed = self.seal_hashed(hashed)?;
+        let _hold = self.hold_key(!passwords.is_empty()).await;
+        let sealed = self.seal_all(&passwords)?;
         let cleared: Vec<String> = password_ops
             .iter()
             .filter(|(_, v)| v.is_none())
@@ -500,6 +497,9 @@ impl ManagedObjects {
                 Ok((prepared, sealed.clone(), cleared.clone()))
             })
             .await?;
+        if !sealed.is_empty() {
+            self.store.announce_hashes();
+        }
         let old = old.lock().ok().and_then(|mut o| o.take());
         hooks::notify(
             &object_type.hooks,
@@ -841,17 +841,17 @@ impl ManagedObjects {
             .map_err(ManagedError::from)
     }
 
-    /// The stored form of [`hash_all`]'s output: hash and sealed copy. Call
-    /// under [`Self::hold_key`].
-    fn seal_hashed(
+    /// The stored form of new passwords: sealed, their hashes to come
+    /// (hashing.rs). Call under [`Self::hold_key`].
+    fn seal_all(
         &self,
-        hashed: BTreeMap<String, Hashed>,
+        passwords: &BTreeMap<String, String>,
     ) -> Result<BTreeMap<String, StoredSecret>, ManagedError> {
-        hashed
-            .into_iter()
-            .map(|(property, Hashed { hash, plain })| {
-                let sealed = self.secrets.seal(&plain)?;
-                Ok((property, StoredSecret { hash, sealed }))
+        passwords
+            .iter()
+            .map(|(property, plain)| {
+                let sealed = self.secrets.seal(plain)?;
+                Ok((property.clone(), StoredSecret::sealed(sealed)))
             })
             .collect()
     }
@@ -949,35 +949,6 @@ fn assemble_views(
             }
         })
         .collect()
-}
-
-fn hashing_parallelism() -> usize {
-    secrets::argon2_parallelism()
-}
-
-/// A password hashed, not yet sealed.
-struct Hashed {
-    hash: String,
-    plain: String,
-}
-
-/// Hashes passwords (argon2, bounded process-wide by `secrets`), for
-/// [`ManagedObjects::seal_hashed`].
-async fn hash_all(
-    passwords: &BTreeMap<String, String>,
-) -> Result<BTreeMap<String, Hashed>, ManagedError> {
-    let mut out = BTreeMap::new();
-    for (property, plain) in passwords {
-        let hash = secrets::hash_password(plain.clone()).await?;
-        out.insert(
-            property.clone(),
-            Hashed {
-                hash,
-                plain: plain.clone(),
-            },
-        );
-    }
-    Ok(out)
 }
 
 fn private_properties(object_type: &ObjectType) -> Vec<String> {

@@ -10,6 +10,7 @@ mod accounts;
 mod audit;
 mod backup;
 mod config;
+mod hashing;
 mod keys;
 mod links;
 mod objects;
@@ -34,6 +35,7 @@ pub use accounts::{AccountChange, AccountChanged, AccountRecord, AccountSecret};
 pub use audit::{ActionRecord, AuditQuery, AuditRecord};
 pub use backup::{ExportStream, RestoredCounts};
 pub use config::ConfigDocument;
+pub use hashing::{ComputedHash, PendingHash};
 pub use keys::{CredentialKey, KeyRecord, Reseal};
 pub use links::Link;
 pub use objects::{
@@ -67,7 +69,7 @@ pub use tokens::{TokenKind, TokenRecord};
 ///    older tokens read with none (found by id). An older idmd would revoke
 ///    without a number, unseen by the other nodes, so it must not open the
 ///    store.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 const SCHEMA: &str = include_str!("schema.surql");
 const WRITE_ATTEMPTS: u32 = 8;
 /// Credentials for a `ws://` SurrealDB server.
@@ -127,6 +129,8 @@ pub struct Store {
     conf_reload: std::sync::Arc<std::sync::RwLock<Option<outbox::ConfReload>>>,
     /// Wakes outbox delivery after a write added entries.
     outbox_signal: std::sync::Arc<tokio::sync::Notify>,
+    /// Wakes the background hasher after a write queued passwords.
+    hash_signal: std::sync::Arc<tokio::sync::Notify>,
     /// Which properties of each type have sort keys (store/sort.rs).
     sorts: sort::SortIndexes,
 }
@@ -143,6 +147,7 @@ impl Store {
             sync: SyncSubscriptions::default(),
             conf_reload: std::sync::Arc::default(),
             outbox_signal: std::sync::Arc::default(),
+            hash_signal: std::sync::Arc::default(),
             sorts: self.sorts.clone(),
         }
     }
@@ -251,6 +256,7 @@ impl Store {
             sync: SyncSubscriptions::default(),
             conf_reload: std::sync::Arc::default(),
             outbox_signal: std::sync::Arc::default(),
+            hash_signal: std::sync::Arc::default(),
             sorts: sort::SortIndexes::default(),
         };
         Ok(store)

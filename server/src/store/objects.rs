@@ -50,11 +50,38 @@ pub fn object_ref(type_name: &str, oid: &str) -> String {
     format!("managed/{type_name}/{oid}")
 }
 
-/// The argon2 hash and the sealed copy of one private property value.
+/// The sealed copy of one private property value and its argon2 hash,
+/// which the background hasher adds after the write (`None` until then:
+/// the value has an entry in `hash_queue`, see `store/hashing.rs`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredSecret {
-    pub hash: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
     pub sealed: String,
+}
+
+impl StoredSecret {
+    /// A value just sealed, its hash to come.
+    pub fn sealed(sealed: String) -> Self {
+        StoredSecret { hash: None, sealed }
+    }
+}
+
+/// The `credential` row of `secret` (without `hash` while there is none).
+fn credential_row(type_name: &str, oid: &str, property: &str, secret: &StoredSecret) -> Value {
+    let mut row = json!({ "id": [type_name, oid, property], "sealed": secret.sealed });
+    if let (Some(hash), Value::Object(row)) = (&secret.hash, &mut row) {
+        row.insert("hash".into(), json!(hash));
+    }
+    row
+}
+
+/// The `hash_queue` rows of the secrets among `rows` that have no hash yet.
+fn pending_hashes(rows: &[Value]) -> Vec<Value> {
+    rows.iter()
+        .filter(|row| row.get("hash").is_none())
+        .map(|row| json!({ "id": row["id"] }))
+        .collect()
 }
 
 /// A reference from a property of this object to another managed object.
@@ -766,7 +793,9 @@ async fn create_in(
         sort_keys.extend(keys_of(type_name, &object.oid, &write.data, indexes));
         relations.extend(relation_rows(&record.reference(), &write.relations));
         credentials.extend(write.secrets.iter().filter_map(|(property, secret)| {
-            secret.as_ref().map(|s| json!({ "id": [type_name, object.oid, property], "hash": s.hash, "sealed": s.sealed }))
+            secret
+                .as_ref()
+                .map(|s| credential_row(type_name, &object.oid, property, s))
         }));
         entries.extend(outbox_rows(
             outbox,
@@ -791,6 +820,7 @@ async fn create_in(
     check_targets(tx, &relations).await?;
     // Taken ids and unique values make these inserts fail (record ids collide);
     // `create_objects` then works out which one it was.
+    let pending = pending_hashes(&credentials);
     let mut params = Map::new();
     let mut sql = conf_guard(conf, &mut params);
     sql.push_str("INSERT INTO object $rows RETURN NONE; INSERT INTO audit $audits RETURN NONE;");
@@ -800,6 +830,10 @@ async fn create_in(
         (
             &credentials,
             "INSERT INTO credential $credentials RETURN NONE;",
+        ),
+        (
+            &pending,
+            "INSERT IGNORE INTO hash_queue $pending RETURN NONE;",
         ),
         (&entries, "INSERT INTO outbox $outbox RETURN NONE;"),
     ] {
@@ -818,6 +852,7 @@ async fn create_in(
             ("keys", json!(keys)),
             ("relations", json!(relations)),
             ("credentials", json!(credentials)),
+            ("pending", json!(pending)),
             ("audits", json!(audits)),
             ("links", json!(links)),
             ("reverse", json!(reverse)),
@@ -921,11 +956,9 @@ async fn apply_write(
     let set_secrets: Vec<Value> = write
         .secrets
         .iter()
-        .filter_map(|(p, s)| {
-            s.as_ref()
-                .map(|s| json!({ "id": [type_name, oid, p], "hash": s.hash, "sealed": s.sealed }))
-        })
+        .filter_map(|(p, s)| s.as_ref().map(|s| credential_row(type_name, oid, p, s)))
         .collect();
+    let pending = pending_hashes(&set_secrets);
     let cleared_secrets: Vec<Value> = write
         .secrets
         .iter()
@@ -950,8 +983,9 @@ async fn apply_write(
          INSERT INTO unique_key $claimed RETURN NONE;
          DELETE relation WHERE source = $source RETURN NONE;
          INSERT INTO relation $relations RETURN NONE;
-         FOR $k IN $cleared { DELETE type::record('credential', $k) RETURN NONE; };
+         FOR $k IN $cleared { DELETE type::record('credential', $k), type::record('hash_queue', $k) RETURN NONE; };
          FOR $c IN $secrets { UPSERT type::record('credential', $c.id) CONTENT { hash: $c.hash, sealed: $c.sealed } RETURN NONE; };
+         INSERT IGNORE INTO hash_queue $pending RETURN NONE;
          INSERT INTO audit [$audit] RETURN NONE;
          INSERT INTO outbox $outbox RETURN NONE;",
     );
@@ -971,6 +1005,7 @@ async fn apply_write(
             ("relations", json!(relations)),
             ("cleared", json!(cleared_secrets)),
             ("secrets", json!(set_secrets)),
+            ("pending", json!(pending)),
             ("audit", audit),
             (
                 "outbox",
@@ -1071,7 +1106,7 @@ where
         &format!(
             "{guard}DELETE type::record('object', [$type, $oid]) RETURN NONE;
              FOR $k IN $keys {{ DELETE type::record('unique_key', $k) RETURN NONE; }};
-             FOR $k IN $credentials {{ DELETE type::record('credential', $k) RETURN NONE; }};
+             FOR $k IN $credentials {{ DELETE type::record('credential', $k), type::record('hash_queue', $k) RETURN NONE; }};
              DELETE relation WHERE source = $source OR target = $source RETURN NONE;
              INSERT INTO audit [$audit] RETURN NONE;
              INSERT INTO outbox $outbox RETURN NONE;{DELETE_KEYS}"
