@@ -24,7 +24,7 @@ use idm_proto::backup::{EnvelopeError, Header, Sealer, Verified, Verifier};
 use tokio::sync::mpsc;
 
 use crate::secrets::KeyMaterial;
-use crate::store::{self, RestoredCounts, SCHEMA_VERSION, Store, StoreError};
+use crate::store::{self, RestoredCounts, SCHEMA_VERSION, Store, StoreError, StoreMemory};
 
 /// Largest chunk handed to the client.
 pub const CHUNK: usize = 64 * 1024;
@@ -194,7 +194,7 @@ pub async fn restore(
             });
         }
     }
-    let store = Store::connect(&request.store_url).await?;
+    let store = Store::connect(&request.store_url, StoreMemory::default()).await?;
     let found = store.existing_contents().await?;
     if !found.is_empty() {
         store.close(Duration::from_secs(10)).await;

@@ -36,6 +36,8 @@ use store::Store;
 pub struct Settings {
     pub conf: Option<PathBuf>,
     pub store_url: String,
+    /// `--store-memory`: what an embedded SurrealKV store may keep in memory.
+    pub store_memory: store::StoreMemory,
     pub grpc: SocketAddr,
     /// `--tls-cert` and `--tls-key`; without them the listener is plaintext.
     pub tls: Option<api::tls::TlsFiles>,
@@ -73,6 +75,7 @@ impl std::fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("conf", &self.conf)
             .field("store_url", &self.store_url)
+            .field("store_memory", &self.store_memory)
             .field("grpc", &self.grpc)
             .field("tls", &self.tls)
             .field("allow_plaintext", &self.allow_plaintext)
@@ -154,7 +157,7 @@ pub async fn run(
     }
     let conf = config::read(settings.conf.as_deref())?;
     connector::warn_insecure_documents(&conf.documents);
-    let store = Store::open(&settings.store_url).await?;
+    let store = Store::open_with(&settings.store_url, settings.store_memory).await?;
     // Before anything is written: a store sealed under another key stops here.
     let keys = Arc::new(
         keys::KeyManager::open(
@@ -244,7 +247,10 @@ pub async fn run(
             accounts::ADMIN_PASSWORD_ENV
         ),
     }
-    let objects = ManagedObjects::new(Arc::new(conf.schema), store.clone(), keys.secrets())
+    // A KeyManager holds a store handle: only the core keeps it, so the
+    // store can close once the core is gone.
+    let secrets = keys.secrets();
+    let objects = ManagedObjects::new(Arc::new(conf.schema), store.clone(), Arc::clone(&secrets))
         .with_password_throttle(settings.password_throttle);
     // Before anything writes: the sort keys of searchable properties.
     objects.prepare_indexes().await?;
@@ -320,7 +326,7 @@ pub async fn run(
         objects,
         tokens,
         accounts,
-        keys: Arc::clone(&keys),
+        keys,
         reconciler: reconciler.clone(),
         implicit: Arc::clone(&implicit),
         scheduler: scheduler.clone(),
@@ -340,7 +346,7 @@ pub async fn run(
     };
     // Passwords written sealed get their argon2 hashes here (managed/hashing.rs).
     let hasher = {
-        let (store, secrets, stopped) = (store.clone(), keys.secrets(), tasks_stopped.clone());
+        let (store, secrets, stopped) = (store.clone(), secrets, tasks_stopped.clone());
         supervise::spawn(
             supervise::Task::new("password-hasher", None),
             &health,
@@ -491,6 +497,7 @@ mod tests {
         let settings = Settings {
             conf: None,
             store_url: "mem://".into(),
+            store_memory: store::StoreMemory::DEFAULT,
             grpc: SocketAddr::from(([127, 0, 0, 1], 50051)),
             tls: Some(api::tls::TlsFiles {
                 cert: PathBuf::from("tls/idmd.crt"),

@@ -11,6 +11,7 @@ use std::time::Duration;
 use idm_server::accounts::{LoginLimits, SessionPolicy};
 use idm_server::managed::ThrottleLimits;
 use idm_server::retention::{Age, Retention};
+use idm_server::store::StoreMemory;
 use idm_server::{Settings, run};
 use tracing_subscriber::EnvFilter;
 
@@ -32,6 +33,11 @@ struct Args {
     /// surrealkv://PATH (embedded), mem:// (tests) or ws://HOST:PORT (a SurrealDB server).
     #[arg(long, env = "IDM_STORE", default_value = "surrealkv://data/idm")]
     store: String,
+    /// Memory an embedded surrealkv:// store keeps (its memtable, a quarter,
+    /// and its block cache): 256MiB, 1GiB… Less reads the disk more often;
+    /// the default suits a small VM.
+    #[arg(long, env = "IDM_STORE_MEMORY", value_name = "SIZE", default_value_t = StoreMemory::DEFAULT)]
+    store_memory: StoreMemory,
     /// gRPC listen address.
     #[arg(long, env = "IDM_GRPC", default_value = "127.0.0.1:50051")]
     grpc: SocketAddr,
@@ -206,6 +212,7 @@ async fn main() -> ExitCode {
     let settings = Settings {
         conf: args.conf,
         store_url: args.store,
+        store_memory: args.store_memory,
         grpc: args.grpc,
         tls: args
             .tls_cert

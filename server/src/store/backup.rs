@@ -43,7 +43,7 @@ impl Store {
     /// at a time (a channel of one): a reader that stops reading stops it.
     pub async fn export(&self) -> Result<ExportStream, StoreError> {
         use futures::StreamExt;
-        let backup = self.db.shared().export(()).await?;
+        let backup = self.db.shared().export().await?;
         Ok(Box::pin(
             backup.map(|piece| piece.map_err(StoreError::from)),
         ))
@@ -143,7 +143,9 @@ mod tests {
         let file = dir.join("export.surql");
         std::fs::write(&file, &sql).unwrap();
 
-        let target = Store::connect("mem://").await.unwrap();
+        let target = Store::connect("mem://", crate::store::StoreMemory::default())
+            .await
+            .unwrap();
         assert!(target.existing_contents().await.unwrap().is_empty());
         target.import(&file).await.unwrap();
         target.migrate().await.unwrap();

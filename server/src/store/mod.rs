@@ -10,6 +10,7 @@ mod accounts;
 mod audit;
 mod backup;
 mod config;
+mod embedded;
 mod hashing;
 mod keys;
 mod links;
@@ -29,12 +30,14 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use surrealdb::Surreal;
 use surrealdb::engine::any;
 
 pub use accounts::{AccountChange, AccountChanged, AccountRecord, AccountSecret};
 pub use audit::{ActionRecord, AuditQuery, AuditRecord};
 pub use backup::{ExportStream, RestoredCounts};
 pub use config::ConfigDocument;
+pub use embedded::{StoreMemory, StoreMemoryError};
 pub use hashing::{ComputedHash, PendingHash};
 pub use keys::{CredentialKey, KeyRecord, Reseal};
 pub use links::Link;
@@ -178,14 +181,20 @@ impl Store {
     /// itself would only log a warning and fall back to its default).
     #[tracing::instrument(skip_all, fields(url = %url))]
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        let store = Self::connect(url).await?;
+        Self::open_with(url, StoreMemory::default()).await
+    }
+
+    /// [`Store::open`], an embedded `surrealkv://` store keeping at most
+    /// `memory` in its memtable and block cache (see `embedded.rs`).
+    pub async fn open_with(url: &str, memory: StoreMemory) -> Result<Self, StoreError> {
+        let store = Self::connect(url, memory).await?;
         store.migrate().await?;
         Ok(store)
     }
 
     /// Opens the store without applying the schema: `restore` checks that a
     /// new store is empty, imports, and then migrates.
-    pub(crate) async fn connect(url: &str) -> Result<Self, StoreError> {
+    pub(crate) async fn connect(url: &str, memory: StoreMemory) -> Result<Self, StoreError> {
         let url = &with_sync_mode(url)?;
         let open_error = |e: surrealdb::Error| StoreError::Open {
             url: url.to_string(),
@@ -201,6 +210,42 @@ impl Store {
                 reason: e.to_string(),
             })?;
         }
+        let conn = if url.starts_with("surrealkv://") {
+            let db = embedded::open_surrealkv(url, memory)
+                .await
+                .map_err(|reason| StoreError::Open {
+                    url: url.to_string(),
+                    reason,
+                })?;
+            db.use_ns(NAMESPACE)
+                .use_db(DATABASE)
+                .await
+                .map_err(open_error)?;
+            sessions::Conn::Local(db)
+        } else {
+            sessions::Conn::Any(Self::connect_any(url).await?)
+        };
+        let embedded_dir = url
+            .strip_prefix("surrealkv://")
+            .map(|p| std::path::PathBuf::from(p.split('?').next().unwrap_or(p)));
+        let store = Store {
+            db: sessions::Sessions::new(conn),
+            embedded_dir,
+            sync: SyncSubscriptions::default(),
+            conf_reload: std::sync::Arc::default(),
+            outbox_signal: std::sync::Arc::default(),
+            hash_signal: std::sync::Arc::default(),
+            sorts: sort::SortIndexes::default(),
+        };
+        Ok(store)
+    }
+
+    /// `mem://`, or a SurrealDB server (`ws://`, `wss://`) signed in to.
+    async fn connect_any(url: &str) -> Result<Surreal<any::Any>, StoreError> {
+        let open_error = |e: surrealdb::Error| StoreError::Open {
+            url: url.to_string(),
+            reason: e.to_string(),
+        };
         let db = any::connect(url).await.map_err(open_error)?;
         // A SurrealDB server wants a sign-in; the embedded engines do not.
         // The error says who was refused, never the password.
@@ -247,19 +292,7 @@ impl Store {
             .use_db(DATABASE)
             .await
             .map_err(open_error)?;
-        let embedded_dir = url
-            .strip_prefix("surrealkv://")
-            .map(|p| std::path::PathBuf::from(p.split('?').next().unwrap_or(p)));
-        let store = Store {
-            db: sessions::Sessions::new(db),
-            embedded_dir,
-            sync: SyncSubscriptions::default(),
-            conf_reload: std::sync::Arc::default(),
-            outbox_signal: std::sync::Arc::default(),
-            hash_signal: std::sync::Arc::default(),
-            sorts: sort::SortIndexes::default(),
-        };
-        Ok(store)
+        Ok(db)
     }
 
     /// Closes the store and waits (at most `grace`) until an embedded store
@@ -464,10 +497,7 @@ struct Count {
     n: u64,
 }
 
-fn bind_all<'a, C: surrealdb::Connection>(
-    mut query: surrealdb::method::Query<'a, C>,
-    params: Value,
-) -> surrealdb::method::Query<'a, C> {
+fn bind_all(mut query: sessions::Query<'_>, params: Value) -> sessions::Query<'_> {
     if let Value::Object(map) = params {
         for (name, value) in map {
             query = query.bind((name, value));

@@ -7,12 +7,21 @@
 //! must own a handle (`Surreal::begin(self)`), takes an idle session from
 //! here and gives it back when it commits or is cancelled: a write pays for a
 //! sign-in only when more transactions run at once than ever before.
+//!
+//! A handle is one of two SDK types ([`Conn`]): `Surreal<Any>` for what the
+//! SDK opens from a URL, `Surreal<Db>` for an embedded SurrealKV store idm
+//! builds itself to size its memory (`--store-memory`; see `embedded.rs`).
+//! [`Query`] and [`Tx`] hide which.
 
+use std::future::{Future, IntoFuture};
+use std::path::Path;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use surrealdb::Surreal;
 use surrealdb::engine::any::Any;
-use surrealdb::method::Transaction;
+use surrealdb::engine::local::Db;
+use surrealdb::method::{Backup, Transaction};
+use surrealdb::{IndexedResults, Surreal};
 
 use super::StoreError;
 
@@ -20,17 +29,109 @@ use super::StoreError;
 /// their own.
 const MAX_IDLE: usize = 32;
 
-pub(super) type Tx = Transaction<Any>;
+/// A handle on the database.
+#[derive(Clone)]
+pub(super) enum Conn {
+    Any(Surreal<Any>),
+    Local(Surreal<Db>),
+}
+
+/// A query being built on a [`Conn`] or a [`Tx`].
+pub(super) enum Query<'a> {
+    Any(surrealdb::method::Query<'a, Any>),
+    Local(surrealdb::method::Query<'a, Db>),
+}
+
+/// A transaction on one session.
+pub(super) enum Tx {
+    Any(Transaction<Any>),
+    Local(Transaction<Db>),
+}
+
+impl Conn {
+    pub(super) fn query<'a>(&'a self, sql: impl Into<std::borrow::Cow<'a, str>>) -> Query<'a> {
+        match self {
+            Conn::Any(db) => Query::Any(db.query(sql)),
+            Conn::Local(db) => Query::Local(db.query(sql)),
+        }
+    }
+
+    /// SurrealDB's export of the database, piece by piece.
+    pub(super) async fn export(&self) -> Result<Backup, surrealdb::Error> {
+        match self {
+            Conn::Any(db) => db.export(()).await,
+            Conn::Local(db) => db.export(()).await,
+        }
+    }
+
+    pub(super) async fn import(&self, file: &Path) -> Result<(), surrealdb::Error> {
+        match self {
+            Conn::Any(db) => db.import(file).await,
+            Conn::Local(db) => db.import(file).await,
+        }
+    }
+
+    async fn begin(self) -> Result<Tx, surrealdb::Error> {
+        Ok(match self {
+            Conn::Any(db) => Tx::Any(db.begin().await?),
+            Conn::Local(db) => Tx::Local(db.begin().await?),
+        })
+    }
+}
+
+impl<'a> Query<'a> {
+    pub(super) fn bind(self, variable: impl surrealdb::method::IntoVariables) -> Self {
+        match self {
+            Query::Any(q) => Query::Any(q.bind(variable)),
+            Query::Local(q) => Query::Local(q.bind(variable)),
+        }
+    }
+}
+
+impl<'a> IntoFuture for Query<'a> {
+    type Output = Result<IndexedResults, surrealdb::Error>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        match self {
+            Query::Any(q) => Box::pin(q.into_future()),
+            Query::Local(q) => Box::pin(q.into_future()),
+        }
+    }
+}
+
+impl Tx {
+    pub(super) fn query<'a>(&'a self, sql: impl Into<std::borrow::Cow<'a, str>>) -> Query<'a> {
+        match self {
+            Tx::Any(tx) => Query::Any(tx.query(sql)),
+            Tx::Local(tx) => Query::Local(tx.query(sql)),
+        }
+    }
+
+    async fn commit(self) -> Result<Conn, surrealdb::Error> {
+        Ok(match self {
+            Tx::Any(tx) => Conn::Any(tx.commit().await?),
+            Tx::Local(tx) => Conn::Local(tx.commit().await?),
+        })
+    }
+
+    async fn cancel(self) -> Result<Conn, surrealdb::Error> {
+        Ok(match self {
+            Tx::Any(tx) => Conn::Any(tx.cancel().await?),
+            Tx::Local(tx) => Conn::Local(tx.cancel().await?),
+        })
+    }
+}
 
 /// The shared handle and the idle sessions beside it; cheap to clone.
 #[derive(Clone)]
 pub(super) struct Sessions {
-    shared: Arc<Surreal<Any>>,
-    idle: Arc<Mutex<Vec<Surreal<Any>>>>,
+    shared: Arc<Conn>,
+    idle: Arc<Mutex<Vec<Conn>>>,
 }
 
 impl Sessions {
-    pub(super) fn new(db: Surreal<Any>) -> Self {
+    pub(super) fn new(db: Conn) -> Self {
         Sessions {
             shared: Arc::new(db),
             idle: Arc::default(),
@@ -38,7 +139,7 @@ impl Sessions {
     }
 
     /// The handle every query outside a transaction uses.
-    pub(super) fn shared(&self) -> &Surreal<Any> {
+    pub(super) fn shared(&self) -> &Conn {
         &self.shared
     }
 
@@ -69,14 +170,14 @@ impl Sessions {
         self.lock().clear();
     }
 
-    fn give_back(&self, session: Surreal<Any>) {
+    fn give_back(&self, session: Conn) {
         let mut idle = self.lock();
         if idle.len() < MAX_IDLE {
             idle.push(session);
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Surreal<Any>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Conn>> {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -94,7 +195,7 @@ mod tests {
     async fn transactions_reuse_idle_sessions_instead_of_opening_new_ones() {
         let db = surrealdb::engine::any::connect("mem://").await.unwrap();
         db.use_ns("t").use_db("t").await.unwrap();
-        let sessions = Sessions::new(db);
+        let sessions = Sessions::new(Conn::Any(db));
         // Three at once open three sessions, kept once they end.
         let (a, b, c) = tokio::join!(sessions.begin(), sessions.begin(), sessions.begin());
         sessions.commit(a.unwrap()).await.unwrap();

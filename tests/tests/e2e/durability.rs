@@ -115,3 +115,33 @@ async fn a_sync_mode_surrealkv_would_not_understand_stops_idmd() {
     assert!(log.contains("sync=sometimes is not a sync mode"), "{log}");
     assert!(!site.path().join("db").exists(), "nothing was opened");
 }
+
+#[tokio::test]
+async fn the_store_works_in_the_memory_given_and_too_little_stops_idmd() {
+    let site = TempDir::new("store-memory");
+    let store = format!("surrealkv://{}", site.path().join("db").display());
+    let idmd = Idmd::start_with(IdmdOptions {
+        store: Some(store.clone()),
+        extra_args: ["--store-memory", "48MiB"].map(String::from).to_vec(),
+        ..Default::default()
+    })
+    .await;
+    let mut c = idmd.clients().await;
+    create_user(
+        &mut c,
+        "small",
+        json!({"userName": "small", "password": "Small-Pass-1"}),
+    )
+    .await;
+    assert!(password_valid(&mut c, "small", "Small-Pass-1").await);
+    drop(idmd);
+
+    let log = Idmd::start_failure(IdmdOptions {
+        store: Some(store),
+        extra_args: ["--store-memory", "4MiB"].map(String::from).to_vec(),
+        ..Default::default()
+    })
+    .await;
+    assert!(log.contains("--store-memory"), "{log}");
+    assert!(log.contains("below the least"), "{log}");
+}

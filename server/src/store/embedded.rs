@@ -1,0 +1,207 @@
+//! The embedded SurrealKV store, opened by idm itself so that its memory
+//! follows `--store-memory` rather than the machine. SurrealKV sizes its
+//! memtable (1 GiB on a 16–64 GiB machine) and its block cache (half the RAM
+//! less 1 GiB) from the total RAM, and the SDK's `connect` passes a store
+//! URL's parameters on only with a `datastore_` prefix, so neither can be
+//! set through the URL. Here the `Datastore` is built with those two set, as
+//! the SDK's own `connect` would build it otherwise, and handed to the SDK
+//! (`Surreal::<Db>::unstable_from_datastore`: doc-hidden, which is why
+//! `surrealdb` is pinned to one version).
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use surrealdb::Surreal;
+use surrealdb::engine::local::Db;
+use surrealdb_cnf::ConfigMap;
+use surrealdb_engine_local::Datastore;
+
+const MIB: u64 = 1024 * 1024;
+
+/// The memory SurrealKV may keep: its memtable (writes not yet flushed to
+/// disk) and its block cache (pages read) together. The memtable gets a
+/// quarter (a transaction must fit in it: idm's largest, a reconciliation
+/// batch of 1,000 rows, needs a few MiB), the cache the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreMemory(u64);
+
+impl StoreMemory {
+    /// A small VM's share: 64 MiB of memtable and 192 MiB of cache.
+    pub const DEFAULT: StoreMemory = StoreMemory(256 * MIB);
+    /// Below this the memtable could not hold a reconciliation batch.
+    pub const MIN: StoreMemory = StoreMemory(32 * MIB);
+
+    pub fn bytes(self) -> u64 {
+        self.0
+    }
+
+    pub fn memtable(self) -> u64 {
+        self.0 / 4
+    }
+
+    pub fn block_cache(self) -> u64 {
+        self.0 - self.memtable()
+    }
+}
+
+impl Default for StoreMemory {
+    fn default() -> Self {
+        StoreMemory::DEFAULT
+    }
+}
+
+impl fmt::Display for StoreMemory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_multiple_of(MIB) {
+            write!(f, "{}MiB", self.0 / MIB)
+        } else {
+            write!(f, "{}B", self.0)
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StoreMemoryError {
+    #[error("expected a size such as 256MiB, 1GiB or 512M: {0:?}")]
+    Malformed(String),
+    #[error("{given} is below the least the store can work in ({min})")]
+    TooSmall { given: String, min: StoreMemory },
+}
+
+impl FromStr for StoreMemory {
+    type Err = StoreMemoryError;
+
+    /// A whole number with an optional unit: `B`; `K`, `KiB`, `M`, `MiB`,
+    /// `G`, `GiB` (powers of 1024); `KB`, `MB`, `GB` (powers of 1000).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let malformed = || StoreMemoryError::Malformed(s.chars().take(32).collect());
+        let text = s.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (digits, unit) = text.split_at(split);
+        let number: u64 = digits.parse().map_err(|_| malformed())?;
+        let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kib" => 1 << 10,
+            "m" | "mib" => 1 << 20,
+            "g" | "gib" => 1 << 30,
+            "kb" => 1_000,
+            "mb" => 1_000_000,
+            "gb" => 1_000_000_000,
+            _ => return Err(malformed()),
+        };
+        let bytes = number.checked_mul(scale).ok_or_else(malformed)?;
+        if bytes < StoreMemory::MIN.0 {
+            return Err(StoreMemoryError::TooSmall {
+                given: text.to_string(),
+                min: StoreMemory::MIN,
+            });
+        }
+        Ok(StoreMemory(bytes))
+    }
+}
+
+/// Opens `url` (`surrealkv://PATH?…`, its parameters as written) with its
+/// memtable and block cache sized by `memory`, the way the SDK's `connect`
+/// opens one: maintenance tasks started after the version check and the
+/// bootstrap, so a new store gets its version key first.
+pub(super) async fn open_surrealkv(url: &str, memory: StoreMemory) -> Result<Surreal<Db>, String> {
+    let config = ConfigMap::empty()
+        .with_key_value("surrealkv_max_memtable_size", memory.memtable().to_string())
+        .with_key_value(
+            "surrealkv_block_cache_capacity",
+            memory.block_cache().to_string(),
+        );
+    let datastore: Arc<Datastore> = Datastore::builder()
+        .with_config(config)
+        .without_maintenance_tasks()
+        .build_with_path(url)
+        .await
+        .map_err(|e| e.to_string())?;
+    datastore.check_version().await.map_err(|e| e.to_string())?;
+    datastore.bootstrap().await.map_err(|e| e.to_string())?;
+    datastore.start_maintenance_tasks();
+    Surreal::<Db>::unstable_from_datastore(datastore, None)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_as_people_write_them_and_split_a_quarter_to_the_memtable() {
+        for (text, bytes) in [
+            ("256MiB", 256 * MIB),
+            ("256M", 256 * MIB),
+            ("256 mib", 256 * MIB),
+            ("1GiB", 1024 * MIB),
+            ("1g", 1024 * MIB),
+            ("100MB", 100_000_000),
+            ("33554432", 32 * MIB),
+        ] {
+            assert_eq!(
+                text.parse::<StoreMemory>().unwrap().bytes(),
+                bytes,
+                "{text}"
+            );
+        }
+        let memory: StoreMemory = "192MiB".parse().unwrap();
+        assert_eq!(
+            (memory.memtable(), memory.block_cache()),
+            (48 * MIB, 144 * MIB)
+        );
+        assert_eq!(memory.to_string(), "192MiB");
+        for bad in ["", "MiB", "12XB", "-5M", "1.5G", "99999999999999999999G"] {
+            assert!(
+                matches!(
+                    bad.parse::<StoreMemory>(),
+                    Err(StoreMemoryError::Malformed(_))
+                ),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            "16MiB".parse::<StoreMemory>(),
+            Err(StoreMemoryError::TooSmall { .. })
+        ));
+    }
+
+    /// SurrealKV refuses a transaction larger than its memtable: a write of
+    /// ~12 MiB fails in 32 MiB (an 8 MiB memtable) and succeeds in 256 MiB,
+    /// so the size given is the size SurrealKV works in.
+    #[tokio::test]
+    async fn the_memtable_is_the_size_given() {
+        let dir = std::env::temp_dir().join(format!("idm-embedded-{}", uuid::Uuid::new_v4()));
+        let rows: Vec<serde_json::Value> = (0..6_000)
+            .map(|i| serde_json::json!({ "n": i, "data": "x".repeat(2_000) }))
+            .collect();
+        let mut outcomes = Vec::new();
+        for (name, memory) in [
+            ("small", StoreMemory::MIN),
+            ("default", StoreMemory::DEFAULT),
+        ] {
+            let url = format!("surrealkv://{}", dir.join(name).display());
+            let db = open_surrealkv(&url, memory).await.unwrap();
+            db.use_ns("t").use_db("t").await.unwrap();
+            let outcome = db
+                .query("INSERT INTO blob $rows RETURN NONE")
+                .bind(("rows", rows.clone()))
+                .await
+                .and_then(|response| response.check());
+            outcomes.push(outcome.map(|_| ()).map_err(|e| e.to_string()));
+        }
+        assert!(
+            outcomes[0]
+                .as_ref()
+                .is_err_and(|e| e.contains("Memtable arena is full")),
+            "{outcomes:?}"
+        );
+        assert!(outcomes[1].is_ok(), "{outcomes:?}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
