@@ -8,16 +8,25 @@
 //! 2. the initial recon of the cookbook mapping (CSV → managed/user, every row
 //!    ABSENT → CREATE), `taskThreads` = the same number of writers;
 //! 3. a no-change re-recon (every row CONFIRMED, nothing written);
-//! 4. each recon's peak RSS: every phase runs in a child process of its own,
+//! 4. the cookbook mapping as written, with its `password` default
+//!    (`FooBar123`): each created user's password sealed and queued, the
+//!    background hasher running (as in idmd, at nice 19) beside the recon;
+//!    then a sample of the passwords checked;
+//! 5. the initial recon again with SurrealKV's own memory sizing (`auto`,
+//!    from the machine) instead of `--store-memory`'s bound: the unbounded
+//!    rate the bound is measured against;
+//! 6. each recon's peak RSS: every phase runs in a child process of its own,
 //!    so no phase inherits another's heap.
 //!
-//! The mapping is the cookbook's without the default password: argon2id
-//! hashing (~14 ms a core, on purpose) would be the whole measurement.
+//! Phases 2–3 use the mapping without its password default, as before.
 //!
 //! Run: `cargo bench -p idm-server --bench recon` (release).
 //! `IDM_BENCH_ROWS=100000,1000000` and `IDM_BENCH_WRITERS=2` change the runs;
-//! `IDM_BENCH_OUTBOX=1` subscribes users to an enableSync mapping (each
-//! created or changed user also writes an outbox entry, as in the sample).
+//! `IDM_BENCH_STORE_MEMORY=192MiB` the store's bound (idmd's default,
+//! 256MiB, otherwise); `IDM_BENCH_PASSWORD_ROWS=100000` the largest file the
+//! password phase runs for; `IDM_BENCH_OUTBOX=1` subscribes users to an
+//! enableSync mapping (each created or changed user also writes an outbox
+//! entry, as in the sample).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::Write;
@@ -27,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use idm_server::managed::{ManagedObjects, ManagedSchema};
 use idm_server::secrets::SecretBox;
-use idm_server::store::{ConfigDocument, Store};
+use idm_server::store::{ConfigDocument, Store, StoreMemory};
 use idm_server::sync::recon::Reconciler;
 use serde_json::{Value, json};
 
@@ -118,25 +127,49 @@ async fn raw_model_insert(dir: &Path, writers: usize, total: usize, batch: usize
     rate(total, start.elapsed())
 }
 
-async fn reconciler(dir: &Path, csv: &Path, writers: usize) -> Reconciler {
+/// The store's bound for this run (`IDM_BENCH_STORE_MEMORY`, else idmd's default).
+fn store_memory() -> StoreMemory {
+    std::env::var("IDM_BENCH_STORE_MEMORY")
+        .ok()
+        .map_or(StoreMemory::DEFAULT, |v| v.parse().unwrap())
+}
+
+/// What one recon phase runs: the mapping with or without its password
+/// default, in a store bounded or not.
+struct Setup {
+    password: bool,
+    memory: StoreMemory,
+}
+
+async fn reconciler(
+    dir: &Path,
+    csv: &Path,
+    writers: usize,
+    setup: &Setup,
+) -> (Reconciler, Arc<SecretBox>) {
     std::fs::create_dir_all(dir).unwrap();
-    let store = Store::open(&format!("surrealkv://{}", dir.join("idm").display()))
-        .await
-        .unwrap();
-    let secrets = SecretBox::load_or_create(&dir.join("idm.key"), None).unwrap();
+    let store = Store::open_with(
+        &format!("surrealkv://{}", dir.join("idm").display()),
+        setup.memory,
+    )
+    .await
+    .unwrap();
+    let secrets = Arc::new(SecretBox::load_or_create(&dir.join("idm.key"), None).unwrap());
     let objects = ManagedObjects::new(
         Arc::new(ManagedSchema::builtin().unwrap()),
         store.clone(),
-        Arc::new(secrets),
+        Arc::clone(&secrets),
     );
     common::prepare_indexes(&objects).await;
     let sample: Value =
         serde_json::from_str(include_str!("../../tests/fixtures/idm-sync/sync.json")).unwrap();
     let mut mapping = sample["mappings"][0].clone();
-    mapping["properties"]
-        .as_array_mut()
-        .unwrap()
-        .retain(|p| p["target"] != "password");
+    if !setup.password {
+        mapping["properties"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|p| p["target"] != "password");
+    }
     mapping["taskThreads"] = json!(writers);
     let connector = json!({
         "connectorType": "csv",
@@ -165,7 +198,7 @@ async fn reconciler(dir: &Path, csv: &Path, writers: usize) -> Reconciler {
             vec!["managedUser_ldapAccount".to_string()],
         )]));
     }
-    Reconciler::new(store, objects, PathBuf::from("."))
+    (Reconciler::new(store, objects, PathBuf::from(".")), secrets)
 }
 
 /// One recon to its end: rows per second and the phase's peak RSS.
@@ -198,10 +231,9 @@ fn phase(name: &str, rows: usize, writers: usize, root: &Path) -> String {
         .unwrap();
     let log = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "phase {name} failed: {log}");
-    for line in log
-        .lines()
-        .filter(|l| l.contains("users in the store") || l.starts_with("expected"))
-    {
+    for line in log.lines().filter(|l| {
+        l.contains("users in the store") || l.starts_with("expected") || l.starts_with("passwords:")
+    }) {
         println!("           ({name}: {line})");
     }
     String::from_utf8_lossy(&output.stdout).trim().to_string()
@@ -225,16 +257,54 @@ async fn run_phase(name: &str, rows: usize, writers: usize, root: &Path) {
             .await,
             peak_rss_mib(),
         ),
-        "initial" | "again" => {
-            let reconciler = reconciler(&root.join(format!("idm-{rows}")), &csv, writers).await;
+        "initial" | "again" | "password" | "auto" => {
+            let (dir, setup) = match name {
+                "initial" | "again" => (
+                    "idm",
+                    Setup {
+                        password: false,
+                        memory: store_memory(),
+                    },
+                ),
+                "password" => (
+                    "password",
+                    Setup {
+                        password: true,
+                        memory: store_memory(),
+                    },
+                ),
+                _ => (
+                    "auto",
+                    Setup {
+                        password: false,
+                        memory: StoreMemory::AUTO,
+                    },
+                ),
+            };
+            let (reconciler, secrets) =
+                reconciler(&root.join(format!("{dir}-{rows}")), &csv, writers, &setup).await;
             let users = reconciler.store().count_of_type("user").await.unwrap();
             eprintln!("{users} users in the store when it opened");
-            let expect = if name == "initial" {
-                "ABSENT"
-            } else {
+            let expect = if name == "again" {
                 "CONFIRMED"
+            } else {
+                "ABSENT"
             };
+            // idmd hashes queued passwords in the background while it works.
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let hasher = setup.password.then(|| {
+                tokio::spawn(idm_server::managed::hashing::run(
+                    reconciler.store().clone(),
+                    secrets,
+                    stopped,
+                ))
+            });
             let measured = recon(&reconciler, rows, expect).await;
+            let _ = stop.send(true);
+            if let Some(hasher) = hasher {
+                hasher.await.unwrap();
+                check_passwords(&reconciler, rows).await;
+            }
             let store = reconciler.store().clone();
             drop(reconciler);
             store.close(Duration::from_secs(60)).await;
@@ -243,6 +313,34 @@ async fn run_phase(name: &str, rows: usize, writers: usize, root: &Path) {
         other => panic!("unknown phase {other}"),
     };
     println!("{rate} {rss}");
+}
+
+/// Every created user has a password, and a sample of them verifies (from
+/// the hash where the hasher got to it, else from the sealed copy).
+async fn check_passwords(reconciler: &Reconciler, rows: usize) {
+    let store = reconciler.store();
+    let pending = store.pending_hash_count().await.unwrap();
+    let keys = store.credential_keys().await.unwrap();
+    assert_eq!(keys.len(), rows, "a password for every user");
+    let sample: Vec<String> = keys
+        .iter()
+        .step_by((rows / 20).max(1))
+        .map(|key| key[1].as_str().unwrap().to_string())
+        .collect();
+    for id in &sample {
+        let objects = reconciler.objects();
+        let valid = objects
+            .verify_password("bench", "user", id, "password", "FooBar123")
+            .await
+            .unwrap();
+        assert!(valid, "user {id}'s password verifies");
+    }
+    eprintln!(
+        "passwords: {rows} stored, {} hashed during the run, {pending} still queued; {} of {} sampled verify",
+        rows as u64 - pending,
+        sample.len(),
+        sample.len()
+    );
 }
 
 fn parse(line: &str) -> (f64, f64) {
@@ -267,11 +365,16 @@ async fn main() {
         .split(',')
         .map(|n| n.trim().parse().unwrap())
         .collect();
+    let password_rows: usize = std::env::var("IDM_BENCH_PASSWORD_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
     let root = std::env::temp_dir().join(format!("idm-recon-bench-{}", std::process::id()));
     std::fs::create_dir_all(&root).unwrap();
     println!(
-        "idm recon bench: {sizes:?} rows, {writers} writers / taskThreads, batches of {RECON_BATCH}, surrealkv in {}",
-        root.display()
+        "idm recon bench: {sizes:?} rows, {writers} writers / taskThreads, batches of {RECON_BATCH}, surrealkv in {}, --store-memory {}",
+        root.display(),
+        store_memory()
     );
     for rows in sizes {
         write_csv(&root.join(format!("hr-{rows}.csv")), rows);
@@ -290,6 +393,18 @@ async fn main() {
         println!(
             "{rows:>8} rows  no-change re-recon              : {again:>8.0} rows/s  {:.2} x initial  peak RSS {again_rss:.0} MiB",
             again / initial
+        );
+        if rows <= password_rows {
+            let (password, password_rss) = parse(&phase("password", rows, writers, &root));
+            println!(
+                "{rows:>8} rows  cookbook mapping, with password : {password:>8.0} rows/s  {:.2} x without  peak RSS {password_rss:.0} MiB",
+                password / initial
+            );
+        }
+        let (auto, auto_rss) = parse(&phase("auto", rows, writers, &root));
+        println!(
+            "{rows:>8} rows  initial recon, store memory auto: {auto:>8.0} rows/s  bounded {:.2} x auto  peak RSS {auto_rss:.0} MiB",
+            initial / auto
         );
     }
     let _ = std::fs::remove_dir_all(&root);

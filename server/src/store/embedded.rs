@@ -22,26 +22,30 @@ const MIB: u64 = 1024 * 1024;
 /// The memory SurrealKV may keep: its memtable (writes not yet flushed to
 /// disk) and its block cache (pages read) together. The memtable gets a
 /// quarter (a transaction must fit in it: idm's largest, a reconciliation
-/// batch of 1,000 rows, needs a few MiB), the cache the rest.
+/// batch of 1,000 rows, needs a few MiB), the cache the rest. `auto` leaves
+/// both to SurrealKV, which sizes them from the machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StoreMemory(u64);
+pub struct StoreMemory(Option<u64>);
 
 impl StoreMemory {
     /// A small VM's share: 64 MiB of memtable and 192 MiB of cache.
-    pub const DEFAULT: StoreMemory = StoreMemory(256 * MIB);
+    pub const DEFAULT: StoreMemory = StoreMemory(Some(256 * MIB));
     /// Below this the memtable could not hold a reconciliation batch.
-    pub const MIN: StoreMemory = StoreMemory(32 * MIB);
+    pub const MIN: StoreMemory = StoreMemory(Some(32 * MIB));
+    /// SurrealKV's own sizing, from the machine's memory.
+    pub const AUTO: StoreMemory = StoreMemory(None);
 
-    pub fn bytes(self) -> u64 {
+    /// The bound in bytes; `None` for `auto`.
+    pub fn bytes(self) -> Option<u64> {
         self.0
     }
 
-    pub fn memtable(self) -> u64 {
-        self.0 / 4
+    pub fn memtable(self) -> Option<u64> {
+        self.0.map(|bytes| bytes / 4)
     }
 
-    pub fn block_cache(self) -> u64 {
-        self.0 - self.memtable()
+    pub fn block_cache(self) -> Option<u64> {
+        self.0.map(|bytes| bytes - bytes / 4)
     }
 }
 
@@ -53,17 +57,17 @@ impl Default for StoreMemory {
 
 impl fmt::Display for StoreMemory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.is_multiple_of(MIB) {
-            write!(f, "{}MiB", self.0 / MIB)
-        } else {
-            write!(f, "{}B", self.0)
+        match self.0 {
+            None => f.write_str("auto"),
+            Some(bytes) if bytes.is_multiple_of(MIB) => write!(f, "{}MiB", bytes / MIB),
+            Some(bytes) => write!(f, "{bytes}B"),
         }
     }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum StoreMemoryError {
-    #[error("expected a size such as 256MiB, 1GiB or 512M: {0:?}")]
+    #[error("expected a size such as 256MiB, 1GiB or 512M, or auto: {0:?}")]
     Malformed(String),
     #[error("{given} is below the least the store can work in ({min})")]
     TooSmall { given: String, min: StoreMemory },
@@ -73,10 +77,14 @@ impl FromStr for StoreMemory {
     type Err = StoreMemoryError;
 
     /// A whole number with an optional unit: `B`; `K`, `KiB`, `M`, `MiB`,
-    /// `G`, `GiB` (powers of 1024); `KB`, `MB`, `GB` (powers of 1000).
+    /// `G`, `GiB` (powers of 1024); `KB`, `MB`, `GB` (powers of 1000). Or
+    /// `auto`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let malformed = || StoreMemoryError::Malformed(s.chars().take(32).collect());
         let text = s.trim();
+        if text.eq_ignore_ascii_case("auto") {
+            return Ok(StoreMemory::AUTO);
+        }
         let split = text
             .find(|c: char| !c.is_ascii_digit())
             .unwrap_or(text.len());
@@ -93,13 +101,13 @@ impl FromStr for StoreMemory {
             _ => return Err(malformed()),
         };
         let bytes = number.checked_mul(scale).ok_or_else(malformed)?;
-        if bytes < StoreMemory::MIN.0 {
+        if StoreMemory::MIN.0.is_some_and(|min| bytes < min) {
             return Err(StoreMemoryError::TooSmall {
                 given: text.to_string(),
                 min: StoreMemory::MIN,
             });
         }
-        Ok(StoreMemory(bytes))
+        Ok(StoreMemory(Some(bytes)))
     }
 }
 
@@ -108,12 +116,12 @@ impl FromStr for StoreMemory {
 /// opens one: maintenance tasks started after the version check and the
 /// bootstrap, so a new store gets its version key first.
 pub(super) async fn open_surrealkv(url: &str, memory: StoreMemory) -> Result<Surreal<Db>, String> {
-    let config = ConfigMap::empty()
-        .with_key_value("surrealkv_max_memtable_size", memory.memtable().to_string())
-        .with_key_value(
-            "surrealkv_block_cache_capacity",
-            memory.block_cache().to_string(),
-        );
+    let mut config = ConfigMap::empty();
+    if let (Some(memtable), Some(cache)) = (memory.memtable(), memory.block_cache()) {
+        config = config
+            .with_key_value("surrealkv_max_memtable_size", memtable.to_string())
+            .with_key_value("surrealkv_block_cache_capacity", cache.to_string());
+    }
     let datastore: Arc<Datastore> = Datastore::builder()
         .with_config(config)
         .without_maintenance_tasks()
@@ -146,16 +154,19 @@ mod tests {
         ] {
             assert_eq!(
                 text.parse::<StoreMemory>().unwrap().bytes(),
-                bytes,
+                Some(bytes),
                 "{text}"
             );
         }
         let memory: StoreMemory = "192MiB".parse().unwrap();
         assert_eq!(
             (memory.memtable(), memory.block_cache()),
-            (48 * MIB, 144 * MIB)
+            (Some(48 * MIB), Some(144 * MIB))
         );
         assert_eq!(memory.to_string(), "192MiB");
+        let auto: StoreMemory = "Auto".parse().unwrap();
+        assert_eq!(auto, StoreMemory::AUTO);
+        assert_eq!((auto.memtable(), auto.to_string()), (None, "auto".into()));
         for bad in ["", "MiB", "12XB", "-5M", "1.5G", "99999999999999999999G"] {
             assert!(
                 matches!(
