@@ -350,6 +350,16 @@ impl Store {
             });
         }
         self.db.shared().query(SCHEMA).await?.check()?;
+        if found.is_some_and(|v| v < 7) {
+            // Version 7 reads referrers from their mirror rows.
+            self.execute(
+                "FOR $r IN (SELECT VALUE record::id(id) FROM relation) {
+                     UPSERT type::record('referrer', [$r[2], $r[1], $r[0]]) RETURN NONE;
+                 }",
+                Value::Null,
+            )
+            .await?;
+        }
         if found.is_some_and(|v| v < 3) {
             // Every entry before version 3 recorded a committed object write.
             self.execute(
@@ -604,6 +614,52 @@ pub fn format_timestamp(t: time::OffsetDateTime) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_store_from_before_the_referrer_mirror_reads_its_referrers_after_the_migration() {
+        let store = Store::open("mem://").await.unwrap();
+        store
+            .execute(
+                "CREATE object:['user', 'u1'] CONTENT { type: 'user', oid: 'u1', rev: 1, \
+                 created: '2025-01-01T00:00:00.000000Z', modified: '2025-01-01T00:00:00.000000Z', \
+                 data: { userName: 'u1' }, keys: [] };
+                 CREATE relation:['managed/group/g1', 'members', 'managed/user/u1'] CONTENT \
+                 { source: 'managed/group/g1', property: 'members', target: 'managed/user/u1' };
+                 DELETE referrer;
+                 UPSERT meta:schema SET version = 6;",
+                Value::Null,
+            )
+            .await
+            .unwrap();
+        assert!(
+            store
+                .relations_to(&["managed/user/u1".into()])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        store.migrate().await.unwrap();
+        let (_, referrers) = store
+            .get_object_with_referrers("user", "u1")
+            .await
+            .unwrap()
+            .unwrap();
+        let rows = store
+            .relations_to(&["managed/user/u1".into()])
+            .await
+            .unwrap();
+        for rows in [referrers, rows] {
+            assert_eq!(rows.len(), 1);
+            assert_eq!(
+                (
+                    rows[0].source.as_str(),
+                    rows[0].property.as_str(),
+                    rows[0].target.as_str()
+                ),
+                ("managed/group/g1", "members", "managed/user/u1")
+            );
+        }
+    }
 
     #[test]
     fn a_surrealkv_url_says_its_sync_mode_and_a_wrong_one_is_refused() {

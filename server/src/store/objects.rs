@@ -19,10 +19,44 @@ const OBJECT_COLUMNS: &str = "type, oid, rev, created, modified, data, keys";
 const SELECT_ONE: &str = "SELECT type, oid, rev, created, modified, data, keys \
      FROM ONLY type::record('object', [$type, $oid])";
 
-/// `SELECT_ONE` with the relation rows that point at the object.
+/// `SELECT_ONE` with the ids of the `referrer` rows of the object (see
+/// [`Referrer`]).
 const SELECT_ONE_WITH_REFERRERS: &str = "SELECT type, oid, rev, created, modified, data, keys, \
-     (SELECT source, property, target FROM relation WHERE target = $reference) AS referrers \
+     (SELECT VALUE record::id(id) FROM referrer:[$reference, NONE]..[$reference, ..]) AS referrers \
      FROM ONLY type::record('object', [$type, $oid])";
+
+/// The ids of the `referrer` rows of `$target`: one record-id range read.
+const REFERRERS_OF_TARGET: &str =
+    "SELECT VALUE record::id(id) FROM referrer:[$target, NONE]..[$target, ..]";
+
+/// Removes `$source`'s relations and their mirror rows (record-id ranges:
+/// no index).
+const DELETE_RELATIONS_OF_SOURCE: &str =
+    "FOR $r IN (SELECT VALUE record::id(id) FROM relation:[$source, NONE]..[$source, ..]) {
+         DELETE type::record('referrer', [$r[2], $r[1], $r[0]]) RETURN NONE;
+     };
+     DELETE relation:[$source, NONE]..[$source, ..] RETURN NONE;";
+
+/// Writes `$relations` and their mirror rows `$referrers`.
+const INSERT_RELATIONS: &str =
+    "INSERT INTO relation $relations RETURN NONE; INSERT INTO referrer $referrers RETURN NONE;";
+
+/// The id of a `referrer` row, the mirror of a `relation` row keyed by its
+/// target: `referrer:[target, property, source]`, empty. Reverse properties
+/// (`groups`) and a delete's clean-up read a target's referrers as one
+/// record-id range, which costs far less than an index lookup.
+#[derive(Debug, Clone, Deserialize)]
+struct Referrer(String, String, String);
+
+impl From<Referrer> for RelationRow {
+    fn from(Referrer(target, property, source): Referrer) -> Self {
+        RelationRow {
+            source,
+            property,
+            target,
+        }
+    }
+}
 
 /// An object as stored: `data` never holds private property values.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -156,7 +190,7 @@ impl Store {
             #[serde(flatten)]
             object: StoredObject,
             #[serde(default)]
-            referrers: Vec<RelationRow>,
+            referrers: Vec<Referrer>,
         }
         let row: Option<WithReferrers> = self
             .query_one(
@@ -164,7 +198,10 @@ impl Store {
                 json!({ "type": type_name, "oid": oid, "reference": object_ref(type_name, oid) }),
             )
             .await?;
-        Ok(row.map(|r| (r.object, r.referrers)))
+        Ok(row.map(|r| {
+            let referrers = r.referrers.into_iter().map(RelationRow::from).collect();
+            (r.object, referrers)
+        }))
     }
 
     /// The objects of a type with these ids (those that exist), in no order.
@@ -239,14 +276,15 @@ impl Store {
         if targets.is_empty() {
             return Ok(Vec::new());
         }
-        // One indexed lookup a target: `target IN $targets` is not served by
-        // the `relation_target` index and scans every relation.
-        self.query_all(
-            "array::flatten(array::map($targets, |$target| \
-             (SELECT source, property, target FROM relation WHERE target = $target)))",
-            json!({ "targets": targets }),
-        )
-        .await
+        // One record-id range a target.
+        let referrers: Vec<Referrer> = self
+            .query_all(
+                "array::flatten(array::map($targets, |$target| \
+                 (SELECT VALUE record::id(id) FROM referrer:[$target, NONE]..[$target, ..])))",
+                json!({ "targets": targets }),
+            )
+            .await?;
+        Ok(referrers.into_iter().map(RelationRow::from).collect())
     }
 
     /// One page of objects of a type, and the total number of matches.
@@ -826,7 +864,7 @@ async fn create_in(
     sql.push_str("INSERT INTO object $rows RETURN NONE; INSERT INTO audit $audits RETURN NONE;");
     for (rows_of, statement) in [
         (&keys, "INSERT INTO unique_key $keys RETURN NONE;"),
-        (&relations, "INSERT INTO relation $relations RETURN NONE;"),
+        (&relations, INSERT_RELATIONS),
         (
             &credentials,
             "INSERT INTO credential $credentials RETURN NONE;",
@@ -850,6 +888,7 @@ async fn create_in(
         [
             ("rows", json!(rows)),
             ("keys", json!(keys)),
+            ("referrers", json!(referrer_rows(&relations))),
             ("relations", json!(relations)),
             ("credentials", json!(credentials)),
             ("pending", json!(pending)),
@@ -981,14 +1020,14 @@ async fn apply_write(
         "UPSERT type::record('object', [$type, $oid]) CONTENT $row RETURN NONE;
          FOR $k IN $released { DELETE type::record('unique_key', $k) RETURN NONE; };
          INSERT INTO unique_key $claimed RETURN NONE;
-         DELETE relation WHERE source = $source RETURN NONE;
-         INSERT INTO relation $relations RETURN NONE;
          FOR $k IN $cleared { DELETE type::record('credential', $k), type::record('hash_queue', $k) RETURN NONE; };
          FOR $c IN $secrets { UPSERT type::record('credential', $c.id) CONTENT { hash: $c.hash, sealed: $c.sealed } RETURN NONE; };
          INSERT IGNORE INTO hash_queue $pending RETURN NONE;
          INSERT INTO audit [$audit] RETURN NONE;
          INSERT INTO outbox $outbox RETURN NONE;",
     );
+    sql.push_str(DELETE_RELATIONS_OF_SOURCE);
+    sql.push_str(INSERT_RELATIONS);
     if !unsorted.is_empty() {
         sql.push_str(DELETE_KEYS);
         params.insert("unsorted".into(), Value::Array(unsorted));
@@ -998,6 +1037,7 @@ async fn apply_write(
         [
             ("type", json!(type_name)),
             ("oid", json!(oid)),
+            ("referrers", json!(referrer_rows(&relations))),
             ("row", object_content(updated)),
             ("released", json!(released_ids)),
             ("claimed", json!(claimed_rows)),
@@ -1046,14 +1086,9 @@ where
     let now = now_timestamp();
     let reference = current.reference();
     // Objects that refer to this one lose the reference, as a recorded change.
-    let incoming: Vec<RelationRow> = decode_rows(
-        tx_query(
-            tx,
-            "SELECT source, property, target FROM relation WHERE target = $target",
-            json!({ "target": reference }),
-        )
-        .await?,
-    )?;
+    let incoming: Vec<Referrer> =
+        decode_rows(tx_query(tx, REFERRERS_OF_TARGET, json!({ "target": reference })).await?)?;
+    let incoming = incoming.into_iter().map(RelationRow::from);
     let mut by_source: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for row in incoming {
         by_source.entry(row.source).or_default().push(row.property);
@@ -1107,7 +1142,11 @@ where
             "{guard}DELETE type::record('object', [$type, $oid]) RETURN NONE;
              FOR $k IN $keys {{ DELETE type::record('unique_key', $k) RETURN NONE; }};
              FOR $k IN $credentials {{ DELETE type::record('credential', $k), type::record('hash_queue', $k) RETURN NONE; }};
-             DELETE relation WHERE source = $source OR target = $source RETURN NONE;
+             {DELETE_RELATIONS_OF_SOURCE}
+             FOR $r IN (SELECT VALUE record::id(id) FROM referrer:[$source, NONE]..[$source, ..]) {{
+                 DELETE type::record('relation', [$r[2], $r[1], $r[0]]) RETURN NONE;
+             }};
+             DELETE referrer:[$source, NONE]..[$source, ..] RETURN NONE;
              INSERT INTO audit [$audit] RETURN NONE;
              INSERT INTO outbox $outbox RETURN NONE;{DELETE_KEYS}"
         ),
@@ -1217,6 +1256,14 @@ fn object_row(object: &StoredObject) -> Value {
 fn unique_rows(type_name: &str, oid: &str, keys: &[(String, String)]) -> Vec<Value> {
     keys.iter()
         .map(|(property, value)| json!({ "id": [type_name, property, value], "oid": oid }))
+        .collect()
+}
+
+/// The `referrer` rows (see [`Referrer`]) of `relation_rows`' rows.
+fn referrer_rows(relations: &[Value]) -> Vec<Value> {
+    relations
+        .iter()
+        .map(|r| json!({ "id": [r["target"], r["property"], r["source"]] }))
         .collect()
 }
 
