@@ -228,7 +228,7 @@ async fn main() {
         objects.create_many("bench", "user", batch).await.unwrap();
         rate(1_000, start.elapsed())
     };
-    println!("creates with a password (argon2id each), 1,000 : {with_password:>9.0} users/s");
+    println!("creates with a password (sealed, hashed later), 1,000: {with_password:>9.0} users/s");
     println!("peak RSS: {:.0} MiB", peak_rss_mib());
     let _ = std::fs::remove_dir_all(&root);
 }
