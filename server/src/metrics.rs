@@ -316,6 +316,10 @@ pub async fn run_outbox_sampler(
             Ok(queues) => outbox_sampled(&queues, &mut seen, time::OffsetDateTime::now_utc()),
             Err(e) => tracing::debug!(error = %e, "sampling the outbox for metrics failed"),
         }
+        match store.pending_hash_count().await {
+            Ok(pending) => metrics::gauge!("idm_password_hashes_pending").set(pending as f64),
+            Err(e) => tracing::debug!(error = %e, "sampling the password hash queue failed"),
+        }
     }
 }
 

@@ -198,6 +198,20 @@ async fn idmd_and_gateway_metrics_move_with_the_work_they_count() {
     assert!(
         text.contains("idm_outbox_oldest_pending_age_seconds{mapping=\"managedUser_ldapAccount\"}")
     );
+
+    // The recon gave the three users the mapping's default password, sealed;
+    // the background hasher writes their hashes, and the queue empties.
+    until(
+        &metrics,
+        Duration::from_secs(60),
+        "the three passwords hashed",
+        |text| {
+            sample(text, "idm_password_hashes_total", &[]) >= 3.0
+                && text.contains("\nidm_password_hashes_pending ")
+                && sample(text, "idm_password_hashes_pending", &[]) == 0.0
+        },
+    )
+    .await;
     assert!(
         sample(
             &text,
