@@ -33,7 +33,8 @@ pub enum HashingError {
 pub struct Pass {
     /// Queue entries read.
     pub seen: usize,
-    /// Hashes written, or entries of deleted credentials dropped.
+    /// Hashes computed (written unless the value changed meanwhile), and
+    /// entries of deleted credentials dropped.
     pub settled: usize,
 }
 
