@@ -118,17 +118,21 @@ impl Store {
         .await
     }
 
-    /// Every link of a mapping as `(source, target)`, in one read. SurrealDB
-    /// reads a whole record-id range before applying a LIMIT, so paging
-    /// through links would cost O(n²); one range read is O(n).
-    pub async fn all_links(&self, mapping: &str) -> Result<Vec<(String, String)>, StoreError> {
-        self.query_all(
-            "SELECT VALUE [source, target] FROM link:[$mapping, NONE]..[$mapping, ..]",
-            json!({ "mapping": mapping }),
-        )
-        .await
+    /// A page of a mapping's links as `(source, target)`, in source-id
+    /// order: at most `limit`, after the source `after` (from the first when
+    /// `None`). Walking a mapping's links page by page keeps memory bounded
+    /// whatever their number.
+    pub async fn links_page(
+        &self,
+        mapping: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        self.range_page("[source, target]", "link", mapping, after, limit)
+            .await
     }
 
+    /// How many links a mapping has: a key-range count, nothing decoded.
     pub async fn count_links(&self, mapping: &str) -> Result<u64, StoreError> {
         self.count(
             "SELECT count() AS n FROM link:[$mapping, NONE]..[$mapping, ..] GROUP ALL",
@@ -203,13 +207,30 @@ mod tests {
             [link("123", "stark123")]
         );
 
+        let pair = |s: &str, t: &str| (s.to_string(), t.to_string());
         assert_eq!(
-            store.all_links(mapping).await.unwrap(),
+            store.links_page(mapping, None, 10).await.unwrap(),
             [
-                ("123".to_string(), "stark123".to_string()),
-                ("456".to_string(), "doe456".to_string()),
-                ("789".to_string(), "doe789".to_string())
+                pair("123", "stark123"),
+                pair("456", "doe456"),
+                pair("789", "doe789")
             ]
+        );
+        assert_eq!(
+            store.links_page(mapping, None, 2).await.unwrap(),
+            [pair("123", "stark123"), pair("456", "doe456")]
+        );
+        assert_eq!(
+            store.links_page(mapping, Some("456"), 2).await.unwrap(),
+            [pair("789", "doe789")],
+            "a page starts after the last source of the one before"
+        );
+        assert!(
+            store
+                .links_page(mapping, Some("789"), 2)
+                .await
+                .unwrap()
+                .is_empty()
         );
 
         store

@@ -222,14 +222,16 @@ impl Store {
         .await
     }
 
-    /// Every id of a type, in one record-id range read (see `all_links`
-    /// for why not pages).
-    pub async fn all_object_ids(&self, type_name: &str) -> Result<Vec<String>, StoreError> {
-        self.query_all(
-            "SELECT VALUE oid FROM object:[$type, NONE]..[$type, ..]",
-            json!({ "type": type_name }),
-        )
-        .await
+    /// A page of a type's object ids, in id order: at most `limit`, after
+    /// `after` (from the first when `None`).
+    pub async fn object_ids_page(
+        &self,
+        type_name: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        self.range_page("oid", "object", type_name, after, limit)
+            .await
     }
 
     /// How many objects a type has: a range count, without decoding them.

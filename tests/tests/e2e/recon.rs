@@ -698,6 +698,30 @@ async fn cancelling_a_large_run_stops_it_promptly_and_leaves_the_store_consisten
         .unwrap()
         .into_inner();
     assert_eq!(check.total_size, 1);
+
+    // The target phase walks the links a page (5,000) at a time: a source
+    // gone from the first page and one gone from the last are both found,
+    // and every other link is counted once.
+    let kept: String = text
+        .lines()
+        .filter(|line| !line.starts_with("0,") && !line.starts_with("999,"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    write_hr(&conf, &kept);
+    let after = recon(&mut clients, MAPPING).await;
+    assert_eq!(
+        counts(&after.situation_counts),
+        pairs(&[("CONFIRMED", ROWS - 2), ("SOURCE_MISSING", 2)]),
+        "{:?}",
+        after.failures.first()
+    );
+    let mut missing: Vec<String> = after.failures.iter().map(|f| f.source_id.clone()).collect();
+    missing.sort();
+    assert_eq!(missing, ["0", "999"]);
+    let links = after.links.unwrap();
+    assert_eq!((links.total, links.processed), (ROWS, ROWS));
+    let target = after.target.unwrap();
+    assert_eq!((target.total, target.processed), (ROWS, ROWS));
 }
 
 #[tokio::test]

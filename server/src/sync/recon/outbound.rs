@@ -6,13 +6,13 @@
 //! deleted or edited by hand is found MISSING or CONFIRMED-but-different and
 //! put back.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures::StreamExt;
 
 use super::ReconError;
-use super::run::{BATCH, Recon};
+use super::run::{BATCH, PAGE, Recon};
 use crate::connector::SourceItem;
 use crate::store::ReconFailureRecord;
 use crate::sync::provision::{Change, Provisioner};
@@ -25,79 +25,120 @@ pub(super) async fn reconcile(
 ) -> Result<(), ReconError> {
     let store = recon.store.clone();
     let mapping = recon.mapping.name.clone();
+    let source_type = provisioner.source_type().to_string();
     recon.update(|r| r.stage = "ACTIVE_QUERY_ENTRIES".into());
-    let links: HashMap<String, String> = store.all_links(&mapping).await?.into_iter().collect();
-    let mut ids = match &only {
-        Some(ids) => ids.iter().cloned().collect::<Vec<_>>(),
-        None => store.all_object_ids(provisioner.source_type()).await?,
+    let sources = match &only {
+        Some(ids) => ids.len() as u64,
+        None => store.count_of_type(&source_type).await?,
     };
-    let existing: HashSet<&String> = ids.iter().collect();
-    // Links whose object is gone are reconciled too (SOURCE_MISSING, LINK_ONLY).
-    let gone: Vec<String> = links
-        .keys()
-        .filter(|source| !existing.contains(source))
-        .filter(|source| only.as_ref().is_none_or(|o| o.contains(*source)))
-        .cloned()
-        .collect();
-    let sources = ids.len() as i64;
-    ids.extend(gone);
-    let total = ids.len() as i64;
+    let links = store.count_links(&mapping).await?;
     recon.update(|r| {
-        r.source.existing = sources;
-        r.source.total = total;
-        r.links.existing = links.len() as i64;
-        r.links.total = links.len() as i64;
+        r.source.existing = i64::try_from(sources).unwrap_or(i64::MAX);
+        r.source.total = r.source.existing;
+        r.links.existing = i64::try_from(links).unwrap_or(i64::MAX);
+        r.links.total = r.links.existing;
         r.stage = "ACTIVE_RECONCILING_SOURCE".into();
     });
 
-    for batch in ids.chunks(BATCH) {
-        if recon.is_cancelled() {
-            return Ok(());
-        }
-        let changes = batch
-            .iter()
-            .map(|oid| Change {
-                oid: oid.clone(),
-                snapshot: None,
-            })
-            .collect();
-        let delivery = provisioner
-            .provision(changes)
-            .await
-            .map_err(|e| ReconError::Internal(e.to_string()))?;
-        provisioner
-            .recorder()
-            .record(&delivery, &[])
-            .await
-            .map_err(|e| ReconError::Internal(e.to_string()))?;
-        for result in &delivery.provisioned {
-            recon.count_situation(result.situation);
-            recon.count_action(result.action);
-            recon.mark_sources([&result.oid]);
-            if let Some(target) = &result.target {
-                recon.mark_targets([target]);
+    if let Some(ids) = only {
+        let ids: Vec<String> = ids.into_iter().collect();
+        for batch in ids.chunks(BATCH) {
+            if recon.is_cancelled() {
+                return Ok(());
             }
-            if let Err(failure) = &result.result {
-                recon.fail(ReconFailureRecord {
-                    source_id: Some(result.oid.clone()),
-                    target_id: result.target.clone(),
-                    line: None,
-                    situation: Some(result.situation.name().to_string()),
-                    action: Some(result.action.name().to_string()),
-                    reason: failure.message.clone(),
-                });
-            }
+            provision(&recon, &mut provisioner, batch).await?;
         }
-        recon.update(|r| r.source.processed += batch.len() as i64);
+        return Ok(());
     }
-    // Targets reached through a link count as seen even when the run did not touch them.
-    recon.mark_targets(links.values());
 
-    if only.is_some() || !recon.mapping.run_target_phase {
+    // Every object of the source type, a page at a time.
+    let mut after: Option<String> = None;
+    loop {
+        let page = store
+            .object_ids_page(&source_type, after.as_deref(), PAGE)
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.clone());
+        for batch in page.chunks(BATCH) {
+            if recon.is_cancelled() {
+                return Ok(());
+            }
+            provision(&recon, &mut provisioner, batch).await?;
+        }
+    }
+    // Then the links: those whose object the walk did not meet are
+    // reconciled too (SOURCE_MISSING, LINK_ONLY), and every linked target
+    // counts as seen even when the run did not touch it.
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.links_page(&mapping, after.as_deref(), PAGE).await?;
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        recon.mark_targets(page.iter().map(|(_, target)| target));
+        let gone: Vec<String> = page
+            .into_iter()
+            .map(|(source, _)| source)
+            .filter(|source| !recon.source_seen(source))
+            .collect();
+        recon.update(|r| r.source.total += gone.len() as i64);
+        for batch in gone.chunks(BATCH) {
+            if recon.is_cancelled() {
+                return Ok(());
+            }
+            provision(&recon, &mut provisioner, batch).await?;
+        }
+    }
+
+    if !recon.mapping.run_target_phase {
         return Ok(());
     }
     recon.update(|r| r.stage = "ACTIVE_RECONCILING_TARGET".into());
     target_phase(&recon, &provisioner).await
+}
+
+/// Provisions one batch of managed objects through the mapping and counts
+/// what happened to each.
+async fn provision(
+    recon: &Recon,
+    provisioner: &mut Provisioner,
+    batch: &[String],
+) -> Result<(), ReconError> {
+    let changes = batch
+        .iter()
+        .map(|oid| Change {
+            oid: oid.clone(),
+            snapshot: None,
+        })
+        .collect();
+    let delivery = provisioner
+        .provision(changes)
+        .await
+        .map_err(|e| ReconError::Internal(e.to_string()))?;
+    provisioner
+        .recorder()
+        .record(&delivery, &[])
+        .await
+        .map_err(|e| ReconError::Internal(e.to_string()))?;
+    for result in &delivery.provisioned {
+        recon.count_situation(result.situation);
+        recon.count_action(result.action);
+        recon.mark_sources([&result.oid]);
+        if let Some(target) = &result.target {
+            recon.mark_targets([target]);
+        }
+        if let Err(failure) = &result.result {
+            recon.fail(ReconFailureRecord {
+                source_id: Some(result.oid.clone()),
+                target_id: result.target.clone(),
+                line: None,
+                situation: Some(result.situation.name().to_string()),
+                action: Some(result.action.name().to_string()),
+                reason: failure.message.clone(),
+            });
+        }
+    }
+    recon.update(|r| r.source.processed += batch.len() as i64);
+    Ok(())
 }
 
 /// Connector objects no link accounts for: UNASSIGNED, and the mapping's

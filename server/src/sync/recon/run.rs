@@ -21,6 +21,9 @@ use crate::sync::{Action, Mapping, Situation};
 /// Source records per batch: one links read, one targets read and at most
 /// one create transaction per batch.
 pub(super) const BATCH: usize = 500;
+/// Ids read from the store at a time when a run walks every link or object
+/// of a mapping (its target phase): bounded memory, few round trips.
+pub(super) const PAGE: usize = 5_000;
 
 /// A change a dry run would make.
 #[derive(Debug, Clone, PartialEq)]

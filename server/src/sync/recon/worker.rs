@@ -11,7 +11,7 @@ use idm_proto::filter::{self, CompareOp, Filter};
 use serde_json::{Map, Value, json};
 
 use super::ReconError;
-use super::run::{BATCH, PlannedChange, PropertyChange, Recon};
+use super::run::{BATCH, PAGE, PlannedChange, PropertyChange, Recon};
 use crate::connector::ConnectorObject;
 use crate::managed::{ManagedError, PatchOp, PropertyKind, Query};
 use crate::script::{CompiledId, Limits, ScriptSource};
@@ -351,93 +351,126 @@ impl Worker {
     }
 
     /// The target phase: links whose source is gone, then targets no source
-    /// reached. Ids are read whole (O(n) once; see `Store::all_links`) and
-    /// only the unseen ones are looked at in batches.
+    /// reached. Both are walked a page at a time ([`PAGE`] ids), so memory
+    /// stays bounded whatever the mapping's size; only the unseen ids of a
+    /// page are looked at, in batches.
     pub async fn target_phase(&mut self) -> Result<(), ReconError> {
         let recon = Arc::clone(&self.recon);
         let mapping = recon.mapping.name.clone();
-        let links = recon.store.all_links(&mapping).await?;
-        recon.update(|r| r.links.total = i64::try_from(links.len()).unwrap_or(i64::MAX));
-        let orphans: Vec<(String, String)> = links
-            .into_iter()
-            .filter(|(source, _)| !recon.source_seen(source))
-            .collect();
-        recon.update(|r| {
-            r.links.processed = r.links.total - i64::try_from(orphans.len()).unwrap_or(0)
-        });
-        for chunk in orphans.chunks(BATCH) {
-            if recon.is_cancelled() {
-                return Ok(());
+        let links = recon.store.count_links(&mapping).await?;
+        recon.update(|r| r.links.total = i64::try_from(links).unwrap_or(i64::MAX));
+        let mut after: Option<String> = None;
+        loop {
+            let page = recon
+                .store
+                .links_page(&mapping, after.as_deref(), PAGE)
+                .await?;
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            let read = page.len();
+            let orphans: Vec<(String, String)> = page
+                .into_iter()
+                .filter(|(source, _)| !recon.source_seen(source))
+                .collect();
+            let seen = i64::try_from(read - orphans.len()).unwrap_or(i64::MAX);
+            recon.update(|r| r.links.processed += seen);
+            for chunk in orphans.chunks(BATCH) {
+                if recon.is_cancelled() {
+                    return Ok(());
+                }
+                self.orphaned_links(chunk).await?;
+                let done = i64::try_from(chunk.len()).unwrap_or(i64::MAX);
+                recon.update(|r| r.links.processed += done);
             }
-            let ids: Vec<String> = chunk.iter().map(|(_, target)| target.clone()).collect();
-            recon.mark_targets(&ids);
-            let mut targets = self.targets(&ids).await?;
-            for (source, target_id) in chunk {
-                let target = targets.remove(target_id);
-                let decision = self.orphaned_link(source, target_id, target)?;
-                self.act(decision).await?;
-            }
-            let done = i64::try_from(chunk.len()).unwrap_or(i64::MAX);
-            recon.update(|r| r.links.processed += done);
         }
 
-        let ids = recon.store.all_object_ids(&recon.target_type).await?;
-        recon.update(|r| r.target.total = i64::try_from(ids.len()).unwrap_or(i64::MAX));
-        let unseen: Vec<String> = ids
-            .into_iter()
-            .filter(|id| !recon.target_seen(id))
-            .collect();
-        recon.update(|r| {
-            r.target.processed = r.target.total - i64::try_from(unseen.len()).unwrap_or(0)
-        });
-        for chunk in unseen.chunks(BATCH) {
-            if recon.is_cancelled() {
-                return Ok(());
-            }
-            let linked: HashSet<String> = recon
+        let targets = recon.store.count_of_type(&recon.target_type).await?;
+        recon.update(|r| r.target.total = i64::try_from(targets).unwrap_or(i64::MAX));
+        let mut after: Option<String> = None;
+        loop {
+            let page = recon
                 .store
-                .links_to_targets(&mapping, chunk)
-                .await?
+                .object_ids_page(&recon.target_type, after.as_deref(), PAGE)
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.clone());
+            let read = page.len();
+            let unseen: Vec<String> = page
                 .into_iter()
-                .map(|l| l.target)
+                .filter(|id| !recon.target_seen(id))
                 .collect();
-            let unassigned: Vec<String> = chunk
-                .iter()
-                .filter(|id| !linked.contains(*id))
-                .cloned()
-                .collect();
-            let mut targets = self.targets(&unassigned).await?;
-            for id in unassigned {
-                let Some(target) = targets.remove(&id) else {
-                    continue; // deleted since the ids were read
-                };
-                let valid = match self.scripts.valid_target {
-                    Some(script) => {
-                        let object = with_id(&target.data, &target.oid);
-                        match self.eval(script, &[("target", &object), ("object", &object)]) {
-                            Ok(v) => truthy(&v),
-                            Err(reason) => {
-                                recon.fail(ReconFailureRecord {
-                                    target_id: Some(id),
-                                    reason,
-                                    ..ReconFailureRecord::default()
-                                });
-                                continue;
-                            }
+            let seen = i64::try_from(read - unseen.len()).unwrap_or(i64::MAX);
+            recon.update(|r| r.target.processed += seen);
+            for chunk in unseen.chunks(BATCH) {
+                if recon.is_cancelled() {
+                    return Ok(());
+                }
+                self.unseen_targets(chunk).await?;
+                let done = i64::try_from(chunk.len()).unwrap_or(i64::MAX);
+                recon.update(|r| r.target.processed += done);
+            }
+        }
+        Ok(())
+    }
+
+    /// Links whose source the run did not see: their target decides.
+    async fn orphaned_links(&mut self, links: &[(String, String)]) -> Result<(), ReconError> {
+        let ids: Vec<String> = links.iter().map(|(_, target)| target.clone()).collect();
+        self.recon.mark_targets(&ids);
+        let mut targets = self.targets(&ids).await?;
+        for (source, target_id) in links {
+            let target = targets.remove(target_id);
+            let decision = self.orphaned_link(source, target_id, target)?;
+            self.act(decision).await?;
+        }
+        Ok(())
+    }
+
+    /// Targets the run did not reach: UNASSIGNED unless a link accounts for
+    /// them (TARGET_IGNORED when the mapping's `validTarget` says no).
+    async fn unseen_targets(&mut self, ids: &[String]) -> Result<(), ReconError> {
+        let recon = Arc::clone(&self.recon);
+        let linked: HashSet<String> = recon
+            .store
+            .links_to_targets(&recon.mapping.name, ids)
+            .await?
+            .into_iter()
+            .map(|l| l.target)
+            .collect();
+        let unassigned: Vec<String> = ids
+            .iter()
+            .filter(|id| !linked.contains(*id))
+            .cloned()
+            .collect();
+        let mut targets = self.targets(&unassigned).await?;
+        for id in unassigned {
+            let Some(target) = targets.remove(&id) else {
+                continue; // deleted since the ids were read
+            };
+            let valid = match self.scripts.valid_target {
+                Some(script) => {
+                    let object = with_id(&target.data, &target.oid);
+                    match self.eval(script, &[("target", &object), ("object", &object)]) {
+                        Ok(v) => truthy(&v),
+                        Err(reason) => {
+                            recon.fail(ReconFailureRecord {
+                                target_id: Some(id),
+                                reason,
+                                ..ReconFailureRecord::default()
+                            });
+                            continue;
                         }
                     }
-                    None => true,
-                };
-                let (situation, detail) = if valid {
-                    (Situation::Unassigned, "no source is linked to this target")
-                } else {
-                    (Situation::TargetIgnored, "")
-                };
-                let decision = self.decide(None, situation, Some(target), Some(id), detail)?;
-                self.act(decision).await?;
-            }
-            let done = i64::try_from(chunk.len()).unwrap_or(i64::MAX);
-            recon.update(|r| r.target.processed += done);
+                }
+                None => true,
+            };
+            let (situation, detail) = if valid {
+                (Situation::Unassigned, "no source is linked to this target")
+            } else {
+                (Situation::TargetIgnored, "")
+            };
+            let decision = self.decide(None, situation, Some(target), Some(id), detail)?;
+            self.act(decision).await?;
         }
         Ok(())
     }
