@@ -58,18 +58,26 @@ impl Store {
     }
 
     pub async fn set_paused(&self, schedule: &str, paused: bool) -> Result<(), StoreError> {
-        self.execute(
-            "UPSERT type::record('schedule_state', $schedule) MERGE { paused: $paused } RETURN NONE",
-            json!({ "schedule": schedule, "paused": paused }),
-        )
+        // The schedule's own tick writes this record too: a conflict is retried.
+        let params = json!({ "schedule": schedule, "paused": paused });
+        with_retry(|| {
+            self.execute(
+                "UPSERT type::record('schedule_state', $schedule) MERGE { paused: $paused } RETURN NONE",
+                params.clone(),
+            )
+        })
         .await
     }
 
     pub async fn set_live_mark(&self, schedule: &str, mark: &str) -> Result<(), StoreError> {
-        self.execute(
-            "UPSERT type::record('schedule_state', $schedule) MERGE { live_mark: $mark } RETURN NONE",
-            json!({ "schedule": schedule, "mark": mark }),
-        )
+        // The schedule's own tick writes this record too: a conflict is retried.
+        let params = json!({ "schedule": schedule, "mark": mark });
+        with_retry(|| {
+            self.execute(
+                "UPSERT type::record('schedule_state', $schedule) MERGE { live_mark: $mark } RETURN NONE",
+                params.clone(),
+            )
+        })
         .await
     }
 
