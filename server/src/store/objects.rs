@@ -12,7 +12,7 @@ use super::query::{QueryPage, QueryPlan, ResolvedField, SortKey, sort_clauses};
 use super::sort::{DELETE_KEYS, IndexedSet, changed_keys, insert_keys, keys_of};
 use super::{
     AsRetryable, Count, Store, StoreError, bind_all, decode_optional, decode_rows, now_timestamp,
-    with_retry,
+    seek, with_retry,
 };
 
 const OBJECT_COLUMNS: &str = "type, oid, rev, created, modified, data, keys";
@@ -385,7 +385,8 @@ impl Store {
             [] => {
                 self.query_all(
                     &format!(
-                        "SELECT {OBJECT_COLUMNS} FROM object:[$type, NONE]..[$type, ..] LIMIT $limit START $start"
+                        "SELECT {OBJECT_COLUMNS} FROM {} LIMIT $limit START $start",
+                        seek("object:[$type, NONE]..[$type, ..]")
                     ),
                     json!({ "type": type_name, "limit": plan.limit, "start": plan.offset }),
                 )

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use super::objects::{Tx, tx_query};
-use super::{FAILED, Store, StoreError, decode_rows, format_timestamp, with_retry};
+use super::{FAILED, Store, StoreError, decode_rows, format_timestamp, seek, with_retry};
 
 /// Rows deleted per call (and so per transaction) unless told otherwise.
 pub const PRUNE_BATCH: usize = 500;
@@ -143,15 +143,12 @@ impl Store {
             // Exclusive: the newest tick (at `last_fire`) stays.
             let until = fired.last_fire.min(cutoff.clone());
             let params = json!({ "schedule": fired.schedule, "until": until, "limit": left });
-            let n: Option<u64> = with_retry(|| {
-                self.query_one(
-                    "RETURN array::len((DELETE (SELECT VALUE id FROM \
-                     schedule_tick:[$schedule, NONE]..[$schedule, $until] LIMIT $limit) \
-                     RETURN VALUE $before.id))",
-                    params.clone(),
-                )
-            })
-            .await?;
+            let sql = format!(
+                "RETURN array::len((DELETE (SELECT VALUE id FROM {} LIMIT $limit) \
+                 RETURN VALUE $before.id))",
+                seek("schedule_tick:[$schedule, NONE]..[$schedule, $until]")
+            );
+            let n: Option<u64> = with_retry(|| self.query_one(&sql, params.clone())).await?;
             deleted += n.unwrap_or(0);
         }
         Ok(deleted)
@@ -214,9 +211,11 @@ async fn prune_failed_in(tx: &Tx, cutoff: &str, limit: usize) -> Result<u64, Sto
         let rows: Vec<Parked> = decode_rows(
             tx_query(
                 tx,
-                "array::map($chunk, |$p| { key: $p, failed: (SELECT VALUE [record::id(id), due] \
-                 FROM outbox:[$p[0], $p[1], $p[2], NONE]..[$p[0], $p[1], $p[2], ..] \
-                 WHERE state = $failed LIMIT $cap) })",
+                &format!(
+                    "array::map($chunk, |$p| {{ key: $p, failed: (SELECT VALUE [record::id(id), due] \
+                     FROM {} WHERE state = $failed LIMIT $cap) }})",
+                    seek("outbox:[$p[0], $p[1], $p[2], NONE]..[$p[0], $p[1], $p[2], ..]")
+                ),
                 json!({ "chunk": chunk, "failed": FAILED, "cap": limit + 1 }),
             )
             .await?,

@@ -36,7 +36,7 @@ use serde_json::{Map, Value, json};
 
 use super::objects::StoredObject;
 use super::query::CompiledFilter;
-use super::{Store, StoreError};
+use super::{Store, StoreError, seek};
 
 /// A property kept in sort keys; `fold` when it is compared lower-cased.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -359,7 +359,10 @@ impl Store {
             }
             let rows: Vec<Row> = self
                 .query_all(
-                    "SELECT oid, data FROM object:[$type, NONE]..[$type, ..] LIMIT $limit START $start",
+                    &format!(
+                        "SELECT oid, data FROM {} LIMIT $limit START $start",
+                        seek("object:[$type, NONE]..[$type, ..]")
+                    ),
                     json!({ "type": type_name, "limit": PAGE, "start": start }),
                 )
                 .await?;
@@ -468,7 +471,7 @@ impl Store {
                 .query_all(
                     &format!(
                         "SELECT VALUE record::id(id) FROM {} LIMIT $limit",
-                        from_value(&table)
+                        seek(&from_value(&table))
                     ),
                     json!({ "table": table, "rank": rank, "value": value, "limit": in_last }),
                 )
@@ -523,7 +526,7 @@ impl Store {
                 .query_all(
                     &format!(
                         "SELECT VALUE record::id(id) FROM {} LIMIT $limit",
-                        key_range(table)
+                        seek(&key_range(table))
                     ),
                     json!({ "r0": range[0][0], "v0": range[0][1], "r1": range[1][0], "v1": range[1][1], "limit": cap + 1 }),
                 )
@@ -642,7 +645,7 @@ impl Store {
                         .query_all(
                             &format!(
                                 "SELECT VALUE record::id(id) FROM {} LIMIT $limit START $start",
-                                from_value(&table)
+                                seek(&from_value(&table))
                             ),
                             json!({ "table": table, "rank": rank, "value": value, "limit": WALK_CHUNK, "start": start }),
                         )
