@@ -43,6 +43,10 @@ use serde_json::{Value, json};
 mod common;
 use common::{peak_rss_mib, rate};
 
+/// idmd's allocator, so the figures are idmd's.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const RAW_BATCH: usize = 1000;
 /// The recon's batch (`sync::recon` reads and creates 500 rows at a time).
 const RECON_BATCH: usize = 500;

@@ -21,6 +21,10 @@ use serde_json::{Map, Value, json};
 mod common;
 use common::{peak_rss_mib, rate};
 
+/// idmd's allocator, so the figures are idmd's.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const BATCH: usize = 1000;
 
 fn user(n: usize) -> Map<String, Value> {

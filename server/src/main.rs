@@ -181,6 +181,10 @@ enum LogFormat {
     Json,
 }
 
+/// See the workspace's Cargo.toml for why not the system allocator.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
