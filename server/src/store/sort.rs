@@ -522,11 +522,14 @@ impl Store {
         }
         let started = std::time::Instant::now();
         for (table, range) in &ranges {
+            // A literal range, not `seek`: a term's range is read whole or
+            // nearly (up to `cap`), where the plain scan costs less a key
+            // (console bench: "snow" 179 ms against 241 ms through `seek`).
             let keys: Vec<Key> = self
                 .query_all(
                     &format!(
                         "SELECT VALUE record::id(id) FROM {} LIMIT $limit",
-                        seek(&key_range(table))
+                        key_range(table)
                     ),
                     json!({ "r0": range[0][0], "v0": range[0][1], "r1": range[1][0], "v1": range[1][1], "limit": cap + 1 }),
                 )
