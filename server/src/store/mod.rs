@@ -404,11 +404,12 @@ impl Store {
 
     /// One page of the record-id range `table:[prefix, …]`, in key order:
     /// at most `limit` rows whose second key part comes after `after` (from
-    /// the start when `None`), each projected with `projection`.
+    /// the start when `None`), each projected with `projection`. Both are
+    /// spliced into the statement, hence `'static`: never user text.
     async fn range_page<T: DeserializeOwned>(
         &self,
-        projection: &str,
-        table: &str,
+        projection: &'static str,
+        table: &'static str,
         prefix: &str,
         after: Option<&str>,
         limit: usize,

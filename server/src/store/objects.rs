@@ -281,8 +281,7 @@ impl Store {
         // One record-id range a target.
         let referrers: Vec<Referrer> = self
             .query_all(
-                "array::flatten(array::map($targets, |$target| \
-                 (SELECT VALUE record::id(id) FROM referrer:[$target, NONE]..[$target, ..])))",
+                &format!("array::flatten(array::map($targets, |$target| ({REFERRERS_OF_TARGET})))"),
                 json!({ "targets": targets }),
             )
             .await?;

@@ -11,7 +11,7 @@
 //!   expired (compare-and-set), renewed while the run goes on.
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use std::time::Duration;
 
@@ -57,28 +57,27 @@ impl Store {
         Ok(state.unwrap_or_default())
     }
 
-    pub async fn set_paused(&self, schedule: &str, paused: bool) -> Result<(), StoreError> {
-        // The schedule's own tick writes this record too: a conflict is retried.
-        let params = json!({ "schedule": schedule, "paused": paused });
+    /// Merges `fields` into a schedule's state. The schedule's own tick
+    /// writes that record too: a conflict is retried.
+    async fn merge_schedule_state(&self, schedule: &str, fields: Value) -> Result<(), StoreError> {
+        let params = json!({ "schedule": schedule, "fields": fields });
         with_retry(|| {
             self.execute(
-                "UPSERT type::record('schedule_state', $schedule) MERGE { paused: $paused } RETURN NONE",
+                "UPSERT type::record('schedule_state', $schedule) MERGE $fields RETURN NONE",
                 params.clone(),
             )
         })
         .await
     }
 
+    pub async fn set_paused(&self, schedule: &str, paused: bool) -> Result<(), StoreError> {
+        self.merge_schedule_state(schedule, json!({ "paused": paused }))
+            .await
+    }
+
     pub async fn set_live_mark(&self, schedule: &str, mark: &str) -> Result<(), StoreError> {
-        // The schedule's own tick writes this record too: a conflict is retried.
-        let params = json!({ "schedule": schedule, "mark": mark });
-        with_retry(|| {
-            self.execute(
-                "UPSERT type::record('schedule_state', $schedule) MERGE { live_mark: $mark } RETURN NONE",
-                params.clone(),
-            )
-        })
-        .await
+        self.merge_schedule_state(schedule, json!({ "live_mark": mark }))
+            .await
     }
 
     /// Claims a tick for this node; `false` if another node claimed it first.

@@ -350,29 +350,18 @@ impl Store {
             )
             .await?;
         }
-        let mut start = 0;
+        let mut objects = 0;
+        let mut after: Option<String> = None;
         loop {
-            #[derive(Deserialize)]
-            struct Row {
-                oid: String,
-                data: Map<String, Value>,
-            }
-            let rows: Vec<Row> = self
-                .query_all(
-                    &format!(
-                        "SELECT oid, data FROM {} LIMIT $limit START $start",
-                        seek("object:[$type, NONE]..[$type, ..]")
-                    ),
-                    json!({ "type": type_name, "limit": PAGE, "start": start }),
-                )
+            let rows: Vec<(String, Map<String, Value>)> = self
+                .range_page("[oid, data]", "object", type_name, after.as_deref(), PAGE)
                 .await?;
-            if rows.is_empty() {
-                break;
-            }
-            start += rows.len();
+            let Some((last, _)) = rows.last() else { break };
+            after = Some(last.clone());
+            objects += rows.len();
             let keys = rows
                 .iter()
-                .flat_map(|r| keys_of(type_name, &r.oid, &r.data, std::slice::from_ref(index)))
+                .flat_map(|(oid, data)| keys_of(type_name, oid, data, std::slice::from_ref(index)))
                 .collect();
             let mut params = Map::new();
             // IGNORE: another node's write may have put a key there already.
@@ -385,7 +374,7 @@ impl Store {
         )
         .await?;
         tracing::info!(
-            type_name, property = %index.property, objects = start,
+            type_name, property = %index.property, objects,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "built the sort keys of a searchable property"
         );
