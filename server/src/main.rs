@@ -33,9 +33,9 @@ struct Args {
     /// surrealkv://PATH (embedded), mem:// (tests) or ws://HOST:PORT (a SurrealDB server).
     #[arg(long, env = "IDM_STORE", default_value = "surrealkv://data/idm")]
     store: String,
-    /// Memory an embedded surrealkv:// store keeps (its memtable, a quarter,
-    /// and its block cache): 256MiB, 1GiB… Less reads the disk more often;
-    /// the default suits a small VM.
+    /// Memory an embedded surrealkv:// store keeps (three memtables of an
+    /// eighth each, and its block cache): 256MiB, 1GiB… Less reads the disk
+    /// more often; the default suits a small VM.
     #[arg(long, env = "IDM_STORE_MEMORY", value_name = "SIZE", default_value_t = StoreMemory::DEFAULT)]
     store_memory: StoreMemory,
     /// gRPC listen address.
