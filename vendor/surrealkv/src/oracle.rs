@@ -29,6 +29,13 @@ use crate::error::{Error, Result};
 /// the last sweep. Internal constant — not exposed via `Options`.
 pub(crate) const GC_INTERVAL: u32 = 1024;
 
+/// idm's patch: GC also runs after this many keys published since the last
+/// sweep (or half the map's size, if larger, so a sweep pinned by a long
+/// reader still costs O(1) a key). A commit may write thousands of keys (idm
+/// commits a reconciliation batch of 500 rows as one), and 1,024 such commits
+/// kept ~160 MiB of fingerprints at a million rows.
+pub(crate) const GC_KEYS: u64 = 1 << 16;
+
 #[inline]
 fn fp(key: &[u8]) -> u64 {
 	xxh3_64(key)
@@ -56,6 +63,9 @@ struct OracleInner {
 	// where the watermark is pinned (e.g. one long reader holding GC back).
 	commits_since_gc: u32,
 
+	// Keys published since the last GC sweep (idm's patch; see `GC_KEYS`).
+	keys_since_gc: u64,
+
 	// Highest `oldest_active` observed at any GC body firing. Used by a
 	// debug-only monotonicity assert; the GC body asserts `oldest_active >=
 	// last_gc_oldest_active`. Catches caller-side regressions that pass a
@@ -80,6 +90,7 @@ impl CommitOracle {
 				recent_writes: HashMap::new(),
 				kept_since: 0,
 				commits_since_gc: 0,
+				keys_since_gc: 0,
 				#[cfg(debug_assertions)]
 				last_gc_oldest_active: 0,
 			}),
@@ -130,9 +141,13 @@ impl CommitOracle {
 		debug_assert!(count >= 1, "publish called with count=0");
 		let mut g = self.inner.lock();
 		let stamp = seq_num + count - 1;
+		let mut published = 0u64;
 		for k in keys {
 			g.recent_writes.insert(fp(k), stamp);
+			published += 1;
 		}
+		g.keys_since_gc = g.keys_since_gc.saturating_add(published);
+		let keys_due = g.keys_since_gc >= GC_KEYS.max(g.recent_writes.len() as u64 / 2);
 
 		// `saturating_add` so the counter doesn't overflow if the watermark
 		// stays pinned across billions of commits (theoretical edge case under
@@ -149,7 +164,7 @@ impl CommitOracle {
 		// (see `CommitPipeline::commit`), and both `active_txn_tracker.oldest`
 		// and `visible_seq_num` are monotonic. The debug-only assert below
 		// catches caller-side regressions.
-		if g.commits_since_gc >= GC_INTERVAL && oldest_active > g.kept_since {
+		if (g.commits_since_gc >= GC_INTERVAL || keys_due) && oldest_active > g.kept_since {
 			#[cfg(debug_assertions)]
 			{
 				debug_assert!(
@@ -161,6 +176,8 @@ impl CommitOracle {
 				g.last_gc_oldest_active = oldest_active;
 			}
 			g.commits_since_gc = 0;
+		g.keys_since_gc = 0;
+			g.keys_since_gc = 0;
 			g.kept_since = oldest_active;
 			g.recent_writes.retain(|_, v| *v >= oldest_active);
 		}
