@@ -176,7 +176,6 @@ impl CommitOracle {
 				g.last_gc_oldest_active = oldest_active;
 			}
 			g.commits_since_gc = 0;
-		g.keys_since_gc = 0;
 			g.keys_since_gc = 0;
 			g.kept_since = oldest_active;
 			g.recent_writes.retain(|_, v| *v >= oldest_active);
@@ -236,6 +235,7 @@ impl CommitOracle {
 		let mut g = self.inner.lock();
 		g.kept_since = max_seq;
 		g.commits_since_gc = 0;
+		g.keys_since_gc = 0;
 		g.recent_writes.clear();
 		// `oldest_active` can legitimately go backwards across a restore (the
 		// seq counter has been rewound). Reset the monotonicity baseline so
