@@ -95,6 +95,9 @@ use crate::{Comparator, InternalKey, InternalKeyRef, LSMIterator};
 /// Raw block data as a byte vector.
 pub(crate) type BlockData = Vec<u8>;
 
+/// A read block's bytes, shared by the cache and every iterator over it.
+pub(crate) type SharedBlockData = Arc<[u8]>;
+
 // =============================================================================
 // BLOCK HANDLE
 // =============================================================================
@@ -194,8 +197,9 @@ impl BlockHandle {
 /// ```
 #[derive(Clone)]
 pub(crate) struct Block {
-	/// Raw block data
-	pub(crate) block: BlockData,
+	/// Raw block data, shared with the block's iterators (an iterator used to
+	/// copy the whole block: 64 KiB a point lookup)
+	pub(crate) block: SharedBlockData,
 	/// Comparator for key ordering
 	comparator: Arc<dyn Comparator>,
 }
@@ -209,14 +213,14 @@ impl Block {
 	pub(crate) fn new(data: BlockData, comparator: Arc<dyn Comparator>) -> Block {
 		assert!(data.len() > 4);
 		Block {
-			block: data,
+			block: data.into(),
 			comparator,
 		}
 	}
 
 	/// Creates an iterator over this block.
 	pub(crate) fn iter(&self) -> Result<BlockIterator> {
-		BlockIterator::new(Arc::clone(&self.comparator), self.block.clone())
+		BlockIterator::new(Arc::clone(&self.comparator), Arc::clone(&self.block))
 	}
 
 	pub(crate) fn size(&self) -> usize {
@@ -532,7 +536,7 @@ impl BlockWriter {
 /// ```
 pub(crate) struct BlockIterator {
 	/// Raw block data
-	block: BlockData,
+	block: SharedBlockData,
 	/// Decoded restart point offsets
 	restart_points: Vec<u32>,
 	/// Current position in block
@@ -561,7 +565,7 @@ impl BlockIterator {
 	/// 1. Read number of restarts from last 4 bytes
 	/// 2. Calculate restart array offset
 	/// 3. Decode all restart point offsets
-	pub(crate) fn new(comparator: Arc<dyn Comparator>, block: BlockData) -> Result<Self> {
+	pub(crate) fn new(comparator: Arc<dyn Comparator>, block: SharedBlockData) -> Result<Self> {
 		if block.len() < 4 {
 			let err = Error::from(SSTableError::BlockTooSmall {
 				size: block.len(),
