@@ -1184,6 +1184,11 @@ impl Worker {
             } else {
                 decision.target_id = Some(id);
             }
+            // The target phase need not look at what the source phase made:
+            // a created target is linked to its source.
+            if let Some(id) = &decision.target_id {
+                recon.mark_targets([id]);
+            }
             recon.count_action(Action::Create);
             self.on_link(&decision);
             self.post_action(&decision);
