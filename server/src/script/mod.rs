@@ -357,8 +357,23 @@ impl ScriptEngine {
                 let call = || -> rquickjs::Result<Value> {
                     let function = function.restore(&ctx)?;
                     let mut args = Args::new(ctx.clone(), bindings.len());
+                    // A value bound under two names (`source` and `object`)
+                    // is converted once: both names see the same JS object.
+                    let mut converted: Vec<(&serde_json::Value, Value)> =
+                        Vec::with_capacity(bindings.len());
                     for (_, value) in bindings {
-                        args.push_arg(to_js(&ctx, value)?)?;
+                        let js = match converted
+                            .iter()
+                            .find(|(seen, _)| std::ptr::eq(*seen, *value))
+                        {
+                            Some((_, js)) => js.clone(),
+                            None => {
+                                let js = to_js(&ctx, value)?;
+                                converted.push((value, js.clone()));
+                                js
+                            }
+                        };
+                        args.push_arg(js)?;
                     }
                     function.call_arg(args)
                 };

@@ -4,6 +4,8 @@
 //! back to `default` when there is no value. Scripts are compiled once per
 //! [`PropertyMapper`] (a reconciliation worker owns one) and reused per record.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
 use super::mapping::{Mapping, PropertyMapping};
@@ -91,15 +93,17 @@ impl PropertyMapper {
                 }
             }
             let input = match &property.source {
-                Some(attribute) => source.get(attribute).cloned().unwrap_or(Value::Null),
-                None => whole.clone(),
+                Some(attribute) => {
+                    Cow::Owned(source.get(attribute).cloned().unwrap_or(Value::Null))
+                }
+                None => Cow::Borrowed(&whole),
             };
             let value = match compiled.transform {
                 Some(transform) => self
                     .engine
-                    .eval(transform, &[("source", &input), ("object", &whole)])
+                    .eval(transform, &[("source", &*input), ("object", &whole)])
                     .map_err(error)?,
-                None if property.source.is_some() => input,
+                None if property.source.is_some() => input.into_owned(),
                 None => Value::Null,
             };
             let value = match (value, &property.default) {
