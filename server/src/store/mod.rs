@@ -407,11 +407,11 @@ impl Store {
     /// SurrealDB record ids, so the statement reads them without evaluating
     /// a closure per id as `array::map($keys, |$k| type::record(…))` would:
     /// a third less time a record.
-    async fn records<T: DeserializeOwned>(
+    async fn records<'k, T: DeserializeOwned, const N: usize>(
         &self,
         projection: &'static str,
         table: &'static str,
-        keys: impl Iterator<Item = [&str; 2]>,
+        keys: impl Iterator<Item = [&'k str; N]>,
     ) -> Result<Vec<T>, StoreError> {
         let _timer = crate::metrics::store_timer(crate::metrics::StoreOp::QueryAll);
         let ids: Vec<surrealdb::types::Value> = keys
@@ -737,6 +737,52 @@ mod tests {
                 ("managed/group/g1", "members", "managed/user/u1")
             );
         }
+    }
+
+    #[tokio::test]
+    async fn batch_reads_by_record_id_return_what_exists_and_skip_the_rest() {
+        let store = Store::open("mem://").await.unwrap();
+        store
+            .execute(
+                "CREATE object:['user', 'a'] CONTENT { type: 'user', oid: 'a', rev: 1, \
+                 created: '2025-01-01T00:00:00.000000Z', modified: '2025-01-01T00:00:00.000000Z', \
+                 data: { userName: 'ann' }, keys: [] };
+                 CREATE object:['group', 'b'] CONTENT { type: 'group', oid: 'b', rev: 1, \
+                 created: '2025-01-01T00:00:00.000000Z', modified: '2025-01-01T00:00:00.000000Z', \
+                 data: {}, keys: [] };
+                 CREATE unique_key:['user', 'userName', 'ann'] CONTENT { oid: 'a' };
+                 CREATE unique_key:['user', 'mail', 'ann'] CONTENT { oid: 'z' };
+                 CREATE link:['m', 's1'] CONTENT { mapping: 'm', source: 's1', target: 'a' };
+                 CREATE link:['n', 's2'] CONTENT { mapping: 'n', source: 's2', target: 'a' };",
+                Value::Null,
+            )
+            .await
+            .unwrap();
+        let ids = ["a".to_string(), "b".into(), "it's \"x\"".into()];
+        let objects = store.get_objects("user", &ids).await.unwrap();
+        let oids: Vec<&str> = objects.iter().map(|o| o.oid.as_str()).collect();
+        assert_eq!(
+            oids,
+            ["a"],
+            "only the user a: b is a group, the third is absent"
+        );
+        assert_eq!(objects[0].data["userName"], "ann");
+
+        let holders = store
+            .lookup_unique_many("user", "userName", &["nobody".into(), "ann".into()])
+            .await
+            .unwrap();
+        assert_eq!(holders, [None, Some("a".to_string())], "in the order asked");
+
+        let links = store
+            .links_of_sources("m", &["s1".into(), "s2".into()])
+            .await
+            .unwrap();
+        let found: Vec<(&str, &str)> = links
+            .iter()
+            .map(|l| (l.source.as_str(), l.target.as_str()))
+            .collect();
+        assert_eq!(found, [("s1", "a")], "s2 is linked in another mapping");
     }
 
     #[tokio::test]

@@ -518,15 +518,21 @@ impl Store {
         if normalized.is_empty() {
             return Ok(Vec::new());
         }
-        let keys: Vec<Value> = normalized
-            .iter()
-            .map(|v| json!([type_name, property, v]))
-            .collect();
-        self.query_all(
-            "RETURN array::map($keys, |$k| type::record('unique_key', $k).oid)",
-            json!({ "keys": keys }),
-        )
-        .await
+        #[derive(Deserialize)]
+        struct Holder {
+            value: String,
+            oid: String,
+        }
+        let holders: Vec<Holder> = self
+            .records(
+                "record::id(id)[2] AS value, oid",
+                "unique_key",
+                normalized.iter().map(|v| [type_name, property, v.as_str()]),
+            )
+            .await?;
+        let holders: std::collections::HashMap<String, String> =
+            holders.into_iter().map(|h| (h.value, h.oid)).collect();
+        Ok(normalized.iter().map(|v| holders.get(v).cloned()).collect())
     }
 
     /// Runs a write under this node's outbox subscriptions; a write that
