@@ -413,23 +413,21 @@ impl Store {
         table: &'static str,
         keys: impl Iterator<Item = [&'k str; N]>,
     ) -> Result<Vec<T>, StoreError> {
+        use surrealdb::types::{Array, RecordId, Value as DbValue};
         let _timer = crate::metrics::store_timer(crate::metrics::StoreOp::QueryAll);
-        let ids: Vec<surrealdb::types::Value> = keys
+        let ids: Vec<DbValue> = keys
             .map(|key| {
-                let key: Vec<surrealdb::types::Value> = key
+                let key: Vec<DbValue> = key
                     .iter()
-                    .map(|part| surrealdb::types::Value::String((*part).to_owned()))
+                    .map(|part| DbValue::String(part.to_string()))
                     .collect();
-                surrealdb::types::Value::RecordId(surrealdb::types::RecordId::new(
-                    table,
-                    surrealdb::types::Array::from(key),
-                ))
+                DbValue::RecordId(RecordId::new(table, Array::from(key)))
             })
             .collect();
         let sql = format!("SELECT {projection} FROM $ids");
-        let ids = surrealdb::types::Value::Array(surrealdb::types::Array::from(ids));
+        let ids = DbValue::Array(Array::from(ids));
         let mut response = self.db.shared().query(sql).bind(("ids", ids)).await?;
-        let value: surrealdb::types::Value = response.take(0)?;
+        let value: DbValue = response.take(0)?;
         decode_rows(value.into_json_value())
     }
 
@@ -758,13 +756,18 @@ mod tests {
             )
             .await
             .unwrap();
-        let ids = ["a".to_string(), "b".into(), "it's \"x\"".into()];
+        let ids = [
+            "a".to_string(),
+            "b".into(),
+            "it's \"x\"".into(),
+            "x']); DELETE object; --".into(),
+        ];
         let objects = store.get_objects("user", &ids).await.unwrap();
         let oids: Vec<&str> = objects.iter().map(|o| o.oid.as_str()).collect();
         assert_eq!(
             oids,
             ["a"],
-            "only the user a: b is a group, the third is absent"
+            "only the user a: b is a group, the others are absent (and inert)"
         );
         assert_eq!(objects[0].data["userName"], "ann");
 
