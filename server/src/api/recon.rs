@@ -222,7 +222,7 @@ impl ReconService for ReconApi {
         let mut listed = Vec::with_capacity(runs.len());
         for run in runs {
             // An active run's stored copy lags; show the live one.
-            let run = match self.reconciler.watch(&run.rid) {
+            let run = match self.reconciler.watch(&run.rid).await {
                 Some(updates) => updates.borrow().clone(),
                 None => run,
             };
@@ -260,6 +260,7 @@ impl ReconService for ReconApi {
         let stream = self
             .reconciler
             .follow(rid)
+            .await
             .map(|run| run.map(|run| run_to_proto(&run)).map_err(Status::from));
         Ok(Response::new(Box::pin(stream)))
     }

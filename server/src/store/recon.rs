@@ -237,12 +237,33 @@ impl Store {
         Ok(RunStanding::Owned { cancel_requested })
     }
 
-    /// Gives the mapping's lease back, if this run still holds it.
-    pub async fn release_run_lease(&self, mapping: &str, rid: &str) -> Result<(), StoreError> {
-        self.execute(
-            "DELETE type::record('recon_lease', $mapping) WHERE rid = $rid RETURN NONE",
-            json!({ "mapping": mapping, "rid": rid }),
-        )
+    /// The owner's final save: the run's end state and the release of its
+    /// mapping's lease, in one transaction, so whoever reads the run as ended
+    /// can start the mapping again. `Lost` (and only the lease released) when
+    /// another node marked the run FAILED first.
+    pub async fn end_run(&self, run: &ReconRunRecord) -> Result<RunStanding, StoreError> {
+        let sql = format!(
+            "BEGIN TRANSACTION; \
+             UPDATE type::record('recon_run', $run.rid) SET {RUN_SET} \
+                WHERE node = $run.node AND state = 'ACTIVE' RETURN VALUE rid; \
+             DELETE type::record('recon_lease', $run.mapping) WHERE rid = $run.rid RETURN NONE; \
+             COMMIT TRANSACTION;"
+        );
+        let params = json!({ "run": run });
+        with_retry(|| async {
+            let mut response =
+                bind_all(self.db.shared().query(sql.as_str()), params.clone()).await?;
+            // Statement 0 is BEGIN.
+            let saved: surrealdb::types::Value = response.take(1)?;
+            let saved: Vec<String> = super::decode_rows(saved.into_json_value())?;
+            Ok(if saved.is_empty() {
+                RunStanding::Lost
+            } else {
+                RunStanding::Owned {
+                    cancel_requested: false,
+                }
+            })
+        })
         .await
     }
 
@@ -457,6 +478,7 @@ mod tests {
             store.save_progress(&late, LONG).await.unwrap(),
             RunStanding::Lost
         );
+        assert_eq!(store.end_run(&late).await.unwrap(), RunStanding::Lost);
         assert_eq!(
             store.get_run("0004").await.unwrap().unwrap().state,
             "FAILED"
@@ -470,14 +492,17 @@ mod tests {
             Ok(())
         );
 
-        // A finished run gives its mapping back.
+        // A finished run gives its mapping back in the same write.
         let mut done = a.clone();
         done.state = "CANCELED".into();
         assert!(matches!(
-            store.save_progress(&done, LONG).await.unwrap(),
+            store.end_run(&done).await.unwrap(),
             RunStanding::Owned { .. }
         ));
-        store.release_run_lease("m", "0001").await.unwrap();
+        assert_eq!(
+            store.get_run("0001").await.unwrap().unwrap().state,
+            "CANCELED"
+        );
         assert_eq!(
             store
                 .begin_run(&owned("0006", "m", "node-b"), LONG)
@@ -485,8 +510,8 @@ mod tests {
                 .unwrap(),
             Ok(())
         );
-        // Releasing a lease another run holds does nothing.
-        store.release_run_lease("m", "0001").await.unwrap();
+        // Ending it again changes nothing, and leaves the lease another run holds.
+        assert_eq!(store.end_run(&done).await.unwrap(), RunStanding::Lost);
         assert_eq!(
             store
                 .begin_run(&owned("0007", "m", "node-a"), LONG)

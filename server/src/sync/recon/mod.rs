@@ -100,6 +100,9 @@ struct ActiveRun {
     mapping: String,
     recon: Arc<Recon>,
     updates: watch::Receiver<ReconRunRecord>,
+    /// Set while the final record is saved: the store may already say the
+    /// run ended while `updates` still says ACTIVE.
+    ending: Arc<AtomicBool>,
 }
 
 /// Starts and keeps track of reconciliation runs.
@@ -270,6 +273,7 @@ impl Reconciler {
             None,
         ));
         let (publish, updates) = watch::channel(record.clone());
+        let ending = Arc::new(AtomicBool::new(false));
         {
             let mut active = self.active.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some((rid, _)) = active.iter().find(|(_, run)| run.mapping == mapping) {
@@ -284,6 +288,7 @@ impl Reconciler {
                     mapping: mapping.to_string(),
                     recon: Arc::clone(&recon),
                     updates,
+                    ending: Arc::clone(&ending),
                 },
             );
         }
@@ -308,7 +313,7 @@ impl Reconciler {
         let span = tracing::info_span!("recon", rid = %rid, mapping = %mapping);
         tokio::spawn(
             async move {
-                this.drive(recon, prepared, only, publish).await;
+                this.drive(recon, prepared, only, publish, ending).await;
                 this.forget(&rid);
             }
             .instrument(span),
@@ -330,6 +335,7 @@ impl Reconciler {
         prepared: Prepared,
         only: Option<HashSet<String>>,
         publish: watch::Sender<ReconRunRecord>,
+        ending: Arc<AtomicBool>,
     ) {
         tracing::info!("reconciliation started");
         let started = std::time::Instant::now();
@@ -375,24 +381,24 @@ impl Reconciler {
         });
         let mut last = recon.snapshot();
         crate::metrics::recon_ended(&last, started.elapsed());
-        if !lost {
-            match self.store.save_progress(&last, self.heartbeat.ttl).await {
-                Ok(RunStanding::Owned { .. }) => {}
-                Ok(RunStanding::Lost) => {
+        // Readers on this node wait for `publish` from here on: what another
+        // node reads from the store as ended, this one never shows as ACTIVE.
+        ending.store(true, Ordering::SeqCst);
+        match self.store.end_run(&last).await {
+            Ok(RunStanding::Owned { .. }) => {}
+            Ok(RunStanding::Lost) => {
+                if !lost {
                     tracing::error!("the run was marked FAILED by another node before it ended");
-                    lost = true;
                 }
-                Err(e) => tracing::error!(error = %e, "saving the final recon record failed"),
+                lost = true;
             }
+            Err(e) => tracing::error!(error = %e, "saving the final recon record failed"),
         }
         if lost {
             // What the store says stands.
             if let Ok(Some(stored)) = self.store.get_run(&last.rid).await {
                 last = stored;
             }
-        }
-        if let Err(e) = self.store.release_run_lease(&last.mapping, &last.rid).await {
-            tracing::warn!(error = %e, "releasing the mapping's run lease failed (it expires)");
         }
         tracing::info!(
             state = %last.state,
@@ -436,18 +442,24 @@ impl Reconciler {
         .map_err(|e| ReconError::Internal(format!("the reconciliation thread stopped: {e}")))?
     }
 
-    /// Progress of a run while it is active.
-    pub fn watch(&self, rid: &str) -> Option<watch::Receiver<ReconRunRecord>> {
-        self.active
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(rid)
-            .map(|run| run.updates.clone())
+    /// Progress of a run of this node while it is active; once its final
+    /// record is being saved, only after that record is published.
+    pub async fn watch(&self, rid: &str) -> Option<watch::Receiver<ReconRunRecord>> {
+        let (mut updates, ending) = {
+            let active = self.active.lock().unwrap_or_else(PoisonError::into_inner);
+            let run = active.get(rid)?;
+            (run.updates.clone(), Arc::clone(&run.ending))
+        };
+        if ending.load(Ordering::SeqCst) {
+            // Ends with `publish` (or its drop, should the run's task die).
+            let _ = updates.wait_for(|r| is_finished(&r.state)).await;
+        }
+        Some(updates)
     }
 
     /// The latest record of a run, live if it is active.
     pub async fn get(&self, rid: &str) -> Result<ReconRunRecord, ReconError> {
-        if let Some(updates) = self.watch(rid) {
+        if let Some(updates) = self.watch(rid).await {
             return Ok(updates.borrow().clone());
         }
         self.store
@@ -459,7 +471,7 @@ impl Reconciler {
     /// Waits for a run to end and returns its final record: a run of this
     /// node through its updates, another node's through the store.
     pub async fn wait(&self, rid: &str) -> Result<ReconRunRecord, ReconError> {
-        if let Some(mut updates) = self.watch(rid) {
+        if let Some(mut updates) = self.watch(rid).await {
             let _ = updates.wait_for(|r| is_finished(&r.state)).await;
             return self.get(rid).await;
         }
@@ -474,12 +486,12 @@ impl Reconciler {
 
     /// The record of a run as it changes, until it ended (inclusive): a run
     /// of this node from its updates, another node's by reading the store.
-    pub fn follow(
+    pub async fn follow(
         &self,
         rid: &str,
     ) -> futures::stream::BoxStream<'static, Result<ReconRunRecord, ReconError>> {
         use futures::StreamExt;
-        if let Some(updates) = self.watch(rid) {
+        if let Some(updates) = self.watch(rid).await {
             let mut finished = false;
             return tokio_stream::wrappers::WatchStream::new(updates)
                 .take_while(move |run| {
@@ -758,7 +770,7 @@ mod tests {
         assert_eq!(b.get(&run.rid).await.unwrap().state, "ACTIVE");
 
         // B's watch follows A's run from the store to its end.
-        let mut watched = b.follow(&run.rid);
+        let mut watched = b.follow(&run.rid).await;
         let first = within(watched.next()).await.unwrap().unwrap();
         assert_eq!(first.state, "ACTIVE");
 

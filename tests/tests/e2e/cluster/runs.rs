@@ -1,5 +1,6 @@
 //! Owned recon runs on two idmd nodes over one SurrealDB server: a run of
-//! a mapping is refused on the other node, cancelled and watched from it;
+//! a mapping is refused on the other node, cancelled and watched from it,
+//! and ended for both nodes the moment the cancel answers;
 //! `kill -9` of the node running a recon leaves the run ACTIVE until its
 //! heartbeat expires (10 s after the last renewal, renewed every 1–2 s),
 //! then the other node's sweep (every 5 s) marks it FAILED, and a new run
@@ -125,7 +126,11 @@ async fn a_run_is_refused_watched_and_cancelled_from_the_other_node() {
         last = Some(snapshot);
     }
     assert_eq!(last.unwrap().state(), State::Canceled);
+    // Ended for every node at once: the owner does not still show it ACTIVE,
+    // and the mapping is free for the next run on either node.
     assert_eq!(get_run(&mut a, &run.name).await.state(), State::Canceled);
+    let next = start_run(&mut b, false).await.unwrap();
+    assert_ne!(next.id, run.id);
 }
 
 #[tokio::test]
