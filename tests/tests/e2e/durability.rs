@@ -145,3 +145,24 @@ async fn the_store_works_in_the_memory_given_and_too_little_stops_idmd() {
     assert!(log.contains("--store-memory"), "{log}");
     assert!(log.contains("below the least"), "{log}");
 }
+
+/// jemalloc gives freed pages back within a second (`.cargo/config.toml`
+/// builds the setting in): idmd's and the gateway's jemalloc say so when
+/// asked to confirm their settings at start.
+#[test]
+fn idmd_and_the_gateway_give_freed_memory_back_within_a_second() {
+    for name in ["idmd", "idm-gateway"] {
+        let output = std::process::Command::new(idm_tests::binary(name))
+            .arg("--help")
+            .env("_RJEM_MALLOC_CONF", "confirm_conf:true")
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&output.stderr);
+        for set in ["dirty_decay_ms:1000", "muzzy_decay_ms:0"] {
+            assert!(
+                said.contains(&format!("<jemalloc>: -- Set conf value: {set}")),
+                "{name}: {said}"
+            );
+        }
+    }
+}
