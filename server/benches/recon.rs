@@ -3,8 +3,11 @@
 //!
 //! 1. the raw limit: SurrealQL `INSERT` of the records a reconciled row
 //!    becomes (object, unique key, audit entry, link, reverse link) in
-//!    batches of the recon's size, with as many writers as the recon has; and,
-//!    for scale, one plain record per row in 1,000-row batches;
+//!    batches of the recon's size, with as many writers as the recon has;
+//!    the same with the four sort keys idm also writes for the user type's
+//!    searchable properties (nine records: what idm's create transaction
+//!    inserts); and, for scale, one plain record per row in 1,000-row
+//!    batches;
 //! 2. the initial recon of the cookbook mapping (CSV → managed/user, every row
 //!    ABSENT → CREATE), `taskThreads` = the same number of writers;
 //! 3. a no-change re-recon (every row CONFIRMED, nothing written);
@@ -14,7 +17,8 @@
 //!    then a sample of the passwords checked;
 //! 5. the initial recon again with SurrealKV's own memory sizing (`auto`,
 //!    from the machine) instead of `--store-memory`'s bound: the unbounded
-//!    rate the bound is measured against;
+//!    rate the bound is measured against; and once without sort keys (a
+//!    schema that declares nothing `searchable`: what they cost);
 //! 6. each recon's peak RSS: every phase runs in a child process of its own,
 //!    so no phase inherits another's heap.
 //!
@@ -78,8 +82,16 @@ async fn raw_insert(dir: &Path, writers: usize, total: usize) -> f64 {
     .await
 }
 
-/// The records a reconciled row becomes, as plain SurrealQL inserts.
-async fn raw_model_insert(dir: &Path, writers: usize, total: usize, batch: usize) -> f64 {
+/// The records a reconciled row becomes, as plain SurrealQL inserts; with
+/// `sort_keys`, also the four sort keys of the user type's searchable
+/// properties, shaped as `store::sort` writes them.
+async fn raw_model_insert(
+    dir: &Path,
+    writers: usize,
+    total: usize,
+    batch: usize,
+    sort_keys: bool,
+) -> f64 {
     let db = common::open_raw(dir).await;
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -89,13 +101,19 @@ async fn raw_model_insert(dir: &Path, writers: usize, total: usize, batch: usize
             for range in common::batches(writer, writers, total, batch) {
                 let (mut objects, mut keys, mut audits, mut links, mut reverse) =
                     (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                let mut sorted: [Vec<Value>; 4] = Default::default();
                 for n in range {
                     let [uid, first, last, phone] = row(n);
                     let user_name = format!("{}{uid}", last.to_lowercase());
+                    let mail = format!("{}.{}@example.com", first.to_lowercase(), last.to_lowercase());
+                    // userName and mail fold case (caseExact: false); givenName and sn do not.
+                    for (keys, value) in sorted.iter_mut().zip([&user_name, &first, &last, &mail]) {
+                        keys.push(json!({"id": [4, value, uid]}));
+                    }
                     objects.push(json!({"id": ["user", uid], "type": "user", "oid": uid, "rev": 1,
                         "created": "2026-01-01T00:00:00.000000Z", "modified": "2026-01-01T00:00:00.000000Z",
                         "data": {"givenName": first, "sn": last, "telephoneNumber": phone, "userName": user_name,
-                                 "mail": format!("{}.{}@example.com", first.to_lowercase(), last.to_lowercase())},
+                                 "mail": mail},
                         "keys": [["userName", user_name]]}));
                     keys.push(json!({"id": ["user", "userName", user_name], "oid": uid}));
                     audits.push(json!({"id": uuid::Uuid::now_v7().to_string(), "actor": "bench", "operation": "create",
@@ -104,9 +122,21 @@ async fn raw_model_insert(dir: &Path, writers: usize, total: usize, batch: usize
                     links.push(json!({"id": ["m", uid], "mapping": "m", "source": uid, "target": uid}));
                     reverse.push(json!({"id": ["m", uid], "source": uid}));
                 }
-                let sql = "BEGIN; INSERT INTO object $objects RETURN NONE; INSERT INTO audit $audits RETURN NONE; \
-                           INSERT INTO unique_key $keys RETURN NONE; INSERT INTO link $links RETURN NONE; \
-                           INSERT INTO link_target $reverse RETURN NONE; COMMIT;";
+                let mut sql = String::from(
+                    "BEGIN; INSERT INTO object $objects RETURN NONE; INSERT INTO audit $audits RETURN NONE; \
+                     INSERT INTO unique_key $keys RETURN NONE; INSERT INTO link $links RETURN NONE; \
+                     INSERT INTO link_target $reverse RETURN NONE;",
+                );
+                if sort_keys {
+                    sql.push_str(
+                        "INSERT INTO `sort:user:userName` $sort0 RETURN NONE; \
+                         INSERT INTO `sort:user:givenName` $sort1 RETURN NONE; \
+                         INSERT INTO `sort:user:sn` $sort2 RETURN NONE; \
+                         INSERT INTO `sort:user:mail` $sort3 RETURN NONE;",
+                    );
+                }
+                sql.push_str(" COMMIT;");
+                let [sort0, sort1, sort2, sort3] = sorted.map(Value::Array);
                 let (objects, audits, keys, links, reverse) = (
                     Value::Array(objects),
                     Value::Array(audits),
@@ -114,14 +144,22 @@ async fn raw_model_insert(dir: &Path, writers: usize, total: usize, batch: usize
                     Value::Array(links),
                     Value::Array(reverse),
                 );
-                let bindings = [
+                let mut bindings = vec![
                     ("objects", &objects),
                     ("audits", &audits),
                     ("keys", &keys),
                     ("links", &links),
                     ("reverse", &reverse),
                 ];
-                common::execute_retrying(&db, sql, &bindings).await;
+                if sort_keys {
+                    bindings.extend([
+                        ("sort0", &sort0),
+                        ("sort1", &sort1),
+                        ("sort2", &sort2),
+                        ("sort3", &sort3),
+                    ]);
+                }
+                common::execute_retrying(&db, &sql, &bindings).await;
             }
         }));
     }
@@ -226,13 +264,16 @@ async fn recon(reconciler: &Reconciler, rows: usize, expect: &str) -> (f64, f64)
 
 /// Runs one phase in a child process and returns its output line.
 fn phase(name: &str, rows: usize, writers: usize, root: &Path) -> String {
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
+    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+    command
         .env("IDM_BENCH_PHASE", name)
         .env("IDM_BENCH_ROWS", rows.to_string())
         .env("IDM_BENCH_WRITERS", writers.to_string())
-        .env("IDM_BENCH_DIR", root)
-        .output()
-        .unwrap();
+        .env("IDM_BENCH_DIR", root);
+    if name == "unsorted" {
+        command.env("IDM_BENCH_SORT_KEYS", "0");
+    }
+    let output = command.output().unwrap();
     let log = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "phase {name} failed: {log}");
     for line in log.lines().filter(|l| {
@@ -251,18 +292,26 @@ async fn run_phase(name: &str, rows: usize, writers: usize, root: &Path) {
             raw_insert(&root.join(format!("raw-{rows}")), writers, rows).await,
             peak_rss_mib(),
         ),
-        "raw-model" => (
+        "raw-model" | "raw-written" => (
             raw_model_insert(
-                &root.join(format!("model-{rows}")),
+                &root.join(format!("{name}-{rows}")),
                 writers,
                 rows,
                 RECON_BATCH,
+                name == "raw-written",
             )
             .await,
             peak_rss_mib(),
         ),
-        "initial" | "again" | "password" | "auto" => {
+        "initial" | "again" | "password" | "auto" | "unsorted" => {
             let (dir, setup) = match name {
+                "unsorted" => (
+                    "unsorted",
+                    Setup {
+                        password: false,
+                        memory: store_memory(),
+                    },
+                ),
                 "initial" | "again" => (
                     "idm",
                     Setup {
@@ -388,10 +437,21 @@ async fn main() {
         println!(
             "{rows:>8} rows  raw INSERT, a recon's 5 records : {model:>8.0} rows/s  (the limit)"
         );
+        let (written, _) = parse(&phase("raw-written", rows, writers, &root));
+        println!(
+            "{rows:>8} rows  raw INSERT, the 9 idm writes    : {written:>8.0} rows/s  {:.2} x limit  (+ 4 sort keys)",
+            written / model
+        );
         let (initial, initial_rss) = parse(&phase("initial", rows, writers, &root));
         println!(
-            "{rows:>8} rows  initial recon (CREATE)          : {initial:>8.0} rows/s  {:.2} x limit  peak RSS {initial_rss:.0} MiB",
-            initial / model
+            "{rows:>8} rows  initial recon (CREATE)          : {initial:>8.0} rows/s  {:.2} x limit  {:.2} x its 9 records  peak RSS {initial_rss:.0} MiB",
+            initial / model,
+            initial / written
+        );
+        let (unsorted, unsorted_rss) = parse(&phase("unsorted", rows, writers, &root));
+        println!(
+            "{rows:>8} rows  initial recon, no sort keys     : {unsorted:>8.0} rows/s  {:.2} x limit  peak RSS {unsorted_rss:.0} MiB",
+            unsorted / model
         );
         let (again, again_rss) = parse(&phase("again", rows, writers, &root));
         println!(
