@@ -8,7 +8,9 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use idm_proto::v1::{CreateScheduleRequest, LoginRequest, RunScheduleRequest, Schedule};
+use idm_proto::v1::{
+    CreateScheduleRequest, LoginRequest, RunScheduleRequest, Schedule, WatchReconRequest,
+};
 use idm_tests::scim::Gateway;
 use idm_tests::{Idmd, IdmdOptions, attrs, binary, free_port, idm_conf};
 use serde_json::json;
@@ -167,6 +169,48 @@ async fn idmd_and_gateway_metrics_move_with_the_work_they_count() {
             "idm_grpc_request_duration_seconds_count",
             &[("method", "idm.v1.ReconService/StartRecon")]
         ) >= 1.0
+    );
+
+    // A server stream is counted once it has ended: a watch of the finished
+    // run (its final snapshot, then the end) and one of no run at all.
+    let mut stream = c
+        .recon
+        .watch_recon(WatchReconRequest {
+            name: run.name.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while stream.message().await.unwrap().is_some() {}
+    let missing = c
+        .recon
+        .watch_recon(WatchReconRequest {
+            name: "recon/no-such-run".into(),
+        })
+        .await;
+    crate::expect_code(missing.map(|_| ()), tonic::Code::NotFound);
+    let text = scrape(&metrics).await;
+    let watch = ("method", "idm.v1.ReconService/WatchRecon");
+    assert_eq!(
+        sample(&text, "idm_grpc_requests_total", &[watch, ("code", "OK")]),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "idm_grpc_requests_total",
+            &[watch, ("code", "NOT_FOUND")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "idm_grpc_requests_total",
+            &[watch, ("code", "CANCELLED")]
+        ),
+        0.0
     );
 
     // The three new users wait for a directory that is down.
