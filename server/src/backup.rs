@@ -42,6 +42,12 @@ pub enum BackupError {
     Rotating { to: String },
     #[error("the store has no key fingerprint yet")]
     NoKey,
+    #[error(
+        "this idmd's store is on a SurrealDB server, and idm's backup reads embedded stores \
+         only: back the server up with its own export (`surreal export --namespace idm \
+         --database idm FILE`) and keep idmd's encryption key with it"
+    )]
+    OnServer,
 }
 
 /// A backup being read out: the header (already decided) and its bytes.
@@ -55,6 +61,10 @@ pub struct Outgoing {
 /// follows, so the file is refused); a receiver dropped stops the export.
 #[tracing::instrument(skip_all)]
 pub async fn start(store: &Store) -> Result<Outgoing, BackupError> {
+    // SurrealDB's SDK exports only from an engine in this process.
+    if store.on_server() {
+        return Err(BackupError::OnServer);
+    }
     let key = store.key_record().await?.ok_or(BackupError::NoKey)?;
     if let Some(to) = key.rotating_to {
         return Err(BackupError::Rotating { to });
@@ -156,6 +166,13 @@ pub enum RestoreError {
          before restoring again"
     )]
     Import(StoreError),
+    #[error(
+        "a restore writes a new embedded store (surrealkv://PATH), not a SurrealDB server: \
+         restore into a directory and serve it, or fill a server with its own import \
+         (`surreal import --namespace idm --database idm FILE`) of an export made with \
+         `surreal export`"
+    )]
+    OnServer,
 }
 
 /// Restores a backup file into a new store. See the module doc.
@@ -164,6 +181,11 @@ pub async fn restore(
     request: RestoreRequest,
     key_origin: &'static str,
 ) -> Result<Restored, RestoreError> {
+    // SurrealDB's SDK imports only into an engine in this process; refused
+    // before the file is read.
+    if store::is_server_url(&request.store_url) {
+        return Err(RestoreError::OnServer);
+    }
     let path = request.from.display().to_string();
     let scratch = Scratch::new()?;
     let body_path = scratch.0.join("export.surql");

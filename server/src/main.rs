@@ -164,7 +164,8 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         from: PathBuf,
         /// The new store: surrealkv://PATH (a directory that does not exist
-        /// yet, or holds an empty store), or ws://HOST:PORT.
+        /// yet, or holds an empty store). Not a SurrealDB server: fill one
+        /// with `surreal import`.
         #[arg(long, value_name = "URL")]
         store: String,
         /// The key file of the idmd that will serve the store: checked

@@ -124,7 +124,7 @@ pub type BackupChunks =
 fn backup_status(error: BackupError) -> Status {
     match error {
         BackupError::Store(e) => Status::from(e),
-        refused @ (BackupError::Rotating { .. } | BackupError::NoKey) => {
+        refused @ (BackupError::Rotating { .. } | BackupError::NoKey | BackupError::OnServer) => {
             Status::failed_precondition(refused.to_string())
         }
     }

@@ -119,6 +119,12 @@ impl From<surrealdb::Error> for StoreError {
     }
 }
 
+/// Whether `url` names a SurrealDB server (`ws://`, `wss://`) rather than
+/// an engine in this process (`surrealkv://`, `mem://`).
+pub fn is_server_url(url: &str) -> bool {
+    url.starts_with("ws://") || url.starts_with("wss://")
+}
+
 /// A handle on the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -126,6 +132,8 @@ pub struct Store {
     db: sessions::Sessions,
     /// The SurrealKV directory of an embedded store, to know when it closed.
     embedded_dir: Option<std::path::PathBuf>,
+    /// A SurrealDB server's (`ws://`, `wss://`), not an engine in this process.
+    on_server: bool,
     /// Which mappings' outboxes each managed type's writes feed.
     sync: SyncSubscriptions,
     /// Re-reads the conf when a write finds its subscriptions stale.
@@ -147,12 +155,18 @@ impl Store {
         Store {
             db: self.db.clone(),
             embedded_dir: self.embedded_dir.clone(),
+            on_server: self.on_server,
             sync: SyncSubscriptions::default(),
             conf_reload: std::sync::Arc::default(),
             outbox_signal: std::sync::Arc::default(),
             hash_signal: std::sync::Arc::default(),
             sorts: self.sorts.clone(),
         }
+    }
+
+    /// Whether the store is a SurrealDB server's (see [`is_server_url`]).
+    pub fn on_server(&self) -> bool {
+        self.on_server
     }
 
     /// Opens `mem://`, `surrealkv://PATH` or `ws://HOST:PORT` and applies the schema.
@@ -231,6 +245,7 @@ impl Store {
         let store = Store {
             db: sessions::Sessions::new(conn),
             embedded_dir,
+            on_server: is_server_url(url),
             sync: SyncSubscriptions::default(),
             conf_reload: std::sync::Arc::default(),
             outbox_signal: std::sync::Arc::default(),

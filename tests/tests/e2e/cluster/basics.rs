@@ -184,3 +184,36 @@ async fn a_one_second_schedule_fires_each_tick_once_across_two_nodes() {
     let mut b = cluster.node(1).clients().await;
     assert!(executions(&mut b, "greeting").await.len() >= fired.len());
 }
+
+/// idm's backup reads and its restore writes embedded stores only (SurrealDB's
+/// SDK exports and imports in-process engines): on a server, both say so and
+/// name the server's own tools, before anything is read or written.
+#[tokio::test]
+async fn backup_and_restore_on_a_server_store_are_refused_naming_the_servers_own_tools() {
+    let cluster = Cluster::start(1, ClusterOptions::default()).await;
+    let node = cluster.node(0);
+    let out = idm_tests::TempDir::new("server-backup");
+    let file = out.path().join("idm.backup");
+    let refused = node.idmctl(&["backup", "--to", file.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(said.contains("FAILED_PRECONDITION"), "{said}");
+    assert!(said.contains("surreal export"), "{said}");
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0, "no file");
+
+    let restored = std::process::Command::new(idm_tests::binary("idmd"))
+        .args(["restore", "--from", file.to_str().unwrap(), "--store"])
+        .arg(cluster.server().url())
+        .env_remove("IDM_STORE")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&restored.stderr);
+    assert!(!restored.status.success());
+    assert!(said.contains("surrealkv://"), "{said}");
+    assert!(said.contains("surreal import"), "{said}");
+    assert!(
+        !said.contains("No such file"),
+        "refused before the file is read: {said}"
+    );
+}
