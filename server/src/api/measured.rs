@@ -208,6 +208,9 @@ impl<R> Drop for MeasuredBody<R> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use std::cell::RefCell;
+    use std::collections::VecDeque;
+
     use super::*;
 
     #[test]
@@ -234,9 +237,6 @@ mod tests {
             assert_eq!(method_label(path), "unknown", "{path}");
         }
     }
-
-    use std::cell::RefCell;
-    use std::collections::VecDeque;
 
     thread_local! {
         static RECORDED: RefCell<Vec<tonic::Code>> = const { RefCell::new(Vec::new()) };

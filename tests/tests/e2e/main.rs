@@ -41,7 +41,9 @@ mod system_objects;
 mod tls;
 mod wren_conf;
 
-use idm_proto::v1::{CreateObjectRequest, ManagedObject, ReconRun, StartReconRequest};
+use idm_proto::v1::{
+    CreateObjectRequest, ManagedObject, ReconRun, StartReconRequest, WatchReconRequest,
+};
 use idm_tests::{Clients, attrs};
 use serde_json::Value;
 use tonic::Code;
@@ -123,6 +125,15 @@ pub async fn recon(clients: &mut Clients, mapping: &str) -> ReconRun {
         .await
         .unwrap()
         .into_inner()
+}
+
+/// Follows the run named `name` (`recon/<id>`): its snapshots until it ends.
+pub async fn watch(
+    clients: &mut Clients,
+    name: &str,
+) -> Result<tonic::Streaming<ReconRun>, tonic::Status> {
+    let request = WatchReconRequest { name: name.into() };
+    Ok(clients.recon.watch_recon(request).await?.into_inner())
 }
 
 /// Asserts the call failed with `code`, and returns the status.

@@ -8,9 +8,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use idm_proto::v1::{
-    CreateScheduleRequest, LoginRequest, RunScheduleRequest, Schedule, WatchReconRequest,
-};
+use idm_proto::v1::{CreateScheduleRequest, LoginRequest, RunScheduleRequest, Schedule};
 use idm_tests::scim::Gateway;
 use idm_tests::{Idmd, IdmdOptions, attrs, binary, free_port, idm_conf};
 use serde_json::json;
@@ -173,21 +171,9 @@ async fn idmd_and_gateway_metrics_move_with_the_work_they_count() {
 
     // A server stream is counted once it has ended: a watch of the finished
     // run (its final snapshot, then the end) and one of no run at all.
-    let mut stream = c
-        .recon
-        .watch_recon(WatchReconRequest {
-            name: run.name.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = crate::watch(&mut c, &run.name).await.unwrap();
     while stream.message().await.unwrap().is_some() {}
-    let missing = c
-        .recon
-        .watch_recon(WatchReconRequest {
-            name: "recon/no-such-run".into(),
-        })
-        .await;
+    let missing = crate::watch(&mut c, "recon/no-such-run").await;
     crate::expect_code(missing.map(|_| ()), tonic::Code::NotFound);
     let text = scrape(&metrics).await;
     let watch = ("method", "idm.v1.ReconService/WatchRecon");

@@ -10,7 +10,7 @@ use idm_proto::v1::recon_run::State;
 use idm_proto::v1::{
     CancelReconRequest, CountObjectsRequest, GetReconRequest, ListReconsRequest, Mapping,
     PlanReconRequest, PutMappingRequest, QueryAuditRequest, QueryObjectsRequest, ReconByIdRequest,
-    StartReconRequest, VerifyPasswordRequest, WatchReconRequest,
+    StartReconRequest, VerifyPasswordRequest,
 };
 use idm_tests::{Clients, Idmd, IdmdOptions, TempDir, idm_conf};
 use serde_json::{Value, json};
@@ -483,14 +483,7 @@ async fn runs_are_records_watched_listed_and_errors_are_clear() {
         .into_inner();
     assert_eq!(started.name, format!("recon/{}", started.id));
     assert_eq!(started.state(), State::Active);
-    let mut stream = clients
-        .recon
-        .watch_recon(WatchReconRequest {
-            name: started.name.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = crate::watch(&mut clients, &started.name).await.unwrap();
     let mut last = None;
     while let Some(snapshot) = stream.message().await.unwrap() {
         last = Some(snapshot);

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use idm_proto::v1::recon_run::State;
 use idm_proto::v1::{
     CancelReconRequest, CountObjectsRequest, GetReconRequest, ReconRun, StartReconRequest,
-    WatchReconRequest,
 };
 
 use idm_tests::directory;
@@ -104,14 +103,7 @@ async fn a_run_is_refused_watched_and_cancelled_from_the_other_node() {
     assert!(refused.message().contains(&run.id), "{refused:?}");
 
     // B watches A's run (from the store) while B cancels it.
-    let mut watch = b
-        .recon
-        .watch_recon(WatchReconRequest {
-            name: run.name.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = crate::watch(&mut b, &run.name).await.unwrap();
     let canceled = b
         .recon
         .cancel_recon(CancelReconRequest {
