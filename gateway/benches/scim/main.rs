@@ -11,7 +11,9 @@
 //! 6. `GET /openidm/managed/user?_queryFilter=userName eq "…"`, the same
 //!    query over REST;
 //! 7. `POST /scim/v2/Users` through the gateway (last: the reads all see N
-//!    users).
+//!    users);
+//! 8. `GET /scim/v2/Users/{id}` again under wrk (2 threads, C connections),
+//!    issue 18's load generator, when `wrk` is installed.
 //!
 //! Each HTTP worker has its own keep-alive HTTP/1.1 connection, in plain
 //! HTTP (`--no-tls`, as the README's earlier numbers were measured). Latency
@@ -26,6 +28,7 @@
 
 mod processes;
 mod report;
+mod wrk;
 
 use std::process::Command;
 use std::sync::Arc;
@@ -417,6 +420,18 @@ async fn main() {
         phase(Op::FilterUsers),
         phase(Op::RestGetBasic),
     );
+
+    if wrk::available() {
+        let users_url = format!("{}/Users", target.scim);
+        let ids = &target.ids;
+        let bearer = &target.bearer;
+        match wrk::get_users(&dir.0, &users_url, bearer, ids, concurrency, 2, seconds) {
+            Ok(measured) => wrk::print_verdicts(&measured, phase(Op::GetUser)),
+            Err(e) => println!("\nwrk: {e}"),
+        }
+    } else {
+        println!("\nwrk is not on the PATH: the wrk phase is skipped");
+    }
 
     drop(gateway);
     drop(idmd);

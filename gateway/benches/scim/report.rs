@@ -66,7 +66,7 @@ pub fn print_table(phases: &[Phase]) {
     }
 }
 
-fn verdict(met: bool) -> &'static str {
+pub fn verdict(met: bool) -> &'static str {
     if met { "met" } else { "NOT met" }
 }
 
