@@ -123,7 +123,12 @@ impl FromStr for StoreMemory {
 /// memtable and block cache sized by `memory`, the way the SDK's `connect`
 /// opens one: maintenance tasks started after the version check and the
 /// bootstrap, so a new store gets its version key first.
-pub(super) async fn open_surrealkv(url: &str, memory: StoreMemory) -> Result<Surreal<Db>, String> {
+/// The datastore is returned beside the SDK's handle for reads below
+/// SurrealQL (`key_scan.rs`).
+pub(super) async fn open_surrealkv(
+    url: &str,
+    memory: StoreMemory,
+) -> Result<(Surreal<Db>, Arc<Datastore>), String> {
     let mut config = ConfigMap::empty();
     if let (Some(memtable), Some(cache)) = (memory.memtable(), memory.block_cache()) {
         config = config
@@ -139,9 +144,10 @@ pub(super) async fn open_surrealkv(url: &str, memory: StoreMemory) -> Result<Sur
     datastore.check_version().await.map_err(|e| e.to_string())?;
     datastore.bootstrap().await.map_err(|e| e.to_string())?;
     datastore.start_maintenance_tasks();
-    Surreal::<Db>::unstable_from_datastore(datastore, None)
+    let db = Surreal::<Db>::unstable_from_datastore(Arc::clone(&datastore), None)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    Ok((db, datastore))
 }
 
 #[cfg(test)]
@@ -205,7 +211,7 @@ mod tests {
             ("default", StoreMemory::DEFAULT),
         ] {
             let url = format!("surrealkv://{}", dir.join(name).display());
-            let db = open_surrealkv(&url, memory).await.unwrap();
+            let (db, _) = open_surrealkv(&url, memory).await.unwrap();
             db.use_ns("t").use_db("t").await.unwrap();
             let outcome = db
                 .query("INSERT INTO blob $rows RETURN NONE")
@@ -232,7 +238,7 @@ mod tests {
     #[tokio::test]
     async fn records_read_back_by_id_after_flushes_and_a_compaction() {
         let dir = std::env::temp_dir().join(format!("idm-compaction-{}", uuid::Uuid::new_v4()));
-        let db = open_surrealkv(&format!("surrealkv://{}", dir.display()), StoreMemory::MIN)
+        let (db, _) = open_surrealkv(&format!("surrealkv://{}", dir.display()), StoreMemory::MIN)
             .await
             .unwrap();
         db.use_ns("t").use_db("t").await.unwrap();

@@ -132,6 +132,24 @@ impl Store {
             .await
     }
 
+    /// A page of a mapping's linked source ids, in source order: at most
+    /// `limit`, after the source `after`. An embedded store reads them from
+    /// the links' keys alone (key_scan.rs).
+    pub async fn link_sources_page(
+        &self,
+        mapping: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        match &self.key_scan {
+            Some(keys) => keys.ids_page("link", mapping, after, limit).await,
+            None => {
+                self.range_page("source", "link", mapping, after, limit)
+                    .await
+            }
+        }
+    }
+
     /// How many links a mapping has: a key-range count, nothing decoded.
     pub async fn count_links(&self, mapping: &str) -> Result<u64, StoreError> {
         self.count(

@@ -12,6 +12,7 @@ mod backup;
 mod config;
 mod embedded;
 mod hashing;
+mod key_scan;
 mod keys;
 mod links;
 mod objects;
@@ -144,6 +145,8 @@ pub struct Store {
     hash_signal: std::sync::Arc<tokio::sync::Notify>,
     /// Which properties of each type have sort keys (store/sort.rs).
     sorts: sort::SortIndexes,
+    /// An embedded store's keys, read without their records (key_scan.rs).
+    key_scan: Option<key_scan::KeyScan>,
 }
 
 impl Store {
@@ -161,6 +164,7 @@ impl Store {
             outbox_signal: std::sync::Arc::default(),
             hash_signal: std::sync::Arc::default(),
             sorts: self.sorts.clone(),
+            key_scan: self.key_scan.clone(),
         }
     }
 
@@ -224,17 +228,20 @@ impl Store {
                 reason: e.to_string(),
             })?;
         }
+        let mut key_scan = None;
         let conn = if url.starts_with("surrealkv://") {
-            let db = embedded::open_surrealkv(url, memory)
-                .await
-                .map_err(|reason| StoreError::Open {
-                    url: url.to_string(),
-                    reason,
-                })?;
+            let (db, datastore) =
+                embedded::open_surrealkv(url, memory)
+                    .await
+                    .map_err(|reason| StoreError::Open {
+                        url: url.to_string(),
+                        reason,
+                    })?;
             db.use_ns(NAMESPACE)
                 .use_db(DATABASE)
                 .await
                 .map_err(open_error)?;
+            key_scan = Some(key_scan::KeyScan::new(datastore));
             sessions::Conn::Local(db)
         } else {
             sessions::Conn::Any(Self::connect_any(url).await?)
@@ -251,6 +258,7 @@ impl Store {
             outbox_signal: std::sync::Arc::default(),
             hash_signal: std::sync::Arc::default(),
             sorts: sort::SortIndexes::default(),
+            key_scan,
         };
         Ok(store)
     }

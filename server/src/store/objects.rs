@@ -229,8 +229,13 @@ impl Store {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
-        self.range_page("oid", "object", type_name, after, limit)
-            .await
+        match &self.key_scan {
+            Some(keys) => keys.ids_page("object", type_name, after, limit).await,
+            None => {
+                self.range_page("oid", "object", type_name, after, limit)
+                    .await
+            }
+        }
     }
 
     /// How many objects a type has: a range count, without decoding them.

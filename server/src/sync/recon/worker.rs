@@ -363,14 +363,14 @@ impl Worker {
         loop {
             let page = recon
                 .store
-                .links_page(&mapping, after.as_deref(), PAGE)
+                .link_sources_page(&mapping, after.as_deref(), PAGE)
                 .await?;
-            let Some((last, _)) = page.last() else { break };
+            let Some(last) = page.last() else { break };
             after = Some(last.clone());
             let read = page.len();
-            let orphans: Vec<(String, String)> = page
+            let orphans: Vec<String> = page
                 .into_iter()
-                .filter(|(source, _)| !recon.source_seen(source))
+                .filter(|source| !recon.source_seen(source))
                 .collect();
             let seen = i64::try_from(read - orphans.len()).unwrap_or(i64::MAX);
             recon.update(|r| r.links.processed += seen);
@@ -378,7 +378,15 @@ impl Worker {
                 if recon.is_cancelled() {
                     return Ok(());
                 }
-                self.orphaned_links(chunk).await?;
+                // Only an orphan's link is read whole: its target decides.
+                let links: Vec<(String, String)> = recon
+                    .store
+                    .links_of_sources(&mapping, chunk)
+                    .await?
+                    .into_iter()
+                    .map(|l| (l.source, l.target))
+                    .collect();
+                self.orphaned_links(&links).await?;
                 let done = i64::try_from(chunk.len()).unwrap_or(i64::MAX);
                 recon.update(|r| r.links.processed += done);
             }
