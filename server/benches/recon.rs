@@ -30,7 +30,10 @@
 //! 256MiB, otherwise); `IDM_BENCH_PASSWORD_ROWS=100000` the largest file the
 //! password phase runs for; `IDM_BENCH_OUTBOX=1` subscribes users to an
 //! enableSync mapping (each created or changed user also writes an outbox
-//! entry, as in the sample).
+//! entry, as in the sample); `IDM_BENCH_PAIRS=3` repeats the initial recon
+//! and the re-recon as that many back-to-back pairs (each on a new store)
+//! and prints each pair's ratio and their median: on a machine whose speed
+//! drifts within a run, the pairs say more than one ratio.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::Write;
@@ -458,6 +461,30 @@ async fn main() {
             "{rows:>8} rows  no-change re-recon              : {again:>8.0} rows/s  {:.2} x initial  peak RSS {again_rss:.0} MiB",
             again / initial
         );
+        let pairs: usize = std::env::var("IDM_BENCH_PAIRS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        if pairs > 1 {
+            let mut ratios = vec![again / initial];
+            for _ in 1..pairs {
+                std::fs::remove_dir_all(root.join(format!("idm-{rows}"))).unwrap();
+                let (initial, _) = parse(&phase("initial", rows, writers, &root));
+                let (again, _) = parse(&phase("again", rows, writers, &root));
+                println!(
+                    "{rows:>8} rows  pair: initial {initial:>6.0}, re-recon {again:>6.0} rows/s: {:.2} x",
+                    again / initial
+                );
+                ratios.push(again / initial);
+            }
+            ratios.sort_by(f64::total_cmp);
+            println!(
+                "{rows:>8} rows  re-recon ÷ initial over {pairs} pairs: median {:.2} x ({:.2}–{:.2})",
+                ratios[ratios.len() / 2],
+                ratios[0],
+                ratios[ratios.len() - 1]
+            );
+        }
         if rows <= password_rows {
             let (password, password_rss) = parse(&phase("password", rows, writers, &root));
             println!(
