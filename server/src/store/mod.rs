@@ -325,8 +325,14 @@ impl Store {
     /// a million-row run when a process exited without this.
     pub async fn close(self, grace: Duration) {
         let Store {
-            db, embedded_dir, ..
+            db,
+            embedded_dir,
+            key_scan,
+            ..
         } = self;
+        // The key scan's handle on the datastore goes with the sessions, not
+        // at the end of this function, after the wait.
+        drop(key_scan);
         db.close();
         let Some(dir) = embedded_dir else { return };
         // SurrealKV holds an OS lock on `LOCK` while open: taking it proves the close.
