@@ -371,7 +371,8 @@ async fn types(ctx: &Context) -> Result<(), CliError> {
 }
 
 /// `--data` of `objects patch`: an array of `{"operation", "field", "value"}`
-/// (a single operation object is accepted too).
+/// (`copy` and `move` take `"from"` instead of `"value"`; a single operation
+/// object is accepted too).
 fn patch_operations(data: Json) -> Result<Vec<PatchOperation>, CliError> {
     let items = match data {
         Json::Array(items) => items,
@@ -398,10 +399,10 @@ fn patch_operations(data: Json) -> Result<Vec<PatchOperation>, CliError> {
             };
             if let Some(key) = op
                 .keys()
-                .find(|k| !matches!(k.as_str(), "operation" | "field" | "value"))
+                .find(|k| !matches!(k.as_str(), "operation" | "field" | "value" | "from"))
             {
                 return Err(CliError::input(format!(
-                    "patch operation {i}: unknown key \"{key}\" (expected operation, field, value)"
+                    "patch operation {i}: unknown key \"{key}\" (expected operation, field, value, from)"
                 )));
             }
             let text = |key: &str| {
@@ -416,6 +417,11 @@ fn patch_operations(data: Json) -> Result<Vec<PatchOperation>, CliError> {
                 operation: text("operation")?,
                 field: text("field")?,
                 value: op.get("value").map(to_proto_value),
+                from: if op.contains_key("from") {
+                    text("from")?
+                } else {
+                    String::new()
+                },
             })
         })
         .collect()
@@ -441,14 +447,19 @@ mod tests {
         assert!(ops[1].value.is_none());
         let single = patch_operations(json!({"operation": "add", "field": "/a", "value": 1}));
         assert_eq!(single.unwrap().len(), 1);
+        let moved = patch_operations(json!({"operation": "move", "from": "/a", "field": "/b"}));
+        assert_eq!(moved.unwrap()[0].from, "/a");
     }
 
     #[test]
     fn bad_patch_data_is_refused_before_any_call() {
-        let error = patch_operations(json!([{"operation": "move", "from": "/a", "field": "/b"}]));
+        let error = patch_operations(json!([{"operation": "move", "path": "/a", "field": "/b"}]));
         assert_eq!(
             error.unwrap_err().to_string(),
-            "patch operation 0: unknown key \"from\" (expected operation, field, value)"
+            "patch operation 0: unknown key \"path\" (expected operation, field, value, from)"
+        );
+        assert!(
+            patch_operations(json!([{"operation": "move", "from": 1, "field": "/b"}])).is_err()
         );
         assert!(patch_operations(json!([])).is_err());
         assert!(patch_operations(json!("replace")).is_err());

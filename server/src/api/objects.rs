@@ -160,9 +160,10 @@ impl ObjectService for ObjectApi {
             .operations
             .iter()
             .map(|op| {
-                PatchOp::new(
+                PatchOp::with_from(
                     &op.operation,
                     &op.field,
+                    Some(op.from.as_str()).filter(|from| !from.is_empty()),
                     op.value.as_ref().map(from_proto_value),
                 )
             })

@@ -421,7 +421,9 @@ impl ManagedObjects {
         // Private properties are set or cleared by top-level operations only.
         let mut password_ops = BTreeMap::new();
         let mut data_ops = Vec::new();
+        let is_private = |name: &str| object_type.properties.get(name).is_some_and(|p| p.private);
         for op in ops {
+            op.refuse_private(is_private)?;
             match object_type.properties.get(op.property()) {
                 Some(p) if p.private => {
                     if op.field.matches('/').count() != 1 {
@@ -462,6 +464,8 @@ impl ManagedObjects {
                 written.insert(op.property().to_string(), value.clone());
             }
         }
+        self.add_copied_values(type_name, id, &data_ops, &mut written)
+            .await?;
         let lookups = self.lookup_failures(object_type, &written, None).await?;
         let _hold = self.hold_key(!passwords.is_empty()).await;
         let sealed = self.seal_all(&passwords)?;
@@ -509,6 +513,39 @@ impl ManagedObjects {
             &name,
         )?;
         Ok(view)
+    }
+
+    /// A `copy` or `move` to a top-level property writes a value the request
+    /// does not carry: the patch is tried on the object as it is now, so that
+    /// the store-backed policies see what it would write there.
+    async fn add_copied_values(
+        &self,
+        type_name: &str,
+        id: &str,
+        ops: &[PatchOp],
+        written: &mut Map<String, Value>,
+    ) -> Result<(), ManagedError> {
+        let targets: Vec<&str> = ops
+            .iter()
+            .filter(|op| op.from.is_some() && op.field.matches('/').count() == 1)
+            .map(PatchOp::property)
+            .collect();
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let Some(current) = self.store.get_object(type_name, id).await? else {
+            return Ok(()); // the write answers that it is not found
+        };
+        let mut after = current.data;
+        for op in ops {
+            op.apply(&mut after)?;
+        }
+        for target in targets {
+            if let Some(value) = after.get(target) {
+                written.insert(target.to_string(), value.clone());
+            }
+        }
+        Ok(())
     }
 
     /// Shared update path: `build` turns the current object into the wanted

@@ -37,11 +37,13 @@ async fn every_managed_write_is_audited_with_actor_revisions_and_changed_propert
                     operation: "replace".into(),
                     field: "/givenName".into(),
                     value: Some(idm_proto::json::to_proto_value(&json!("Johnny"))),
+                    ..Default::default()
                 },
                 PatchOperation {
                     operation: "add".into(),
                     field: "/sn".into(),
                     value: Some(idm_proto::json::to_proto_value(&json!("Doe"))),
+                    ..Default::default()
                 },
             ],
             expected_revision: None,

@@ -143,6 +143,7 @@ async fn a_backup_of_a_running_idmd_restores_into_a_new_store_that_reads_the_sam
                         "alice@example.com".into(),
                     )),
                 }),
+                ..Default::default()
             }],
             expected_revision: None,
         })

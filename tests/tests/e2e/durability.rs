@@ -18,6 +18,7 @@ fn mail(value: &str) -> PatchOperation {
         value: Some(prost_types::Value {
             kind: Some(prost_types::value::Kind::StringValue(value.into())),
         }),
+        ..Default::default()
     }
 }
 

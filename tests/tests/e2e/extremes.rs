@@ -256,6 +256,7 @@ async fn sweep(c: &mut Clients, x: &Extreme) -> Vec<(String, Result<(), Status>)
                         operation: t.clone(),
                         field: t.clone(),
                         value: value.clone(),
+                        ..Default::default()
                     };
                     3
                 ],
@@ -271,6 +272,7 @@ async fn sweep(c: &mut Clients, x: &Extreme) -> Vec<(String, Result<(), Status>)
                         operation: operation.into(),
                         field: format!("/{t}"),
                         value: value.clone(),
+                        ..Default::default()
                     }],
                     expected_revision: None,
                 })

@@ -99,6 +99,7 @@ pub fn op(operation: &str, field: &str, value: Value) -> PatchOperation {
         operation: operation.into(),
         field: field.into(),
         value: Some(idm_proto::json::to_proto_value(&value)),
+        ..Default::default()
     }
 }
 

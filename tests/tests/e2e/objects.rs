@@ -13,6 +13,7 @@ fn op(operation: &str, field: &str, value: serde_json::Value) -> PatchOperation 
         operation: operation.into(),
         field: field.into(),
         value: Some(idm_proto::json::to_proto_value(&value)),
+        ..Default::default()
     }
 }
 

@@ -1,6 +1,7 @@
 //! Wren's policies in `managed.json`: each policy id refuses from gRPC with the
 //! property and the policy named in both details (BadRequest and ErrorInfo);
-//! SCIM answers 400 naming them; Wren 6's default `managed.json` loads;
+//! the same cases from REST are Wren's 403 naming them, and from SCIM (those
+//! whose property SCIM carries) a 400 naming them; Wren 6's default `managed.json` loads;
 //! an unknown policy id stops start-up; ValidateObject answers like Wren.
 
 use idm_proto::v1::{
@@ -66,65 +67,15 @@ fn valid_user() -> Value {
            "team": "T-watch"})
 }
 
-async fn create(c: &mut Clients, id: &str, body: Value) -> Result<Value, tonic::Status> {
-    c.objects
-        .create_object(CreateObjectRequest {
-            parent: "managed/user".into(),
-            object_id: id.into(),
-            attributes: attrs(body),
-        })
-        .await
-        .map(|r| json_of(&r.into_inner()))
-}
+/// One broken policy: `property` given the value breaks `policy`, which
+/// Wren reports as the requirement.
+type PolicyCase = (&'static str, Value, &'static str, &'static str);
 
-/// Asserts a policy refusal naming `property` and `policy` in the BadRequest
-/// and `requirement` for `property` in the ErrorInfo's Wren array.
-#[track_caller]
-fn assert_policy(status: &tonic::Status, property: &str, policy: &str, requirement: &str) {
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    let details = status.get_error_details();
-    let violations = details
-        .bad_request()
-        .expect("a BadRequest")
-        .field_violations
-        .clone();
-    let violation = violations
-        .iter()
-        .find(|v| v.field == property)
-        .unwrap_or_else(|| panic!("no violation for {property}: {violations:?}"));
-    assert!(
-        violation.description.contains(&format!("({policy})")),
-        "{property}: {}",
-        violation.description
-    );
-    let info = details.error_info().expect("an ErrorInfo");
-    assert_eq!(info.reason, "POLICY_VALIDATION_FAILED");
-    assert_eq!(info.domain, "idm.v1");
-    let failed: Value = serde_json::from_str(&info.metadata["failedPolicyRequirements"]).unwrap();
-    let entry = failed
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["property"] == property)
-        .unwrap_or_else(|| panic!("{property} not in {failed}"));
-    assert!(
-        entry["policyRequirements"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|r| r["policyRequirement"] == requirement),
-        "{requirement} not in {entry}"
-    );
-    assert!(status.message().contains(property) && status.message().contains(policy));
-}
-
-#[tokio::test]
-async fn each_policy_refuses_a_grpc_create_naming_the_property_and_the_policy() {
-    let idmd = idmd_with(MANAGED).await;
-    let mut c = idmd.clients().await;
-    create(&mut c, "ok", valid_user()).await.unwrap();
-
-    let cases: &[(&str, Value, &str, &str)] = &[
+/// Each policy id of [`MANAGED`] broken once, for every front end. Case `i`
+/// is created as `user<i>` (see [`case_user`]); the `unique` case needs
+/// `jsnow` ([`valid_user`]) to exist.
+fn policy_cases() -> Vec<PolicyCase> {
+    vec![
         ("code", json!("abc"), "regexpMatches", "MATCH_REGEXP"),
         ("age", json!("ten"), "valid-type", "VALID_TYPE"),
         ("nick", json!(""), "not-empty", "REQUIRED"),
@@ -195,14 +146,86 @@ async fn each_policy_refuses_a_grpc_create_naming_the_property_and_the_policy() 
             "UNIQUE",
         ),
         ("userName", json!("jsnow"), "unique", "UNIQUE"),
-    ];
-    for (index, (property, value, policy, requirement)) in cases.iter().enumerate() {
-        let mut body = valid_user();
-        body["userName"] = json!(format!("user{index}"));
-        body[*property] = value.clone();
-        let status = create(&mut c, &format!("u{index}"), body)
-            .await
-            .unwrap_err();
+    ]
+}
+
+/// [`valid_user`] as case `index`: its own userName, and `property` broken.
+fn case_user(index: usize, property: &str, value: &Value) -> Value {
+    let mut body = valid_user();
+    body["userName"] = json!(format!("user{index}"));
+    body[property] = value.clone();
+    body
+}
+
+async fn create(c: &mut Clients, id: &str, body: Value) -> Result<Value, tonic::Status> {
+    c.objects
+        .create_object(CreateObjectRequest {
+            parent: "managed/user".into(),
+            object_id: id.into(),
+            attributes: attrs(body),
+        })
+        .await
+        .map(|r| json_of(&r.into_inner()))
+}
+
+/// Asserts a policy refusal naming `property` and `policy` in the BadRequest
+/// and `requirement` for `property` in the ErrorInfo's Wren array.
+#[track_caller]
+fn assert_policy(status: &tonic::Status, property: &str, policy: &str, requirement: &str) {
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let details = status.get_error_details();
+    let violations = details
+        .bad_request()
+        .expect("a BadRequest")
+        .field_violations
+        .clone();
+    let violation = violations
+        .iter()
+        .find(|v| v.field == property)
+        .unwrap_or_else(|| panic!("no violation for {property}: {violations:?}"));
+    assert!(
+        violation.description.contains(&format!("({policy})")),
+        "{property}: {}",
+        violation.description
+    );
+    let info = details.error_info().expect("an ErrorInfo");
+    assert_eq!(info.reason, "POLICY_VALIDATION_FAILED");
+    assert_eq!(info.domain, "idm.v1");
+    let failed: Value = serde_json::from_str(&info.metadata["failedPolicyRequirements"]).unwrap();
+    assert_failed_requirement(&failed, property, requirement);
+    assert!(status.message().contains(property) && status.message().contains(policy));
+}
+
+/// Asserts that Wren's `failedPolicyRequirements` array lists `requirement`
+/// for `property`.
+#[track_caller]
+fn assert_failed_requirement(failed: &Value, property: &str, requirement: &str) {
+    let entry = failed
+        .as_array()
+        .and_then(|all| all.iter().find(|f| f["property"] == property))
+        .unwrap_or_else(|| panic!("{property} not in {failed}"));
+    assert!(
+        entry["policyRequirements"]
+            .as_array()
+            .is_some_and(|all| all.iter().any(|r| r["policyRequirement"] == requirement)),
+        "{requirement} not in {entry}"
+    );
+}
+
+#[tokio::test]
+async fn each_policy_refuses_a_grpc_create_naming_the_property_and_the_policy() {
+    let idmd = idmd_with(MANAGED).await;
+    let mut c = idmd.clients().await;
+    create(&mut c, "ok", valid_user()).await.unwrap();
+
+    for (index, (property, value, policy, requirement)) in policy_cases().iter().enumerate() {
+        let status = create(
+            &mut c,
+            &format!("u{index}"),
+            case_user(index, property, value),
+        )
+        .await
+        .unwrap_err();
         assert_policy(&status, property, policy, requirement);
     }
     let mut missing = valid_user();
@@ -294,6 +317,7 @@ async fn replace_and_patch_are_checked_too() {
             operation: "replace".into(),
             field: field.into(),
             value: Some(idm_proto::json::to_proto_value(&value)),
+            ..Default::default()
         }],
         expected_revision: None,
     };
@@ -314,33 +338,120 @@ async fn replace_and_patch_are_checked_too() {
         .await
         .unwrap_err();
     assert_policy(&status, "userName", "no-internal-user-conflict", "UNIQUE");
+    // A copy writes a value the request does not carry, checked all the same.
+    c.objects
+        .patch_object(patch("/nick", json!("openidm-admin")))
+        .await
+        .unwrap();
+    let status = c
+        .objects
+        .patch_object(PatchObjectRequest {
+            name: "managed/user/jsnow".into(),
+            operations: vec![PatchOperation {
+                operation: "copy".into(),
+                from: "/nick".into(),
+                field: "/userName".into(),
+                ..Default::default()
+            }],
+            expected_revision: None,
+        })
+        .await
+        .unwrap_err();
+    assert_policy(&status, "userName", "no-internal-user-conflict", "UNIQUE");
     c.objects
         .patch_object(patch("/password", json!("Longclaw123")))
         .await
         .unwrap();
 }
 
+/// Case `index` as a SCIM User, if SCIM carries its property
+/// (`scim-map-default.json` maps userName, name.givenName, the work email
+/// and password of these); `None` for the others.
+fn scim_case_user(index: usize, property: &str, value: &Value) -> Option<Value> {
+    let mut user = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": format!("user{index}"), "name": {"givenName": "Jon"},
+        "emails": [{"type": "work", "value": "jon@example.com"}], "password": "Winter1sComing"});
+    let slot = match property {
+        "userName" | "password" => &mut user[property],
+        "givenName" => &mut user["name"]["givenName"],
+        "mail" => &mut user["emails"][0]["value"],
+        _ => return None,
+    };
+    *slot = value.clone();
+    Some(user)
+}
+
 #[tokio::test]
-async fn scim_create_with_a_violating_value_is_a_400_naming_the_property_and_policy() {
+async fn each_policy_scim_can_carry_refuses_a_scim_create_naming_the_property_and_the_policy() {
     let idmd = idmd_with(MANAGED).await;
+    let mut c = idmd.clients().await;
+    create(&mut c, "ok", valid_user()).await.unwrap();
     let gateway = Gateway::start(&idmd).await;
-    let user = "urn:ietf:params:scim:schemas:core:2.0:User";
-    let reply = gateway
-        .post("/Users", &json!({"schemas": [user], "userName": "js"}))
-        .await
-        .expect_error(400, Some("invalidValue"));
-    let detail = reply.body["detail"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    assert!(
-        detail.contains("userName") && detail.contains("minimum-length"),
-        "{detail}"
+    let mut tried = Vec::new();
+    for (index, (property, value, policy, _)) in policy_cases().iter().enumerate() {
+        let Some(user) = scim_case_user(index, property, value) else {
+            continue;
+        };
+        let reply = gateway
+            .post("/Users", &user)
+            .await
+            .expect_error(400, Some("invalidValue"));
+        let detail = reply.body["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains(property) && detail.contains(policy),
+            "{property} ({policy}): {detail}"
+        );
+        tried.push(*policy);
+    }
+    assert_eq!(
+        tried.len(),
+        10,
+        "four userName, four password, one givenName, one mail: {tried:?}"
     );
-    gateway
-        .post("/Users", &json!({"schemas": [user], "userName": "jsnow"}))
+    // Only the case broke it: the same User with nothing broken is created.
+    let fine = scim_case_user(99, "userName", &json!("jstark")).unwrap();
+    gateway.post("/Users", &fine).await.expect(201);
+}
+
+#[tokio::test]
+async fn each_policy_refuses_a_rest_create_in_wrens_shape() {
+    let idmd = idmd_with(MANAGED).await;
+    let mut c = idmd.clients().await;
+    create(&mut c, "ok", valid_user()).await.unwrap();
+    let rest = Rest::new(Gateway::start(&idmd).await);
+    let admin = Auth::Basic("openidm-admin", "Admin-Passw0rd!");
+    for (index, (property, value, _, requirement)) in policy_cases().iter().enumerate() {
+        let body = case_user(index, property, value);
+        let refused = rest
+            .send(
+                admin,
+                "POST",
+                "/managed/user?_action=create",
+                Some(&body),
+                &[],
+            )
+            .await
+            .expect_wren_error(403);
+        assert_eq!(
+            (&refused.body["message"], &refused.body["detail"]["result"]),
+            (&json!("Policy validation failed"), &json!(false)),
+            "{}",
+            refused.body
+        );
+        assert_failed_requirement(
+            &refused.body["detail"]["failedPolicyRequirements"],
+            property,
+            requirement,
+        );
+        if *property == "password" {
+            assert!(!refused.body.to_string().contains(value.as_str().unwrap()));
+        }
+    }
+    let all = rest
+        .send(admin, "GET", "/managed/user?_queryFilter=true", None, &[])
         .await
-        .expect(201);
+        .expect(200);
+    assert_eq!(all.body["resultCount"], 1, "only jsnow: {}", all.body);
 }
 
 #[tokio::test]

@@ -341,6 +341,7 @@ async fn directory_work_at_info_names_no_person() {
                 operation: "replace".into(),
                 field: "/telephoneNumber".into(),
                 value: Some(idm_proto::json::to_proto_value(&json!("5550000"))),
+                ..Default::default()
             }],
             expected_revision: None,
         })

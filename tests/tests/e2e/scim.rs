@@ -198,6 +198,7 @@ async fn a_user_round_trips_through_managed_properties() {
                 operation: "add".into(),
                 field: "/employeeType".into(),
                 value: Some(idm_proto::json::to_proto_value(&json!("contractor"))),
+                ..Default::default()
             }],
             expected_revision: None,
         })

@@ -91,6 +91,7 @@ async fn passwords_verify_but_never_come_back_from_any_read_audit_or_log() {
                 operation: "replace".into(),
                 field: "/password".into(),
                 value: Some(idm_proto::json::to_proto_value(&json!("NewSecret456"))),
+                ..Default::default()
             }],
             expected_revision: None,
         })

@@ -111,6 +111,7 @@ async fn the_sync_sample_runs_as_written_and_a_rename_keeps_the_entry_uuid_link(
                 operation: "replace".into(),
                 field: "/userName".into(),
                 value: Some(idm_proto::json::to_proto_value(&json!("jsnow123"))),
+                ..Default::default()
             }],
             expected_revision: None,
         })

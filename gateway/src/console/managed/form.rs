@@ -336,6 +336,7 @@ pub async fn save(
             operation: if value.is_some() { "replace" } else { "remove" }.into(),
             field: format!("/{name}"),
             value: value.as_ref().map(to_proto_value),
+            ..Default::default()
         })
         .collect();
     let result = console_call!(
@@ -586,6 +587,7 @@ pub async fn set_password(
                 operation: "replace".into(),
                 field: format!("/{name}"),
                 value: value.as_ref().map(to_proto_value),
+                ..Default::default()
             })
             .collect();
         let result = console_call!(
@@ -673,6 +675,7 @@ async fn change_related(
                 operation: "replace".into(),
                 field: format!("/{}", property.name),
                 value: Some(to_proto_value(&Value::Array(list))),
+                ..Default::default()
             }],
             expected_revision: Some(object.revision),
         })

@@ -312,7 +312,8 @@ async fn put(
 }
 
 /// Wren's patch operations: `[{"operation": "replace", "field": "/sn",
-/// "value": …}, …]` (`add`, `remove`, `replace`, `increment`).
+/// "value": …}, …]` (`add`, `remove`, `replace`, `increment`), and
+/// `{"operation": "copy", "from": "/a", "field": "/b"}` (`copy`, `move`).
 fn patch_operations(body: Value) -> Result<Vec<PatchOperation>, RestError> {
     let Value::Array(items) = body else {
         return Err(RestError::bad_request(
@@ -330,23 +331,31 @@ fn patch_operations(body: Value) -> Result<Vec<PatchOperation>, RestError> {
             let text = |key: &str| item.get(key).and_then(Value::as_str).map(str::to_string);
             let operation = text("operation")
                 .ok_or_else(|| RestError::bad_request("a patch operation needs \"operation\""))?;
-            if !matches!(
-                operation.as_str(),
-                "add" | "remove" | "replace" | "increment"
-            ) {
-                return Err(RestError::bad_request(format!(
-                    "patch operation {operation:?} is not supported (add, remove, replace, increment)"
-                )));
-            }
+            check_patch_operation(&operation)?;
             let field = text("field")
                 .ok_or_else(|| RestError::bad_request("a patch operation needs \"field\""))?;
             Ok(PatchOperation {
                 operation,
                 field,
                 value: item.get("value").map(idm_proto::json::to_proto_value),
+                from: text("from").unwrap_or_default(),
             })
         })
         .collect()
+}
+
+fn check_patch_operation(operation: &str) -> Result<(), RestError> {
+    const SUPPORTED: &str = "add, remove, replace, increment, copy, move";
+    match operation {
+        "add" | "remove" | "replace" | "increment" | "copy" | "move" => Ok(()),
+        "transform" => Err(RestError::bad_request(format!(
+            "patch operation \"transform\" is not supported: it runs a script, and idm runs \
+             no scripts in a patch ({SUPPORTED})"
+        ))),
+        other => Err(RestError::bad_request(format!(
+            "patch operation {other:?} is not supported ({SUPPORTED})"
+        ))),
+    }
 }
 
 async fn patch(
@@ -474,14 +483,25 @@ mod tests {
     fn patch_operations_are_checked() {
         let ops = patch_operations(json!([
             {"operation": "replace", "field": "/sn", "value": "Jensen"},
-            {"operation": "remove", "field": "/mail"}
+            {"operation": "remove", "field": "/mail"},
+            {"operation": "move", "from": "/a", "field": "/b"}
         ]))
         .unwrap();
-        assert_eq!(ops.len(), 2);
+        assert_eq!(ops.len(), 3);
         assert!(ops[1].value.is_none());
+        assert_eq!((ops[2].from.as_str(), ops[2].field.as_str()), ("/a", "/b"));
+        let transform = patch_operations(json!([
+            {"operation": "transform", "field": "/a", "value": {"script": {}}}
+        ]))
+        .unwrap_err();
+        assert!(
+            transform.message.contains("runs a script"),
+            "{}",
+            transform.message
+        );
         for bad in [
             json!({"operation": "replace"}),
-            json!([{"operation": "move", "field": "/a", "from": "/b"}]),
+            json!([{"operation": "frobnicate", "field": "/a"}]),
             json!([{"field": "/a"}]),
             json!([{"operation": "add"}]),
         ] {

@@ -263,6 +263,7 @@ async fn an_edit_is_saved_at_the_revision_read_and_a_concurrent_change_is_not_ov
                 operation: "replace".into(),
                 field: "/sn".into(),
                 value: Some(idm_proto::json::to_proto_value(&json!("Stark"))),
+                ..Default::default()
             }],
             expected_revision: None,
         })

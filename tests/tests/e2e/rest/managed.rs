@@ -206,6 +206,70 @@ async fn create_read_replace_patch_delete_with_revisions() {
 }
 
 #[tokio::test]
+async fn patch_copies_and_moves_values_but_never_a_private_one() {
+    let (_idmd, rest) = start().await;
+    create(&rest, "bjensen", "Jensen", "Barbara").await;
+    let patched = rest
+        .patch(
+            "/managed/user/bjensen",
+            &json!([
+                {"operation": "copy", "from": "/sn", "field": "/displayName"},
+                {"operation": "move", "from": "/givenName", "field": "/nickname"}
+            ]),
+            &[("if-match", "\"1\"")],
+        )
+        .await
+        .expect(200);
+    assert_eq!(patched.body["_rev"], "2");
+    assert_eq!(patched.header("etag"), Some("\"2\""));
+    let read = rest.get("/managed/user/bjensen").await.expect(200);
+    assert_eq!(
+        (
+            &read.body["sn"],
+            &read.body["displayName"],
+            &read.body["nickname"]
+        ),
+        (&json!("Jensen"), &json!("Jensen"), &json!("Barbara"))
+    );
+    assert!(read.body.get("givenName").is_none(), "{}", read.body);
+    assert_eq!(read.body["_rev"], "2");
+
+    // Refused, each a 400 saying why, and nothing written.
+    let refusals = [
+        (
+            json!([{"operation": "copy", "from": "/givenName", "field": "/x"}]),
+            "there is no value at /givenName",
+        ),
+        (
+            json!([{"operation": "move", "from": "/password", "field": "/leaked"}]),
+            "would expose its value",
+        ),
+        (
+            json!([{"operation": "copy", "from": "/mail", "field": "/password"}]),
+            "password is private",
+        ),
+        (
+            json!([{"operation": "copy", "field": "/x"}]),
+            "need \"from\"",
+        ),
+        (
+            json!([{"operation": "transform", "field": "/sn", "value": {"script": {}}}]),
+            "runs a script",
+        ),
+    ];
+    for (patch, why) in refusals {
+        let refused = rest
+            .patch("/managed/user/bjensen", &patch, &[])
+            .await
+            .expect_wren_error(400);
+        let message = refused.body["message"].as_str().unwrap_or_default();
+        assert!(message.contains(why), "{patch}: {}", refused.body);
+    }
+    let after = rest.get("/managed/user/bjensen").await.expect(200);
+    assert_eq!(after.body, read.body);
+}
+
+#[tokio::test]
 async fn queries_page_sort_and_count_as_wren() {
     let (_idmd, rest) = start().await;
     for (i, sn) in ["e", "c", "a", "d", "b"].iter().enumerate() {

@@ -186,6 +186,61 @@ async fn a_state_changing_request_with_only_a_cookie_is_refused() {
     rest.send(Auth::None, "GET", "/info/login", None, &cookie)
         .await
         .expect_wren_error(401);
+
+    // Managed objects too: every write with only the cookie is Wren's 403,
+    // before anything is read or written.
+    rest.put(
+        "/managed/user/bjensen",
+        &json!({"userName": "bjensen", "sn": "Jensen"}),
+        &[("if-none-match", "*")],
+    )
+    .await
+    .expect(201);
+    let before = rest.get("/managed/user/bjensen").await.expect(200).body;
+    let writes = [
+        (
+            "POST",
+            "/managed/user?_action=create",
+            Some(json!({"_id": "mallory", "userName": "mallory"})),
+        ),
+        (
+            "PUT",
+            "/managed/user/bjensen",
+            Some(json!({"userName": "bjensen", "sn": "Mallory"})),
+        ),
+        (
+            "PATCH",
+            "/managed/user/bjensen",
+            Some(json!([{"operation": "replace", "field": "/sn", "value": "Mallory"}])),
+        ),
+        ("DELETE", "/managed/user/bjensen", None),
+    ];
+    for (method, path, body) in writes {
+        let refused = rest
+            .send(Auth::None, method, path, body.as_ref(), &cookie)
+            .await
+            .expect_wren_error(403);
+        assert_eq!(refused.body["reason"], "Forbidden", "{method} {path}");
+        assert!(
+            refused.body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("a cookie alone is refused")),
+            "{method} {path}: {}",
+            refused.body
+        );
+    }
+    assert_eq!(
+        rest.get("/managed/user/bjensen").await.expect(200).body,
+        before
+    );
+    rest.get("/managed/user/mallory")
+        .await
+        .expect_wren_error(404);
+    let all = rest
+        .get("/managed/user?_queryFilter=true")
+        .await
+        .expect(200);
+    assert_eq!(all.body["resultCount"], 1, "{}", all.body);
 }
 
 #[tokio::test]
