@@ -3,10 +3,12 @@
 //! revisions and lifetimes, timestamps out of range, deeply nested and wide
 //! Structs), answers with a status of its own, and idmd serves on.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
+use idm_proto::v1::key_service_client::KeyServiceClient;
+use idm_proto::v1::system_service_client::SystemServiceClient;
 use idm_proto::v1::*;
-use idm_tests::{Clients, Idmd};
+use idm_tests::{Authed, Bearer, Clients, Idmd};
 use prost_types::value::Kind;
 use prost_types::{Duration, FieldMask, Struct, Timestamp, Value};
 use tonic::{Code, Status};
@@ -173,8 +175,25 @@ fn verdict<T>(result: Result<tonic::Response<T>, Status>) -> Result<(), Status> 
     result.map(|_| ())
 }
 
+/// The services `Clients` leaves out.
+struct Others {
+    keys: KeyServiceClient<Authed>,
+    system: SystemServiceClient<Authed>,
+}
+
+impl Others {
+    async fn of(idmd: &Idmd) -> Self {
+        let channel = idmd.channel().await;
+        let bearer = Bearer(Some(idmd.admin_token.clone()));
+        Self {
+            keys: KeyServiceClient::with_interceptor(channel.clone(), bearer.clone()),
+            system: SystemServiceClient::with_interceptor(channel, bearer),
+        }
+    }
+}
+
 /// Every RPC with values from `x`, each with a label for the report.
-async fn sweep(c: &mut Clients, x: &Extreme) -> Vec<(String, Result<(), Status>)> {
+async fn sweep(c: &mut Clients, o: &mut Others, x: &Extreme) -> Vec<(String, Result<(), Status>)> {
     let t = &x.text;
     let mask = Some(FieldMask {
         paths: vec![t.clone(), String::new()],
@@ -617,16 +636,136 @@ async fn sweep(c: &mut Clients, x: &Extreme) -> Vec<(String, Result<(), Status>)
             page_token: t.clone(),
         })
     );
+
+    let role = Scope::try_from(x.int).unwrap_or(Scope::Read);
+    for name in [t.clone(), format!("internal/user/{t}")] {
+        call!(
+            "CreateAccount",
+            c.accounts.create_account(CreateAccountRequest {
+                name: name.clone(),
+                password: t.clone(),
+                role: x.int,
+            })
+        );
+        call!(
+            "GetAccount",
+            c.accounts
+                .get_account(GetAccountRequest { name: name.clone() })
+        );
+        call!(
+            "SetAccountPassword",
+            c.accounts.set_account_password(SetAccountPasswordRequest {
+                name: name.clone(),
+                password: t.clone(),
+            })
+        );
+        call!(
+            "SetAccountEnabled",
+            c.accounts.set_account_enabled(SetAccountEnabledRequest {
+                name: name.clone(),
+                enabled: x.flag,
+            })
+        );
+        call!(
+            "SetAccountRole",
+            c.accounts.set_account_role(SetAccountRoleRequest {
+                name: name.clone(),
+                role: role.into(),
+            })
+        );
+        call!(
+            "Login",
+            c.auth.login(LoginRequest {
+                username: name.clone(),
+                password: t.clone(),
+                client_address: t.clone(),
+            })
+        );
+        call!(
+            "DeleteAccount",
+            c.accounts
+                .delete_account(DeleteAccountRequest { name: name.clone() })
+        );
+    }
+    call!(
+        "ListAccounts",
+        c.accounts.list_accounts(ListAccountsRequest {})
+    );
+    call!("WhoAmI", c.auth.who_am_i(WhoAmIRequest {}));
+    call!("Logout", c.auth.logout(LogoutRequest {}));
+
+    for name in [
+        t.clone(),
+        format!("managed/user/{t}"),
+        "managed/user".to_string(),
+    ] {
+        call!(
+            "ValidateObject",
+            c.objects.validate_object(ValidateObjectRequest {
+                name: name.clone(),
+                attributes: x.object.clone(),
+                properties_only: x.flag,
+            })
+        );
+        call!(
+            "ListLinks",
+            c.recon.list_links(ListLinksRequest {
+                object: name.clone(),
+                resolve_names: x.flag,
+            })
+        );
+    }
+    for connector in [t.clone(), "csv".to_string()] {
+        call!(
+            "GetSystemObject",
+            o.system.get_system_object(GetSystemObjectRequest {
+                connector: connector.clone(),
+                object_type: t.clone(),
+                id: t.clone(),
+            })
+        );
+        call!(
+            "QuerySystemObjects",
+            o.system.query_system_objects(QuerySystemObjectsRequest {
+                connector: connector.clone(),
+                object_type: t.clone(),
+                filter: t.clone(),
+                page_size: x.int,
+                page_token: t.clone(),
+            })
+        );
+    }
+    call!("GetKey", o.keys.get_key(GetKeyRequest {}));
+    call!("RotateKey", o.keys.rotate_key(RotateKeyRequest {}));
+    call!("Backup", o.system.backup(BackupRequest {}));
     out
+}
+
+/// Every `rpc` the proto files declare.
+fn declared_rpcs() -> BTreeSet<String> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto/proto/idm/v1");
+    let mut rpcs = BTreeSet::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for line in text.lines() {
+            if let Some(rest) = line.trim().strip_prefix("rpc ") {
+                rpcs.insert(rest.split('(').next().unwrap().trim().to_string());
+            }
+        }
+    }
+    rpcs
 }
 
 #[tokio::test]
 async fn every_rpc_answers_extreme_values_with_a_status_and_idmd_serves_on() {
     let idmd = Idmd::start().await;
     let mut failures = Vec::new();
+    let mut swept = BTreeSet::new();
     for x in extremes() {
         let mut c = idmd.clients().await;
-        for (rpc, result) in sweep(&mut c, &x).await {
+        let mut o = Others::of(&idmd).await;
+        for (rpc, result) in sweep(&mut c, &mut o, &x).await {
+            swept.insert(rpc.split('(').next().unwrap_or_default().to_string());
             let Err(status) = result else { continue };
             // A panicking handler resets the stream (CANCELLED, or UNKNOWN
             // with h2's error); INTERNAL means an input reached a layer that
@@ -654,6 +793,11 @@ async fn every_rpc_answers_extreme_values_with_a_status_and_idmd_serves_on() {
             idmd.log()
         );
     }
+    let unswept: Vec<String> = declared_rpcs().difference(&swept).cloned().collect();
+    assert!(
+        unswept.is_empty(),
+        "RPCs the sweep never calls: {unswept:?}"
+    );
     let log = idmd.log();
     let panics: Vec<&str> = log.lines().filter(|l| l.contains("panicked")).collect();
     assert!(
