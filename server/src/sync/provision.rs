@@ -154,7 +154,27 @@ struct Planned {
     target: Option<String>,
     operation: Operation,
     failure: Option<Failure>,
+    /// What the target holds now of what an update changes or a delete
+    /// removes (for a plan to show beside the new values).
+    before: Map<String, Value>,
 }
+
+/// What provisioning one object would do, changing nothing: a plan's line.
+#[derive(Debug, Clone)]
+pub struct Preview {
+    pub oid: String,
+    pub target: Option<String>,
+    pub situation: Situation,
+    pub action: Action,
+    /// Whether the target or the link would change at all.
+    pub changes: bool,
+    /// Each attribute's value before and after; private ones masked.
+    pub attributes: Vec<(String, Value, Value)>,
+    pub failure: Option<String>,
+}
+
+/// How a plan shows a private value.
+pub const MASKED: &str = "********";
 
 /// Provisions one mapping's target. Owns a script engine, so it stays on
 /// the thread that made it.
@@ -623,6 +643,7 @@ impl Provisioner {
                 .or(mapped.link.clone()),
             operation: Operation::Nothing,
             failure,
+            before: Map::new(),
         };
         if planned.failure.is_some() {
             return planned;
@@ -685,7 +706,102 @@ impl Provisioner {
             Ok(operation) => planned.operation = operation,
             Err(f) => planned.failure = Some(f),
         }
+        if let Some(target) = &target {
+            planned.before = match &planned.operation {
+                Operation::Update { changes, .. } => changes
+                    .keys()
+                    .map(|k| {
+                        (
+                            k.clone(),
+                            target.attributes.get(k).cloned().unwrap_or(Value::Null),
+                        )
+                    })
+                    .collect(),
+                Operation::Delete(_) => target.attributes.clone(),
+                _ => Map::new(),
+            };
+        }
         planned
+    }
+
+    /// Steps 1 to 3 without step 4: what provisioning `changes` would do,
+    /// reading every target (no optimistic create: a plan must know
+    /// whether the entry is there), writing nothing.
+    pub async fn preview(&mut self, changes: Vec<Change>) -> Result<Vec<Preview>, ProvisionError> {
+        let optimistic = std::mem::replace(&mut self.optimistic_create, false);
+        let prepared = self.prepare(changes).await;
+        self.optimistic_create = optimistic;
+        let private_targets: Vec<&str> = self
+            .mapping
+            .properties
+            .iter()
+            .filter(|p| {
+                p.source
+                    .as_ref()
+                    .is_some_and(|s| self.private_sources.contains(s))
+            })
+            .map(|p| p.target.as_str())
+            .collect();
+        let shown = |attribute: &str, value: Value| {
+            let private = private_targets.contains(&attribute)
+                || attribute.to_ascii_lowercase().contains("password");
+            if private && !value.is_null() {
+                json!(MASKED)
+            } else {
+                value
+            }
+        };
+        Ok(prepared?
+            .0
+            .into_iter()
+            .map(|planned| {
+                let mut before = planned.before;
+                let (changes, attributes) = match planned.operation {
+                    Operation::Create(values) => (
+                        true,
+                        values
+                            .into_iter()
+                            .map(|(k, after)| (k, Value::Null, after))
+                            .collect(),
+                    ),
+                    Operation::Update { changes, .. } => (
+                        !changes.is_empty() || planned.linked.is_none(),
+                        changes
+                            .into_iter()
+                            .map(|(k, after)| {
+                                let was = before.remove(&k).unwrap_or(Value::Null);
+                                (k, was, after)
+                            })
+                            .collect(),
+                    ),
+                    Operation::Delete(_) => (
+                        true,
+                        before
+                            .into_iter()
+                            .map(|(k, was)| (k, was, Value::Null))
+                            .collect(),
+                    ),
+                    Operation::Link(_) => (planned.linked != planned.target, Vec::new()),
+                    Operation::Unlink => (true, Vec::new()),
+                    Operation::Nothing => (false, Vec::new()),
+                };
+                Preview {
+                    oid: planned.oid,
+                    target: planned.target,
+                    situation: planned.situation,
+                    action: planned.action,
+                    changes,
+                    attributes: attributes
+                        .into_iter()
+                        .map(|(k, was, after)| {
+                            let (was, after) = (shown(&k, was), shown(&k, after));
+                            (k, was, after)
+                        })
+                        .collect(),
+                    failure: planned.failure.map(|f| f.message),
+                }
+            })
+            .collect())
     }
 
     /// Runs `onCreate`/`onUpdate`, which may change `target`.

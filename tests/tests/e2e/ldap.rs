@@ -4,13 +4,14 @@
 //! a reconciliation repairs hand-made drift, and the directory can be a
 //! reconciliation source too.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use idm_proto::json::to_proto_struct;
+use idm_proto::json::{from_proto_value, to_proto_struct};
 use idm_proto::v1::{
     CreateObjectRequest, CreateScheduleRequest, DeleteObjectRequest, GetSyncQueueRequest,
-    ListExecutionsRequest, Mapping, PatchObjectRequest, PatchOperation, PutMappingRequest,
-    QueryObjectsRequest, ReconRun, Schedule, SyncQueueSummary,
+    ListExecutionsRequest, Mapping, PatchObjectRequest, PatchOperation, PlanReconRequest,
+    PlannedChange, PutMappingRequest, QueryObjectsRequest, ReconRun, Schedule, SyncQueueSummary,
 };
 use idm_tests::directory::{self, Slapd};
 use idm_tests::{Clients, Idmd, IdmdOptions, TempDir, attrs, idm_conf, json_of};
@@ -479,6 +480,75 @@ async fn recon_repairs_drift_and_reports_unassigned() {
             "dn: {}\nchangetype: add\nobjectClass: inetOrgPerson\nuid: stray\ncn: stray\nsn: Stray\n",
             dn(&slapd, "stray")
         ),
+    );
+
+    // A plan first: what the run will do, with nothing written.
+    let plan = c
+        .recon
+        .plan_recon(PlanReconRequest {
+            mapping: USERS.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(plan.situation_counts.get("MISSING"), Some(&1), "{plan:?}");
+    assert_eq!(plan.situation_counts.get("CONFIRMED"), Some(&2), "{plan:?}");
+    assert_eq!(
+        plan.situation_counts.get("UNASSIGNED"),
+        Some(&1),
+        "{plan:?}"
+    );
+    let planned = |source: &str| {
+        plan.changes
+            .iter()
+            .find(|change| {
+                change.source_id == format!("managed/user/{source}") || change.source_id == source
+            })
+            .unwrap_or_else(|| panic!("no change for {source}: {:?}", plan.changes))
+    };
+    let values = |change: &PlannedChange| -> BTreeMap<String, (Value, Value)> {
+        change
+            .properties
+            .iter()
+            .map(|p| {
+                let value = |v: &Option<prost_types::Value>| {
+                    v.as_ref().map_or(Value::Null, from_proto_value)
+                };
+                (p.property.clone(), (value(&p.before), value(&p.after)))
+            })
+            .collect()
+    };
+    let snow = planned("123");
+    assert_eq!(snow.action, "CREATE", "{snow:?}");
+    let created = values(snow);
+    assert_eq!(created["mail"].1, "jon.snow@example.com");
+    for (attribute, (_, after)) in &created {
+        if attribute.to_ascii_lowercase().contains("password") {
+            assert_eq!(after, "********", "a plan never shows {attribute}");
+        }
+    }
+    let doe = planned("456");
+    assert_eq!(doe.action, "UPDATE", "{doe:?}");
+    let updated = values(doe);
+    assert_eq!(
+        updated["mail"],
+        (json!("hacked@example.com"), json!("john.doe@example.com"))
+    );
+    assert_eq!(updated["telephoneNumber"], (Value::Null, json!("5554567")));
+    assert_eq!(
+        plan.changes.len(),
+        2,
+        "the entry in line changes nothing: {:?}",
+        plan.changes
+    );
+    assert!(
+        directory::account(&slapd, "snow123").is_none(),
+        "a plan writes nothing"
+    );
+    assert_eq!(
+        directory::account(&slapd, "doe456").unwrap().get("mail"),
+        Some("hacked@example.com")
     );
 
     let run = recon(&mut c, USERS).await;

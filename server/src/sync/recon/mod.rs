@@ -580,11 +580,6 @@ impl Reconciler {
         limit: usize,
     ) -> Result<PlanOutcome, ReconError> {
         let prepared = self.prepare(mapping).await?;
-        if prepared.outbound {
-            return Err(ReconError::Unsupported(format!(
-                "mapping {mapping}: a plan of managed objects into a connector is not supported yet"
-            )));
-        }
         let record = ReconRunRecord {
             rid: format!("plan-{}", uuid::Uuid::now_v7()),
             mapping: mapping.to_string(),
@@ -598,10 +593,9 @@ impl Reconciler {
             record,
             Some(limit),
         ));
-        run::reconcile(
+        self.run(
             Arc::clone(&recon),
-            prepared.connector,
-            prepared.object_type,
+            prepared,
             only.map(|ids| ids.into_iter().collect()),
         )
         .await?;

@@ -11,11 +11,13 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 
+use serde_json::{Value, json};
+
 use super::ReconError;
-use super::run::{BATCH, PAGE, Recon};
-use crate::connector::SourceItem;
+use super::run::{BATCH, PAGE, PlannedChange, PropertyChange, Recon};
+use crate::connector::{Connector, ConnectorObject, SourceItem};
 use crate::store::ReconFailureRecord;
-use crate::sync::provision::{Change, Provisioner};
+use crate::sync::provision::{Change, MASKED, Preview, Provisioner};
 use crate::sync::{Action, Situation};
 
 pub(super) async fn reconcile(
@@ -110,6 +112,17 @@ async fn provision(
             snapshot: None,
         })
         .collect();
+    if recon.plan.is_some() {
+        let previews = provisioner
+            .preview(changes)
+            .await
+            .map_err(|e| ReconError::Internal(e.to_string()))?;
+        for preview in previews {
+            plan_one(recon, preview);
+        }
+        recon.update(|r| r.source.processed += batch.len() as i64);
+        return Ok(());
+    }
     let delivery = provisioner
         .provision(changes)
         .await
@@ -141,6 +154,44 @@ async fn provision(
     Ok(())
 }
 
+/// Counts a dry run's object as a run would, and keeps what would change.
+fn plan_one(recon: &Recon, preview: Preview) {
+    recon.count_situation(preview.situation);
+    recon.count_action(preview.action);
+    recon.mark_sources([&preview.oid]);
+    if let Some(target) = &preview.target {
+        recon.mark_targets([target]);
+    }
+    if let Some(reason) = preview.failure {
+        recon.fail(ReconFailureRecord {
+            source_id: Some(preview.oid),
+            target_id: preview.target,
+            line: None,
+            situation: Some(preview.situation.name().to_string()),
+            action: Some(preview.action.name().to_string()),
+            reason,
+        });
+        return;
+    }
+    if preview.changes {
+        recon.planned(PlannedChange {
+            source_id: Some(preview.oid),
+            target_id: preview.target,
+            situation: preview.situation,
+            action: preview.action,
+            properties: preview
+                .attributes
+                .into_iter()
+                .map(|(property, before, after)| PropertyChange {
+                    property,
+                    before,
+                    after,
+                })
+                .collect(),
+        });
+    }
+}
+
 /// Connector objects no link accounts for: UNASSIGNED, and the mapping's
 /// policy for it (EXCEPTION by default; DELETE removes them).
 async fn target_phase(recon: &Recon, provisioner: &Provisioner) -> Result<(), ReconError> {
@@ -162,24 +213,10 @@ async fn target_phase(recon: &Recon, provisioner: &Provisioner) -> Result<(), Re
         }
         recon.count_situation(Situation::Unassigned);
         recon.count_action(action);
-        let failure = |reason: String| ReconFailureRecord {
-            source_id: None,
-            target_id: Some(target.uid.clone()),
-            line: None,
-            situation: Some(Situation::Unassigned.name().to_string()),
-            action: Some(action.name().to_string()),
-            reason,
-        };
-        match action {
-            Action::Delete => {
-                if let Err(e) = connector.delete(&object_type, &target.uid).await {
-                    recon.fail(failure(e.to_string()));
-                }
-            }
-            Action::Exception => recon.fail(failure(
-                "UNASSIGNED: no managed object is linked to this target".into(),
-            )),
-            _ => {}
+        if recon.plan.is_some() {
+            plan_unassigned(recon, &target, action);
+        } else {
+            act_on_unassigned(recon, connector.as_ref(), &object_type, &target, action).await;
         }
         if processed % 100 == 0 {
             recon.update(|r| r.target.processed = processed);
@@ -191,4 +228,73 @@ async fn target_phase(recon: &Recon, provisioner: &Provisioner) -> Result<(), Re
         r.target.existing = processed;
     });
     Ok(())
+}
+
+/// UNASSIGNED in a dry run: the deletion a run would make, or the
+/// exception it would report.
+fn plan_unassigned(recon: &Recon, target: &ConnectorObject, action: Action) {
+    match action {
+        Action::Delete => recon.planned(PlannedChange {
+            source_id: None,
+            target_id: Some(target.uid.clone()),
+            situation: Situation::Unassigned,
+            action,
+            properties: target
+                .attributes
+                .iter()
+                .map(|(property, before)| PropertyChange {
+                    before: if property.to_ascii_lowercase().contains("password") {
+                        json!(MASKED)
+                    } else {
+                        before.clone()
+                    },
+                    property: property.clone(),
+                    after: Value::Null,
+                })
+                .collect(),
+        }),
+        Action::Exception => recon.fail(unassigned_failure(
+            target,
+            action,
+            "UNASSIGNED: no managed object is linked to this target".into(),
+        )),
+        _ => {}
+    }
+}
+
+async fn act_on_unassigned(
+    recon: &Recon,
+    connector: &dyn Connector,
+    object_type: &str,
+    target: &ConnectorObject,
+    action: Action,
+) {
+    match action {
+        Action::Delete => {
+            if let Err(e) = connector.delete(object_type, &target.uid).await {
+                recon.fail(unassigned_failure(target, action, e.to_string()));
+            }
+        }
+        Action::Exception => recon.fail(unassigned_failure(
+            target,
+            action,
+            "UNASSIGNED: no managed object is linked to this target".into(),
+        )),
+        _ => {}
+    }
+}
+
+fn unassigned_failure(
+    target: &ConnectorObject,
+    action: Action,
+    reason: String,
+) -> ReconFailureRecord {
+    ReconFailureRecord {
+        source_id: None,
+        target_id: Some(target.uid.clone()),
+        line: None,
+        situation: Some(Situation::Unassigned.name().to_string()),
+        action: Some(action.name().to_string()),
+        reason,
+    }
 }

@@ -424,6 +424,32 @@ async fn the_sync_sample_in_a_real_browser() {
     browser.wait_for_heading("Accounts").await;
     browser.screenshot("sync-17-accounts").await;
 
+    // The pages the journey above did not need, as a person finds them.
+    for (path, heading, shot) in [
+        ("/admin/managed/group", "Group", "sync-17a-groups"),
+        ("/admin/managed/user/new", "New", "sync-17b-user-new"),
+        (
+            "/admin/managed/user/123/password",
+            "Set the password of",
+            "sync-17c-set-password",
+        ),
+        (
+            "/admin/managed/user/123/delete",
+            "Delete",
+            "sync-17d-delete-confirm",
+        ),
+        ("/admin/tokens", "API tokens", "sync-17e-tokens"),
+        (
+            "/admin/mappings/managedUser_ldapAccount/plan",
+            "Plan of managedUser_ldapAccount",
+            "sync-17f-plan-ldap",
+        ),
+    ] {
+        visit(&browser, &sample, path, heading, shot).await;
+    }
+    let plan = browser.text().await;
+    assert!(plan.contains("CONFIRMED"), "every entry is in line: {plan}");
+
     // Sign out; the back button shows no data.
     sign_out_and_back(
         &browser,
@@ -432,6 +458,26 @@ async fn the_sync_sample_in_a_real_browser() {
     )
     .await;
     browser.close().await;
+}
+
+/// Opens `path`, waits for a heading that starts with `heading`, and saves
+/// the page.
+async fn visit(browser: &Browser, sample: &Sample, path: &str, heading: &str, shot: &str) {
+    browser.goto(&sample.url(path)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let shown = browser.heading().await;
+        if shown.starts_with(heading) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path}: the heading is {shown:?}, not {heading:?}…:\n{}",
+            browser.text().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    browser.screenshot(shot).await;
 }
 
 /// Signs out, then presses Back: the browser shows the login page again,
