@@ -18,7 +18,9 @@ use idm_proto::v1::{
     CancelReconRequest, CountObjectsRequest, GetReconRequest, ReconRun, StartReconRequest,
 };
 
-use idm_tests::directory;
+use std::collections::BTreeMap;
+
+use idm_tests::directory::{self, Slapd};
 use idm_tests::{Clients, TempDir, idm_conf};
 use tonic::Code;
 
@@ -129,7 +131,10 @@ async fn a_run_is_refused_watched_and_cancelled_from_the_other_node() {
 async fn a_recon_whose_node_is_killed_fails_after_its_heartbeat_expires_and_a_new_run_completes() {
     let conf = idm_conf("sync");
     write_rows(&conf, ROWS);
-    let slapd = slapd();
+    let slapd = Slapd::builder()
+        .log_operations()
+        .start()
+        .unwrap_or_else(|e| panic!("a real slapd is needed for these tests: {e}"));
     let mut cluster = super::two_nodes(&conf, &slapd).await;
     let mut a = cluster.node(0).clients().await;
     let mut b = cluster.node(1).clients().await;
@@ -192,4 +197,13 @@ async fn a_recon_whose_node_is_killed_fails_after_its_heartbeat_expires_and_a_ne
     drained_within(&mut b, Duration::from_secs(240)).await;
     let accounts = directory::search(&slapd, "(objectClass=inetOrgPerson)");
     assert_eq!(accounts.len(), ROWS, "{}", cluster.logs());
+    // Once each, by slapd's own count: a second ADD of an entry (refused by
+    // slapd, so never seen in a search) would mean a change delivered twice.
+    let mut adds: BTreeMap<String, usize> = BTreeMap::new();
+    for dn in slapd.operations("ADD") {
+        *adds.entry(dn.to_ascii_lowercase()).or_default() += 1;
+    }
+    let twice: Vec<_> = adds.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "added more than once: {twice:?}");
+    assert_eq!(adds.len(), ROWS, "one ADD per row");
 }
