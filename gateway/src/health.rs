@@ -162,16 +162,69 @@ async fn answer(State(health): State<Arc<CoreHealth>>) -> Response {
 mod tests {
     use super::*;
 
+    use serde_json::json;
+    use tonic::transport::Endpoint;
+    use tonic_health::ServingStatus as Serving;
+
+    /// The gateway's health check of the core at `endpoint`, over a channel
+    /// built as the gateway builds it.
+    fn core_health(endpoint: Endpoint) -> CoreHealth {
+        let channel = endpoint
+            .connect_timeout(Duration::from_millis(200))
+            .connect_lazy();
+        CoreHealth::new(tonic::service::interceptor::InterceptedService::new(
+            channel,
+            crate::core::TagRequestId,
+        ))
+    }
+
+    /// A core's `grpc.health.v1.Health` on a loopback port, with `down` NOT_SERVING
+    /// and the other components SERVING (`""` too: tonic_health's default).
+    async fn core_with_one_component_down(down: &str) -> std::net::SocketAddr {
+        let (reporter, service) = tonic_health::server::health_reporter();
+        for component in CORE_COMPONENTS {
+            let status = if component == down {
+                Serving::NotServing
+            } else {
+                Serving::Serving
+            };
+            reporter.set_service_status(component, status).await;
+        }
+        let incoming =
+            tonic::transport::server::TcpIncoming::bind(([127, 0, 0, 1], 0).into()).unwrap();
+        let address = incoming.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(incoming),
+        );
+        address
+    }
+
+    #[tokio::test]
+    async fn one_core_component_not_serving_is_named_down_and_the_answer_is_503() {
+        let core = core_with_one_component_down("idm.outbox").await;
+        let endpoint = Endpoint::from_shared(format!("http://{core}")).unwrap();
+        let response = answer(State(Arc::new(core_health(endpoint)))).await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        // The core answered (`""` SERVING): the named component alone is
+        // what turns the whole DOWN.
+        assert_eq!(
+            body,
+            json!({"status": "DOWN", "components": {
+                "gateway": "UP", "core": "UP", "idm.store": "UP",
+                "idm.outbox": "DOWN", "idm.scheduler": "UP", "idm.tokens": "UP"}})
+        );
+    }
+
     #[tokio::test]
     async fn an_unreachable_core_is_down_and_the_answer_is_cached() {
         // Nothing listens on port 9 of loopback (discard; refused).
-        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9")
-            .connect_timeout(Duration::from_millis(200))
-            .connect_lazy();
-        let health = CoreHealth::new(tonic::service::interceptor::InterceptedService::new(
-            channel,
-            crate::core::TagRequestId,
-        ));
+        let health = core_health(Endpoint::from_static("http://127.0.0.1:9"));
         let report = health.report().await;
         assert_eq!(report.status, DOWN);
         assert_eq!(report.components["gateway"], UP);

@@ -1080,6 +1080,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_skipped_fire_is_counted_with_its_outcome() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let scraped = recorder.handle();
+        // Thread-local; the test's current-thread runtime fires on this thread.
+        let _recording = metrics::set_default_local_recorder(&recorder);
+        let (store, reconciler) = store_and_reconciler().await;
+        // Yearly: the loop does not fire during the test; run-now does.
+        put(&store, "busy", script("0 0 0 1 1 ?", "1", false)).await;
+        let scheduler = start(&store, &reconciler, "a").await;
+        // Node b's run of it is going: b holds the run lease.
+        let until = stamp(Utc::now() + chrono::Duration::minutes(1));
+        assert!(
+            store
+                .take_lease("busy", "b", &now_timestamp(), &until)
+                .await
+                .unwrap()
+        );
+        let skipped = scheduler.run_now("busy").await.unwrap();
+        scheduler.shutdown();
+        assert_eq!(skipped.outcome, "SKIPPED_CONCURRENT");
+        let text = scraped.render();
+        let line = r#"idm_schedule_fires_total{schedule="busy",outcome="SKIPPED_CONCURRENT"} 1"#;
+        assert!(text.contains(line), "{line} not in\n{text}");
+    }
+
+    #[tokio::test]
     async fn pause_stops_fires_and_resume_restarts_them() {
         let (store, reconciler) = store_and_reconciler().await;
         put(&store, "tick", script("* * * * * ?", "1", true)).await;
