@@ -23,8 +23,8 @@ use idm_proto::v1::config_service_client::ConfigServiceClient;
 use idm_proto::v1::recon_run::State as RunState;
 use idm_proto::v1::recon_service_client::ReconServiceClient;
 use idm_proto::v1::{
-    CancelReconRequest, GetMappingRequest, GetReconRequest, ListReconsRequest, ReconByIdRequest,
-    ReconProgress, ReconRun, StartReconRequest,
+    CancelReconRequest, DurationStats, GetMappingRequest, GetReconRequest, ListReconsRequest,
+    ReconByIdRequest, ReconProgress, ReconRun, StartReconRequest,
 };
 use serde_json::{Map, Value, json};
 
@@ -119,6 +119,27 @@ fn millis(duration: Option<&prost_types::Duration>) -> i64 {
     })
 }
 
+/// Wren's `durationSummary`: per phase, its timings in whole milliseconds.
+fn duration_summary(run: &ReconRun) -> Value {
+    let whole = |ms: f64| ms.round() as i64;
+    let phase = |stats: &DurationStats| {
+        json!({
+            "count": stats.count,
+            "min": whole(stats.min_ms),
+            "max": whole(stats.max_ms),
+            "mean": whole(stats.mean_ms),
+            "sum": whole(stats.sum_ms),
+            "stdDev": whole(stats.std_dev_ms),
+        })
+    };
+    Value::Object(
+        run.duration_summary
+            .iter()
+            .map(|(name, stats)| (name.clone(), phase(stats)))
+            .collect(),
+    )
+}
+
 /// Wren's summary of a run. `mapping` (the definition's `source` and
 /// `target`), when known, fills `parameters`.
 pub fn summary(run: &ReconRun, mapping: Option<&(String, String)>) -> Value {
@@ -156,7 +177,7 @@ pub fn summary(run: &ReconRun, mapping: Option<&(String, String)>) -> Value {
             "SUCCESS": processed.saturating_sub(failures).max(0),
             "FAILURE": failures,
         },
-        "durationSummary": {},
+        "durationSummary": duration_summary(run),
         "parameters": parameters,
         "started": run.start_time.as_ref().map(ToString::to_string).unwrap_or_default(),
         "ended": run.end_time.as_ref().map(ToString::to_string).unwrap_or_default(),
@@ -397,6 +418,17 @@ mod tests {
                 seconds: 1,
                 nanos: 250_000_000,
             }),
+            duration_summary: HashMap::from([(
+                "sourcePhase".to_string(),
+                DurationStats {
+                    count: 2,
+                    min_ms: 10.4,
+                    max_ms: 30.6,
+                    mean_ms: 20.5,
+                    sum_ms: 41.0,
+                    std_dev_ms: 10.1,
+                },
+            )]),
             ..Default::default()
         };
         let ends = (
@@ -412,6 +444,10 @@ mod tests {
         assert_eq!(body["progress"]["source"]["existing"]["total"], "3");
         assert_eq!(body["progress"]["target"]["created"], 3);
         assert_eq!(body["duration"], 1250);
+        assert_eq!(
+            body["durationSummary"],
+            json!({"sourcePhase": {"count": 2, "min": 10, "max": 31, "mean": 21, "sum": 41, "stdDev": 10}})
+        );
         assert_eq!(
             body["parameters"]["sourceQuery"]["resourceName"],
             "system/csv/employee"

@@ -7,10 +7,10 @@ use idm_proto::json::to_proto_value;
 use idm_proto::v1::recon_run::State;
 use idm_proto::v1::recon_service_server::ReconService;
 use idm_proto::v1::{
-    CancelReconRequest, GetReconRequest, ListLinksRequest, ListLinksResponse, ListReconsRequest,
-    ListReconsResponse, PlanReconRequest, PlanReconResponse, PlannedChange, PropertyChange,
-    ReconByIdRequest, ReconFailure, ReconProgress, ReconRun, Scope, StartReconRequest,
-    WatchReconRequest,
+    CancelReconRequest, DurationStats, GetReconRequest, ListLinksRequest, ListLinksResponse,
+    ListReconsRequest, ListReconsResponse, PlanReconRequest, PlanReconResponse, PlannedChange,
+    PropertyChange, ReconByIdRequest, ReconFailure, ReconProgress, ReconRun, Scope,
+    StartReconRequest, WatchReconRequest,
 };
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -22,7 +22,7 @@ use super::paging::Page;
 use super::timestamp;
 use super::trail;
 use crate::managed::compile_filter;
-use crate::store::{Columns, Progress, ReconFailureRecord, ReconRunRecord};
+use crate::store::{Columns, PhaseTiming, Progress, ReconFailureRecord, ReconRunRecord};
 use crate::sync::recon::{ReconError, Reconciler};
 
 pub struct ReconApi {
@@ -94,6 +94,18 @@ fn failure(f: &ReconFailureRecord) -> ReconFailure {
     }
 }
 
+fn duration_stats(timing: &PhaseTiming) -> DurationStats {
+    let ms = |us: f64| us / 1000.0;
+    DurationStats {
+        count: i64::try_from(timing.count).unwrap_or(i64::MAX),
+        min_ms: ms(timing.min_us as f64),
+        max_ms: ms(timing.max_us as f64),
+        mean_ms: ms(timing.mean_us()),
+        sum_ms: ms(timing.total_us as f64),
+        std_dev_ms: ms(timing.std_dev_us()),
+    }
+}
+
 pub fn run_to_proto(run: &ReconRunRecord) -> ReconRun {
     let state = match run.state.as_str() {
         "PENDING" => State::Pending,
@@ -130,6 +142,11 @@ pub fn run_to_proto(run: &ReconRunRecord) -> ReconRun {
         duration,
         started_by: run.started_by.clone(),
         error: run.error.clone().unwrap_or_default(),
+        duration_summary: run
+            .durations
+            .iter()
+            .map(|(phase, timing)| (phase.clone(), duration_stats(timing)))
+            .collect(),
     }
 }
 

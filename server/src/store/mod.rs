@@ -54,7 +54,9 @@ pub use query::{
     Columns, CompileError, CompiledFilter, FieldResolver, Identifier, QueryPage, QueryPlan,
     ResolvedField, SortKey, compile,
 };
-pub use recon::{MAX_KEPT_FAILURES, Progress, ReconFailureRecord, ReconRunRecord, RunStanding};
+pub use recon::{
+    MAX_KEPT_FAILURES, PhaseTiming, Progress, ReconFailureRecord, ReconRunRecord, RunStanding,
+};
 pub use retention::PRUNE_BATCH;
 pub use schedules::{ExecutionRecord, ScheduleState};
 pub use sort::{Candidates, SearchTerm, SortIndex};

@@ -53,6 +53,57 @@ pub struct ReconRunRecord {
     /// never write it, so they never undo a request.
     #[serde(default, skip_serializing)]
     pub cancel_requested: bool,
+    /// How long each phase took, by Wren's phase name (`sourceQuery`,
+    /// `sourcePhase`, …); empty on runs older than phase timings.
+    #[serde(default)]
+    pub durations: BTreeMap<String, PhaseTiming>,
+}
+
+/// How long one phase of a run took over every time it ran (each batch read
+/// or processed, each links read, …), in microseconds: enough to give the
+/// count, sum, extremes, mean and standard deviation without keeping samples.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct PhaseTiming {
+    pub count: u64,
+    pub total_us: u64,
+    pub min_us: u64,
+    pub max_us: u64,
+    /// The sum of the squared durations (µs²), for the standard deviation.
+    pub squares_us: f64,
+}
+
+impl PhaseTiming {
+    pub fn add(&mut self, elapsed: Duration) {
+        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.min_us = if self.count == 0 {
+            us
+        } else {
+            self.min_us.min(us)
+        };
+        self.max_us = self.max_us.max(us);
+        self.count += 1;
+        self.total_us = self.total_us.saturating_add(us);
+        self.squares_us += (us as f64) * (us as f64);
+    }
+
+    pub fn mean_us(&self) -> f64 {
+        if self.count == 0 {
+            return 0.0;
+        }
+        self.total_us as f64 / self.count as f64
+    }
+
+    /// The population standard deviation.
+    pub fn std_dev_us(&self) -> f64 {
+        if self.count == 0 {
+            return 0.0;
+        }
+        let mean = self.mean_us();
+        // Rounding can take the variance of equal samples a hair below zero.
+        (self.squares_us / self.count as f64 - mean * mean)
+            .max(0.0)
+            .sqrt()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -84,14 +135,15 @@ impl ReconRunRecord {
 
 const RUN_COLUMNS: &str = "rid, mapping, state, stage, source, target, links, situations, actions, failures, \
                            failure_count, started, ended, started_by, error, node ?? '' AS node, \
-                           cancel_requested ?? false AS cancel_requested";
+                           cancel_requested ?? false AS cancel_requested, durations ?? {} AS durations";
 
 /// What a progress save writes: every field but the heartbeat and the cancel request.
 const RUN_SET: &str = "rid = $run.rid, mapping = $run.mapping, state = $run.state, stage = $run.stage, \
                        source = $run.source, target = $run.target, links = $run.links, \
                        situations = $run.situations, actions = $run.actions, failures = $run.failures, \
                        failure_count = $run.failure_count, started = $run.started, ended = $run.ended, \
-                       started_by = $run.started_by, error = $run.error, node = $run.node";
+                       started_by = $run.started_by, error = $run.error, node = $run.node, \
+                       durations = $run.durations";
 
 /// The marker of a refused lease in the store's error, followed by the holder's run id.
 const LEASE_HELD: &str = "recon-lease-held:";
@@ -519,6 +571,57 @@ mod tests {
                 .unwrap(),
             Err("0006".to_string())
         );
+    }
+
+    #[test]
+    fn a_phase_timing_gives_count_sum_extremes_mean_and_standard_deviation() {
+        let mut timing = PhaseTiming::default();
+        for ms in [30, 10, 20] {
+            timing.add(Duration::from_millis(ms));
+        }
+        assert_eq!(
+            (timing.count, timing.total_us, timing.min_us, timing.max_us),
+            (3, 60_000, 10_000, 30_000)
+        );
+        assert!((timing.mean_us() - 20_000.0).abs() < 1e-6);
+        // sqrt(((10 - 20)² + 0 + (30 - 20)²) / 3) ms
+        assert!((timing.std_dev_us() - 8_164.966).abs() < 0.01);
+        let mut once = PhaseTiming::default();
+        once.add(Duration::from_micros(7));
+        assert_eq!((once.min_us, once.max_us, once.std_dev_us()), (7, 7, 0.0));
+    }
+
+    #[tokio::test]
+    async fn timings_are_saved_with_the_run_and_an_older_run_reads_without_them() {
+        let store = Store::open("mem://").await.unwrap();
+        let mut timed = run("0001", "m", "SUCCESS");
+        timed
+            .durations
+            .entry("sourcePhase".into())
+            .or_default()
+            .add(Duration::from_micros(1500));
+        store.save_run(&timed).await.unwrap();
+        assert_eq!(store.get_run("0001").await.unwrap().unwrap(), timed);
+
+        // As a run was stored before runs were timed.
+        store
+            .execute(
+                "CREATE type::record('recon_run', $rid) CONTENT { rid: $rid, mapping: 'm', \
+                 state: 'SUCCESS', stage: 'COMPLETED_SUCCESS', source: $progress, \
+                 target: $progress, links: $progress, situations: {}, actions: {}, \
+                 failures: [], failure_count: 0, started: $started, ended: NONE, \
+                 started_by: 'bootstrap', error: NONE } RETURN NONE",
+                json!({
+                    "rid": "0000",
+                    "progress": Progress::default(),
+                    "started": now_timestamp(),
+                }),
+            )
+            .await
+            .unwrap();
+        let older = store.get_run("0000").await.unwrap().unwrap();
+        assert!(older.durations.is_empty());
+        assert_eq!(older.state, "SUCCESS");
     }
 
     #[test]

@@ -83,7 +83,41 @@ async fn the_cookbook_recon_creates_users_and_is_summarised_as_wren_does() {
         );
     }
     assert!(run["duration"].is_number());
-    assert!(run["durationSummary"].is_object());
+    // Per phase, Wren's six figures in milliseconds.
+    let summary = run["durationSummary"].as_object().unwrap();
+    for phase in [
+        "sourceQuery",
+        "sourcePhase",
+        "linkQuery",
+        "targetQuery",
+        "targetPhase",
+    ] {
+        let stats = summary
+            .get(phase)
+            .and_then(Value::as_object)
+            .unwrap_or_else(|| panic!("{phase}: {run}"));
+        let mut keys: Vec<&str> = stats.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            ["count", "max", "mean", "min", "stdDev", "sum"],
+            "{phase}"
+        );
+        let figure = |key: &str| {
+            stats[key]
+                .as_i64()
+                .unwrap_or_else(|| panic!("{phase}.{key}: {run}"))
+        };
+        assert!(figure("count") >= 1, "{phase}: {run}");
+        assert!(
+            figure("min") <= figure("mean") && figure("mean") <= figure("max"),
+            "{phase}: {run}"
+        );
+        assert!(
+            figure("sum") >= figure("max") && figure("stdDev") >= 0,
+            "{phase}: {run}"
+        );
+    }
 
     let users = rest
         .get("/managed/user?_queryFilter=true")

@@ -662,7 +662,17 @@ mod tests {
     }
 
     impl Cluster {
+        /// A source that never ends until the cluster is dropped.
         async fn new() -> Self {
+            Self::open(None).await
+        }
+
+        /// A source of these CSV rows (header first), read to its end.
+        async fn with_rows(csv: &str) -> Self {
+            Self::open(Some(csv)).await
+        }
+
+        async fn open(csv: Option<&str>) -> Self {
             let store = Store::open("mem://").await.unwrap();
             let dir = std::env::temp_dir().join(format!("idm-runs-{}", uuid::Uuid::new_v4()));
             std::fs::create_dir_all(&dir).unwrap();
@@ -673,16 +683,13 @@ mod tests {
                 Arc::new(secrets),
             );
             let hr = dir.join("hr.csv");
-            let made = std::process::Command::new("mkfifo")
-                .arg(&hr)
-                .status()
-                .unwrap();
-            assert!(made.success());
-            let pipe = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&hr)
-                .unwrap();
+            let pipe = match csv {
+                Some(rows) => {
+                    std::fs::write(&hr, rows).unwrap();
+                    None
+                }
+                None => Some(open_pipe(&hr)),
+            };
             let sample: Value = serde_json::from_str(include_str!(
                 "../../../../tests/fixtures/idm-sync/sync.json"
             ))
@@ -714,7 +721,7 @@ mod tests {
                 store,
                 objects,
                 dir,
-                pipe: Some(pipe),
+                pipe,
             }
         }
 
@@ -722,6 +729,20 @@ mod tests {
             Reconciler::new(self.store.clone(), self.objects.clone(), self.dir.clone())
                 .with_node(node)
         }
+    }
+
+    /// A named pipe at `path`, held open at both ends.
+    fn open_pipe(path: &std::path::Path) -> std::fs::File {
+        let made = std::process::Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap()
     }
 
     impl Drop for Cluster {
@@ -733,6 +754,43 @@ mod tests {
 
     async fn within<T>(what: impl std::future::Future<Output = T>) -> T {
         tokio::time::timeout(LIMIT, what).await.unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_finished_run_times_each_phase_it_ran_and_any_node_reads_the_timings() {
+        let cluster = Cluster::with_rows(
+            "uid,firstName,lastName,telephoneNumber\n\
+             123,Jon,Snow,5551234\n\
+             456,John,Doe,5554567\n",
+        )
+        .await;
+        let (a, b) = (cluster.node("node-a"), cluster.node("node-b"));
+        let run = a.start(MAPPING, None, "test").await.unwrap();
+        let ended = within(a.wait(&run.rid)).await.unwrap();
+        assert_eq!(ended.state, "SUCCESS", "{ended:?}");
+
+        let phases: Vec<&str> = ended.durations.keys().map(String::as_str).collect();
+        assert_eq!(
+            phases,
+            [
+                "linkQuery",
+                "sourcePhase",
+                "sourceQuery",
+                "targetPhase",
+                "targetQuery"
+            ]
+        );
+        for (phase, timing) in &ended.durations {
+            assert!(timing.count >= 1, "{phase}: {timing:?}");
+            let (min, mean, max) = (timing.min_us as f64, timing.mean_us(), timing.max_us as f64);
+            assert!(min <= mean && mean <= max, "{phase}: {timing:?}");
+            assert!(timing.std_dev_us() >= 0.0, "{phase}: {timing:?}");
+        }
+        // One batch of two rows, one target phase.
+        assert_eq!(ended.durations["sourcePhase"].count, 1);
+        assert_eq!(ended.durations["targetPhase"].count, 1);
+        // The saved record carries them: another node reads the same figures.
+        assert_eq!(b.get(&run.rid).await.unwrap().durations, ended.durations);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use super::ReconError;
-use super::run::{BATCH, PAGE, PlannedChange, PropertyChange, Recon};
+use super::run::{BATCH, PAGE, PlannedChange, PropertyChange, Recon, ReconTask};
 use crate::connector::{Connector, ConnectorObject, SourceItem};
 use crate::store::ReconFailureRecord;
 use crate::sync::provision::{Change, MASKED, Preview, Provisioner};
@@ -48,7 +48,7 @@ pub(super) async fn reconcile(
             if recon.is_cancelled() {
                 return Ok(());
             }
-            provision(&recon, &mut provisioner, batch).await?;
+            provision_timed(&recon, &mut provisioner, batch).await?;
         }
         return Ok(());
     }
@@ -56,8 +56,11 @@ pub(super) async fn reconcile(
     // Every object of the source type, a page at a time.
     let mut after: Option<String> = None;
     loop {
-        let page = store
-            .object_ids_page(&source_type, after.as_deref(), PAGE)
+        let page = recon
+            .timed(
+                ReconTask::SourceQuery,
+                store.object_ids_page(&source_type, after.as_deref(), PAGE),
+            )
             .await?;
         let Some(last) = page.last() else { break };
         after = Some(last.clone());
@@ -65,7 +68,7 @@ pub(super) async fn reconcile(
             if recon.is_cancelled() {
                 return Ok(());
             }
-            provision(&recon, &mut provisioner, batch).await?;
+            provision_timed(&recon, &mut provisioner, batch).await?;
         }
     }
     // Then the links: those whose object the walk did not meet are
@@ -73,7 +76,12 @@ pub(super) async fn reconcile(
     // counts as seen even when the run did not touch it.
     let mut after: Option<String> = None;
     loop {
-        let page = store.links_page(&mapping, after.as_deref(), PAGE).await?;
+        let page = recon
+            .timed(
+                ReconTask::LinkQuery,
+                store.links_page(&mapping, after.as_deref(), PAGE),
+            )
+            .await?;
         let Some((last, _)) = page.last() else { break };
         after = Some(last.clone());
         recon.mark_targets(page.iter().map(|(_, target)| target));
@@ -87,7 +95,7 @@ pub(super) async fn reconcile(
             if recon.is_cancelled() {
                 return Ok(());
             }
-            provision(&recon, &mut provisioner, batch).await?;
+            provision_timed(&recon, &mut provisioner, batch).await?;
         }
     }
 
@@ -95,7 +103,20 @@ pub(super) async fn reconcile(
         return Ok(());
     }
     recon.update(|r| r.stage = "ACTIVE_RECONCILING_TARGET".into());
-    target_phase(&recon, &provisioner).await
+    recon
+        .timed(ReconTask::TargetPhase, target_phase(&recon, &provisioner))
+        .await
+}
+
+/// [`provision`], timed as one batch of the source phase.
+async fn provision_timed(
+    recon: &Recon,
+    provisioner: &mut Provisioner,
+    batch: &[String],
+) -> Result<(), ReconError> {
+    recon
+        .timed(ReconTask::SourcePhase, provision(recon, provisioner, batch))
+        .await
 }
 
 /// Provisions one batch of managed objects through the mapping and counts

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::Value;
@@ -24,6 +25,35 @@ pub(super) const BATCH: usize = 500;
 /// Ids read from the store at a time when a run walks every link or object
 /// of a mapping (its target phase): bounded memory, few round trips.
 pub(super) const PAGE: usize = 5_000;
+
+/// What a run times, by Wren's names for these tasks of a reconciliation
+/// (its `durationSummary`). Each is timed per piece of work, never per record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ReconTask {
+    /// Reading the source: each batch read from the connector (inbound), each
+    /// page of managed ids (outbound).
+    SourceQuery,
+    /// Reconciling each batch of source records.
+    SourcePhase,
+    /// Each read of the mapping's links.
+    LinkQuery,
+    /// Each page of target ids the target phase reads (inbound).
+    TargetQuery,
+    /// The whole target phase, once.
+    TargetPhase,
+}
+
+impl ReconTask {
+    pub fn name(self) -> &'static str {
+        match self {
+            ReconTask::SourceQuery => "sourceQuery",
+            ReconTask::SourcePhase => "sourcePhase",
+            ReconTask::LinkQuery => "linkQuery",
+            ReconTask::TargetQuery => "targetQuery",
+            ReconTask::TargetPhase => "targetPhase",
+        }
+    }
+}
 
 /// A change a dry run would make.
 #[derive(Debug, Clone, PartialEq)]
@@ -152,6 +182,26 @@ impl Recon {
             .or_default() += 1;
     }
 
+    /// Adds one timing of a task to the run's record.
+    pub fn record_time(&self, task: ReconTask, elapsed: Duration) {
+        let durations = &mut lock(&self.state).record.durations;
+        match durations.get_mut(task.name()) {
+            Some(timing) => timing.add(elapsed),
+            None => durations
+                .entry(task.name().to_string())
+                .or_default()
+                .add(elapsed),
+        }
+    }
+
+    /// Runs `work` and records how long it took as one timing of `task`.
+    pub async fn timed<T>(&self, task: ReconTask, work: impl std::future::Future<Output = T>) -> T {
+        let started = Instant::now();
+        let outcome = work.await;
+        self.record_time(task, started.elapsed());
+        outcome
+    }
+
     pub fn fail(&self, failure: ReconFailureRecord) {
         lock(&self.state).record.record_failure(failure);
     }
@@ -221,7 +271,11 @@ pub(super) async fn reconcile(
                 if worker.recon().is_cancelled() {
                     continue;
                 }
+                let started = Instant::now();
                 let result = worker.source_batch(batch).await;
+                worker
+                    .recon()
+                    .record_time(ReconTask::SourcePhase, started.elapsed());
                 if result.is_err() {
                     // Stop the reader; the run fails with this error.
                     worker.recon().cancel();
@@ -258,19 +312,19 @@ pub(super) async fn reconcile(
             .filter(|id| !recon.source_seen(id))
             .collect();
         if !missing.is_empty() {
-            on_worker_thread(Arc::clone(&recon), |mut worker| async move {
+            let absent = on_worker_thread(Arc::clone(&recon), |mut worker| async move {
                 worker.absent_sources(missing).await
-            })
-            .await?;
+            });
+            recon.timed(ReconTask::SourcePhase, absent).await?;
         }
         return Ok(());
     }
     if recon.mapping.run_target_phase {
         recon.update(|r| r.stage = "ACTIVE_RECONCILING_TARGET".into());
-        on_worker_thread(Arc::clone(&recon), |mut worker| async move {
+        let target_phase = on_worker_thread(Arc::clone(&recon), |mut worker| async move {
             worker.target_phase().await
-        })
-        .await?;
+        });
+        recon.timed(ReconTask::TargetPhase, target_phase).await?;
     }
     Ok(())
 }
@@ -286,6 +340,8 @@ async fn read_source(
     let wanted = |uid: &str| only.is_none_or(|ids| ids.contains(uid));
     let mut items = connector.query(object_type);
     let mut batch = Vec::with_capacity(BATCH);
+    // Each batch's read is timed, not the wait for a worker to take it.
+    let mut reading = Instant::now();
     // A cancel does not wait for the connector's next object.
     let cancelled = recon.cancel_signal.notified();
     tokio::pin!(cancelled);
@@ -302,13 +358,13 @@ async fn read_source(
         match item? {
             SourceItem::Object(object) if wanted(&object.uid) => {
                 batch.push(object);
-                if batch.len() == BATCH
-                    && batches
-                        .send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
-                        .await
-                        .is_err()
-                {
-                    return Ok(());
+                if batch.len() == BATCH {
+                    recon.record_time(ReconTask::SourceQuery, reading.elapsed());
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                    if batches.send(full).await.is_err() {
+                        return Ok(());
+                    }
+                    reading = Instant::now();
                 }
             }
             SourceItem::Object(_) => {}
@@ -332,6 +388,8 @@ async fn read_source(
             }
         }
     }
+    // The last batch, or the read of the source's end after a full one.
+    recon.record_time(ReconTask::SourceQuery, reading.elapsed());
     if !batch.is_empty() {
         let _ = batches.send(batch).await;
     }

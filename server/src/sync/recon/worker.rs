@@ -11,7 +11,7 @@ use idm_proto::filter::{self, CompareOp, Filter};
 use serde_json::{Map, Value, json};
 
 use super::ReconError;
-use super::run::{BATCH, PAGE, PlannedChange, PropertyChange, Recon};
+use super::run::{BATCH, PAGE, PlannedChange, PropertyChange, Recon, ReconTask};
 use crate::connector::ConnectorObject;
 use crate::managed::{ManagedError, PatchOp, PropertyKind, Query};
 use crate::script::{CompiledId, Limits, ScriptSource};
@@ -162,8 +162,10 @@ impl Worker {
         let ids: Vec<String> = rows.iter().map(|r| r.uid.clone()).collect();
         recon.mark_sources(&ids);
         let links: HashMap<String, String> = recon
-            .store
-            .links_of_sources(mapping, &ids)
+            .timed(
+                ReconTask::LinkQuery,
+                recon.store.links_of_sources(mapping, &ids),
+            )
             .await?
             .into_iter()
             .map(|l| (l.source, l.target))
@@ -280,8 +282,10 @@ impl Worker {
             .collect();
         targets.extend(self.targets(&unread).await?);
         let claimed: HashMap<String, String> = recon
-            .store
-            .links_to_targets(mapping, &found)
+            .timed(
+                ReconTask::LinkQuery,
+                recon.store.links_to_targets(mapping, &found),
+            )
             .await?
             .into_iter()
             .map(|l| (l.target, l.source))
@@ -362,8 +366,12 @@ impl Worker {
         let mut after: Option<String> = None;
         loop {
             let page = recon
-                .store
-                .link_sources_page(&mapping, after.as_deref(), PAGE)
+                .timed(
+                    ReconTask::LinkQuery,
+                    recon
+                        .store
+                        .link_sources_page(&mapping, after.as_deref(), PAGE),
+                )
                 .await?;
             let Some(last) = page.last() else { break };
             after = Some(last.clone());
@@ -380,8 +388,10 @@ impl Worker {
                 }
                 // Only an orphan's link is read whole: its target decides.
                 let links: Vec<(String, String)> = recon
-                    .store
-                    .links_of_sources(&mapping, chunk)
+                    .timed(
+                        ReconTask::LinkQuery,
+                        recon.store.links_of_sources(&mapping, chunk),
+                    )
                     .await?
                     .into_iter()
                     .map(|l| (l.source, l.target))
@@ -397,8 +407,12 @@ impl Worker {
         let mut after: Option<String> = None;
         loop {
             let page = recon
-                .store
-                .object_ids_page(&recon.target_type, after.as_deref(), PAGE)
+                .timed(
+                    ReconTask::TargetQuery,
+                    recon
+                        .store
+                        .object_ids_page(&recon.target_type, after.as_deref(), PAGE),
+                )
                 .await?;
             let Some(last) = page.last() else { break };
             after = Some(last.clone());
@@ -439,8 +453,10 @@ impl Worker {
     async fn unseen_targets(&mut self, ids: &[String]) -> Result<(), ReconError> {
         let recon = Arc::clone(&self.recon);
         let linked: HashSet<String> = recon
-            .store
-            .links_to_targets(&recon.mapping.name, ids)
+            .timed(
+                ReconTask::LinkQuery,
+                recon.store.links_to_targets(&recon.mapping.name, ids),
+            )
             .await?
             .into_iter()
             .map(|l| l.target)
@@ -488,8 +504,10 @@ impl Worker {
     pub async fn absent_sources(&mut self, ids: Vec<String>) -> Result<(), ReconError> {
         let recon = Arc::clone(&self.recon);
         let links: HashMap<String, String> = recon
-            .store
-            .links_of_sources(&recon.mapping.name, &ids)
+            .timed(
+                ReconTask::LinkQuery,
+                recon.store.links_of_sources(&recon.mapping.name, &ids),
+            )
             .await?
             .into_iter()
             .map(|l| (l.source, l.target))
