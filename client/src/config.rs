@@ -105,6 +105,7 @@ pub async fn connectors(ctx: &Context, command: ConfigCommand) -> Result<(), Cli
         ConfigCommand::Get { name } => {
             let request = GetConnectorRequest {
                 name: full_name(PREFIX, &name),
+                ..Default::default()
             };
             let connector = client.get_connector(request).await?.into_inner();
             print_json(&definition(connector.configuration.as_ref()))

@@ -6,10 +6,14 @@
 //! |---|---|---|
 //! | `sync` | `{"mappings": […]}` (`ConfigService.ListMappings`) | each mapping `PutMapping`, then the ones left out deleted |
 //! | `managed` | `{"objects": […]}` (`ObjectService.ListObjectTypes`) | 501: `managed.json` is read at start |
-//! | `provisioner.openicf/{name}` | the connector (`GetConnector`) | `PutConnector` |
+//! | `provisioner.openicf/{name}` | the connector in Wren's ICF shape (`GetConnector`, provisioner view) | `PutConnector` with an ICF body |
+//! | `connector/{name}` | the connector in idm's own shape (`GetConnector`) | `PutConnector` |
 //! | `schedule/{name}` | the schedule (`GetSchedule`) | `CreateSchedule` / `UpdateSchedule` |
 //!
-//! `GET /config` lists them (`{"configurations": [{"_id", "pid", "factoryPid"}]}`).
+//! `GET /config` lists them (`{"configurations": [{"_id", "pid", "factoryPid"}]}`),
+//! each connector once, as `provisioner.openicf/{name}`. The core stores a
+//! connector in idm's shape only and translates Wren's both ways, so both
+//! paths show the one document.
 //! A `sync` write is not one transaction: mappings are written in order and
 //! the first refused one stops it (those before it stay written).
 
@@ -25,7 +29,7 @@ use idm_proto::v1::config_service_client::ConfigServiceClient;
 use idm_proto::v1::object_service_client::ObjectServiceClient;
 use idm_proto::v1::schedule_service_client::ScheduleServiceClient;
 use idm_proto::v1::{
-    Connector, CreateScheduleRequest, DeleteMappingRequest, GetConnectorRequest,
+    Connector, ConnectorView, CreateScheduleRequest, DeleteMappingRequest, GetConnectorRequest,
     GetScheduleRequest, ListConnectorsRequest, ListMappingsRequest, ListObjectTypesRequest,
     ListSchedulesRequest, Mapping, PutConnectorRequest, PutMappingRequest, Schedule,
     UpdateScheduleRequest,
@@ -60,13 +64,123 @@ fn with_id(id: &str, body: Map<String, Value>) -> Value {
     Value::Object(shown)
 }
 
-fn connector_document(connector: &Connector, name: &str) -> Value {
+/// The two shapes a connector is read and written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// Wren's: `connectorRef`, `configurationProperties`, `objectTypes`, ….
+    Provisioner,
+    /// idm's own: what `connector-<name>.json` holds.
+    Idm,
+}
+
+impl Shape {
+    fn of(kind: &str) -> Option<Shape> {
+        match kind {
+            "provisioner.openicf" => Some(Shape::Provisioner),
+            "connector" => Some(Shape::Idm),
+            _ => None,
+        }
+    }
+
+    fn kind(self) -> &'static str {
+        match self {
+            Shape::Provisioner => "provisioner.openicf",
+            Shape::Idm => "connector",
+        }
+    }
+
+    fn view(self) -> ConnectorView {
+        match self {
+            Shape::Provisioner => ConnectorView::Provisioner,
+            Shape::Idm => ConnectorView::Unspecified,
+        }
+    }
+
+    /// A body in the other shape is refused naming where it belongs: the
+    /// core takes either, but would answer in the one it was given.
+    fn check_body(self, name: &str, configuration: &Map<String, Value>) -> Result<(), RestError> {
+        match (self, configuration.contains_key("connectorRef")) {
+            (Shape::Provisioner, false) => Err(RestError::bad_request(format!(
+                "connectorRef: required in Wren's provisioner shape \
+                 (idm's own connector shape is written at config/connector/{name})"
+            ))),
+            (Shape::Idm, true) => Err(RestError::bad_request(format!(
+                "connectorRef: Wren's provisioner shape is written at \
+                 config/provisioner.openicf/{name}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn connector_document(connector: &Connector, shape: Shape, name: &str) -> Value {
     let body = connector
         .configuration
         .as_ref()
         .map(from_proto_struct)
         .unwrap_or_default();
-    with_id(&format!("provisioner.openicf/{name}"), body)
+    with_id(&format!("{}/{name}", shape.kind()), body)
+}
+
+async fn read_connector(
+    state: &RestState,
+    caller: &Caller,
+    shape: Shape,
+    name: &str,
+) -> Result<Value, RestError> {
+    let connector = core_call!(
+        state,
+        caller,
+        ConfigServiceClient.get_connector(GetConnectorRequest {
+            name: format!("connectors/{name}"),
+            view: shape.view().into(),
+        })
+    )
+    .await
+    .map_err(|mut e| {
+        // The core cannot show this connector in Wren's shape.
+        if e.code == 501 {
+            e.message = format!(
+                "{}; read and write it in idm's shape at config/connector/{name}",
+                e.message
+            );
+        }
+        e
+    })?;
+    Ok(connector_document(&connector, shape, name))
+}
+
+async fn write_connector(
+    state: &RestState,
+    caller: &Caller,
+    shape: Shape,
+    name: &str,
+    body: &Value,
+) -> Result<Value, RestError> {
+    let mut configuration = body
+        .as_object()
+        .cloned()
+        .ok_or_else(|| RestError::bad_request("a connector is a JSON object"))?;
+    configuration.remove("_id");
+    shape.check_body(name, &configuration)?;
+    let connector_type = configuration
+        .get("connectorType")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let stored = core_call!(
+        state,
+        caller,
+        ConfigServiceClient.put_connector(PutConnectorRequest {
+            connector: Some(Connector {
+                name: format!("connectors/{name}"),
+                connector_type: connector_type.clone(),
+                configuration: Some(to_proto_struct(&configuration)),
+            }),
+        })
+    )
+    .await?;
+    Ok(connector_document(&stored, shape, name))
 }
 
 /// A schedule as its conf document: what a read adds at runtime left out.
@@ -171,18 +285,11 @@ async fn read_two(
     Path((kind, name)): Path<(String, String)>,
 ) -> Result<Response, RestError> {
     let name = plain(&name)?.to_string();
+    if let Some(shape) = Shape::of(&kind) {
+        let body = read_connector(&state, &caller, shape, &name).await?;
+        return Ok(json_response(StatusCode::OK, &body));
+    }
     let body = match kind.as_str() {
-        "provisioner.openicf" => {
-            let connector = core_call!(
-                &state,
-                &caller,
-                ConfigServiceClient.get_connector(GetConnectorRequest {
-                    name: format!("connectors/{name}"),
-                })
-            )
-            .await?;
-            connector_document(&connector, &name)
-        }
         "schedule" => {
             let schedule = core_call!(
                 &state,
@@ -292,35 +399,11 @@ async fn write_two(
     JsonBody(body): JsonBody,
 ) -> Result<Response, RestError> {
     let name = plain(&name)?.to_string();
+    if let Some(shape) = Shape::of(&kind) {
+        let stored = write_connector(&state, &caller, shape, &name, &body).await?;
+        return Ok(json_response(StatusCode::OK, &stored));
+    }
     match kind.as_str() {
-        "provisioner.openicf" => {
-            let mut configuration = body
-                .as_object()
-                .cloned()
-                .ok_or_else(|| RestError::bad_request("a connector is a JSON object"))?;
-            configuration.remove("_id");
-            let connector_type = configuration
-                .get("connectorType")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            let stored = core_call!(
-                &state,
-                &caller,
-                ConfigServiceClient.put_connector(PutConnectorRequest {
-                    connector: Some(Connector {
-                        name: format!("connectors/{name}"),
-                        connector_type: connector_type.clone(),
-                        configuration: Some(to_proto_struct(&configuration)),
-                    }),
-                })
-            )
-            .await?;
-            Ok(json_response(
-                StatusCode::OK,
-                &connector_document(&stored, &name),
-            ))
-        }
         "schedule" => {
             let mut schedule = schedule_of(&body)?;
             let full = format!("schedules/{name}");

@@ -1,14 +1,16 @@
 //! `idm.v1.ConfigService`: connectors and mappings as stored documents. Their
 //! engines arrive with the reconciliation and LDAP work; here they are kept,
-//! listed and replaced.
+//! listed and replaced. A connector is stored in idm's shape only; Wren's
+//! provisioner shape is translated to it on a write and back on a read.
 
 use idm_proto::json::{from_proto_struct, to_proto_struct};
 use idm_proto::v1::config_service_server::ConfigService;
 use idm_proto::v1::{
-    Connector, DeleteConnectorRequest, DeleteConnectorResponse, DeleteMappingRequest,
-    DeleteMappingResponse, GetConnectorRequest, GetMappingRequest, ListConnectorsRequest,
-    ListConnectorsResponse, ListMappingsRequest, ListMappingsResponse, Mapping,
-    PutConnectorRequest, PutMappingRequest, Scope, TestConnectorRequest, TestConnectorResponse,
+    Connector, ConnectorView, DeleteConnectorRequest, DeleteConnectorResponse,
+    DeleteMappingRequest, DeleteMappingResponse, GetConnectorRequest, GetMappingRequest,
+    ListConnectorsRequest, ListConnectorsResponse, ListMappingsRequest, ListMappingsResponse,
+    Mapping, PutConnectorRequest, PutMappingRequest, Scope, TestConnectorRequest,
+    TestConnectorResponse,
 };
 use serde_json::{Map, Value};
 use tonic::{Request, Response, Status};
@@ -22,7 +24,7 @@ use crate::managed::ManagedObjects;
 use crate::store::{ConfigDocument, Store};
 use crate::sync::Mapping as SyncMapping;
 use futures::StreamExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::sync::outbox::ImplicitSync;
@@ -52,6 +54,86 @@ fn connector(doc: ConfigDocument) -> Connector {
             .to_string(),
         configuration: Some(to_proto_struct(&body)),
     }
+}
+
+/// A connector as a read shows it, in Wren's provisioner shape.
+fn provisioner(doc: ConfigDocument) -> Result<Connector, Status> {
+    let mut shown = connector(doc);
+    let name = shown
+        .name
+        .strip_prefix("connectors/")
+        .unwrap_or(&shown.name);
+    let body = shown
+        .configuration
+        .as_ref()
+        .map(from_proto_struct)
+        .unwrap_or_default();
+    let icf = config::provisioner_of(name, &body)
+        .map_err(|e| Status::unimplemented(format!("connector \"{name}\": {e}")))?;
+    shown.configuration = Some(to_proto_struct(&icf));
+    Ok(shown)
+}
+
+/// Whether a configuration is in Wren's provisioner shape.
+fn is_provisioner(configuration: &Map<String, Value>) -> bool {
+    configuration.contains_key("connectorRef")
+}
+
+/// Wren's provisioner document as idm's connector document, translated as
+/// idmd reads a `provisioner.openicf-<name>.json`; the settings idm does not
+/// act on are logged.
+fn from_provisioner(
+    name: &str,
+    connector_type: &str,
+    icf: &Map<String, Value>,
+) -> Result<Map<String, Value>, Status> {
+    let document = format!("provisioner.openicf/{name}");
+    let translated = config::translate_provisioner(Path::new(&document), name, icf)
+        .map_err(|e| match e {
+            config::ConfError::Invalid { field, message, .. } => invalid_field(field, message),
+            other => Status::invalid_argument(other.to_string()),
+        })?
+        .ok_or_else(|| {
+            invalid_field(
+                "enabled".into(),
+                "false: idm keeps no disabled connector; delete it instead".into(),
+            )
+        })?;
+    if translated.name != name {
+        return Err(invalid_field(
+            "name".into(),
+            format!(
+                "\"{}\" is not the connector's name \"{name}\"",
+                translated.name
+            ),
+        ));
+    }
+    if let Some(key) = translated.unreadable.first() {
+        return Err(invalid_field(
+            key.clone(),
+            "encrypted by Wren ({\"$crypto\": …}), which idm cannot decrypt: send the password itself"
+                .into(),
+        ));
+    }
+    let translated_type = translated
+        .body
+        .get("connectorType")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if !connector_type.is_empty() && connector_type != translated_type {
+        return Err(invalid_field(
+            "connector_type".into(),
+            format!("\"{connector_type}\", but connectorRef names the {translated_type} connector"),
+        ));
+    }
+    if !translated.ignored.is_empty() {
+        tracing::warn!(
+            connector = %name,
+            settings = %translated.ignored.join("; "),
+            "settings of a Wren provisioner document that idm does not support are ignored"
+        );
+    }
+    Ok(translated.body)
 }
 
 fn mapping(doc: ConfigDocument) -> Mapping {
@@ -169,7 +251,12 @@ impl ConfigService for ConfigApi {
     ) -> Result<Response<Connector>, Status> {
         caller(&request)?.require(Scope::Read)?;
         let name = short_name(&request.get_ref().name, "connectors/")?;
-        Ok(Response::new(connector(self.get("connector", name).await?)))
+        let document = self.get("connector", name).await?;
+        let shown = match request.get_ref().view() {
+            ConnectorView::Unspecified => connector(document),
+            ConnectorView::Provisioner => provisioner(document)?,
+        };
+        Ok(Response::new(shown))
     }
 
     async fn put_connector(
@@ -193,14 +280,27 @@ impl ConfigService for ConfigApi {
             .as_ref()
             .map(from_proto_struct)
             .unwrap_or_default();
-        if !given.connector_type.is_empty() {
+        let in_provisioner_shape = is_provisioner(&body);
+        if in_provisioner_shape {
+            body = from_provisioner(name, &given.connector_type, &body)?;
+        } else if !given.connector_type.is_empty() {
             body.insert("connectorType".into(), Value::String(given.connector_type));
         }
         let body = self.admit("connector", name, body).await?;
+        // Checked before storing: what was written in Wren's shape reads back in it.
+        if in_provisioner_shape {
+            config::provisioner_of(name, &body)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        }
         let stored = self.put("connector", name, body).await?;
         connector::warn_insecure(name, &stored.body);
         self.implicit.reload().await?;
-        Ok(Response::new(connector(stored)))
+        let shown = if in_provisioner_shape {
+            provisioner(stored)?
+        } else {
+            connector(stored)
+        };
+        Ok(Response::new(shown))
     }
 
     async fn delete_connector(

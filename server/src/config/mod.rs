@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-pub use self::icf::{Translated, translate as translate_provisioner};
+pub use self::icf::{
+    NotExpressible, Translated, provisioner_of, translate as translate_provisioner,
+};
 pub use self::policy::{ApiDocumentPolicy, PolicyViolation};
 pub use self::project::{Layout, project_dir, resolve as resolve_path};
 pub use self::properties::Properties;

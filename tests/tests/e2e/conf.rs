@@ -232,6 +232,7 @@ async fn connector_secrets_are_redacted_and_survive_a_read_modify_write() {
         .config
         .get_connector(GetConnectorRequest {
             name: "connectors/ldap".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -277,6 +278,7 @@ async fn connector_secrets_are_redacted_and_survive_a_read_modify_write() {
         .config
         .get_connector(GetConnectorRequest {
             name: "connectors/ldap".into(),
+            ..Default::default()
         })
         .await
         .unwrap()

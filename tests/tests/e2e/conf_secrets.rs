@@ -26,6 +26,7 @@ async fn get_connector(c: &mut Clients, name: &str) -> (Connector, Value) {
         .config
         .get_connector(GetConnectorRequest {
             name: format!("connectors/{name}"),
+            ..Default::default()
         })
         .await
         .unwrap_or_else(|e| panic!("get {name}: {e}"))

@@ -406,8 +406,35 @@ async fn sweep(c: &mut Clients, o: &mut Others, x: &Extreme) -> Vec<(String, Res
     for name in [t.clone(), format!("connectors/{t}")] {
         call!(
             "GetConnector",
-            c.config
-                .get_connector(GetConnectorRequest { name: name.clone() })
+            c.config.get_connector(GetConnectorRequest {
+                name: name.clone(),
+                ..Default::default()
+            })
+        );
+        call!(
+            "GetConnector(provisioner)",
+            c.config.get_connector(GetConnectorRequest {
+                name: name.clone(),
+                view: ConnectorView::Provisioner.into(),
+            })
+        );
+        // With a connectorRef: the core translates it as Wren's shape.
+        let mut icf = x.object.clone().unwrap_or_default();
+        icf.fields.insert(
+            "connectorRef".into(),
+            Value {
+                kind: Some(Kind::StringValue(t.clone())),
+            },
+        );
+        call!(
+            "PutConnector(provisioner)",
+            c.config.put_connector(PutConnectorRequest {
+                connector: Some(Connector {
+                    name: name.clone(),
+                    connector_type: t.clone(),
+                    configuration: Some(icf),
+                }),
+            })
         );
         call!(
             "PutConnector",

@@ -5,8 +5,9 @@
 use std::time::{Duration, Instant};
 
 use idm_proto::v1::Scope;
+use idm_testkit::SlapdBuilder;
 use idm_tests::rest::{AS_ADMIN, Auth, Rest, start, start_with};
-use idm_tests::{IdmdOptions, TempDir, idm_conf};
+use idm_tests::{IdmdOptions, TempDir, idm_conf, wren_sample};
 use serde_json::{Value, json};
 
 const MAPPING: &str = "csvEmployee_managedUser";
@@ -581,31 +582,40 @@ async fn config_documents_are_read_redacted_and_written_through_the_core_checks(
         "{managed}"
     );
 
-    let corp = rest
-        .get("/config/provisioner.openicf/corp")
-        .await
-        .expect(200)
-        .body;
-    assert_eq!(corp["_id"], "provisioner.openicf/corp");
+    // connector-*.json documents in idm's own shape, at config/connector/{name}.
+    let corp = rest.get("/config/connector/corp").await.expect(200).body;
+    assert_eq!(corp["_id"], "connector/corp");
     assert_eq!(corp["bindPassword"], json!({"$redacted": true}), "{corp}");
     assert!(!corp.to_string().contains(BIND_SECRET));
-    let ldap = rest
-        .get("/config/provisioner.openicf/ldap")
-        .await
-        .expect(200)
-        .body;
+    let ldap = rest.get("/config/connector/ldap").await.expect(200).body;
     assert!(!ldap.to_string().contains(BIND_SECRET), "{ldap}");
+    rest.get("/config/connector/nope")
+        .await
+        .expect_wren_error(404);
     rest.get("/config/provisioner.openicf/nope")
         .await
         .expect_wren_error(404);
     rest.get("/config/nothing").await.expect_wren_error(404);
+    // Wren's provisioner shape cannot hold corp (its account type has no
+    // password attribute): said, naming the type, not shown with it left out.
+    let unshown = rest
+        .get("/config/provisioner.openicf/corp")
+        .await
+        .expect_wren_error(501)
+        .body;
+    let message = unshown["message"].as_str().unwrap();
+    assert!(
+        message.contains("objectTypes.account") && message.contains("config/connector/corp"),
+        "{message}"
+    );
+    assert!(!message.contains(BIND_SECRET));
 
     // What was read, written back with a change: the secret is kept.
     let mut changed = corp.clone();
     changed["baseDn"] = json!("dc=corp,dc=example");
     changed["timeoutSeconds"] = json!(5);
     let stored = rest
-        .put("/config/provisioner.openicf/corp", &changed, &[])
+        .put("/config/connector/corp", &changed, &[])
         .await
         .expect(200)
         .body;
@@ -614,9 +624,22 @@ async fn config_documents_are_read_redacted_and_written_through_the_core_checks(
     // Moving the connector elsewhere with the redacted secret is refused by the core.
     let mut moved = corp.clone();
     moved["url"] = json!("ldap://elsewhere.example:389");
-    rest.put("/config/provisioner.openicf/corp", &moved, &[])
+    rest.put("/config/connector/corp", &moved, &[])
         .await
         .expect_wren_error(400);
+    // Each shape at its own path.
+    let misplaced = rest
+        .put("/config/provisioner.openicf/corp", &changed, &[])
+        .await
+        .expect_wren_error(400)
+        .body;
+    assert!(
+        misplaced["message"]
+            .as_str()
+            .unwrap()
+            .contains("connectorRef"),
+        "{misplaced}"
+    );
 
     // sync: a mapping changed and written back; a bad one refused naming it.
     let mut sync_body = sync.clone();
@@ -669,6 +692,138 @@ async fn config_documents_are_read_redacted_and_written_through_the_core_checks(
     ] {
         assert!(ids.contains(&id), "{id} in {listed}");
     }
+}
+
+#[tokio::test]
+async fn provisioner_documents_are_read_and_written_in_wrens_icf_shape() {
+    const WREN_BASE: &str = "dc=wrensecurity,dc=org";
+    let redacted = json!({"$redacted": true});
+    let slapd = SlapdBuilder::default()
+        .base_dn(WREN_BASE)
+        .admin_password(BIND_SECRET)
+        .start()
+        .unwrap_or_else(|e| panic!("a real slapd is needed for this test: {e}"));
+    let project = wren_sample("sync");
+    let (_idmd, rest) = start_with(IdmdOptions {
+        conf: Some(project.path().to_path_buf()),
+        env: vec![
+            ("IDM_LDAP_HOST".into(), "127.0.0.1".into()),
+            ("IDM_LDAP_PORT".into(), slapd.port().to_string()),
+            ("IDM_LDAP_BIND_DN".into(), slapd.admin_dn().into()),
+            ("IDM_LDAP_BIND_PASSWORD".into(), BIND_SECRET.into()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let path = "/config/provisioner.openicf/ldap";
+
+    // The sample's provisioner file, read back in its own shape.
+    let ldap = rest.get(path).await.expect(200).body;
+    assert_eq!(ldap["_id"], "provisioner.openicf/ldap");
+    assert_eq!(ldap["name"], "ldap");
+    assert_eq!(
+        ldap["connectorRef"]["connectorName"], "org.identityconnectors.ldap.LdapConnector",
+        "{ldap}"
+    );
+    assert!(ldap["connectorRef"]["bundleName"].is_string());
+    let properties = &ldap["configurationProperties"];
+    assert_eq!(properties["host"], "127.0.0.1", "{ldap}");
+    assert_eq!(properties["port"], slapd.port());
+    assert_eq!(properties["baseContexts"], json!([WREN_BASE]));
+    assert_eq!(properties["principal"], slapd.admin_dn());
+    assert_eq!(properties["credentials"], redacted);
+    assert_eq!(ldap["objectTypes"]["account"]["nativeType"], "__ACCOUNT__");
+    assert!(!ldap.to_string().contains(BIND_SECRET), "{ldap}");
+    let own_shape = rest.get("/config/connector/ldap").await.expect(200).body;
+    assert_eq!(own_shape["bindPassword"], redacted);
+    assert!(!own_shape.to_string().contains(BIND_SECRET));
+
+    // GET, edit, PUT: the edit is read back, the credential kept.
+    let mut edited = ldap.clone();
+    edited["configurationProperties"]["accountSearchFilter"] = json!("(uid=*)");
+    let stored = rest.put(path, &edited, &[]).await.expect(200).body;
+    assert_eq!(
+        stored["configurationProperties"]["accountSearchFilter"],
+        "(uid=*)"
+    );
+    assert_eq!(stored["configurationProperties"]["credentials"], redacted);
+    assert!(!stored.to_string().contains(BIND_SECRET));
+    let read_again = rest.get(path).await.expect(200).body;
+    assert_eq!(read_again, stored);
+    let own_shape = rest.get("/config/connector/ldap").await.expect(200).body;
+    assert_eq!(
+        own_shape["objectTypes"]["account"]["searchFilter"],
+        "(uid=*)"
+    );
+    // The directory still binds with the kept credential: the recon's users
+    // reach it through implicit sync, and read back through the new filter.
+    let run = post_empty(
+        &rest,
+        &format!("/recon?_action=recon&mapping={MAPPING}&waitForCompletion=true"),
+    )
+    .await
+    .expect(200)
+    .body;
+    assert_eq!(run["state"], "SUCCESS", "{run}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let accounts = rest
+            .get("/system/ldap/account?_queryFilter=true")
+            .await
+            .body;
+        if accounts["resultCount"] == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{accounts}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The core's checks: the redacted credential does not follow the
+    // connector elsewhere; a connector idm does not run is refused.
+    let mut moved = read_again.clone();
+    moved["configurationProperties"]["host"] = json!("elsewhere.example");
+    rest.put(path, &moved, &[]).await.expect_wren_error(400);
+    let mut unknown = read_again.clone();
+    unknown["connectorRef"]["connectorName"] =
+        json!("org.forgerock.openicf.connectors.scriptedsql.ScriptedSQLConnector");
+    let refused = rest
+        .put(path, &unknown, &[])
+        .await
+        .expect_wren_error(400)
+        .body;
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("connectorRef.connectorName"),
+        "{refused}"
+    );
+
+    // The CSV file connector, and a new connector written in Wren's shape.
+    let csv = rest
+        .get("/config/provisioner.openicf/csv")
+        .await
+        .expect(200)
+        .body;
+    let file = csv["configurationProperties"]["csvFile"].as_str().unwrap();
+    assert!(file.ends_with("data/hr.csv"), "{csv}");
+    assert_eq!(csv["configurationProperties"]["headerUid"], "uid");
+    rest.put("/config/provisioner.openicf/hr", &csv, &[])
+        .await
+        .expect_wren_error(400);
+    let mut hr = csv.clone();
+    hr["name"] = json!("hr");
+    hr["configurationProperties"]["fieldDelimiter"] = json!(";");
+    rest.put("/config/provisioner.openicf/hr", &hr, &[])
+        .await
+        .expect(200);
+    let hr = rest
+        .get("/config/provisioner.openicf/hr")
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(hr["configurationProperties"]["fieldDelimiter"], ";");
+    assert_eq!(hr["configurationProperties"]["csvFile"], file);
 }
 
 #[tokio::test]

@@ -3,10 +3,14 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{Reader, check_properties};
+use super::{Gaps, Reader, check_properties, object_type, text};
 use crate::config::ConfError;
 
 const AT: &str = "configurationProperties";
+
+/// The keys of idm's `csv` connector document, and of each of its types.
+const IDM_KEYS: &[&str] = &["connectorType", "file", "objectTypes"];
+const IDM_TYPE_KEYS: &[&str] = &["file", "uidColumn", "delimiter", "quote", "escape"];
 
 pub(super) fn translate(
     reader: &mut Reader<'_>,
@@ -85,4 +89,116 @@ pub(super) fn translate(
             .cloned()
             .unwrap_or_default(),
     )
+}
+
+/// Wren's CSV file connector, as its provisioner files name it.
+pub(super) fn connector_ref() -> Value {
+    json!({
+        "bundleName": "org.forgerock.openicf.connectors.csvfile-connector",
+        "bundleVersion": "[1.4.0.0,2.0.0.0)",
+        "connectorName": "org.forgerock.openicf.csvfile.CSVFileConnector"
+    })
+}
+
+/// How a type's file is read. The provisioner shape has one for the whole
+/// connector.
+#[derive(Debug, PartialEq)]
+struct Format {
+    file: String,
+    uid_column: String,
+    delimiter: String,
+    quote: String,
+}
+
+/// idm's `csv` document as `configurationProperties` and `objectTypes`.
+pub(super) fn to_provisioner(
+    body: &Map<String, Value>,
+    gaps: &mut Gaps,
+) -> (Map<String, Value>, Map<String, Value>) {
+    gaps.unknown_keys("", body, IDM_KEYS, "not a setting of idm's CSV connector");
+    let default_file = body.get("file").and_then(Value::as_str);
+    let declared = body
+        .get("objectTypes")
+        .and_then(Value::as_object)
+        .filter(|types| !types.is_empty());
+    let Some(declared) = declared else {
+        gaps.note("objectTypes", "required");
+        return (Map::new(), Map::new());
+    };
+    let mut shared: Option<(&str, Format)> = None;
+    let mut types = Map::new();
+    for (type_name, declaration) in declared {
+        let at = format!("objectTypes.{type_name}");
+        let Some(this) = type_format(&at, declaration, default_file, gaps) else {
+            continue;
+        };
+        match &shared {
+            None => shared = Some((type_name.as_str(), this)),
+            Some((first, format)) if *format != this => gaps.note(
+                at,
+                &format!(
+                    "read unlike objectTypes.{first}: the provisioner shape reads every type alike"
+                ),
+            ),
+            Some(_) => {}
+        }
+        types.insert(type_name.clone(), object_type("__ACCOUNT__"));
+    }
+    let mut properties = Map::new();
+    if let Some((_, format)) = shared {
+        properties.insert("csvFile".into(), json!(format.file));
+        properties.insert("headerUid".into(), json!(format.uid_column));
+        properties.insert("fieldDelimiter".into(), json!(format.delimiter));
+        properties.insert("quoteCharacter".into(), json!(format.quote));
+    }
+    (properties, types)
+}
+
+/// How the connector reads one type, with its defaults filled in.
+fn type_format(
+    at: &str,
+    declaration: &Value,
+    default_file: Option<&str>,
+    gaps: &mut Gaps,
+) -> Option<Format> {
+    let Some(declaration) = declaration.as_object() else {
+        gaps.note(at, "expected an object");
+        return None;
+    };
+    gaps.unknown_keys(
+        at,
+        declaration,
+        IDM_TYPE_KEYS,
+        "not a setting of idm's CSV connector",
+    );
+    if !declaration.get("escape").is_none_or(Value::is_null) {
+        gaps.note(
+            format!("{at}.escape"),
+            "Wren's CSV file connector has no escape character",
+        );
+    }
+    let mut setting = |key: &str, default: &str| match text(declaration, key) {
+        Ok(value) => Some(value.unwrap_or_else(|| default.to_string())),
+        Err(()) => {
+            gaps.note(format!("{at}.{key}"), "expected a string");
+            None
+        }
+    };
+    let uid_column = setting("uidColumn", "uid");
+    let delimiter = setting("delimiter", ",");
+    let quote = setting("quote", "\"");
+    let file = declaration
+        .get("file")
+        .and_then(Value::as_str)
+        .or(default_file)
+        .map(str::to_string);
+    if file.is_none() {
+        gaps.note(format!("{at}.file"), "csvFile is a path");
+    }
+    Some(Format {
+        file: file?,
+        uid_column: uid_column?,
+        delimiter: delimiter?,
+        quote: quote?,
+    })
 }

@@ -5,8 +5,8 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{Reader, check_properties};
-use crate::config::ConfError;
+use super::{Gaps, Reader, check_properties, object_type, text};
+use crate::config::{ConfError, REDACTED};
 
 const AT: &str = "configurationProperties";
 
@@ -104,9 +104,12 @@ pub(super) fn translate(
         Some(Value::Object(value)) if value.contains_key("$crypto") => {
             reader.unreadable.push(field("credentials"));
         }
-        // idm's own forms: an `$env` reference, a sealed value.
+        // idm's own forms: an `$env` reference, a sealed value, and the
+        // marker a read shows (the core puts the stored secret back).
         Some(Value::Object(value))
-            if value.contains_key("$env") || value.contains_key("$sealed") =>
+            if value.contains_key("$env")
+                || value.contains_key("$sealed")
+                || value.contains_key(REDACTED) =>
         {
             body.insert("bindPassword".into(), Value::Object(value.clone()));
         }
@@ -287,4 +290,384 @@ fn search_filter(
         ));
     }
     Ok(Some(filter))
+}
+
+/// Wren's LDAP connector, as its provisioner files name it.
+pub(super) fn connector_ref() -> Value {
+    json!({
+        "bundleName": "org.forgerock.openicf.connectors.ldap-connector",
+        "bundleVersion": "[1.4.0.0,2.0.0.0)",
+        "connectorName": "org.identityconnectors.ldap.LdapConnector"
+    })
+}
+
+/// The keys of idm's `ldap` connector document, and of each of its types.
+const IDM_KEYS: &[&str] = &[
+    "connectorType",
+    "url",
+    "baseDn",
+    "bindDn",
+    "bindPassword",
+    "startTls",
+    "tlsVerify",
+    "tlsCaFile",
+    "timeoutSeconds",
+    "pageSize",
+    "passwordHashing",
+    "uidAttribute",
+    "objectTypes",
+];
+const IDM_TYPE_KEYS: &[&str] = &[
+    "baseDn",
+    "namingAttribute",
+    "objectClasses",
+    "passwordAttribute",
+    "memberAttribute",
+    "placeholderMember",
+    "searchFilter",
+];
+const NOT_IDM: &str = "not a setting of idm's LDAP connector";
+
+/// The account settings: one set in the provisioner shape, shared by every
+/// account type.
+#[derive(Debug, PartialEq)]
+struct Account {
+    naming_attribute: String,
+    object_classes: Vec<String>,
+    password_attribute: String,
+    search_filter: Option<String>,
+}
+
+/// The group settings, one set as well.
+#[derive(Debug, PartialEq)]
+struct Group {
+    object_classes: Vec<String>,
+    member_attribute: String,
+    search_filter: Option<String>,
+}
+
+/// What [`translate`] makes of an ICF object type by its `nativeType`.
+enum Role {
+    Account(Account),
+    Group(Group),
+    /// Any other object class, named by `cn`.
+    Class(String),
+}
+
+/// idm's `ldap` document as `configurationProperties` and `objectTypes`.
+pub(super) fn to_provisioner(
+    body: &Map<String, Value>,
+    gaps: &mut Gaps,
+) -> (Map<String, Value>, Map<String, Value>) {
+    gaps.unknown_keys("", body, IDM_KEYS, NOT_IDM);
+    let mut properties = Map::new();
+    connection_to_provisioner(body, &mut properties, gaps);
+    let base_dn = body.get("baseDn").and_then(Value::as_str).unwrap_or("");
+    let declared = body
+        .get("objectTypes")
+        .and_then(Value::as_object)
+        .filter(|types| !types.is_empty());
+    let Some(declared) = declared else {
+        gaps.note("objectTypes", "required");
+        return (properties, Map::new());
+    };
+    let mut account: Option<(&str, Account)> = None;
+    let mut group: Option<(&str, Group)> = None;
+    let mut types = Map::new();
+    for (type_name, declaration) in declared {
+        let at = format!("objectTypes.{type_name}");
+        let Some(role) = role_of(&at, declaration, base_dn, gaps) else {
+            continue;
+        };
+        let native_type = match role {
+            Role::Account(this) => {
+                keep_shared(&mut account, type_name, this, &at, gaps);
+                "__ACCOUNT__".to_string()
+            }
+            Role::Group(this) => {
+                keep_shared(&mut group, type_name, this, &at, gaps);
+                "__GROUP__".to_string()
+            }
+            Role::Class(object_class) => object_class,
+        };
+        types.insert(type_name.clone(), object_type(&native_type));
+    }
+    if let Some((_, account)) = account {
+        properties.insert(
+            "accountUserNameAttributes".into(),
+            json!([account.naming_attribute]),
+        );
+        properties.insert("accountObjectClasses".into(), json!(account.object_classes));
+        properties.insert(
+            "passwordAttribute".into(),
+            json!(account.password_attribute),
+        );
+        properties.insert("accountSearchFilter".into(), json!(account.search_filter));
+    }
+    if let Some((_, group)) = group {
+        properties.insert("groupObjectClasses".into(), json!(group.object_classes));
+        properties.insert("groupMemberAttribute".into(), json!(group.member_attribute));
+        properties.insert("groupSearchFilter".into(), json!(group.search_filter));
+    }
+    (properties, types)
+}
+
+/// Keeps the first type's settings; a later type with other ones is noted.
+fn keep_shared<'a, T: PartialEq>(
+    shared: &mut Option<(&'a str, T)>,
+    type_name: &'a str,
+    this: T,
+    at: &str,
+    gaps: &mut Gaps,
+) {
+    match shared {
+        None => *shared = Some((type_name, this)),
+        Some((first, settings)) if *settings != this => gaps.note(
+            at,
+            &format!(
+                "set unlike objectTypes.{first}: the provisioner shape has one setting for all"
+            ),
+        ),
+        Some(_) => {}
+    }
+}
+
+/// Where and how the connector binds, and how it reads and writes.
+fn connection_to_provisioner(
+    body: &Map<String, Value>,
+    properties: &mut Map<String, Value>,
+    gaps: &mut Gaps,
+) {
+    match body.get("url").and_then(Value::as_str).and_then(address_of) {
+        Some((host, port, ssl)) => {
+            properties.insert("host".into(), json!(host));
+            properties.insert("port".into(), json!(port));
+            properties.insert("ssl".into(), json!(ssl));
+        }
+        None => gaps.note(
+            "url",
+            "host and port: ldap://host:port or ldaps://host:port",
+        ),
+    }
+    match flag(body.get("startTls")) {
+        Some(start_tls) => {
+            properties.insert("startTLS".into(), json!(start_tls.unwrap_or(false)));
+        }
+        None => gaps.note("startTls", "true or false"),
+    }
+    match text(body, "bindDn") {
+        Ok(Some(principal)) => {
+            properties.insert("principal".into(), json!(principal));
+        }
+        Ok(None) => {}
+        Err(()) => gaps.note("bindDn", "principal is a DN"),
+    }
+    if let Some(credentials) = body.get("bindPassword").filter(|v| !v.is_null()) {
+        properties.insert("credentials".into(), credentials.clone());
+    }
+    match text(body, "baseDn") {
+        Ok(Some(base_dn)) => {
+            properties.insert("baseContexts".into(), json!([base_dn]));
+        }
+        _ => gaps.note("baseDn", "baseContexts are DNs"),
+    }
+    match text(body, "uidAttribute") {
+        Ok(uid) => {
+            // idm's default is the DN; a provisioner's is entryUUID.
+            properties.insert("uidAttribute".into(), json!(uid.as_deref().unwrap_or("dn")));
+        }
+        Err(()) => gaps.note("uidAttribute", "an attribute name"),
+    }
+    match text(body, "passwordHashing").map(|h| h.map(|h| h.to_ascii_lowercase())) {
+        Ok(None) => {
+            properties.insert("passwordHashAlgorithm".into(), json!("SSHA"));
+        }
+        Ok(Some(h)) if h == "ssha" => {
+            properties.insert("passwordHashAlgorithm".into(), json!("SSHA"));
+        }
+        Ok(Some(h)) if h == "cleartext" => {
+            properties.insert("passwordHashAlgorithm".into(), Value::Null);
+        }
+        _ => gaps.note("passwordHashing", "SSHA or cleartext"),
+    }
+    match body.get("pageSize") {
+        None | Some(Value::Null) => {}
+        Some(size) => match whole_number(size) {
+            Some(block) => {
+                properties.insert("blockSize".into(), json!(block));
+            }
+            None => gaps.note("pageSize", "a whole number"),
+        },
+    }
+    if !matches!(flag(body.get("tlsVerify")), Some(None | Some(true))) {
+        gaps.note(
+            "tlsVerify",
+            "no ICF setting: Wren's connector always checks certificates",
+        );
+    }
+    if !matches!(text(body, "tlsCaFile"), Ok(None)) {
+        gaps.note(
+            "tlsCaFile",
+            "no ICF setting: Wren's connector trusts the JVM's CAs",
+        );
+    }
+    if !body
+        .get("timeoutSeconds")
+        .is_none_or(|t| t.is_null() || whole_number(t) == Some(10))
+    {
+        gaps.note(
+            "timeoutSeconds",
+            "no ICF setting: only idm's default of 10 is shown",
+        );
+    }
+}
+
+/// What the connector makes of a type, or `None` (noted) when [`translate`]
+/// cannot give it back from any `nativeType`.
+fn role_of(at: &str, declaration: &Value, base_dn: &str, gaps: &mut Gaps) -> Option<Role> {
+    let Some(declaration) = declaration.as_object() else {
+        gaps.note(at, "expected an object");
+        return None;
+    };
+    gaps.unknown_keys(at, declaration, IDM_TYPE_KEYS, NOT_IDM);
+    let field = |key: &str| format!("{at}.{key}");
+    match text(declaration, "baseDn") {
+        Ok(None) => {}
+        Ok(Some(dn)) if dn.trim().eq_ignore_ascii_case(base_dn.trim()) => {}
+        _ => gaps.note(
+            field("baseDn"),
+            "the provisioner shape keeps every type below the first base context",
+        ),
+    }
+    let attribute = |key: &str| text(declaration, key).ok().flatten();
+    let naming_attribute = attribute("namingAttribute");
+    let object_classes = strings(declaration.get("objectClasses"));
+    let search_filter = attribute("searchFilter").map(|f| f.trim().to_string());
+    let (Some(naming_attribute), Some(object_classes)) = (naming_attribute, object_classes) else {
+        gaps.note(at, "namingAttribute and objectClasses are required");
+        return None;
+    };
+    let placeholder = declaration
+        .get("placeholderMember")
+        .filter(|p| !p.is_null());
+    let password_attribute = attribute("passwordAttribute");
+    if let Some(member_attribute) = attribute("memberAttribute") {
+        if !naming_attribute.eq_ignore_ascii_case("cn") {
+            gaps.note(
+                field("namingAttribute"),
+                "a provisioner group is named by cn",
+            );
+        }
+        if placeholder != Some(&json!("")) {
+            gaps.note(
+                field("placeholderMember"),
+                "a provisioner group keeps the empty DN as placeholder",
+            );
+        }
+        if password_attribute.is_some() {
+            gaps.note(field("passwordAttribute"), "a provisioner group has none");
+        }
+        return Some(Role::Group(Group {
+            object_classes,
+            member_attribute,
+            search_filter,
+        }));
+    }
+    if placeholder.is_some() {
+        gaps.note(field("placeholderMember"), "only a group has one");
+    }
+    if let Some(password_attribute) = password_attribute {
+        return Some(Role::Account(Account {
+            naming_attribute,
+            object_classes,
+            password_attribute,
+            search_filter,
+        }));
+    }
+    match object_classes.as_slice() {
+        [top, class]
+            if top == "top"
+                && naming_attribute.eq_ignore_ascii_case("cn")
+                && search_filter.is_none()
+                && !matches!(
+                    class.as_str(),
+                    "__ACCOUNT__" | "account" | "__GROUP__" | "group"
+                ) =>
+        {
+            Some(Role::Class(class.clone()))
+        }
+        _ => {
+            gaps.note(
+                at,
+                "not an account (passwordAttribute), a group (memberAttribute), nor a type \
+                 named by cn of objectClasses [\"top\", <nativeType>] with no searchFilter",
+            );
+            None
+        }
+    }
+}
+
+/// `ldap[s]://host[:port][/]` as host, port and whether it is `ldaps`.
+pub(super) fn address_of(url: &str) -> Option<(String, u16, bool)> {
+    let scheme_end = url.find("://")?;
+    let ssl = match url.get(..scheme_end)?.to_ascii_lowercase().as_str() {
+        "ldap" => false,
+        "ldaps" => true,
+        _ => return None,
+    };
+    let rest = url.get(scheme_end + 3..)?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.is_empty() || rest.contains(['/', '?', '#', '@']) {
+        return None;
+    }
+    let (host, port) = match rest.strip_prefix('[') {
+        Some(bracketed) => {
+            let (host, after) = bracketed.split_once(']')?;
+            match after {
+                "" => (host, None),
+                _ => (host, Some(after.strip_prefix(':')?)),
+            }
+        }
+        None => match rest.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (rest, None),
+        },
+    };
+    let port = match port {
+        Some(port) => port.parse::<u16>().ok().filter(|p| *p > 0)?,
+        None if ssl => 636,
+        None => 389,
+    };
+    (!host.is_empty()).then(|| (host.to_string(), port, ssl))
+}
+
+/// `Some(None)` when absent or `null`, `Some(Some(b))` for a flag or its
+/// text, `None` for anything else.
+fn flag(value: Option<&Value>) -> Option<Option<bool>> {
+    match value {
+        None | Some(Value::Null) => Some(None),
+        Some(Value::Bool(b)) => Some(Some(*b)),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Some(Some(true)),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Some(Some(false)),
+        Some(_) => None,
+    }
+}
+
+/// A whole number, or its text.
+fn whole_number(value: &Value) -> Option<u64> {
+    match value {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// A non-empty array of strings.
+fn strings(value: Option<&Value>) -> Option<Vec<String>> {
+    value?
+        .as_array()?
+        .iter()
+        .map(|v| v.as_str().map(str::to_string))
+        .collect::<Option<Vec<_>>>()
+        .filter(|items| !items.is_empty())
 }

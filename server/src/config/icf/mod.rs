@@ -10,6 +10,13 @@
 //! file); a `connectorRef` naming a connector idm does not run stops
 //! start-up naming the file. A Wren-encrypted value (`{"$crypto": …}`)
 //! cannot be read without Wren's keystore: it is reported, not guessed.
+//!
+//! [`provisioner_of`] goes the other way, for Wren's REST API: idm's document
+//! stays the one stored, and a provisioner document is shown translated back
+//! from it, so it holds exactly what idm acts on. An idm document that shape
+//! cannot hold (a setting with no ICF key, per-type settings that differ) is
+//! refused naming the settings rather than shown with them left out, so a
+//! read, edited and written back, never changes what it did not edit.
 
 mod csv;
 mod ldap;
@@ -35,6 +42,12 @@ pub struct Translated {
     /// Keys holding a Wren-encrypted value idm cannot read.
     pub unreadable: Vec<String>,
 }
+
+/// What Wren's provisioner shape cannot hold of an idm connector document,
+/// each as `key (why)`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Wren's provisioner shape cannot hold {}", .0.join("; "))]
+pub struct NotExpressible(pub Vec<String>);
 
 /// Which of idm's connectors a `connectorRef` names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,6 +242,76 @@ pub fn translate(
         ignored: reader.ignored,
         unreadable: reader.unreadable,
     }))
+}
+
+/// idm's connector document `body` (as stored, or as a read shows it) as
+/// Wren's provisioner document for the connector `name`: [`translate`] gives
+/// `body` back from it. Secret values (or the `{"$redacted": true}` a read
+/// shows for them) are carried over as they are.
+pub fn provisioner_of(
+    name: &str,
+    body: &Map<String, Value>,
+) -> Result<Map<String, Value>, NotExpressible> {
+    let mut gaps = Gaps::default();
+    let (connector_ref, (properties, types)) =
+        match body.get("connectorType").and_then(Value::as_str) {
+            Some("csv") => (csv::connector_ref(), csv::to_provisioner(body, &mut gaps)),
+            Some("ldap") => (ldap::connector_ref(), ldap::to_provisioner(body, &mut gaps)),
+            _ => {
+                gaps.note("connectorType", "only csv and ldap have an ICF connector");
+                return Err(NotExpressible(gaps.0));
+            }
+        };
+    if !gaps.0.is_empty() {
+        return Err(NotExpressible(gaps.0));
+    }
+    let mut icf = Map::new();
+    icf.insert("name".into(), json!(name));
+    icf.insert("enabled".into(), json!(true));
+    icf.insert("connectorRef".into(), connector_ref);
+    icf.insert("configurationProperties".into(), Value::Object(properties));
+    icf.insert("objectTypes".into(), Value::Object(types));
+    icf.insert("operationOptions".into(), json!({}));
+    Ok(icf)
+}
+
+/// The settings of an idm document the provisioner shape cannot hold.
+#[derive(Default)]
+pub(super) struct Gaps(Vec<String>);
+
+impl Gaps {
+    fn note(&mut self, key: impl Into<String>, why: &str) {
+        self.0.push(format!("{} ({why})", key.into()));
+    }
+
+    /// Notes every key of `map` (at `at`) that is not one of `known`.
+    fn unknown_keys(&mut self, at: &str, map: &Map<String, Value>, known: &[&str], why: &str) {
+        for key in map.keys().filter(|k| !known.contains(&k.as_str())) {
+            self.note(join(at, key), why);
+        }
+    }
+}
+
+/// An ICF object type: JSON schema boilerplate around its `nativeType`. idm
+/// reads every attribute the system returns, so no `properties` are listed.
+fn object_type(native_type: &str) -> Value {
+    json!({
+        "$schema": "http://json-schema.org/draft-03/schema",
+        "id": native_type,
+        "type": "object",
+        "nativeType": native_type,
+        "properties": {}
+    })
+}
+
+/// A non-empty string value; `Err` for anything else but absent or `null`.
+fn text(map: &Map<String, Value>, key: &str) -> Result<Option<String>, ()> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(()),
+    }
 }
 
 /// The blocks beside `configurationProperties`: idm manages its own
