@@ -325,6 +325,9 @@ impl Store {
                 estimated,
             });
         }
+        if let Some(only) = plan.only.as_ref().filter(|_| plan.only_exact) {
+            return self.page_of_matches(type_name, plan, only.len()).await;
+        }
         let mut params = plan.filter.params.clone();
         let (projection, order) = sort_clauses(&plan.sort, &mut params, "oid");
         let condition = plan.filter.condition();
@@ -352,6 +355,41 @@ impl Store {
         Ok(QueryPage {
             rows,
             total,
+            estimated: false,
+        })
+    }
+
+    /// A page of a query whose candidates are exactly its matches (read
+    /// from sort keys): no filter to evaluate, so the candidates are sorted
+    /// on their sort values alone and only the page's records are read whole
+    /// (a search matching 3,000 of 100k users: 258 ms when each match went
+    /// through the filter and the sort whole).
+    async fn page_of_matches(
+        &self,
+        type_name: &str,
+        plan: &QueryPlan,
+        matches: usize,
+    ) -> Result<QueryPage<StoredObject>, StoreError> {
+        let mut params = Map::new();
+        let (projection, order) = sort_clauses(&plan.sort, &mut params, "oid");
+        let (prelude, source, first) = source_of(type_name, plan, &mut params);
+        params.insert("limit".into(), json!(plan.limit));
+        params.insert("start".into(), json!(plan.offset));
+        let select = format!(
+            "{prelude}SELECT oid{projection} FROM {source} ORDER BY {order} LIMIT $limit START $start;"
+        );
+        let _timer = crate::metrics::store_timer(crate::metrics::StoreOp::Search);
+        let mut response = bind_all(self.db.shared().query(select), Value::Object(params)).await?;
+        let oids: Vec<String> = match take_json(&mut response, first)? {
+            Value::Array(rows) => rows
+                .into_iter()
+                .filter_map(|row| row.get("oid").and_then(Value::as_str).map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok(QueryPage {
+            rows: self.in_order(type_name, &oids).await?,
+            total: matches as u64,
             estimated: false,
         })
     }
