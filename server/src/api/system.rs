@@ -32,16 +32,11 @@ pub struct SystemApi {
     pub conf_dir: PathBuf,
 }
 
-/// Whether an attribute is a password, by name: never shown.
-fn is_password(attribute: &str) -> bool {
-    attribute.to_ascii_lowercase().contains("password")
-}
-
 fn shown(connector: &str, object_type: &str, object: ConnectorObject) -> SystemObject {
     let attributes: Map<String, Value> = object
         .attributes
         .into_iter()
-        .filter(|(key, _)| !is_password(key))
+        .filter(|(key, _)| !connector::is_password_attribute(key))
         .collect();
     SystemObject {
         name: format!("system/{connector}/{object_type}/{}", object.uid),

@@ -132,6 +132,12 @@ impl ConnectorError {
     }
 }
 
+/// Whether a system attribute is a password, by its name (`userPassword`,
+/// `__PASSWORD__`): never shown, whatever the caller may see.
+pub fn is_password_attribute(attribute: &str) -> bool {
+    attribute.to_ascii_lowercase().contains("password")
+}
+
 /// The one interface reconciliation and provisioning use for every system.
 pub trait Connector: Send + Sync {
     fn name(&self) -> &str;

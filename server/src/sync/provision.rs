@@ -154,9 +154,9 @@ struct Planned {
     target: Option<String>,
     operation: Operation,
     failure: Option<Failure>,
-    /// What the target holds now of what an update changes or a delete
-    /// removes (for a plan to show beside the new values).
-    before: Map<String, Value>,
+    /// What the target holds now (moved here, not copied, once step 3 is
+    /// done with it): a plan shows it beside the new values.
+    current: Map<String, Value>,
 }
 
 /// What provisioning one object would do, changing nothing: a plan's line.
@@ -643,7 +643,7 @@ impl Provisioner {
                 .or(mapped.link.clone()),
             operation: Operation::Nothing,
             failure,
-            before: Map::new(),
+            current: Map::new(),
         };
         if planned.failure.is_some() {
             return planned;
@@ -706,20 +706,8 @@ impl Provisioner {
             Ok(operation) => planned.operation = operation,
             Err(f) => planned.failure = Some(f),
         }
-        if let Some(target) = &target {
-            planned.before = match &planned.operation {
-                Operation::Update { changes, .. } => changes
-                    .keys()
-                    .map(|k| {
-                        (
-                            k.clone(),
-                            target.attributes.get(k).cloned().unwrap_or(Value::Null),
-                        )
-                    })
-                    .collect(),
-                Operation::Delete(_) => target.attributes.clone(),
-                _ => Map::new(),
-            };
+        if let Some(target) = target {
+            planned.current = target.attributes;
         }
         planned
     }
@@ -744,7 +732,7 @@ impl Provisioner {
             .collect();
         let shown = |attribute: &str, value: Value| {
             let private = private_targets.contains(&attribute)
-                || attribute.to_ascii_lowercase().contains("password");
+                || crate::connector::is_password_attribute(attribute);
             if private && !value.is_null() {
                 json!(MASKED)
             } else {
@@ -755,7 +743,7 @@ impl Provisioner {
             .0
             .into_iter()
             .map(|planned| {
-                let mut before = planned.before;
+                let mut current = planned.current;
                 let (changes, attributes) = match planned.operation {
                     Operation::Create(values) => (
                         true,
@@ -769,14 +757,14 @@ impl Provisioner {
                         changes
                             .into_iter()
                             .map(|(k, after)| {
-                                let was = before.remove(&k).unwrap_or(Value::Null);
+                                let was = current.remove(&k).unwrap_or(Value::Null);
                                 (k, was, after)
                             })
                             .collect(),
                     ),
                     Operation::Delete(_) => (
                         true,
-                        before
+                        current
                             .into_iter()
                             .map(|(k, was)| (k, was, Value::Null))
                             .collect(),

@@ -117,12 +117,7 @@ pub(super) fn to_provisioner(
 ) -> (Map<String, Value>, Map<String, Value>) {
     gaps.unknown_keys("", body, IDM_KEYS, "not a setting of idm's CSV connector");
     let default_file = body.get("file").and_then(Value::as_str);
-    let declared = body
-        .get("objectTypes")
-        .and_then(Value::as_object)
-        .filter(|types| !types.is_empty());
-    let Some(declared) = declared else {
-        gaps.note("objectTypes", "required");
+    let Some(declared) = gaps.declared_types(body) else {
         return (Map::new(), Map::new());
     };
     let mut shared: Option<(&str, Format)> = None;

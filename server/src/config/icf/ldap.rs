@@ -363,12 +363,7 @@ pub(super) fn to_provisioner(
     let mut properties = Map::new();
     connection_to_provisioner(body, &mut properties, gaps);
     let base_dn = body.get("baseDn").and_then(Value::as_str).unwrap_or("");
-    let declared = body
-        .get("objectTypes")
-        .and_then(Value::as_object)
-        .filter(|types| !types.is_empty());
-    let Some(declared) = declared else {
-        gaps.note("objectTypes", "required");
+    let Some(declared) = gaps.declared_types(body) else {
         return (properties, Map::new());
     };
     let mut account: Option<(&str, Account)> = None;

@@ -284,6 +284,21 @@ impl Gaps {
         self.0.push(format!("{} ({why})", key.into()));
     }
 
+    /// The object types an idm document declares; noted as a gap when none.
+    fn declared_types<'a>(
+        &mut self,
+        body: &'a Map<String, Value>,
+    ) -> Option<&'a Map<String, Value>> {
+        let declared = body
+            .get("objectTypes")
+            .and_then(Value::as_object)
+            .filter(|types| !types.is_empty());
+        if declared.is_none() {
+            self.note("objectTypes", "required");
+        }
+        declared
+    }
+
     /// Notes every key of `map` (at `at`) that is not one of `known`.
     fn unknown_keys(&mut self, at: &str, map: &Map<String, Value>, known: &[&str], why: &str) {
         for key in map.keys().filter(|k| !known.contains(&k.as_str())) {

@@ -161,18 +161,35 @@ async fn provision(
             recon.mark_targets([target]);
         }
         if let Err(failure) = &result.result {
-            recon.fail(ReconFailureRecord {
-                source_id: Some(result.oid.clone()),
-                target_id: result.target.clone(),
-                line: None,
-                situation: Some(result.situation.name().to_string()),
-                action: Some(result.action.name().to_string()),
-                reason: failure.message.clone(),
-            });
+            recon.fail(source_failure(
+                &result.oid,
+                result.target.clone(),
+                result.situation,
+                result.action,
+                failure.message.clone(),
+            ));
         }
     }
     recon.update(|r| r.source.processed += batch.len() as i64);
     Ok(())
+}
+
+/// A managed object a run (or a plan) fails on.
+fn source_failure(
+    oid: &str,
+    target: Option<String>,
+    situation: Situation,
+    action: Action,
+    reason: String,
+) -> ReconFailureRecord {
+    ReconFailureRecord {
+        source_id: Some(oid.to_string()),
+        target_id: target,
+        line: None,
+        situation: Some(situation.name().to_string()),
+        action: Some(action.name().to_string()),
+        reason,
+    }
 }
 
 /// Counts a dry run's object as a run would, and keeps what would change.
@@ -184,14 +201,13 @@ fn plan_one(recon: &Recon, preview: Preview) {
         recon.mark_targets([target]);
     }
     if let Some(reason) = preview.failure {
-        recon.fail(ReconFailureRecord {
-            source_id: Some(preview.oid),
-            target_id: preview.target,
-            line: None,
-            situation: Some(preview.situation.name().to_string()),
-            action: Some(preview.action.name().to_string()),
+        recon.fail(source_failure(
+            &preview.oid,
+            preview.target,
+            preview.situation,
+            preview.action,
             reason,
-        });
+        ));
         return;
     }
     if preview.changes {
@@ -264,7 +280,7 @@ fn plan_unassigned(recon: &Recon, target: &ConnectorObject, action: Action) {
                 .attributes
                 .iter()
                 .map(|(property, before)| PropertyChange {
-                    before: if property.to_ascii_lowercase().contains("password") {
+                    before: if crate::connector::is_password_attribute(property) {
                         json!(MASKED)
                     } else {
                         before.clone()

@@ -16,11 +16,9 @@ use crate::connector::ConnectorObject;
 use crate::managed::{ManagedError, PatchOp, PropertyKind, Query};
 use crate::script::{CompiledId, Limits, ScriptSource};
 use crate::store::{Link, ReconFailureRecord, StoredObject};
+use crate::sync::provision::MASKED;
 use crate::sync::transform::{returning_target, truthy};
 use crate::sync::{Action, PropertyMapper, Situation};
-
-/// Shown instead of a private value in a plan.
-const MASKED: &str = "********";
 
 pub(super) struct Worker {
     recon: Arc<Recon>,
