@@ -8,6 +8,13 @@ use super::ManagedError;
 
 const SUPPORTED: &str = "add, remove, replace, increment, copy, move";
 
+/// The deepest a patch may nest a value (its path's segments and the value's
+/// own depth together): a stored object is walked recursively downstream,
+/// and repeated moves into deep paths would otherwise nest without bound.
+const MAX_DEPTH: usize = 64;
+/// The longest field path a patch may name, in bytes.
+const MAX_PATH: usize = 1024;
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Operation {
     Add,
@@ -142,8 +149,13 @@ impl PatchOp {
         doc: &mut Map<String, Value>,
         value: Option<Value>,
     ) -> Result<(), ManagedError> {
-        let (container, last) = self.parent_of(&self.field, doc)?;
         let value = value.unwrap_or(Value::Null);
+        if self.field.matches('/').count() + depth(&value) > MAX_DEPTH {
+            return Err(self.error(&format!(
+                "the value would be nested deeper than {MAX_DEPTH} levels"
+            )));
+        }
+        let (container, last) = self.parent_of(&self.field, doc)?;
         match self.operation {
             Operation::Replace | Operation::Add if value.is_null() => container.remove(&last, None),
             Operation::Replace => container.set(&last, value, false, self),
@@ -243,6 +255,12 @@ fn parse_operation(operation: &str) -> Result<Operation, ManagedError> {
 }
 
 fn check_path(name: &str, path: &str) -> Result<(), ManagedError> {
+    if path.len() > MAX_PATH || path.matches('/').count() > MAX_DEPTH {
+        return Err(ManagedError::invalid(
+            name,
+            format!("a field path may have at most {MAX_PATH} bytes and {MAX_DEPTH} segments"),
+        ));
+    }
     if !path.starts_with('/') || path.len() < 2 {
         return Err(ManagedError::invalid(
             name,
@@ -250,6 +268,23 @@ fn check_path(name: &str, path: &str) -> Result<(), ManagedError> {
         ));
     }
     Ok(())
+}
+
+/// How deeply `value` nests arrays and objects (a scalar: 0), walked
+/// without recursion.
+fn depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut pending = vec![(value, 0)];
+    while let Some((value, level)) = pending.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match value {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(map) => Box::new(map.values()),
+            _ => continue,
+        };
+        deepest = deepest.max(level + 1);
+        pending.extend(children.map(|child| (child, level + 1)));
+    }
+    deepest
 }
 
 /// The first segment of a checked path: `/name/givenName` → `name`.
@@ -384,7 +419,7 @@ fn index(segment: &str, len: usize, insert: bool) -> Option<usize> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use serde_json::json;
@@ -540,6 +575,33 @@ mod tests {
             .to_string();
         assert!(error.contains("runs a script"), "{error}");
         assert!(error.contains("copy, move"), "{error}");
+    }
+
+    #[test]
+    fn nothing_nests_past_the_depth_limit() {
+        let deep_path = format!("/{}", vec!["x"; 5000].join("/"));
+        let error = PatchOp::new("add", &deep_path, Some(json!(1))).unwrap_err();
+        assert!(error.to_string().contains("at most"), "{error}");
+        // Moves into paths that are each allowed cannot pile up depth.
+        let mut doc = json!({"k0": {"b": 1}}).as_object().cloned().unwrap();
+        let mut refused = None;
+        for i in 1..10 {
+            let field = format!("/k{i}/{}", vec!["x"; 39].join("/"));
+            let from = format!("/k{}", i - 1);
+            let op = PatchOp::with_from("move", &field, Some(&from), None).unwrap();
+            if let Err(e) = op.apply(&mut doc) {
+                refused = Some((i, e));
+                break;
+            }
+        }
+        let (at, refused) = refused.expect("a move past the limit is refused");
+        assert_eq!(
+            at, 2,
+            "the first move nests 41 deep, the second would nest 81"
+        );
+        assert!(refused.to_string().contains("deeper than"), "{refused}");
+        assert_eq!(depth(&json!({"a": [1, {"b": []}]})), 4);
+        assert_eq!(depth(&json!(1)), 0);
     }
 
     #[test]
