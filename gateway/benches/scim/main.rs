@@ -1,4 +1,4 @@
-//! idm-gateway under load: a real idmd (`mem://`) and idm-gateway on loopback,
+//! idm-gateway under load: a real idmd (`mem://` or SurrealKV) and idm-gateway on loopback,
 //! N seeded users, then C concurrent workers for D seconds a phase:
 //!
 //! 1. `GET /scim/v2/Users/{id}` through the gateway;
@@ -21,7 +21,8 @@
 //!
 //! Run: `cargo build --release --bins && cargo bench -p idm-gateway --bench scim`.
 //! `IDM_BENCH_USERS` (default 1000), `IDM_BENCH_SECONDS` (10, after a 2 s
-//! warm-up), `IDM_BENCH_CONCURRENCY` (32); the binaries are taken from
+//! warm-up), `IDM_BENCH_CONCURRENCY` (32), `IDM_BENCH_STORE` (`mem`, or
+//! `surrealkv`: an embedded store on disk, idmd's default); the binaries are taken from
 //! `IDM_BIN_DIR`, else `$CARGO_TARGET_DIR/release`, else the bench's own
 //! target directory.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -341,12 +342,18 @@ async fn main() {
     );
     let key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
 
+    let store = match std::env::var("IDM_BENCH_STORE").as_deref() {
+        Ok("surrealkv") => format!("surrealkv://{}", dir.0.join("store").display()),
+        Ok("mem") | Err(_) => "mem://".to_string(),
+        Ok(other) => panic!("IDM_BENCH_STORE is mem or surrealkv, not {other:?}"),
+    };
+    let store_kind = store.split(':').next().unwrap_or_default().to_string();
     let grpc_port = free_port();
     let core = format!("http://127.0.0.1:{grpc_port}");
     let mut idmd = Process::spawn(
         "idmd",
         Command::new(&idmd_bin)
-            .args(["--store", "mem://", "--grpc"])
+            .args(["--store", &store, "--grpc"])
             .arg(format!("127.0.0.1:{grpc_port}"))
             .arg("--key-file")
             .arg(dir.0.join("idm.key"))
@@ -387,7 +394,7 @@ async fn main() {
     let seeded = start.elapsed();
     println!(
         "idm-gateway bench: {users} users seeded in {:.1} s ({:.0}/s); {concurrency} workers, \
-         {WARM_UP:?} warm-up + {seconds} s a phase; idmd (mem://), idm-gateway and the load \
+         {WARM_UP:?} warm-up + {seconds} s a phase; idmd ({store_kind}), idm-gateway and the load \
          generator share {} cores",
         seeded.as_secs_f64(),
         users as f64 / seeded.as_secs_f64(),

@@ -705,6 +705,9 @@ impl ManagedObjects {
             limit,
             many,
             estimate_total: query.estimate_total,
+            terms: many
+                .and(parsed.as_ref())
+                .and_then(|filter| search_terms(object_type, filter)),
         };
         let narrowed = started.elapsed();
         let QueryPage {
@@ -1303,13 +1306,25 @@ mod sort_key_tests {
     ];
 
     async fn pair() -> (ManagedObjects, ManagedObjects) {
+        pair_on(false).await
+    }
+
+    /// An indexed type and a plain one; `embedded`: the indexed one in a
+    /// SurrealKV store, whose searches read values through the key layer
+    /// (the plain one, in memory, always asks SurrealQL).
+    async fn pair_on(embedded: bool) -> (ManagedObjects, ManagedObjects) {
         let mut both = Vec::new();
         for indexed in [true, false] {
             let dir = std::env::temp_dir().join(format!("idm-sorted-{}", uuid::Uuid::new_v4()));
             let secrets = SecretBox::load_or_create(&dir.join("idm.key"), None).unwrap();
+            let url = if indexed && embedded {
+                format!("surrealkv://{}", dir.join("store").display())
+            } else {
+                "mem://".to_string()
+            };
             let objects = ManagedObjects::new(
                 Arc::new(ManagedSchema::from_json(SCHEMA).unwrap()),
-                Store::open("mem://").await.unwrap(),
+                Store::open(&url).await.unwrap(),
                 Arc::new(secrets),
             );
             if indexed {
@@ -1415,7 +1430,13 @@ mod sort_key_tests {
 
     #[tokio::test]
     async fn pages_and_searches_over_sort_keys_match_a_scan_through_writes() {
-        let (indexed, plain) = pair().await;
+        for embedded in [false, true] {
+            sort_keys_match_a_scan_through_writes(embedded).await;
+        }
+    }
+
+    async fn sort_keys_match_a_scan_through_writes(embedded: bool) {
+        let (indexed, plain) = pair_on(embedded).await;
         let batch: Vec<_> = (0..60).map(|n| (Some(oid(n)), attributes(n, 0))).collect();
         on_both(&indexed, &plain, async |objects| {
             objects

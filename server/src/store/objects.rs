@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 use super::links::{INSERT_LINKS, Link, link_rows};
 use super::outbox::{Subscribed, Versioned, outbox_rows};
 use super::query::{QueryPage, QueryPlan, ResolvedField, SortKey, sort_clauses};
-use super::sort::{DELETE_KEYS, IndexedSet, changed_keys, insert_keys, keys_of};
+use super::sort::{self, DELETE_KEYS, IndexedSet, changed_keys, insert_keys, keys_of};
 use super::{
     AsRetryable, Count, Store, StoreError, bind_all, decode_optional, decode_rows, now_timestamp,
     seek, with_retry,
@@ -175,6 +175,15 @@ impl Store {
         type_name: &str,
         oid: &str,
     ) -> Result<Option<StoredObject>, StoreError> {
+        if let Some(scan) = &self.key_scan {
+            return match scan
+                .record_and_ids_under("object", [type_name, oid], None)
+                .await?
+            {
+                Some((record, _)) => decode_optional(record),
+                None => Ok(None),
+            };
+        }
         self.query_one(SELECT_ONE, json!({ "type": type_name, "oid": oid }))
             .await
     }
@@ -192,10 +201,32 @@ impl Store {
             #[serde(default)]
             referrers: Vec<Referrer>,
         }
+        let reference = object_ref(type_name, oid);
+        if let Some(scan) = &self.key_scan {
+            let found = scan
+                .record_and_ids_under("object", [type_name, oid], Some(("referrer", &reference)))
+                .await?;
+            let Some((record, tails)) = found else {
+                return Ok(None);
+            };
+            let mut referrers = Vec::with_capacity(tails.len());
+            for tail in tails {
+                let [property, source] = <[String; 2]>::try_from(tail).map_err(|tail| {
+                    StoreError::Query(format!("a referrer id of {} parts", tail.len() + 1))
+                })?;
+                referrers.push(RelationRow::from(Referrer(
+                    reference.clone(),
+                    property,
+                    source,
+                )));
+            }
+            let object = decode_optional(record)?;
+            return Ok(object.map(|object| (object, referrers)));
+        }
         let row: Option<WithReferrers> = self
             .query_one(
                 SELECT_ONE_WITH_REFERRERS,
-                json!({ "type": type_name, "oid": oid, "reference": object_ref(type_name, oid) }),
+                json!({ "type": type_name, "oid": oid, "reference": reference }),
             )
             .await?;
         Ok(row.map(|r| {
@@ -370,6 +401,20 @@ impl Store {
         plan: &QueryPlan,
         matches: usize,
     ) -> Result<QueryPage<StoredObject>, StoreError> {
+        if let Some(scan) = &self.key_scan
+            && let Some(ordered) = matches_in_order(scan, type_name, plan).await?
+        {
+            let page: Vec<String> = ordered
+                .into_iter()
+                .skip(plan.offset)
+                .take(plan.limit)
+                .collect();
+            return Ok(QueryPage {
+                rows: self.in_order(type_name, &page).await?,
+                total: matches as u64,
+                estimated: false,
+            });
+        }
         let mut params = Map::new();
         let (projection, order) = sort_clauses(&plan.sort, &mut params, "oid");
         let (prelude, source, first) = source_of(type_name, plan, &mut params);
@@ -505,6 +550,7 @@ impl Store {
                         !case_exact,
                         *descending,
                         &plan.filter,
+                        plan.terms.as_deref(),
                         plan.offset,
                         plan.limit,
                     )
@@ -805,6 +851,42 @@ impl Store {
 /// What a query reads: the whole type, or only the candidate records.
 /// Returns the statement prelude, the FROM source and the index of the first
 /// result after the prelude.
+/// An exact query's matches (`plan.only`) in the plan's order, sorted in
+/// memory on their sort values read through the key layer; `None` when a
+/// sort key is not a plain field or a value is one only the store orders.
+async fn matches_in_order(
+    scan: &super::key_scan::KeyScan,
+    type_name: &str,
+    plan: &QueryPlan,
+) -> Result<Option<Vec<String>>, StoreError> {
+    let Some(only) = &plan.only else {
+        return Ok(None);
+    };
+    let mut paths = Vec::with_capacity(plan.sort.len());
+    let mut orders = Vec::with_capacity(plan.sort.len());
+    for key in &plan.sort {
+        let (path, case_exact) = match &key.field {
+            ResolvedField::Column { name, case_exact } => (vec![*name], *case_exact),
+            ResolvedField::Property { name, case_exact } => {
+                (vec!["data", name.as_str()], *case_exact)
+            }
+            ResolvedField::Data { .. } => return Ok(None),
+        };
+        paths.push(path);
+        orders.push(sort::InMemoryOrder {
+            fold: !case_exact,
+            descending: key.descending,
+        });
+    }
+    let values = scan.fields("object", type_name, only, &paths).await?;
+    let rows = only
+        .iter()
+        .zip(values)
+        .filter_map(|(oid, values)| Some((oid.clone(), values?)))
+        .collect();
+    Ok(sort::in_sort_order(rows, &orders))
+}
+
 fn source_of(
     type_name: &str,
     plan: &QueryPlan,

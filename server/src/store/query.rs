@@ -8,6 +8,7 @@
 //! matches if any element matches; `caseExact: false` attributes compare
 //! lower-cased; `co`/`sw`/`ew` need a string; `gt`…`le` need a string or number.
 
+use super::sort::SearchTerm;
 use idm_proto::filter::{AttrPath, CompareOp, Filter, Value as FilterValue};
 use serde_json::{Map, Value};
 
@@ -119,6 +120,10 @@ pub struct QueryPlan {
     /// The caller takes an estimated total rather than a count that reads
     /// every match.
     pub estimate_total: bool,
+    /// The filter is exactly these terms OR-ed, over properties with sort
+    /// keys: an embedded store checks them on the values it reads through
+    /// the key layer rather than evaluating the filter record by record.
+    pub terms: Option<Vec<SearchTerm>>,
 }
 
 /// One page of a query and how many match in all.

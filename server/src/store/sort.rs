@@ -119,6 +119,56 @@ fn ranked(value: Option<&Value>, fold: bool) -> (i64, Value) {
     }
 }
 
+/// How one sort property orders matches sorted in memory.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct InMemoryOrder {
+    pub fold: bool,
+    pub descending: bool,
+}
+
+/// `rows` (an oid and its values of the sort properties, `None` when
+/// absent) ordered as `ORDER BY <properties>, oid ASC` orders them, which
+/// is the order of the sort keys; `None` when a value is one the keys do
+/// not order (a number, an array, …), so the store must sort.
+pub(super) fn in_sort_order(
+    rows: Vec<(String, Vec<Option<Value>>)>,
+    orders: &[InMemoryOrder],
+) -> Option<Vec<String>> {
+    let mut ranked_rows = Vec::with_capacity(rows.len());
+    for (oid, values) in rows {
+        let mut keys = Vec::with_capacity(orders.len());
+        for (value, order) in values.iter().zip(orders) {
+            let key = ranked(value.as_ref(), order.fold);
+            if key.0 == UNORDERED {
+                return None;
+            }
+            keys.push(key);
+        }
+        ranked_rows.push((keys, oid));
+    }
+    ranked_rows.sort_by(|(a, a_oid), (b, b_oid)| {
+        a.iter()
+            .zip(b)
+            .zip(orders)
+            .map(|((a, b), order)| {
+                let by_value = a.0.cmp(&b.0).then_with(|| match (&a.1, &b.1) {
+                    (Value::String(a), Value::String(b)) => a.cmp(b),
+                    (Value::Bool(a), Value::Bool(b)) => a.cmp(b),
+                    _ => std::cmp::Ordering::Equal,
+                });
+                if order.descending {
+                    by_value.reverse()
+                } else {
+                    by_value
+                }
+            })
+            .find(|o| o.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then_with(|| a_oid.cmp(b_oid))
+    });
+    Some(ranked_rows.into_iter().map(|(_, oid)| oid).collect())
+}
+
 /// The sort keys of one object: `(table, [rank, value, oid])`.
 pub(super) fn keys_of(
     type_name: &str,
@@ -545,13 +595,18 @@ impl Store {
         Ok(Some(Candidates::Ids(ids.into_iter().collect())))
     }
 
-    /// The objects of `keys` that match `filter`, in the order of `keys`.
+    /// The objects of `keys` that match `filter` (which is `terms` OR-ed,
+    /// when given), in the order of `keys`.
     async fn matching(
         &self,
         type_name: &str,
         filter: &CompiledFilter,
+        terms: Option<&[SearchTerm]>,
         keys: Vec<Key>,
     ) -> Result<Vec<Key>, StoreError> {
+        if let (Some(scan), Some(terms)) = (&self.key_scan, terms) {
+            return self.matching_terms(scan, type_name, terms, keys).await;
+        }
         let mut params = filter.params.clone();
         params.insert("type".into(), json!(type_name));
         params.insert(
@@ -575,6 +630,69 @@ impl Store {
             .collect())
     }
 
+    /// The objects of `keys` that match any of `terms`, checked on their
+    /// values read through the key layer as the terms' key ranges hold
+    /// them (a string, lower-cased where the property folds): the same
+    /// matches as the filter, without evaluating it on each whole record
+    /// (a broad search's first page read ~1,000 records that way).
+    async fn matching_terms(
+        &self,
+        scan: &super::key_scan::KeyScan,
+        type_name: &str,
+        terms: &[SearchTerm],
+        keys: Vec<Key>,
+    ) -> Result<Vec<Key>, StoreError> {
+        let indexed = self.sorts.snapshot();
+        let mut checks = Vec::with_capacity(terms.len());
+        for term in terms {
+            let Some(index) = indexed.ready(type_name, &term.property) else {
+                return Err(StoreError::Query(format!(
+                    "{} has no sort keys to search",
+                    term.property
+                )));
+            };
+            let value = if index.fold {
+                term.value.to_lowercase()
+            } else {
+                term.value.clone()
+            };
+            checks.push((index.fold, value, term.prefix));
+        }
+        let paths: Vec<Vec<&str>> = terms
+            .iter()
+            .map(|term| vec!["data", term.property.as_str()])
+            .collect();
+        let oids: Vec<String> = keys.iter().map(|(_, _, oid)| oid.clone()).collect();
+        let values = scan.fields("object", type_name, &oids, &paths).await?;
+        Ok(keys
+            .into_iter()
+            .zip(values)
+            .filter(|(_, values)| {
+                values.as_ref().is_some_and(|values| {
+                    values
+                        .iter()
+                        .zip(&checks)
+                        .any(|(value, (fold, term, prefix))| {
+                            let Some(Value::String(value)) = value else {
+                                return false;
+                            };
+                            let value = if *fold {
+                                std::borrow::Cow::Owned(value.to_lowercase())
+                            } else {
+                                std::borrow::Cow::Borrowed(value.as_str())
+                            };
+                            if *prefix {
+                                value.starts_with(term.as_str())
+                            } else {
+                                *value == **term
+                            }
+                        })
+                })
+            })
+            .map(|(key, _)| key)
+            .collect())
+    }
+
     /// One page of the objects matching `filter` in the order of an indexed
     /// property (ties by id), walking its keys in order and checking the
     /// filter a chunk at a time: for filters that match many objects, where
@@ -589,6 +707,7 @@ impl Store {
         fold: bool,
         descending: bool,
         filter: &CompiledFilter,
+        terms: Option<&[SearchTerm]>,
         offset: usize,
         limit: usize,
     ) -> Result<Option<Vec<String>>, StoreError> {
@@ -613,7 +732,7 @@ impl Store {
                 .await?;
             start += keys.len();
             let ended = keys.len() < WALK_CHUNK;
-            found.extend(self.matching(type_name, filter, keys).await?);
+            found.extend(self.matching(type_name, filter, terms, keys).await?);
             if ended {
                 break;
             }
@@ -644,7 +763,7 @@ impl Store {
                         .await?;
                     start += keys.len();
                     let last = keys.len() < WALK_CHUNK;
-                    lowest.extend(self.matching(type_name, filter, keys).await?);
+                    lowest.extend(self.matching(type_name, filter, terms, keys).await?);
                     if last {
                         break;
                     }
@@ -766,5 +885,102 @@ mod tests {
                 .unwrap(),
             ids(&[])
         );
+    }
+
+    /// An exact search's matches sorted in memory (an embedded store reads
+    /// their sort values through the key layer) come in the order the
+    /// store's `ORDER BY` gives a server store: folded and exact, both
+    /// directions, absent, null, booleans, ties broken by id, pages; and a
+    /// number sends the sort back to the store.
+    #[tokio::test]
+    #[allow(clippy::unwrap_used)]
+    async fn matches_sorted_in_memory_come_in_the_stores_order() {
+        use crate::store::query::{QueryPlan, ResolvedField, SortKey};
+        use crate::store::{Identifier, NewObject, Write};
+        let values = [
+            json!("Snow"),
+            json!("snow"),
+            json!("SNOW"),
+            json!("snöw"),
+            json!("Ärger"),
+            json!("a"),
+            json!(""),
+            json!(null),
+            json!(true),
+            json!(false),
+            json!("b\u{0}c"),
+            json!("Zed"),
+            json!("zed"),
+        ];
+        let mut objects: Vec<NewObject> = values
+            .iter()
+            .enumerate()
+            .map(|(n, value)| NewObject {
+                oid: format!("u{:02}", 20 - n),
+                write: Write {
+                    data: json!({ "sn": value, "mixed": value })
+                        .as_object()
+                        .cloned()
+                        .unwrap(),
+                    ..Write::default()
+                },
+            })
+            .collect();
+        objects.push(NewObject {
+            oid: "u99".into(),
+            write: Write {
+                data: json!({ "mixed": 7 }).as_object().cloned().unwrap(),
+                ..Write::default()
+            },
+        });
+        let dir = std::env::temp_dir().join(format!("idm-sorted-{}", uuid::Uuid::new_v4()));
+        let embedded = Store::open(&format!("surrealkv://{}", dir.display()))
+            .await
+            .unwrap();
+        let server_like = Store::open("mem://").await.unwrap();
+        assert!(embedded.key_scan.is_some() && server_like.key_scan.is_none());
+        for store in [&embedded, &server_like] {
+            store
+                .create_objects("test", "user", &objects, &[])
+                .await
+                .unwrap();
+        }
+        let mut only: Vec<String> = objects.iter().map(|o| o.oid.clone()).collect();
+        only.push("gone".into());
+        for property in ["sn", "mixed"] {
+            for case_exact in [false, true] {
+                for descending in [false, true] {
+                    for (offset, limit) in [(0, 100), (3, 4)] {
+                        let plan = QueryPlan {
+                            only: Some(only.clone()),
+                            only_exact: true,
+                            sort: vec![SortKey {
+                                field: ResolvedField::Property {
+                                    name: Identifier::new(property).unwrap(),
+                                    case_exact,
+                                },
+                                descending,
+                            }],
+                            offset,
+                            limit,
+                            ..QueryPlan::default()
+                        };
+                        let oids = |page: crate::store::QueryPage<StoredObject>| {
+                            page.rows.into_iter().map(|o| o.oid).collect::<Vec<_>>()
+                        };
+                        let in_memory = oids(embedded.query_objects("user", &plan).await.unwrap());
+                        let by_store =
+                            oids(server_like.query_objects("user", &plan).await.unwrap());
+                        assert_eq!(
+                            in_memory, by_store,
+                            "{property} exact {case_exact} desc {descending} from {offset}"
+                        );
+                        assert_eq!(in_memory.len(), limit.min(objects.len()));
+                    }
+                }
+            }
+        }
+        embedded.close(std::time::Duration::from_secs(10)).await;
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
