@@ -1,4 +1,5 @@
-//! Record ids read from an embedded store's keys, without the records.
+//! Record ids read from an embedded store's keys, without the records, and
+//! records read by id without a statement.
 //!
 //! SurrealDB 3.3.5 decodes every record a `SELECT` reads, even one that
 //! projects only `record::id(id)` (it reads keys alone only to count them).
@@ -16,6 +17,8 @@ use std::sync::Arc;
 
 use surrealdb_catalog::providers::{CachePolicy, DatabaseProvider, TableProvider};
 use surrealdb_catalog::val::{Array, RecordId, RecordIdKey, TableName, Value};
+use surrealdb_catalog::{DatabaseId, NamespaceId};
+use surrealdb_datastore::Transaction;
 use surrealdb_datastore::key::schema::{RecordKey, RecordPrefix};
 use surrealdb_engine_local::Datastore;
 use surrealdb_kvs::key::KVKeyDecode;
@@ -35,6 +38,30 @@ impl KeyScan {
         KeyScan { datastore }
     }
 
+    /// Runs `read` in a read transaction of idm's database (`empty` when it
+    /// does not exist yet: nothing stored), then cancels the transaction:
+    /// a read holds nothing to keep.
+    async fn in_read<T>(
+        &self,
+        what: &str,
+        empty: T,
+        read: impl AsyncFnOnce(&Transaction, NamespaceId, DatabaseId) -> anyhow::Result<T>,
+    ) -> Result<T, StoreError> {
+        let failed = |e: anyhow::Error| StoreError::Query(format!("reading {what}: {e:#}"));
+        let tx = self
+            .datastore
+            .transaction(TransactionType::Read)
+            .await
+            .map_err(failed)?;
+        let result = match tx.get_db_by_name(NAMESPACE, DATABASE, None).await {
+            Ok(Some(db)) => read(&tx, db.namespace_id, db.database_id).await,
+            Ok(None) => Ok(empty),
+            Err(e) => Err(e),
+        };
+        let _ = tx.cancel().await;
+        result.map_err(failed)
+    }
+
     /// The ids `[prefix, id]` of `table`'s records whose id starts with
     /// `prefix`, in key order: at most `limit`, after `[prefix, after]`.
     /// What `SELECT VALUE record::id(id)[1] FROM table:[prefix, after]>..[prefix, ..]`
@@ -46,61 +73,24 @@ impl KeyScan {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
-        let failed = |e: anyhow::Error| StoreError::Query(format!("reading {table} keys: {e:#}"));
-        let tx = self
-            .datastore
-            .transaction(TransactionType::Read)
-            .await
-            .map_err(failed)?;
-        let read = async {
-            let Some(db) = tx.get_db_by_name(NAMESPACE, DATABASE, None).await? else {
-                return Ok(Vec::new()); // not migrated yet: nothing stored
-            };
-            let table = TableName::from(table);
-            let prefix_value = Value::String(prefix.into());
-            let start = match after {
-                None => Bound::Included(id_key(prefix_value.clone(), Value::None)),
-                Some(after) => {
-                    Bound::Excluded(id_key(prefix_value.clone(), Value::String(after.into())))
-                }
-            };
-            // Up to the table's end: the page stops at the first id with
-            // another prefix, which is cheaper than encoding an upper bound
-            // and reads at most one page past the last id.
-            let range = RecordPrefix {
-                ns: db.namespace_id,
-                db: db.database_id,
-                tb: Cow::Borrowed(&table),
-            }
-            .range_where((start, Bound::<Cow<'_, RecordIdKey>>::Unbounded))?;
-            let limit = u32::try_from(limit).unwrap_or(u32::MAX);
-            let keys = tx.keys_raw(range, limit, 0, None).await?;
-            let mut ids = Vec::with_capacity(keys.len());
-            for key in &keys {
-                let record = RecordKey::decode_key(key)?;
-                match record.id.as_ref() {
-                    RecordIdKey::Array(Array(parts)) => match parts.as_slice() {
-                        [Value::String(p), Value::String(id)] if p.as_str() == prefix => {
-                            ids.push(id.as_str().to_string());
-                        }
-                        [Value::String(p), _] if p.as_str() == prefix => {
-                            anyhow::bail!(
-                                "a {} id under {prefix:?} is not a string",
-                                table.as_str()
-                            )
-                        }
-                        _ => break,
-                    },
-                    _ => break,
-                }
-            }
-            Ok(ids)
-        };
-        let result: anyhow::Result<Vec<String>> = read.await;
-        // A read transaction holds nothing to keep; cancelling releases it.
-        let _ = tx.cancel().await;
-        result.map_err(failed)
+        let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+        let tails = self
+            .in_read(&format!("{table} keys"), Vec::new(), async |tx, ns, db| {
+                let after = after.map(|after| Value::String(after.into()));
+                ids_under(tx, ns, db, table, prefix, after, limit).await
+            })
+            .await?;
+        tails
+            .into_iter()
+            .map(|tail| match <[String; 1]>::try_from(tail) {
+                Ok([id]) => Ok(id),
+                Err(_) => Err(StoreError::Query(format!(
+                    "reading {table} keys: an id under {prefix:?} is not [{prefix:?}, id]"
+                ))),
+            })
+            .collect()
     }
+
     /// For each of `ids`, the values the record `table:[prefix, id]` holds
     /// at `paths` (field names from the record's top), as JSON: `None` for
     /// a record that does not exist, and inside, `None` for an absent
@@ -114,17 +104,8 @@ impl KeyScan {
         ids: &[String],
         paths: &[Vec<&str>],
     ) -> Result<Vec<Option<Vec<Option<serde_json::Value>>>>, StoreError> {
-        let failed =
-            |e: anyhow::Error| StoreError::Query(format!("reading {table} records: {e:#}"));
-        let tx = self
-            .datastore
-            .transaction(TransactionType::Read)
-            .await
-            .map_err(failed)?;
-        let read = async {
-            let Some(db) = tx.get_db_by_name(NAMESPACE, DATABASE, None).await? else {
-                return Ok(vec![None; ids.len()]);
-            };
+        let what = format!("{table} records");
+        self.in_read(&what, vec![None; ids.len()], async |tx, ns, db| {
             let table = TableName::from(table);
             let mut found = Vec::with_capacity(ids.len());
             for chunk in ids.chunks(RECORDS_A_READ) {
@@ -140,13 +121,7 @@ impl KeyScan {
                     })
                     .collect();
                 let records = tx
-                    .get_records(
-                        db.namespace_id,
-                        db.database_id,
-                        &rids,
-                        None,
-                        CachePolicy::ReadOnly,
-                    )
+                    .get_records(ns, db, &rids, None, CachePolicy::ReadOnly)
                     .await?;
                 for record in records {
                     // A missing record comes back empty, not as an object.
@@ -158,22 +133,15 @@ impl KeyScan {
                     for path in paths {
                         values.push(match at_path(fields, path) {
                             None | Some(Value::None) => None,
-                            Some(value) => Some(
-                                surrealdb_catalog::val::convert_value_to_public_value(
-                                    value.clone(),
-                                )?
-                                .into_json_value(),
-                            ),
+                            Some(value) => Some(to_json(value)?),
                         });
                     }
                     found.push(Some(values));
                 }
             }
             Ok(found)
-        };
-        let result: anyhow::Result<_> = read.await;
-        let _ = tx.cancel().await;
-        result.map_err(failed)
+        })
+        .await
     }
 
     /// The record `table:[prefix, id]` as JSON, as `SELECT * FROM ONLY`
@@ -188,81 +156,87 @@ impl KeyScan {
         [prefix, id]: [&str; 2],
         under: Option<(&str, &str)>,
     ) -> Result<Option<(serde_json::Value, Vec<Vec<String>>)>, StoreError> {
-        let failed =
-            |e: anyhow::Error| StoreError::Query(format!("reading a {table} record: {e:#}"));
-        let tx = self
-            .datastore
-            .transaction(TransactionType::Read)
-            .await
-            .map_err(failed)?;
-        let read = async {
-            let Some(db) = tx.get_db_by_name(NAMESPACE, DATABASE, None).await? else {
-                return Ok(None);
-            };
+        let what = format!("a {table} record");
+        self.in_read(&what, None, async |tx, ns, db| {
             let key = id_key(Value::String(prefix.into()), Value::String(id.into()));
             let record = tx
-                .get_record(
-                    db.namespace_id,
-                    db.database_id,
-                    &TableName::from(table),
-                    &key,
-                    None,
-                )
+                .get_record(ns, db, &TableName::from(table), &key, None)
                 .await?;
             if !matches!(record.data, Value::Object(_)) {
                 return Ok(None); // a missing record comes back empty
             }
-            let json = surrealdb_catalog::val::convert_value_to_public_value(record.data.clone())?
-                .into_json_value();
-            let mut tails = Vec::new();
-            if let Some((under, key)) = under {
-                let under = TableName::from(under);
-                let start = id_key(Value::String(key.into()), Value::None);
-                let mut range = RecordPrefix {
-                    ns: db.namespace_id,
-                    db: db.database_id,
-                    tb: Cow::Borrowed(&under),
-                }
-                .range_where((
-                    Bound::Included(start),
-                    Bound::<Cow<'_, RecordIdKey>>::Unbounded,
-                ))?;
-                // Pages of keys up to the first id under another key.
-                'walk: loop {
-                    let keys = tx.keys_raw(range.clone(), IDS_A_READ, 0, None).await?;
-                    for raw in &keys {
-                        let record = RecordKey::decode_key(raw)?;
-                        let RecordIdKey::Array(Array(parts)) = record.id.as_ref() else {
-                            break 'walk;
-                        };
-                        match parts.split_first() {
-                            Some((Value::String(first), rest)) if first.as_str() == key => {
-                                let mut tail = Vec::with_capacity(rest.len());
-                                for part in rest {
-                                    let Value::String(part) = part else {
-                                        anyhow::bail!("an id under {key:?} is not all strings");
-                                    };
-                                    tail.push(part.as_str().to_string());
-                                }
-                                tails.push(tail);
-                            }
-                            _ => break 'walk,
-                        }
-                    }
-                    match keys.last() {
-                        Some(last) if keys.len() == IDS_A_READ as usize => {
-                            range = range.resume_after(last, Direction::Forward);
-                        }
-                        _ => break,
-                    }
-                }
-            }
-            Ok(Some((json, tails)))
-        };
-        let result: anyhow::Result<_> = read.await;
-        let _ = tx.cancel().await;
-        result.map_err(failed)
+            let tails = match under {
+                Some((under, key)) => ids_under(tx, ns, db, under, key, None, u32::MAX).await?,
+                None => Vec::new(),
+            };
+            Ok(Some((to_json(&record.data)?, tails)))
+        })
+        .await
     }
+}
+
+/// The rest of every id `[prefix, …]` of `table` (string parts), in key
+/// order: at most `limit`, after `[prefix, after]` when given. Pages of keys
+/// are read up to the first id with another prefix (cheaper than encoding
+/// an upper bound; at most one page past the last id).
+async fn ids_under(
+    tx: &Transaction,
+    ns: NamespaceId,
+    db: DatabaseId,
+    table: &str,
+    prefix: &str,
+    after: Option<Value>,
+    limit: u32,
+) -> anyhow::Result<Vec<Vec<String>>> {
+    let table = TableName::from(table);
+    let start = match after {
+        None => Bound::Included(id_key(Value::String(prefix.into()), Value::None)),
+        Some(after) => Bound::Excluded(id_key(Value::String(prefix.into()), after)),
+    };
+    let mut range = RecordPrefix {
+        ns,
+        db,
+        tb: Cow::Borrowed(&table),
+    }
+    .range_where((start, Bound::<Cow<'_, RecordIdKey>>::Unbounded))?;
+    let mut tails = Vec::new();
+    loop {
+        let left = limit.saturating_sub(u32::try_from(tails.len()).unwrap_or(u32::MAX));
+        if left == 0 {
+            return Ok(tails);
+        }
+        let page = IDS_A_READ.min(left);
+        let keys = tx.keys_raw(range.clone(), page, 0, None).await?;
+        for raw in &keys {
+            let record = RecordKey::decode_key(raw)?;
+            let RecordIdKey::Array(Array(parts)) = record.id.as_ref() else {
+                return Ok(tails);
+            };
+            match parts.split_first() {
+                Some((Value::String(first), rest)) if first.as_str() == prefix => {
+                    let mut tail = Vec::with_capacity(rest.len());
+                    for part in rest {
+                        let Value::String(part) = part else {
+                            anyhow::bail!("an id under {prefix:?} is not all strings");
+                        };
+                        tail.push(part.as_str().to_string());
+                    }
+                    tails.push(tail);
+                }
+                _ => return Ok(tails),
+            }
+        }
+        match keys.last() {
+            Some(last) if keys.len() == page as usize => {
+                range = range.resume_after(last, Direction::Forward);
+            }
+            _ => return Ok(tails),
+        }
+    }
+}
+
+fn to_json(value: &Value) -> anyhow::Result<serde_json::Value> {
+    Ok(surrealdb_catalog::val::convert_value_to_public_value(value.clone())?.into_json_value())
 }
 
 /// Ids read in one key scan.
