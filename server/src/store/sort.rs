@@ -311,6 +311,18 @@ pub struct SearchTerm {
     pub prefix: bool,
 }
 
+impl SearchTerm {
+    /// The value as its property's sort keys hold values: lower-cased
+    /// where the property folds.
+    fn as_keyed(&self, fold: bool) -> String {
+        if fold {
+            self.value.to_lowercase()
+        } else {
+            self.value.clone()
+        }
+    }
+}
+
 type Key = (i64, Value, String);
 
 impl Store {
@@ -540,11 +552,7 @@ impl Store {
             let Some(table) = self.usable_index(type_name, &term.property, fold).await? else {
                 return Ok(None);
             };
-            let value = if fold {
-                term.value.to_lowercase()
-            } else {
-                term.value.clone()
-            };
+            let value = term.as_keyed(fold);
             let end = if term.prefix {
                 after_prefix(&value)
             } else {
@@ -605,7 +613,16 @@ impl Store {
         keys: Vec<Key>,
     ) -> Result<Vec<Key>, StoreError> {
         if let (Some(scan), Some(terms)) = (&self.key_scan, terms) {
-            return self.matching_terms(scan, type_name, terms, keys).await;
+            // How each term's property folds; a property whose keys are not
+            // ready is left to the filter.
+            let indexed = self.sorts.snapshot();
+            let folds: Option<Vec<bool>> = terms
+                .iter()
+                .map(|t| indexed.ready(type_name, &t.property).map(|i| i.fold))
+                .collect();
+            if let Some(folds) = folds {
+                return Self::matching_terms(scan, type_name, terms, &folds, keys).await;
+            }
         }
         let mut params = filter.params.clone();
         params.insert("type".into(), json!(type_name));
@@ -630,34 +647,24 @@ impl Store {
             .collect())
     }
 
-    /// The objects of `keys` that match any of `terms`, checked on their
-    /// values read through the key layer as the terms' key ranges hold
-    /// them (a string, lower-cased where the property folds): the same
-    /// matches as the filter, without evaluating it on each whole record
-    /// (a broad search's first page read ~1,000 records that way).
+    /// The objects of `keys` that match any of `terms` (`folds`: whether
+    /// each term's property folds), checked on their values read through
+    /// the key layer as the terms' key ranges hold them (a string,
+    /// lower-cased where the property folds): the same matches as the
+    /// filter, without evaluating it on each whole record (a broad search's
+    /// first page read ~1,000 records that way).
     async fn matching_terms(
-        &self,
         scan: &super::key_scan::KeyScan,
         type_name: &str,
         terms: &[SearchTerm],
+        folds: &[bool],
         keys: Vec<Key>,
     ) -> Result<Vec<Key>, StoreError> {
-        let indexed = self.sorts.snapshot();
-        let mut checks = Vec::with_capacity(terms.len());
-        for term in terms {
-            let Some(index) = indexed.ready(type_name, &term.property) else {
-                return Err(StoreError::Query(format!(
-                    "{} has no sort keys to search",
-                    term.property
-                )));
-            };
-            let value = if index.fold {
-                term.value.to_lowercase()
-            } else {
-                term.value.clone()
-            };
-            checks.push((index.fold, value, term.prefix));
-        }
+        let checks: Vec<(bool, String, bool)> = terms
+            .iter()
+            .zip(folds)
+            .map(|(term, fold)| (*fold, term.as_keyed(*fold), term.prefix))
+            .collect();
         let paths: Vec<Vec<&str>> = terms
             .iter()
             .map(|term| vec!["data", term.property.as_str()])

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{Gaps, Reader, check_properties, object_type, text};
+use super::{Gaps, Reader, check_properties, keep_shared, object_type, text};
 use crate::config::ConfError;
 
 const AT: &str = "configurationProperties";
@@ -127,16 +127,7 @@ pub(super) fn to_provisioner(
         let Some(this) = type_format(&at, declaration, default_file, gaps) else {
             continue;
         };
-        match &shared {
-            None => shared = Some((type_name.as_str(), this)),
-            Some((first, format)) if *format != this => gaps.note(
-                at,
-                &format!(
-                    "read unlike objectTypes.{first}: the provisioner shape reads every type alike"
-                ),
-            ),
-            Some(_) => {}
-        }
+        keep_shared(&mut shared, type_name, this, &at, gaps);
         types.insert(type_name.clone(), object_type("__ACCOUNT__"));
     }
     let mut properties = Map::new();

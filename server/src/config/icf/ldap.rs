@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{Gaps, Reader, check_properties, object_type, text};
+use super::{Gaps, Reader, check_properties, flag, keep_shared, object_type, text, whole_number};
 use crate::config::{ConfError, REDACTED};
 
 const AT: &str = "configurationProperties";
@@ -407,26 +407,6 @@ pub(super) fn to_provisioner(
     (properties, types)
 }
 
-/// Keeps the first type's settings; a later type with other ones is noted.
-fn keep_shared<'a, T: PartialEq>(
-    shared: &mut Option<(&'a str, T)>,
-    type_name: &'a str,
-    this: T,
-    at: &str,
-    gaps: &mut Gaps,
-) {
-    match shared {
-        None => *shared = Some((type_name, this)),
-        Some((first, settings)) if *settings != this => gaps.note(
-            at,
-            &format!(
-                "set unlike objectTypes.{first}: the provisioner shape has one setting for all"
-            ),
-        ),
-        Some(_) => {}
-    }
-}
-
 /// Where and how the connector binds, and how it reads and writes.
 fn connection_to_provisioner(
     body: &Map<String, Value>,
@@ -445,10 +425,10 @@ fn connection_to_provisioner(
         ),
     }
     match flag(body.get("startTls")) {
-        Some(start_tls) => {
+        Ok(start_tls) => {
             properties.insert("startTLS".into(), json!(start_tls.unwrap_or(false)));
         }
-        None => gaps.note("startTls", "true or false"),
+        Err(()) => gaps.note("startTls", "true or false"),
     }
     match text(body, "bindDn") {
         Ok(Some(principal)) => {
@@ -485,16 +465,14 @@ fn connection_to_provisioner(
         }
         _ => gaps.note("passwordHashing", "SSHA or cleartext"),
     }
-    match body.get("pageSize") {
-        None | Some(Value::Null) => {}
-        Some(size) => match whole_number(size) {
-            Some(block) => {
-                properties.insert("blockSize".into(), json!(block));
-            }
-            None => gaps.note("pageSize", "a whole number"),
-        },
+    match whole_number(body.get("pageSize")) {
+        Ok(None) => {}
+        Ok(Some(block)) => {
+            properties.insert("blockSize".into(), json!(block));
+        }
+        Err(()) => gaps.note("pageSize", "a whole number"),
     }
-    if !matches!(flag(body.get("tlsVerify")), Some(None | Some(true))) {
+    if !matches!(flag(body.get("tlsVerify")), Ok(None | Some(true))) {
         gaps.note(
             "tlsVerify",
             "no ICF setting: Wren's connector always checks certificates",
@@ -508,7 +486,7 @@ fn connection_to_provisioner(
     }
     if !body
         .get("timeoutSeconds")
-        .is_none_or(|t| t.is_null() || whole_number(t) == Some(10))
+        .is_none_or(|t| matches!(whole_number(Some(t)), Ok(None | Some(10))))
     {
         gaps.note(
             "timeoutSeconds",
@@ -634,27 +612,6 @@ pub(super) fn address_of(url: &str) -> Option<(String, u16, bool)> {
         None => 389,
     };
     (!host.is_empty()).then(|| (host.to_string(), port, ssl))
-}
-
-/// `Some(None)` when absent or `null`, `Some(Some(b))` for a flag or its
-/// text, `None` for anything else.
-fn flag(value: Option<&Value>) -> Option<Option<bool>> {
-    match value {
-        None | Some(Value::Null) => Some(None),
-        Some(Value::Bool(b)) => Some(Some(*b)),
-        Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Some(Some(true)),
-        Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Some(Some(false)),
-        Some(_) => None,
-    }
-}
-
-/// A whole number, or its text.
-fn whole_number(value: &Value) -> Option<u64> {
-    match value {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
 }
 
 /// A non-empty array of strings.

@@ -104,13 +104,7 @@ impl Reader<'_> {
         at: &str,
         key: &str,
     ) -> Result<Option<bool>, ConfError> {
-        match map.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Ok(Some(true)),
-            Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Ok(Some(false)),
-            Some(_) => Err(self.invalid(join(at, key), "expected true or false")),
-        }
+        flag(map.get(key)).map_err(|()| self.invalid(join(at, key), "expected true or false"))
     }
 
     /// A whole number, or its text.
@@ -120,12 +114,8 @@ impl Reader<'_> {
         at: &str,
         key: &str,
     ) -> Result<Option<u64>, ConfError> {
-        match map.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
-            Some(Value::String(s)) if s.trim().parse::<u64>().is_ok() => Ok(s.trim().parse().ok()),
-            Some(_) => Err(self.invalid(join(at, key), "expected a whole number")),
-        }
+        whole_number(map.get(key))
+            .map_err(|()| self.invalid(join(at, key), "expected a whole number"))
     }
 
     /// A list of strings (a lone string counts as one).
@@ -317,6 +307,49 @@ fn object_type(native_type: &str) -> Value {
         "nativeType": native_type,
         "properties": {}
     })
+}
+
+/// A boolean, or its text; absent and `null` as `None`, `Err` for anything else.
+fn flag(value: Option<&Value>) -> Result<Option<bool>, ()> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Ok(Some(true)),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Ok(Some(false)),
+        Some(_) => Err(()),
+    }
+}
+
+/// A whole number, or its text; absent and `null` as `None`, `Err` for
+/// anything else.
+fn whole_number(value: Option<&Value>) -> Result<Option<u64>, ()> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n.as_u64().map(Some).ok_or(()),
+        Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| ()),
+        Some(_) => Err(()),
+    }
+}
+
+/// Keeps the first type's settings in `shared`; a later type with other
+/// ones is noted, since the provisioner shape has one set for every type.
+fn keep_shared<'a, T: PartialEq>(
+    shared: &mut Option<(&'a str, T)>,
+    type_name: &'a str,
+    this: T,
+    at: &str,
+    gaps: &mut Gaps,
+) {
+    match shared {
+        None => *shared = Some((type_name, this)),
+        Some((first, settings)) if *settings != this => gaps.note(
+            at,
+            &format!(
+                "set unlike objectTypes.{first}: the provisioner shape has one setting for all"
+            ),
+        ),
+        Some(_) => {}
+    }
 }
 
 /// A non-empty string value; `Err` for anything else but absent or `null`.

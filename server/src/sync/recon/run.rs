@@ -184,14 +184,12 @@ impl Recon {
 
     /// Adds one timing of a task to the run's record.
     pub fn record_time(&self, task: ReconTask, elapsed: Duration) {
-        let durations = &mut lock(&self.state).record.durations;
-        match durations.get_mut(task.name()) {
-            Some(timing) => timing.add(elapsed),
-            None => durations
-                .entry(task.name().to_string())
-                .or_default()
-                .add(elapsed),
-        }
+        lock(&self.state)
+            .record
+            .durations
+            .entry(task.name().to_string())
+            .or_default()
+            .add(elapsed);
     }
 
     /// Runs `work` and records how long it took as one timing of `task`.
