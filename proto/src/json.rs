@@ -61,12 +61,13 @@ pub fn from_proto_value(value: &Value) -> Json {
     }
 }
 
-/// A protobuf `Struct` as a JSON object, keys sorted (protobuf maps are unordered).
+/// A protobuf `Struct` as a JSON object, keys sorted (protobuf maps are
+/// unordered; prost keeps a `Struct`'s in a `BTreeMap`, which walks them in
+/// order).
 pub fn from_proto_struct(s: &Struct) -> Map<String, Json> {
-    let mut keys: Vec<&String> = s.fields.keys().collect();
-    keys.sort();
-    keys.into_iter()
-        .map(|k| (k.clone(), from_proto_value(&s.fields[k])))
+    s.fields
+        .iter()
+        .map(|(k, v)| (k.clone(), from_proto_value(v)))
         .collect()
 }
 
