@@ -24,13 +24,17 @@
 //! warm-up), `IDM_BENCH_CONCURRENCY` (32), `IDM_BENCH_STORE` (`mem`, or
 //! `surrealkv`: an embedded store on disk, idmd's default); the binaries are taken from
 //! `IDM_BIN_DIR`, else `$CARGO_TARGET_DIR/release`, else the bench's own
-//! target directory.
+//! target directory. `IDM_BENCH_BASELINE=DIR`: another build's binaries
+//! (issue 18's pre-issue build), started and seeded alike after the phases
+//! above; the wrk GET then runs `IDM_BENCH_ROUNDS` (3) times on each, in
+//! turns, and the medians are compared.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod processes;
 mod report;
 mod wrk;
 
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -309,13 +313,19 @@ async fn seed(target: &Target, users: u64, concurrency: u64) -> Vec<String> {
     ids
 }
 
-#[tokio::main]
-async fn main() {
-    let users = env_or("IDM_BENCH_USERS", 1000).max(1);
-    let seconds = env_or("IDM_BENCH_SECONDS", 10).max(1);
-    let concurrency = env_or("IDM_BENCH_CONCURRENCY", 32).max(1);
+/// An idmd and an idm-gateway from one directory of binaries, serving
+/// `users` seeded users.
+struct Deployment {
+    target: Target,
+    seeded: Duration,
+    // Dropped after `target`: the processes are killed last.
+    _gateway: Process,
+    _idmd: Process,
+}
 
-    let bins = bin_dir();
+/// Starts idmd (on `store`: `mem` or `surrealkv`) and idm-gateway from
+/// `bins`, their keys, logs and store under `dir`, and seeds `users` users.
+async fn deploy(bins: &Path, dir: &Path, store: &str, users: u64, concurrency: u64) -> Deployment {
     let (idmd_bin, gateway_bin) = (bins.join("idmd"), bins.join("idm-gateway"));
     if !idmd_bin.exists() || !gateway_bin.exists() {
         eprintln!(
@@ -325,14 +335,7 @@ async fn main() {
         );
         std::process::exit(1);
     }
-
-    // Declared first so it is dropped last, after both processes.
-    let dir = TempDir(std::env::temp_dir().join(format!(
-        "idm-bench-scim-{}-{}",
-        std::process::id(),
-        rand::random::<u32>()
-    )));
-    std::fs::create_dir_all(&dir.0).expect("scratch directory");
+    std::fs::create_dir_all(dir).expect("scratch directory");
     let token = format!("bench-{:016x}", rand::random::<u64>());
     let bearer = format!("Bearer {token}");
     let password = format!("Bench-{:016x}", rand::random::<u64>());
@@ -341,13 +344,10 @@ async fn main() {
         base64::engine::general_purpose::STANDARD.encode(format!("{ADMIN_ACCOUNT}:{password}"))
     );
     let key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
-
-    let store = match std::env::var("IDM_BENCH_STORE").as_deref() {
-        Ok("surrealkv") => format!("surrealkv://{}", dir.0.join("store").display()),
-        Ok("mem") | Err(_) => "mem://".to_string(),
-        Ok(other) => panic!("IDM_BENCH_STORE is mem or surrealkv, not {other:?}"),
+    let store = match store {
+        "surrealkv" => format!("surrealkv://{}", dir.join("store").display()),
+        _ => "mem://".to_string(),
     };
-    let store_kind = store.split(':').next().unwrap_or_default().to_string();
     let grpc_port = free_port();
     let core = format!("http://127.0.0.1:{grpc_port}");
     let mut idmd = Process::spawn(
@@ -356,12 +356,12 @@ async fn main() {
             .args(["--store", &store, "--grpc"])
             .arg(format!("127.0.0.1:{grpc_port}"))
             .arg("--key-file")
-            .arg(dir.0.join("idm.key"))
+            .arg(dir.join("idm.key"))
             .env("IDM_ADMIN_TOKEN", &token)
             .env("IDM_ADMIN_PASSWORD", &password)
             .env("IDM_ENCRYPTION_KEY", &key)
             .env_remove("IDM_CONF"),
-        dir.0.join("idmd.log"),
+        dir.join("idmd.log"),
     );
     let grpc = wait_for_idmd(&mut idmd, &core, &bearer).await;
 
@@ -375,7 +375,7 @@ async fn main() {
         Command::new(&gateway_bin)
             .args(["--core", &core, "--no-tls", "--listen"])
             .arg(format!("127.0.0.1:{gateway_port}")),
-        dir.0.join("idm-gateway.log"),
+        dir.join("idm-gateway.log"),
     );
     wait_for_gateway(&mut gateway, &scim).await;
 
@@ -391,10 +391,40 @@ async fn main() {
     };
     let start = Instant::now();
     target.ids = seed(&target, users, concurrency).await;
-    let seeded = start.elapsed();
+    Deployment {
+        target,
+        seeded: start.elapsed(),
+        _gateway: gateway,
+        _idmd: idmd,
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let users = env_or("IDM_BENCH_USERS", 1000).max(1);
+    let seconds = env_or("IDM_BENCH_SECONDS", 10).max(1);
+    let concurrency = env_or("IDM_BENCH_CONCURRENCY", 32).max(1);
+    let store = match std::env::var("IDM_BENCH_STORE").as_deref() {
+        Ok("surrealkv") => "surrealkv",
+        Ok("mem") | Err(_) => "mem",
+        Ok(other) => panic!("IDM_BENCH_STORE is mem or surrealkv, not {other:?}"),
+    };
+
+    // Declared first so it is dropped last, after the processes.
+    let dir = TempDir(std::env::temp_dir().join(format!(
+        "idm-bench-scim-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    )));
+    let Deployment {
+        target,
+        seeded,
+        _gateway: gateway,
+        _idmd: idmd,
+    } = deploy(&bin_dir(), &dir.0.join("bench"), store, users, concurrency).await;
     println!(
         "idm-gateway bench: {users} users seeded in {:.1} s ({:.0}/s); {concurrency} workers, \
-         {WARM_UP:?} warm-up + {seconds} s a phase; idmd ({store_kind}), idm-gateway and the load \
+         {WARM_UP:?} warm-up + {seconds} s a phase; idmd ({store}), idm-gateway and the load \
          generator share {} cores",
         seeded.as_secs_f64(),
         users as f64 / seeded.as_secs_f64(),
@@ -428,18 +458,56 @@ async fn main() {
         phase(Op::RestGetBasic),
     );
 
-    if wrk::available() {
+    if !wrk::available() {
+        println!("\nwrk is not on the PATH: the wrk phases are skipped");
+        return;
+    }
+    let wrk_get = |target: &Target| {
         let users_url = format!("{}/Users", target.scim);
-        let ids = &target.ids;
-        let bearer = &target.bearer;
-        match wrk::get_users(&dir.0, &users_url, bearer, ids, concurrency, 2, seconds) {
-            Ok(measured) => wrk::print_verdicts(&measured, phase(Op::GetUser)),
-            Err(e) => println!("\nwrk: {e}"),
-        }
-    } else {
-        println!("\nwrk is not on the PATH: the wrk phase is skipped");
+        wrk::get_users(
+            &dir.0,
+            &users_url,
+            &target.bearer,
+            &target.ids,
+            concurrency,
+            2,
+            seconds,
+        )
+    };
+    match wrk_get(&target) {
+        Ok(measured) => wrk::print_verdicts(&measured, phase(Op::GetUser)),
+        Err(e) => println!("\nwrk: {e}"),
     }
 
+    // Issue 18 compares the GET with the build before it in one run: the
+    // baseline's idmd and gateway, seeded alike, measured in turns with
+    // this build's (the shared cores drift over minutes).
+    if let Ok(baseline_bins) = std::env::var("IDM_BENCH_BASELINE") {
+        let rounds = env_or("IDM_BENCH_ROUNDS", 3).max(1);
+        let baseline = deploy(
+            Path::new(&baseline_bins),
+            &dir.0.join("baseline"),
+            store,
+            users,
+            concurrency,
+        )
+        .await;
+        let mut turns = Vec::new();
+        for _ in 0..rounds {
+            for (build, measured) in [("baseline", &baseline.target), ("this build", &*target)] {
+                match wrk_get(measured) {
+                    Ok(phase) => turns.push((build, phase)),
+                    Err(e) => {
+                        println!("\nwrk ({build}): {e}");
+                        return;
+                    }
+                }
+            }
+        }
+        wrk::print_against_baseline(&baseline_bins, &turns);
+    }
+
+    drop(target);
     drop(gateway);
     drop(idmd);
 }

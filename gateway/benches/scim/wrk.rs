@@ -177,3 +177,49 @@ pub fn print_verdicts(wrk: &WrkPhase, get: &Phase) {
         verdict(wrk.p99_ms <= ISSUE_18_GET_P99_MS)
     );
 }
+
+/// Turns of `GET /Users/{id}` under wrk, the baseline build's and this
+/// build's in alternation: each turn, then the medians and their ratio.
+pub fn print_against_baseline(baseline: &str, turns: &[(&str, WrkPhase)]) {
+    println!();
+    println!("GET /Users/{{id}} under wrk, in turns with the baseline ({baseline}):");
+    for (build, phase) in turns {
+        println!(
+            "  {build:<12} {:>8.0} req/s  p50 {:>5.2} ms  p99 {:>5.2} ms  errors {}",
+            phase.rate, phase.p50_ms, phase.p99_ms, phase.errors
+        );
+    }
+    let of = |wanted: &str, pick: fn(&WrkPhase) -> f64| {
+        median(
+            turns
+                .iter()
+                .filter(|(build, _)| *build == wanted)
+                .map(|(_, phase)| pick(phase))
+                .collect(),
+        )
+    };
+    let (before, now) = (of("baseline", |p| p.rate), of("this build", |p| p.rate));
+    let (before_p99, now_p99) = (of("baseline", |p| p.p99_ms), of("this build", |p| p.p99_ms));
+    let ratio = now / before;
+    println!(
+        "medians: baseline {before:.0} req/s (p99 {before_p99:.2} ms), this build {now:.0} req/s \
+         (p99 {now_p99:.2} ms)"
+    );
+    println!(
+        "issue 18 GET ≥ 2 x the baseline:   {ratio:.2} x  {}",
+        verdict(ratio >= 2.0)
+    );
+    println!(
+        "issue 18 GET p99 ≤ {ISSUE_18_GET_P99_MS:.0} ms:       {now_p99:>9.2}  {}",
+        verdict(now_p99 <= ISSUE_18_GET_P99_MS)
+    );
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
