@@ -25,9 +25,9 @@
 //! `surrealkv`: an embedded store on disk, idmd's default); the binaries are taken from
 //! `IDM_BIN_DIR`, else `$CARGO_TARGET_DIR/release`, else the bench's own
 //! target directory. `IDM_BENCH_BASELINE=DIR`: another build's binaries
-//! (issue 18's pre-issue build), started and seeded alike after the phases
-//! above; the wrk GET then runs `IDM_BENCH_ROUNDS` (3) times on each, in
-//! turns, and the medians are compared.
+//! (issue 18's pre-issue build), started and seeded alike after phase 7;
+//! the wrk GET then runs `IDM_BENCH_ROUNDS` (3) times on each, in turns,
+//! and the medians are compared.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod processes;
