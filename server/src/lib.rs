@@ -14,6 +14,8 @@ pub mod metrics;
 pub mod request_id;
 pub mod retention;
 pub mod scheduler;
+#[cfg(test)]
+pub(crate) mod scratch;
 pub mod script;
 pub mod secrets;
 pub mod store;

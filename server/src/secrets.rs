@@ -209,6 +209,12 @@ impl SecretBox {
         Ok(Self::new(source, &key))
     }
 
+    /// A key made for one test, in memory only: no key file left behind.
+    #[cfg(test)]
+    pub fn ephemeral() -> Self {
+        Self::new(KeySource::Env, &KeyMaterial::generate())
+    }
+
     pub fn source(&self) -> &KeySource {
         &self.source
     }

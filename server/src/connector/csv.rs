@@ -414,10 +414,8 @@ mod tests {
             .await
     }
 
-    fn temp_dir() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("idm-csv-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+    fn temp_dir() -> crate::scratch::Scratch {
+        crate::scratch::Scratch::new("idm-csv")
     }
 
     fn object(item: &SourceItem) -> &ConnectorObject {

@@ -5,25 +5,11 @@ use serde_json::{Map, Value, json};
 
 use super::*;
 use crate::managed::{ManagedObjects, ManagedSchema};
+use crate::scratch::Scratch;
 use crate::store::ConfigDocument;
 
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("idm-keys-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-    fn key_file(&self) -> PathBuf {
-        self.0.join("idm.key")
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+fn key_file(scratch: &Scratch) -> PathBuf {
+    scratch.join("idm.key")
 }
 
 async fn store() -> Store {
@@ -86,32 +72,32 @@ async fn sealed_bind_password(store: &Store) -> String {
 
 #[tokio::test]
 async fn a_first_start_generates_the_key_file_and_records_its_fingerprint() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new("idm-keys");
     let store = store().await;
-    let keys = KeyManager::open(store.clone(), &scratch.key_file(), None)
+    let keys = KeyManager::open(store.clone(), &key_file(&scratch), None)
         .await
         .unwrap();
-    let on_disk = KeyMaterial::read_file(&scratch.key_file())
+    let on_disk = KeyMaterial::read_file(&key_file(&scratch))
         .unwrap()
         .unwrap();
     let record = store.key_record().await.unwrap().unwrap();
     assert_eq!(record.fingerprint, on_disk.fingerprint());
     assert_eq!(keys.status().await.unwrap().fingerprint, record.fingerprint);
     // Again with the same key: fine.
-    KeyManager::open(store, &scratch.key_file(), None)
+    KeyManager::open(store, &key_file(&scratch), None)
         .await
         .unwrap();
 }
 
 #[tokio::test]
 async fn another_key_is_refused_and_the_message_names_no_key() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new("idm-keys");
     let store = store().await;
-    KeyManager::open(store.clone(), &scratch.key_file(), None)
+    KeyManager::open(store.clone(), &key_file(&scratch), None)
         .await
         .unwrap();
     let other = base64_key();
-    let error = KeyManager::open(store.clone(), &scratch.key_file(), Some(&other))
+    let error = KeyManager::open(store.clone(), &key_file(&scratch), Some(&other))
         .await
         .err()
         .unwrap();
@@ -120,32 +106,32 @@ async fn another_key_is_refused_and_the_message_names_no_key() {
     assert!(message.contains("IDM_ENCRYPTION_KEY"), "{message}");
     assert!(message.contains("idmctl keys rotate"), "{message}");
     assert!(!message.contains(&other), "{message}");
-    let original = std::fs::read_to_string(scratch.key_file()).unwrap();
+    let original = std::fs::read_to_string(key_file(&scratch)).unwrap();
     assert!(!message.contains(original.trim()), "{message}");
 }
 
 #[tokio::test]
 async fn a_lost_key_file_is_not_replaced() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new("idm-keys");
     let store = store().await;
-    KeyManager::open(store.clone(), &scratch.key_file(), None)
+    KeyManager::open(store.clone(), &key_file(&scratch), None)
         .await
         .unwrap();
-    std::fs::remove_file(scratch.key_file()).unwrap();
-    let error = KeyManager::open(store, &scratch.key_file(), None)
+    std::fs::remove_file(key_file(&scratch)).unwrap();
+    let error = KeyManager::open(store, &key_file(&scratch), None)
         .await
         .err()
         .unwrap();
     assert!(matches!(error, KeyError::MissingKeyFile { .. }), "{error}");
-    assert!(!scratch.key_file().exists(), "no new key written");
+    assert!(!key_file(&scratch).exists(), "no new key written");
 }
 
 #[tokio::test]
 async fn a_store_from_before_fingerprints_must_open_with_the_key() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new("idm-keys");
     let store = store().await;
     // Secrets sealed by an idmd that recorded no fingerprint.
-    let old = SecretBox::load_or_create(&scratch.0.join("old.key"), None).unwrap();
+    let old = SecretBox::load_or_create(&scratch.join("old.key"), None).unwrap();
     let objects = ManagedObjects::new(
         Arc::new(ManagedSchema::builtin().unwrap()),
         store.clone(),
@@ -155,17 +141,17 @@ async fn a_store_from_before_fingerprints_must_open_with_the_key() {
         .create("test", "user", Some("u1".into()), user("u1", "Secret-1"))
         .await
         .unwrap();
-    let error = KeyManager::open(store.clone(), &scratch.key_file(), None)
+    let error = KeyManager::open(store.clone(), &key_file(&scratch), None)
         .await
         .err()
         .unwrap();
     assert!(matches!(error, KeyError::DoesNotOpen { .. }), "{error}");
     assert!(
-        !scratch.key_file().exists(),
+        !key_file(&scratch).exists(),
         "a missing key file stays missing"
     );
     assert_eq!(store.key_record().await.unwrap(), None);
-    let keys = KeyManager::open(store.clone(), &scratch.0.join("old.key"), None)
+    let keys = KeyManager::open(store.clone(), &scratch.join("old.key"), None)
         .await
         .unwrap();
     assert_eq!(
@@ -176,9 +162,9 @@ async fn a_store_from_before_fingerprints_must_open_with_the_key() {
 
 #[tokio::test]
 async fn rotation_reseals_passwords_and_conf_secrets_under_a_new_key_file() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new("idm-keys");
     let store = store().await;
-    let keys = KeyManager::open(store.clone(), &scratch.key_file(), None)
+    let keys = KeyManager::open(store.clone(), &key_file(&scratch), None)
         .await
         .unwrap();
     let objects = objects(&store, &keys);
@@ -194,7 +180,7 @@ async fn rotation_reseals_passwords_and_conf_secrets_under_a_new_key_file() {
             .unwrap();
     }
     put_sealed_connector(&store, &keys.secrets().seal("bind-s3cret").unwrap()).await;
-    let old_key = KeyMaterial::read_file(&scratch.key_file())
+    let old_key = KeyMaterial::read_file(&key_file(&scratch))
         .unwrap()
         .unwrap();
 
@@ -203,12 +189,12 @@ async fn rotation_reseals_passwords_and_conf_secrets_under_a_new_key_file() {
     assert_eq!(done.credentials, 3);
     assert_eq!(done.config_values, 1);
     assert_eq!(done.unreadable, 0);
-    let new_key = KeyMaterial::read_file(&scratch.key_file())
+    let new_key = KeyMaterial::read_file(&key_file(&scratch))
         .unwrap()
         .unwrap();
     assert_eq!(new_key.fingerprint(), done.fingerprint);
     assert_ne!(new_key.fingerprint(), old_key.fingerprint());
-    assert!(!pending_path(&scratch.key_file()).exists());
+    assert!(!pending_path(&key_file(&scratch)).exists());
     assert_eq!(
         store.key_record().await.unwrap().unwrap(),
         crate::store::KeyRecord {
@@ -239,16 +225,16 @@ async fn rotation_reseals_passwords_and_conf_secrets_under_a_new_key_file() {
     }
     // And the store now wants the new key.
     drop(keys);
-    KeyManager::open(store, &scratch.key_file(), None)
+    KeyManager::open(store, &key_file(&scratch), None)
         .await
         .unwrap();
 }
 
 #[tokio::test]
 async fn a_rotation_cut_short_is_finished_at_the_next_start() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new("idm-keys");
     let store = store().await;
-    let keys = KeyManager::open(store.clone(), &scratch.key_file(), None)
+    let keys = KeyManager::open(store.clone(), &key_file(&scratch), None)
         .await
         .unwrap();
     let objects_before = objects(&store, &keys);
@@ -261,8 +247,8 @@ async fn a_rotation_cut_short_is_finished_at_the_next_start() {
     // Steps 1–3, and a password written under the new key; then a crash.
     let to = keys
         .begin(
-            &scratch.key_file(),
-            &pending_path(&scratch.key_file()),
+            &key_file(&scratch),
+            &pending_path(&key_file(&scratch)),
             &from,
         )
         .await
@@ -274,14 +260,14 @@ async fn a_rotation_cut_short_is_finished_at_the_next_start() {
     drop(objects_before);
     drop(keys);
 
-    let keys = KeyManager::open(store.clone(), &scratch.key_file(), None)
+    let keys = KeyManager::open(store.clone(), &key_file(&scratch), None)
         .await
         .unwrap();
     assert_eq!(keys.secrets().fingerprint(), to);
     assert_eq!(keys.secrets().previous_fingerprint(), None);
     assert_eq!(store.key_record().await.unwrap().unwrap().fingerprint, to);
     assert_eq!(
-        KeyMaterial::read_file(&scratch.key_file())
+        KeyMaterial::read_file(&key_file(&scratch))
             .unwrap()
             .unwrap()
             .fingerprint(),
@@ -302,9 +288,9 @@ async fn a_rotation_cut_short_is_finished_at_the_next_start() {
 
 #[tokio::test]
 async fn a_rotation_stopped_after_installing_the_key_is_recorded_at_start() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new("idm-keys");
     let store = store().await;
-    let keys = KeyManager::open(store.clone(), &scratch.key_file(), None)
+    let keys = KeyManager::open(store.clone(), &key_file(&scratch), None)
         .await
         .unwrap();
     objects(&store, &keys)
@@ -312,16 +298,16 @@ async fn a_rotation_stopped_after_installing_the_key_is_recorded_at_start() {
         .await
         .unwrap();
     let from = keys.secrets().fingerprint();
-    let pending = pending_path(&scratch.key_file());
+    let pending = pending_path(&key_file(&scratch));
     let to = keys
-        .begin(&scratch.key_file(), &pending, &from)
+        .begin(&key_file(&scratch), &pending, &from)
         .await
         .unwrap();
     keys.reseal_everything().await.unwrap();
-    std::fs::rename(&pending, scratch.key_file()).unwrap();
+    std::fs::rename(&pending, key_file(&scratch)).unwrap();
     drop(keys);
 
-    let keys = KeyManager::open(store.clone(), &scratch.key_file(), None)
+    let keys = KeyManager::open(store.clone(), &key_file(&scratch), None)
         .await
         .unwrap();
     assert_eq!(
@@ -339,19 +325,19 @@ async fn a_rotation_stopped_after_installing_the_key_is_recorded_at_start() {
 
 #[tokio::test]
 async fn a_missing_new_key_file_mid_rotation_is_refused() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new("idm-keys");
     let store = store().await;
-    let keys = KeyManager::open(store.clone(), &scratch.key_file(), None)
+    let keys = KeyManager::open(store.clone(), &key_file(&scratch), None)
         .await
         .unwrap();
     let from = keys.secrets().fingerprint();
-    let pending = pending_path(&scratch.key_file());
-    keys.begin(&scratch.key_file(), &pending, &from)
+    let pending = pending_path(&key_file(&scratch));
+    keys.begin(&key_file(&scratch), &pending, &from)
         .await
         .unwrap();
     drop(keys);
     std::fs::remove_file(&pending).unwrap();
-    let error = KeyManager::open(store, &scratch.key_file(), None)
+    let error = KeyManager::open(store, &key_file(&scratch), None)
         .await
         .err()
         .unwrap();
@@ -361,14 +347,14 @@ async fn a_missing_new_key_file_mid_rotation_is_refused() {
 
 #[tokio::test]
 async fn a_key_from_the_environment_is_not_rotated() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new("idm-keys");
     let store = store().await;
-    let keys = KeyManager::open(store, &scratch.key_file(), Some(&base64_key()))
+    let keys = KeyManager::open(store, &key_file(&scratch), Some(&base64_key()))
         .await
         .unwrap();
     let error = keys.rotate().await.err().unwrap();
     assert!(matches!(error, KeyError::FromEnv), "{error}");
-    assert!(!scratch.key_file().exists());
+    assert!(!key_file(&scratch).exists());
 }
 
 fn base64_key() -> String {
@@ -378,10 +364,10 @@ fn base64_key() -> String {
 
 #[tokio::test]
 async fn rotations_during_password_writes_lose_nothing() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new("idm-keys");
     let store = store().await;
     let keys = Arc::new(
-        KeyManager::open(store.clone(), &scratch.key_file(), None)
+        KeyManager::open(store.clone(), &key_file(&scratch), None)
             .await
             .unwrap(),
     );
@@ -434,7 +420,7 @@ async fn rotations_during_password_writes_lose_nothing() {
     writer.await.unwrap();
 
     // Everything opens with the last key alone.
-    let last = KeyMaterial::read_file(&scratch.key_file())
+    let last = KeyMaterial::read_file(&key_file(&scratch))
         .unwrap()
         .unwrap();
     assert_eq!(last.fingerprint(), second.fingerprint);

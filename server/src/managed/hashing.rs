@@ -163,12 +163,6 @@ mod tests {
     use super::*;
     use crate::managed::{ManagedObjects, ManagedSchema, PatchOp};
 
-    fn key_file() -> std::path::PathBuf {
-        std::env::temp_dir()
-            .join(format!("idm-hashing-{}", uuid::Uuid::new_v4()))
-            .join("idm.key")
-    }
-
     fn objects(store: &Store, secrets: &Arc<SecretBox>) -> ManagedObjects {
         ManagedObjects::new(
             Arc::new(ManagedSchema::builtin().unwrap()),
@@ -198,7 +192,7 @@ mod tests {
     #[tokio::test]
     async fn a_password_verifies_from_its_sealed_copy_until_the_hasher_writes_its_hash() {
         let store = Store::open("mem://").await.unwrap();
-        let secrets = Arc::new(SecretBox::load_or_create(&key_file(), None).unwrap());
+        let secrets = Arc::new(SecretBox::ephemeral());
         let objects = objects(&store, &secrets);
         let alice = objects
             .create("test", "user", None, user("alice", "FooBar123"))
@@ -240,7 +234,7 @@ mod tests {
     #[tokio::test]
     async fn a_password_changed_while_its_hash_was_computed_is_hashed_again() {
         let store = Store::open("mem://").await.unwrap();
-        let secrets = Arc::new(SecretBox::load_or_create(&key_file(), None).unwrap());
+        let secrets = Arc::new(SecretBox::ephemeral());
         let objects = objects(&store, &secrets);
         let bob = objects
             .create("test", "user", None, user("bob", "Old-Pass-1"))
@@ -287,7 +281,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_queue_survives_a_restart_and_a_deleted_user_leaves_nothing_queued() {
-        let dir = std::env::temp_dir().join(format!("idm-hashing-{}", uuid::Uuid::new_v4()));
+        let dir = crate::scratch::Scratch::new("idm-hashing");
         let url = format!("surrealkv://{}", dir.join("store").display());
         let secrets = Arc::new(SecretBox::load_or_create(&dir.join("idm.key"), None).unwrap());
         let ids: Vec<String> = {
@@ -324,13 +318,12 @@ mod tests {
         }
         drop(objects);
         store.close(Duration::from_secs(10)).await;
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[tokio::test]
     async fn the_hasher_waits_for_writes_to_pause_then_drains_the_queue() {
         let store = Store::open("mem://").await.unwrap();
-        let secrets = Arc::new(SecretBox::load_or_create(&key_file(), None).unwrap());
+        let secrets = Arc::new(SecretBox::ephemeral());
         let objects = objects(&store, &secrets);
         let (stop, stopped) = watch::channel(false);
         let pacing = Pacing {
@@ -377,7 +370,7 @@ mod tests {
     #[tokio::test]
     async fn the_running_hasher_drains_what_writes_queue() {
         let store = Store::open("mem://").await.unwrap();
-        let secrets = Arc::new(SecretBox::load_or_create(&key_file(), None).unwrap());
+        let secrets = Arc::new(SecretBox::ephemeral());
         let objects = objects(&store, &secrets);
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(run(store.clone(), Arc::clone(&secrets), stopped));

@@ -1210,8 +1210,7 @@ mod tests {
     use super::*;
 
     async fn objects() -> ManagedObjects {
-        let dir = std::env::temp_dir().join(format!("idm-managed-{}", uuid::Uuid::new_v4()));
-        let secrets = SecretBox::load_or_create(&dir.join("idm.key"), None).unwrap();
+        let secrets = SecretBox::ephemeral();
         let store = Store::open("mem://").await.unwrap();
         ManagedObjects::new(
             Arc::new(ManagedSchema::builtin().unwrap()),
@@ -1306,26 +1305,32 @@ mod sort_key_tests {
     ];
 
     async fn pair() -> (ManagedObjects, ManagedObjects) {
-        pair_on(false).await
+        let (indexed, plain, _) = pair_on(false).await;
+        (indexed, plain)
     }
 
     /// An indexed type and a plain one; `embedded`: the indexed one in a
-    /// SurrealKV store, whose searches read values through the key layer
+    /// SurrealKV store (in the scratch directory returned, to be kept while
+    /// the store is used), whose searches read values through the key layer
     /// (the plain one, in memory, always asks SurrealQL).
-    async fn pair_on(embedded: bool) -> (ManagedObjects, ManagedObjects) {
+    async fn pair_on(
+        embedded: bool,
+    ) -> (
+        ManagedObjects,
+        ManagedObjects,
+        Option<crate::scratch::Scratch>,
+    ) {
+        let scratch = embedded.then(|| crate::scratch::Scratch::new("idm-sorted"));
         let mut both = Vec::new();
         for indexed in [true, false] {
-            let dir = std::env::temp_dir().join(format!("idm-sorted-{}", uuid::Uuid::new_v4()));
-            let secrets = SecretBox::load_or_create(&dir.join("idm.key"), None).unwrap();
-            let url = if indexed && embedded {
-                format!("surrealkv://{}", dir.join("store").display())
-            } else {
-                "mem://".to_string()
+            let url = match &scratch {
+                Some(dir) if indexed => format!("surrealkv://{}", dir.join("store").display()),
+                _ => "mem://".to_string(),
             };
             let objects = ManagedObjects::new(
                 Arc::new(ManagedSchema::from_json(SCHEMA).unwrap()),
                 Store::open(&url).await.unwrap(),
-                Arc::new(secrets),
+                Arc::new(SecretBox::ephemeral()),
             );
             if indexed {
                 objects.prepare_indexes().await.unwrap();
@@ -1333,7 +1338,7 @@ mod sort_key_tests {
             both.push(objects);
         }
         let plain = both.pop().unwrap();
-        (both.pop().unwrap(), plain)
+        (both.pop().unwrap(), plain, scratch)
     }
 
     /// `n`'s attributes: a value, a null or nothing for `a` and `b`.
@@ -1436,7 +1441,7 @@ mod sort_key_tests {
     }
 
     async fn sort_keys_match_a_scan_through_writes(embedded: bool) {
-        let (indexed, plain) = pair_on(embedded).await;
+        let (indexed, plain, _scratch) = pair_on(embedded).await;
         let batch: Vec<_> = (0..60).map(|n| (Some(oid(n)), attributes(n, 0))).collect();
         on_both(&indexed, &plain, async |objects| {
             objects

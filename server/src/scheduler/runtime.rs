@@ -919,8 +919,7 @@ mod tests {
 
     async fn store_objects_reconciler() -> (Store, ManagedObjects, Reconciler) {
         let store = Store::open("mem://").await.unwrap();
-        let dir = std::env::temp_dir().join(format!("idm-sched-{}", uuid::Uuid::new_v4()));
-        let secrets = SecretBox::load_or_create(&dir.join("idm.key"), None).unwrap();
+        let secrets = SecretBox::ephemeral();
         let objects = ManagedObjects::new(
             Arc::new(ManagedSchema::builtin().unwrap()),
             store.clone(),

@@ -940,8 +940,8 @@ mod tests {
                 ..Write::default()
             },
         });
-        let dir = std::env::temp_dir().join(format!("idm-sorted-{}", uuid::Uuid::new_v4()));
-        let embedded = Store::open(&format!("surrealkv://{}", dir.display()))
+        let dir = crate::scratch::Scratch::new("idm-sorted");
+        let embedded = Store::open(&format!("surrealkv://{}", dir.join("store").display()))
             .await
             .unwrap();
         let server_like = Store::open("mem://").await.unwrap();
@@ -988,6 +988,5 @@ mod tests {
             }
         }
         embedded.close(std::time::Duration::from_secs(10)).await;
-        let _ = std::fs::remove_dir_all(dir);
     }
 }

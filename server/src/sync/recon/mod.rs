@@ -656,7 +656,7 @@ mod tests {
     struct Cluster {
         store: Store,
         objects: ManagedObjects,
-        dir: PathBuf,
+        dir: crate::scratch::Scratch,
         /// Both ends of the pipe: while open, readers wait for rows.
         pipe: Option<std::fs::File>,
     }
@@ -674,9 +674,8 @@ mod tests {
 
         async fn open(csv: Option<&str>) -> Self {
             let store = Store::open("mem://").await.unwrap();
-            let dir = std::env::temp_dir().join(format!("idm-runs-{}", uuid::Uuid::new_v4()));
-            std::fs::create_dir_all(&dir).unwrap();
-            let secrets = SecretBox::load_or_create(&dir.join("idm.key"), None).unwrap();
+            let dir = crate::scratch::Scratch::new("idm-runs");
+            let secrets = SecretBox::ephemeral();
             let objects = ManagedObjects::new(
                 Arc::new(ManagedSchema::builtin().unwrap()),
                 store.clone(),
@@ -726,8 +725,12 @@ mod tests {
         }
 
         fn node(&self, node: &str) -> Reconciler {
-            Reconciler::new(self.store.clone(), self.objects.clone(), self.dir.clone())
-                .with_node(node)
+            Reconciler::new(
+                self.store.clone(),
+                self.objects.clone(),
+                self.dir.to_path_buf(),
+            )
+            .with_node(node)
         }
     }
 
