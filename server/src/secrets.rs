@@ -669,7 +669,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_switch_waits_for_writes_holding_the_old_key() {
-        let secrets = Arc::new(SecretBox::new(KeySource::Env, &KeyMaterial::generate()));
+        let secrets = Arc::new(SecretBox::ephemeral());
         let hold = secrets.hold().await;
         let switching = {
             let secrets = Arc::clone(&secrets);

@@ -60,26 +60,30 @@ impl KeyScan {
             .transaction(TransactionType::Read)
             .await
             .map_err(failed)?;
-        let database = match self.database.get() {
-            Some(&ids) => Ok(Some(ids)),
-            None => tx
-                .get_db_by_name(NAMESPACE, DATABASE, None)
-                .await
-                .map(|found| {
-                    found.map(|db| {
-                        *self
-                            .database
-                            .get_or_init(|| (db.namespace_id, db.database_id))
-                    })
-                }),
-        };
-        let result = match database {
+        let result = match self.database_ids(&tx).await {
             Ok(Some((ns, db))) => read(&tx, ns, db).await,
             Ok(None) => Ok(empty),
             Err(e) => Err(e),
         };
         let _ = tx.cancel().await;
         result.map_err(failed)
+    }
+
+    /// idm's namespace and database ids: remembered once they exist, looked
+    /// up by name in `tx` until then (`None`: nothing stored yet).
+    async fn database_ids(
+        &self,
+        tx: &Transaction,
+    ) -> anyhow::Result<Option<(NamespaceId, DatabaseId)>> {
+        if let Some(&ids) = self.database.get() {
+            return Ok(Some(ids));
+        }
+        let found = tx.get_db_by_name(NAMESPACE, DATABASE, None).await?;
+        Ok(found.map(|db| {
+            *self
+                .database
+                .get_or_init(|| (db.namespace_id, db.database_id))
+        }))
     }
 
     /// The ids `[prefix, id]` of `table`'s records whose id starts with
