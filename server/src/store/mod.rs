@@ -50,6 +50,7 @@ pub use outbox::{
     ClaimKey, ConfReload, DueEntries, FAILED, OutboxEntry, PENDING, QueueSummary, Reschedule,
     SyncSubscriptions,
 };
+pub use query::SearchTerm;
 pub use query::{
     Columns, CompileError, CompiledFilter, FieldResolver, Identifier, QueryPage, QueryPlan,
     ResolvedField, SortKey, compile,
@@ -59,7 +60,7 @@ pub use recon::{
 };
 pub use retention::PRUNE_BATCH;
 pub use schedules::{ExecutionRecord, ScheduleState};
-pub use sort::{Candidates, SearchTerm, SortIndex};
+pub use sort::{Candidates, SortIndex};
 pub use tokens::{TokenKind, TokenRecord};
 
 /// Bumped whenever `schema.surql` changes shape; `migrate` takes older stores forward.

@@ -8,7 +8,6 @@
 //! matches if any element matches; `caseExact: false` attributes compare
 //! lower-cased; `co`/`sw`/`ew` need a string; `gt`…`le` need a string or number.
 
-use super::sort::SearchTerm;
 use idm_proto::filter::{AttrPath, CompareOp, Filter, Value as FilterValue};
 use serde_json::{Map, Value};
 
@@ -544,6 +543,26 @@ impl FieldResolver for ElementResolver {
             segments,
             case_exact: false,
         })
+    }
+}
+
+/// One term of a search: `property sw value` or `property eq value`.
+#[derive(Debug, Clone)]
+pub struct SearchTerm {
+    pub property: String,
+    pub value: String,
+    pub prefix: bool,
+}
+
+impl SearchTerm {
+    /// The value as its property's sort keys hold values: lower-cased
+    /// where the property folds.
+    pub(super) fn as_keyed(&self, fold: bool) -> String {
+        if fold {
+            self.value.to_lowercase()
+        } else {
+            self.value.clone()
+        }
     }
 }
 

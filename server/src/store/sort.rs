@@ -35,7 +35,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::objects::StoredObject;
-use super::query::CompiledFilter;
+use super::query::{CompiledFilter, SearchTerm};
 use super::{Store, StoreError, seek};
 
 /// A property kept in sort keys; `fold` when it is compared lower-cased.
@@ -301,26 +301,6 @@ fn key_range(table: &str) -> String {
 /// From the first key of value `[$rank, $value]` to the end.
 fn from_value(table: &str) -> String {
     format!("`{table}`:[$rank, $value]..[6]")
-}
-
-/// One term of a search: `property sw value` or `property eq value`.
-#[derive(Debug, Clone)]
-pub struct SearchTerm {
-    pub property: String,
-    pub value: String,
-    pub prefix: bool,
-}
-
-impl SearchTerm {
-    /// The value as its property's sort keys hold values: lower-cased
-    /// where the property folds.
-    fn as_keyed(&self, fold: bool) -> String {
-        if fold {
-            self.value.to_lowercase()
-        } else {
-            self.value.clone()
-        }
-    }
 }
 
 type Key = (i64, Value, String);
