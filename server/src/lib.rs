@@ -7,6 +7,7 @@ pub mod backup;
 pub mod conf_watch;
 pub mod config;
 pub mod connector;
+pub mod hashed_ids;
 pub mod health;
 pub mod keys;
 pub mod managed;

@@ -1,15 +1,17 @@
 //! The CSV reading itself, on any buffered input: the header, the rows as
-//! objects or bad records with the line an editor shows. Pure (std, csv and
-//! serde_json only) so the fuzz crate can include it without the server.
+//! objects or bad records with the line an editor shows. Pure (std, csv,
+//! serde_json and `hashed_ids`) so the fuzz crate can include it without the
+//! server.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::collections::VecDeque;
 use std::io::{BufRead, Read};
 use std::rc::Rc;
 
 use csv::{ByteRecord, ReaderBuilder};
 use serde_json::{Map, Value};
+
+use crate::hashed_ids::{HashedIds, hash_id};
 
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
@@ -157,8 +159,9 @@ pub struct Rows<R> {
     header: Vec<String>,
     uid_index: usize,
     record: ByteRecord,
-    /// Lines where each uid was first seen, by hash: 16 bytes a row however long the uids are.
-    seen: HashMap<u64, u64>,
+    /// Lines where each uid was first seen, by hash: 16 bytes a row however
+    /// long the uids are.
+    seen: HashedIds<u64>,
 }
 
 impl<R: BufRead> Rows<R> {
@@ -192,7 +195,7 @@ impl<R: BufRead> Rows<R> {
             header,
             uid_index,
             record,
-            seen: HashMap::new(),
+            seen: HashedIds::new(),
         })
     }
 
@@ -217,8 +220,7 @@ impl<R: BufRead> Rows<R> {
                         attributes,
                         line,
                     } => {
-                        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(&uid);
-                        let first = *self.seen.entry(hash).or_insert(line);
+                        let first = self.seen.get_or_insert(hash_id(&uid), line);
                         if first == line {
                             Row::Object {
                                 uid,

@@ -3,7 +3,6 @@
 //! them) and the target phase.
 
 use std::collections::{BTreeMap, HashSet};
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -15,6 +14,7 @@ use tokio::sync::mpsc;
 use super::ReconError;
 use super::worker::Worker;
 use crate::connector::{Connector, ConnectorObject, SourceItem};
+use crate::hashed_ids::{HashedIds, hash_id};
 use crate::managed::ManagedObjects;
 use crate::store::{ReconFailureRecord, ReconRunRecord, Store};
 use crate::sync::{Action, Mapping, Situation};
@@ -100,11 +100,12 @@ pub(super) struct Recon {
     /// from the read is then no proof that they are gone.
     pub unread_sources: AtomicU64,
     state: Mutex<RunState>,
-    // Ids by 64-bit hash: 16 bytes per id however long, so a million-row run
-    // stays small. A collision can only make the target phase skip an object
-    // (never act on one wrongly), at odds of about 1 in 10^7 per million ids.
-    seen_sources: Mutex<HashSet<u64>>,
-    seen_targets: Mutex<HashSet<u64>>,
+    // Ids by 64-bit hash: about 8 bytes per id however long, so a million-row
+    // run stays small. A collision can only make the target phase skip an
+    // object (never act on one wrongly), at odds of about 1 in 10^7 per
+    // million ids.
+    seen_sources: Mutex<HashedIds>,
+    seen_targets: Mutex<HashedIds>,
 }
 
 struct RunState {
@@ -114,10 +115,6 @@ struct RunState {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn id_key(id: &str) -> u64 {
-    BuildHasherDefault::<DefaultHasher>::default().hash_one(id)
 }
 
 impl Recon {
@@ -143,8 +140,8 @@ impl Recon {
                 record,
                 planned: Vec::new(),
             }),
-            seen_sources: Mutex::new(HashSet::new()),
-            seen_targets: Mutex::new(HashSet::new()),
+            seen_sources: Mutex::new(HashedIds::new()),
+            seen_targets: Mutex::new(HashedIds::new()),
         }
     }
 
@@ -213,19 +210,19 @@ impl Recon {
     }
 
     pub fn mark_sources<'a>(&self, ids: impl IntoIterator<Item = &'a String>) {
-        lock(&self.seen_sources).extend(ids.into_iter().map(|id| id_key(id)));
+        lock(&self.seen_sources).extend(ids.into_iter().map(|id| hash_id(id)));
     }
 
     pub fn mark_targets<'a>(&self, ids: impl IntoIterator<Item = &'a String>) {
-        lock(&self.seen_targets).extend(ids.into_iter().map(|id| id_key(id)));
+        lock(&self.seen_targets).extend(ids.into_iter().map(|id| hash_id(id)));
     }
 
     pub fn source_seen(&self, id: &str) -> bool {
-        lock(&self.seen_sources).contains(&id_key(id))
+        lock(&self.seen_sources).contains(hash_id(id))
     }
 
     pub fn target_seen(&self, id: &str) -> bool {
-        lock(&self.seen_targets).contains(&id_key(id))
+        lock(&self.seen_targets).contains(hash_id(id))
     }
 
     pub fn outcome(&self) -> PlanOutcome {
