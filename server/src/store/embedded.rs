@@ -230,8 +230,9 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
-    /// idm builds surrealkv with its table writer's bloom filters made from
-    /// key digests (vendor/surrealkv/PATCHED.md). Point reads consult those
+    /// idm builds surrealkv with its table writers' bloom filters made from
+    /// key digests (a flush) or sized up front and filled key by key (a
+    /// compaction; vendor/surrealkv/PATCHED.md). Point reads consult those
     /// filters, so a wrong one would lose records: ~60 MiB through an 8 MiB
     /// memtable flushes several tables and compacts them, and every record
     /// still reads back by its id.

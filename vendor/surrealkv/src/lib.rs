@@ -646,6 +646,20 @@ pub trait FilterPolicy: Send + Sync {
 	/// Creates a filter from the `key_hash` of each key.
 	fn create_filter_from_hashes(&self, hashes: &[u32]) -> Vec<u8>;
 
+	/// An empty filter sized for `keys` keys, which `add_hash` then fills
+	/// one key at a time (idm's patch: a writer that knows how many keys
+	/// are coming keeps no digests). `None` if this policy cannot build a
+	/// filter that way, or for no keys.
+	fn empty_filter(&self, keys: usize) -> Option<Vec<u8>> {
+		let _ = keys;
+		None
+	}
+
+	/// Adds the `key_hash` of a key to a filter from `empty_filter`.
+	fn add_hash(&self, filter: &mut [u8], hash: u32) {
+		let _ = (filter, hash);
+	}
+
 	/// Creates a filter based on given keys
 	fn create_filter(&self, keys: &[Vec<u8>]) -> Vec<u8> {
 		let hashes: Vec<u32> = keys.iter().map(|key| self.key_hash(key)).collect();

@@ -813,6 +813,12 @@ impl Transaction {
 		let txn_guard = self.txn_guard.take();
 		let result = self.commit_inner().await;
 		drop(txn_guard);
+		// idm's patch: the snapshot goes with the commit, as with a rollback,
+		// not when the transaction is dropped. A caller that keeps a committed
+		// transaction around (SurrealDB 3.3.5's embedded engine holds some)
+		// otherwise pins the GC watermark at its start: the commit oracle then
+		// keeps every key written since, and compaction every old version.
+		self.snapshot.take();
 
 		result
 	}

@@ -132,9 +132,12 @@ impl Compactor {
 		let new_table_id = self.options.level_manifest.read().unwrap().next_table_id();
 		let new_table_path = self.get_table_path(new_table_id);
 
+		// At most this many entries come out of the merge (idm's patch).
+		let entries: u64 = to_merge.iter().map(|t| t.meta.properties.num_entries).sum();
+
 		// Write merged data
 		let table_created =
-			match self.write_merged_table(&new_table_path, new_table_id, iterators, input) {
+			match self.write_merged_table(&new_table_path, new_table_id, iterators, input, entries) {
 				Ok(result) => result,
 				Err(e) => {
 					// Guard will unhide tables on drop
@@ -170,10 +173,12 @@ impl Compactor {
 		table_id: u64,
 		merge_iter: Vec<BoxedLSMIterator<'_>>,
 		input: &CompactionInput,
+		entries: u64,
 	) -> Result<bool> {
 		let file = SysFile::create(path)?;
 		let mut writer =
 			TableWriter::new(file, table_id, Arc::clone(&self.options.lopts), input.target_level);
+		writer.expect_entries(entries);
 
 		// Get active snapshots for snapshot-aware compaction
 		// This is a snapshot of the snapshot list at the start of compaction.

@@ -67,38 +67,50 @@ impl FilterPolicy for LevelDBBloomFilter {
 	}
 
 	fn create_filter_from_hashes(&self, hashes: &[u32]) -> Vec<u8> {
-		let n = hashes.len();
-		if n == 0 {
+		let Some(mut filter) = self.empty_filter(hashes.len()) else {
 			return vec![];
+		};
+		for &h in hashes {
+			self.add_hash(&mut filter, h);
+		}
+		filter
+	}
+
+	fn empty_filter(&self, keys: usize) -> Option<Vec<u8>> {
+		if keys == 0 {
+			return None;
 		}
 
 		// Calculate filter size
-		let bits = n * self.bits_per_key;
+		let bits = keys * self.bits_per_key;
 		let bytes = bits.div_ceil(8);
-		let bits = bytes * 8;
 
 		let mut filter = vec![0u8; bytes + 1]; // +1 for storing k at the end
 
-		// Calculate number of hash functions
+		// Calculate number of hash functions, stored at the end
 		let k = (((self.bits_per_key as f64) * 0.7) as u32).clamp(1, 30);
+		filter[bytes] = k as u8;
+		Some(filter)
+	}
 
-		for &h in hashes {
-
-			// Bit rotation for generating multiple hash values from single computation
-			let delta = h.rotate_left(15);
-			let mut hash = h;
-
-			for _ in 0..k {
-				let bit_pos = (hash % (bits as u32)) as usize;
-				filter[bit_pos / 8] |= 1 << (bit_pos % 8);
-				hash = hash.wrapping_add(delta);
-			}
+	fn add_hash(&self, filter: &mut [u8], h: u32) {
+		let Some((&mut k, bits)) = filter.split_last_mut() else {
+			return;
+		};
+		let bit_count = (bits.len() * 8) as u32;
+		if bit_count == 0 {
+			return;
 		}
 
-		// Store k at the end
-		filter[bytes] = k as u8;
+		// Bit rotation for generating multiple hash values from single computation
+		let delta = h.rotate_left(15);
+		let mut hash = h;
 
-		filter
+		for _ in 0..k {
+			let bit_pos = (hash % bit_count) as usize;
+			bits[bit_pos / 8] |= 1 << (bit_pos % 8);
+			hash = hash.wrapping_add(delta);
+		}
 	}
 
 	fn may_contain(&self, filter: &[u8], key: &[u8]) -> bool {
