@@ -111,11 +111,9 @@ impl<V: Copy> HashedIds<V> {
 impl HashedIds<()> {
     /// Adds `hash`; false if it was there.
     pub fn insert(&mut self, hash: u64) -> bool {
-        if self.contains(hash) {
-            return false;
-        }
+        let before = self.len();
         self.get_or_insert(hash, ());
-        true
+        self.len() > before
     }
 }
 

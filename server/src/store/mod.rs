@@ -50,10 +50,9 @@ pub use outbox::{
     ClaimKey, ConfReload, DueEntries, FAILED, OutboxEntry, PENDING, QueueSummary, Reschedule,
     SyncSubscriptions,
 };
-pub use query::SearchTerm;
 pub use query::{
     Columns, CompileError, CompiledFilter, FieldResolver, Identifier, QueryPage, QueryPlan,
-    ResolvedField, SortKey, compile,
+    ResolvedField, SearchTerm, SortKey, compile,
 };
 pub use recon::{
     MAX_KEPT_FAILURES, PhaseTiming, Progress, ReconFailureRecord, ReconRunRecord, RunStanding,
