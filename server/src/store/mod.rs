@@ -433,11 +433,14 @@ impl Store {
         decode_rows(value.into_json_value())
     }
 
-    /// The records with these ids (those that exist), each projected with
-    /// `projection` (spliced: never user text). The ids are bound as
-    /// SurrealDB record ids, so the statement reads them without evaluating
-    /// a closure per id as `array::map($keys, |$k| type::record(…))` would:
-    /// a third less time a record.
+    /// The records with these ids (those that exist), each read as `T`
+    /// from the fields `projection` names (plain field names, spliced:
+    /// never user text). An embedded store reads them through its keys
+    /// (`KeyScan::records`) and `T` takes its fields from the whole
+    /// record; a server's store binds the ids as SurrealDB record ids, so
+    /// the statement reads them without evaluating a closure per id as
+    /// `array::map($keys, |$k| type::record(…))` would: a third less time
+    /// a record.
     async fn records<'k, T: DeserializeOwned, const N: usize>(
         &self,
         projection: &'static str,
@@ -446,6 +449,11 @@ impl Store {
     ) -> Result<Vec<T>, StoreError> {
         use surrealdb::types::{Array, RecordId, Value as DbValue};
         let _timer = crate::metrics::store_timer(crate::metrics::StoreOp::QueryAll);
+        if let Some(scan) = &self.key_scan {
+            let keys: Vec<[&str; N]> = keys.collect();
+            let found = scan.records(table, &keys).await?;
+            return found.into_iter().flatten().map(decode_json).collect();
+        }
         let ids: Vec<DbValue> = keys
             .map(|key| {
                 let key: Vec<DbValue> = key
@@ -606,6 +614,10 @@ fn decode_optional<T: DeserializeOwned>(value: Value) -> Result<Option<T>, Store
     serde_json::from_value(value)
         .map(Some)
         .map_err(|e| StoreError::Decode(e.to_string()))
+}
+
+fn decode_json<T: DeserializeOwned>(value: Value) -> Result<T, StoreError> {
+    serde_json::from_value(value).map_err(|e| StoreError::Decode(e.to_string()))
 }
 
 fn decode_rows<T: DeserializeOwned>(value: Value) -> Result<Vec<T>, StoreError> {

@@ -607,6 +607,26 @@ impl Store {
         if normalized.is_empty() {
             return Ok(Vec::new());
         }
+        if let Some(scan) = &self.key_scan {
+            #[derive(Deserialize)]
+            struct Key {
+                oid: String,
+            }
+            let keys: Vec<[&str; 3]> = normalized
+                .iter()
+                .map(|v| [type_name, property, v.as_str()])
+                .collect();
+            return scan
+                .records("unique_key", &keys)
+                .await?
+                .into_iter()
+                .map(|found| {
+                    found
+                        .map(|key| super::decode_json::<Key>(key).map(|key| key.oid))
+                        .transpose()
+                })
+                .collect();
+        }
         #[derive(Deserialize)]
         struct Holder {
             value: String,
