@@ -428,12 +428,7 @@ mod tests {
     /// a target whose reference extends its own; a missing one is `None`.
     #[tokio::test]
     async fn objects_read_through_the_keys_are_what_the_statement_reads() {
-        let dir = std::env::temp_dir().join(format!("idm-key-read-{}", uuid::Uuid::new_v4()));
-        let embedded = Store::open(&format!("surrealkv://{}", dir.display()))
-            .await
-            .unwrap();
-        let by_statement = Store::open("mem://").await.unwrap();
-        assert!(embedded.key_scan.is_some() && by_statement.key_scan.is_none());
+        let (dir, embedded, by_statement) = embedded_and_by_statement("idm-key-read-").await;
         let referrers: Vec<String> = (0..1_005).map(|n| format!("managed/group/g{n}")).collect();
         for store in [&embedded, &by_statement] {
             store
@@ -500,12 +495,7 @@ mod tests {
     /// exist and ids that do not interleaved, in the order asked.
     #[tokio::test]
     async fn batches_read_through_the_keys_are_what_the_statement_reads() {
-        let dir = std::env::temp_dir().join(format!("idm-key-batch-{}", uuid::Uuid::new_v4()));
-        let embedded = Store::open(&format!("surrealkv://{}", dir.display()))
-            .await
-            .unwrap();
-        let by_statement = Store::open("mem://").await.unwrap();
-        assert!(embedded.key_scan.is_some() && by_statement.key_scan.is_none());
+        let (dir, embedded, by_statement) = embedded_and_by_statement("idm-key-batch-").await;
         // Every other id of 0..2,500 exists; 'u7' also under another type.
         let ids: Vec<String> = (0..2_500).map(|n| format!("u{n}")).collect();
         let existing: Vec<&String> = ids.iter().step_by(2).collect();
@@ -569,6 +559,18 @@ mod tests {
         }
         embedded.close(std::time::Duration::from_secs(10)).await;
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// An embedded store (read through its keys) in a new directory under
+    /// `label`, and a `mem://` one (read by statement), to compare.
+    async fn embedded_and_by_statement(label: &str) -> (std::path::PathBuf, Store, Store) {
+        let dir = std::env::temp_dir().join(format!("{label}{}", uuid::Uuid::new_v4()));
+        let embedded = Store::open(&format!("surrealkv://{}", dir.display()))
+            .await
+            .unwrap();
+        let by_statement = Store::open("mem://").await.unwrap();
+        assert!(embedded.key_scan.is_some() && by_statement.key_scan.is_none());
+        (dir, embedded, by_statement)
     }
 
     async fn walk(store: &Store, type_name: &str, page: usize, keys: bool) -> Vec<String> {
