@@ -45,6 +45,10 @@ impl KeyScan {
         }
     }
 
+    pub(super) fn datastore(&self) -> &Datastore {
+        &self.datastore
+    }
+
     /// Runs `read` in a read transaction of idm's database (`empty` when it
     /// does not exist yet: nothing stored), then cancels the transaction:
     /// a read holds nothing to keep.
@@ -71,7 +75,7 @@ impl KeyScan {
 
     /// idm's namespace and database ids: remembered once they exist, looked
     /// up by name in `tx` until then (`None`: nothing stored yet).
-    async fn database_ids(
+    pub(super) async fn database_ids(
         &self,
         tx: &Transaction,
     ) -> anyhow::Result<Option<(NamespaceId, DatabaseId)>> {

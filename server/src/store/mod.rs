@@ -13,6 +13,7 @@ mod config;
 mod embedded;
 mod hashing;
 mod key_scan;
+mod key_write;
 mod keys;
 mod links;
 mod objects;

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use super::key_write::{KeyWrite, NewRows};
 use super::links::{INSERT_LINKS, Link, link_rows};
 use super::outbox::{Subscribed, Versioned, outbox_rows};
 use super::query::{QueryPage, QueryPlan, ResolvedField, SortKey, sort_clauses};
@@ -691,7 +692,9 @@ impl Store {
         }
     }
 
-    /// One try of [`Store::create_objects`] under these subscriptions.
+    /// One try of [`Store::create_objects`] under these subscriptions. An
+    /// embedded store writes the rows through its keys (`key_write.rs`)
+    /// unless they reference other objects, which the statements check.
     async fn create_once(
         &self,
         actor: &str,
@@ -706,23 +709,28 @@ impl Store {
             .map_or(&[][..], Vec::as_slice);
         let conf = subscriptions.version;
         let sorts = self.sorts.snapshot();
+        let (stored, rows) = create_rows(actor, type_name, objects, links, outbox, &sorts);
+        let by_keys = self.key_scan.as_ref().filter(|_| rows.relations.is_empty());
         with_retry(|| async {
+            if let Some(keys) = by_keys
+                && keys.insert(conf, CONF_STALE, &rows.by_table()).await? == KeyWrite::Written
+            {
+                return Ok(());
+            }
             let tx = self.db.begin().await?;
-            match create_in(&tx, actor, type_name, objects, links, outbox, conf, &sorts).await {
-                Ok(created) => {
-                    self.db.commit(tx).await?;
-                    if !outbox.is_empty() {
-                        self.announce_outbox();
-                    }
-                    Ok(created)
-                }
+            match create_in(&tx, &rows, conf).await {
+                Ok(()) => self.db.commit(tx).await,
                 Err(e) => {
                     self.db.cancel(tx).await;
                     Err(e)
                 }
             }
         })
-        .await
+        .await?;
+        if !outbox.is_empty() {
+            self.announce_outbox();
+        }
+        Ok(stored)
     }
 
     /// After a create collided: the id or unique value that was taken.
@@ -946,17 +954,66 @@ pub(super) async fn tx_query(tx: &Tx, sql: &str, params: Value) -> Result<Value,
     take_json(&mut response, 0)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn create_in(
-    tx: &Tx,
+/// The rows a create writes, by table.
+struct CreateRows {
+    objects: Vec<Value>,
+    audits: Vec<Value>,
+    unique_keys: Vec<Value>,
+    relations: Vec<Value>,
+    referrers: Vec<Value>,
+    credentials: Vec<Value>,
+    pending_hashes: Vec<Value>,
+    outbox: Vec<Value>,
+    links: Vec<Value>,
+    link_targets: Vec<Value>,
+    sort_keys: BTreeMap<String, Vec<Value>>,
+}
+
+impl CreateRows {
+    /// Every table's rows, for the key layer; `hash_queue` as
+    /// `INSERT IGNORE`.
+    fn by_table(&self) -> Vec<NewRows<'_>> {
+        fn insert<'a>(table: &'a str, rows: &'a [Value]) -> NewRows<'a> {
+            NewRows {
+                table,
+                rows,
+                ignore_existing: false,
+            }
+        }
+        let mut tables = vec![
+            insert("object", &self.objects),
+            insert("audit", &self.audits),
+            insert("unique_key", &self.unique_keys),
+            insert("relation", &self.relations),
+            insert("referrer", &self.referrers),
+            insert("credential", &self.credentials),
+            NewRows {
+                table: "hash_queue",
+                rows: &self.pending_hashes,
+                ignore_existing: true,
+            },
+            insert("outbox", &self.outbox),
+            insert("link", &self.links),
+            insert("link_target", &self.link_targets),
+        ];
+        tables.extend(
+            self.sort_keys
+                .iter()
+                .map(|(table, rows)| insert(table.as_str(), rows)),
+        );
+        tables
+    }
+}
+
+/// The objects a create stores, and the rows that store them.
+fn create_rows(
     actor: &str,
     type_name: &str,
     objects: &[NewObject],
     links: &[Link],
     outbox: &[String],
-    conf: Option<u64>,
     sorts: &IndexedSet,
-) -> Result<Vec<StoredObject>, StoreError> {
+) -> (Vec<StoredObject>, CreateRows) {
     let now = now_timestamp();
     let indexes = sorts.of(type_name);
     let mut sort_keys = Vec::new();
@@ -1007,52 +1064,72 @@ async fn create_in(
         ));
         stored.push(record);
     }
-    check_targets(tx, &relations).await?;
+    let (links, link_targets) = link_rows(links);
+    let rows = CreateRows {
+        objects: rows,
+        audits,
+        unique_keys: keys,
+        referrers: referrer_rows(&relations),
+        relations,
+        pending_hashes: pending_hashes(&credentials),
+        credentials,
+        outbox: entries,
+        links,
+        link_targets,
+        sort_keys: sort::key_rows(sort_keys),
+    };
+    (stored, rows)
+}
+
+/// Writes `rows` in `tx` through statements.
+async fn create_in(tx: &Tx, rows: &CreateRows, conf: Option<u64>) -> Result<(), StoreError> {
+    check_targets(tx, &rows.relations).await?;
     // Taken ids and unique values make these inserts fail (record ids collide);
     // `create_objects` then works out which one it was.
-    let pending = pending_hashes(&credentials);
     let mut params = Map::new();
     let mut sql = conf_guard(conf, &mut params);
     sql.push_str("INSERT INTO object $rows RETURN NONE; INSERT INTO audit $audits RETURN NONE;");
     for (rows_of, statement) in [
-        (&keys, "INSERT INTO unique_key $keys RETURN NONE;"),
-        (&relations, INSERT_RELATIONS),
         (
-            &credentials,
+            &rows.unique_keys,
+            "INSERT INTO unique_key $keys RETURN NONE;",
+        ),
+        (&rows.relations, INSERT_RELATIONS),
+        (
+            &rows.credentials,
             "INSERT INTO credential $credentials RETURN NONE;",
         ),
         (
-            &pending,
+            &rows.pending_hashes,
             "INSERT IGNORE INTO hash_queue $pending RETURN NONE;",
         ),
-        (&entries, "INSERT INTO outbox $outbox RETURN NONE;"),
+        (&rows.outbox, "INSERT INTO outbox $outbox RETURN NONE;"),
     ] {
         if !rows_of.is_empty() {
             sql.push_str(statement);
         }
     }
-    let (links, reverse) = link_rows(links);
-    if !links.is_empty() {
+    if !rows.links.is_empty() {
         sql.push_str(INSERT_LINKS);
     }
-    sql.push_str(&insert_keys(sort_keys, &mut params));
+    sql.push_str(&insert_keys(rows.sort_keys.clone(), &mut params));
     params.extend(
         [
-            ("rows", json!(rows)),
-            ("keys", json!(keys)),
-            ("referrers", json!(referrer_rows(&relations))),
-            ("relations", json!(relations)),
-            ("credentials", json!(credentials)),
-            ("pending", json!(pending)),
-            ("audits", json!(audits)),
-            ("links", json!(links)),
-            ("reverse", json!(reverse)),
-            ("outbox", json!(entries)),
+            ("rows", &rows.objects),
+            ("keys", &rows.unique_keys),
+            ("referrers", &rows.referrers),
+            ("relations", &rows.relations),
+            ("credentials", &rows.credentials),
+            ("pending", &rows.pending_hashes),
+            ("audits", &rows.audits),
+            ("links", &rows.links),
+            ("reverse", &rows.link_targets),
+            ("outbox", &rows.outbox),
         ]
-        .map(|(name, value)| (name.to_string(), value)),
+        .map(|(name, value)| (name.to_string(), json!(value))),
     );
     tx_query(tx, &sql, Value::Object(params)).await?;
-    Ok(stored)
+    Ok(())
 }
 
 async fn read_in(tx: &Tx, type_name: &str, oid: &str) -> Result<Option<StoredObject>, StoreError> {
@@ -1184,7 +1261,7 @@ async fn apply_write(
         sql.push_str(DELETE_KEYS);
         params.insert("unsorted".into(), Value::Array(unsorted));
     }
-    sql.push_str(&insert_keys(sorted, &mut params));
+    sql.push_str(&insert_keys(sort::key_rows(sorted), &mut params));
     params.extend(
         [
             ("type", json!(type_name)),

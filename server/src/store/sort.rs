@@ -186,13 +186,21 @@ pub(super) fn keys_of(
         .collect()
 }
 
-/// `INSERT` statements for keys, one per table, and their parameters
-/// (`$sort0`, `$sort1`, …).
-pub(super) fn insert_keys(keys: Vec<(String, Value)>, params: &mut Map<String, Value>) -> String {
+/// The rows `keys` are, by table: `{ id }`, empty records.
+pub(super) fn key_rows(keys: Vec<(String, Value)>) -> BTreeMap<String, Vec<Value>> {
     let mut by_table: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for (table, id) in keys {
         by_table.entry(table).or_default().push(json!({ "id": id }));
     }
+    by_table
+}
+
+/// `INSERT` statements for [`key_rows`], one per table, and their
+/// parameters (`$sort0`, `$sort1`, …).
+pub(super) fn insert_keys(
+    by_table: BTreeMap<String, Vec<Value>>,
+    params: &mut Map<String, Value>,
+) -> String {
     let mut sql = String::new();
     for (n, (table, rows)) in by_table.into_iter().enumerate() {
         // `table` holds only [A-Za-z0-9_-:] (see `table`): safe between backticks.
@@ -407,7 +415,8 @@ impl Store {
                 .collect();
             let mut params = Map::new();
             // IGNORE: another node's write may have put a key there already.
-            let sql = insert_keys(keys, &mut params).replace("INSERT INTO", "INSERT IGNORE INTO");
+            let sql = insert_keys(key_rows(keys), &mut params)
+                .replace("INSERT INTO", "INSERT IGNORE INTO");
             self.execute(&sql, Value::Object(params)).await?;
         }
         self.execute(
