@@ -3,6 +3,7 @@
 //! record's situation and action, and applies them (creates batched in one
 //! transaction with their links). The target phase runs on a worker too.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -981,11 +982,11 @@ impl Worker {
         let (Some(source), Some(target)) = (&decision.source, &decision.target) else {
             return Ok(Ok(()));
         };
-        let current = with_id(&target.data, &target.oid);
-        let mut wanted = source.values.clone();
+        let mut wanted = Cow::Borrowed(&source.values);
         if let Some(script) = self.scripts.on_update {
+            let current = with_id(&target.data, &target.oid);
             let mut merged = target.data.clone();
-            merged.extend(wanted.clone());
+            merged.extend(source.values.clone());
             let merged = Value::Object(merged);
             match self.eval(
                 script,
@@ -995,7 +996,7 @@ impl Worker {
                     ("oldTarget", &current),
                 ],
             ) {
-                Ok(Value::Object(result)) => wanted = result,
+                Ok(Value::Object(result)) => wanted = Cow::Owned(result),
                 Ok(other) => {
                     return Ok(Err(format!(
                         "mapping {}: onUpdate left target as {other}, not an object",
@@ -1021,28 +1022,18 @@ impl Worker {
             if name == "_id" || name.starts_with('_') {
                 continue;
             }
-            let after = wanted.get(name.as_str()).cloned().unwrap_or(Value::Null);
-            if self.is_private(name) {
+            let after = wanted.get(name.as_str()).unwrap_or(&Value::Null);
+            let before = if self.is_private(name) {
                 // Settled earlier: still here means it differs.
-                if !after.is_null() {
-                    changes.push(PropertyChange {
-                        property: name.clone(),
-                        before: Value::Null,
-                        after,
-                    });
-                }
-                continue;
-            }
-            let before = target
-                .data
-                .get(name.as_str())
-                .cloned()
-                .unwrap_or(Value::Null);
+                &Value::Null
+            } else {
+                target.data.get(name.as_str()).unwrap_or(&Value::Null)
+            };
             if before != after {
                 changes.push(PropertyChange {
                     property: name.clone(),
-                    before,
-                    after,
+                    before: before.clone(),
+                    after: after.clone(),
                 });
             }
         }
