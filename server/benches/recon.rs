@@ -30,10 +30,11 @@
 //! 256MiB, otherwise); `IDM_BENCH_PASSWORD_ROWS=100000` the largest file the
 //! password phase runs for; `IDM_BENCH_OUTBOX=1` subscribes users to an
 //! enableSync mapping (each created or changed user also writes an outbox
-//! entry, as in the sample); `IDM_BENCH_PAIRS=3` repeats the initial recon
-//! and the re-recon as that many back-to-back pairs (each on a new store)
-//! and prints each pair's ratio and their median: on a machine whose speed
-//! drifts within a run, the pairs say more than one ratio.
+//! entry, as in the sample); `IDM_BENCH_PAIRS=3` runs the raw five-record
+//! insert, the initial recon, the re-recon, the password mapping and the
+//! `auto` recon as that many back-to-back rounds (each on new stores) and
+//! prints each round's ratios and their medians: on a machine whose speed
+//! drifts within a run, the rounds say more than one ratio.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::Write;
@@ -271,8 +272,85 @@ async fn recon(reconciler: &Reconciler, rows: usize, expect: &str) -> (f64, f64)
     (rate(rows, elapsed), peak)
 }
 
-/// Runs one phase in a child process and returns its output line.
+/// One round's rates: every ratio the bench reports is taken within a
+/// round, its phases run back to back.
+struct Round {
+    limit: f64,
+    initial: f64,
+    again: f64,
+    password: Option<f64>,
+    auto: f64,
+}
+
+/// Runs `rounds - 1` more rounds after `first`, each phase on a new store,
+/// and prints every round's ratios and their medians: on a machine whose
+/// speed drifts within a run, one ratio of two phases run minutes apart
+/// says little.
+fn repeat_rounds(first: Round, rounds: usize, rows: usize, writers: usize, root: &Path) {
+    let mut all = vec![first];
+    for _ in 1..rounds {
+        for dir in ["raw-model", "idm", "password", "auto"] {
+            let _ = std::fs::remove_dir_all(root.join(format!("{dir}-{rows}")));
+        }
+        let (limit, _) = parse(&phase("raw-model", rows, writers, root));
+        let (initial, _) = parse(&phase("initial", rows, writers, root));
+        let (again, _) = parse(&phase("again", rows, writers, root));
+        let password = all[0]
+            .password
+            .map(|_| parse(&phase("password", rows, writers, root)).0);
+        let (auto, _) = parse(&phase("auto", rows, writers, root));
+        let round = Round {
+            limit,
+            initial,
+            again,
+            password,
+            auto,
+        };
+        println!(
+            "{rows:>8} rows  round: limit {limit:>6.0}, initial {initial:>6.0} ({:.2} x limit), re-recon {again:>6.0} ({:.2} x), password {} , auto {auto:>6.0} (bounded {:.2} x)",
+            initial / limit,
+            again / initial,
+            password.map_or("-".into(), |p| format!("{p:.0} ({:.2} x)", p / initial)),
+            initial / auto
+        );
+        all.push(round);
+    }
+    let median = |ratio: &dyn Fn(&Round) -> Option<f64>| {
+        let mut ratios: Vec<f64> = all.iter().filter_map(ratio).collect();
+        ratios.sort_by(f64::total_cmp);
+        match ratios.as_slice() {
+            [] => "-".to_string(),
+            [low, .., high] => format!(
+                "median {:.2} x ({low:.2}–{high:.2})",
+                ratios[ratios.len() / 2]
+            ),
+            [one] => format!("{one:.2} x"),
+        }
+    };
+    println!("{rows:>8} rows  over {rounds} rounds:");
+    println!(
+        "           initial ÷ limit  {}",
+        median(&|r| Some(r.initial / r.limit))
+    );
+    println!(
+        "           re-recon ÷ initial {}",
+        median(&|r| Some(r.again / r.initial))
+    );
+    println!(
+        "           password ÷ initial {}",
+        median(&|r| r.password.map(|p| p / r.initial))
+    );
+    println!(
+        "           bounded ÷ auto   {}",
+        median(&|r| Some(r.initial / r.auto))
+    );
+}
+
+/// Runs one phase in a child process, after the disk has taken the last
+/// phase's writes (so that a phase does not pay for its predecessor's),
+/// and returns its output line.
 fn phase(name: &str, rows: usize, writers: usize, root: &Path) -> String {
+    let _ = std::process::Command::new("sync").status();
     let mut command = std::process::Command::new(std::env::current_exe().unwrap());
     command
         .env("IDM_BENCH_PHASE", name)
@@ -467,42 +545,33 @@ async fn main() {
             "{rows:>8} rows  no-change re-recon              : {again:>8.0} rows/s  {:.2} x initial  peak RSS {again_rss:.0} MiB",
             again / initial
         );
-        let pairs: usize = std::env::var("IDM_BENCH_PAIRS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1);
-        if pairs > 1 {
-            let mut ratios = vec![again / initial];
-            for _ in 1..pairs {
-                std::fs::remove_dir_all(root.join(format!("idm-{rows}"))).unwrap();
-                let (initial, _) = parse(&phase("initial", rows, writers, &root));
-                let (again, _) = parse(&phase("again", rows, writers, &root));
-                println!(
-                    "{rows:>8} rows  pair: initial {initial:>6.0}, re-recon {again:>6.0} rows/s: {:.2} x",
-                    again / initial
-                );
-                ratios.push(again / initial);
-            }
-            ratios.sort_by(f64::total_cmp);
-            println!(
-                "{rows:>8} rows  re-recon ÷ initial over {pairs} pairs: median {:.2} x ({:.2}–{:.2})",
-                ratios[ratios.len() / 2],
-                ratios[0],
-                ratios[ratios.len() - 1]
-            );
-        }
-        if rows <= password_rows {
+        let password = (rows <= password_rows).then(|| {
             let (password, password_rss) = parse(&phase("password", rows, writers, &root));
             println!(
                 "{rows:>8} rows  cookbook mapping, with password : {password:>8.0} rows/s  {:.2} x without  peak RSS {password_rss:.0} MiB",
                 password / initial
             );
-        }
+            password
+        });
         let (auto, auto_rss) = parse(&phase("auto", rows, writers, &root));
         println!(
             "{rows:>8} rows  initial recon, store memory auto: {auto:>8.0} rows/s  bounded {:.2} x auto  peak RSS {auto_rss:.0} MiB",
             initial / auto
         );
+        let rounds: usize = std::env::var("IDM_BENCH_PAIRS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        if rounds > 1 {
+            let first = Round {
+                limit: model,
+                initial,
+                again,
+                password,
+                auto,
+            };
+            repeat_rounds(first, rounds, rows, writers, &root);
+        }
     }
     let _ = std::fs::remove_dir_all(&root);
 }
