@@ -29,6 +29,7 @@ use surrealdb_kvs::TransactionType;
 
 use super::StoreError;
 use super::key_scan::KeyScan;
+use super::objects::CONF_STALE;
 
 /// Rows for one table, each a JSON object with its record id as `id` (a
 /// string or an array), as `INSERT INTO table $rows` takes them.
@@ -55,7 +56,6 @@ impl KeyScan {
     pub(super) async fn insert(
         &self,
         conf: Option<u64>,
-        stale: &str,
         tables: &[NewRows<'_>],
     ) -> Result<KeyWrite, StoreError> {
         let failed = |e: anyhow::Error| StoreError::Query(format!("writing records: {e:#}"));
@@ -69,19 +69,15 @@ impl KeyScan {
             Ok(None) => Ok(Outcome::UseStatements),
             Err(e) => Err(e),
         };
+        if let Ok(Outcome::Put) = outcome {
+            tx.commit().await.map_err(failed)?;
+            return Ok(KeyWrite::Written);
+        }
+        let _ = tx.cancel().await;
         match outcome {
-            Ok(Outcome::Put) => {
-                tx.commit().await.map_err(failed)?;
-                Ok(KeyWrite::Written)
-            }
-            other => {
-                let _ = tx.cancel().await;
-                match other {
-                    Ok(Outcome::Stale) => Err(StoreError::Query(stale.to_string())),
-                    Err(e) => Err(failed(e)),
-                    Ok(_) => Ok(KeyWrite::UseStatements),
-                }
-            }
+            Ok(Outcome::Stale) => Err(StoreError::Query(CONF_STALE.to_string())),
+            Ok(_) => Ok(KeyWrite::UseStatements),
+            Err(e) => Err(failed(e)),
         }
     }
 }
@@ -196,7 +192,6 @@ mod tests {
     use serde_json::{Map, Value, json};
 
     use super::{KeyWrite, NewRows};
-    use crate::store::objects::CONF_STALE;
     use crate::store::sort::SortIndex;
     use crate::store::{AsRetryable, Link, NewObject, Store, StoreError, StoredSecret, Write};
 
@@ -428,7 +423,7 @@ mod tests {
             rows: &row,
             ignore_existing: false,
         }];
-        let stale = scan.insert(Some(3), CONF_STALE, &rows).await.unwrap_err();
+        let stale = scan.insert(Some(3), &rows).await.unwrap_err();
         assert!(stale.is_conf_stale(), "{stale}");
         let holder = async || {
             store
@@ -438,7 +433,7 @@ mod tests {
         };
         assert_eq!(holder().await, None);
         assert_eq!(
-            scan.insert(Some(0), CONF_STALE, &rows).await.unwrap(),
+            scan.insert(Some(0), &rows).await.unwrap(),
             KeyWrite::Written,
             "no conf stored: version 0"
         );
@@ -449,7 +444,7 @@ mod tests {
             ignore_existing: false,
         }];
         assert_eq!(
-            scan.insert(None, CONF_STALE, &undefined).await.unwrap(),
+            scan.insert(None, &undefined).await.unwrap(),
             KeyWrite::UseStatements
         );
         store.close(std::time::Duration::from_secs(10)).await;

@@ -713,7 +713,7 @@ impl Store {
         let by_keys = self.key_scan.as_ref().filter(|_| rows.relations.is_empty());
         with_retry(|| async {
             if let Some(keys) = by_keys
-                && keys.insert(conf, CONF_STALE, &rows.by_table()).await? == KeyWrite::Written
+                && keys.insert(conf, &rows.by_table()).await? == KeyWrite::Written
             {
                 return Ok(());
             }
