@@ -282,8 +282,7 @@ impl<S: Send + Sync> FromRequest<S> for ScimBody {
                 BodyRefused::TooLarge => ScimError::payload_too_large(body::TOO_LARGE),
                 BodyRefused::Other { status, message } => ScimError::new(status, None, message),
             })?;
-        let value = serde_json::from_slice(&bytes)
-            .map_err(|e| ScimError::invalid_syntax(format!("the body is not valid JSON: {e}")))?;
+        let value = body::parse_json(&bytes).map_err(ScimError::invalid_syntax)?;
         Ok(ScimBody(value))
     }
 }

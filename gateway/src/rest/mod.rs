@@ -247,8 +247,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(JsonBody(Value::Object(serde_json::Map::new())));
         }
-        let value = serde_json::from_slice(&bytes)
-            .map_err(|e| RestError::bad_request(format!("the body is not valid JSON: {e}")))?;
+        let value = body::parse_json(&bytes).map_err(RestError::bad_request)?;
         Ok(JsonBody(value))
     }
 }

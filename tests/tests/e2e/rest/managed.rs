@@ -193,6 +193,25 @@ async fn create_read_replace_patch_delete_with_revisions() {
     rest.post("/managed/user?_action=create", &huge)
         .await
         .expect_wren_error(413);
+    // Nested deeper than idmd's protobuf decoding goes: 400, not the core's
+    // internal error (it answered 500 before).
+    let mut deep = json!("x");
+    for _ in 0..60 {
+        deep = json!({ "a": deep });
+    }
+    let refused = rest
+        .post(
+            "/managed/user?_action=create",
+            &json!({"userName": "deep", "nested": deep}),
+        )
+        .await
+        .expect_wren_error(400);
+    assert!(
+        refused.body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("deeper than")
+    );
     // A patch that is not an array is Wren's 400.
     rest.send(
         AS_ADMIN,
