@@ -22,26 +22,27 @@ const MIB: u64 = 1024 * 1024;
 /// The memory SurrealKV may keep: its memtables (writes not yet flushed to
 /// disk), its block cache (pages read) and what it holds beside them (every
 /// table's bloom filter, and a compaction's filter and buffers for the table
-/// it writes: ~40 MiB at a million users). A memtable gets a sixth:
+/// it writes: ~40 MiB at a million users). A memtable gets a quarter:
 /// SurrealKV fills one while up to two full ones wait for their flush (it
-/// stalls writes at two), so half may hold writes. A transaction must fit in
-/// one memtable (idm's largest, a reconciliation batch, needs a few MiB). The
-/// cache gets a quarter and the last quarter is left for the filters and
-/// compaction. Measured on a million-row reconciliation in 192 MiB (jemalloc
-/// with one arena): with a quarter a memtable and the last quarter of cache
-/// (nothing left for the rest) it peaked at 256 MiB RSS, with this split at
-/// 241 MiB, at the same rate; an eighth a memtable and five eighths of cache
-/// ran ~15 % slower and peaked higher still.
+/// stalls writes at two), so three quarters may hold writes. A transaction
+/// must fit in one memtable (idm's largest, a reconciliation batch, needs a
+/// few MiB). The cache gets a sixteenth, and the rest is left for the
+/// filters and compaction. Measured on a million-row reconciliation in
+/// 192 MiB (jemalloc with one arena): with a quarter of cache it peaked at
+/// 255 MiB RSS, with an eighth at 227, with a sixteenth at 213, at the same
+/// rate or better (a reconciliation reads little twice, and the system's
+/// page cache still holds the tables); a sixth a memtable and a quarter of
+/// cache peaked at 243 MiB and ran a little slower (more flushes to merge).
 /// `auto` leaves both to SurrealKV, which sizes them from the machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreMemory(Option<u64>);
 
 impl StoreMemory {
-    /// A small VM's share: three ~43 MiB memtables and 64 MiB of cache.
+    /// A small VM's share: three 64 MiB memtables and 16 MiB of cache.
     pub const DEFAULT: StoreMemory = StoreMemory(Some(256 * MIB));
     /// Below this a memtable (16 MiB here) could not be trusted to hold
     /// every transaction idm writes.
-    pub const MIN: StoreMemory = StoreMemory(Some(96 * MIB));
+    pub const MIN: StoreMemory = StoreMemory(Some(64 * MIB));
     /// SurrealKV's own sizing, from the machine's memory.
     pub const AUTO: StoreMemory = StoreMemory(None);
 
@@ -56,11 +57,11 @@ impl StoreMemory {
     const MEMTABLES: u64 = 3;
 
     pub fn memtable(self) -> Option<u64> {
-        self.0.map(|bytes| bytes / (2 * Self::MEMTABLES))
+        self.0.map(|bytes| bytes / (Self::MEMTABLES + 1))
     }
 
     pub fn block_cache(self) -> Option<u64> {
-        self.0.map(|bytes| bytes / 4)
+        self.0.map(|bytes| bytes / 16)
     }
 }
 
@@ -163,15 +164,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_read_as_people_write_them_and_give_each_memtable_a_sixth() {
+    fn sizes_read_as_people_write_them_and_give_each_memtable_a_quarter() {
         for (text, bytes) in [
             ("256MiB", 256 * MIB),
             ("256M", 256 * MIB),
             ("256 mib", 256 * MIB),
             ("1GiB", 1024 * MIB),
             ("1g", 1024 * MIB),
-            ("200MB", 200_000_000),
-            ("100663296", 96 * MIB),
+            ("100MB", 100_000_000),
+            ("67108864", 64 * MIB),
         ] {
             assert_eq!(
                 text.parse::<StoreMemory>().unwrap().bytes(),
@@ -182,7 +183,7 @@ mod tests {
         let memory: StoreMemory = "192MiB".parse().unwrap();
         assert_eq!(
             (memory.memtable(), memory.block_cache()),
-            (Some(32 * MIB), Some(48 * MIB))
+            (Some(48 * MIB), Some(12 * MIB))
         );
         assert_eq!(memory.to_string(), "192MiB");
         let auto: StoreMemory = "Auto".parse().unwrap();
@@ -198,13 +199,13 @@ mod tests {
             );
         }
         assert!(matches!(
-            "64MiB".parse::<StoreMemory>(),
+            "16MiB".parse::<StoreMemory>(),
             Err(StoreMemoryError::TooSmall { .. })
         ));
     }
 
     /// SurrealKV refuses a transaction larger than its memtable: a write of
-    /// ~24 MiB fails in 96 MiB (a 16 MiB memtable) and succeeds in 256 MiB,
+    /// ~24 MiB fails in 64 MiB (a 16 MiB memtable) and succeeds in 256 MiB,
     /// so the size given is the size SurrealKV works in.
     #[tokio::test]
     async fn the_memtable_is_the_size_given() {

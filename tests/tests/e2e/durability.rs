@@ -123,7 +123,7 @@ async fn the_store_works_in_the_memory_given_and_too_little_stops_idmd() {
     let store = format!("surrealkv://{}", site.path().join("db").display());
     let idmd = Idmd::start_with(IdmdOptions {
         store: Some(store.clone()),
-        extra_args: ["--store-memory", "96MiB"].map(String::from).to_vec(),
+        extra_args: ["--store-memory", "64MiB"].map(String::from).to_vec(),
         ..Default::default()
     })
     .await;
