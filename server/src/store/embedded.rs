@@ -51,15 +51,15 @@ impl StoreMemory {
         self.0
     }
 
-    /// How many memtables SurrealKV may hold at once: the one it fills and
-    /// the two full ones it lets wait for a flush before it stalls writes
-    /// (`memtable_stall_threshold`, 2 in surrealkv 0.21).
-    const MEMTABLES: u64 = 3;
-
+    /// A quarter: SurrealKV may hold three memtables at once, the one it
+    /// fills and the two full ones it lets wait for a flush before it stalls
+    /// writes (`memtable_stall_threshold`, 2 in surrealkv 0.21).
     pub fn memtable(self) -> Option<u64> {
-        self.0.map(|bytes| bytes / (Self::MEMTABLES + 1))
+        self.0.map(|bytes| bytes / 4)
     }
 
+    /// A sixteenth; what the memtables and the cache leave (3/16) is for
+    /// SurrealKV's filters and compactions.
     pub fn block_cache(self) -> Option<u64> {
         self.0.map(|bytes| bytes / 16)
     }
