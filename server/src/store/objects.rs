@@ -1,12 +1,12 @@
 //! Managed objects in the store. Every write is one transaction holding the
 //! object, its unique keys, its relations, its credentials and its audit entry.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::key_write::{KeyWrite, NewRows};
+use super::key_write::{IfTaken, KeyWrite, NewRows};
 use super::links::{INSERT_LINKS, Link, link_rows};
 use super::outbox::{Subscribed, Versioned, outbox_rows};
 use super::query::{QueryPage, QueryPlan, ResolvedField, SortKey, sort_clauses};
@@ -966,40 +966,52 @@ struct CreateRows {
     outbox: Vec<Value>,
     links: Vec<Value>,
     link_targets: Vec<Value>,
+    /// Whether every link points at an object this create makes, and no two
+    /// at the same one for a mapping (a recon's links do), so no
+    /// `link_target` row can be taken, in the store or in this batch.
+    links_to_new_objects: bool,
     sort_keys: BTreeMap<String, Vec<Value>>,
 }
 
 impl CreateRows {
-    /// Every table's rows, for the key layer; `hash_queue` as
-    /// `INSERT IGNORE`.
+    /// Every table's rows, for the key layer. Only the object, its unique
+    /// values and its links can collide with what is stored; every other
+    /// key holds a new UUIDv7 or the new object's id (as do the links'
+    /// reverse rows, when they point at the new objects). `hash_queue` is
+    /// `INSERT IGNORE`, as in the statements.
     fn by_table(&self) -> Vec<NewRows<'_>> {
-        fn insert<'a>(table: &'a str, rows: &'a [Value]) -> NewRows<'a> {
+        fn rows<'a>(table: &'a str, rows: &'a [Value], if_taken: IfTaken) -> NewRows<'a> {
             NewRows {
                 table,
                 rows,
-                ignore_existing: false,
+                if_taken,
             }
         }
+        use IfTaken::{CannotBe, Refuse, Skip};
         let mut tables = vec![
-            insert("object", &self.objects),
-            insert("audit", &self.audits),
-            insert("unique_key", &self.unique_keys),
-            insert("relation", &self.relations),
-            insert("referrer", &self.referrers),
-            insert("credential", &self.credentials),
-            NewRows {
-                table: "hash_queue",
-                rows: &self.pending_hashes,
-                ignore_existing: true,
-            },
-            insert("outbox", &self.outbox),
-            insert("link", &self.links),
-            insert("link_target", &self.link_targets),
+            rows("object", &self.objects, Refuse),
+            rows("audit", &self.audits, CannotBe),
+            rows("unique_key", &self.unique_keys, Refuse),
+            rows("relation", &self.relations, CannotBe),
+            rows("referrer", &self.referrers, CannotBe),
+            rows("credential", &self.credentials, CannotBe),
+            rows("hash_queue", &self.pending_hashes, Skip),
+            rows("outbox", &self.outbox, CannotBe),
+            rows("link", &self.links, Refuse),
+            rows(
+                "link_target",
+                &self.link_targets,
+                if self.links_to_new_objects {
+                    CannotBe
+                } else {
+                    Refuse
+                },
+            ),
         ];
         tables.extend(
             self.sort_keys
                 .iter()
-                .map(|(table, rows)| insert(table.as_str(), rows)),
+                .map(|(table, keys)| rows(table.as_str(), keys, CannotBe)),
         );
         tables
     }
@@ -1064,6 +1076,12 @@ fn create_rows(
         ));
         stored.push(record);
     }
+    let new_oids: HashSet<&str> = objects.iter().map(|object| object.oid.as_str()).collect();
+    let mut reverse_keys = HashSet::new();
+    let links_to_new_objects = links.iter().all(|link| {
+        new_oids.contains(link.target.as_str())
+            && reverse_keys.insert((&link.mapping, &link.target))
+    });
     let (links, link_targets) = link_rows(links);
     let rows = CreateRows {
         objects: rows,
@@ -1076,6 +1094,7 @@ fn create_rows(
         outbox: entries,
         links,
         link_targets,
+        links_to_new_objects,
         sort_keys: sort::key_rows(sort_keys),
     };
     (stored, rows)
