@@ -24,6 +24,8 @@ mod retention;
 mod schedules;
 mod sessions;
 mod sort;
+#[cfg(test)]
+mod surrealkv_compaction;
 mod tokens;
 
 use std::future::Future;
@@ -48,8 +50,8 @@ pub use objects::{
     object_ref, split_ref,
 };
 pub use outbox::{
-    ClaimKey, ConfReload, DueEntries, FAILED, OutboxEntry, PENDING, QueueSummary, Reschedule,
-    SyncSubscriptions,
+    ClaimKey, ConfReload, DueEntries, FAILED, OutboxEntry, PENDING, QueueSummary,
+    Reschedule, SyncSubscriptions,
 };
 pub use query::{
     Columns, CompileError, CompiledFilter, FieldResolver, Identifier, QueryPage, QueryPlan,

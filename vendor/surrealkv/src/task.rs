@@ -137,13 +137,26 @@ impl TaskManager {
 					// Use leveled compaction strategy
 					let strategy: Arc<dyn CompactionStrategy> =
 						Arc::new(Strategy::from_options(Arc::clone(&opts)));
-					if let Err(e) = core.compact(strategy) {
-						log::error!("Level compaction task error: {e:?}");
-						core.error_handler().set_error(e, BackgroundErrorReason::Compaction);
-						write_stall.signal_shutdown();
-					} else {
-						log::debug!("Level compaction completed successfully");
-						write_stall.signal_work_done();
+					// Until none is due (idm's patch): a compaction moves one
+					// small table, and stalled writers cause no flush to
+					// notify this task again.
+					loop {
+						match core.compact(Arc::clone(&strategy)) {
+							Err(e) => {
+								log::error!("Level compaction task error: {e:?}");
+								core.error_handler()
+									.set_error(e, BackgroundErrorReason::Compaction);
+								write_stall.signal_shutdown();
+								break;
+							}
+							Ok(more) => {
+								log::debug!("Level compaction completed successfully");
+								write_stall.signal_work_done();
+								if !more || stop_flag.load(Ordering::SeqCst) {
+									break;
+								}
+							}
+						}
 					}
 					running.store(false, Ordering::SeqCst);
 				}
@@ -295,7 +308,7 @@ mod tests {
 			Ok(())
 		}
 
-		fn compact(&self, _strategy: Arc<dyn CompactionStrategy>) -> Result<()> {
+		fn compact(&self, _strategy: Arc<dyn CompactionStrategy>) -> Result<bool> {
 			let start = std::time::Instant::now();
 			while start.elapsed() < Duration::from_millis(self.level_delay_ms) {
 				std::hint::spin_loop();
@@ -308,7 +321,7 @@ mod tests {
 
 			// Only increment counter on success
 			self.level_compactions.fetch_add(1, Ordering::SeqCst);
-			Ok(())
+			Ok(false)
 		}
 
 		fn error_handler(&self) -> Arc<BackgroundErrorHandler> {

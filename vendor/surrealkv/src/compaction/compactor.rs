@@ -91,13 +91,20 @@ impl Compactor {
 		}
 	}
 
-	pub(crate) fn compact(&self) -> Result<()> {
+	/// Runs one compaction if a level needs one. Returns whether it moved
+	/// data down a level, in which case another may be due (idm's patch:
+	/// with outputs cut into small tables, one compaction moves one table,
+	/// and the task runs them until none is due).
+	pub(crate) fn compact(&self) -> Result<bool> {
 		let levels_guard = self.options.level_manifest.write()?;
 		let choice = self.strategy.pick_levels(&levels_guard)?;
 
 		match choice {
-			CompactionChoice::Merge(input) => self.merge_tables(levels_guard, &input),
-			CompactionChoice::Skip => Ok(()),
+			CompactionChoice::Merge(input) => {
+				self.merge_tables(levels_guard, &input)?;
+				Ok(input.target_level != input.source_level)
+			}
+			CompactionChoice::Skip => Ok(false),
 		}
 	}
 
@@ -119,6 +126,14 @@ impl Compactor {
 		let to_merge: Vec<_> =
 			input.tables_to_merge.iter().filter_map(|&id| tables.get(&id).cloned()).collect();
 
+		// Tables of a sorted level that overlap nothing in the next one move
+		// down as they are, unread and unwritten (idm's patch).
+		if Self::is_trivial_move(&levels, input) {
+			drop(levels);
+			let moved = to_merge.into_iter().map(|table| (input.target_level, table)).collect();
+			return self.update_manifest(input, moved, &mut guard);
+		}
+
 		// Keep tables alive while iterators borrow from them
 		let iterators: Vec<BoxedLSMIterator<'_>> = to_merge
 			.iter()
@@ -128,58 +143,61 @@ impl Compactor {
 
 		drop(levels);
 
-		// Create new table
-		let new_table_id = self.options.level_manifest.read().unwrap().next_table_id();
-		let new_table_path = self.get_table_path(new_table_id);
-
-		// At most this many entries come out of the merge (idm's patch).
-		let entries: u64 = to_merge.iter().map(|t| t.meta.properties.num_entries).sum();
-
-		// Write merged data
-		let table_created =
-			match self.write_merged_table(&new_table_path, new_table_id, iterators, input, entries) {
-				Ok(result) => result,
+		// Write merged data; the guard unhides the inputs on error.
+		let written = self.write_merged_tables(iterators, input)?;
+		let mut new_tables = Vec::with_capacity(written.len());
+		for (id, path) in &written {
+			match self.open_table(*id, path) {
+				Ok(table) => new_tables.push((input.target_level, table)),
 				Err(e) => {
-					// Guard will unhide tables on drop
-					return Err(e);
-				}
-			};
-
-		// Open table only if one was created
-		let new_table = if table_created {
-			match self.open_table(new_table_id, &new_table_path) {
-				Ok(table) => Some(table),
-				Err(e) => {
-					// Guard will unhide tables on drop
+					Self::remove_files(&written);
 					return Err(e);
 				}
 			}
-		} else {
-			None
-		};
+		}
 
 		// Update manifest - this will commit the guard on success
-		self.update_manifest(input, new_table, &mut guard)?;
+		if let Err(e) = self.update_manifest(input, new_tables, &mut guard) {
+			Self::remove_files(&written);
+			return Err(e);
+		}
 
 		self.cleanup_old_tables(input);
 
 		Ok(())
 	}
 
-	/// Returns true if a table file was created and finished, false otherwise
-	fn write_merged_table(
+	/// Whether `input` can move its tables to the target level without a
+	/// merge: every table comes from a sorted level (L1+, non-overlapping)
+	/// and none from the target level, which the strategy has already
+	/// searched for overlaps.
+	fn is_trivial_move(levels: &LevelManifest, input: &CompactionInput) -> bool {
+		if input.source_level == 0 || input.target_level <= input.source_level {
+			return false;
+		}
+		let source = &levels.levels.get_levels()[input.source_level as usize];
+		input.tables_to_merge.iter().all(|id| source.tables.iter().any(|t| t.id == *id))
+	}
+
+	/// The size at which a compaction ends one output table and begins the
+	/// next (idm's patch): a 32nd of L1's target, 8 MiB by default. A level
+	/// holds SurrealDB's tables one after the other, some keyed by ids that
+	/// grow with time; tables this small mostly hold keys of one of them, so
+	/// the next compaction takes only what overlaps and moves the rest down
+	/// untouched, and each table's bloom filter is built and probed in cache.
+	fn target_table_size(&self) -> usize {
+		usize::try_from(self.options.lopts.max_bytes_for_level / 32).unwrap_or(usize::MAX).max(1)
+	}
+
+	/// Writes the merge as tables of about [`Self::target_table_size`],
+	/// cut only between two user keys (so no user key spans two tables of a
+	/// level). Returns the ids and paths of the tables written, none if the
+	/// merge dropped every entry.
+	fn write_merged_tables(
 		&self,
-		path: &Path,
-		table_id: u64,
 		merge_iter: Vec<BoxedLSMIterator<'_>>,
 		input: &CompactionInput,
-		entries: u64,
-	) -> Result<bool> {
-		let file = SysFile::create(path)?;
-		let mut writer =
-			TableWriter::new(file, table_id, Arc::clone(&self.options.lopts), input.target_level);
-		writer.expect_entries(entries);
-
+	) -> Result<Vec<(u64, PathBuf)>> {
 		// Get active snapshots for snapshot-aware compaction
 		// This is a snapshot of the snapshot list at the start of compaction.
 		// Any snapshots created during compaction will be handled by the next compaction.
@@ -198,48 +216,84 @@ impl Compactor {
 			snapshots,
 		);
 
-		let mut entries = 0;
-		for item in &mut comp_iter {
-			let (key, value) = item?;
-			writer.add(key, &value)?;
-			entries += 1;
+		let target_size = self.target_table_size();
+		let mut written: Vec<(u64, PathBuf)> = Vec::new();
+		let mut current: Option<TableWriter<SysFile>> = None;
+		let mut last_user_key: Vec<u8> = Vec::new();
+		let result = (|| -> Result<()> {
+			for item in &mut comp_iter {
+				let (key, value) = item?;
+				let full = current.as_ref().is_some_and(|w| w.written_bytes() >= target_size);
+				if full && key.user_key.as_slice() != last_user_key.as_slice() {
+					if let Some(writer) = current.take() {
+						Self::finish_table(writer, &written)?;
+					}
+				}
+				let writer = match current.as_mut() {
+					Some(writer) => writer,
+					None => {
+						let id = self.options.level_manifest.read()?.next_table_id();
+						let path = self.get_table_path(id);
+						let file = SysFile::create(&path)?;
+						written.push((id, path));
+						current.insert(TableWriter::new(
+							file,
+							id,
+							Arc::clone(&self.options.lopts),
+							input.target_level,
+						))
+					}
+				};
+				last_user_key.clear();
+				last_user_key.extend_from_slice(key.user_key.as_slice());
+				writer.add(key, &value)?;
+			}
+			if let Some(writer) = current.take() {
+				Self::finish_table(writer, &written)?;
+			}
+			// Durability fix: the SSTs' data and their directory entries must be
+			// durable BEFORE the manifest (fsynced in update_manifest) references
+			// them. Otherwise a power loss after the manifest commit leaves a
+			// durable manifest pointing at a zero-byte table, with the merged
+			// inputs already deleted (surrealdb/surrealdb#7426).
+			if !written.is_empty() {
+				crate::lsm::fsync_directory(self.options.lopts.sstable_dir())?;
+			}
+			Ok(())
+		})();
+		match result {
+			Ok(()) => Ok(written),
+			Err(e) => {
+				drop(current);
+				Self::remove_files(&written);
+				Err(e)
+			}
 		}
+	}
 
-		if entries == 0 {
-			// No entries - drop writer and remove empty file
-			drop(writer);
-			let _ = std::fs::remove_file(path);
-			return Ok(false);
-		}
-
+	/// Finishes the table being written (the last of `written`) and syncs it.
+	fn finish_table(writer: TableWriter<SysFile>, written: &[(u64, PathBuf)]) -> Result<()> {
 		writer.finish()?;
+		if let Some((_, path)) = written.last() {
+			crate::vfs::fsync_file(path)?;
+		}
+		Ok(())
+	}
 
-		// Durability fix: the SST's data and its directory entry must be
-		// durable BEFORE the manifest (fsynced in update_manifest) references
-		// this table. Otherwise a power loss after the manifest commit leaves
-		// a durable manifest pointing at a zero-byte table, with the merged
-		// inputs already deleted (surrealdb/surrealdb#7426).
-		crate::vfs::fsync_file(path)?;
-		crate::lsm::fsync_directory(self.options.lopts.sstable_dir())?;
-
-		Ok(true)
+	fn remove_files(written: &[(u64, PathBuf)]) {
+		for (_, path) in written {
+			let _ = std::fs::remove_file(path);
+		}
 	}
 
 	fn update_manifest(
 		&self,
 		input: &CompactionInput,
-		new_table: Option<Arc<Table>>,
+		new_tables: Vec<(u8, Arc<Table>)>,
 		guard: &mut HiddenTablesGuard,
 	) -> Result<()> {
 		let mut manifest = self.options.level_manifest.write()?;
 		let _imm_guard = self.options.immutable_memtables.write();
-
-		// Check for table ID collision if adding a new table
-		if let Some(ref table) = new_table {
-			if input.tables_to_merge.contains(&table.id) {
-				return Err(crate::error::Error::TableIDCollision(table.id));
-			}
-		}
 
 		let mut changeset = ManifestChangeSet::default();
 
@@ -252,10 +306,8 @@ impl Compactor {
 			}
 		}
 
-		// Add new table if present
-		if let Some(table) = new_table {
-			changeset.new_tables.push((input.target_level, table));
-		}
+		// Add the new (or moved) tables
+		changeset.new_tables.extend(new_tables);
 
 		let rollback = manifest.apply_changeset(&changeset)?;
 

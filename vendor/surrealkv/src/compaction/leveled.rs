@@ -18,9 +18,15 @@ pub enum CompactionPriority {
 	#[allow(unused)]
 	OldestLargestSeqFirst,
 
-	/// Larger files compensated by deletes (default)
-	#[default]
+	/// Larger files compensated by deletes
+	#[allow(unused)]
 	ByCompensatedSize,
+
+	/// The file that overlaps the fewest bytes of the next level for its
+	/// size (idm's patch, RocksDB's default): a file of keys newer than the
+	/// next level's (ids that grow with time) moves down without a merge.
+	#[default]
+	MinOverlappingRatio,
 }
 
 pub(crate) struct Strategy {
@@ -203,7 +209,8 @@ impl Strategy {
 			}
 		} else {
 			// L1+ → L(n+1): Select best table for compaction
-			let selected_table_id = self.select_best_table_for_compaction(source_level);
+			let selected_table_id =
+				self.select_best_table_for_compaction(source_level, next_level);
 			if let Some(table_id) = selected_table_id {
 				// Include all files sharing boundary user keys
 				let overlapping_table_ids =
@@ -242,12 +249,19 @@ impl Strategy {
 		Ok(tables)
 	}
 
-	fn select_best_table_for_compaction(&self, source_level: &Level) -> Option<u64> {
+	fn select_best_table_for_compaction(
+		&self,
+		source_level: &Level,
+		next_level: &Level,
+	) -> Option<u64> {
 		if source_level.tables.is_empty() {
 			return None;
 		}
 
 		match self.compaction_priority {
+			CompactionPriority::MinOverlappingRatio => {
+				Self::select_min_overlapping_ratio(source_level, next_level)
+			}
 			CompactionPriority::OldestSmallestSeqFirst => {
 				self.select_oldest_smallest_seq_first(source_level)
 			}
@@ -256,6 +270,23 @@ impl Strategy {
 			}
 			CompactionPriority::ByCompensatedSize => self.select_by_compensated_size(source_level),
 		}
+	}
+
+	/// Selects the table whose key range covers the fewest bytes of the
+	/// next level per byte of its own; among equals, the oldest.
+	fn select_min_overlapping_ratio(source_level: &Level, next_level: &Level) -> Option<u64> {
+		source_level
+			.tables
+			.iter()
+			.filter_map(|table| {
+				let range = Self::combined_key_range(std::iter::once(table))?;
+				let overlap: u64 =
+					next_level.overlapping_tables(&range).map(|t| t.file_size).sum();
+				let ratio = overlap as f64 / table.file_size.max(1) as f64;
+				Some((ratio, table.meta.properties.seqnos.0, table.id))
+			})
+			.min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
+			.map(|(_, _, id)| id)
 	}
 
 	/// Selects ranges that haven't been compacted for longest

@@ -267,6 +267,11 @@ impl LevelManifest {
 
 			// Validate sequence numbers based on level
 			if level_idx > 0 && !tables.is_empty() {
+				// In key order, as the level keeps them (`insert_sorted_by_key`).
+				tables.sort_by(|a, b| {
+					let (a, b) = (&a.meta.smallest_point, &b.meta.smallest_point);
+					a.as_ref().map(|p| &p.user_key).cmp(&b.as_ref().map(|p| &p.user_key))
+				});
 				Self::validate_table_sequence_numbers(level_idx as u8, &tables)?;
 			}
 
@@ -346,24 +351,20 @@ impl LevelManifest {
 			}
 		}
 
-		// If we have multiple tables, check sequence continuity across all tables
-		if tables.len() > 1 {
-			for i in 0..tables.len() - 1 {
-				let current = &tables[i];
-				let next = &tables[i + 1];
-
-				// Check if sequence numbers maintain continuity
-				if let (Some(next_smallest), Some(current_largest)) =
-					(next.meta.smallest_seq_num, current.meta.largest_seq_num)
-				{
-					if next_smallest <= current_largest {
-						return Err(Error::LoadManifestFail(format!(
-							"Level {} tables have overlapping sequence numbers: Table {} ({:?}-{:?}) and Table {} ({:?}-{:?})",
-							level_idx,
-							current.id, current.meta.smallest_seq_num, current.meta.largest_seq_num,
-							next.id, next.meta.smallest_seq_num, next.meta.largest_seq_num
-						)));
-					}
+		// Tables of a sorted level must not share keys (idm's patch: upstream
+		// checked that their sequence numbers did not overlap, which held only
+		// while a compaction wrote its merge as one table; the tables it now
+		// cuts a merge into share its range of sequence numbers).
+		for pair in tables.windows(2) {
+			let (current, next) = (&pair[0], &pair[1]);
+			if let (Some(current_largest), Some(next_smallest)) =
+				(&current.meta.largest_point, &next.meta.smallest_point)
+			{
+				if current_largest.user_key >= next_smallest.user_key {
+					return Err(Error::LoadManifestFail(format!(
+						"Level {} tables overlap: Table {} ends at or after Table {} begins",
+						level_idx, current.id, next.id
+					)));
 				}
 			}
 		}

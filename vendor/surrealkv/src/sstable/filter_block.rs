@@ -15,12 +15,9 @@ pub(crate) struct FilterBlockWriter {
 	// The digests of the keys for the next filter: 4 bytes a key, not the key
 	// (idm's patch: a compaction's single output table buffered every key it
 	// wrote, hundreds of MiB at a million rows).
+	// A compaction's output tables are cut at a target size (idm's patch), so
+	// these stay a few MiB.
 	hashes: Vec<u32>,
-	// Or, when the writer was told how many keys to expect, the next filter
-	// itself, filled key by key (idm's patch: a compaction knows its inputs'
-	// entry count, and kept 4 bytes a key of digests besides the filter).
-	sized: Option<Vec<u8>>,
-	sized_keys: usize,
 	filters: Vec<u8>,              // The generated filters.
 	filter_offsets: Vec<u32>,      // Offsets for each filter in the `filters` vector.
 }
@@ -31,34 +28,14 @@ impl FilterBlockWriter {
 		Self {
 			policy,
 			hashes: vec![],
-			sized: None,
-			sized_keys: 0,
 			filter_offsets: vec![],
 			filters: vec![],
 		}
 	}
 
-	// A writer whose first filter is sized for `keys` keys up front, so it
-	// keeps no digests. More keys than that still all match (a bloom filter
-	// has no false negatives), at a higher false-positive rate.
-	pub(crate) fn sized(policy: Arc<dyn FilterPolicy>, keys: usize) -> Self {
-		let sized = policy.empty_filter(keys);
-		Self {
-			sized,
-			..Self::new(policy)
-		}
-	}
-
 	// Adds a key to the list of keys that will be included in the next filter.
 	pub(crate) fn add_key(&mut self, key: &[u8]) {
-		let hash = self.policy.key_hash(key);
-		match self.sized.as_mut() {
-			Some(filter) => {
-				self.policy.add_hash(filter, hash);
-				self.sized_keys += 1;
-			}
-			None => self.hashes.push(hash),
-		}
+		self.hashes.push(self.policy.key_hash(key));
 	}
 
 	// Starts a new block at a given offset. This may trigger the generation of a
@@ -77,13 +54,6 @@ impl FilterBlockWriter {
 	// vector.
 	fn generate_filter(&mut self) {
 		self.filter_offsets.push(self.filters.len() as u32); // Record the current filter's offset.
-		if let Some(filter) = self.sized.take() {
-			// Keys went here rather than to `hashes` while it existed.
-			if std::mem::take(&mut self.sized_keys) > 0 {
-				self.filters.extend(filter);
-			}
-			return;
-		}
 		if self.hashes.is_empty() {
 			return; // If there are no keys, do not generate a filter.
 		};
@@ -102,7 +72,7 @@ impl FilterBlockWriter {
 	// Finalizes the filter block, returning the complete set of filters and their
 	// offsets.
 	pub(crate) fn finish(mut self) -> Vec<u8> {
-		if !self.hashes.is_empty() || self.sized_keys > 0 {
+		if !self.hashes.is_empty() {
 			self.generate_filter(); // Generate a final filter for any remaining keys.
 		};
 

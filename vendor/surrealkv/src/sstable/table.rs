@@ -396,20 +396,10 @@ impl<W: Write> TableWriter<W> {
 		}
 	}
 
-	/// Sizes the table's bloom filter for `keys` entries before the first
-	/// is added, so the filter is built as they come instead of from a
-	/// digest kept per entry (idm's patch; see `FilterBlockWriter::sized`).
-	/// A compaction knows the count: at most its inputs' entries.
-	pub(crate) fn expect_entries(&mut self, keys: u64) {
-		if self.meta.properties.num_entries > 0 {
-			return;
-		}
-		if let Some(policy) = self.opts.filter_policy.as_ref() {
-			let mut filter_block =
-				FilterBlockWriter::sized(Arc::clone(policy), usize::try_from(keys).unwrap_or(0));
-			filter_block.start_block(0);
-			self.filter_block = Some(filter_block);
-		}
+	/// The bytes written to the file so far (whole data blocks; idm's patch:
+	/// a compaction cuts its output at a target size).
+	pub(crate) fn written_bytes(&self) -> usize {
+		self.offset
 	}
 
 	/// Adds a key-value pair to the table.
