@@ -264,7 +264,7 @@ impl ManagedObjects {
                     check_id(&id)?;
                     id
                 }
-                None => uuid::Uuid::new_v4().to_string(),
+                None => uuid::Uuid::now_v7().to_string(),
             };
             prepared_objects.push((id, prepared));
         }

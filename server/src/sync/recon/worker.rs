@@ -1113,7 +1113,7 @@ impl Worker {
             }
             let id = match values.get("_id") {
                 Some(Value::String(id)) => id.clone(),
-                _ => uuid::Uuid::new_v4().to_string(),
+                _ => uuid::Uuid::now_v7().to_string(),
             };
             values.insert("_id".into(), json!(id));
             ready.push((decision, id, values));
