@@ -50,7 +50,7 @@ pub use objects::{
     object_ref, split_ref,
 };
 pub use outbox::{
-    ClaimKey, ConfReload, DueEntries, FAILED, OutboxEntry, PENDING, QueueSummary,
+    Claim, ClaimKey, ConfReload, DueEntries, FAILED, OutboxEntry, PENDING, QueueSummary,
     Reschedule, SyncSubscriptions,
 };
 pub use query::{

@@ -131,6 +131,16 @@ impl OutboxEntry {
 /// An object's claim key, `[mapping, type, oid]`.
 pub type ClaimKey = (String, String, String);
 
+/// An object a node claimed.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Claim {
+    pub key: ClaimKey,
+    /// An earlier claim on the object was never released: its node died
+    /// (or its dispatcher, or the release failed) with a delivery that may
+    /// have reached the target without being recorded.
+    pub unfinished: bool,
+}
+
 /// Due entries as a node sees them: those of objects no other node holds.
 #[derive(Debug, Default)]
 pub struct DueEntries {
@@ -371,12 +381,15 @@ impl Store {
     /// returns the objects claimed. An object is skipped while another node
     /// holds a live claim on it, and when its oldest entry is no longer as
     /// it was read (delivered, or rescheduled, meanwhile: the read is stale).
+    /// A claim taken over from an expired one, or from this node's own
+    /// (a restarted dispatcher), is [`Claim::unfinished`]: released claims
+    /// are deleted, so one still there was left by a delivery that stopped.
     pub async fn claim_objects(
         &self,
         node: &str,
         ttl: std::time::Duration,
         firsts: &[&OutboxEntry],
-    ) -> Result<Vec<ClaimKey>, StoreError> {
+    ) -> Result<Vec<Claim>, StoreError> {
         if firsts.is_empty() {
             return Ok(Vec::new());
         }
@@ -393,6 +406,7 @@ impl Store {
         struct Claimed {
             key: ClaimKey,
             node: String,
+            unfinished: bool,
         }
         let _timer = crate::metrics::store_timer(crate::metrics::StoreOp::Execute);
         let response = bind_all(
@@ -404,11 +418,12 @@ impl Store {
                    FROM array::map($firsts, |$k| type::record('outbox', $k)) \
                    WHERE state = $pending AND due <= $read); \
                  INSERT INTO outbox_claim \
-                   array::map($live, |$k| { id: type::record('outbox_claim', $k), node: $node, until: $until }) \
+                   array::map($live, |$k| { id: type::record('outbox_claim', $k), node: $node, until: $until, unfinished: false }) \
                    ON DUPLICATE KEY UPDATE \
+                     unfinished = IF until < $now OR node = $node { true } ELSE { unfinished }, \
                      node = IF until < $now OR node = $node { $node } ELSE { node }, \
                      until = IF until < $now OR node = $node { $until } ELSE { until } \
-                   RETURN record::id(id) AS key, node; \
+                   RETURN record::id(id) AS key, node, unfinished = true AS unfinished; \
                  COMMIT;",
             ),
             json!({
@@ -440,7 +455,10 @@ impl Store {
         Ok(claimed
             .into_iter()
             .filter(|c| c.node == node)
-            .map(|c| c.key)
+            .map(|c| Claim {
+                key: c.key,
+                unfinished: c.unfinished,
+            })
             .collect())
     }
 
@@ -897,8 +915,12 @@ mod tests {
         );
     }
 
-    fn keys_of(claimed: &[ClaimKey]) -> Vec<&str> {
-        let mut oids: Vec<&str> = claimed.iter().map(|(_, _, o)| o.as_str()).collect();
+    /// The objects claimed, and whether each was left unfinished before.
+    fn keys_of(claimed: &[Claim]) -> Vec<(&str, bool)> {
+        let mut oids: Vec<(&str, bool)> = claimed
+            .iter()
+            .map(|c| (c.key.2.as_str(), c.unfinished))
+            .collect();
         oids.sort_unstable();
         oids
     }
@@ -929,13 +951,14 @@ mod tests {
             .claim_objects("A", ttl, &[&of(&read_a, "a")])
             .await
             .unwrap();
-        assert_eq!(keys_of(&claimed), ["a"]);
+        assert_eq!(keys_of(&claimed), [("a", false)]);
         let claimed = store
             .claim_objects("B", ttl, &[&of(&read_b, "a"), &of(&read_b, "b")])
             .await
             .unwrap();
-        assert_eq!(keys_of(&claimed), ["b"], "a is A's");
-        // A claiming again what it holds (a restarted dispatcher) is fine.
+        assert_eq!(keys_of(&claimed), [("b", false)], "a is A's");
+        // A claiming again what it holds (a restarted dispatcher) is fine,
+        // and the claim says a delivery of it may have stopped half way.
         assert_eq!(
             keys_of(
                 &store
@@ -943,7 +966,7 @@ mod tests {
                     .await
                     .unwrap()
             ),
-            ["a"]
+            [("a", true)]
         );
 
         // Each node's read leaves out what the other holds.
@@ -1006,7 +1029,8 @@ mod tests {
         let a2 = fresh.entries.iter().find(|e| e.oid == "a").unwrap();
         assert_eq!(
             keys_of(&store.claim_objects("B", ttl, &[a2]).await.unwrap()),
-            ["a"]
+            [("a", false)],
+            "a released claim leaves nothing unfinished"
         );
 
         // A reschedule since the read also makes it stale.
@@ -1066,7 +1090,8 @@ mod tests {
                     .await
                     .unwrap()
             ),
-            ["a"]
+            [("a", true)],
+            "the dead node's delivery may have reached the target"
         );
         assert_eq!(
             store

@@ -51,6 +51,10 @@ pub struct Change {
     pub oid: String,
     /// The attributes of a deleted object, when known.
     pub snapshot: Option<Map<String, Value>>,
+    /// An earlier delivery of the object stopped before it was recorded (its
+    /// node died): it may have created the target, so the target is read
+    /// before anything is created, even where creates go unread.
+    pub maybe_delivered: bool,
 }
 
 /// What happened to one object.
@@ -123,6 +127,8 @@ struct Mapped {
     correlation: Option<Filter>,
     /// A failure found while mapping.
     failure: Option<Failure>,
+    /// See [`Change::maybe_delivered`].
+    maybe_delivered: bool,
 }
 
 /// Step 2's result.
@@ -376,6 +382,7 @@ impl Provisioner {
                     link,
                     correlation: None,
                     failure: None,
+                    maybe_delivered: change.maybe_delivered,
                 });
                 continue;
             };
@@ -426,6 +433,7 @@ impl Provisioner {
                 link,
                 correlation,
                 failure,
+                maybe_delivered: change.maybe_delivered,
             });
         }
         Ok(mapped)
@@ -549,7 +557,7 @@ impl Provisioner {
         if !mapped.exists {
             return found(mapped, None, Situation::AllGone, None);
         }
-        if self.optimistic_create && mapped.valid {
+        if self.optimistic_create && mapped.valid && !mapped.maybe_delivered {
             return found(mapped, None, Situation::Absent, None);
         }
         let candidates = match self.correlate(&mapped).await {

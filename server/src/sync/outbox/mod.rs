@@ -203,6 +203,7 @@ impl ImplicitSync {
                         mappings: Arc::clone(&reloads.borrow_and_update()),
                         provisioners: HashMap::new(),
                         queued: VecDeque::new(),
+                        unfinished: HashSet::new(),
                         health,
                     };
                     handle.block_on(dispatcher.run(reloads, stopped));
@@ -313,6 +314,9 @@ struct Dispatcher {
     provisioners: HashMap<String, Provisioner>,
     /// Batches read ahead, waiting for their turn.
     queued: VecDeque<Batch>,
+    /// Claimed objects whose earlier delivery stopped unrecorded
+    /// ([`crate::store::Claim::unfinished`]), until their batch is prepared.
+    unfinished: HashSet<ClaimKey>,
     /// Told of progress (the stuck-dispatcher watchdog's heartbeat).
     health: Health,
 }
@@ -477,12 +481,17 @@ impl Dispatcher {
                 .iter()
                 .filter_map(|(_, entries)| entries.first())
                 .collect();
-            let claimed: HashSet<ClaimKey> = self
+            let mut claimed: HashSet<ClaimKey> = HashSet::new();
+            for claim in self
                 .store
                 .claim_objects(&self.claims.node, self.claims.ttl, &firsts)
                 .await?
-                .into_iter()
-                .collect();
+            {
+                if claim.unfinished {
+                    self.unfinished.insert(claim.key.clone());
+                }
+                claimed.insert(claim.key);
+            }
             let objects: Vec<(String, Vec<OutboxEntry>)> = objects
                 .into_iter()
                 .filter(|(_, entries)| {
@@ -614,6 +623,16 @@ impl Dispatcher {
                 work: Box::pin(async move { recording }),
             }
         };
+        let changes: Vec<Change> = objects
+            .iter()
+            .map(|(oid, entries)| Change {
+                oid: oid.clone(),
+                snapshot: entries.iter().rev().find_map(|e| e.snapshot.clone()),
+                maybe_delivered: entries
+                    .first()
+                    .is_some_and(|e| self.unfinished.remove(&e.claim_key())),
+            })
+            .collect();
         // While this node has not followed a conf change made on another
         // node (a mapping made enableSync there, whose entries that node's
         // writes feed), a mapping it does not know is not a refusal: it is
@@ -626,13 +645,6 @@ impl Dispatcher {
             Ok(provisioner) => provisioner,
             Err(message) => return failed(keys, message, false),
         };
-        let changes = objects
-            .iter()
-            .map(|(oid, entries)| Change {
-                oid: oid.clone(),
-                snapshot: entries.iter().rev().find_map(|e| e.snapshot.clone()),
-            })
-            .collect();
         let prepared = match provisioner.prepare(changes).await {
             Ok(prepared) => prepared,
             Err(e) => {
@@ -897,6 +909,30 @@ mod tests {
         !entries.is_empty()
     }
 
+    /// Adds an inetOrgPerson straight to the directory.
+    async fn ldap_add_person(slapd: &idm_testkit::Slapd, dn: &str, uid: &str, sn: &str) {
+        let (connection, mut ldap) = ldap3::LdapConnAsync::new(&slapd.url()).await.unwrap();
+        tokio::spawn(connection.drive());
+        ldap.simple_bind(slapd.admin_dn(), slapd.admin_password())
+            .await
+            .unwrap();
+        let object_classes =
+            HashSet::from(["top", "person", "organizationalPerson", "inetOrgPerson"]);
+        ldap.add(
+            dn,
+            vec![
+                ("objectClass", object_classes),
+                ("uid", HashSet::from([uid])),
+                ("cn", HashSet::from([uid])),
+                ("sn", HashSet::from([sn])),
+            ],
+        )
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    }
+
     /// The `sn` of the LDAP entry `uid=<uid>`, if there is one.
     async fn ldap_sn(slapd: &idm_testkit::Slapd, uid: &str) -> Option<String> {
         let (connection, mut ldap) = ldap3::LdapConnAsync::new(&slapd.url()).await.unwrap();
@@ -1103,7 +1139,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_dead_nodes_claim_holds_its_object_back_until_it_expires() {
         const MAPPING: &str = "dead_node_claim";
-        let slapd = idm_testkit::Slapd::start().unwrap();
+        let slapd = idm_testkit::Slapd::builder()
+            .log_operations()
+            .start()
+            .unwrap();
         let (store, objects, dir) = ldap_sync_store(&slapd, MAPPING).await;
         store.set_sync_subscriptions(BTreeMap::from([(
             "user".to_string(),
@@ -1128,6 +1167,9 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(claimed.len(), 1);
+        // Its create reached the directory; its recording never happened.
+        let held_dn = format!("uid=held,{}", slapd.base_dn());
+        ldap_add_person(&slapd, &held_dn, "held", "Stale").await;
 
         let (health, _) = Health::new().await;
         let sync = ImplicitSync::start_with(
@@ -1162,13 +1204,14 @@ mod tests {
         let held_now = ldap_sn(&slapd, "held").await;
         if claimed_at.elapsed() < ttl {
             assert_eq!(
-                held_now, None,
+                held_now.as_deref(),
+                Some("Stale"),
                 "the dead node's object waits for its claim to expire"
             );
         }
         let mut held_seen = false;
         for _ in 0..600 {
-            if ldap_sn(&slapd, "held").await.is_some() {
+            if ldap_sn(&slapd, "held").await.as_deref() == Some("Held") {
                 held_seen = true;
                 break;
             }
@@ -1206,6 +1249,16 @@ mod tests {
             delivered.iter().filter(|d| d.oid == "held").count(),
             1,
             "{delivered:?}"
+        );
+        // The live node read the entry the dead one may have made before
+        // creating it: no second ADD, however the mapping creates.
+        let adds = slapd.operations("ADD");
+        assert_eq!(
+            adds.iter()
+                .filter(|dn| dn.eq_ignore_ascii_case(&held_dn))
+                .count(),
+            1,
+            "{adds:?}"
         );
         sync.shutdown(Duration::from_secs(5)).await;
         let _ = std::fs::remove_dir_all(&dir);
@@ -1372,6 +1425,7 @@ mod tests {
             mappings: Arc::new(Vec::new()),
             provisioners: HashMap::new(),
             queued: VecDeque::new(),
+            unfinished: HashSet::new(),
             health,
         };
         let failed = |summary: Vec<crate::store::QueueSummary>| {

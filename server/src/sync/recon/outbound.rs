@@ -131,6 +131,7 @@ async fn provision(
         .map(|oid| Change {
             oid: oid.clone(),
             snapshot: None,
+            maybe_delivered: false,
         })
         .collect();
     if recon.plan.is_some() {
