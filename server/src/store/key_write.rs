@@ -44,8 +44,6 @@ pub(super) struct NewRows<'a> {
 pub(super) enum IfTaken {
     /// Fails the write, as `INSERT` does.
     Refuse,
-    /// Is skipped, as with `INSERT IGNORE`.
-    Skip,
     /// Cannot happen: the key is made for this write (a new UUIDv7, or the
     /// id of an object the same write creates, whose own row is refused if
     /// taken). Such a row is stored without first reading whether its key
@@ -137,11 +135,6 @@ async fn put_all(
             let record = Arc::new(record);
             match if_taken {
                 IfTaken::Refuse => tx.put_record(ns, db, &name, &key, record).await?,
-                IfTaken::Skip => {
-                    if !tx.record_exists(ns, db, &name, &key, None).await? {
-                        tx.put_record(ns, db, &name, &key, record).await?;
-                    }
-                }
                 IfTaken::CannotBe => tx.set_record(ns, db, &name, &key, record).await?,
             }
         }

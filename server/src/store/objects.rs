@@ -977,8 +977,10 @@ impl CreateRows {
     /// Every table's rows, for the key layer. Only the object, its unique
     /// values and its links can collide with what is stored; every other
     /// key holds a new UUIDv7 or the new object's id (as do the links'
-    /// reverse rows, when they point at the new objects). `hash_queue` is
-    /// `INSERT IGNORE`, as in the statements.
+    /// reverse rows, when they point at the new objects). A `hash_queue`
+    /// row has its credential's key, `[type, id, property]`, and goes with
+    /// it (an object's delete and a cleared secret remove both), so it is
+    /// as new as the credential.
     fn by_table(&self) -> Vec<NewRows<'_>> {
         fn rows<'a>(table: &'a str, rows: &'a [Value], if_taken: IfTaken) -> NewRows<'a> {
             NewRows {
@@ -987,7 +989,7 @@ impl CreateRows {
                 if_taken,
             }
         }
-        use IfTaken::{CannotBe, Refuse, Skip};
+        use IfTaken::{CannotBe, Refuse};
         let mut tables = vec![
             rows("object", &self.objects, Refuse),
             rows("audit", &self.audits, CannotBe),
@@ -995,7 +997,7 @@ impl CreateRows {
             rows("relation", &self.relations, CannotBe),
             rows("referrer", &self.referrers, CannotBe),
             rows("credential", &self.credentials, CannotBe),
-            rows("hash_queue", &self.pending_hashes, Skip),
+            rows("hash_queue", &self.pending_hashes, CannotBe),
             rows("outbox", &self.outbox, CannotBe),
             rows("link", &self.links, Refuse),
             rows(
