@@ -132,7 +132,7 @@ impl OutboxEntry {
 pub type ClaimKey = (String, String, String);
 
 /// An object a node claimed.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
     pub key: ClaimKey,
     /// An earlier claim on the object was never released: its node died
