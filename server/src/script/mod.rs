@@ -66,6 +66,8 @@ pub enum ScriptError {
     InvalidBinding { name: String },
     #[error("compiled script id does not belong to this engine")]
     UnknownScript,
+    #[error("a shared binding does not belong to this engine")]
+    ForeignBinding,
     #[error("script engine: {0}")]
     Engine(String),
 }
@@ -166,6 +168,22 @@ impl Default for Limits {
 pub struct CompiledId {
     engine: u64,
     index: usize,
+}
+
+/// A value bound to a script's parameter.
+#[derive(Clone, Copy)]
+pub enum Binding<'a> {
+    /// Converted to JavaScript for the call.
+    Json(&'a serde_json::Value),
+    /// Converted once by [`ScriptEngine::with_shared`].
+    Shared(&'a Shared),
+}
+
+/// A JSON value converted to JavaScript once, for several calls on the
+/// engine that made it (see [`ScriptEngine::with_shared`]).
+pub struct Shared {
+    engine: u64,
+    value: Persistent<Value<'static>>,
 }
 
 /// Tells engines apart so that an id is never used with the wrong one.
@@ -344,6 +362,49 @@ impl ScriptEngine {
         id: CompiledId,
         bindings: &[(&str, &serde_json::Value)],
     ) -> Result<serde_json::Value, ScriptError> {
+        let bindings: Vec<(&str, Binding<'_>)> = bindings
+            .iter()
+            .map(|(name, value)| (*name, Binding::Json(value)))
+            .collect();
+        self.eval_bound(id, &bindings)
+    }
+
+    /// Runs `run` with `value` converted to JavaScript once, for the calls
+    /// it makes to bind as [`Binding::Shared`]: a record's property scripts
+    /// all see one `source` object, as in Wren (a script that changes it
+    /// changes it for the scripts after it), and a record is converted once
+    /// rather than once a script.
+    pub fn with_shared<R>(
+        &mut self,
+        value: &serde_json::Value,
+        run: impl FnOnce(&mut Self, &Shared) -> R,
+    ) -> Result<R, ScriptError> {
+        let converted = self.context.with(|ctx| {
+            to_js(&ctx, value)
+                .map(|js| Persistent::save(&ctx, js))
+                .map_err(|e| Failure::caught(&ctx, e))
+        });
+        let shared = Shared {
+            engine: self.id,
+            value: converted.map_err(|failure| self.failure("(bindings)", failure))?,
+        };
+        // `shared` is dropped here, before the engine can be: QuickJS
+        // asserts that no value outlives its runtime.
+        Ok(run(self, &shared))
+    }
+
+    /// [`eval`](Self::eval) with bindings that may be shared values.
+    pub fn eval_bound(
+        &mut self,
+        id: CompiledId,
+        bindings: &[(&str, Binding<'_>)],
+    ) -> Result<serde_json::Value, ScriptError> {
+        if bindings
+            .iter()
+            .any(|(_, b)| matches!(b, Binding::Shared(s) if s.engine != self.id))
+        {
+            return Err(ScriptError::ForeignBinding);
+        }
         let function = self.function(id, bindings)?;
         let name = self.script(id)?.name.clone();
         self.current.replace(name.clone());
@@ -361,7 +422,14 @@ impl ScriptEngine {
                     // is converted once: both names see the same JS object.
                     let mut converted: Vec<(&serde_json::Value, Value)> =
                         Vec::with_capacity(bindings.len());
-                    for (_, value) in bindings {
+                    for (_, binding) in bindings {
+                        let value = match binding {
+                            Binding::Json(value) => value,
+                            Binding::Shared(shared) => {
+                                args.push_arg(shared.value.clone().restore(&ctx)?)?;
+                                continue;
+                            }
+                        };
                         let js = match converted
                             .iter()
                             .find(|(seen, _)| std::ptr::eq(*seen, *value))
@@ -439,7 +507,7 @@ impl ScriptEngine {
     fn function(
         &mut self,
         id: CompiledId,
-        bindings: &[(&str, &serde_json::Value)],
+        bindings: &[(&str, Binding<'_>)],
     ) -> Result<Persistent<Function<'static>>, ScriptError> {
         let compiled = self.script(id)?;
         let same = |names: &[String]| {

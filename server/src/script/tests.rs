@@ -405,6 +405,57 @@ fn binding_names_must_be_identifiers() {
     ));
 }
 
+/// A shared value is converted once and bound as the same object to every
+/// call made in its scope; only its own engine takes it; a value too big
+/// for the engine's memory is refused with the engine's error.
+#[test]
+fn a_shared_value_is_one_object_for_the_calls_in_its_scope() {
+    let mut engine = engine();
+    let mark = engine
+        .compile(&source("source.n = (source.n || 0) + 1; source.n"))
+        .unwrap();
+    let same = engine.compile(&source("source === object")).unwrap();
+    let record = json!({"uid": "1"});
+    let counts = engine
+        .with_shared(&record, |engine, shared| {
+            let bound = [("source", Binding::Shared(shared))];
+            let first = engine.eval_bound(mark, &bound).unwrap();
+            let second = engine.eval_bound(mark, &bound).unwrap();
+            let both = [
+                ("source", Binding::Shared(shared)),
+                ("object", Binding::Shared(shared)),
+            ];
+            (first, second, engine.eval_bound(same, &both).unwrap())
+        })
+        .unwrap();
+    assert_eq!(counts, (json!(1), json!(2), json!(true)));
+    assert_eq!(record, json!({"uid": "1"}), "the JSON is not changed");
+    assert_eq!(
+        engine.eval(mark, &[("source", &record)]).unwrap(),
+        json!(1),
+        "a JSON binding is a fresh object"
+    );
+
+    let mut other = ScriptEngine::new(Limits::default()).unwrap();
+    let foreign = other
+        .with_shared(&record, |_, shared| {
+            engine.eval_bound(mark, &[("source", Binding::Shared(shared))])
+        })
+        .unwrap();
+    assert!(
+        matches!(foreign, Err(ScriptError::ForeignBinding)),
+        "{foreign:?}"
+    );
+
+    let mut small = ScriptEngine::new(short_limits()).unwrap();
+    let huge = json!(vec!["x".repeat(1024); 32 * 1024]);
+    let refused = small.with_shared(&huge, |_, _| ());
+    assert!(
+        matches!(refused, Err(ScriptError::OutOfMemory { .. })),
+        "{refused:?}"
+    );
+}
+
 fn short_limits() -> Limits {
     Limits {
         time: Duration::from_millis(100),

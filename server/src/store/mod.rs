@@ -450,12 +450,27 @@ impl Store {
         table: &'static str,
         keys: impl Iterator<Item = [&'k str; N]>,
     ) -> Result<Vec<T>, StoreError> {
+        self.record_values(projection, table, keys)
+            .await?
+            .into_iter()
+            .map(decode_json)
+            .collect()
+    }
+
+    /// [`records`](Self::records) as JSON, for a caller that decodes them
+    /// itself.
+    async fn record_values<'k, const N: usize>(
+        &self,
+        projection: &'static str,
+        table: &'static str,
+        keys: impl Iterator<Item = [&'k str; N]>,
+    ) -> Result<Vec<Value>, StoreError> {
         use surrealdb::types::{Array, RecordId, Value as DbValue};
         let _timer = crate::metrics::store_timer(crate::metrics::StoreOp::QueryAll);
         if let Some(scan) = &self.key_scan {
             let keys: Vec<[&str; N]> = keys.collect();
             let found = scan.records(table, &keys).await?;
-            return found.into_iter().flatten().map(decode_json).collect();
+            return Ok(found.into_iter().flatten().collect());
         }
         let ids: Vec<DbValue> = keys
             .map(|key| {
@@ -470,7 +485,11 @@ impl Store {
         let ids = DbValue::Array(Array::from(ids));
         let mut response = self.db.shared().query(sql).bind(("ids", ids)).await?;
         let value: DbValue = response.take(0)?;
-        decode_rows(value.into_json_value())
+        match value.into_json_value() {
+            Value::Null => Ok(Vec::new()),
+            Value::Array(rows) => Ok(rows),
+            other => Err(StoreError::Decode(format!("expected rows, got {other}"))),
+        }
     }
 
     /// One page of the record-id range `table:[prefix, …]`, in key order:

@@ -372,7 +372,9 @@ impl Provisioner {
                 // Gone: deletes need the link (or the last attributes to find it).
                 let mut source = change.snapshot.unwrap_or_default();
                 source.insert("_id".into(), json!(change.oid));
-                let wanted = self.map_values(&source, &references).unwrap_or_default();
+                let wanted = self
+                    .map_values(&Value::Object(source), &references)
+                    .unwrap_or_default();
                 mapped.push(Mapped {
                     oid: change.oid,
                     source: Value::Null,
@@ -393,7 +395,7 @@ impl Provisioner {
                 }
             }
             source.insert("_id".into(), json!(change.oid));
-            let source_value = Value::Object(source.clone());
+            let source_value = Value::Object(source);
             let mut failure = None;
             let valid = match self.scripts.valid_source {
                 Some(script) => match self.eval(script, &[("source", &source_value)]) {
@@ -405,7 +407,7 @@ impl Provisioner {
                 },
                 None => true,
             };
-            let wanted = match self.map_values(&source, &references) {
+            let wanted = match self.map_values(&source_value, &references) {
                 Ok(wanted) => wanted,
                 Err(f) => {
                     failure = failure.or(Some(f));
@@ -444,7 +446,7 @@ impl Provisioner {
     /// references turned into linked target ids.
     fn map_values(
         &mut self,
-        source: &Map<String, Value>,
+        source: &Value,
         references: &HashMap<(String, String), String>,
     ) -> Result<Map<String, Value>, Failure> {
         let mut wanted = self

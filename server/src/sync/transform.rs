@@ -4,12 +4,10 @@
 //! back to `default` when there is no value. Scripts are compiled once per
 //! [`PropertyMapper`] (a reconciliation worker owns one) and reused per record.
 
-use std::borrow::Cow;
-
 use serde_json::{Map, Value};
 
 use super::mapping::{Mapping, PropertyMapping};
-use crate::script::{CompiledId, Limits, ScriptEngine, ScriptError, ScriptSource};
+use crate::script::{Binding, CompiledId, Limits, ScriptEngine, ScriptError, ScriptSource, Shared};
 
 /// The compiled property scripts of one mapping, on one worker's engine.
 pub struct PropertyMapper {
@@ -68,54 +66,81 @@ impl PropertyMapper {
     }
 
     /// The target attributes a source object maps to. Properties whose value
-    /// comes out null or absent (and have no default) are left out.
+    /// comes out null or absent (and have no default) are left out. The
+    /// object is converted to JavaScript once for all the properties'
+    /// scripts, which see it as one `source`/`object`, as Wren's do.
     pub fn target_values(
         &mut self,
         mapping: &str,
-        source: &Map<String, Value>,
+        source: &Value,
     ) -> Result<Map<String, Value>, PropertyError> {
-        let whole = Value::Object(source.clone());
-        let mut target = Map::new();
-        for compiled in &self.properties {
-            let property = &compiled.property;
-            let error = |source: ScriptError| PropertyError {
-                mapping: mapping.to_string(),
-                target: property.target.clone(),
-                source,
-            };
-            if let Some(condition) = compiled.condition {
-                let applies = self
-                    .engine
-                    .eval(condition, &[("object", &whole), ("source", &whole)])
-                    .map_err(error)?;
-                if !truthy(&applies) {
-                    continue;
-                }
-            }
-            let input = match &property.source {
-                Some(attribute) => {
-                    Cow::Owned(source.get(attribute).cloned().unwrap_or(Value::Null))
-                }
-                None => Cow::Borrowed(&whole),
-            };
-            let value = match compiled.transform {
-                Some(transform) => self
-                    .engine
-                    .eval(transform, &[("source", &*input), ("object", &whole)])
-                    .map_err(error)?,
-                None if property.source.is_some() => input.into_owned(),
-                None => Value::Null,
-            };
-            let value = match (value, &property.default) {
-                (Value::Null, Some(default)) => default.clone(),
-                (value, _) => value,
-            };
-            if !value.is_null() {
-                target.insert(property.target.clone(), value);
-            }
+        let properties = &self.properties;
+        let scripted = properties
+            .iter()
+            .any(|p| p.condition.is_some() || p.transform.is_some());
+        if !scripted {
+            return map_properties(properties, mapping, source, None);
         }
-        Ok(target)
+        let shared = self.engine.with_shared(source, |engine, whole| {
+            map_properties(properties, mapping, source, Some((engine, whole)))
+        });
+        shared.map_err(|source| PropertyError {
+            mapping: mapping.to_string(),
+            target: "(source object)".to_string(),
+            source,
+        })?
     }
+}
+
+/// [`PropertyMapper::target_values`], its scripts run on `scripts` with the
+/// source object already converted.
+fn map_properties(
+    properties: &[CompiledProperty],
+    mapping: &str,
+    source: &Value,
+    mut scripts: Option<(&mut ScriptEngine, &Shared)>,
+) -> Result<Map<String, Value>, PropertyError> {
+    let mut target = Map::new();
+    for compiled in properties {
+        let property = &compiled.property;
+        let error = |source: ScriptError| PropertyError {
+            mapping: mapping.to_string(),
+            target: property.target.clone(),
+            source,
+        };
+        let mut run = |id: CompiledId, input: Option<&Value>| -> Result<Value, PropertyError> {
+            let Some((engine, whole)) = scripts.as_mut() else {
+                return Err(error(ScriptError::UnknownScript));
+            };
+            let whole = Binding::Shared(whole);
+            let input = input.map_or(whole, Binding::Json);
+            engine
+                .eval_bound(id, &[("source", input), ("object", whole)])
+                .map_err(error)
+        };
+        if let Some(condition) = compiled.condition
+            && !truthy(&run(condition, None)?)
+        {
+            continue;
+        }
+        let attribute = property
+            .source
+            .as_ref()
+            .map(|name| source.get(name).unwrap_or(&Value::Null));
+        let value = match (compiled.transform, attribute) {
+            (Some(transform), attribute) => run(transform, attribute)?,
+            (None, Some(attribute)) => attribute.clone(),
+            (None, None) => Value::Null,
+        };
+        let value = match (value, &property.default) {
+            (Value::Null, Some(default)) => default.clone(),
+            (value, _) => value,
+        };
+        if !value.is_null() {
+            target.insert(property.target.clone(), value);
+        }
+    }
+    Ok(target)
 }
 
 /// A hook script that may change `target`: its completion value is `target`.
@@ -165,11 +190,8 @@ mod tests {
         .unwrap()
     }
 
-    fn row(uid: &str, first: &str, last: &str, phone: &str) -> Map<String, Value> {
+    fn row(uid: &str, first: &str, last: &str, phone: &str) -> Value {
         json!({"uid": uid, "firstName": first, "lastName": last, "telephoneNumber": phone})
-            .as_object()
-            .cloned()
-            .unwrap()
     }
 
     #[test]
@@ -228,7 +250,7 @@ mod tests {
         );
 
         let mut broken = row("3", "A", "B", "");
-        broken.remove("lastName");
+        broken.as_object_mut().unwrap().remove("lastName");
         let err = mapper
             .target_values(&mapping.name, &broken)
             .unwrap_err()
@@ -241,6 +263,29 @@ mod tests {
             err.contains("toLowerCase"),
             "the script's own message: {err}"
         );
+    }
+
+    /// As in Wren, a record's property scripts see one source object: what
+    /// one script sets on it, the next reads; the next record starts afresh.
+    #[test]
+    fn a_records_property_scripts_share_its_source_object() {
+        let mapping = cookbook(json!([
+            {"target": "first", "transform": {"type": "text/javascript",
+             "source": "var seen = source.marked; source.marked = 'by first'; seen === undefined ? 'unmarked' : seen"}},
+            {"source": "uid", "target": "second", "transform": {"type": "text/javascript",
+             "source": "object.marked"}}
+        ]));
+        let mut mapper = PropertyMapper::new(&mapping, Limits::default()).unwrap();
+        for uid in ["1", "2"] {
+            let values = mapper
+                .target_values(&mapping.name, &row(uid, "A", "B", ""))
+                .unwrap();
+            assert_eq!(
+                (values["first"].as_str(), values["second"].as_str()),
+                (Some("unmarked"), Some("by first")),
+                "record {uid}"
+            );
+        }
     }
 
     #[test]

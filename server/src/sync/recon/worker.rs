@@ -177,7 +177,9 @@ impl Worker {
         let mut decisions = Vec::with_capacity(rows.len());
         let mut correlating: Vec<(SourceRecord, Lookup)> = Vec::new();
         for row in rows {
-            let object = with_id(&row.attributes, &row.uid);
+            let mut object = row.attributes;
+            object.insert("_id".into(), json!(row.uid));
+            let object = Value::Object(object);
             let link = links.get(&row.uid).cloned();
             let record = SourceRecord {
                 uid: row.uid,
@@ -218,8 +220,7 @@ impl Worker {
                 continue;
             }
             let mut record = record;
-            let source_map = record.object.as_object().cloned().unwrap_or_default();
-            match self.mapper.target_values(mapping, &source_map) {
+            match self.mapper.target_values(mapping, &record.object) {
                 Ok(values) => record.values = values,
                 Err(e) => {
                     recon.fail(fail_script(&record, e.to_string()));
