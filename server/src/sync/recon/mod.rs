@@ -796,6 +796,99 @@ mod tests {
         assert_eq!(b.get(&run.rid).await.unwrap().durations, ended.durations);
     }
 
+    /// With several task threads the target phase walks links and targets
+    /// side by side; a target whose link lost its source is still decided
+    /// once, by its link (SOURCE_MISSING, here UNLINK), never a second time
+    /// as UNASSIGNED by the targets' walk, which waits for the links'.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_side_by_side_walks_decide_each_target_once() {
+        const ROWS: usize = 600;
+        let header = "uid,firstName,lastName,telephoneNumber\n";
+        let rows = |n: usize| -> String {
+            (0..n)
+                .map(|i| format!("{i},First{i},Last{i},555{i:04}\n"))
+                .collect()
+        };
+        let cluster = Cluster::with_rows(&format!("{header}{}", rows(ROWS))).await;
+        let node = cluster.node("node-a");
+        let run = node.start(MAPPING, None, "test").await.unwrap();
+        let first = within(node.wait(&run.rid)).await.unwrap();
+        assert_eq!(first.situations.get("ABSENT"), Some(&(ROWS as i64)));
+
+        // Users no source has, whose ids sort first: the targets' walk meets
+        // them before the linked ones. (Whether the links' walk has marked
+        // its targets by the time the targets' walk filters a page is a race
+        // this test does not force; it checks every count either way.)
+        const EXTRAS: usize = 200;
+        let extras = (0..EXTRAS)
+            .map(|i| {
+                let attributes = json!({"userName": format!("extra{i}"), "givenName": "E",
+                    "sn": format!("X{i}"), "mail": format!("extra{i}@example.com")});
+                (
+                    Some(format!("-x{i:04}")),
+                    attributes.as_object().cloned().unwrap(),
+                )
+            })
+            .collect();
+        cluster
+            .objects
+            .create_many("test", "user", extras)
+            .await
+            .unwrap();
+
+        // Every other row goes; their users lose their source.
+        let kept: String = (0..ROWS)
+            .filter(|i| i % 2 == 0)
+            .map(|i| format!("{i},First{i},Last{i},555{i:04}\n"))
+            .collect();
+        std::fs::write(cluster.dir.join("hr.csv"), format!("{header}{kept}")).unwrap();
+        let mut mapping = cluster
+            .store
+            .get_config("mapping", MAPPING)
+            .await
+            .unwrap()
+            .unwrap();
+        mapping.body.insert(
+            "policies".into(),
+            json!([{"situation": "SOURCE_MISSING", "action": "UNLINK"}]),
+        );
+        assert_eq!(mapping.body.get("taskThreads"), None, "Wren's default, 10");
+        cluster.store.put_config(&mapping).await.unwrap();
+
+        let run = node.start(MAPPING, None, "test").await.unwrap();
+        let second = within(node.wait(&run.rid)).await.unwrap();
+        assert_eq!(second.state, "SUCCESS", "{second:?}");
+        let half = (ROWS / 2) as i64;
+        let extras = EXTRAS as i64;
+        let situations = |pairs: &[(&str, i64)]| -> std::collections::BTreeMap<String, i64> {
+            pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+        };
+        assert_eq!(
+            second.situations,
+            situations(&[
+                ("CONFIRMED", half),
+                ("SOURCE_MISSING", half),
+                ("UNASSIGNED", extras)
+            ]),
+            "{:?}",
+            second.failures.first()
+        );
+        assert_eq!(second.actions.get("UNLINK"), Some(&half));
+        let targets = ROWS as i64 + extras;
+        assert_eq!(
+            (second.target.processed, second.target.total),
+            (targets, targets)
+        );
+
+        // Now the unlinked users are UNASSIGNED too, each once.
+        let run = node.start(MAPPING, None, "test").await.unwrap();
+        let third = within(node.wait(&run.rid)).await.unwrap();
+        assert_eq!(
+            third.situations,
+            situations(&[("CONFIRMED", half), ("UNASSIGNED", half + extras)])
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_mapping_runs_once_across_nodes_and_any_node_cancels_it() {
         let cluster = Cluster::new().await;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::ReconError;
 use super::worker::Worker;
@@ -316,12 +316,41 @@ pub(super) async fn reconcile(
     }
     if recon.mapping.run_target_phase {
         recon.update(|r| r.stage = "ACTIVE_RECONCILING_TARGET".into());
-        let target_phase = on_worker_thread(Arc::clone(&recon), |mut worker| async move {
-            worker.target_phase().await
-        });
-        recon.timed(ReconTask::TargetPhase, target_phase).await?;
+        recon
+            .timed(ReconTask::TargetPhase, target_phase(&recon))
+            .await?;
     }
     Ok(())
+}
+
+/// Links whose source is gone, then targets no source reached; with more
+/// than one task thread, both walks run side by side (the targets' waits for
+/// the links' where an unseen target turns up; see
+/// [`Worker::unreached_targets_walk`]): a run that changed nothing reads
+/// every link and target id, two walks' worth of keys.
+async fn target_phase(recon: &Arc<Recon>) -> Result<(), ReconError> {
+    if recon.mapping.task_threads < 2 {
+        return on_worker_thread(Arc::clone(recon), |mut worker| async move {
+            worker.orphaned_links_walk().await?;
+            worker.unreached_targets_walk(None).await
+        })
+        .await;
+    }
+    let (walked, links_walked) = watch::channel(false);
+    let links = on_worker_thread(Arc::clone(recon), |mut worker| async move {
+        let result = worker.orphaned_links_walk().await;
+        if result.is_err() {
+            // The targets' walk stops rather than act on a half-walked phase.
+            worker.recon().cancel();
+        }
+        let _ = walked.send(true);
+        result
+    });
+    let targets = on_worker_thread(Arc::clone(recon), |mut worker| async move {
+        worker.unreached_targets_walk(Some(links_walked)).await
+    });
+    let (links, targets) = tokio::join!(links, targets);
+    links.and(targets)
 }
 
 /// Streams the connector into batches for the workers.

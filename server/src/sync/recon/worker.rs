@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 
 use idm_proto::filter::{self, CompareOp, Filter};
 use serde_json::{Map, Value, json};
+use tokio::sync::watch;
 
 use super::ReconError;
 use super::run::{BATCH, PAGE, PlannedChange, PropertyChange, Recon, ReconTask};
@@ -354,11 +355,11 @@ impl Worker {
         Ok(())
     }
 
-    /// The target phase: links whose source is gone, then targets no source
-    /// reached. Both are walked a page at a time ([`PAGE`] ids), so memory
-    /// stays bounded whatever the mapping's size; only the unseen ids of a
-    /// page are looked at, in batches.
-    pub async fn target_phase(&mut self) -> Result<(), ReconError> {
+    /// The target phase's first walk: links whose source is gone. Links are
+    /// walked a page at a time ([`PAGE`] ids), so memory stays bounded
+    /// whatever the mapping's size; only the unseen ids of a page are looked
+    /// at, in batches.
+    pub async fn orphaned_links_walk(&mut self) -> Result<(), ReconError> {
         let recon = Arc::clone(&self.recon);
         let mapping = recon.mapping.name.clone();
         let links = recon.store.count_links(&mapping).await?;
@@ -401,7 +402,20 @@ impl Worker {
                 recon.update(|r| r.links.processed += done);
             }
         }
+        Ok(())
+    }
 
+    /// The target phase's second walk: targets no source reached, a page at
+    /// a time like the links. It may run beside [`Self::orphaned_links_walk`]:
+    /// an orphaned link's action settles its target (it marks it seen, and
+    /// may unlink or delete it), so the first page holding an unseen target
+    /// waits for `links_walked` and is filtered again; a run that changed
+    /// nothing walks both side by side to the end.
+    pub async fn unreached_targets_walk(
+        &mut self,
+        mut links_walked: Option<watch::Receiver<bool>>,
+    ) -> Result<(), ReconError> {
+        let recon = Arc::clone(&self.recon);
         let targets = recon.store.count_of_type(&recon.target_type).await?;
         recon.update(|r| r.target.total = i64::try_from(targets).unwrap_or(i64::MAX));
         let mut after: Option<String> = None;
@@ -417,10 +431,20 @@ impl Worker {
             let Some(last) = page.last() else { break };
             after = Some(last.clone());
             let read = page.len();
-            let unseen: Vec<String> = page
+            let mut unseen: Vec<String> = page
                 .into_iter()
                 .filter(|id| !recon.target_seen(id))
                 .collect();
+            if !unseen.is_empty()
+                && let Some(mut walked) = links_walked.take()
+            {
+                // An error there fails the run; its sender is then gone.
+                let _ = walked.wait_for(|done| *done).await;
+                if recon.is_cancelled() {
+                    return Ok(());
+                }
+                unseen.retain(|id| !recon.target_seen(id));
+            }
             let seen = i64::try_from(read - unseen.len()).unwrap_or(i64::MAX);
             recon.update(|r| r.target.processed += seen);
             for chunk in unseen.chunks(BATCH) {
