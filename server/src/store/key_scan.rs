@@ -25,6 +25,7 @@ use surrealdb_kvs::key::KVKeyDecode;
 use surrealdb_kvs::key::Resumable;
 use surrealdb_kvs::{Direction, TransactionType};
 
+use super::record_json::record_json;
 use super::{DATABASE, NAMESPACE, StoreError};
 
 /// The embedded store's keys, read directly.
@@ -172,15 +173,23 @@ impl KeyScan {
     ) -> Result<Vec<Option<serde_json::Value>>, StoreError> {
         let what = format!("{table} records");
         self.in_read(&what, vec![None; keys.len()], async |tx, ns, db| {
+            let table = TableName::from(table);
             let mut found = Vec::with_capacity(keys.len());
-            read_records(tx, ns, db, table, keys.iter().copied(), |record| {
-                found.push(match record {
-                    Value::Object(fields) => Some(object_to_json(fields, |name| name != "id")?),
-                    _ => None, // a missing record comes back empty
-                });
-                Ok(())
-            })
-            .await?;
+            for chunk in keys.chunks(RECORDS_A_READ) {
+                let keys: Vec<RecordKey<'_>> = chunk
+                    .iter()
+                    .map(|parts| {
+                        RecordKey::new(ns, db, Cow::Borrowed(&table), Cow::Owned(string_key(parts)))
+                    })
+                    .collect();
+                for bytes in tx.getm_raw(keys, None).await? {
+                    // A missing record comes back empty.
+                    found.push(match bytes {
+                        Some(bytes) => record_json(&bytes, |name| name != "id")?,
+                        None => None,
+                    });
+                }
+            }
             Ok(found)
         })
         .await
@@ -316,7 +325,7 @@ async fn read_records<'k, const N: usize>(
 /// values idm stores: converting whole records that way was a tenth of a
 /// no-change re-recon's CPU. Other kinds (record ids, datetimes, …) take
 /// SurrealDB's way.
-fn to_json(value: &Value) -> anyhow::Result<serde_json::Value> {
+pub(super) fn to_json(value: &Value) -> anyhow::Result<serde_json::Value> {
     use serde_json::Value as Json;
     Ok(match value {
         Value::None | Value::Null => Json::Null,
@@ -337,7 +346,7 @@ fn to_json(value: &Value) -> anyhow::Result<serde_json::Value> {
 }
 
 /// The fields of `fields` that `keep` names, as a JSON object ([`to_json`]).
-fn object_to_json(
+pub(super) fn object_to_json(
     fields: &surrealdb_catalog::val::Object,
     keep: impl Fn(&str) -> bool,
 ) -> anyhow::Result<serde_json::Value> {
@@ -366,6 +375,16 @@ fn at_path<'v>(fields: &'v surrealdb_catalog::val::Object, path: &[&str]) -> Opt
         }
     }
     Some(value)
+}
+
+/// The record id key `[part, …]` of string parts.
+fn string_key(parts: &[&str]) -> RecordIdKey {
+    RecordIdKey::Array(Array(
+        parts
+            .iter()
+            .map(|part| Value::String((*part).into()))
+            .collect(),
+    ))
 }
 
 fn id_key(prefix: Value, last: Value) -> Cow<'static, RecordIdKey> {

@@ -20,6 +20,7 @@ mod objects;
 mod outbox;
 mod query;
 mod recon;
+mod record_json;
 mod retention;
 mod schedules;
 mod sessions;
