@@ -301,12 +301,7 @@ async fn read_records<'k, const N: usize>(
     let rids: Vec<RecordId> = keys
         .map(|parts| RecordId {
             table: table.clone(),
-            key: RecordIdKey::Array(Array(
-                parts
-                    .iter()
-                    .map(|part| Value::String((*part).into()))
-                    .collect(),
-            )),
+            key: string_key(&parts),
         })
         .collect();
     for chunk in rids.chunks(RECORDS_A_READ) {

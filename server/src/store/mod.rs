@@ -486,11 +486,7 @@ impl Store {
         let ids = DbValue::Array(Array::from(ids));
         let mut response = self.db.shared().query(sql).bind(("ids", ids)).await?;
         let value: DbValue = response.take(0)?;
-        match value.into_json_value() {
-            Value::Null => Ok(Vec::new()),
-            Value::Array(rows) => Ok(rows),
-            other => Err(StoreError::Decode(format!("expected rows, got {other}"))),
-        }
+        json_rows(value.into_json_value())
     }
 
     /// One page of the record-id range `table:[prefix, …]`, in key order:
@@ -644,12 +640,14 @@ fn decode_json<T: DeserializeOwned>(value: Value) -> Result<T, StoreError> {
 }
 
 fn decode_rows<T: DeserializeOwned>(value: Value) -> Result<Vec<T>, StoreError> {
+    json_rows(value)?.into_iter().map(decode_json).collect()
+}
+
+/// A statement's result as its rows (none for `NULL`).
+fn json_rows(value: Value) -> Result<Vec<Value>, StoreError> {
     match value {
         Value::Null => Ok(Vec::new()),
-        Value::Array(rows) => rows
-            .into_iter()
-            .map(|row| serde_json::from_value(row).map_err(|e| StoreError::Decode(e.to_string())))
-            .collect(),
+        Value::Array(rows) => Ok(rows),
         other => Err(StoreError::Decode(format!("expected rows, got {other}"))),
     }
 }

@@ -80,16 +80,20 @@ impl StoredObject {
     /// `serde_json::from_value` would rebuild it key by key (a tenth of a
     /// no-change reconciliation's reading of its targets).
     fn from_record(record: Value) -> Result<Self, StoreError> {
+        // The messages name what is wrong, never the values (an object's
+        // data is the user's).
         let Value::Object(mut fields) = record else {
-            return Err(StoreError::Decode(format!("an object record is {record}")));
+            return Err(StoreError::Decode(
+                "an object record is not an object".into(),
+            ));
         };
         let data = match fields.remove("data") {
             Some(Value::Object(data)) => data,
             Some(Value::Null) | None => Map::new(),
-            Some(other) => {
-                return Err(StoreError::Decode(format!(
-                    "an object's data is {other}, not an object"
-                )));
+            Some(_) => {
+                return Err(StoreError::Decode(
+                    "an object record's data is not an object".into(),
+                ));
             }
         };
         let mut object: StoredObject = super::decode_json(Value::Object(fields))?;

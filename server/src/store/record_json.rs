@@ -61,12 +61,7 @@ fn walk_record(bytes: &[u8], keep: &impl Fn(&str) -> bool) -> anyhow::Result<Opt
 /// other revisions go through the record's walker.
 fn record_data(bytes: &[u8]) -> anyhow::Result<Cow<'_, [u8]>> {
     let rev2 = || -> Option<&[u8]> {
-        let (&rev, rest) = bytes.split_first()?;
-        if rev != 2 {
-            return None;
-        }
-        let length = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
-        let payload = rest.get(4..4usize.checked_add(length)?)?;
+        let payload = rev2_payload(bytes)?;
         let data_at = u32::from_le_bytes(payload.get(4..8)?.try_into().ok()?) as usize;
         payload.get(data_at..)
     };

@@ -323,11 +323,11 @@ pub(super) async fn reconcile(
     Ok(())
 }
 
-/// Links whose source is gone, then targets no source reached; with more
-/// than one task thread, both walks run side by side (the targets' waits for
-/// the links' where an unseen target turns up; see
+/// Links whose source is gone, then targets no source reached. With more
+/// than one task thread both walks run side by side (the targets' walk waits
+/// for the links' once it meets an unseen target; see
 /// [`Worker::unreached_targets_walk`]): a run that changed nothing reads
-/// every link and target id, two walks' worth of keys.
+/// every link id and every target id, and no longer one walk after the other.
 async fn target_phase(recon: &Arc<Recon>) -> Result<(), ReconError> {
     if recon.mapping.task_threads < 2 {
         return on_worker_thread(Arc::clone(recon), |mut worker| async move {
