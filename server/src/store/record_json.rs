@@ -299,4 +299,28 @@ mod tests {
             "truncated"
         );
     }
+
+    /// Damaged bytes (a flipped byte, a cut) read as an error or as some
+    /// value, never as a panic, however the damage falls.
+    #[test]
+    fn damaged_records_fail_cleanly() {
+        let mut dice = Dice(11);
+        for _ in 0..20_000 {
+            let record = Record {
+                metadata: None,
+                data: Value::Object(object(&mut dice, 2)),
+            };
+            let mut bytes = revision::to_vec(&record).unwrap();
+            if bytes.is_empty() {
+                continue;
+            }
+            let at = dice.roll(bytes.len() as u64) as usize;
+            match dice.roll(3) {
+                0 => bytes.truncate(at),
+                1 => bytes[at] ^= 1 << dice.roll(8),
+                _ => bytes[at] = 0xff,
+            }
+            let _ = record_json(&bytes, |_| true);
+        }
+    }
 }
